@@ -1,0 +1,525 @@
+//! Workload identity: which pod, service or node an IP belonged to at a time.
+//!
+//! Bindings come from an inventory in the shape of
+//! `kubectl get pods,services,nodes -A -o json` (a `v1 List`), from typed
+//! lists (`PodList`, …) or plain JSON arrays of objects. Each binding carries
+//! the interval in which it held the IP, so a reused pod IP resolves to the
+//! pod that had it when the packet was seen.
+
+use crate::time::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What kind of thing a workload is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    Pod,
+    Service,
+    Node,
+    /// Not in the inventory: a private (`internal`) or public address.
+    External,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "pod",
+            WorkloadKind::Service => "service",
+            WorkloadKind::Node => "node",
+            WorkloadKind::External => "external",
+        }
+    }
+}
+
+/// A pod, service, node or external address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Controller of a pod, as `Kind/name` (for example `ReplicaSet/web-7d9`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// Pseudo-namespace of unknown private addresses, as Kubeshark names it.
+pub const NAMESPACE_INTERNAL: &str = "internal";
+/// Pseudo-namespace of unknown public addresses.
+pub const NAMESPACE_PUBLIC: &str = "public";
+
+impl Workload {
+    /// The workload of an address that is not in the inventory.
+    pub fn external(ip: IpAddr) -> Workload {
+        let namespace = if is_private(ip) {
+            NAMESPACE_INTERNAL
+        } else {
+            NAMESPACE_PUBLIC
+        };
+        Workload {
+            kind: WorkloadKind::External,
+            namespace: namespace.to_string(),
+            name: ip.to_string(),
+            node: None,
+            labels: BTreeMap::new(),
+            owner: None,
+        }
+    }
+}
+
+/// RFC 1918, CGNAT, loopback, link-local and IPv6 ULA/link-local ranges.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Errors reading an inventory.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("inventory is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "inventory has no Kubernetes objects (expected a List, a *List or an array of objects)"
+    )]
+    NoObjects,
+}
+
+/// How a binding ranks against others holding the same IP at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    /// A finished (Succeeded/Failed) pod that still lists its IP.
+    FinishedPod = 0,
+    /// A hostNetwork pod shares its node's IP; the node is the better name.
+    HostNetworkPod = 1,
+    Node = 2,
+    Service = 3,
+    Pod = 4,
+}
+
+#[derive(Clone, Debug)]
+struct Binding {
+    workload: Arc<Workload>,
+    from: Option<Timestamp>,
+    until: Option<Timestamp>,
+    rank: Rank,
+}
+
+impl Binding {
+    fn holds_at(&self, ts: Timestamp) -> bool {
+        self.from.is_none_or(|f| f <= ts) && self.until.is_none_or(|u| ts < u)
+    }
+}
+
+/// IP → workload bindings over time.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    by_ip: HashMap<IpAddr, Vec<Binding>>,
+    workloads: usize,
+}
+
+impl Identity {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of workloads loaded (pods, services and nodes).
+    pub fn workload_count(&self) -> usize {
+        self.workloads
+    }
+
+    /// Number of distinct IPs with at least one binding.
+    pub fn ip_count(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    /// Loads every pod, service and node of an inventory document.
+    pub fn load_json(&mut self, text: &str) -> Result<usize, InventoryError> {
+        let doc: Value = serde_json::from_str(text)?;
+        let (items, list_kind) = match &doc {
+            Value::Array(items) => (items.as_slice(), None),
+            Value::Object(o) => match o.get("items").and_then(Value::as_array) {
+                Some(items) => (items.as_slice(), o.get("kind").and_then(Value::as_str)),
+                None if o.contains_key("metadata") => (std::slice::from_ref(&doc), None),
+                None => return Err(InventoryError::NoObjects),
+            },
+            _ => return Err(InventoryError::NoObjects),
+        };
+        let mut loaded = 0;
+        for item in items {
+            let kind = item
+                .get("kind")
+                .and_then(Value::as_str)
+                .or_else(|| list_kind.and_then(|k| k.strip_suffix("List")))
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| guess_kind(item).to_string());
+            let added = match kind.as_str() {
+                "Pod" => self.add_pod(item),
+                "Service" => self.add_service(item),
+                "Node" => self.add_node(item),
+                _ => false,
+            };
+            loaded += usize::from(added);
+        }
+        self.workloads += loaded;
+        Ok(loaded)
+    }
+
+    fn bind(&mut self, ip: &str, binding: &Binding) {
+        if let Ok(ip) = ip.parse::<IpAddr>() {
+            let list = self.by_ip.entry(ip).or_default();
+            if !list
+                .iter()
+                .any(|b| Arc::ptr_eq(&b.workload, &binding.workload))
+            {
+                list.push(binding.clone());
+            }
+        }
+    }
+
+    fn add_pod(&mut self, pod: &Value) -> bool {
+        let meta = &pod["metadata"];
+        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace"))
+        else {
+            return false;
+        };
+        let status = &pod["status"];
+        let phase = str_at(status, "phase").unwrap_or("");
+        let host_network = pod["spec"]["hostNetwork"].as_bool().unwrap_or(false);
+        let finished = matches!(phase, "Succeeded" | "Failed");
+        let workload = Arc::new(Workload {
+            kind: WorkloadKind::Pod,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            node: str_at(&pod["spec"], "nodeName").map(str::to_string),
+            labels: labels(meta),
+            owner: meta["ownerReferences"].as_array().and_then(|refs| {
+                let r = refs
+                    .iter()
+                    .find(|r| r["controller"].as_bool() == Some(true))
+                    .or(refs.first())?;
+                Some(format!("{}/{}", str_at(r, "kind")?, str_at(r, "name")?))
+            }),
+        });
+        let from = time_at(meta, "creationTimestamp").or_else(|| time_at(status, "startTime"));
+        let until = time_at(meta, "deletionTimestamp")
+            .or_else(|| if finished { last_finish(status) } else { None });
+        let rank = if finished {
+            Rank::FinishedPod
+        } else if host_network {
+            Rank::HostNetworkPod
+        } else {
+            Rank::Pod
+        };
+        let binding = Binding {
+            workload,
+            from,
+            until,
+            rank,
+        };
+        let mut ips: Vec<&str> = status["podIPs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| str_at(p, "ip")).collect())
+            .unwrap_or_default();
+        ips.extend(str_at(status, "podIP"));
+        for ip in ips {
+            self.bind(ip, &binding);
+        }
+        true
+    }
+
+    fn add_service(&mut self, svc: &Value) -> bool {
+        let meta = &svc["metadata"];
+        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace"))
+        else {
+            return false;
+        };
+        let spec = &svc["spec"];
+        let workload = Arc::new(Workload {
+            kind: WorkloadKind::Service,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            node: None,
+            labels: labels(meta),
+            owner: None,
+        });
+        let binding = Binding {
+            workload,
+            from: time_at(meta, "creationTimestamp"),
+            until: time_at(meta, "deletionTimestamp"),
+            rank: Rank::Service,
+        };
+        let mut ips: Vec<&str> = Vec::new();
+        for field in ["clusterIPs", "externalIPs"] {
+            if let Some(a) = spec[field].as_array() {
+                ips.extend(a.iter().filter_map(Value::as_str));
+            }
+        }
+        ips.extend(str_at(spec, "clusterIP"));
+        if let Some(ingress) = svc["status"]["loadBalancer"]["ingress"].as_array() {
+            ips.extend(ingress.iter().filter_map(|i| str_at(i, "ip")));
+        }
+        for ip in ips {
+            self.bind(ip, &binding);
+        }
+        true
+    }
+
+    fn add_node(&mut self, node: &Value) -> bool {
+        let meta = &node["metadata"];
+        let Some(name) = str_at(meta, "name") else {
+            return false;
+        };
+        let workload = Arc::new(Workload {
+            kind: WorkloadKind::Node,
+            namespace: String::new(),
+            name: name.to_string(),
+            node: Some(name.to_string()),
+            labels: labels(meta),
+            owner: None,
+        });
+        let binding = Binding {
+            workload,
+            from: time_at(meta, "creationTimestamp"),
+            until: time_at(meta, "deletionTimestamp"),
+            rank: Rank::Node,
+        };
+        if let Some(addresses) = node["status"]["addresses"].as_array() {
+            for a in addresses {
+                if matches!(str_at(a, "type"), Some("InternalIP" | "ExternalIP"))
+                    && let Some(ip) = str_at(a, "address")
+                {
+                    self.bind(ip, &binding);
+                }
+            }
+        }
+        true
+    }
+
+    /// The workload that held `ip` at `ts`, if the inventory knows one.
+    pub fn lookup(&self, ip: IpAddr, ts: Timestamp) -> Option<Arc<Workload>> {
+        let bindings = self.by_ip.get(&ip)?;
+        bindings
+            .iter()
+            .filter(|b| b.holds_at(ts))
+            .max_by_key(|b| (b.rank, b.from))
+            .map(|b| Arc::clone(&b.workload))
+    }
+
+    /// The workload that held `ip` at `ts`, or its `internal`/`public`
+    /// pseudo-workload.
+    pub fn resolve(&self, ip: IpAddr, ts: Timestamp) -> Arc<Workload> {
+        self.lookup(ip, ts)
+            .unwrap_or_else(|| Arc::new(Workload::external(ip)))
+    }
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && *s != "None")
+}
+
+fn time_at(v: &Value, key: &str) -> Option<Timestamp> {
+    str_at(v, key).and_then(parse_rfc3339)
+}
+
+fn labels(meta: &Value) -> BTreeMap<String, String> {
+    meta["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// When the last container of a finished pod stopped.
+fn last_finish(status: &Value) -> Option<Timestamp> {
+    status["containerStatuses"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| time_at(&c["state"]["terminated"], "finishedAt"))
+        .max()
+}
+
+/// Objects from typed clients can come without `kind`.
+fn guess_kind(item: &Value) -> &'static str {
+    if item["spec"].get("containers").is_some() {
+        "Pod"
+    } else if item["spec"].get("clusterIP").is_some() || item["spec"].get("ports").is_some() {
+        "Service"
+    } else if item["status"].get("addresses").is_some() || item["status"].get("nodeInfo").is_some()
+    {
+        "Node"
+    } else {
+        ""
+    }
+}
+
+/// Parses the RFC 3339 timestamps Kubernetes writes (`2024-01-02T03:04:05Z`,
+/// optionally with fractional seconds or a numeric offset).
+pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let mut scale = 100_000_000;
+        for c in frac[..digits].bytes().take(9) {
+            nanos += i64::from(c - b'0') * scale;
+            scale /= 10;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") => {
+            let h: i64 = rest.get(1..3)?.parse().ok()?;
+            let m: i64 = rest.get(4..6)?.parse().ok()?;
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset;
+    if secs < 0 {
+        return None;
+    }
+    Some(Timestamp::from_secs_nanos(secs as u64, nanos as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
+        assert_eq!(
+            parse_rfc3339("2024-03-01T12:00:00Z").map(|t| t.0 / 1_000_000_000),
+            Some(1_709_294_400)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-03-01T13:00:00.5+01:00"),
+            Some(Timestamp(1_709_294_400_500_000_000))
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+    }
+
+    fn pod(name: &str, ip: &str, phase: &str, created: &str, deleted: Option<&str>) -> Value {
+        let mut meta = serde_json::json!({"name": name, "namespace": "shop", "creationTimestamp": created,
+            "labels": {"app": name}, "ownerReferences": [{"kind": "ReplicaSet", "name": "rs-1", "controller": true}]});
+        if let Some(d) = deleted {
+            meta["deletionTimestamp"] = Value::from(d);
+        }
+        serde_json::json!({"kind": "Pod", "metadata": meta, "spec": {"nodeName": "node-a", "containers": []},
+            "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]}})
+    }
+
+    #[test]
+    fn ip_reuse_resolves_by_time() {
+        let list = serde_json::json!({"kind": "List", "items": [
+            pod("old", "10.0.0.5", "Running", "2024-01-01T00:00:00Z", Some("2024-01-01T01:00:00Z")),
+            pod("new", "10.0.0.5", "Running", "2024-01-01T01:00:05Z", None),
+            {"kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+             "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00::a"]}},
+            {"kind": "Node", "metadata": {"name": "node-a"},
+             "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"}, {"type": "Hostname", "address": "node-a"}]}},
+        ]});
+        let mut id = Identity::new();
+        assert_eq!(id.load_json(&list.to_string()).unwrap(), 4);
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let t = |s| parse_rfc3339(s).unwrap();
+        assert_eq!(id.resolve(ip, t("2024-01-01T00:30:00Z")).name, "old");
+        assert_eq!(id.resolve(ip, t("2024-01-01T02:00:00Z")).name, "new");
+        let between = id.resolve(ip, t("2024-01-01T01:00:02Z"));
+        assert_eq!(
+            (between.kind, between.namespace.as_str()),
+            (WorkloadKind::External, NAMESPACE_INTERNAL)
+        );
+        assert_eq!(
+            id.resolve("fd00::a".parse().unwrap(), Timestamp(0)).name,
+            "web"
+        );
+        let node = id.resolve("192.168.1.10".parse().unwrap(), Timestamp(0));
+        assert_eq!(node.kind, WorkloadKind::Node);
+        assert_eq!(
+            id.resolve("8.8.8.8".parse().unwrap(), Timestamp(0))
+                .namespace,
+            NAMESPACE_PUBLIC
+        );
+        assert_eq!(
+            id.resolve(ip, t("2024-01-01T02:00:00Z")).owner.as_deref(),
+            Some("ReplicaSet/rs-1")
+        );
+    }
+
+    #[test]
+    fn running_pod_beats_finished_pod_with_same_ip() {
+        let list = serde_json::json!({"kind": "PodList", "items": [
+            pod("job", "172.17.0.3", "Succeeded", "2024-01-01T00:00:00Z", None),
+            pod("web", "172.17.0.3", "Running", "2023-12-01T00:00:00Z", None),
+        ]});
+        let mut id = Identity::new();
+        id.load_json(&list.to_string()).unwrap();
+        assert_eq!(
+            id.resolve(
+                "172.17.0.3".parse().unwrap(),
+                parse_rfc3339("2024-02-01T00:00:00Z").unwrap()
+            )
+            .name,
+            "web"
+        );
+    }
+
+    #[test]
+    fn not_an_inventory() {
+        assert!(Identity::new().load_json("{\"a\":1}").is_err());
+        assert!(Identity::new().load_json("nope").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! trawl's engine library: packet decode, the flow table with per-direction
+//! L4 counters, TCP reassembly, workload identity and the map model.
+//!
+//! It does no I/O and has no async: capture sources feed frames to an
+//! [`engine::Engine`], and the host decides where the results go.
+#![forbid(unsafe_code)]
+
+pub mod decode;
+pub mod engine;
+pub mod flow;
+pub mod identity;
+pub mod map;
+pub mod ports;
+pub mod reassembly;
+pub mod time;
+
+pub use decode::{L4Proto, LinkType};
+pub use engine::{Engine, EngineConfig, EngineStats};
+pub use flow::{DirCounters, Direction, Endpoint, FlowDelta, FlowRecord, Orientation};
+pub use identity::{Identity, Workload, WorkloadKind};
+pub use map::{GroupBy, L4Map, MapView};
+pub use ports::ServicePorts;
+pub use time::Timestamp;

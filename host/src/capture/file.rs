@@ -1,0 +1,385 @@
+//! Capture files: classic pcap (µs and ns) and pcapng, read with `pcap-file`.
+
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::{PcapError, TsResolution};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use trawl_core::{LinkType, Timestamp};
+
+/// Errors reading a capture file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot open capture {path}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a pcap or pcapng capture (it starts with {magic})")]
+    NotACapture { path: PathBuf, magic: String },
+    #[error("{path} is truncated: the record after frame {frames} is cut short ({detail})")]
+    Truncated {
+        path: PathBuf,
+        frames: u64,
+        detail: String,
+    },
+    #[error("{path} is corrupt after frame {frames}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        frames: u64,
+        detail: String,
+    },
+}
+
+impl CaptureError {
+    /// True when frames before the error were good and should be reported.
+    pub fn is_partial(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::Truncated { .. } | CaptureError::Corrupt { .. }
+        )
+    }
+}
+
+/// One captured frame, borrowed from the reader.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    pub link: LinkType,
+    pub ts: Timestamp,
+    pub data: &'a [u8],
+    /// Length on the wire (the record's original length).
+    pub wire_len: u32,
+}
+
+/// Per-interface facts a pcapng packet needs.
+#[derive(Clone, Copy, Debug)]
+struct Interface {
+    link: LinkType,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    offset_secs: u64,
+}
+
+enum Format {
+    Pcap {
+        reader: PcapReader<BufReader<File>>,
+        link: LinkType,
+        nanos: bool,
+    },
+    PcapNg {
+        reader: PcapNgReader<BufReader<File>>,
+        interfaces: Vec<Interface>,
+    },
+}
+
+/// A capture file, read frame by frame.
+pub struct CaptureFile {
+    path: PathBuf,
+    format: Format,
+    frames: u64,
+    /// Simple packet blocks carry no timestamp and inherit this one.
+    last_ts: Timestamp,
+}
+
+impl std::fmt::Debug for CaptureFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureFile")
+            .field("path", &self.path)
+            .field("frames", &self.frames)
+            .finish()
+    }
+}
+
+const PCAP_MAGICS: [[u8; 4]; 4] = [
+    [0xa1, 0xb2, 0xc3, 0xd4],
+    [0xd4, 0xc3, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0x3c, 0x4d],
+    [0x4d, 0x3c, 0xb2, 0xa1],
+];
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+impl CaptureFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| CaptureError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(&path).map_err(open_err)?;
+        if file.metadata().map_err(open_err)?.is_dir() {
+            return Err(open_err(std::io::Error::other("is a directory")));
+        }
+        let mut magic = [0u8; 4];
+        let got = read_up_to(&mut file, &mut magic).map_err(open_err)?;
+        let not_capture = || CaptureError::NotACapture {
+            path: path.clone(),
+            magic: if got == 0 {
+                "nothing: the file is empty".to_string()
+            } else {
+                magic[..got]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        };
+        if got < 4 {
+            return Err(not_capture());
+        }
+        let file = File::open(&path).map_err(open_err)?;
+        let reader = BufReader::with_capacity(1 << 16, file);
+        let header_err = |e: PcapError| match e {
+            PcapError::IncompleteBuffer | PcapError::IoError(_) => CaptureError::Truncated {
+                path: path.clone(),
+                frames: 0,
+                detail: "the file header is incomplete".into(),
+            },
+            other => CaptureError::Corrupt {
+                path: path.clone(),
+                frames: 0,
+                detail: other.to_string(),
+            },
+        };
+        let format = if PCAP_MAGICS.contains(&magic) {
+            let reader = PcapReader::new(reader).map_err(header_err)?;
+            let header = reader.header();
+            let link = LinkType::from_linktype(u32::from(header.datalink));
+            Format::Pcap {
+                reader,
+                link,
+                nanos: header.ts_resolution == TsResolution::NanoSecond,
+            }
+        } else if magic == PCAPNG_MAGIC {
+            Format::PcapNg {
+                reader: PcapNgReader::new(reader).map_err(header_err)?,
+                interfaces: Vec::new(),
+            }
+        } else {
+            return Err(not_capture());
+        };
+        Ok(CaptureFile {
+            path,
+            format,
+            frames: 0,
+            last_ts: Timestamp::ZERO,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Frames read so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    fn error(&self, e: PcapError) -> CaptureError {
+        match e {
+            PcapError::IncompleteBuffer => CaptureError::Truncated {
+                path: self.path.clone(),
+                frames: self.frames,
+                detail: "end of file inside a record".into(),
+            },
+            PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                CaptureError::Truncated {
+                    path: self.path.clone(),
+                    frames: self.frames,
+                    detail: "end of file inside a record".into(),
+                }
+            }
+            other => CaptureError::Corrupt {
+                path: self.path.clone(),
+                frames: self.frames,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// Calls `f` for every frame until the end of the file or an error.
+    pub fn for_each_frame(&mut self, mut f: impl FnMut(Frame<'_>)) -> Result<(), CaptureError> {
+        loop {
+            let step = match &mut self.format {
+                Format::Pcap {
+                    reader,
+                    link,
+                    nanos,
+                } => match reader.next_raw_packet() {
+                    None => return Ok(()),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(p)) => {
+                        let frac = if *nanos {
+                            p.ts_frac
+                        } else {
+                            p.ts_frac.saturating_mul(1000)
+                        };
+                        let ts = Timestamp::from_secs_nanos(u64::from(p.ts_sec), frac);
+                        let (data, wire_len) = wire_frame(&p.data, p.orig_len);
+                        f(Frame {
+                            link: *link,
+                            ts,
+                            data,
+                            wire_len,
+                        });
+                        Ok(true)
+                    }
+                },
+                Format::PcapNg { reader, interfaces } => match reader.next_block() {
+                    None => return Ok(()),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(block)) => Ok(match block {
+                        Block::SectionHeader(_) => {
+                            interfaces.clear();
+                            false
+                        }
+                        Block::InterfaceDescription(idb) => {
+                            let mut iface = Interface {
+                                link: LinkType::from_linktype(u32::from(idb.linktype)),
+                                units_per_sec: 1_000_000,
+                                offset_secs: 0,
+                            };
+                            for opt in &idb.options {
+                                match opt {
+                                    InterfaceDescriptionOption::IfTsResol(r) => {
+                                        iface.units_per_sec = units_per_sec(*r);
+                                    }
+                                    InterfaceDescriptionOption::IfTsOffset(o) => {
+                                        iface.offset_secs = *o
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            interfaces.push(iface);
+                            false
+                        }
+                        Block::EnhancedPacket(epb) => {
+                            let Some(iface) = interfaces.get(epb.interface_id as usize).copied()
+                            else {
+                                return Err(CaptureError::Corrupt {
+                                    path: self.path.clone(),
+                                    frames: self.frames,
+                                    detail: format!(
+                                        "packet names interface {} that was never described",
+                                        epb.interface_id
+                                    ),
+                                });
+                            };
+                            // pcap-file hands over the raw 64-bit count as "nanoseconds".
+                            let raw = epb.timestamp.as_nanos() as u64;
+                            let ts = scale_ts(raw, iface);
+                            self.last_ts = ts;
+                            let (data, wire_len) = wire_frame(&epb.data, epb.original_len);
+                            f(Frame {
+                                link: iface.link,
+                                ts,
+                                data,
+                                wire_len,
+                            });
+                            true
+                        }
+                        Block::SimplePacket(spb) => {
+                            // No timestamp: it happened no earlier than the last frame.
+                            let link = interfaces.first().map_or(LinkType::Ethernet, |i| i.link);
+                            let (data, wire_len) = wire_frame(&spb.data, spb.original_len);
+                            f(Frame {
+                                link,
+                                ts: self.last_ts,
+                                data,
+                                wire_len,
+                            });
+                            true
+                        }
+                        Block::Packet(pb) => {
+                            let iface = interfaces
+                                .get(usize::from(pb.interface_id))
+                                .copied()
+                                .unwrap_or(Interface {
+                                    link: LinkType::Ethernet,
+                                    units_per_sec: 1_000_000,
+                                    offset_secs: 0,
+                                });
+                            let ts = scale_ts(pb.timestamp, iface);
+                            self.last_ts = ts;
+                            let (data, wire_len) = wire_frame(&pb.data, pb.original_len);
+                            f(Frame {
+                                link: iface.link,
+                                ts,
+                                data,
+                                wire_len,
+                            });
+                            true
+                        }
+                        _ => false,
+                    }),
+                },
+            };
+            match step {
+                Ok(true) => self.frames += 1,
+                Ok(false) => {}
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+    }
+}
+
+/// The bytes and wire length of a record. A record that holds more bytes
+/// than its original length was written by a broken tool: the frame ends at
+/// the original length (as Wireshark reads it) and the rest is trailing junk.
+/// An original length of zero is not believed.
+fn wire_frame(data: &[u8], orig_len: u32) -> (&[u8], u32) {
+    if orig_len == 0 {
+        (data, data.len() as u32)
+    } else {
+        (&data[..data.len().min(orig_len as usize)], orig_len)
+    }
+}
+
+/// `if_tsresol`: high bit clear = negative power of 10, set = of 2.
+fn units_per_sec(resol: u8) -> u64 {
+    let exp = u32::from(resol & 0x7f);
+    if resol & 0x80 == 0 {
+        10u64.checked_pow(exp)
+    } else {
+        2u64.checked_pow(exp)
+    }
+    .unwrap_or(u64::MAX)
+}
+
+fn scale_ts(raw: u64, iface: Interface) -> Timestamp {
+    let per = iface.units_per_sec.max(1);
+    let secs = raw / per;
+    let frac = raw % per;
+    let nanos = (u128::from(frac) * 1_000_000_000 / u128::from(per)) as u32;
+    Timestamp::from_secs_nanos(secs.saturating_add(iface.offset_secs), nanos)
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsresol() {
+        assert_eq!(units_per_sec(6), 1_000_000);
+        assert_eq!(units_per_sec(9), 1_000_000_000);
+        assert_eq!(units_per_sec(0x80 | 10), 1024);
+        let iface = Interface {
+            link: LinkType::Ethernet,
+            units_per_sec: 1_000_000,
+            offset_secs: 0,
+        };
+        assert_eq!(scale_ts(1_500_000, iface), Timestamp(1_500_000_000));
+    }
+}

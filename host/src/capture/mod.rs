@@ -1,0 +1,5 @@
+//! Capture sources. Each one feeds frames to a `trawl_core::Engine`.
+
+pub mod file;
+
+pub use file::{CaptureError, CaptureFile, Frame};

@@ -1,0 +1,8 @@
+//! trawl's runtime: capture sources and the commands of the `trawl` CLI.
+//!
+//! The engine itself (decode, flows, reassembly, identity, map) lives in
+//! `trawl-core`; this crate decides where packets come from and where the
+//! results go.
+
+pub mod capture;
+pub mod replay;

@@ -1,0 +1,112 @@
+//! The `trawl` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::{BufWriter, ErrorKind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use trawl_core::GroupBy;
+use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
+
+/// trawl draws live L4/L7 workload maps from captured traffic.
+#[derive(Debug, Parser)]
+#[command(name = "trawl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a pcap/pcapng capture through the engine.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// Capture file (pcap or pcapng).
+    file: PathBuf,
+    /// Workload inventory: `kubectl get pods,services,nodes -A -o json` output.
+    /// May be given more than once.
+    #[arg(long, value_name = "FILE")]
+    inventory: Vec<PathBuf>,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = Emit::Flows)]
+    emit: Emit,
+    /// Which map `--emit map` prints.
+    #[arg(long, value_enum, default_value_t = MapKind::L4)]
+    map: MapKind,
+    /// How map nodes are grouped: pod (pods, services, nodes), namespace or node.
+    #[arg(long, default_value = "pod", value_parser = parse_group_by)]
+    group_by: GroupBy,
+    /// Width of the sliding window for map rates, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    rate_window: u32,
+    /// Most flows held at once; the least recently active is evicted beyond it.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..))]
+    max_flows: u32,
+    /// Seconds a UDP flow may be idle before it ends.
+    #[arg(long, default_value_t = 180)]
+    udp_timeout: u64,
+    /// Print packets, bytes, elapsed time and throughput to stderr.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn parse_group_by(s: &str) -> Result<GroupBy, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`trawl … | head`) is not a failure.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay(args) => {
+            let mut opts = ReplayOptions::new(args.file);
+            opts.inventories = args.inventory;
+            opts.emit = args.emit;
+            opts.map = args.map;
+            opts.group_by = args.group_by;
+            opts.rate_window_secs = args.rate_window;
+            opts.flows.max_flows = args.max_flows;
+            opts.flows.udp_idle_timeout_secs = args.udp_timeout;
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+            let outcome = replay::run(&opts, &mut out).context("replay failed")?;
+            if args.stats {
+                eprintln!("{}", outcome.stats_line());
+            }
+            if let Some(partial) = outcome.partial {
+                eprintln!(
+                    "warning: {partial}; reported the {} frames before it",
+                    outcome.stats.frames
+                );
+                return Ok(ExitCode::from(3));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
