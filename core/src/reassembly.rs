@@ -164,9 +164,13 @@ impl StreamReassembler {
             self.fin_offset = Some(self.fin_offset.map_or(fin, |f| f.min(fin)));
         }
         if seg.rst {
+            // Flushing may reach a FIN that came before the RST; that
+            // already ends the stream.
             self.flush(emit);
-            self.state = State::Closed;
-            emit(StreamEvent::Rst);
+            if self.state != State::Closed {
+                self.state = State::Closed;
+                emit(StreamEvent::Rst);
+            }
             return;
         }
         self.resolve_holes(emit);
@@ -522,6 +526,21 @@ mod tests {
         assert_eq!(h.out.last(), Some(&Ev::Rst));
         h.seg(7, "", b"late");
         assert_eq!(h.r.stats().after_fin_bytes, 4);
+    }
+
+    #[test]
+    fn rst_after_pending_fin_ends_once() {
+        // Found by the fuzzer: a RST whose flush reaches an earlier FIN.
+        let mut h = Harness::new();
+        h.seg(0, "S", b"");
+        h.seg(3, "F", b"c");
+        h.seg(9, "R", b"");
+        let ends = h
+            .out
+            .iter()
+            .filter(|e| matches!(e, Ev::Fin | Ev::Rst))
+            .count();
+        assert_eq!(ends, 1, "{:?}", h.out);
     }
 
     #[test]
