@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# CLI benchmark for docs/benchmarks.md: `trawl replay --stats` against
+# `tshark -q -z conv,tcp -z conv,udp` on the largest corpus captures and on a
+# larger capture stitched from them. Needs tshark (wireshark-common tools)
+# and hyperfine (Debian packages); installs them if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CORPUS="${TRAWL_CORPUS:-../shared/data}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/trawl-target}"
+OUT=/var/tmp/trawl-bench
+mkdir -p "$OUT"
+for tool in tshark mergecap hyperfine; do
+    command -v "$tool" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark hyperfine; break; }
+done
+cargo build --release -q -p trawl-host
+TRAWL="$CARGO_TARGET_DIR/release/trawl"
+
+# A bigger input: the three largest made/ captures, each repeated 40 times,
+# concatenated (mergecap -a keeps them back to back).
+BIG="$OUT/stitched.pcap"
+if [ ! -f "$BIG" ]; then
+    parts=()
+    for i in $(seq 1 40); do
+        for f in made/http2_h2c.pcap made/redis_resp2.pcap made/http1.pcap; do parts+=("$CORPUS/$f"); done
+    done
+    mergecap -F pcap -a -w "$BIG" "${parts[@]}"
+fi
+
+for f in "$CORPUS/made/http2_h2c.pcap" "$CORPUS/made/redis_resp2.pcap" "$CORPUS/made/http1.pcap" "$BIG"; do
+    echo "== $(basename "$f") ($(stat -c %s "$f") bytes)"
+    "$TRAWL" replay "$f" --stats >/dev/null
+    hyperfine -N --warmup 3 --runs 20 --export-markdown "$OUT/$(basename "$f").md" \
+        "$TRAWL replay $f" \
+        "tshark -n -r $f -q -z conv,tcp -z conv,udp"
+done
