@@ -144,7 +144,7 @@ pub struct Flow {
 }
 
 /// Direction of a packet relative to the flow's client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     ToServer,
