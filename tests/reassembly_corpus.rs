@@ -41,9 +41,14 @@ impl StreamSink for Tally {
 }
 
 fn reassemble(capture: &Path) -> Engine<Tally> {
-    let mut engine = Engine::new(EngineConfig::default(), ServicePorts::default(), Tally::default());
+    let mut engine = Engine::new(
+        EngineConfig::default(),
+        ServicePorts::default(),
+        Tally::default(),
+    );
     let mut file = CaptureFile::open(capture).unwrap();
-    file.for_each_frame(|f| engine.process(f.link, f.ts, f.data, f.wire_len)).unwrap();
+    file.for_each_frame(|f| engine.process(f.link, f.ts, f.data, f.wire_len))
+        .unwrap();
     engine.finish();
     engine
 }
@@ -72,10 +77,20 @@ fn tshark_payload(frames_tsv: &Path) -> BTreeMap<Key, u64> {
         if f[stream].is_empty() {
             continue;
         }
-        let a = format!("{}:{}", if f[src].is_empty() { f[src6] } else { f[src] }, f[sport]);
-        let b = format!("{}:{}", if f[dst].is_empty() { f[dst6] } else { f[dst] }, f[dport]);
+        let a = format!(
+            "{}:{}",
+            if f[src].is_empty() { f[src6] } else { f[src] },
+            f[sport]
+        );
+        let b = format!(
+            "{}:{}",
+            if f[dst].is_empty() { f[dst6] } else { f[dst] },
+            f[dport]
+        );
         let syn = f[flags].contains('S') && !f[flags].contains('A');
-        let client = client_of.entry(f[stream].to_string()).or_insert_with(|| if syn { a.clone() } else { String::new() });
+        let client = client_of
+            .entry(f[stream].to_string())
+            .or_insert_with(|| if syn { a.clone() } else { String::new() });
         let (k, dir) = if *client == a {
             ((a, b), Direction::ToServer)
         } else {
@@ -88,8 +103,15 @@ fn tshark_payload(frames_tsv: &Path) -> BTreeMap<Key, u64> {
 
 #[test]
 fn loopback_captures_reassemble_without_gaps() {
-    let Some(corpus) = support::corpus() else { return };
-    for name in ["made/http1.pcap", "made/http2_h2c.pcap", "made/redis_resp2.pcap", "made/dns.pcap"] {
+    let Some(corpus) = support::corpus() else {
+        return;
+    };
+    for name in [
+        "made/http1.pcap",
+        "made/http2_h2c.pcap",
+        "made/redis_resp2.pcap",
+        "made/dns.pcap",
+    ] {
         let capture = corpus.join(name);
         let engine = reassemble(&capture);
         let stats = engine.stats().reassembly;
@@ -110,7 +132,9 @@ fn loopback_captures_reassemble_without_gaps() {
 
 #[test]
 fn every_capture_reassembles_consistently() {
-    let Some(corpus) = support::corpus() else { return };
+    let Some(corpus) = support::corpus() else {
+        return;
+    };
     for capture in support::captures(&corpus) {
         let engine = reassemble(&capture);
         let s = engine.stats().reassembly;
@@ -119,6 +143,11 @@ fn every_capture_reassembles_consistently() {
             .streams
             .values()
             .fold((0, 0), |(d, g), (bytes, gap)| (d + bytes, g + gap));
-        assert_eq!((delivered, gaps), (s.delivered_bytes, s.gap_bytes), "{}", capture.display());
+        assert_eq!(
+            (delivered, gaps),
+            (s.delivered_bytes, s.gap_bytes),
+            "{}",
+            capture.display()
+        );
     }
 }

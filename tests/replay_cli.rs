@@ -321,3 +321,73 @@ fn unknown_public_addresses_fall_into_public() {
         (Some("internal"), Some("public"))
     );
 }
+
+#[test]
+fn demo_capture_maps_as_the_readme_says() {
+    let root = support::project_root();
+    let capture = root.join("examples/demo/demo.pcap");
+    let inventory = root.join("examples/demo/inventory.json");
+    let map = replay_map(&capture, &inventory, "pod");
+    let edges: Vec<(String, String, String, u64)> = map["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap().to_string();
+            (
+                s("source"),
+                s("target"),
+                s("l4"),
+                e["flows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("internal/10.244.9.9", "pod/shop/api-5f6b", "tcp", 2),
+        ("pod/shop/api-5f6b", "pod/shop/cart-redis-0", "tcp", 4),
+        (
+            "pod/shop/frontend-7d9c",
+            "pod/kube-system/coredns-abc12",
+            "tcp",
+            1,
+        ),
+        (
+            "pod/shop/frontend-7d9c",
+            "pod/kube-system/coredns-abc12",
+            "udp",
+            4,
+        ),
+        ("pod/shop/frontend-7d9c", "pod/shop/api-5f6b", "tcp", 7),
+        ("pod/shop/frontend-7d9c", "pod/shop/cart-redis-0", "tcp", 12),
+    ];
+    let want: Vec<(String, String, String, u64)> = want
+        .iter()
+        .map(|(a, b, c, n)| (a.to_string(), b.to_string(), c.to_string(), *n))
+        .collect();
+    assert_eq!(edges, want);
+
+    let map = replay_map(&capture, &inventory, "namespace");
+    let ids: Vec<&str> = map["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["internal", "kube-system", "shop"]);
+    let map = replay_map(&capture, &inventory, "node");
+    let pairs: Vec<(&str, &str)> = map["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["source"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("internal", "node-a"),
+            ("node-a", "node-a"),
+            ("node-a", "node-b"),
+            ("node-a", "node-b")
+        ]
+    );
+}

@@ -75,6 +75,7 @@ TCPDUMP=$(command -v tcpdump || echo /usr/bin/tcpdump)
 TMP=""
 TCPDUMP_PID=""
 cleanup() {
+  local -   # keep errexit for the caller
   set +e
   if [[ -n $TCPDUMP_PID ]] && kill -0 "$TCPDUMP_PID" 2>/dev/null; then
     kill -INT "$TCPDUMP_PID"; wait "$TCPDUMP_PID" 2>/dev/null
@@ -95,7 +96,8 @@ cleanup() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
   done
   for ns in "${ALL_NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
+  if [[ -n $TMP && -d $TMP ]]; then rm -rf "$TMP"; fi
+  return 0
 }
 cleanup          # leftovers of an earlier, interrupted run
 trap cleanup EXIT
@@ -134,7 +136,7 @@ done
 # ---------------------------------------------------------------- servers
 log "starting servers"
 # redis: cart-redis-0
-in_ns "$REDIS_NS" redis-server --bind "$REDIS_IP" --port 6379 --protected-mode no \
+ip netns exec "$REDIS_NS" redis-server --bind "$REDIS_IP" --port 6379 --protected-mode no \
   --save '' --appendonly no --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
 
 # nginx: api-5f6b
@@ -178,10 +180,10 @@ http {
   }
 }
 EOF
-in_ns "$API_NS" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" &
+ip netns exec "$API_NS" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" &
 
 # dnsmasq: coredns-abc12
-in_ns "$DNS_NS" "$DNSMASQ" --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+ip netns exec "$DNS_NS" "$DNSMASQ" --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
   --no-poll --bind-interfaces --listen-address="$DNS_IP" --port=53 \
   --pid-file="$TMP/dnsmasq.pid" --log-facility="$TMP/dnsmasq.log" --log-queries --user=root \
   --local=/cluster.local/ \
@@ -193,7 +195,7 @@ in_ns "$DNS_NS" "$DNSMASQ" --keep-in-foreground --conf-file=/dev/null --no-resol
 wait_listen() { # ns proto(t|u) addr:port
   local ns=$1 proto=$2 want=$3
   for _ in $(seq 1 50); do
-    if in_ns "$ns" ss -ln"$proto" | awk '{print $5}' | grep -qx "$want"; then return 0; fi
+    if in_ns "$ns" ss -ln"$proto" | awk '{print $4}' | grep -qx "$want"; then return 0; fi
     sleep 0.1
   done
   echo "server in $ns did not start listening on $want" >&2
@@ -206,16 +208,20 @@ wait_listen "$DNS_NS" t "$DNS_IP:53"
 
 # ---------------------------------------------------------------- capture
 log "starting tcpdump on $BR"
-in_ns "$BRNS" "$TCPDUMP" -i "$BR" -nn -U -s 262144 -Z root -w "$TMP/demo.pcap" 2>"$TMP/tcpdump.err" &
+# Started with ip netns exec directly (not through a shell function), so $!
+# is tcpdump itself (ip execs it) and SIGINT reaches it.
+ip netns exec "$BRNS" "$TCPDUMP" -i "$BR" -nn -U -s 262144 -Z root -w "$TMP/demo.pcap" 2>"$TMP/tcpdump.err" &
 TCPDUMP_PID=$!
 for _ in $(seq 1 50); do grep -q 'listening on' "$TMP/tcpdump.err" && break; sleep 0.1; done
 grep -q 'listening on' "$TMP/tcpdump.err" || { cat "$TMP/tcpdump.err" >&2; exit 1; }
+[[ $(cat "/proc/$TCPDUMP_PID/comm" 2>/dev/null) == tcpdump ]] || { echo "tcpdump pid not found" >&2; exit 1; }
 sleep 1
 
 # ---------------------------------------------------------------- traffic
 pause() { sleep 0.2; }
 DIG=(dig -4 +tries=1 +time=2 +short "@$DNS_IP")
-CURL=(curl -sS --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code} %{url_effective}\n')
+CURL=(curl -sS --noproxy '*' --max-time 5 -o /dev/null -w '  HTTP %{http_code} %{method} %{url_effective}\n')
+N=(-o /dev/null)   # curl needs one -o per extra URL
 RCLI=(redis-cli -h "$REDIS_IP" -p 6379)
 
 log "DNS: frontend -> coredns"
@@ -227,8 +233,8 @@ in_ns "$FRONTEND_NS" "${DIG[@]}" +tcp kube-dns.kube-system.svc.cluster.local A; 
 
 log "HTTP: frontend -> api"
 # one keep-alive connection, four requests (one 404)
-in_ns "$FRONTEND_NS" "${CURL[@]}" "http://$API_IP:8080/healthz" "http://$API_IP:8080/products.json" \
-  "http://$API_IP:8080/static/app.css" "http://$API_IP:8080/static/logo.png"; pause
+in_ns "$FRONTEND_NS" "${CURL[@]}" "http://$API_IP:8080/healthz" "${N[@]}" "http://$API_IP:8080/products.json" \
+  "${N[@]}" "http://$API_IP:8080/static/app.css" "${N[@]}" "http://$API_IP:8080/static/logo.png"; pause
 # separate connections
 in_ns "$FRONTEND_NS" "${CURL[@]}" "http://$API_IP:8080/";                    pause
 in_ns "$FRONTEND_NS" "${CURL[@]}" "http://$API_IP:8080/products.json";       pause
@@ -260,7 +266,9 @@ in_ns "$FRONTEND_NS" "${RCLI[@]}" -r 10 -i 0.05 INCR cart:views >/dev/null; paus
 log "redis: api -> cart-redis"
 in_ns "$API_NS" "${RCLI[@]}" GET cart:u42 >/dev/null;               pause
 in_ns "$API_NS" "${RCLI[@]}" LPUSH orders o-1001 >/dev/null;        pause
-printf 'LLEN orders\nINCR orders:count\nGET orders:count\n' | in_ns "$API_NS" "${RCLI[@]}" >/dev/null; pause
+in_ns "$API_NS" "${RCLI[@]}" LLEN orders >/dev/null;              pause
+in_ns "$API_NS" "${RCLI[@]}" INCR orders:count >/dev/null;        pause
+# (no interactive/stdin redis-cli here: redis-cli 7 then fetches COMMAND DOCS, ~180 KB)
 
 log "HTTP: stray host (10.244.9.9, not in the inventory) -> api"
 in_ns "$STRAY_NS" "${CURL[@]}" "http://$API_IP:8080/";        pause
@@ -272,6 +280,14 @@ kill -INT "$TCPDUMP_PID"
 wait "$TCPDUMP_PID" || true
 TCPDUMP_PID=""
 sed 's/^/[tcpdump] /' "$TMP/tcpdump.err" >&2
+
+# Self-check: every IP packet stays inside the pod range, no IPv6 at all.
+stray_pkts=$("$TCPDUMP" -r "$TMP/demo.pcap" -nn \
+  'ip6 or (ip and not (src net 10.244.0.0/16 and dst net 10.244.0.0/16))' 2>/dev/null | wc -l)
+if [[ $stray_pkts -ne 0 ]]; then
+  echo "capture holds $stray_pkts packets outside 10.244.0.0/16 (or IPv6); not writing it" >&2
+  exit 1
+fi
 
 # ---------------------------------------------------------------- inventory
 FIRST=$("$TCPDUMP" -r "$TMP/demo.pcap" -nn -tt -c 1 2>/dev/null | awk '{print int($1)}')
@@ -291,13 +307,13 @@ pod_json() {
   local name=$1 ns=$2 uid=$3 created=$4 started=$5 node=$6 hostip=$7 podip=$8 labels=$9
   local okind=${10} oname=${11} ouid=${12} image=${13} cname=${14} ports=${15}
   local oapi=apps/v1
+  RV=$((RV + 113))
   cat <<EOF
         {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "creationTimestamp": "$created",
-                "generateName": "${oname}-",
                 "labels": $labels,
                 "name": "$name",
                 "namespace": "$ns",
@@ -311,7 +327,7 @@ pod_json() {
                         "uid": "$ouid"
                     }
                 ],
-                "resourceVersion": "$((RANDOM % 9000 + 1000))",
+                "resourceVersion": "$RV",
                 "uid": "$uid"
             },
             "spec": {
@@ -371,6 +387,7 @@ EOF
 # svc_json name ns uid clusterIP labels selector ports
 svc_json() {
   local name=$1 ns=$2 uid=$3 cip=$4 labels=$5 selector=$6 ports=$7
+  RV=$((RV + 113))
   cat <<EOF
         {
             "apiVersion": "v1",
@@ -380,7 +397,7 @@ svc_json() {
                 "labels": $labels,
                 "name": "$name",
                 "namespace": "$ns",
-                "resourceVersion": "$((RANDOM % 9000 + 1000))",
+                "resourceVersion": "$RV",
                 "uid": "$uid"
             },
             "spec": {
@@ -402,6 +419,7 @@ EOF
 # node_json name uid ip podCIDR extra-labels
 node_json() {
   local name=$1 uid=$2 ip=$3 cidr=$4 extra=$5
+  RV=$((RV + 113))
   cat <<EOF
         {
             "apiVersion": "v1",
@@ -416,7 +434,7 @@ node_json() {
                     "kubernetes.io/os": "linux"$extra
                 },
                 "name": "$name",
-                "resourceVersion": "$((RANDOM % 9000 + 1000))",
+                "resourceVersion": "$RV",
                 "uid": "$uid"
             },
             "spec": {
@@ -447,6 +465,7 @@ node_json() {
 EOF
 }
 
+RV=4200   # resourceVersions: fixed, so only the timestamps change between runs
 {
   printf '{\n    "apiVersion": "v1",\n    "items": [\n'
   # pods, by namespace then name (as kubectl lists them)
@@ -503,4 +522,4 @@ if [[ -n ${SUDO_UID:-} && -n ${SUDO_GID:-} ]]; then
   chown "$SUDO_UID:$SUDO_GID" "$OUT_PCAP" "$OUT_INV"
 fi
 log "wrote $OUT_PCAP ($(stat -c %s "$OUT_PCAP") bytes, $("$TCPDUMP" -r "$OUT_PCAP" -nn 2>/dev/null | wc -l) packets)"
-log "wrote $OUT_INV (pods created $FE_T..$DNS_T; first packet $(at 0))"
+log "wrote $OUT_INV (pods created $DNS_T..$FE_T; first packet $(at 0))"

@@ -1,0 +1,465 @@
+//! HTTP/1.0 and HTTP/1.1 dissector for trawl.
+//!
+//! Heads are parsed by `httparse`; bodies by Content-Length, chunked
+//! encoding (trailers included) or the connection close. Requests queue in
+//! FIFO order so pipelined requests pair with their responses; interim 1xx
+//! responses are noted on the request they belong to; a 101 reports the
+//! upgrade and hands the connection over.
+#![forbid(unsafe_code)]
+
+mod message;
+mod probe;
+
+use message::{BodyState, Head, Step};
+use std::collections::{BTreeMap, VecDeque};
+use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+
+/// Heads larger than this are not HTTP (or not worth keeping).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Requests waiting for a response; beyond this the oldest is reported unanswered.
+pub const MAX_PENDING: usize = 128;
+
+/// The plugin.
+#[derive(Debug, Default)]
+pub struct Http;
+
+/// A request waiting for (or reading) its response.
+#[derive(Debug, Clone)]
+struct Pending {
+    id: u64,
+    head: Head,
+    body_wire: u64,
+    body_len: u64,
+    ts: u64,
+    interim: Vec<i64>,
+}
+
+/// A response being read.
+#[derive(Debug)]
+struct Response {
+    head: Head,
+    body_wire: u64,
+    body_len: u64,
+    ts: u64,
+    /// The request it answers, if one was seen.
+    request: Option<Pending>,
+}
+
+/// What one direction is doing.
+#[derive(Debug, Default)]
+enum Phase {
+    #[default]
+    Head,
+    Body(BodyState),
+    /// Lost sync after a gap: looking for the next message start.
+    Resync,
+}
+
+/// Per-connection state.
+#[derive(Debug, Default)]
+pub struct HttpConn {
+    next_id: u64,
+    pending: VecDeque<Pending>,
+    req_phase: Phase,
+    /// Request whose body is being read (it may already be answered).
+    req_body_of: Option<u64>,
+    resp_phase: Phase,
+    response: Option<Response>,
+    /// Capture time of the first byte of the head being read, per direction.
+    head_ts: [Option<u64>; 2],
+}
+
+impl Dissector for Http {
+    type Conn = HttpConn;
+
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "http".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            abbreviation: "HTTP".into(),
+            long_name: "Hypertext Transfer Protocol".into(),
+            color: "#205cf5".into(),
+            tcp_ports: vec![80, 8000, 8008, 8080, 8081, 8088, 3000, 5000, 9000],
+            udp_ports: vec![],
+            priority: 10,
+            probe_depth: 8 * 1024,
+            accepts_gaps: true,
+            max_buffer: (MAX_HEAD as u32) * 2,
+        }
+    }
+
+    fn probe(l4: L4, dir: Dir, bytes: &[u8]) -> Probe {
+        if l4 != L4::Tcp {
+            return Probe::NoMatch;
+        }
+        probe::probe(dir, bytes)
+    }
+
+    fn data(
+        &mut self,
+        conn: &mut HttpConn,
+        _meta: &ConnMeta,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+        out: &mut Output,
+    ) -> Progress {
+        match dir {
+            Dir::ToServer => conn.request_data(ts, bytes, out),
+            Dir::ToClient => conn.response_data(ts, bytes, out),
+        }
+    }
+
+    fn gap(&mut self, conn: &mut HttpConn, dir: Dir, len: u64, _out: &mut Output) -> bool {
+        let phase = match dir {
+            Dir::ToServer => &mut conn.req_phase,
+            Dir::ToClient => &mut conn.resp_phase,
+        };
+        let skipped = match phase {
+            Phase::Body(body) => body.skip(len),
+            _ => false,
+        };
+        if skipped {
+            match dir {
+                Dir::ToServer => {
+                    if let Some(p) = conn
+                        .req_body_of
+                        .and_then(|id| conn.pending.iter_mut().find(|p| p.id == id))
+                    {
+                        p.body_wire += len;
+                        p.body_len += len;
+                    }
+                }
+                Dir::ToClient => {
+                    if let Some(r) = conn.response.as_mut() {
+                        r.body_wire += len;
+                        r.body_len += len;
+                    }
+                }
+            }
+        } else {
+            *phase = Phase::Resync;
+        }
+        true
+    }
+
+    fn fin(
+        &mut self,
+        conn: &mut HttpConn,
+        _meta: &ConnMeta,
+        dir: Dir,
+        _ts: u64,
+        bytes: &[u8],
+        out: &mut Output,
+    ) {
+        if dir == Dir::ToClient
+            && let Phase::Body(BodyState::UntilClose) = conn.resp_phase
+        {
+            if let Some(r) = conn.response.as_mut() {
+                r.body_wire += bytes.len() as u64;
+                r.body_len += bytes.len() as u64;
+            }
+            conn.finish_response(out);
+            conn.resp_phase = Phase::Head;
+        }
+    }
+
+    fn close(&mut self, mut conn: HttpConn, _ts: u64, out: &mut Output) {
+        if conn.response.is_some() {
+            conn.finish_response(out);
+        }
+        while let Some(p) = conn.pending.pop_front() {
+            out.record(record(Some(&p), None));
+        }
+    }
+}
+
+impl HttpConn {
+    fn request_data(&mut self, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
+        match &mut self.req_phase {
+            Phase::Resync => match probe::find_message_start(Dir::ToServer, bytes) {
+                Some(at) => {
+                    self.req_phase = Phase::Head;
+                    Progress::Done {
+                        consumed: at as u32,
+                    }
+                }
+                None => resync_skip(bytes),
+            },
+            Phase::Body(body) => {
+                let step = body.advance(bytes);
+                let p = self
+                    .req_body_of
+                    .and_then(|id| self.pending.iter_mut().find(|p| p.id == id));
+                let progress = apply_body_step(
+                    step,
+                    p.map(|p| (&mut p.body_wire, &mut p.body_len)),
+                    &mut self.req_phase,
+                );
+                if progress == (Progress::Done { consumed: 0 }) {
+                    // The body ended exactly where the bytes begin.
+                    return self.request_data(ts, bytes, out);
+                }
+                progress
+            }
+            Phase::Head => {
+                self.head_ts[0].get_or_insert(ts);
+                let head = match message::parse_request(bytes) {
+                    Ok(Some(head)) => head,
+                    Ok(None) if bytes.len() > MAX_HEAD => return Progress::Desync,
+                    Ok(None) => {
+                        return Progress::NeedMore {
+                            consumed: 0,
+                            needed: bytes.len() as u32 + 1,
+                        };
+                    }
+                    Err(()) => return Progress::Desync,
+                };
+                let consumed = head.size as u32;
+                self.next_id += 1;
+                let body = head.request_body();
+                let pending = Pending {
+                    id: self.next_id,
+                    head,
+                    body_wire: 0,
+                    body_len: 0,
+                    ts: self.head_ts[0].take().unwrap_or(ts),
+                    interim: Vec::new(),
+                };
+                if self.pending.len() >= MAX_PENDING
+                    && let Some(old) = self.pending.pop_front()
+                {
+                    out.record(record(Some(&old), None));
+                }
+                self.pending.push_back(pending);
+                match body {
+                    Some(body) => {
+                        self.req_body_of = Some(self.next_id);
+                        self.req_phase = Phase::Body(body);
+                    }
+                    None => self.req_body_of = None,
+                }
+                Progress::Done { consumed }
+            }
+        }
+    }
+
+    fn response_data(&mut self, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
+        match &mut self.resp_phase {
+            Phase::Resync => match probe::find_message_start(Dir::ToClient, bytes) {
+                Some(at) => {
+                    self.resp_phase = Phase::Head;
+                    Progress::Done {
+                        consumed: at as u32,
+                    }
+                }
+                None => resync_skip(bytes),
+            },
+            Phase::Body(body) => {
+                let step = body.advance(bytes);
+                let target = self
+                    .response
+                    .as_mut()
+                    .map(|r| (&mut r.body_wire, &mut r.body_len));
+                let progress = apply_body_step(step, target, &mut self.resp_phase);
+                if matches!(self.resp_phase, Phase::Head) {
+                    self.finish_response(out);
+                    if progress == (Progress::Done { consumed: 0 }) {
+                        return self.response_data(ts, bytes, out);
+                    }
+                }
+                progress
+            }
+            Phase::Head => {
+                self.head_ts[1].get_or_insert(ts);
+                let head = match message::parse_response(bytes) {
+                    Ok(Some(head)) => head,
+                    Ok(None) if bytes.len() > MAX_HEAD => return Progress::Desync,
+                    Ok(None) => {
+                        return Progress::NeedMore {
+                            consumed: 0,
+                            needed: bytes.len() as u32 + 1,
+                        };
+                    }
+                    Err(()) => return Progress::Desync,
+                };
+                let consumed = head.size as u32;
+                let status = head.status.unwrap_or(0);
+                let head_ts = self.head_ts[1].take().unwrap_or(ts);
+                if (100..200).contains(&status) && status != 101 {
+                    // Interim: the final response is still to come.
+                    if let Some(p) = self.pending.front_mut() {
+                        p.interim.push(status);
+                    }
+                    return Progress::Done { consumed };
+                }
+                let request = self.pending.pop_front();
+                let method = request
+                    .as_ref()
+                    .map(|p| p.head.method.as_str())
+                    .unwrap_or("");
+                let body = head.response_body(method);
+                let upgrade = (status == 101)
+                    .then(|| head.header("upgrade").unwrap_or("unknown").to_string());
+                self.response = Some(Response {
+                    head,
+                    body_wire: 0,
+                    body_len: 0,
+                    ts: head_ts,
+                    request,
+                });
+                if let Some(protocol) = upgrade {
+                    self.finish_response(out);
+                    out.upgrade(&protocol.to_ascii_lowercase());
+                    return Progress::Handover { consumed };
+                }
+                match body {
+                    Some(body) => self.resp_phase = Phase::Body(body),
+                    None => self.finish_response(out),
+                }
+                Progress::Done { consumed }
+            }
+        }
+    }
+
+    fn finish_response(&mut self, out: &mut Output) {
+        if let Some(r) = self.response.take() {
+            out.record(record(r.request.as_ref(), Some(&r)));
+        }
+    }
+}
+
+/// Skips bytes while resyncing, keeping a tail that may start a message.
+fn resync_skip(bytes: &[u8]) -> Progress {
+    let keep = 32.min(bytes.len());
+    let consumed = (bytes.len() - keep) as u32;
+    Progress::NeedMore {
+        consumed,
+        needed: keep as u32 + 1,
+    }
+}
+
+fn apply_body_step(
+    step: Step,
+    target: Option<(&mut u64, &mut u64)>,
+    phase: &mut Phase,
+) -> Progress {
+    let (consumed, content) = match step {
+        Step::Finished { consumed, content } => (consumed, content),
+        Step::NeedMore {
+            consumed,
+            content,
+            needed,
+        } => {
+            if let Some((wire, len)) = target {
+                *wire += consumed as u64;
+                *len += content;
+            }
+            return Progress::NeedMore {
+                consumed: consumed as u32,
+                needed: needed as u32,
+            };
+        }
+        Step::Invalid => return Progress::Desync,
+    };
+    if let Some((wire, len)) = target {
+        *wire += consumed as u64;
+        *len += content;
+    }
+    if matches!(step, Step::Finished { .. }) {
+        *phase = Phase::Head;
+    }
+    Progress::Done {
+        consumed: consumed as u32,
+    }
+}
+
+const REDACTED: &str = "[REDACTED]";
+
+fn headers_value(head: &Head) -> Value {
+    let mut map: BTreeMap<String, Value> = BTreeMap::new();
+    for (name, value) in &head.headers {
+        let lower = name.to_ascii_lowercase();
+        let value = if matches!(
+            lower.as_str(),
+            "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+        ) {
+            REDACTED.to_string()
+        } else {
+            value.clone()
+        };
+        match map.get_mut(name) {
+            Some(Value::Str(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                map.insert(name.clone(), Value::Str(value));
+            }
+        }
+    }
+    Value::Map(map)
+}
+
+/// Builds the record of a request and its response (either may be missing).
+fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
+    let mut fields: BTreeMap<String, Value> = BTreeMap::new();
+    let mut r = Record::default();
+    if let Some(p) = req {
+        let target = p.head.target.as_str();
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        r.transaction_id = p.id;
+        r.method = p.head.method.clone();
+        r.summary = target.to_string();
+        r.request_size = p.head.size as u64 + p.body_wire;
+        r.request_ts = Some(p.ts);
+        fields.insert("method".into(), p.head.method.as_str().into());
+        fields.insert("path".into(), path.into());
+        fields.insert("url".into(), target.into());
+        fields.insert("query_string".into(), query.into());
+        if let Some(host) = p.head.header("host") {
+            fields.insert("host".into(), host.into());
+        }
+        fields.insert("http_version".into(), p.head.version.as_str().into());
+        fields.insert("request_header_size".into(), (p.head.size as u64).into());
+        fields.insert("request_body_size".into(), p.body_len.into());
+        fields.insert("request_headers".into(), headers_value(&p.head));
+        if !p.interim.is_empty() {
+            fields.insert(
+                "interim_status".into(),
+                Value::List(p.interim.iter().map(|s| Value::Int(*s)).collect()),
+            );
+        }
+    }
+    if let Some(resp) = resp {
+        let status = resp.head.status.unwrap_or(0);
+        r.status_code = Some(status);
+        r.error = status >= 400;
+        r.response_size = resp.head.size as u64 + resp.body_wire;
+        r.response_ts = Some(resp.ts);
+        fields.insert("status_code".into(), Value::Int(status));
+        fields.insert("status_phrase".into(), resp.head.reason.as_str().into());
+        if req.is_none() {
+            fields.insert("http_version".into(), resp.head.version.as_str().into());
+        }
+        fields.insert(
+            "response_header_size".into(),
+            (resp.head.size as u64).into(),
+        );
+        fields.insert("response_body_size".into(), resp.body_len.into());
+        fields.insert("response_headers".into(), headers_value(&resp.head));
+        if status == 101 {
+            fields.insert(
+                "upgrade".into(),
+                resp.head.header("upgrade").unwrap_or("").into(),
+            );
+        }
+    }
+    r.fields = fields;
+    r
+}
+
+trawl_sdk::export_dissector!(Http);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+//! # trawl-sdk
+//!
+//! Write a trawl dissector plugin: implement [`Dissector`] for a type, call
+//! [`export_dissector!`] once, and build the crate for
+//! `wasm32-unknown-unknown`. The same crate also builds natively, so its
+//! tests, benches and fuzz targets need no wasm.
+//!
+//! The host hands a plugin reassembled, in-order TCP bytes (and UDP
+//! datagrams) for each connection, keeps whatever the plugin did not
+//! consume, and calls again when more bytes arrive. The plugin keeps its
+//! per-connection state in [`Dissector::Conn`]; the SDK stores one per
+//! connection inside the plugin instance, so one instance serves every
+//! connection of a worker thread.
+//!
+//! ```
+//! use trawl_sdk::{ConnMeta, Dir, Dissector, Output, PluginInfo, Probe, Progress, Record, L4};
+//!
+//! #[derive(Default)]
+//! pub struct Echo;
+//!
+//! #[derive(Default)]
+//! pub struct EchoConn {
+//!     next_id: u64,
+//! }
+//!
+//! impl Dissector for Echo {
+//!     type Conn = EchoConn;
+//!
+//!     fn info() -> PluginInfo {
+//!         PluginInfo {
+//!             name: "echo".into(),
+//!             version: "1.0.0".into(),
+//!             abbreviation: "ECHO".into(),
+//!             long_name: "Line echo".into(),
+//!             color: "#888888".into(),
+//!             tcp_ports: vec![7],
+//!             udp_ports: vec![],
+//!             priority: 0,
+//!             probe_depth: 64,
+//!             accepts_gaps: true,
+//!             max_buffer: 64 * 1024,
+//!         }
+//!     }
+//!
+//!     fn probe(_l4: L4, _dir: Dir, bytes: &[u8]) -> Probe {
+//!         if bytes.contains(&b'\n') { Probe::MatchWeak } else { Probe::NeedMore }
+//!     }
+//!
+//!     fn data(&mut self, conn: &mut EchoConn, _meta: &ConnMeta, dir: Dir, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
+//!         // One record per complete line the client sends.
+//!         let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+//!             return Progress::NeedMore { consumed: 0, needed: bytes.len() as u32 + 1 };
+//!         };
+//!         if dir == Dir::ToServer {
+//!             conn.next_id += 1;
+//!             out.record(Record {
+//!                 transaction_id: conn.next_id,
+//!                 method: "LINE".into(),
+//!                 summary: String::from_utf8_lossy(&bytes[..end]).into_owned(),
+//!                 request_size: end as u64 + 1,
+//!                 request_ts: Some(ts),
+//!                 ..Record::default()
+//!             });
+//!         }
+//!         Progress::Done { consumed: end as u32 + 1 }
+//!     }
+//! }
+//!
+//! trawl_sdk::export_dissector!(Echo);
+//! ```
+#![deny(unsafe_code)]
+
+pub mod abi;
+#[doc(hidden)]
+pub mod glue;
+
+pub use abi::{ConnMeta, DataResult, Dir, Event, L4, PluginInfo, Probe, Record, Status, Value};
+pub use glue::Guest;
+
+/// Result of one parse step: the three-way answer every trawl parser gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Parsed something; `consumed` bytes are done with.
+    Done { consumed: u32 },
+    /// Cannot progress until `needed` bytes (in total, from the start of the
+    /// input) are there; `consumed` bytes before them are done with.
+    NeedMore { consumed: u32, needed: u32 },
+    /// These bytes are not the protocol: detach and re-probe.
+    Desync,
+    /// The connection switched protocol (an upgrade); stop here.
+    Handover { consumed: u32 },
+}
+
+/// Collects the events of one call.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub(crate) events: Vec<Event>,
+}
+
+impl Output {
+    pub fn record(&mut self, record: Record) {
+        self.events.push(Event::Record(record));
+    }
+
+    pub fn upgrade(&mut self, protocol: &str) {
+        self.events.push(Event::Upgrade {
+            protocol: protocol.to_string(),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn take(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// A protocol dissector. Only `info`, `probe` and `data` are required.
+pub trait Dissector: Default + 'static {
+    /// Per-connection (or per-UDP-flow) state.
+    type Conn: Default;
+
+    /// Who the plugin is; called once when the host loads it.
+    fn info() -> PluginInfo;
+
+    /// Is this the plugin's protocol? Stateless: `bytes` are the first
+    /// bytes the host saw in direction `dir`.
+    fn probe(l4: L4, dir: Dir, bytes: &[u8]) -> Probe;
+
+    /// A connection was attached to this plugin.
+    fn open(&mut self, _meta: &ConnMeta) -> Self::Conn {
+        Self::Conn::default()
+    }
+
+    /// In-order bytes of one direction, starting with what the previous
+    /// call left unconsumed. Parse as much as is complete.
+    fn data(
+        &mut self,
+        conn: &mut Self::Conn,
+        meta: &ConnMeta,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+        out: &mut Output,
+    ) -> Progress;
+
+    /// `len` bytes of `dir` were lost. Return `false` to give up the
+    /// connection. The default resyncs nothing and gives up.
+    fn gap(&mut self, _conn: &mut Self::Conn, _dir: Dir, _len: u64, _out: &mut Output) -> bool {
+        false
+    }
+
+    /// The sender of `dir` finished; `bytes` is whatever is still
+    /// unconsumed (for example a body delimited by the connection close).
+    fn fin(
+        &mut self,
+        _conn: &mut Self::Conn,
+        _meta: &ConnMeta,
+        _dir: Dir,
+        _ts: u64,
+        _bytes: &[u8],
+        _out: &mut Output,
+    ) {
+    }
+
+    /// One UDP datagram of a flow.
+    fn datagram(
+        &mut self,
+        _conn: &mut Self::Conn,
+        _meta: &ConnMeta,
+        _dir: Dir,
+        _ts: u64,
+        _bytes: &[u8],
+        _out: &mut Output,
+    ) -> Progress {
+        Progress::Desync
+    }
+
+    /// The connection ended; report anything still pending.
+    fn close(&mut self, _conn: Self::Conn, _ts: u64, _out: &mut Output) {}
+
+    /// Called periodically with the capture time.
+    fn tick(&mut self, _ts: u64, _out: &mut Output) {}
+}
+
+/// Logs through the host (wasm) or to nowhere (native builds).
+pub fn log(level: u32, message: &str) {
+    glue::host_log(level, message);
+}
+
+/// Generates the wasm exports of ABI v1 for a [`Dissector`] type. Call it
+/// once per plugin crate. On non-wasm targets it generates nothing, so the
+/// crate can be linked natively next to other plugins.
+#[macro_export]
+macro_rules! export_dissector {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __trawl_exports {
+            use super::*;
+            static GUEST: ::std::sync::Mutex<Option<$crate::Guest<$t>>> =
+                ::std::sync::Mutex::new(None);
+
+            fn with<R>(f: impl FnOnce(&mut $crate::Guest<$t>) -> R) -> R {
+                let mut guard = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+                f(guard.get_or_insert_with($crate::Guest::<$t>::default))
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_abi_version() -> u32 {
+                $crate::abi::ABI_VERSION
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_alloc(len: u32) -> u32 {
+                $crate::glue::alloc(len)
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_dealloc(ptr: u32, len: u32) {
+                $crate::glue::dealloc(ptr, len)
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_init() -> u64 {
+                with(|g| g.export_info())
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_probe(l4: u32, dir: u32, ptr: u32, len: u32) -> u32 {
+                $crate::glue::export_probe::<$t>(l4, dir, ptr, len)
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_open(conn: u64, ptr: u32, len: u32) -> u64 {
+                with(|g| g.export_open(conn, ptr, len))
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_data(
+                conn: u64,
+                dir: u32,
+                flags: u32,
+                ts: u64,
+                ptr: u32,
+                len: u32,
+                gap: u64,
+            ) -> u64 {
+                with(|g| g.export_data(conn, dir, flags, ts, ptr, len, gap))
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_datagram(
+                flow: u64,
+                dir: u32,
+                ts: u64,
+                ptr: u32,
+                len: u32,
+            ) -> u64 {
+                with(|g| g.export_datagram(flow, dir, ts, ptr, len))
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_close(conn: u64, ts: u64) -> u64 {
+                with(|g| g.export_close(conn, ts))
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_tick(ts: u64) -> u64 {
+                with(|g| g.export_tick(ts))
+            }
+        }
+    };
+}
