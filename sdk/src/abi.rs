@@ -60,8 +60,9 @@ impl L4 {
 }
 
 /// Direction of bytes relative to the connection's client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Dir {
+    #[default]
     ToServer,
     ToClient,
 }
@@ -216,6 +217,10 @@ pub struct Record {
     /// the first response byte, when seen.
     pub request_ts: Option<u64>,
     pub response_ts: Option<u64>,
+    /// Which way the request travelled. `ToClient` means the side the host
+    /// took for the client answered (for example a DNS flow seen only from
+    /// its response): the host swaps source and destination.
+    pub request_dir: Dir,
     /// Filterable variables, named as in Kubeshark's KFL2.
     pub fields: BTreeMap<String, Value>,
 }
