@@ -9,9 +9,11 @@ pub mod decode;
 pub mod engine;
 pub mod flow;
 pub mod identity;
+pub mod l7map;
 pub mod map;
 pub mod ports;
 pub mod reassembly;
+pub mod record;
 pub mod time;
 
 pub use decode::{L4Proto, LinkType};

@@ -5,4 +5,7 @@
 //! results go.
 
 pub mod capture;
+pub mod plugins;
+pub mod records;
 pub mod replay;
+pub mod replay_l7;

@@ -20,6 +20,17 @@ struct Cli {
 enum Command {
     /// Replay a pcap/pcapng capture through the engine.
     Replay(ReplayArgs),
+    /// List the dissector plugins: the embedded ones plus those in DIR.
+    Plugins(PluginsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PluginsArgs {
+    /// A plugin directory (`*.wasm`); its plugins add to or override the embedded ones.
+    dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +62,20 @@ struct ReplayArgs {
     /// Print packets, bytes, elapsed time and throughput to stderr.
     #[arg(long)]
     stats: bool,
+    /// A directory of `*.wasm` dissector plugins, added to the embedded ones
+    /// (a plugin with the same name overrides). May be given more than once.
+    #[arg(long = "plugins", value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Reload plugins from the `--plugins` directories when their files change.
+    #[arg(long)]
+    watch: bool,
+    /// Replay at this multiple of the capture's own speed (1 = real time).
+    #[arg(long, value_name = "SPEED")]
+    pace: Option<f64>,
+    /// Run the first-party dissectors linked natively instead of sandboxed
+    /// (for comparison and benchmarks).
+    #[arg(long)]
+    native_plugins: bool,
 }
 
 fn parse_group_by(s: &str) -> Result<GroupBy, String> {
@@ -93,6 +118,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.rate_window_secs = args.rate_window;
             opts.flows.max_flows = args.max_flows;
             opts.flows.udp_idle_timeout_secs = args.udp_timeout;
+            opts.plugin_dirs = args.plugin_dirs;
+            opts.watch = args.watch;
+            opts.pace = args.pace;
+            opts.native_plugins = args.native_plugins;
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let outcome = replay::run(&opts, &mut out).context("replay failed")?;
@@ -105,6 +134,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     outcome.stats.frames
                 );
                 return Ok(ExitCode::from(3));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(args) => {
+            let statuses = trawl_host::plugins::registry::list(args.dir.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                println!(
+                    "{:<12} {:<10} {:<14} {:<12} {:<14} SOURCE",
+                    "NAME", "VERSION", "HASH", "STATE", "PORTS"
+                );
+                for s in &statuses {
+                    let state = match &s.state {
+                        trawl_host::plugins::PluginState::Rejected { reason } => {
+                            format!("rejected: {reason}")
+                        }
+                        other => serde_json::to_value(other)?["state"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string(),
+                    };
+                    println!(
+                        "{:<12} {:<10} {:<14} {:<12} {:<14} {}",
+                        s.name,
+                        s.version,
+                        s.hash.get(..12).unwrap_or(&s.hash),
+                        state,
+                        s.ports,
+                        s.source
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,7 @@
 //! `trawl replay`: a capture file through the engine, out as flows or a map.
 
 use crate::capture::{CaptureError, CaptureFile};
+use crate::plugins::DispatchStats;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -16,6 +17,8 @@ pub enum Emit {
     Flows,
     /// One JSON document: the workload map.
     Map,
+    /// One JSON line per L7 record (request/response pair).
+    Records,
 }
 
 /// Which map `--emit map` draws.
@@ -24,6 +27,8 @@ pub enum MapKind {
     /// Every TCP/UDP connection between workloads.
     #[default]
     L4,
+    /// Dissected requests between workloads, per protocol.
+    L7,
 }
 
 /// Settings of one replay.
@@ -36,6 +41,14 @@ pub struct ReplayOptions {
     pub group_by: GroupBy,
     pub rate_window_secs: u32,
     pub flows: FlowTableConfig,
+    /// Extra plugin directories; they add to or override embedded plugins.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Run the first-party dissectors linked natively instead of as wasm.
+    pub native_plugins: bool,
+    /// Replay at this multiple of capture speed (1.0 = real time).
+    pub pace: Option<f64>,
+    /// Reload plugins from `plugin_dirs` when their files change.
+    pub watch: bool,
 }
 
 impl ReplayOptions {
@@ -48,6 +61,10 @@ impl ReplayOptions {
             group_by: GroupBy::Pod,
             rate_window_secs: 10,
             flows: FlowTableConfig::default(),
+            plugin_dirs: Vec::new(),
+            native_plugins: false,
+            pace: None,
+            watch: false,
         }
     }
 }
@@ -58,6 +75,7 @@ pub struct ReplayOutcome {
     pub stats: EngineStats,
     pub elapsed: Duration,
     pub flows_reported: usize,
+    pub dispatch: Option<DispatchStats>,
     /// Set when the capture ended early; everything before it was reported.
     pub partial: Option<CaptureError>,
 }
@@ -82,7 +100,15 @@ impl ReplayOutcome {
             s.skipped_other_ip_protocol,
             s.skipped_malformed,
             s.skipped_unattributed_fragments,
-        )
+        ) + &self
+            .dispatch
+            .map(|d| {
+                format!(
+                    "; {} records from {} connections ({} attached, {} unknown, {} violations, {} detached by faults)",
+                    d.records, d.connections, d.attached, d.unknown, d.violations, d.detached_by_fault
+                )
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -106,6 +132,9 @@ pub fn load_identity(paths: &[PathBuf]) -> anyhow::Result<Identity> {
 /// part-way is not: everything before the break is written, and the break
 /// comes back in [`ReplayOutcome::partial`].
 pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
+    if opts.emit == Emit::Records || (opts.emit == Emit::Map && opts.map == MapKind::L7) {
+        return crate::replay_l7::run(opts, out);
+    }
     let identity = load_identity(&opts.inventories)?;
     let mut capture = CaptureFile::open(&opts.capture)?;
     let config = EngineConfig {
@@ -150,7 +179,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
                 write_json_line(out, r)?;
             }
         }
-        Emit::Map => {
+        Emit::Map | Emit::Records => {
             serde_json::to_writer_pretty(&mut *out, &map.view()).context("cannot write map")?;
             writeln!(out).context("cannot write map")?;
         }
@@ -160,11 +189,12 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         stats: engine.stats(),
         elapsed,
         flows_reported: records.len(),
+        dispatch: None,
         partial,
     })
 }
 
-fn write_json_line(out: &mut dyn Write, value: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn write_json_line(out: &mut dyn Write, value: &impl Serialize) -> anyhow::Result<()> {
     serde_json::to_writer(&mut *out, value).context("cannot write output")?;
     out.write_all(b"\n").context("cannot write output")
 }

@@ -102,7 +102,9 @@ fn read_name(msg: &[u8], mut at: usize) -> Result<(String, usize), Error> {
                 return Ok((name, next));
             }
             0x00 => {
-                let label = msg.get(at + 1..at + 1 + usize::from(len)).ok_or(Error::Truncated)?;
+                let label = msg
+                    .get(at + 1..at + 1 + usize::from(len))
+                    .ok_or(Error::Truncated)?;
                 if !name.is_empty() {
                     name.push('.');
                 }
@@ -276,7 +278,11 @@ pub fn parse(msg: &[u8]) -> Result<Message, Error> {
     for _ in 0..counts[0].min(MAX_RECORDS as u16) {
         let name = r.name()?;
         let (qtype, qclass) = (r.u16()?, r.u16()?);
-        m.questions.push(Question { name, qtype, qclass });
+        m.questions.push(Question {
+            name,
+            qtype,
+            qclass,
+        });
     }
     let records = usize::from(counts[1]) + usize::from(counts[2]) + usize::from(counts[3]);
     for i in 0..records.min(MAX_RECORDS * 3) {
@@ -293,12 +299,22 @@ pub fn parse(msg: &[u8]) -> Result<Message, Error> {
         if rtype == 41 {
             // OPT: class is the UDP size, the TTL holds the extended rcode.
             m.rcode |= ((ttl >> 24) as u16) << 4;
-            m.edns = Some(Edns { udp_size: class, version: (ttl >> 16) as u8, dnssec_ok: ttl & 0x8000 != 0 });
+            m.edns = Some(Edns {
+                udp_size: class,
+                version: (ttl >> 16) as u8,
+                dnssec_ok: ttl & 0x8000 != 0,
+            });
             continue;
         }
         if i < usize::from(counts[1]) {
-            let data = rdata(msg, start, usize::from(len), rtype).unwrap_or_else(|_| format!("\\# {len}"));
-            m.answers.push(Answer { name, rtype, ttl, data });
+            let data =
+                rdata(msg, start, usize::from(len), rtype).unwrap_or_else(|_| format!("\\# {len}"));
+            m.answers.push(Answer {
+                name,
+                rtype,
+                ttl,
+                data,
+            });
         }
     }
     Ok(m)
@@ -328,7 +344,9 @@ mod tests {
         m[3] = 0x80;
         m[7] = 2;
         // answer 1: CNAME via pointer to the question name
-        m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6, 3, b'w', b'e', b'b', 0xc0, 16]);
+        m.extend_from_slice(&[
+            0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6, 3, b'w', b'e', b'b', 0xc0, 16,
+        ]);
         // answer 2: A
         m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, 7]);
         let msg = parse(&m).unwrap();

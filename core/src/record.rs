@@ -1,0 +1,74 @@
+//! The L7 record model: one request/response exchange as the map, the
+//! filters and the CLI see it, whatever plugin produced it.
+
+use crate::flow::Endpoint;
+use crate::time::Timestamp;
+use serde::Serialize;
+
+/// One side of an exchange, with the workload it resolved to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordEndpoint {
+    pub ip: std::net::IpAddr,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<RecordWorkload>,
+}
+
+/// The parts of a workload a record carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordWorkload {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// A dissected request/response pair.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct L7Record {
+    pub protocol: String,
+    pub method: String,
+    pub summary: String,
+    pub status_code: Option<i64>,
+    pub error: bool,
+    pub request_size: u64,
+    pub response_size: u64,
+    /// Response time: first response byte minus first request byte.
+    pub elapsed_us: Option<u64>,
+    pub request_ts: Option<Timestamp>,
+    pub response_ts: Option<Timestamp>,
+    pub src: RecordEndpoint,
+    pub dst: RecordEndpoint,
+    /// Plugin that produced it: name, version and generation.
+    pub plugin: PluginRef,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Which plugin build made a record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PluginRef {
+    pub name: String,
+    pub version: String,
+    pub generation: u64,
+}
+
+impl L7Record {
+    /// The time the exchange is filed under: its request, else its response.
+    pub fn ts(&self) -> Timestamp {
+        self.request_ts.or(self.response_ts).unwrap_or_default()
+    }
+
+    pub fn endpoints(&self) -> (Endpoint, Endpoint) {
+        (
+            Endpoint {
+                ip: self.src.ip,
+                port: self.src.port,
+            },
+            Endpoint {
+                ip: self.dst.ip,
+                port: self.dst.port,
+            },
+        )
+    }
+}

@@ -1,0 +1,822 @@
+//! Dispatch: which plugin gets a connection, feeding it, and what happens
+//! when a plugin misbehaves or is replaced.
+//!
+//! A new connection is probed (plugins whose port hints match first, then
+//! every plugin by priority) until one matches; its bytes are queued
+//! meanwhile and replayed into the winner. The host keeps what a plugin did
+//! not consume and calls again once `needed` bytes are there. A protocol
+//! violation detaches the plugin and the stream is probed again. A fault
+//! (trap, timeout, bad output) drops the instance, detaches only its
+//! connections, and re-instantiates it with backoff, until too many faults
+//! in a window quarantine it.
+
+use super::{PluginFault, PluginInstance, SharedPlugin};
+use crate::plugins::registry::{PluginState, PluginStatus};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use trawl_core::engine::{ConnInfo, StreamSink};
+use trawl_core::reassembly::StreamEvent;
+use trawl_core::{Direction, L4Proto, Timestamp};
+use trawl_sdk::abi::{self, ConnMeta, DataResult, Dir, Event, L4, Probe, Record, Status};
+
+/// Dispatcher settings.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// This many faults within `quarantine_window` quarantine a plugin.
+    pub quarantine_after: usize,
+    pub quarantine_window: Duration,
+    /// First re-instantiation delay after a fault; doubles each time.
+    pub backoff: Duration,
+    /// Connections still on a replaced plugin are closed after this long.
+    pub drain_deadline: Duration,
+    /// Bytes a connection may queue while it is being probed.
+    pub max_probe_bytes: usize,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            quarantine_after: 3,
+            quarantine_window: Duration::from_secs(60),
+            backoff: Duration::from_millis(50),
+            drain_deadline: Duration::from_secs(30),
+            max_probe_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// A record as it leaves a plugin, with the connection it came from.
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub conn: ConnInfo,
+    pub plugin: String,
+    pub plugin_version: String,
+    pub generation: u64,
+    pub record: Record,
+}
+
+/// Connection-level counters. Drops are data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DispatchStats {
+    pub connections: u64,
+    pub attached: u64,
+    /// No plugin recognised the bytes.
+    pub unknown: u64,
+    pub violations: u64,
+    pub handovers: u64,
+    pub detached_by_fault: u64,
+    pub detached_by_gap: u64,
+    pub detached_by_buffer: u64,
+    pub records: u64,
+}
+
+enum Queued {
+    Data {
+        dir: Dir,
+        ts: u64,
+        bytes: Vec<u8>,
+        fin: bool,
+    },
+    Datagram {
+        dir: Dir,
+        ts: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+#[derive(Default)]
+struct Probing {
+    queue: Vec<Queued>,
+    queued_bytes: usize,
+    seen: [Vec<u8>; 2],
+    candidates: Option<Vec<usize>>,
+    weak: Option<usize>,
+}
+
+struct Attached {
+    slot: usize,
+    tails: [Vec<u8>; 2],
+    needed: [usize; 2],
+}
+
+enum State {
+    Probing(Probing),
+    Attached(Attached),
+    /// Nothing more will be dissected on this connection.
+    Done,
+}
+
+struct Conn {
+    info: ConnInfo,
+    meta: ConnMeta,
+    state: State,
+    /// Plugins that already gave this connection up.
+    excluded: Vec<String>,
+}
+
+struct Slot {
+    plugin: SharedPlugin,
+    generation: u64,
+    instance: Option<Box<dyn PluginInstance>>,
+    state: PluginState,
+    draining_since: Option<Instant>,
+    crashes: VecDeque<Instant>,
+    consecutive_faults: u32,
+    retry_at: Option<Instant>,
+    live: u64,
+    records: u64,
+    faults: u64,
+    detached: u64,
+    last_error: Option<String>,
+}
+
+/// Routes connections to plugins; a [`StreamSink`] for the engine.
+pub struct Dispatcher {
+    config: DispatchConfig,
+    slots: Vec<Slot>,
+    conns: HashMap<u64, Conn>,
+    records: Vec<HostRecord>,
+    stats: DispatchStats,
+    next_generation: u64,
+    /// Capture time of the newest event, for calls that have none.
+    now: u64,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("slots", &self.slots.len())
+            .field("conns", &self.conns.len())
+            .finish()
+    }
+}
+
+fn dir_of(d: Direction) -> Dir {
+    match d {
+        Direction::ToServer => Dir::ToServer,
+        Direction::ToClient => Dir::ToClient,
+    }
+}
+
+fn l4_of(l4: L4Proto) -> L4 {
+    match l4 {
+        L4Proto::Tcp => L4::Tcp,
+        L4Proto::Udp => L4::Udp,
+    }
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl Dispatcher {
+    pub fn new(config: DispatchConfig, plugins: impl IntoIterator<Item = SharedPlugin>) -> Self {
+        let mut d = Dispatcher {
+            config,
+            slots: Vec::new(),
+            conns: HashMap::new(),
+            records: Vec::new(),
+            stats: DispatchStats::default(),
+            next_generation: 1,
+            now: 0,
+        };
+        for p in plugins {
+            d.install(p);
+        }
+        d
+    }
+
+    pub fn stats(&self) -> DispatchStats {
+        self.stats
+    }
+
+    /// Records produced since the last call.
+    pub fn take_records(&mut self) -> Vec<HostRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// The plugins in use, including those being drained.
+    pub fn plugins(&self) -> impl Iterator<Item = &SharedPlugin> {
+        self.slots
+            .iter()
+            .filter(|s| s.state != PluginState::Retired)
+            .map(|s| &s.plugin)
+    }
+
+    /// Installs a plugin. One with the same name becomes the previous
+    /// generation: it keeps its open connections until they close or the
+    /// drain deadline passes; new connections go to the new one.
+    pub fn install(&mut self, plugin: SharedPlugin) -> u64 {
+        self.retire_name(&plugin.info.name);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        tracing::info!(plugin = %plugin.info.name, version = %plugin.info.version, generation, "plugin installed");
+        self.slots.push(Slot {
+            plugin,
+            generation,
+            instance: None,
+            state: PluginState::Active,
+            draining_since: None,
+            crashes: VecDeque::new(),
+            consecutive_faults: 0,
+            retry_at: None,
+            live: 0,
+            records: 0,
+            faults: 0,
+            detached: 0,
+            last_error: None,
+        });
+        generation
+    }
+
+    /// Unloads a plugin by name after its connections drain.
+    pub fn remove(&mut self, name: &str) {
+        self.retire_name(name);
+    }
+
+    fn retire_name(&mut self, name: &str) {
+        let now = Instant::now();
+        for s in &mut self.slots {
+            if s.plugin.info.name == name
+                && matches!(
+                    s.state,
+                    PluginState::Active | PluginState::Quarantined { .. }
+                )
+            {
+                s.state = PluginState::Draining;
+                s.draining_since = Some(now);
+            }
+        }
+    }
+
+    /// Status of every plugin generation still known.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        self.slots
+            .iter()
+            .filter(|s| s.state != PluginState::Retired)
+            .map(|s| PluginStatus {
+                name: s.plugin.info.name.clone(),
+                version: s.plugin.info.version.clone(),
+                hash: s.plugin.hash.clone(),
+                generation: s.generation,
+                source: s.plugin.source.to_string(),
+                state: s.state.clone(),
+                live_connections: s.live,
+                records: s.records,
+                faults: s.faults,
+                detached_connections: s.detached,
+                last_error: s.last_error.clone(),
+                ports: crate::plugins::registry::port_list(&s.plugin.info),
+            })
+            .collect()
+    }
+
+    /// Housekeeping: finishes drains that are done or overdue.
+    pub fn tick(&mut self, ts: Timestamp) {
+        let deadline = self.config.drain_deadline;
+        let overdue: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.state == PluginState::Draining
+                    && s.draining_since.is_some_and(|t| t.elapsed() >= deadline)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for slot in overdue {
+            let ids: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(&c.state, State::Attached(a) if a.slot == slot))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.close_attached(id, ts.as_nanos());
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.state = State::Done;
+                }
+            }
+        }
+        for s in &mut self.slots {
+            if s.state == PluginState::Draining && s.live == 0 {
+                s.state = PluginState::Retired;
+                s.instance = None;
+                tracing::info!(plugin = %s.plugin.info.name, generation = s.generation, "plugin generation retired");
+            }
+        }
+    }
+
+    /// An instance of `slot`, made on demand unless quarantined or backing off.
+    fn instance(&mut self, slot: usize) -> Option<&mut Box<dyn PluginInstance>> {
+        let s = &mut self.slots[slot];
+        if matches!(
+            s.state,
+            PluginState::Quarantined { .. } | PluginState::Retired
+        ) {
+            return None;
+        }
+        if s.instance.is_none() {
+            if s.retry_at.is_some_and(|t| Instant::now() < t) {
+                return None;
+            }
+            match s.plugin.factory.instantiate() {
+                Ok(i) => s.instance = Some(i),
+                Err(e) => {
+                    s.last_error = Some(e.to_string());
+                    s.state = PluginState::Quarantined {
+                        reason: format!("cannot instantiate: {e}"),
+                    };
+                    return None;
+                }
+            }
+        }
+        s.instance.as_mut()
+    }
+
+    fn fault(&mut self, slot: usize, fault: PluginFault) {
+        let now = Instant::now();
+        let config = self.config.clone();
+        let s = &mut self.slots[slot];
+        tracing::warn!(plugin = %s.plugin.info.name, generation = s.generation, %fault, "plugin fault");
+        s.instance = None;
+        s.faults += 1;
+        s.last_error = Some(fault.to_string());
+        s.crashes.push_back(now);
+        while s
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > config.quarantine_window)
+        {
+            s.crashes.pop_front();
+        }
+        if s.crashes.len() >= config.quarantine_after {
+            s.state = PluginState::Quarantined {
+                reason: format!(
+                    "{} faults within {:?}; last: {fault}",
+                    s.crashes.len(),
+                    config.quarantine_window
+                ),
+            };
+        } else {
+            let backoff = config
+                .backoff
+                .saturating_mul(1 << s.consecutive_faults.min(10));
+            s.retry_at = Some(now + backoff);
+            s.consecutive_faults += 1;
+        }
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.state, State::Attached(a) if a.slot == slot))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.state = State::Done;
+            }
+            self.slots[slot].live -= 1;
+            self.slots[slot].detached += 1;
+            self.stats.detached_by_fault += 1;
+        }
+    }
+
+    fn conn(&mut self, info: &ConnInfo) -> &mut Conn {
+        self.conns.entry(info.id).or_insert_with(|| {
+            self.stats.connections += 1;
+            Conn {
+                info: *info,
+                meta: ConnMeta {
+                    l4: l4_of(info.l4),
+                    client: info.client.ip,
+                    client_port: info.client.port,
+                    server: info.server.ip,
+                    server_port: info.server.port,
+                    midstream: false,
+                },
+                state: State::Probing(Probing::default()),
+                excluded: Vec::new(),
+            }
+        })
+    }
+
+    /// Plugins to probe, port-hinted first, then by priority.
+    fn candidates(&self, conn: &Conn) -> Vec<usize> {
+        let port = conn.meta.server_port;
+        let alt = conn.meta.client_port;
+        let mut c: Vec<(bool, i32, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.state == PluginState::Active && !conn.excluded.contains(&s.plugin.info.name)
+            })
+            .map(|(i, s)| {
+                let ports = match conn.meta.l4 {
+                    L4::Tcp => &s.plugin.info.tcp_ports,
+                    L4::Udp => &s.plugin.info.udp_ports,
+                };
+                let hinted = ports.contains(&port) || ports.contains(&alt);
+                (hinted, s.plugin.info.priority, i)
+            })
+            .collect();
+        c.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        c.into_iter().map(|(_, _, i)| i).collect()
+    }
+
+    fn emit(&mut self, slot: usize, conn: &ConnInfo, events: Vec<Event>) {
+        for e in events {
+            match e {
+                Event::Record(record) => {
+                    let s = &mut self.slots[slot];
+                    s.records += 1;
+                    self.stats.records += 1;
+                    self.records.push(HostRecord {
+                        conn: *conn,
+                        plugin: s.plugin.info.name.clone(),
+                        plugin_version: s.plugin.info.version.clone(),
+                        generation: s.generation,
+                        record,
+                    });
+                }
+                Event::Upgrade { protocol } => {
+                    tracing::debug!(conn = conn.id, %protocol, "connection upgraded");
+                }
+            }
+        }
+    }
+
+    /// Probes with what a connection has shown so far; attaches on a match.
+    fn run_probes(&mut self, id: u64, dir: Dir) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let State::Probing(p) = &conn.state else {
+            return;
+        };
+        let mut candidates = p
+            .candidates
+            .clone()
+            .unwrap_or_else(|| self.candidates(conn));
+        let mut weak = p.weak;
+        let seen = p.seen[dir.code() as usize].clone();
+        let total_seen = p.seen[0].len() + p.seen[1].len();
+        let l4 = conn.meta.l4;
+        let mut matched = None;
+        let mut i = 0;
+        while i < candidates.len() {
+            let slot = candidates[i];
+            let depth = self.slots[slot].plugin.info.probe_depth as usize;
+            let answer = match self.instance(slot) {
+                Some(inst) => inst.probe(l4, dir, &seen),
+                None => Ok(Probe::NoMatch),
+            };
+            match answer {
+                Ok(Probe::Match) => {
+                    matched = Some(slot);
+                    break;
+                }
+                Ok(Probe::MatchWeak) => {
+                    weak.get_or_insert(slot);
+                    candidates.remove(i);
+                }
+                Ok(Probe::NeedMore) if total_seen < depth.min(self.config.max_probe_bytes) => {
+                    i += 1
+                }
+                Ok(_) => {
+                    candidates.remove(i);
+                }
+                Err(fault) => {
+                    self.fault(slot, fault);
+                    candidates.remove(i);
+                }
+            }
+        }
+        let decided = matched.or(if candidates.is_empty() { weak } else { None });
+        match decided {
+            Some(slot) => self.attach(id, slot),
+            None if candidates.is_empty() => {
+                self.stats.unknown += 1;
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.state = State::Done;
+                }
+            }
+            None => {
+                if let Some(Conn {
+                    state: State::Probing(p),
+                    ..
+                }) = self.conns.get_mut(&id)
+                {
+                    p.candidates = Some(candidates);
+                    p.weak = weak;
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, id: u64, slot: usize) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let State::Probing(p) = std::mem::replace(&mut conn.state, State::Done) else {
+            return;
+        };
+        let (info, meta) = (conn.info, conn.meta.clone());
+        let opened = match self.instance(slot) {
+            Some(inst) => inst.open(id, &meta),
+            None => return,
+        };
+        match opened {
+            Ok(r) if r.status == Status::Ok => self.emit(slot, &info, r.events),
+            Ok(_) => return,
+            Err(fault) => return self.fault(slot, fault),
+        }
+        self.slots[slot].live += 1;
+        self.stats.attached += 1;
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.state = State::Attached(Attached {
+                slot,
+                tails: [Vec::new(), Vec::new()],
+                needed: [0, 0],
+            });
+        }
+        for q in p.queue {
+            let step = match q {
+                Queued::Data {
+                    dir,
+                    ts,
+                    bytes,
+                    fin,
+                } => self.attached_data(id, dir, ts, &bytes, fin),
+                Queued::Datagram { dir, ts, bytes } => self.attached_datagram(id, dir, ts, &bytes),
+            };
+            if let Step::Stop = step {
+                break;
+            }
+        }
+    }
+
+    /// Gives up a connection's plugin and starts probing again (after a
+    /// violation or a protocol handover), starting with `rest`.
+    fn reprobe(&mut self, id: u64, slot: usize, ts: u64, dir: Dir, rest: Vec<u8>) {
+        let name = self.slots[slot].plugin.info.name.clone();
+        self.close_attached(id, ts);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.excluded.push(name);
+            c.state = State::Probing(Probing::default());
+        }
+        if !rest.is_empty() {
+            self.data(id, dir, ts, &rest, false);
+        }
+    }
+
+    /// Closes the plugin side of an attached connection, keeping its records.
+    fn close_attached(&mut self, id: u64, ts: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let State::Attached(a) = std::mem::replace(&mut conn.state, State::Done) else {
+            return;
+        };
+        let info = conn.info;
+        self.slots[a.slot].live -= 1;
+        let closed = match self.slots[a.slot].instance.as_mut() {
+            Some(inst) => inst.close(id, ts),
+            None => return,
+        };
+        match closed {
+            Ok(r) => self.emit(a.slot, &info, r.events),
+            Err(fault) => self.fault(a.slot, fault),
+        }
+    }
+
+    fn handle_result(
+        &mut self,
+        id: u64,
+        slot: usize,
+        dir: Dir,
+        ts: u64,
+        result: Result<DataResult, PluginFault>,
+        window: &[u8],
+    ) -> Step {
+        let info = match self.conns.get(&id) {
+            Some(c) => c.info,
+            None => return Step::Stop,
+        };
+        let r = match result {
+            Ok(r) => r,
+            Err(fault) => {
+                self.fault(slot, fault);
+                return Step::Stop;
+            }
+        };
+        self.emit(slot, &info, r.events);
+        let rest = &window[(r.consumed as usize).min(window.len())..];
+        match r.status {
+            Status::Ok => {
+                let max_buffer = self.slots[slot].plugin.info.max_buffer as usize;
+                if let Some(Conn {
+                    state: State::Attached(a),
+                    ..
+                }) = self.conns.get_mut(&id)
+                {
+                    let d = dir.code() as usize;
+                    a.tails[d] = rest.to_vec();
+                    a.needed[d] = (r.needed as usize).max(if r.consumed == 0 && !rest.is_empty() {
+                        rest.len() + 1
+                    } else {
+                        0
+                    });
+                    if a.tails[d].len() > max_buffer {
+                        self.stats.detached_by_buffer += 1;
+                        self.slots[slot].detached += 1;
+                        self.slots[slot].last_error =
+                            Some(format!("connection buffered over {max_buffer} bytes"));
+                        self.close_attached(id, ts);
+                        return Step::Stop;
+                    }
+                }
+                Step::Continue
+            }
+            Status::Violation => {
+                self.stats.violations += 1;
+                self.slots[slot].detached += 1;
+                self.reprobe(id, slot, ts, dir, Vec::new());
+                Step::Stop
+            }
+            Status::Handover => {
+                self.stats.handovers += 1;
+                let rest = rest.to_vec();
+                self.reprobe(id, slot, ts, dir, rest);
+                Step::Stop
+            }
+        }
+    }
+
+    fn attached_data(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8], fin: bool) -> Step {
+        let Some(Conn {
+            state: State::Attached(a),
+            ..
+        }) = self.conns.get_mut(&id)
+        else {
+            return Step::Stop;
+        };
+        let slot = a.slot;
+        let d = dir.code() as usize;
+        let mut window = std::mem::take(&mut a.tails[d]);
+        window.extend_from_slice(bytes);
+        if !fin && window.len() < a.needed[d] {
+            a.tails[d] = window;
+            let max_buffer = self.slots[slot].plugin.info.max_buffer as usize;
+            if a.tails[d].len() > max_buffer {
+                self.stats.detached_by_buffer += 1;
+                self.slots[slot].detached += 1;
+                self.close_attached(id, ts);
+                return Step::Stop;
+            }
+            return Step::Continue;
+        }
+        let flags = if fin { abi::FLAG_FIN } else { 0 };
+        let result = match self.instance(slot) {
+            Some(inst) => inst.data(id, dir, flags, ts, &window, 0),
+            None => return Step::Stop,
+        };
+        self.handle_result(id, slot, dir, ts, result, &window)
+    }
+
+    fn attached_datagram(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Step {
+        let Some(Conn {
+            state: State::Attached(a),
+            ..
+        }) = self.conns.get(&id)
+        else {
+            return Step::Stop;
+        };
+        let slot = a.slot;
+        let result = match self.instance(slot) {
+            Some(inst) => inst.datagram(id, dir, ts, bytes),
+            None => return Step::Stop,
+        };
+        self.handle_result(id, slot, dir, ts, result, bytes)
+    }
+
+    fn data(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8], fin: bool) {
+        let max = self.config.max_probe_bytes;
+        match self.conns.get_mut(&id).map(|c| &mut c.state) {
+            Some(State::Attached(_)) => {
+                self.attached_data(id, dir, ts, bytes, fin);
+            }
+            Some(State::Probing(p)) => {
+                p.queue.push(Queued::Data {
+                    dir,
+                    ts,
+                    bytes: bytes.to_vec(),
+                    fin,
+                });
+                p.queued_bytes += bytes.len();
+                let seen = &mut p.seen[dir.code() as usize];
+                let room = max.saturating_sub(seen.len());
+                seen.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                if p.queued_bytes > max * 4 {
+                    // Nobody decided in time; stop holding bytes.
+                    self.stats.unknown += 1;
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.state = State::Done;
+                    }
+                    return;
+                }
+                if !bytes.is_empty() {
+                    self.run_probes(id, dir);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl StreamSink for Dispatcher {
+    fn on_stream(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Direction,
+        ts: Timestamp,
+        event: StreamEvent<'_>,
+    ) {
+        let dir = dir_of(dir);
+        let ts = ts.as_nanos();
+        self.now = self.now.max(ts);
+        let id = conn.id;
+        match event {
+            StreamEvent::Start { midstream } => {
+                let c = self.conn(conn);
+                c.meta.midstream |= midstream;
+            }
+            StreamEvent::Data { bytes, .. } => {
+                self.conn(conn);
+                self.data(id, dir, ts, bytes, false);
+            }
+            StreamEvent::Gap { len, .. } => {
+                let c = self.conn(conn);
+                match &mut c.state {
+                    State::Probing(p) => p.seen[dir.code() as usize].clear(),
+                    State::Attached(a) => {
+                        let slot = a.slot;
+                        a.tails[dir.code() as usize].clear();
+                        a.needed[dir.code() as usize] = 0;
+                        if !self.slots[slot].plugin.info.accepts_gaps {
+                            self.stats.detached_by_gap += 1;
+                            self.slots[slot].detached += 1;
+                            self.close_attached(id, ts);
+                            return;
+                        }
+                        let result = match self.instance(slot) {
+                            Some(inst) => inst.data(id, dir, abi::FLAG_GAP, ts, &[], len),
+                            None => return,
+                        };
+                        self.handle_result(id, slot, dir, ts, result, &[]);
+                    }
+                    State::Done => {}
+                }
+            }
+            StreamEvent::Fin | StreamEvent::Rst => {
+                if self.conns.contains_key(&id) {
+                    self.data(id, dir, ts, &[], true);
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, payload: &[u8]) {
+        let dir = dir_of(dir);
+        let ts = ts.as_nanos();
+        self.now = self.now.max(ts);
+        let id = conn.id;
+        let max = self.config.max_probe_bytes;
+        match &mut self.conn(conn).state {
+            State::Attached(_) => {
+                self.attached_datagram(id, dir, ts, payload);
+            }
+            State::Probing(p) => {
+                if p.queued_bytes > max {
+                    return;
+                }
+                p.queue.push(Queued::Datagram {
+                    dir,
+                    ts,
+                    bytes: payload.to_vec(),
+                });
+                p.queued_bytes += payload.len();
+                // Each datagram is probed on its own.
+                p.seen[dir.code() as usize] = payload.to_vec();
+                self.run_probes(id, dir);
+            }
+            State::Done => {}
+        }
+    }
+
+    fn on_close(&mut self, conn: &ConnInfo) {
+        self.close_attached(conn.id, self.now);
+        self.conns.remove(&conn.id);
+    }
+}

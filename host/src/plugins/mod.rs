@@ -1,0 +1,122 @@
+//! The plugin runtime: sandboxed wasm dissectors (and the same dissectors
+//! linked natively, for comparison), dispatch of connections to them, and
+//! hot reload.
+//!
+//! The host holds no protocol knowledge: everything protocol-specific comes
+//! from a plugin's [`PluginInfo`] and its records.
+
+pub mod dispatch;
+pub mod embedded;
+pub mod native;
+pub mod registry;
+pub mod wasm;
+
+use std::sync::Arc;
+use trawl_sdk::abi::{ConnMeta, DataResult, Dir, L4, PluginInfo, Probe};
+
+pub use dispatch::{DispatchStats, Dispatcher, HostRecord};
+pub use registry::{PluginSet, PluginState, PluginStatus};
+
+/// A plugin misbehaved during a call. Never a panic: a typed error that the
+/// dispatcher counts and turns into a status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginFault {
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("ran past its deadline of {0} ms")]
+    Timeout(u64),
+    #[error("returned malformed output: {0}")]
+    BadOutput(String),
+    #[error("returned {0} bytes of output, over the cap")]
+    OutputTooLarge(u64),
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("not a valid wasm module: {0}")]
+    Compile(String),
+    #[error("missing export `{0}`")]
+    MissingExport(String),
+    #[error("speaks plugin ABI v{found}; this host speaks v{expected}")]
+    AbiVersion { found: u32, expected: u32 },
+    #[error("cannot instantiate: {0}")]
+    Instantiate(String),
+    #[error("init failed: {0}")]
+    Init(String),
+}
+
+/// One running instance of a plugin: the calls of ABI v1.
+pub trait PluginInstance: Send {
+    fn probe(&mut self, l4: L4, dir: Dir, bytes: &[u8]) -> Result<Probe, PluginFault>;
+    fn open(&mut self, conn: u64, meta: &ConnMeta) -> Result<DataResult, PluginFault>;
+    #[allow(clippy::too_many_arguments)]
+    fn data(
+        &mut self,
+        conn: u64,
+        dir: Dir,
+        flags: u32,
+        ts: u64,
+        bytes: &[u8],
+        gap: u64,
+    ) -> Result<DataResult, PluginFault>;
+    fn datagram(
+        &mut self,
+        conn: u64,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+    ) -> Result<DataResult, PluginFault>;
+    fn close(&mut self, conn: u64, ts: u64) -> Result<DataResult, PluginFault>;
+    fn tick(&mut self, ts: u64) -> Result<DataResult, PluginFault>;
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Compiled into the binary.
+    Embedded,
+    /// A `.wasm` file in a plugin directory.
+    File(std::path::PathBuf),
+    /// The dissector crate linked natively (benchmarks, comparisons).
+    Native,
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Embedded => f.write_str("embedded"),
+            PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Native => f.write_str("native"),
+        }
+    }
+}
+
+/// Makes instances of one loaded plugin.
+pub trait InstanceFactory: Send + Sync {
+    fn instantiate(&self) -> Result<Box<dyn PluginInstance>, LoadError>;
+}
+
+/// A plugin ready to instantiate: its info, identity and factory.
+pub struct LoadedPlugin {
+    pub info: PluginInfo,
+    /// sha256 of the module bytes (or a fixed tag for native plugins).
+    pub hash: String,
+    pub source: PluginSource,
+    pub factory: Box<dyn InstanceFactory>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("hash", &self.hash)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+pub type SharedPlugin = Arc<LoadedPlugin>;

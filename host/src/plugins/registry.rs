@@ -1,0 +1,308 @@
+//! Which plugins exist: the embedded first-party set, plugin directories
+//! that add to or override them by name, and a watcher that compiles
+//! changed files off-thread for hot reload.
+
+use super::wasm::WasmRuntime;
+use super::{LoadError, LoadedPlugin, PluginSource, SharedPlugin, embedded};
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer, notify::RecursiveMode};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+/// Life-cycle state of a plugin generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PluginState {
+    /// Takes new connections.
+    Active,
+    /// Replaced or removed: finishes its open connections, takes no new ones.
+    Draining,
+    /// Gone.
+    Retired,
+    /// Faulted too often (or cannot be instantiated); takes nothing.
+    Quarantined { reason: String },
+    /// Could not be loaded at all.
+    Rejected { reason: String },
+}
+
+/// What `trawl plugins` and the status API report per plugin generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub generation: u64,
+    pub source: String,
+    #[serde(flatten)]
+    pub state: PluginState,
+    pub live_connections: u64,
+    pub records: u64,
+    pub faults: u64,
+    pub detached_connections: u64,
+    pub last_error: Option<String>,
+    /// Port hints, as `tcp/80,udp/53`.
+    pub ports: String,
+}
+
+/// Port hints of a plugin, for listings.
+pub fn port_list(info: &trawl_sdk::PluginInfo) -> String {
+    let tcp = info.tcp_ports.iter().map(|p| format!("tcp/{p}"));
+    let udp = info.udp_ports.iter().map(|p| format!("udp/{p}"));
+    tcp.chain(udp).collect::<Vec<_>>().join(",")
+}
+
+/// What `trawl plugins [DIR]` lists: the embedded plugins, those in `dir`
+/// (overriding by name) and the files in `dir` that were rejected.
+pub fn list(dir: Option<&Path>) -> anyhow::Result<Vec<PluginStatus>> {
+    let runtime = WasmRuntime::new(super::wasm::SandboxLimits::default())?;
+    let mut set = PluginSet::embedded(runtime)?;
+    if let Some(dir) = dir {
+        set.add_dir(dir)?;
+    }
+    let dispatcher =
+        super::Dispatcher::new(super::dispatch::DispatchConfig::default(), set.plugins());
+    let mut out = dispatcher.status();
+    out.extend(set.rejected().iter().map(Rejected::status));
+    Ok(out)
+}
+
+/// A file that failed to load.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    pub path: PathBuf,
+    pub error: LoadError,
+}
+
+impl Rejected {
+    pub fn status(&self) -> PluginStatus {
+        PluginStatus {
+            name: self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            version: String::new(),
+            hash: std::fs::read(&self.path)
+                .map(|b| super::wasm::content_hash(&b))
+                .unwrap_or_default(),
+            generation: 0,
+            source: self.path.display().to_string(),
+            state: PluginState::Rejected {
+                reason: self.error.to_string(),
+            },
+            live_connections: 0,
+            records: 0,
+            faults: 0,
+            detached_connections: 0,
+            last_error: Some(self.error.to_string()),
+            ports: String::new(),
+        }
+    }
+}
+
+/// The plugins to start with.
+#[derive(Debug)]
+pub struct PluginSet {
+    runtime: Arc<WasmRuntime>,
+    plugins: BTreeMap<String, SharedPlugin>,
+    rejected: Vec<Rejected>,
+    dirs: Vec<PathBuf>,
+}
+
+fn is_wasm(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+}
+
+/// Reads and loads one plugin file.
+pub fn load_file(runtime: &Arc<WasmRuntime>, path: &Path) -> Result<LoadedPlugin, LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    runtime.load(&bytes, PluginSource::File(path.to_path_buf()))
+}
+
+impl PluginSet {
+    /// The first-party plugins carried in the binary.
+    pub fn embedded(runtime: Arc<WasmRuntime>) -> anyhow::Result<Self> {
+        let mut set = PluginSet {
+            runtime,
+            plugins: BTreeMap::new(),
+            rejected: Vec::new(),
+            dirs: Vec::new(),
+        };
+        for (name, bytes) in embedded::EMBEDDED {
+            let plugin = set
+                .runtime
+                .load(bytes, PluginSource::Embedded)
+                .map_err(|e| anyhow::anyhow!("embedded plugin {name} does not load: {e}"))?;
+            set.plugins
+                .insert(plugin.info.name.clone(), Arc::new(plugin));
+        }
+        Ok(set)
+    }
+
+    /// An empty set (tests that bring their own plugins).
+    pub fn empty(runtime: Arc<WasmRuntime>) -> Self {
+        PluginSet {
+            runtime,
+            plugins: BTreeMap::new(),
+            rejected: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<WasmRuntime> {
+        &self.runtime
+    }
+
+    /// Loads every `*.wasm` in `dir`; a plugin overrides one of the same name.
+    /// Files that fail are kept as rejected, with the reason.
+    pub fn add_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read plugin directory {}: {e}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| is_wasm(p))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match load_file(&self.runtime, &path) {
+                Ok(p) => {
+                    self.plugins.insert(p.info.name.clone(), Arc::new(p));
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "plugin rejected");
+                    self.rejected.push(Rejected { path, error });
+                }
+            }
+        }
+        self.dirs.push(dir.to_path_buf());
+        Ok(())
+    }
+
+    pub fn plugins(&self) -> Vec<SharedPlugin> {
+        self.plugins.values().cloned().collect()
+    }
+
+    pub fn rejected(&self) -> &[Rejected] {
+        &self.rejected
+    }
+
+    /// Starts watching the plugin directories for changes.
+    pub fn watch(&self) -> anyhow::Result<Reloader> {
+        Reloader::start(Arc::clone(&self.runtime), &self.dirs)
+    }
+}
+
+/// A change the watcher compiled (or failed to).
+#[derive(Debug)]
+pub enum ReloadEvent {
+    Loaded { path: PathBuf, plugin: SharedPlugin },
+    Removed { path: PathBuf, name: String },
+    Rejected(Rejected),
+}
+
+/// Watches plugin directories; compiles changed files on its own thread.
+pub struct Reloader {
+    events: Receiver<ReloadEvent>,
+    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish()
+    }
+}
+
+/// How long file events settle before a reload (editors write in bursts).
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+impl Reloader {
+    fn start(runtime: Arc<WasmRuntime>, dirs: &[PathBuf]) -> anyhow::Result<Self> {
+        let (tx, rx) = channel::<ReloadEvent>();
+        let (paths_tx, paths_rx) = channel::<Vec<PathBuf>>();
+        let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
+            if let Ok(events) = res {
+                let _ = paths_tx.send(events.into_iter().map(|e| e.path).collect());
+            }
+        })?;
+        for dir in dirs {
+            debouncer
+                .watcher()
+                .watch(dir, RecursiveMode::NonRecursive)?;
+        }
+        let mut names: HashMap<PathBuf, (String, String)> = HashMap::new();
+        for dir in dirs {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if is_wasm(&path)
+                    && let Ok(bytes) = std::fs::read(&path)
+                    && let Ok(p) = runtime.load(&bytes, PluginSource::File(path.clone()))
+                {
+                    names.insert(path, (p.info.name.clone(), p.hash.clone()));
+                }
+            }
+        }
+        std::thread::Builder::new()
+            .name("trawl-plugin-reload".into())
+            .spawn(move || {
+                compile_loop(&runtime, &paths_rx, &tx, names);
+            })?;
+        Ok(Reloader {
+            events: rx,
+            _debouncer: debouncer,
+        })
+    }
+
+    /// Changes compiled since the last call.
+    pub fn poll(&self) -> Vec<ReloadEvent> {
+        self.events.try_iter().collect()
+    }
+}
+
+fn compile_loop(
+    runtime: &Arc<WasmRuntime>,
+    paths_rx: &Receiver<Vec<PathBuf>>,
+    tx: &Sender<ReloadEvent>,
+    mut names: HashMap<PathBuf, (String, String)>,
+) {
+    while let Ok(mut paths) = paths_rx.recv() {
+        paths.sort();
+        paths.dedup();
+        for path in paths.into_iter().filter(|p| is_wasm(p)) {
+            if !path.exists() {
+                if let Some((name, _)) = names.remove(&path) {
+                    let _ = tx.send(ReloadEvent::Removed { path, name });
+                }
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let hash = super::wasm::content_hash(&bytes);
+            if names.get(&path).is_some_and(|(_, h)| *h == hash) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let event = match runtime.load(&bytes, PluginSource::File(path.clone())) {
+                Ok(p) => {
+                    tracing::info!(path = %path.display(), plugin = %p.info.name, ms = started.elapsed().as_millis() as u64, "plugin compiled for reload");
+                    names.insert(path.clone(), (p.info.name.clone(), hash));
+                    ReloadEvent::Loaded {
+                        path,
+                        plugin: Arc::new(p),
+                    }
+                }
+                Err(error) => ReloadEvent::Rejected(Rejected { path, error }),
+            };
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The wasmtime sandbox: core wasm modules speaking ABI v1.
+//!
+//! Every call runs under an epoch deadline, every store under a memory cap,
+//! and every output is bounds-checked, size-capped and decoded as postcard
+//! before the host believes it.
+
+use super::{InstanceFactory, LoadError, LoadedPlugin, PluginFault, PluginInstance, PluginSource};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use trawl_sdk::abi::{self, ConnMeta, DataResult, Dir, L4, PluginInfo, Probe};
+use wasmtime::{
+    Caller, Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+/// Limits every plugin runs under.
+#[derive(Clone, Copy, Debug)]
+pub struct SandboxLimits {
+    /// Linear memory per instance.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one call.
+    pub call_deadline: Duration,
+    /// Largest output one call may return.
+    pub max_output: u32,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            memory_bytes: 64 << 20,
+            call_deadline: Duration::from_millis(200),
+            max_output: 16 << 20,
+        }
+    }
+}
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The shared wasmtime engine, its epoch ticker and a module cache keyed by
+/// content hash (a reload of unchanged bytes costs nothing).
+pub struct WasmRuntime {
+    engine: Engine,
+    limits: SandboxLimits,
+    cache: Mutex<HashMap<String, Module>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// sha256 of module bytes, hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl WasmRuntime {
+    pub fn new(limits: SandboxLimits) -> anyhow::Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e:#}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker, stop_flag) = (engine.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("trawl-epoch".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.increment_epoch();
+                }
+            })?;
+        Ok(Arc::new(WasmRuntime {
+            engine,
+            limits,
+            cache: Mutex::new(HashMap::new()),
+            stop,
+        }))
+    }
+
+    pub fn limits(&self) -> SandboxLimits {
+        self.limits
+    }
+
+    /// Compiles (or finds in the cache), instantiates once to check the ABI
+    /// version and read the plugin's info.
+    pub fn load(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        source: PluginSource,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let hash = content_hash(bytes);
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .cloned();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(hash.clone(), m.clone());
+                m
+            }
+        };
+        for export in [
+            "memory",
+            "trawl_abi_version",
+            "trawl_alloc",
+            "trawl_init",
+            "trawl_probe",
+            "trawl_data",
+        ] {
+            if module.get_export(export).is_none() {
+                return Err(LoadError::MissingExport(export.into()));
+            }
+        }
+        let factory = WasmFactory {
+            runtime: Arc::clone(self),
+            module,
+        };
+        let mut probe = factory.instantiate_raw()?;
+        let version = probe
+            .call_abi_version()
+            .map_err(|e| LoadError::Init(e.to_string()))?;
+        if version != abi::ABI_VERSION {
+            return Err(LoadError::AbiVersion {
+                found: version,
+                expected: abi::ABI_VERSION,
+            });
+        }
+        let info = probe
+            .call_init()
+            .map_err(|e| LoadError::Init(e.to_string()))?;
+        if info.name.is_empty() || info.name.len() > 64 {
+            return Err(LoadError::Init(format!("bad plugin name {:?}", info.name)));
+        }
+        Ok(LoadedPlugin {
+            info,
+            hash,
+            source,
+            factory: Box::new(factory),
+        })
+    }
+}
+
+struct WasmFactory {
+    runtime: Arc<WasmRuntime>,
+    module: Module,
+}
+
+impl InstanceFactory for WasmFactory {
+    fn instantiate(&self) -> Result<Box<dyn PluginInstance>, LoadError> {
+        Ok(Box::new(self.instantiate_raw()?))
+    }
+}
+
+struct HostState {
+    limits: StoreLimits,
+    logs: u64,
+}
+
+type Packed = TypedFunc<(), u64>;
+/// `trawl_data(conn, dir, flags, ts, ptr, len, gap) -> packed`.
+type DataFn = TypedFunc<(u64, u32, u32, u64, u32, u32, u64), u64>;
+/// `trawl_datagram(flow, dir, ts, ptr, len) -> packed`.
+type DatagramFn = TypedFunc<(u64, u32, u64, u32, u32), u64>;
+
+struct Funcs {
+    abi_version: TypedFunc<(), u32>,
+    alloc: TypedFunc<u32, u32>,
+    dealloc: Option<TypedFunc<(u32, u32), ()>>,
+    init: Packed,
+    probe: TypedFunc<(u32, u32, u32, u32), u32>,
+    open: TypedFunc<(u64, u32, u32), u64>,
+    data: DataFn,
+    datagram: Option<DatagramFn>,
+    close: Option<TypedFunc<(u64, u64), u64>>,
+    tick: Option<TypedFunc<u64, u64>>,
+}
+
+/// One instance: a store, its memory and the reused input window.
+pub struct WasmInstance {
+    store: Store<HostState>,
+    memory: Memory,
+    funcs: Funcs,
+    input_ptr: u32,
+    input_cap: u32,
+    deadline_ticks: u64,
+    deadline_ms: u64,
+    max_output: u32,
+}
+
+fn missing(name: &str) -> LoadError {
+    LoadError::MissingExport(name.into())
+}
+
+impl WasmFactory {
+    fn instantiate_raw(&self) -> Result<WasmInstance, LoadError> {
+        let limits = self.runtime.limits;
+        let engine = &self.runtime.engine;
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(1)
+                .tables(4)
+                .memories(1)
+                .build(),
+            logs: 0,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks =
+            (limits.call_deadline.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        let mut linker: Linker<HostState> = Linker::new(engine);
+        let inst_err = |e: wasmtime::Error| LoadError::Instantiate(format!("{e:#}"));
+        linker
+            .func_wrap(
+                "trawl",
+                "log",
+                |mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32| {
+                    caller.data_mut().logs += 1;
+                    let Some(wasmtime::Extern::Memory(mem)) = caller.get_export("memory") else {
+                        return;
+                    };
+                    let data = mem.data(&caller);
+                    let end = (ptr as usize).saturating_add((len as usize).min(4096));
+                    if let Some(bytes) = data.get(ptr as usize..end) {
+                        let msg = String::from_utf8_lossy(bytes);
+                        tracing::debug!(level, message = %msg, "plugin log");
+                    }
+                },
+            )
+            .map_err(inst_err)?;
+        linker
+            .func_wrap("trawl", "abi_version", || abi::ABI_VERSION)
+            .map_err(inst_err)?;
+        let instance: Instance = linker
+            .instantiate(&mut store, &self.module)
+            .map_err(inst_err)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| missing("memory"))?;
+        macro_rules! func {
+            ($name:literal) => {
+                instance
+                    .get_typed_func(&mut store, $name)
+                    .map_err(|e| LoadError::MissingExport(format!("{} ({e})", $name)))?
+            };
+        }
+        macro_rules! optional {
+            ($name:literal) => {
+                instance.get_typed_func(&mut store, $name).ok()
+            };
+        }
+        let funcs = Funcs {
+            abi_version: func!("trawl_abi_version"),
+            alloc: func!("trawl_alloc"),
+            dealloc: optional!("trawl_dealloc"),
+            init: func!("trawl_init"),
+            probe: func!("trawl_probe"),
+            open: func!("trawl_open"),
+            data: func!("trawl_data"),
+            datagram: optional!("trawl_datagram"),
+            close: optional!("trawl_close"),
+            tick: optional!("trawl_tick"),
+        };
+        Ok(WasmInstance {
+            store,
+            memory,
+            funcs,
+            input_ptr: 0,
+            input_cap: 0,
+            deadline_ticks: ticks,
+            deadline_ms: limits.call_deadline.as_millis() as u64,
+            max_output: limits.max_output,
+        })
+    }
+}
+
+impl std::fmt::Debug for WasmInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmInstance")
+            .field("input_cap", &self.input_cap)
+            .finish()
+    }
+}
+
+impl WasmInstance {
+    fn fault(&self, e: wasmtime::Error) -> PluginFault {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PluginFault::Timeout(self.deadline_ms),
+            Some(trap) => PluginFault::Trap(trap.to_string()),
+            None => PluginFault::Trap(format!("{e:#}")),
+        }
+    }
+
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    fn call_abi_version(&mut self) -> Result<u32, PluginFault> {
+        self.arm();
+        let f = self.funcs.abi_version.clone();
+        f.call(&mut self.store, ()).map_err(|e| self.fault(e))
+    }
+
+    fn call_init(&mut self) -> Result<PluginInfo, PluginFault> {
+        self.arm();
+        let f = self.funcs.init.clone();
+        let packed = f.call(&mut self.store, ()).map_err(|e| self.fault(e))?;
+        self.decode(packed)
+    }
+
+    /// Copies `bytes` into the instance's input window, growing it as needed.
+    fn write_input(&mut self, bytes: &[u8]) -> Result<(u32, u32), PluginFault> {
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| PluginFault::BadOutput("input over 4 GiB".into()))?;
+        if len == 0 {
+            return Ok((0, 0));
+        }
+        if len > self.input_cap {
+            let new_cap = len.max(self.input_cap.saturating_mul(2)).max(64 * 1024);
+            if let (Some(dealloc), true) = (self.funcs.dealloc.clone(), self.input_cap > 0) {
+                self.arm();
+                dealloc
+                    .call(&mut self.store, (self.input_ptr, self.input_cap))
+                    .map_err(|e| self.fault(e))?;
+            }
+            self.arm();
+            let alloc = self.funcs.alloc.clone();
+            let ptr = alloc
+                .call(&mut self.store, new_cap)
+                .map_err(|e| self.fault(e))?;
+            self.input_ptr = ptr;
+            self.input_cap = new_cap;
+        }
+        self.memory
+            .write(&mut self.store, self.input_ptr as usize, bytes)
+            .map_err(|_| PluginFault::BadOutput("input window outside linear memory".into()))?;
+        Ok((self.input_ptr, len))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, packed: u64) -> Result<T, PluginFault> {
+        let (ptr, len) = abi::unpack(packed);
+        if len > self.max_output {
+            return Err(PluginFault::OutputTooLarge(u64::from(len)));
+        }
+        let data = self.memory.data(&self.store);
+        let end = (ptr as usize)
+            .checked_add(len as usize)
+            .ok_or_else(|| PluginFault::BadOutput("output range overflows".into()))?;
+        let bytes = data
+            .get(ptr as usize..end)
+            .ok_or_else(|| PluginFault::BadOutput("output outside linear memory".into()))?;
+        postcard::from_bytes(bytes)
+            .map_err(|e| PluginFault::BadOutput(format!("invalid postcard: {e}")))
+    }
+
+    fn result(&self, packed: u64, given: usize) -> Result<DataResult, PluginFault> {
+        let r: DataResult = self.decode(packed)?;
+        if r.consumed as usize > given {
+            return Err(PluginFault::BadOutput(format!(
+                "consumed {} of {given} bytes",
+                r.consumed
+            )));
+        }
+        Ok(r)
+    }
+
+    /// Log calls made by the plugin so far.
+    pub fn log_calls(&self) -> u64 {
+        self.store.data().logs
+    }
+}
+
+impl PluginInstance for WasmInstance {
+    fn probe(&mut self, l4: L4, dir: Dir, bytes: &[u8]) -> Result<Probe, PluginFault> {
+        let (ptr, len) = self.write_input(bytes)?;
+        self.arm();
+        let f = self.funcs.probe.clone();
+        let code = f
+            .call(&mut self.store, (l4.code(), dir.code(), ptr, len))
+            .map_err(|e| self.fault(e))?;
+        Probe::from_code(code)
+            .ok_or_else(|| PluginFault::BadOutput(format!("probe answered {code}")))
+    }
+
+    fn open(&mut self, conn: u64, meta: &ConnMeta) -> Result<DataResult, PluginFault> {
+        let bytes =
+            postcard::to_allocvec(meta).map_err(|e| PluginFault::BadOutput(e.to_string()))?;
+        let (ptr, len) = self.write_input(&bytes)?;
+        self.arm();
+        let f = self.funcs.open.clone();
+        let packed = f
+            .call(&mut self.store, (conn, ptr, len))
+            .map_err(|e| self.fault(e))?;
+        self.result(packed, 0)
+    }
+
+    fn data(
+        &mut self,
+        conn: u64,
+        dir: Dir,
+        flags: u32,
+        ts: u64,
+        bytes: &[u8],
+        gap: u64,
+    ) -> Result<DataResult, PluginFault> {
+        let (ptr, len) = self.write_input(bytes)?;
+        self.arm();
+        let f = self.funcs.data.clone();
+        let packed = f
+            .call(
+                &mut self.store,
+                (conn, dir.code(), flags, ts, ptr, len, gap),
+            )
+            .map_err(|e| self.fault(e))?;
+        self.result(packed, bytes.len())
+    }
+
+    fn datagram(
+        &mut self,
+        conn: u64,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+    ) -> Result<DataResult, PluginFault> {
+        let Some(f) = self.funcs.datagram.clone() else {
+            return Ok(DataResult {
+                status: abi::Status::Violation,
+                consumed: 0,
+                needed: 0,
+                events: Vec::new(),
+            });
+        };
+        let (ptr, len) = self.write_input(bytes)?;
+        self.arm();
+        let packed = f
+            .call(&mut self.store, (conn, dir.code(), ts, ptr, len))
+            .map_err(|e| self.fault(e))?;
+        self.result(packed, bytes.len())
+    }
+
+    fn close(&mut self, conn: u64, ts: u64) -> Result<DataResult, PluginFault> {
+        let Some(f) = self.funcs.close.clone() else {
+            return Ok(DataResult::ok(0, Vec::new()));
+        };
+        self.arm();
+        let packed = f
+            .call(&mut self.store, (conn, ts))
+            .map_err(|e| self.fault(e))?;
+        self.result(packed, 0)
+    }
+
+    fn tick(&mut self, ts: u64) -> Result<DataResult, PluginFault> {
+        let Some(f) = self.funcs.tick.clone() else {
+            return Ok(DataResult::ok(0, Vec::new()));
+        };
+        self.arm();
+        let packed = f.call(&mut self.store, ts).map_err(|e| self.fault(e))?;
+        self.result(packed, 0)
+    }
+}

@@ -1,0 +1,82 @@
+//! Turning what plugins report into L7 records: endpoints, workloads,
+//! latency and plain JSON fields.
+
+use crate::plugins::HostRecord;
+use trawl_core::identity::Identity;
+use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
+use trawl_core::{Endpoint, Timestamp, Workload};
+use trawl_sdk::abi::{Dir, Value};
+
+fn json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Str(s) => serde_json::Value::String(s.clone()),
+        Value::List(l) => serde_json::Value::Array(l.iter().map(json).collect()),
+        Value::Map(m) => {
+            serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), json(v))).collect())
+        }
+    }
+}
+
+fn endpoint(e: Endpoint, w: &Workload) -> RecordEndpoint {
+    RecordEndpoint {
+        ip: e.ip,
+        port: e.port,
+        workload: Some(RecordWorkload {
+            kind: w.kind.as_str().to_string(),
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            node: w.node.clone(),
+        }),
+    }
+}
+
+/// The L7 record of a plugin record, with workloads resolved as of its time.
+/// Returns the source and destination workloads too, for the map.
+pub fn to_l7(
+    h: &HostRecord,
+    identity: &Identity,
+) -> (L7Record, std::sync::Arc<Workload>, std::sync::Arc<Workload>) {
+    let r = &h.record;
+    let (src, dst) = match r.request_dir {
+        Dir::ToServer => (h.conn.client, h.conn.server),
+        Dir::ToClient => (h.conn.server, h.conn.client),
+    };
+    let request_ts = r.request_ts.map(Timestamp);
+    let response_ts = r.response_ts.map(Timestamp);
+    let at = request_ts.or(response_ts).unwrap_or_default();
+    let (src_w, dst_w) = (identity.resolve(src.ip, at), identity.resolve(dst.ip, at));
+    let elapsed_us = match (r.request_ts, r.response_ts) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) / 1000),
+        _ => None,
+    };
+    let record = L7Record {
+        protocol: if r.protocol.is_empty() {
+            h.plugin.clone()
+        } else {
+            r.protocol.clone()
+        },
+        method: r.method.clone(),
+        summary: r.summary.clone(),
+        status_code: r.status_code,
+        error: r.error,
+        request_size: r.request_size,
+        response_size: r.response_size,
+        elapsed_us,
+        request_ts,
+        response_ts,
+        src: endpoint(src, &src_w),
+        dst: endpoint(dst, &dst_w),
+        plugin: PluginRef {
+            name: h.plugin.clone(),
+            version: h.plugin_version.clone(),
+            generation: h.generation,
+        },
+        fields: r.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
+    };
+    (record, src_w, dst_w)
+}

@@ -1,0 +1,177 @@
+//! `trawl replay --emit records` and `--emit map --map l7`: the capture
+//! through the engine with reassembly on and the plugins attached.
+
+use crate::capture::CaptureFile;
+use crate::plugins::dispatch::DispatchConfig;
+use crate::plugins::registry::{PluginSet, ReloadEvent, Reloader};
+use crate::plugins::wasm::{SandboxLimits, WasmRuntime};
+use crate::plugins::{Dispatcher, SharedPlugin, native};
+use crate::records::to_l7;
+use crate::replay::{Emit, ReplayOptions, ReplayOutcome, load_identity, write_json_line};
+use anyhow::Context;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trawl_core::engine::Engine;
+use trawl_core::l7map::{L7Map, LegendEntry};
+use trawl_core::{EngineConfig, Identity, ServicePorts, Timestamp};
+
+/// Frames between record flushes and plugin housekeeping when not paced.
+const FLUSH_EVERY: u32 = 1024;
+
+/// The plugins a replay starts with, and the watcher if asked for.
+pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, Option<Reloader>)> {
+    if opts.native_plugins {
+        return Ok((
+            native::first_party().into_iter().map(Arc::new).collect(),
+            None,
+        ));
+    }
+    let runtime = WasmRuntime::new(SandboxLimits::default())?;
+    let mut set = PluginSet::embedded(runtime)?;
+    for dir in &opts.plugin_dirs {
+        set.add_dir(dir)?;
+    }
+    for r in set.rejected() {
+        eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.error);
+    }
+    let reloader = if opts.watch { Some(set.watch()?) } else { None };
+    Ok((set.plugins(), reloader))
+}
+
+fn legend(p: &SharedPlugin) -> LegendEntry {
+    LegendEntry {
+        protocol: p.info.name.clone(),
+        abbreviation: p.info.abbreviation.clone(),
+        long_name: p.info.long_name.clone(),
+        color: p.info.color.clone(),
+    }
+}
+
+struct Output<'a> {
+    emit: Emit,
+    out: &'a mut dyn Write,
+    identity: &'a Identity,
+    map: L7Map,
+    error: Option<anyhow::Error>,
+}
+
+impl Output<'_> {
+    fn flush_records(&mut self, engine: &mut Engine<Dispatcher>) {
+        for h in engine.sink_mut().take_records() {
+            let (record, src, dst) = to_l7(&h, self.identity);
+            match self.emit {
+                Emit::Records => {
+                    if self.error.is_none()
+                        && let Err(e) = write_json_line(self.out, &record)
+                    {
+                        self.error = Some(e);
+                    }
+                }
+                _ => self.map.apply(&record, &src, &dst),
+            }
+        }
+    }
+}
+
+pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
+    let identity = load_identity(&opts.inventories)?;
+    let mut capture = CaptureFile::open(&opts.capture)?;
+    let (plugins, reloader) = plugins_for(opts)?;
+    let mut ports = ServicePorts::default();
+    let mut map = L7Map::new(opts.group_by);
+    for p in &plugins {
+        for &port in p.info.tcp_ports.iter().chain(&p.info.udp_ports) {
+            ports.insert(port);
+        }
+        map.set_legend(legend(p));
+    }
+    let dispatcher = Dispatcher::new(DispatchConfig::default(), plugins);
+    let config = EngineConfig {
+        flows: opts.flows.clone(),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config, ports, dispatcher);
+    let mut output = Output {
+        emit: opts.emit,
+        out,
+        identity: &identity,
+        map,
+        error: None,
+    };
+
+    let started = Instant::now();
+    let mut first_ts: Option<Timestamp> = None;
+    let mut since_flush = 0u32;
+    let read = capture.for_each_frame(|frame| {
+        if let Some(speed) = opts.pace {
+            let first = *first_ts.get_or_insert(frame.ts);
+            let offset = Duration::from_nanos(frame.ts.saturating_sub(first));
+            let due = offset.div_f64(speed.max(1e-6));
+            while started.elapsed() < due {
+                // Stay responsive to reloads while waiting for the frame's time.
+                housekeeping(&mut engine, &mut output, reloader.as_ref());
+                std::thread::sleep((due - started.elapsed()).min(Duration::from_millis(20)));
+            }
+        }
+        engine.process(frame.link, frame.ts, frame.data, frame.wire_len);
+        since_flush += 1;
+        if opts.pace.is_some() || since_flush >= FLUSH_EVERY {
+            since_flush = 0;
+            housekeeping(&mut engine, &mut output, reloader.as_ref());
+        }
+    });
+    engine.finish();
+    output.flush_records(&mut engine);
+    let elapsed = started.elapsed();
+    let partial = match read {
+        Ok(()) => None,
+        Err(e) if e.is_partial() => Some(e),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(e) = output.error.take() {
+        return Err(e);
+    }
+    if opts.emit != Emit::Records {
+        serde_json::to_writer_pretty(&mut *output.out, &output.map.view())
+            .context("cannot write map")?;
+        writeln!(output.out).context("cannot write map")?;
+    }
+    output.out.flush().context("cannot write output")?;
+    let flows = engine.flows().stats().flows_created as usize;
+    Ok(ReplayOutcome {
+        stats: engine.stats(),
+        elapsed,
+        flows_reported: flows,
+        dispatch: Some(engine.sink().stats()),
+        partial,
+    })
+}
+
+fn housekeeping(
+    engine: &mut Engine<Dispatcher>,
+    output: &mut Output<'_>,
+    reloader: Option<&Reloader>,
+) {
+    output.flush_records(engine);
+    if let Some(r) = reloader {
+        for event in r.poll() {
+            match event {
+                ReloadEvent::Loaded { path, plugin } => {
+                    tracing::info!(path = %path.display(), plugin = %plugin.info.name, "hot reload");
+                    output.map.set_legend(legend(&plugin));
+                    engine.sink_mut().install(plugin);
+                }
+                ReloadEvent::Removed { path, name } => {
+                    tracing::info!(path = %path.display(), plugin = %name, "plugin removed");
+                    engine.sink_mut().remove(&name);
+                }
+                ReloadEvent::Rejected(r) => {
+                    eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.error);
+                }
+            }
+        }
+    }
+    let now = engine.now();
+    engine.sink_mut().tick(now);
+}
