@@ -9,8 +9,7 @@ use std::process::Command;
 const PLUGINS: &[&str] = &["http", "dns"];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let target_dir = out.join("wasm-target");
@@ -18,23 +17,13 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     for p in PLUGINS {
-        println!(
-            "cargo:rerun-if-changed={}",
-            root.join("plugins").join(p).display()
-        );
+        println!("cargo:rerun-if-changed={}", root.join("plugins").join(p).display());
     }
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args([
-            "build",
-            "--locked",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--profile",
-            "plugin",
-        ])
+        .args(["build", "--locked", "--target", "wasm32-unknown-unknown", "--profile", "plugin"])
         .arg("--target-dir")
         .arg(&target_dir);
     for p in PLUGINS {
@@ -53,9 +42,7 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build the wasm plugins");
+    let status = cmd.status().expect("cannot run cargo to build the wasm plugins");
     assert!(
         status.success(),
         "building the wasm plugins failed (is the wasm32-unknown-unknown target installed? `rustup target add wasm32-unknown-unknown`)"
@@ -65,14 +52,9 @@ fn main() {
         "/// First-party plugins compiled to wasm at build time: (name, bytes).\npub const EMBEDDED: &[(&str, &[u8])] = &[\n",
     );
     for p in PLUGINS {
-        let wasm = target_dir
-            .join("wasm32-unknown-unknown/plugin")
-            .join(format!("trawl_plugin_{p}.wasm"));
+        let wasm = target_dir.join("wasm32-unknown-unknown/plugin").join(format!("trawl_plugin_{p}.wasm"));
         assert!(wasm.is_file(), "missing {}", wasm.display());
-        list.push_str(&format!(
-            "    ({p:?}, include_bytes!({:?})),\n",
-            wasm.display().to_string()
-        ));
+        list.push_str(&format!("    ({p:?}, include_bytes!({:?})),\n", wasm.display().to_string()));
     }
     list.push_str("];\n");
     std::fs::write(out.join("embedded_plugins.rs"), list).expect("write embedded_plugins.rs");

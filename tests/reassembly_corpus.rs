@@ -41,14 +41,9 @@ impl StreamSink for Tally {
 }
 
 fn reassemble(capture: &Path) -> Engine<Tally> {
-    let mut engine = Engine::new(
-        EngineConfig::default(),
-        ServicePorts::default(),
-        Tally::default(),
-    );
+    let mut engine = Engine::new(EngineConfig::default(), ServicePorts::default(), Tally::default());
     let mut file = CaptureFile::open(capture).unwrap();
-    file.for_each_frame(|f| engine.process(f.link, f.ts, f.data, f.wire_len))
-        .unwrap();
+    file.for_each_frame(|f| engine.process(f.link, f.ts, f.data, f.wire_len)).unwrap();
     engine.finish();
     engine
 }
@@ -77,25 +72,12 @@ fn tshark_payload(frames_tsv: &Path) -> BTreeMap<Key, u64> {
         if f[stream].is_empty() {
             continue;
         }
-        let a = format!(
-            "{}:{}",
-            if f[src].is_empty() { f[src6] } else { f[src] },
-            f[sport]
-        );
-        let b = format!(
-            "{}:{}",
-            if f[dst].is_empty() { f[dst6] } else { f[dst] },
-            f[dport]
-        );
+        let a = format!("{}:{}", if f[src].is_empty() { f[src6] } else { f[src] }, f[sport]);
+        let b = format!("{}:{}", if f[dst].is_empty() { f[dst6] } else { f[dst] }, f[dport]);
         let syn = f[flags].contains('S') && !f[flags].contains('A');
-        let client = client_of
-            .entry(f[stream].to_string())
-            .or_insert_with(|| if syn { a.clone() } else { String::new() });
-        let (k, dir) = if *client == a {
-            ((a, b), Direction::ToServer)
-        } else {
-            ((b, a), Direction::ToClient)
-        };
+        let client =
+            client_of.entry(f[stream].to_string()).or_insert_with(|| if syn { a.clone() } else { String::new() });
+        let (k, dir) = if *client == a { ((a, b), Direction::ToServer) } else { ((b, a), Direction::ToClient) };
         *out.entry((k.0, k.1, dir)).or_insert(0) += f[len].parse::<u64>().unwrap_or(0);
     }
     out
@@ -106,24 +88,14 @@ fn loopback_captures_reassemble_without_gaps() {
     let Some(corpus) = support::corpus() else {
         return;
     };
-    for name in [
-        "made/http1.pcap",
-        "made/http2_h2c.pcap",
-        "made/redis_resp2.pcap",
-        "made/dns.pcap",
-    ] {
+    for name in ["made/http1.pcap", "made/http2_h2c.pcap", "made/redis_resp2.pcap", "made/dns.pcap"] {
         let capture = corpus.join(name);
         let engine = reassemble(&capture);
         let stats = engine.stats().reassembly;
         assert_eq!(stats.gaps, 0, "{name}: {stats:?}");
         let expected = tshark_payload(&corpus.join(format!("{name}.expected/frames.tsv")));
-        let got: BTreeMap<Key, u64> = engine
-            .sink()
-            .streams
-            .iter()
-            .map(|(k, (bytes, _))| (k.clone(), *bytes))
-            .filter(|(_, b)| *b > 0)
-            .collect();
+        let got: BTreeMap<Key, u64> =
+            engine.sink().streams.iter().map(|(k, (bytes, _))| (k.clone(), *bytes)).filter(|(_, b)| *b > 0).collect();
         let expected: BTreeMap<Key, u64> = expected.into_iter().filter(|(_, b)| *b > 0).collect();
         assert_eq!(got, expected, "{name}");
         assert!(stats.delivered_bytes > 0);
@@ -138,16 +110,8 @@ fn every_capture_reassembles_consistently() {
     for capture in support::captures(&corpus) {
         let engine = reassemble(&capture);
         let s = engine.stats().reassembly;
-        let (delivered, gaps) = engine
-            .sink()
-            .streams
-            .values()
-            .fold((0, 0), |(d, g), (bytes, gap)| (d + bytes, g + gap));
-        assert_eq!(
-            (delivered, gaps),
-            (s.delivered_bytes, s.gap_bytes),
-            "{}",
-            capture.display()
-        );
+        let (delivered, gaps) =
+            engine.sink().streams.values().fold((0, 0), |(d, g), (bytes, gap)| (d + bytes, g + gap));
+        assert_eq!((delivered, gaps), (s.delivered_bytes, s.gap_bytes), "{}", capture.display());
     }
 }

@@ -24,10 +24,7 @@ fn missing_file_is_a_clear_error() {
     assert!(!out.status.success());
     let err = stderr_of(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("cannot open capture /nonexistent/capture.pcap"),
-        "{err}"
-    );
+    assert!(err.contains("cannot open capture /nonexistent/capture.pcap"), "{err}");
     assert!(out.stdout.is_empty());
 }
 
@@ -54,20 +51,12 @@ fn random_and_empty_files_are_rejected() {
     std::fs::write(&empty, b"").unwrap();
     let out = support::run_trawl(&["replay", empty.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        stderr_of(&out).contains("the file is empty"),
-        "{}",
-        stderr_of(&out)
-    );
+    assert!(stderr_of(&out).contains("the file is empty"), "{}", stderr_of(&out));
 }
 
 /// Offsets just past each complete record of a little-endian µs pcap.
 fn pcap_record_ends(data: &[u8]) -> Vec<usize> {
-    assert_eq!(
-        &data[..4],
-        &[0xd4, 0xc3, 0xb2, 0xa1],
-        "test expects a little-endian pcap"
-    );
+    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "test expects a little-endian pcap");
     let mut ends = Vec::new();
     let mut at = 24;
     while at + 16 <= data.len() {
@@ -95,23 +84,14 @@ fn truncated_capture_reports_what_was_read_and_fails() {
     let out = support::run_trawl(&["replay", truncated.to_str().unwrap(), "--stats"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     let err = stderr_of(&out);
-    assert!(
-        err.contains("warning:") && err.contains("truncated"),
-        "{err}"
-    );
+    assert!(err.contains("warning:") && err.contains("truncated"), "{err}");
     let flows = support::json_lines(&out.stdout);
     assert!(!flows.is_empty());
     let packets: u64 = flows
         .iter()
-        .map(|f| {
-            f["to_server"]["packets"].as_u64().unwrap()
-                + f["to_client"]["packets"].as_u64().unwrap()
-        })
+        .map(|f| f["to_server"]["packets"].as_u64().unwrap() + f["to_client"]["packets"].as_u64().unwrap())
         .sum();
-    assert_eq!(
-        packets, 60,
-        "every complete record before the cut is counted"
-    );
+    assert_eq!(packets, 60, "every complete record before the cut is counted");
     assert!(err.contains("trawl replay: 60 packets"), "{err}");
 }
 
@@ -124,10 +104,7 @@ fn stats_go_to_stderr() {
     let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--stats"]);
     assert!(out.status.success());
     let err = stderr_of(&out);
-    assert!(
-        err.contains("84 packets") && err.contains("MB/s") && err.contains(" s = "),
-        "{err}"
-    );
+    assert!(err.contains("84 packets") && err.contains("MB/s") && err.contains(" s = "), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("MB/s"));
 }
 
@@ -148,19 +125,12 @@ fn bad_inventory_is_a_clear_error() {
         bad.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
-    assert!(
-        stderr_of(&out).contains("bad inventory"),
-        "{}",
-        stderr_of(&out)
-    );
+    assert!(stderr_of(&out).contains("bad inventory"), "{}", stderr_of(&out));
 }
 
 /// `(source, target) → (frames, bytes, flows)` summed over the edges section
 /// of tshark's `service_edges.tsv`, after naming each IP with `name`.
-fn expected_edges(
-    tsv: &Path,
-    name: impl Fn(&str) -> String,
-) -> BTreeMap<(String, String), (u64, u64, u64)> {
+fn expected_edges(tsv: &Path, name: impl Fn(&str) -> String) -> BTreeMap<(String, String), (u64, u64, u64)> {
     let text = std::fs::read_to_string(tsv).unwrap();
     let mut edges = BTreeMap::new();
     let mut in_edges = false;
@@ -184,14 +154,9 @@ fn expected_edges(
 fn map_edges(map: &Value) -> BTreeMap<(String, String), (u64, u64, u64)> {
     let mut edges = BTreeMap::new();
     for e in map["edges"].as_array().unwrap() {
-        let frames = e["to_server"]["packets"].as_u64().unwrap()
-            + e["to_client"]["packets"].as_u64().unwrap();
-        let bytes =
-            e["to_server"]["bytes"].as_u64().unwrap() + e["to_client"]["bytes"].as_u64().unwrap();
-        let key = (
-            e["source"].as_str().unwrap().to_string(),
-            e["target"].as_str().unwrap().to_string(),
-        );
+        let frames = e["to_server"]["packets"].as_u64().unwrap() + e["to_client"]["packets"].as_u64().unwrap();
+        let bytes = e["to_server"]["bytes"].as_u64().unwrap() + e["to_client"]["bytes"].as_u64().unwrap();
+        let key = (e["source"].as_str().unwrap().to_string(), e["target"].as_str().unwrap().to_string());
         let v = edges.entry(key).or_insert((0, 0, 0));
         v.0 += frames;
         v.1 += bytes;
@@ -236,20 +201,12 @@ fn map_names_nodes_from_the_inventory_and_groups() {
         })
         .collect();
     let want: BTreeMap<String, (String, String, String)> = [
-        (
-            "pod/ingest/producer-6d5f8b7c9-x2v4q",
-            ("producer-6d5f8b7c9-x2v4q", "ingest", "pod"),
-        ),
+        ("pod/ingest/producer-6d5f8b7c9-x2v4q", ("producer-6d5f8b7c9-x2v4q", "ingest", "pod")),
         ("pod/data/kafka-0", ("kafka-0", "data", "pod")),
         ("internal/127.0.0.1", ("127.0.0.1", "internal", "external")),
     ]
     .into_iter()
-    .map(|(id, (a, b, c))| {
-        (
-            id.to_string(),
-            (a.to_string(), b.to_string(), c.to_string()),
-        )
-    })
+    .map(|(id, (a, b, c))| (id.to_string(), (a.to_string(), b.to_string(), c.to_string())))
     .collect();
     assert_eq!(nodes, want);
     let pod_name = |ip: &str| match ip {
@@ -266,12 +223,7 @@ fn map_names_nodes_from_the_inventory_and_groups() {
         _ => "internal".to_string(),
     };
     let map = replay_map(&capture, &inventory, "namespace");
-    let ids: Vec<&str> = map["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = map["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["data", "ingest", "internal"]);
     assert_eq!(map_edges(&map), expected_edges(&tsv, ns_name));
 
@@ -281,12 +233,7 @@ fn map_names_nodes_from_the_inventory_and_groups() {
         _ => "internal".to_string(),
     };
     let map = replay_map(&capture, &inventory, "node");
-    let ids: Vec<&str> = map["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = map["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["internal", "worker-1", "worker-2"]);
     assert_eq!(map_edges(&map), expected_edges(&tsv, node_name));
 }
@@ -298,28 +245,13 @@ fn unknown_public_addresses_fall_into_public() {
     };
     // nDPI's HTTP capture talks to a public web server from a private client.
     let capture = corpus.join("public/ndpi/http.pcapng");
-    let out = support::run_trawl(&[
-        "replay",
-        capture.to_str().unwrap(),
-        "--emit",
-        "map",
-        "--group-by",
-        "namespace",
-    ]);
+    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "map", "--group-by", "namespace"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let map: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = map["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = map["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["internal", "public"]);
     let edge = &map["edges"][0];
-    assert_eq!(
-        (edge["source"].as_str(), edge["target"].as_str()),
-        (Some("internal"), Some("public"))
-    );
+    assert_eq!((edge["source"].as_str(), edge["target"].as_str()), (Some("internal"), Some("public")));
 }
 
 #[test]
@@ -334,45 +266,23 @@ fn demo_capture_maps_as_the_readme_says() {
         .iter()
         .map(|e| {
             let s = |k: &str| e[k].as_str().unwrap().to_string();
-            (
-                s("source"),
-                s("target"),
-                s("l4"),
-                e["flows"].as_u64().unwrap(),
-            )
+            (s("source"), s("target"), s("l4"), e["flows"].as_u64().unwrap())
         })
         .collect();
     let want = [
         ("internal/10.244.9.9", "pod/shop/api-5f6b", "tcp", 2),
         ("pod/shop/api-5f6b", "pod/shop/cart-redis-0", "tcp", 4),
-        (
-            "pod/shop/frontend-7d9c",
-            "pod/kube-system/coredns-abc12",
-            "tcp",
-            1,
-        ),
-        (
-            "pod/shop/frontend-7d9c",
-            "pod/kube-system/coredns-abc12",
-            "udp",
-            4,
-        ),
+        ("pod/shop/frontend-7d9c", "pod/kube-system/coredns-abc12", "tcp", 1),
+        ("pod/shop/frontend-7d9c", "pod/kube-system/coredns-abc12", "udp", 4),
         ("pod/shop/frontend-7d9c", "pod/shop/api-5f6b", "tcp", 7),
         ("pod/shop/frontend-7d9c", "pod/shop/cart-redis-0", "tcp", 12),
     ];
-    let want: Vec<(String, String, String, u64)> = want
-        .iter()
-        .map(|(a, b, c, n)| (a.to_string(), b.to_string(), c.to_string(), *n))
-        .collect();
+    let want: Vec<(String, String, String, u64)> =
+        want.iter().map(|(a, b, c, n)| (a.to_string(), b.to_string(), c.to_string(), *n)).collect();
     assert_eq!(edges, want);
 
     let map = replay_map(&capture, &inventory, "namespace");
-    let ids: Vec<&str> = map["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = map["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["internal", "kube-system", "shop"]);
     let map = replay_map(&capture, &inventory, "node");
     let pairs: Vec<(&str, &str)> = map["edges"]
@@ -381,13 +291,5 @@ fn demo_capture_maps_as_the_readme_says() {
         .iter()
         .map(|e| (e["source"].as_str().unwrap(), e["target"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        pairs,
-        [
-            ("internal", "node-a"),
-            ("node-a", "node-a"),
-            ("node-a", "node-b"),
-            ("node-a", "node-b")
-        ]
-    );
+    assert_eq!(pairs, [("internal", "node-a"), ("node-a", "node-a"), ("node-a", "node-b"), ("node-a", "node-b")]);
 }

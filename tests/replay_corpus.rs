@@ -25,14 +25,8 @@ struct Conversation {
 }
 
 fn endpoint(s: &str) -> SocketAddr {
-    let (ip, port) = s
-        .rsplit_once(':')
-        .unwrap_or_else(|| panic!("bad endpoint {s}"));
-    SocketAddr::new(
-        ip.parse::<IpAddr>()
-            .unwrap_or_else(|_| panic!("bad ip {ip}")),
-        port.parse().unwrap(),
-    )
+    let (ip, port) = s.rsplit_once(':').unwrap_or_else(|| panic!("bad endpoint {s}"));
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap_or_else(|_| panic!("bad ip {ip}")), port.parse().unwrap())
 }
 
 fn expected_conversations(tsv: &Path) -> Vec<Conversation> {
@@ -68,20 +62,13 @@ fn expected_conversations(tsv: &Path) -> Vec<Conversation> {
 }
 
 fn flow_endpoint(v: &Value) -> SocketAddr {
-    SocketAddr::new(
-        v["ip"].as_str().unwrap().parse().unwrap(),
-        v["port"].as_u64().unwrap() as u16,
-    )
+    SocketAddr::new(v["ip"].as_str().unwrap().parse().unwrap(), v["port"].as_u64().unwrap() as u16)
 }
 
 fn trawl_conversations(capture: &Path) -> (Vec<(Conversation, bool)>, String) {
     let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "flows"]);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success(),
-        "{}: trawl failed: {stderr}",
-        capture.display()
-    );
+    assert!(out.status.success(), "{}: trawl failed: {stderr}", capture.display());
     let flows = support::json_lines(&out.stdout)
         .into_iter()
         .map(|f| {
@@ -89,14 +76,8 @@ fn trawl_conversations(capture: &Path) -> (Vec<(Conversation, bool)>, String) {
                 transport: f["l4"].as_str().unwrap().to_string(),
                 client: flow_endpoint(&f["client"]),
                 server: flow_endpoint(&f["server"]),
-                frames: [
-                    f["to_server"]["packets"].as_u64().unwrap(),
-                    f["to_client"]["packets"].as_u64().unwrap(),
-                ],
-                bytes: [
-                    f["to_server"]["bytes"].as_u64().unwrap(),
-                    f["to_client"]["bytes"].as_u64().unwrap(),
-                ],
+                frames: [f["to_server"]["packets"].as_u64().unwrap(), f["to_client"]["packets"].as_u64().unwrap()],
+                bytes: [f["to_server"]["bytes"].as_u64().unwrap(), f["to_client"]["bytes"].as_u64().unwrap()],
                 first_ts: f["first_ts"].as_f64().unwrap(),
             };
             (c, f["orientation"] == "inferred")
@@ -129,9 +110,10 @@ fn compare(expected: &[Conversation], got: &[(Conversation, bool)]) -> Vec<Strin
     let mut problems = Vec::new();
     let mut unused: Vec<bool> = vec![true; got.len()];
     for e in expected {
-        let hit = got.iter().enumerate().position(|(i, (g, inferred))| {
-            unused[i] && (same(e, g) || (*inferred && same(e, &reversed(g))))
-        });
+        let hit = got
+            .iter()
+            .enumerate()
+            .position(|(i, (g, inferred))| unused[i] && (same(e, g) || (*inferred && same(e, &reversed(g)))));
         match hit {
             Some(i) => unused[i] = false,
             None => problems.push(format!("expected {e:?}, no trawl flow matches")),
@@ -151,42 +133,25 @@ fn every_capture_matches_tshark_conversations() {
         return;
     };
     let captures = support::captures(&corpus);
-    assert!(
-        !captures.is_empty(),
-        "no captures under {}",
-        corpus.display()
-    );
+    assert!(!captures.is_empty(), "no captures under {}", corpus.display());
     let mut checked = 0;
     let mut conversations = 0;
     let mut failures = Vec::new();
     for capture in &captures {
-        let tsv = capture.with_file_name(format!(
-            "{}.expected/service_edges.tsv",
-            capture.file_name().unwrap().to_string_lossy()
-        ));
+        let tsv = capture
+            .with_file_name(format!("{}.expected/service_edges.tsv", capture.file_name().unwrap().to_string_lossy()));
         if !tsv.is_file() {
-            failures.push(format!(
-                "{}: no expected service_edges.tsv",
-                capture.display()
-            ));
+            failures.push(format!("{}: no expected service_edges.tsv", capture.display()));
             continue;
         }
         let expected = expected_conversations(&tsv);
         let (got, _stderr) = trawl_conversations(capture);
         conversations += expected.len();
         for p in compare(&expected, &got) {
-            failures.push(format!(
-                "{}: {p}",
-                capture.strip_prefix(&corpus).unwrap_or(capture).display()
-            ));
+            failures.push(format!("{}: {p}", capture.strip_prefix(&corpus).unwrap_or(capture).display()));
         }
         checked += 1;
     }
     println!("checked {checked} captures, {conversations} conversations");
-    assert!(
-        failures.is_empty(),
-        "{} differences:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
 }

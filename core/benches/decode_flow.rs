@@ -29,16 +29,9 @@ fn traffic(flows: u32, per_flow: u32) -> Vec<Vec<u8>> {
                     .unwrap();
             } else {
                 let to_server = round % 2 == 0;
-                let (src, dst, sp, dp) = if to_server {
-                    (client, server, sport, 8080)
-                } else {
-                    (server, client, 8080, sport)
-                };
-                let payload: &[u8] = if round % 3 == 0 {
-                    &payload_large
-                } else {
-                    &payload_small
-                };
+                let (src, dst, sp, dp) =
+                    if to_server { (client, server, sport, 8080) } else { (server, client, 8080, sport) };
+                let payload: &[u8] = if round % 3 == 0 { &payload_large } else { &payload_small };
                 PacketBuilder::ethernet2([1; 6], [2; 6])
                     .ipv4(src, dst, 64)
                     .tcp(sp, dp, round * 1400, 65535)
@@ -86,12 +79,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut engine = Engine::l4_only(EngineConfig::default(), ServicePorts::default());
             for (i, f) in frames.iter().enumerate() {
-                engine.process(
-                    LinkType::Ethernet,
-                    Timestamp(i as u64 * 1000),
-                    f,
-                    f.len() as u32,
-                );
+                engine.process(LinkType::Ethernet, Timestamp(i as u64 * 1000), f, f.len() as u32);
             }
             engine.finish();
             black_box(engine.take_deltas().len())

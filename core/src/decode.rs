@@ -6,8 +6,7 @@
 //! Decode never panics: every frame ends as exactly one [`Decoded`] variant.
 
 use etherparse::{
-    Ethernet2HeaderSlice, LaxIpSlice, LenSource, SingleVlanHeaderSlice, TcpHeaderSlice,
-    UdpHeaderSlice, ip_number,
+    Ethernet2HeaderSlice, LaxIpSlice, LenSource, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeaderSlice, ip_number,
 };
 use serde::Serialize;
 use std::net::IpAddr;
@@ -253,11 +252,7 @@ fn decode_ip(data: &[u8]) -> Decoded<'_> {
     let payload = ip.payload();
     // When the IP length field could not be trusted (truncated capture, IPv6
     // jumbograms) the slice length stands in for it.
-    let ip_len = if payload.len_source == LenSource::Slice && ip_len < header_len {
-        data.len() as u32
-    } else {
-        ip_len
-    };
+    let ip_len = if payload.len_source == LenSource::Slice && ip_len < header_len { data.len() as u32 } else { ip_len };
     let protocol = payload.ip_number;
 
     if payload.fragmented {
@@ -265,12 +260,7 @@ fn decode_ip(data: &[u8]) -> Decoded<'_> {
             let h = v4.header();
             let first = h.fragments_offset().value() == 0;
             let ports = if first {
-                payload.payload.get(..4).map(|p| {
-                    (
-                        u16::from_be_bytes([p[0], p[1]]),
-                        u16::from_be_bytes([p[2], p[3]]),
-                    )
-                })
+                payload.payload.get(..4).map(|p| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
             } else {
                 None
             };
@@ -372,9 +362,7 @@ mod tests {
     #[test]
     fn ethernet_ipv4_tcp() {
         let frame = tcp_frame(b"hello");
-        let Decoded::Packet(p) = decode(LinkType::Ethernet, &frame) else {
-            panic!("not decoded")
-        };
+        let Decoded::Packet(p) = decode(LinkType::Ethernet, &frame) else { panic!("not decoded") };
         assert_eq!(p.l4, L4Proto::Tcp);
         assert_eq!((p.src_port, p.dst_port), (40000, 80));
         assert_eq!(p.ip_len, 20 + 20 + 5);
@@ -389,10 +377,7 @@ mod tests {
         frame.extend_from_slice(&[0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x14, 0x88, 0x64]);
         frame.extend_from_slice(&[0x11, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x21]);
         frame.extend_from_slice(ip);
-        assert!(matches!(
-            decode(LinkType::Ethernet, &frame),
-            Decoded::Packet(_)
-        ));
+        assert!(matches!(decode(LinkType::Ethernet, &frame), Decoded::Packet(_)));
     }
 
     #[test]
@@ -401,10 +386,7 @@ mod tests {
         let mut sll2 = vec![0x08, 0x00];
         sll2.extend_from_slice(&[0; 18]);
         sll2.extend_from_slice(ip);
-        assert!(matches!(
-            decode(LinkType::LinuxSll2, &sll2),
-            Decoded::Packet(_)
-        ));
+        assert!(matches!(decode(LinkType::LinuxSll2, &sll2), Decoded::Packet(_)));
         let mut null = vec![2, 0, 0, 0];
         null.extend_from_slice(ip);
         assert!(matches!(decode(LinkType::Null, &null), Decoded::Packet(_)));
@@ -414,9 +396,7 @@ mod tests {
     #[test]
     fn snaplen_truncation_keeps_wire_lengths() {
         let frame = tcp_frame(&[7u8; 1000]);
-        let Decoded::Packet(p) = decode(LinkType::Ethernet, &frame[..100]) else {
-            panic!("not decoded")
-        };
+        let Decoded::Packet(p) = decode(LinkType::Ethernet, &frame[..100]) else { panic!("not decoded") };
         assert_eq!(p.ip_len, 1040);
         assert_eq!(p.wire_payload_len, 1000);
         assert_eq!(p.payload.len(), 100 - 54);
@@ -433,32 +413,19 @@ mod tests {
                     (seed >> 16) as u8
                 })
                 .collect();
-            for link in [
-                LinkType::Ethernet,
-                LinkType::Raw,
-                LinkType::LinuxSll,
-                LinkType::LinuxSll2,
-            ] {
+            for link in [LinkType::Ethernet, LinkType::Raw, LinkType::LinuxSll, LinkType::LinuxSll2] {
                 let _ = decode(link, &bytes);
             }
         }
-        assert!(matches!(
-            decode(LinkType::Ethernet, &[0x08, 0x06]),
-            Decoded::Skipped(Skip::Malformed)
-        ));
+        assert!(matches!(decode(LinkType::Ethernet, &[0x08, 0x06]), Decoded::Skipped(Skip::Malformed)));
     }
 
     #[test]
     fn sll_loopback() {
         let ip = &tcp_frame(b"x")[14..];
-        let mut sll = vec![
-            0x00, 0x00, 0x03, 0x04, 0x00, 0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00,
-        ];
+        let mut sll = vec![0x00, 0x00, 0x03, 0x04, 0x00, 0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
         sll.extend_from_slice(ip);
-        assert!(matches!(
-            decode(LinkType::LinuxSll, &sll),
-            Decoded::Packet(_)
-        ));
+        assert!(matches!(decode(LinkType::LinuxSll, &sll), Decoded::Packet(_)));
     }
 
     #[test]
@@ -466,9 +433,6 @@ mod tests {
         let mut frame = vec![0u8; 12];
         frame.extend_from_slice(&[0x08, 0x06]);
         frame.extend_from_slice(&[0; 28]);
-        assert!(matches!(
-            decode(LinkType::Ethernet, &frame),
-            Decoded::Skipped(Skip::NonIp)
-        ));
+        assert!(matches!(decode(LinkType::Ethernet, &frame), Decoded::Skipped(Skip::NonIp)));
     }
 }

@@ -4,9 +4,7 @@
 use crate::decode::{self, Decoded, DecodedPacket, FragmentInfo, L4Proto, LinkType, Skip};
 use crate::flow::{Direction, Endpoint, FlowDelta, FlowTable, FlowTableConfig, FlowTableStats};
 use crate::ports::ServicePorts;
-use crate::reassembly::{
-    ReassemblyConfig, ReassemblyStats, Segment, StreamEvent, StreamReassembler,
-};
+use crate::reassembly::{ReassemblyConfig, ReassemblyStats, Segment, StreamEvent, StreamReassembler};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -246,12 +244,7 @@ impl<S: StreamSink> Engine<S> {
             && let Some(flow) = self.table.flow(hit.slot)
         {
             {
-                let info = ConnInfo {
-                    id: self.next_conn_id,
-                    l4: p.l4,
-                    client: flow.client(),
-                    server: flow.server(),
-                };
+                let info = ConnInfo { id: self.next_conn_id, l4: p.l4, client: flow.client(), server: flow.server() };
                 self.next_conn_id += 1;
                 if self.sink.wants(&info) {
                     let tcp = (p.l4 == L4Proto::Tcp).then(|| {
@@ -286,11 +279,7 @@ impl<S: StreamSink> Engine<S> {
                     syn: tcp.flags.syn(),
                     fin: tcp.flags.fin(),
                     rst: tcp.flags.rst(),
-                    payload: if p.payload_truncated() {
-                        &[]
-                    } else {
-                        p.payload
-                    },
+                    payload: if p.payload_truncated() { &[] } else { p.payload },
                 };
                 dirs[own].segment(seg, &mut |ev| sink.on_stream(&info, dir, ts, ev));
                 if tcp.flags.ack() {
@@ -324,10 +313,7 @@ impl<S: StreamSink> Engine<S> {
         let ts = self.now;
         if let Some(dirs) = conn.tcp.as_mut() {
             let sink = &mut self.sink;
-            for (i, dir) in [Direction::ToServer, Direction::ToClient]
-                .into_iter()
-                .enumerate()
-            {
+            for (i, dir) in [Direction::ToServer, Direction::ToClient].into_iter().enumerate() {
                 dirs[i].flush(&mut |ev| sink.on_stream(&info, dir, ts, ev));
                 let s = dirs[i].stats();
                 let r = &mut self.stats.reassembly;

@@ -33,32 +33,12 @@ pub struct FlowKey {
 impl FlowKey {
     /// Returns the key and whether `src` is side `a`.
     pub fn from_packet(p: &DecodedPacket<'_>) -> (FlowKey, bool) {
-        let src = Endpoint {
-            ip: p.src,
-            port: p.src_port,
-        };
-        let dst = Endpoint {
-            ip: p.dst,
-            port: p.dst_port,
-        };
+        let src = Endpoint { ip: p.src, port: p.src_port };
+        let dst = Endpoint { ip: p.dst, port: p.dst_port };
         if src <= dst {
-            (
-                FlowKey {
-                    l4: p.l4,
-                    a: src,
-                    b: dst,
-                },
-                true,
-            )
+            (FlowKey { l4: p.l4, a: src, b: dst }, true)
         } else {
-            (
-                FlowKey {
-                    l4: p.l4,
-                    a: dst,
-                    b: src,
-                },
-                false,
-            )
+            (FlowKey { l4: p.l4, a: dst, b: src }, false)
         }
     }
 }
@@ -168,19 +148,11 @@ impl Flow {
     }
 
     pub fn client(&self) -> Endpoint {
-        if self.client_is_a() {
-            self.key.a
-        } else {
-            self.key.b
-        }
+        if self.client_is_a() { self.key.a } else { self.key.b }
     }
 
     pub fn server(&self) -> Endpoint {
-        if self.client_is_a() {
-            self.key.b
-        } else {
-            self.key.a
-        }
+        if self.client_is_a() { self.key.b } else { self.key.a }
     }
 
     pub fn counters(&self, dir: Direction) -> DirCounters {
@@ -188,11 +160,7 @@ impl Flow {
     }
 
     pub fn orientation(&self) -> Orientation {
-        if self.state & STATE_INFERRED != 0 {
-            Orientation::Inferred
-        } else {
-            Orientation::Syn
-        }
+        if self.state & STATE_INFERRED != 0 { Orientation::Inferred } else { Orientation::Syn }
     }
 
     pub fn first_ts(&self) -> Timestamp {
@@ -204,8 +172,7 @@ impl Flow {
     }
 
     fn closed(&self) -> bool {
-        self.state & STATE_RST != 0
-            || self.state & (STATE_FIN_A | STATE_FIN_B) == STATE_FIN_A | STATE_FIN_B
+        self.state & STATE_RST != 0 || self.state & (STATE_FIN_A | STATE_FIN_B) == STATE_FIN_A | STATE_FIN_B
     }
 
     fn record(&self, end: EndReason) -> FlowRecord {
@@ -407,13 +374,7 @@ impl FlowTable {
 
     fn find(&self, key: &FlowKey) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
-        self.index
-            .find(hash, |&slot| {
-                self.slots[slot as usize]
-                    .as_ref()
-                    .is_some_and(|f| f.key == *key)
-            })
-            .copied()
+        self.index.find(hash, |&slot| self.slots[slot as usize].as_ref().is_some_and(|f| f.key == *key)).copied()
     }
 
     /// Accounts one packet of `frame_len` captured bytes.
@@ -469,20 +430,12 @@ impl FlowTable {
         pend.ip_bytes += p.ip_len;
         flow.state |= STATE_DIRTY;
         let client_is_a = flow.client_is_a();
-        let dir = if src_is_a == client_is_a {
-            Direction::ToServer
-        } else {
-            Direction::ToClient
-        };
+        let dir = if src_is_a == client_is_a { Direction::ToServer } else { Direction::ToClient };
         FlowHit { slot, dir, created }
     }
 
     fn track_tcp(flow: &mut Flow, side: usize, flags: TcpFlags) {
-        let (syn_bit, fin_bit) = if side == 0 {
-            (STATE_SYN_A, STATE_FIN_A)
-        } else {
-            (STATE_SYN_B, STATE_FIN_B)
-        };
+        let (syn_bit, fin_bit) = if side == 0 { (STATE_SYN_A, STATE_FIN_A) } else { (STATE_SYN_B, STATE_FIN_B) };
         if flags.syn() {
             flow.state |= syn_bit;
             // A SYN seen after a mid-stream start (capture reordering) still
@@ -515,19 +468,10 @@ impl FlowTable {
         }
     }
 
-    fn insert(
-        &mut self,
-        key: FlowKey,
-        src_is_a: bool,
-        p: &DecodedPacket<'_>,
-        ts: Timestamp,
-    ) -> u32 {
+    fn insert(&mut self, key: FlowKey, src_is_a: bool, p: &DecodedPacket<'_>, ts: Timestamp) -> u32 {
         if self.len >= self.config.max_flows.max(1) && self.tail != NIL {
             self.stats.flows_evicted += 1;
-            tracing::trace!(
-                flows = self.len,
-                "flow table full, evicting least recently used flow"
-            );
+            tracing::trace!(flows = self.len, "flow table full, evicting least recently used flow");
             self.remove(self.tail, EndReason::Evicted);
         }
         let flags = p.tcp.map(|t| t.flags).unwrap_or_default();
@@ -567,11 +511,10 @@ impl FlowTable {
         };
         let hash = self.hasher.hash_one(key);
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index
-            .insert_unique(hash, slot, |&s| match &slots[s as usize] {
-                Some(f) => hasher.hash_one(f.key),
-                None => 0,
-            });
+        self.index.insert_unique(hash, slot, |&s| match &slots[s as usize] {
+            Some(f) => hasher.hash_one(f.key),
+            None => 0,
+        });
         self.len += 1;
         self.stats.flows_created += 1;
         self.link_front(slot);
@@ -691,11 +634,7 @@ impl FlowTable {
 
     /// Reports of flows still in the table, without ending them.
     pub fn snapshot(&self) -> Vec<FlowRecord> {
-        self.slots
-            .iter()
-            .flatten()
-            .map(|f| f.record(EndReason::Active))
-            .collect()
+        self.slots.iter().flatten().map(|f| f.record(EndReason::Active)).collect()
     }
 }
 
@@ -705,14 +644,7 @@ mod tests {
     use crate::decode::{TcpFlags, TcpMeta};
     use std::net::Ipv4Addr;
 
-    fn tcp(
-        src: u8,
-        sport: u16,
-        dst: u8,
-        dport: u16,
-        flags: u8,
-        len: u32,
-    ) -> DecodedPacket<'static> {
+    fn tcp(src: u8, sport: u16, dst: u8, dport: u16, flags: u8, len: u32) -> DecodedPacket<'static> {
         DecodedPacket {
             l4: L4Proto::Tcp,
             src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, src)),
@@ -720,24 +652,14 @@ mod tests {
             src_port: sport,
             dst_port: dport,
             ip_len: 40 + len,
-            tcp: Some(TcpMeta {
-                seq: 0,
-                ack: 0,
-                flags: TcpFlags(flags),
-            }),
+            tcp: Some(TcpMeta { seq: 0, ack: 0, flags: TcpFlags(flags) }),
             payload: &[],
             wire_payload_len: len,
         }
     }
 
     fn table(max: u32) -> FlowTable {
-        FlowTable::new(
-            FlowTableConfig {
-                max_flows: max,
-                ..Default::default()
-            },
-            ServicePorts::default(),
-        )
+        FlowTable::new(FlowTableConfig { max_flows: max, ..Default::default() }, ServicePorts::default())
     }
 
     const S: u8 = TcpFlags::SYN;
@@ -746,11 +668,7 @@ mod tests {
 
     #[test]
     fn flow_entry_size() {
-        assert!(
-            std::mem::size_of::<Flow>() <= 150,
-            "{}",
-            std::mem::size_of::<Flow>()
-        );
+        assert!(std::mem::size_of::<Flow>() <= 150, "{}", std::mem::size_of::<Flow>());
         assert!(std::mem::size_of::<Option<Flow>>() <= 150);
     }
 
@@ -765,14 +683,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].client.port, 9000);
         assert_eq!(r[0].orientation, Orientation::Syn);
-        assert_eq!(
-            r[0].to_server,
-            DirCounters {
-                packets: 2,
-                bytes: 130,
-                ip_bytes: 90
-            }
-        );
+        assert_eq!(r[0].to_server, DirCounters { packets: 2, bytes: 130, ip_bytes: 90 });
         assert_eq!(r[0].to_client.packets, 1);
     }
 
@@ -834,10 +745,7 @@ mod tests {
         t.observe(&tcp(1, 50005, 2, 80, S, 0), 60, Timestamp(6));
         t.finish_all();
         t.collect_deltas(&mut deltas);
-        let total: u64 = deltas
-            .iter()
-            .map(|d| d.to_server.bytes + d.to_client.bytes)
-            .sum();
+        let total: u64 = deltas.iter().map(|d| d.to_server.bytes + d.to_client.bytes).sum();
         assert_eq!(total, 60 * 5 + 70);
         assert_eq!(deltas.iter().filter(|d| d.closed).count(), 5);
     }

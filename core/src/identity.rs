@@ -58,11 +58,7 @@ pub const NAMESPACE_PUBLIC: &str = "public";
 impl Workload {
     /// The workload of an address that is not in the inventory.
     pub fn external(ip: IpAddr) -> Workload {
-        let namespace = if is_private(ip) {
-            NAMESPACE_INTERNAL
-        } else {
-            NAMESPACE_PUBLIC
-        };
+        let namespace = if is_private(ip) { NAMESPACE_INTERNAL } else { NAMESPACE_PUBLIC };
         Workload {
             kind: WorkloadKind::External,
             namespace: namespace.to_string(),
@@ -90,10 +86,7 @@ pub fn is_private(ip: IpAddr) -> bool {
                 return is_private(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
+            v6.is_loopback() || v6.is_unspecified() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -103,9 +96,7 @@ pub fn is_private(ip: IpAddr) -> bool {
 pub enum InventoryError {
     #[error("inventory is not JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error(
-        "inventory has no Kubernetes objects (expected a List, a *List or an array of objects)"
-    )]
+    #[error("inventory has no Kubernetes objects (expected a List, a *List or an array of objects)")]
     NoObjects,
 }
 
@@ -193,10 +184,7 @@ impl Identity {
     fn bind(&mut self, ip: &str, binding: &Binding) {
         if let Ok(ip) = ip.parse::<IpAddr>() {
             let list = self.by_ip.entry(ip).or_default();
-            if !list
-                .iter()
-                .any(|b| Arc::ptr_eq(&b.workload, &binding.workload))
-            {
+            if !list.iter().any(|b| Arc::ptr_eq(&b.workload, &binding.workload)) {
                 list.push(binding.clone());
             }
         }
@@ -204,8 +192,7 @@ impl Identity {
 
     fn add_pod(&mut self, pod: &Value) -> bool {
         let meta = &pod["metadata"];
-        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace"))
-        else {
+        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace")) else {
             return false;
         };
         let status = &pod["status"];
@@ -219,16 +206,12 @@ impl Identity {
             node: str_at(&pod["spec"], "nodeName").map(str::to_string),
             labels: labels(meta),
             owner: meta["ownerReferences"].as_array().and_then(|refs| {
-                let r = refs
-                    .iter()
-                    .find(|r| r["controller"].as_bool() == Some(true))
-                    .or(refs.first())?;
+                let r = refs.iter().find(|r| r["controller"].as_bool() == Some(true)).or(refs.first())?;
                 Some(format!("{}/{}", str_at(r, "kind")?, str_at(r, "name")?))
             }),
         });
         let from = time_at(meta, "creationTimestamp").or_else(|| time_at(status, "startTime"));
-        let until = time_at(meta, "deletionTimestamp")
-            .or_else(|| if finished { last_finish(status) } else { None });
+        let until = time_at(meta, "deletionTimestamp").or_else(|| if finished { last_finish(status) } else { None });
         let rank = if finished {
             Rank::FinishedPod
         } else if host_network {
@@ -236,16 +219,9 @@ impl Identity {
         } else {
             Rank::Pod
         };
-        let binding = Binding {
-            workload,
-            from,
-            until,
-            rank,
-        };
-        let mut ips: Vec<&str> = status["podIPs"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| str_at(p, "ip")).collect())
-            .unwrap_or_default();
+        let binding = Binding { workload, from, until, rank };
+        let mut ips: Vec<&str> =
+            status["podIPs"].as_array().map(|a| a.iter().filter_map(|p| str_at(p, "ip")).collect()).unwrap_or_default();
         ips.extend(str_at(status, "podIP"));
         for ip in ips {
             self.bind(ip, &binding);
@@ -255,8 +231,7 @@ impl Identity {
 
     fn add_service(&mut self, svc: &Value) -> bool {
         let meta = &svc["metadata"];
-        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace"))
-        else {
+        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace")) else {
             return false;
         };
         let spec = &svc["spec"];
@@ -324,25 +299,18 @@ impl Identity {
     /// The workload that held `ip` at `ts`, if the inventory knows one.
     pub fn lookup(&self, ip: IpAddr, ts: Timestamp) -> Option<Arc<Workload>> {
         let bindings = self.by_ip.get(&ip)?;
-        bindings
-            .iter()
-            .filter(|b| b.holds_at(ts))
-            .max_by_key(|b| (b.rank, b.from))
-            .map(|b| Arc::clone(&b.workload))
+        bindings.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from)).map(|b| Arc::clone(&b.workload))
     }
 
     /// The workload that held `ip` at `ts`, or its `internal`/`public`
     /// pseudo-workload.
     pub fn resolve(&self, ip: IpAddr, ts: Timestamp) -> Arc<Workload> {
-        self.lookup(ip, ts)
-            .unwrap_or_else(|| Arc::new(Workload::external(ip)))
+        self.lookup(ip, ts).unwrap_or_else(|| Arc::new(Workload::external(ip)))
     }
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && *s != "None")
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty() && *s != "None")
 }
 
 fn time_at(v: &Value, key: &str) -> Option<Timestamp> {
@@ -352,11 +320,7 @@ fn time_at(v: &Value, key: &str) -> Option<Timestamp> {
 fn labels(meta: &Value) -> BTreeMap<String, String> {
     meta["labels"]
         .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
         .unwrap_or_default()
 }
 
@@ -375,8 +339,7 @@ fn guess_kind(item: &Value) -> &'static str {
         "Pod"
     } else if item["spec"].get("clusterIP").is_some() || item["spec"].get("ports").is_some() {
         "Service"
-    } else if item["status"].get("addresses").is_some() || item["status"].get("nodeInfo").is_some()
-    {
+    } else if item["status"].get("addresses").is_some() || item["status"].get("nodeInfo").is_some() {
         "Node"
     } else {
         ""
@@ -439,14 +402,8 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
-        assert_eq!(
-            parse_rfc3339("2024-03-01T12:00:00Z").map(|t| t.0 / 1_000_000_000),
-            Some(1_709_294_400)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-03-01T13:00:00.5+01:00"),
-            Some(Timestamp(1_709_294_400_500_000_000))
-        );
+        assert_eq!(parse_rfc3339("2024-03-01T12:00:00Z").map(|t| t.0 / 1_000_000_000), Some(1_709_294_400));
+        assert_eq!(parse_rfc3339("2024-03-01T13:00:00.5+01:00"), Some(Timestamp(1_709_294_400_500_000_000)));
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     }
@@ -478,25 +435,12 @@ mod tests {
         assert_eq!(id.resolve(ip, t("2024-01-01T00:30:00Z")).name, "old");
         assert_eq!(id.resolve(ip, t("2024-01-01T02:00:00Z")).name, "new");
         let between = id.resolve(ip, t("2024-01-01T01:00:02Z"));
-        assert_eq!(
-            (between.kind, between.namespace.as_str()),
-            (WorkloadKind::External, NAMESPACE_INTERNAL)
-        );
-        assert_eq!(
-            id.resolve("fd00::a".parse().unwrap(), Timestamp(0)).name,
-            "web"
-        );
+        assert_eq!((between.kind, between.namespace.as_str()), (WorkloadKind::External, NAMESPACE_INTERNAL));
+        assert_eq!(id.resolve("fd00::a".parse().unwrap(), Timestamp(0)).name, "web");
         let node = id.resolve("192.168.1.10".parse().unwrap(), Timestamp(0));
         assert_eq!(node.kind, WorkloadKind::Node);
-        assert_eq!(
-            id.resolve("8.8.8.8".parse().unwrap(), Timestamp(0))
-                .namespace,
-            NAMESPACE_PUBLIC
-        );
-        assert_eq!(
-            id.resolve(ip, t("2024-01-01T02:00:00Z")).owner.as_deref(),
-            Some("ReplicaSet/rs-1")
-        );
+        assert_eq!(id.resolve("8.8.8.8".parse().unwrap(), Timestamp(0)).namespace, NAMESPACE_PUBLIC);
+        assert_eq!(id.resolve(ip, t("2024-01-01T02:00:00Z")).owner.as_deref(), Some("ReplicaSet/rs-1"));
     }
 
     #[test]
@@ -508,11 +452,7 @@ mod tests {
         let mut id = Identity::new();
         id.load_json(&list.to_string()).unwrap();
         assert_eq!(
-            id.resolve(
-                "172.17.0.3".parse().unwrap(),
-                parse_rfc3339("2024-02-01T00:00:00Z").unwrap()
-            )
-            .name,
+            id.resolve("172.17.0.3".parse().unwrap(), parse_rfc3339("2024-02-01T00:00:00Z").unwrap()).name,
             "web"
         );
     }

@@ -26,10 +26,7 @@ impl Latency {
             self.samples.push(us);
             return;
         }
-        self.rng = self
-            .rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.rng = self.rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         let slot = (self.rng >> 33) % self.seen;
         if (slot as usize) < MAX_SAMPLES {
             self.samples[slot as usize] = us;
@@ -137,14 +134,7 @@ impl L7Map {
         let ix = match self.edges.get(&key) {
             Some(&ix) => ix,
             None => {
-                let ix = self.graph.add_edge(
-                    a,
-                    b,
-                    L7Edge {
-                        protocol: r.protocol.clone(),
-                        ..L7Edge::default()
-                    },
-                );
+                let ix = self.graph.add_edge(a, b, L7Edge { protocol: r.protocol.clone(), ..L7Edge::default() });
                 self.edges.insert(key, ix);
                 ix
             }
@@ -177,29 +167,14 @@ impl L7Map {
                     errors: e.errors,
                     request_bytes: e.request_bytes,
                     response_bytes: e.response_bytes,
-                    latency_us: LatencyView {
-                        p50: e.latency.percentile(50.0),
-                        p99: e.latency.percentile(99.0),
-                    },
+                    latency_us: LatencyView { p50: e.latency.percentile(50.0), p99: e.latency.percentile(99.0) },
                 })
             })
             .collect();
-        edges.sort_by(|a, b| {
-            (&a.source, &a.target, &a.protocol).cmp(&(&b.source, &b.target, &b.protocol))
-        });
-        let used: std::collections::BTreeSet<&str> =
-            edges.iter().map(|e| e.protocol.as_str()).collect();
-        let legend = self
-            .legend
-            .values()
-            .filter(|l| used.contains(l.protocol.as_str()))
-            .cloned()
-            .collect();
-        L7MapView {
-            nodes,
-            edges,
-            legend,
-        }
+        edges.sort_by(|a, b| (&a.source, &a.target, &a.protocol).cmp(&(&b.source, &b.target, &b.protocol)));
+        let used: std::collections::BTreeSet<&str> = edges.iter().map(|e| e.protocol.as_str()).collect();
+        let legend = self.legend.values().filter(|l| used.contains(l.protocol.as_str())).cloned().collect();
+        L7MapView { nodes, edges, legend }
     }
 }
 

@@ -27,9 +27,7 @@ impl FromStr for GroupBy {
             "pod" | "service" | "pod/service" => Ok(GroupBy::Pod),
             "namespace" | "ns" => Ok(GroupBy::Namespace),
             "node" => Ok(GroupBy::Node),
-            other => Err(format!(
-                "unknown grouping {other:?}: expected pod, namespace or node"
-            )),
+            other => Err(format!("unknown grouping {other:?}: expected pod, namespace or node")),
         }
     }
 }
@@ -69,18 +67,8 @@ impl MapNode {
             }
             GroupBy::Namespace => {
                 // Nodes have no namespace; they group as the cluster's hosts.
-                let ns = if w.kind == WorkloadKind::Node {
-                    "(nodes)".to_string()
-                } else {
-                    w.namespace.clone()
-                };
-                MapNode {
-                    id: ns.clone(),
-                    name: ns.clone(),
-                    namespace: ns,
-                    node: None,
-                    kind: "namespace".into(),
-                }
+                let ns = if w.kind == WorkloadKind::Node { "(nodes)".to_string() } else { w.namespace.clone() };
+                MapNode { id: ns.clone(), name: ns.clone(), namespace: ns, node: None, kind: "namespace".into() }
             }
             GroupBy::Node => {
                 let (name, kind) = match (&w.node, w.kind) {
@@ -117,10 +105,7 @@ pub struct Rate {
 impl RateWindow {
     pub fn new(window_secs: u32) -> Self {
         RateWindow {
-            buckets: vec![
-                (u64::MAX, DirCounters::default(), DirCounters::default());
-                window_secs.max(1) as usize
-            ],
+            buckets: vec![(u64::MAX, DirCounters::default(), DirCounters::default()); window_secs.max(1) as usize],
         }
     }
 
@@ -291,11 +276,7 @@ impl L4Map {
                     flows: e.flows,
                     to_server: e.to_server,
                     to_client: e.to_client,
-                    rate: RateView {
-                        window_secs: self.window_secs,
-                        to_server,
-                        to_client,
-                    },
+                    rate: RateView { window_secs: self.window_secs, to_server, to_client },
                 })
             })
             .collect();
@@ -311,19 +292,12 @@ mod tests {
     use std::net::IpAddr;
 
     fn delta(c: &str, s: &str, bytes: u64, ts: u64, closed: bool) -> FlowDelta {
-        let ep = |ip: &str, port| Endpoint {
-            ip: ip.parse::<IpAddr>().unwrap(),
-            port,
-        };
+        let ep = |ip: &str, port| Endpoint { ip: ip.parse::<IpAddr>().unwrap(), port };
         FlowDelta {
             l4: L4Proto::Tcp,
             client: ep(c, 40000),
             server: ep(s, 80),
-            to_server: DirCounters {
-                packets: 1,
-                bytes,
-                ip_bytes: bytes - 14,
-            },
+            to_server: DirCounters { packets: 1, bytes, ip_bytes: bytes - 14 },
             to_client: DirCounters::default(),
             first_ts: Timestamp(ts),
             last_ts: Timestamp(ts),
@@ -351,10 +325,7 @@ mod tests {
         assert_eq!(v.edges[0].to_server.bytes, 150);
         assert_eq!(v.edges[0].flows, 1);
         let v = by_ns.view();
-        assert_eq!(
-            v.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
-            ["internal", "public"]
-        );
+        assert_eq!(v.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["internal", "public"]);
         assert_eq!(v.edges.len(), 2);
         let rate = v.edges[0].rate.to_server.bytes_per_sec;
         assert!((rate - 15.0).abs() < 1e-9, "{rate}");

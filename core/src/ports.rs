@@ -11,17 +11,15 @@ pub struct ServicePorts {
 impl std::fmt::Debug for ServicePorts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let count: u32 = self.known.iter().map(|w| w.count_ones()).sum();
-        f.debug_struct("ServicePorts")
-            .field("known", &count)
-            .finish()
+        f.debug_struct("ServicePorts").field("known", &count).finish()
     }
 }
 
 /// Ports that Kubernetes workloads commonly serve on.
 const DEFAULT_SERVICE_PORTS: &[u16] = &[
-    53, 80, 88, 443, 853, 1883, 2181, 2379, 2380, 3000, 3306, 4222, 5000, 5432, 5672, 6379, 6443,
-    7000, 7001, 8000, 8008, 8080, 8081, 8082, 8083, 8088, 8443, 8500, 8888, 9000, 9042, 9090, 9092,
-    9093, 9200, 9300, 9411, 9443, 10250, 11211, 15672, 26379, 27017, 50051, 50052,
+    53, 80, 88, 443, 853, 1883, 2181, 2379, 2380, 3000, 3306, 4222, 5000, 5432, 5672, 6379, 6443, 7000, 7001, 8000,
+    8008, 8080, 8081, 8082, 8083, 8088, 8443, 8500, 8888, 9000, 9042, 9090, 9092, 9093, 9200, 9300, 9411, 9443, 10250,
+    11211, 15672, 26379, 27017, 50051, 50052,
 ];
 
 /// First port of the Linux default ephemeral range.
@@ -39,9 +37,7 @@ impl Default for ServicePorts {
 
 impl ServicePorts {
     pub fn empty() -> Self {
-        ServicePorts {
-            known: Box::new([0; 1024]),
-        }
+        ServicePorts { known: Box::new([0; 1024]) }
     }
 
     pub fn insert(&mut self, port: u16) {

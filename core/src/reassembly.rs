@@ -35,10 +35,7 @@ pub struct ReassemblyConfig {
 
 impl Default for ReassemblyConfig {
     fn default() -> Self {
-        ReassemblyConfig {
-            max_buffered_bytes: 1 << 20,
-            max_buffered_segments: 512,
-        }
+        ReassemblyConfig { max_buffered_bytes: 1 << 20, max_buffered_segments: 512 }
     }
 }
 
@@ -320,10 +317,7 @@ impl StreamReassembler {
         if bytes.is_empty() {
             return;
         }
-        emit(StreamEvent::Data {
-            offset: self.offset,
-            bytes,
-        });
+        emit(StreamEvent::Data { offset: self.offset, bytes });
         self.advance(bytes.len() as u64);
         self.stats.delivered_bytes += bytes.len() as u64;
     }
@@ -332,10 +326,7 @@ impl StreamReassembler {
         if len == 0 {
             return;
         }
-        emit(StreamEvent::Gap {
-            offset: self.offset,
-            len,
-        });
+        emit(StreamEvent::Gap { offset: self.offset, len });
         self.advance(len);
         self.stats.gaps += 1;
         self.stats.gap_bytes += len;
@@ -370,19 +361,11 @@ mod tests {
             Self::with(ReassemblyConfig::default())
         }
         fn with(config: ReassemblyConfig) -> Self {
-            Harness {
-                r: StreamReassembler::new(config),
-                out: Vec::new(),
-            }
+            Harness { r: StreamReassembler::new(config), out: Vec::new() }
         }
         fn seg(&mut self, seq: u32, flags: &str, payload: &[u8]) {
-            let seg = Segment {
-                seq,
-                syn: flags.contains('S'),
-                fin: flags.contains('F'),
-                rst: flags.contains('R'),
-                payload,
-            };
+            let seg =
+                Segment { seq, syn: flags.contains('S'), fin: flags.contains('F'), rst: flags.contains('R'), payload };
             let out = &mut self.out;
             self.r.segment(seg, &mut |e| out.push(Ev::from(e)));
         }
@@ -478,10 +461,7 @@ mod tests {
 
     #[test]
     fn gap_on_flush_and_on_buffer_cap() {
-        let mut h = Harness::with(ReassemblyConfig {
-            max_buffered_bytes: 8,
-            max_buffered_segments: 4,
-        });
+        let mut h = Harness::with(ReassemblyConfig { max_buffered_bytes: 8, max_buffered_segments: 4 });
         h.seg(0, "S", b"");
         h.seg(11, "", b"12345");
         h.seg(16, "", b"67890");
@@ -535,11 +515,7 @@ mod tests {
         h.seg(0, "S", b"");
         h.seg(3, "F", b"c");
         h.seg(9, "R", b"");
-        let ends = h
-            .out
-            .iter()
-            .filter(|e| matches!(e, Ev::Fin | Ev::Rst))
-            .count();
+        let ends = h.out.iter().filter(|e| matches!(e, Ev::Fin | Ev::Rst)).count();
         assert_eq!(ends, 1, "{:?}", h.out);
     }
 

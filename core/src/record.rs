@@ -60,15 +60,6 @@ impl L7Record {
     }
 
     pub fn endpoints(&self) -> (Endpoint, Endpoint) {
-        (
-            Endpoint {
-                ip: self.src.ip,
-                port: self.src.port,
-            },
-            Endpoint {
-                ip: self.dst.ip,
-                port: self.dst.port,
-            },
-        )
+        (Endpoint { ip: self.src.ip, port: self.src.port }, Endpoint { ip: self.dst.ip, port: self.dst.port })
     }
 }

@@ -11,10 +11,7 @@ impl Timestamp {
     pub const ZERO: Timestamp = Timestamp(0);
 
     pub fn from_secs_nanos(secs: u64, nanos: u32) -> Self {
-        Timestamp(
-            secs.saturating_mul(1_000_000_000)
-                .saturating_add(u64::from(nanos)),
-        )
+        Timestamp(secs.saturating_mul(1_000_000_000).saturating_add(u64::from(nanos)))
     }
 
     pub fn as_nanos(self) -> u64 {
@@ -37,12 +34,7 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:09}",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
+        write!(f, "{}.{:09}", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
     }
 }
 

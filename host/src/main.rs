@@ -85,20 +85,16 @@ fn parse_group_by(s: &str) -> Result<GroupBy, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             // A closed pipe (`trawl … | head`) is not a failure.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
-            }) {
+            if e.chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::BrokenPipe))
+            {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
@@ -129,10 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{}", outcome.stats_line());
             }
             if let Some(partial) = outcome.partial {
-                eprintln!(
-                    "warning: {partial}; reported the {} frames before it",
-                    outcome.stats.frames
-                );
+                eprintln!("warning: {partial}; reported the {} frames before it", outcome.stats.frames);
                 return Ok(ExitCode::from(3));
             }
             Ok(ExitCode::SUCCESS)
@@ -142,19 +135,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&statuses)?);
             } else {
-                println!(
-                    "{:<12} {:<10} {:<14} {:<12} {:<14} SOURCE",
-                    "NAME", "VERSION", "HASH", "STATE", "PORTS"
-                );
+                println!("{:<12} {:<10} {:<14} {:<12} {:<14} SOURCE", "NAME", "VERSION", "HASH", "STATE", "PORTS");
                 for s in &statuses {
                     let state = match &s.state {
                         trawl_host::plugins::PluginState::Rejected { reason } => {
                             format!("rejected: {reason}")
                         }
-                        other => serde_json::to_value(other)?["state"]
-                            .as_str()
-                            .unwrap_or("?")
-                            .to_string(),
+                        other => serde_json::to_value(other)?["state"].as_str().unwrap_or("?").to_string(),
                     };
                     println!(
                         "{:<12} {:<10} {:<14} {:<12} {:<14} {}",

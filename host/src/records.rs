@@ -12,13 +12,10 @@ fn json(v: &Value) -> serde_json::Value {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
         Value::Int(i) => serde_json::Value::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
         Value::Str(s) => serde_json::Value::String(s.clone()),
         Value::List(l) => serde_json::Value::Array(l.iter().map(json).collect()),
-        Value::Map(m) => {
-            serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), json(v))).collect())
-        }
+        Value::Map(m) => serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), json(v))).collect()),
     }
 }
 
@@ -37,10 +34,7 @@ fn endpoint(e: Endpoint, w: &Workload) -> RecordEndpoint {
 
 /// The L7 record of a plugin record, with workloads resolved as of its time.
 /// Returns the source and destination workloads too, for the map.
-pub fn to_l7(
-    h: &HostRecord,
-    identity: &Identity,
-) -> (L7Record, std::sync::Arc<Workload>, std::sync::Arc<Workload>) {
+pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<Workload>, std::sync::Arc<Workload>) {
     let r = &h.record;
     let (src, dst) = match r.request_dir {
         Dir::ToServer => (h.conn.client, h.conn.server),
@@ -55,11 +49,7 @@ pub fn to_l7(
         _ => None,
     };
     let record = L7Record {
-        protocol: if r.protocol.is_empty() {
-            h.plugin.clone()
-        } else {
-            r.protocol.clone()
-        },
+        protocol: if r.protocol.is_empty() { h.plugin.clone() } else { r.protocol.clone() },
         method: r.method.clone(),
         summary: r.summary.clone(),
         status_code: r.status_code,
@@ -71,11 +61,7 @@ pub fn to_l7(
         response_ts,
         src: endpoint(src, &src_w),
         dst: endpoint(dst, &dst_w),
-        plugin: PluginRef {
-            name: h.plugin.clone(),
-            version: h.plugin_version.clone(),
-            generation: h.generation,
-        },
+        plugin: PluginRef { name: h.plugin.clone(), version: h.plugin_version.clone(), generation: h.generation },
         fields: r.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
     };
     (record, src_w, dst_w)

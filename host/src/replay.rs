@@ -116,11 +116,9 @@ impl ReplayOutcome {
 pub fn load_identity(paths: &[PathBuf]) -> anyhow::Result<Identity> {
     let mut identity = Identity::new();
     for path in paths {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read inventory {}", path.display()))?;
-        let n = identity
-            .load_json(&text)
-            .with_context(|| format!("bad inventory {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read inventory {}", path.display()))?;
+        let n = identity.load_json(&text).with_context(|| format!("bad inventory {}", path.display()))?;
         tracing::debug!(path = %path.display(), workloads = n, "inventory loaded");
     }
     Ok(identity)
@@ -137,10 +135,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     }
     let identity = load_identity(&opts.inventories)?;
     let mut capture = CaptureFile::open(&opts.capture)?;
-    let config = EngineConfig {
-        flows: opts.flows.clone(),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
     let mut engine = Engine::l4_only(config, ServicePorts::default());
     let mut map = L4Map::new(opts.group_by, opts.rate_window_secs);
     let want_map = opts.emit == Emit::Map;
@@ -185,13 +180,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         }
     }
     out.flush().context("cannot write output")?;
-    Ok(ReplayOutcome {
-        stats: engine.stats(),
-        elapsed,
-        flows_reported: records.len(),
-        dispatch: None,
-        partial,
-    })
+    Ok(ReplayOutcome { stats: engine.stats(), elapsed, flows_reported: records.len(), dispatch: None, partial })
 }
 
 pub(crate) fn write_json_line(out: &mut dyn Write, value: &impl Serialize) -> anyhow::Result<()> {

@@ -22,10 +22,7 @@ const FLUSH_EVERY: u32 = 1024;
 /// The plugins a replay starts with, and the watcher if asked for.
 pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, Option<Reloader>)> {
     if opts.native_plugins {
-        return Ok((
-            native::first_party().into_iter().map(Arc::new).collect(),
-            None,
-        ));
+        return Ok((native::first_party().into_iter().map(Arc::new).collect(), None));
     }
     let runtime = WasmRuntime::new(SandboxLimits::default())?;
     let mut set = PluginSet::embedded(runtime)?;
@@ -87,18 +84,9 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         map.set_legend(legend(p));
     }
     let dispatcher = Dispatcher::new(DispatchConfig::default(), plugins);
-    let config = EngineConfig {
-        flows: opts.flows.clone(),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
     let mut engine = Engine::new(config, ports, dispatcher);
-    let mut output = Output {
-        emit: opts.emit,
-        out,
-        identity: &identity,
-        map,
-        error: None,
-    };
+    let mut output = Output { emit: opts.emit, out, identity: &identity, map, error: None };
 
     let started = Instant::now();
     let mut first_ts: Option<Timestamp> = None;
@@ -133,8 +121,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         return Err(e);
     }
     if opts.emit != Emit::Records {
-        serde_json::to_writer_pretty(&mut *output.out, &output.map.view())
-            .context("cannot write map")?;
+        serde_json::to_writer_pretty(&mut *output.out, &output.map.view()).context("cannot write map")?;
         writeln!(output.out).context("cannot write map")?;
     }
     output.out.flush().context("cannot write output")?;
@@ -148,11 +135,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     })
 }
 
-fn housekeeping(
-    engine: &mut Engine<Dispatcher>,
-    output: &mut Output<'_>,
-    reloader: Option<&Reloader>,
-) {
+fn housekeeping(engine: &mut Engine<Dispatcher>, output: &mut Output<'_>, reloader: Option<&Reloader>) {
     output.flush_records(engine);
     if let Some(r) = reloader {
         for event in r.poll() {

@@ -75,11 +75,7 @@ impl Dir {
         }
     }
     pub fn from_code(code: u32) -> Self {
-        if code == 1 {
-            Dir::ToClient
-        } else {
-            Dir::ToServer
-        }
+        if code == 1 { Dir::ToClient } else { Dir::ToServer }
     }
 }
 
@@ -177,12 +173,7 @@ pub struct DataResult {
 
 impl DataResult {
     pub fn ok(consumed: u32, events: Vec<Event>) -> Self {
-        DataResult {
-            status: Status::Ok,
-            consumed,
-            needed: 0,
-            events,
-        }
+        DataResult { status: Status::Ok, consumed, needed: 0, events }
     }
 }
 

@@ -19,29 +19,18 @@ pub struct Guest<D: Dissector> {
 
 impl<D: Dissector> Default for Guest<D> {
     fn default() -> Self {
-        Guest {
-            dissector: D::default(),
-            conns: BTreeMap::new(),
-            out: Vec::new(),
-        }
+        Guest { dissector: D::default(), conns: BTreeMap::new(), out: Vec::new() }
     }
 }
 
 impl<D: Dissector> std::fmt::Debug for Guest<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guest")
-            .field("conns", &self.conns.len())
-            .finish()
+        f.debug_struct("Guest").field("conns", &self.conns.len()).finish()
     }
 }
 
 fn violation(consumed: u32, events: Vec<abi::Event>) -> DataResult {
-    DataResult {
-        status: Status::Violation,
-        consumed,
-        needed: 0,
-        events,
-    }
+    DataResult { status: Status::Violation, consumed, needed: 0, events }
 }
 
 impl<D: Dissector> Guest<D> {
@@ -65,15 +54,7 @@ impl<D: Dissector> Guest<D> {
     }
 
     /// Feeds in-order bytes; see [`abi::FLAG_FIN`] and [`abi::FLAG_GAP`].
-    pub fn data(
-        &mut self,
-        conn: u64,
-        dir: Dir,
-        flags: u32,
-        ts: u64,
-        bytes: &[u8],
-        gap: u64,
-    ) -> DataResult {
+    pub fn data(&mut self, conn: u64, dir: Dir, flags: u32, ts: u64, bytes: &[u8], gap: u64) -> DataResult {
         let Some((meta, state)) = self.conns.get_mut(&conn) else {
             return violation(0, Vec::new());
         };
@@ -85,19 +66,13 @@ impl<D: Dissector> Guest<D> {
         let mut consumed = 0u32;
         let mut needed = 0u32;
         while consumed < len {
-            match self
-                .dissector
-                .data(state, meta, dir, ts, &bytes[consumed as usize..], &mut out)
-            {
+            match self.dissector.data(state, meta, dir, ts, &bytes[consumed as usize..], &mut out) {
                 Progress::Done { consumed: 0 } => {
                     needed = len - consumed + 1;
                     break;
                 }
                 Progress::Done { consumed: c } => consumed += c.min(len - consumed),
-                Progress::NeedMore {
-                    consumed: c,
-                    needed: n,
-                } => {
+                Progress::NeedMore { consumed: c, needed: n } => {
                     let c = c.min(len - consumed);
                     consumed += c;
                     needed = n.saturating_sub(c);
@@ -115,17 +90,11 @@ impl<D: Dissector> Guest<D> {
             }
         }
         if flags & abi::FLAG_FIN != 0 {
-            self.dissector
-                .fin(state, meta, dir, ts, &bytes[consumed as usize..], &mut out);
+            self.dissector.fin(state, meta, dir, ts, &bytes[consumed as usize..], &mut out);
             consumed = len;
             needed = 0;
         }
-        DataResult {
-            status: Status::Ok,
-            consumed,
-            needed,
-            events: out.take(),
-        }
+        DataResult { status: Status::Ok, consumed, needed, events: out.take() }
     }
 
     pub fn datagram(&mut self, flow: u64, dir: Dir, ts: u64, bytes: &[u8]) -> DataResult {
@@ -133,10 +102,7 @@ impl<D: Dissector> Guest<D> {
             return violation(0, Vec::new());
         };
         let mut out = Output::default();
-        match self
-            .dissector
-            .datagram(state, meta, dir, ts, bytes, &mut out)
-        {
+        match self.dissector.datagram(state, meta, dir, ts, bytes, &mut out) {
             Progress::Desync => violation(0, out.take()),
             _ => DataResult::ok(bytes.len() as u32, out.take()),
         }
@@ -187,13 +153,7 @@ mod wasm {
         }
         // SAFETY: `ptr` came from `alloc(len)`, which leaked a Vec with
         // capacity `len.max(1)`; rebuilding it with that capacity frees it.
-        unsafe {
-            drop(Vec::from_raw_parts(
-                ptr as usize as *mut u8,
-                0,
-                len.max(1) as usize,
-            ))
-        }
+        unsafe { drop(Vec::from_raw_parts(ptr as usize as *mut u8, 0, len.max(1) as usize)) }
     }
 
     pub fn host_log(level: u32, message: &str) {
@@ -203,13 +163,7 @@ mod wasm {
         }
         // SAFETY: the host reads `len` bytes at `ptr` from our memory during
         // the call; the string outlives it.
-        unsafe {
-            log(
-                level,
-                message.as_ptr() as usize as u32,
-                message.len() as u32,
-            )
-        }
+        unsafe { log(level, message.as_ptr() as usize as u32, message.len() as u32) }
     }
 
     pub fn export_probe<D: Dissector>(l4: u32, dir: u32, ptr: u32, len: u32) -> u32 {
@@ -241,16 +195,7 @@ mod wasm {
         }
 
         #[allow(clippy::too_many_arguments)]
-        pub fn export_data(
-            &mut self,
-            conn: u64,
-            dir: u32,
-            flags: u32,
-            ts: u64,
-            ptr: u32,
-            len: u32,
-            gap: u64,
-        ) -> u64 {
+        pub fn export_data(&mut self, conn: u64, dir: u32, flags: u32, ts: u64, ptr: u32, len: u32, gap: u64) -> u64 {
             let result = self.data(conn, Dir::from_code(dir), flags, ts, input(ptr, len), gap);
             self.emit(&result)
         }

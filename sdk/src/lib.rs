@@ -103,9 +103,7 @@ impl Output {
     }
 
     pub fn upgrade(&mut self, protocol: &str) {
-        self.events.push(Event::Upgrade {
-            protocol: protocol.to_string(),
-        });
+        self.events.push(Event::Upgrade { protocol: protocol.to_string() });
     }
 
     pub fn len(&self) -> usize {
@@ -158,15 +156,7 @@ pub trait Dissector: Default + 'static {
 
     /// The sender of `dir` finished; `bytes` is whatever is still
     /// unconsumed (for example a body delimited by the connection close).
-    fn fin(
-        &mut self,
-        _conn: &mut Self::Conn,
-        _meta: &ConnMeta,
-        _dir: Dir,
-        _ts: u64,
-        _bytes: &[u8],
-        _out: &mut Output,
-    ) {
+    fn fin(&mut self, _conn: &mut Self::Conn, _meta: &ConnMeta, _dir: Dir, _ts: u64, _bytes: &[u8], _out: &mut Output) {
     }
 
     /// One UDP datagram of a flow.
@@ -203,8 +193,7 @@ macro_rules! export_dissector {
         #[cfg(target_arch = "wasm32")]
         mod __trawl_exports {
             use super::*;
-            static GUEST: ::std::sync::Mutex<Option<$crate::Guest<$t>>> =
-                ::std::sync::Mutex::new(None);
+            static GUEST: ::std::sync::Mutex<Option<$crate::Guest<$t>>> = ::std::sync::Mutex::new(None);
 
             fn with<R>(f: impl FnOnce(&mut $crate::Guest<$t>) -> R) -> R {
                 let mut guard = GUEST.lock().unwrap_or_else(|e| e.into_inner());
@@ -248,13 +237,7 @@ macro_rules! export_dissector {
                 with(|g| g.export_data(conn, dir, flags, ts, ptr, len, gap))
             }
             #[unsafe(no_mangle)]
-            pub extern "C" fn trawl_datagram(
-                flow: u64,
-                dir: u32,
-                ts: u64,
-                ptr: u32,
-                len: u32,
-            ) -> u64 {
+            pub extern "C" fn trawl_datagram(flow: u64, dir: u32, ts: u64, ptr: u32, len: u32) -> u64 {
                 with(|g| g.export_datagram(flow, dir, ts, ptr, len))
             }
             #[unsafe(no_mangle)]

@@ -16,10 +16,7 @@ pub fn corpus() -> Option<PathBuf> {
     if dir.join("README.md").is_file() {
         return Some(dir);
     }
-    let why = format!(
-        "capture corpus not found at {} (set TRAWL_CORPUS)",
-        dir.display()
-    );
+    let why = format!("capture corpus not found at {} (set TRAWL_CORPUS)", dir.display());
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{why}");
     }
@@ -43,10 +40,7 @@ pub fn captures(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("pcap" | "pcapng")
-            ) {
+            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("pcap" | "pcapng")) {
                 out.push(p);
             }
         }

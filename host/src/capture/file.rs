@@ -13,33 +13,19 @@ use trawl_core::{LinkType, Timestamp};
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error("cannot open capture {path}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a pcap or pcapng capture (it starts with {magic})")]
     NotACapture { path: PathBuf, magic: String },
     #[error("{path} is truncated: the record after frame {frames} is cut short ({detail})")]
-    Truncated {
-        path: PathBuf,
-        frames: u64,
-        detail: String,
-    },
+    Truncated { path: PathBuf, frames: u64, detail: String },
     #[error("{path} is corrupt after frame {frames}: {detail}")]
-    Corrupt {
-        path: PathBuf,
-        frames: u64,
-        detail: String,
-    },
+    Corrupt { path: PathBuf, frames: u64, detail: String },
 }
 
 impl CaptureError {
     /// True when frames before the error were good and should be reported.
     pub fn is_partial(&self) -> bool {
-        matches!(
-            self,
-            CaptureError::Truncated { .. } | CaptureError::Corrupt { .. }
-        )
+        matches!(self, CaptureError::Truncated { .. } | CaptureError::Corrupt { .. })
     }
 }
 
@@ -63,15 +49,8 @@ struct Interface {
 }
 
 enum Format {
-    Pcap {
-        reader: PcapReader<BufReader<File>>,
-        link: LinkType,
-        nanos: bool,
-    },
-    PcapNg {
-        reader: PcapNgReader<BufReader<File>>,
-        interfaces: Vec<Interface>,
-    },
+    Pcap { reader: PcapReader<BufReader<File>>, link: LinkType, nanos: bool },
+    PcapNg { reader: PcapNgReader<BufReader<File>>, interfaces: Vec<Interface> },
 }
 
 /// A capture file, read frame by frame.
@@ -85,28 +64,18 @@ pub struct CaptureFile {
 
 impl std::fmt::Debug for CaptureFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaptureFile")
-            .field("path", &self.path)
-            .field("frames", &self.frames)
-            .finish()
+        f.debug_struct("CaptureFile").field("path", &self.path).field("frames", &self.frames).finish()
     }
 }
 
-const PCAP_MAGICS: [[u8; 4]; 4] = [
-    [0xa1, 0xb2, 0xc3, 0xd4],
-    [0xd4, 0xc3, 0xb2, 0xa1],
-    [0xa1, 0xb2, 0x3c, 0x4d],
-    [0x4d, 0x3c, 0xb2, 0xa1],
-];
+const PCAP_MAGICS: [[u8; 4]; 4] =
+    [[0xa1, 0xb2, 0xc3, 0xd4], [0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d], [0x4d, 0x3c, 0xb2, 0xa1]];
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 impl CaptureFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |source| CaptureError::Open {
-            path: path.clone(),
-            source,
-        };
+        let open_err = |source| CaptureError::Open { path: path.clone(), source };
         let mut file = File::open(&path).map_err(open_err)?;
         if file.metadata().map_err(open_err)?.is_dir() {
             return Err(open_err(std::io::Error::other("is a directory")));
@@ -118,11 +87,7 @@ impl CaptureFile {
             magic: if got == 0 {
                 "nothing: the file is empty".to_string()
             } else {
-                magic[..got]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                magic[..got].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
             },
         };
         if got < 4 {
@@ -136,35 +101,19 @@ impl CaptureFile {
                 frames: 0,
                 detail: "the file header is incomplete".into(),
             },
-            other => CaptureError::Corrupt {
-                path: path.clone(),
-                frames: 0,
-                detail: other.to_string(),
-            },
+            other => CaptureError::Corrupt { path: path.clone(), frames: 0, detail: other.to_string() },
         };
         let format = if PCAP_MAGICS.contains(&magic) {
             let reader = PcapReader::new(reader).map_err(header_err)?;
             let header = reader.header();
             let link = LinkType::from_linktype(u32::from(header.datalink));
-            Format::Pcap {
-                reader,
-                link,
-                nanos: header.ts_resolution == TsResolution::NanoSecond,
-            }
+            Format::Pcap { reader, link, nanos: header.ts_resolution == TsResolution::NanoSecond }
         } else if magic == PCAPNG_MAGIC {
-            Format::PcapNg {
-                reader: PcapNgReader::new(reader).map_err(header_err)?,
-                interfaces: Vec::new(),
-            }
+            Format::PcapNg { reader: PcapNgReader::new(reader).map_err(header_err)?, interfaces: Vec::new() }
         } else {
             return Err(not_capture());
         };
-        Ok(CaptureFile {
-            path,
-            format,
-            frames: 0,
-            last_ts: Timestamp::ZERO,
-        })
+        Ok(CaptureFile { path, format, frames: 0, last_ts: Timestamp::ZERO })
     }
 
     pub fn path(&self) -> &Path {
@@ -183,18 +132,12 @@ impl CaptureFile {
                 frames: self.frames,
                 detail: "end of file inside a record".into(),
             },
-            PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                CaptureError::Truncated {
-                    path: self.path.clone(),
-                    frames: self.frames,
-                    detail: "end of file inside a record".into(),
-                }
-            }
-            other => CaptureError::Corrupt {
+            PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => CaptureError::Truncated {
                 path: self.path.clone(),
                 frames: self.frames,
-                detail: other.to_string(),
+                detail: "end of file inside a record".into(),
             },
+            other => CaptureError::Corrupt { path: self.path.clone(), frames: self.frames, detail: other.to_string() },
         }
     }
 
@@ -202,27 +145,14 @@ impl CaptureFile {
     pub fn for_each_frame(&mut self, mut f: impl FnMut(Frame<'_>)) -> Result<(), CaptureError> {
         loop {
             let step = match &mut self.format {
-                Format::Pcap {
-                    reader,
-                    link,
-                    nanos,
-                } => match reader.next_raw_packet() {
+                Format::Pcap { reader, link, nanos } => match reader.next_raw_packet() {
                     None => return Ok(()),
                     Some(Err(e)) => Err(e),
                     Some(Ok(p)) => {
-                        let frac = if *nanos {
-                            p.ts_frac
-                        } else {
-                            p.ts_frac.saturating_mul(1000)
-                        };
+                        let frac = if *nanos { p.ts_frac } else { p.ts_frac.saturating_mul(1000) };
                         let ts = Timestamp::from_secs_nanos(u64::from(p.ts_sec), frac);
                         let (data, wire_len) = wire_frame(&p.data, p.orig_len);
-                        f(Frame {
-                            link: *link,
-                            ts,
-                            data,
-                            wire_len,
-                        });
+                        f(Frame { link: *link, ts, data, wire_len });
                         Ok(true)
                     }
                 },
@@ -245,9 +175,7 @@ impl CaptureFile {
                                     InterfaceDescriptionOption::IfTsResol(r) => {
                                         iface.units_per_sec = units_per_sec(*r);
                                     }
-                                    InterfaceDescriptionOption::IfTsOffset(o) => {
-                                        iface.offset_secs = *o
-                                    }
+                                    InterfaceDescriptionOption::IfTsOffset(o) => iface.offset_secs = *o,
                                     _ => {}
                                 }
                             }
@@ -255,8 +183,7 @@ impl CaptureFile {
                             false
                         }
                         Block::EnhancedPacket(epb) => {
-                            let Some(iface) = interfaces.get(epb.interface_id as usize).copied()
-                            else {
+                            let Some(iface) = interfaces.get(epb.interface_id as usize).copied() else {
                                 return Err(CaptureError::Corrupt {
                                     path: self.path.clone(),
                                     frames: self.frames,
@@ -271,44 +198,26 @@ impl CaptureFile {
                             let ts = scale_ts(raw, iface);
                             self.last_ts = ts;
                             let (data, wire_len) = wire_frame(&epb.data, epb.original_len);
-                            f(Frame {
-                                link: iface.link,
-                                ts,
-                                data,
-                                wire_len,
-                            });
+                            f(Frame { link: iface.link, ts, data, wire_len });
                             true
                         }
                         Block::SimplePacket(spb) => {
                             // No timestamp: it happened no earlier than the last frame.
                             let link = interfaces.first().map_or(LinkType::Ethernet, |i| i.link);
                             let (data, wire_len) = wire_frame(&spb.data, spb.original_len);
-                            f(Frame {
-                                link,
-                                ts: self.last_ts,
-                                data,
-                                wire_len,
-                            });
+                            f(Frame { link, ts: self.last_ts, data, wire_len });
                             true
                         }
                         Block::Packet(pb) => {
-                            let iface = interfaces
-                                .get(usize::from(pb.interface_id))
-                                .copied()
-                                .unwrap_or(Interface {
-                                    link: LinkType::Ethernet,
-                                    units_per_sec: 1_000_000,
-                                    offset_secs: 0,
-                                });
+                            let iface = interfaces.get(usize::from(pb.interface_id)).copied().unwrap_or(Interface {
+                                link: LinkType::Ethernet,
+                                units_per_sec: 1_000_000,
+                                offset_secs: 0,
+                            });
                             let ts = scale_ts(pb.timestamp, iface);
                             self.last_ts = ts;
                             let (data, wire_len) = wire_frame(&pb.data, pb.original_len);
-                            f(Frame {
-                                link: iface.link,
-                                ts,
-                                data,
-                                wire_len,
-                            });
+                            f(Frame { link: iface.link, ts, data, wire_len });
                             true
                         }
                         _ => false,
@@ -329,22 +238,13 @@ impl CaptureFile {
 /// the original length (as Wireshark reads it) and the rest is trailing junk.
 /// An original length of zero is not believed.
 fn wire_frame(data: &[u8], orig_len: u32) -> (&[u8], u32) {
-    if orig_len == 0 {
-        (data, data.len() as u32)
-    } else {
-        (&data[..data.len().min(orig_len as usize)], orig_len)
-    }
+    if orig_len == 0 { (data, data.len() as u32) } else { (&data[..data.len().min(orig_len as usize)], orig_len) }
 }
 
 /// `if_tsresol`: high bit clear = negative power of 10, set = of 2.
 fn units_per_sec(resol: u8) -> u64 {
     let exp = u32::from(resol & 0x7f);
-    if resol & 0x80 == 0 {
-        10u64.checked_pow(exp)
-    } else {
-        2u64.checked_pow(exp)
-    }
-    .unwrap_or(u64::MAX)
+    if resol & 0x80 == 0 { 10u64.checked_pow(exp) } else { 2u64.checked_pow(exp) }.unwrap_or(u64::MAX)
 }
 
 fn scale_ts(raw: u64, iface: Interface) -> Timestamp {
@@ -375,11 +275,7 @@ mod tests {
         assert_eq!(units_per_sec(6), 1_000_000);
         assert_eq!(units_per_sec(9), 1_000_000_000);
         assert_eq!(units_per_sec(0x80 | 10), 1024);
-        let iface = Interface {
-            link: LinkType::Ethernet,
-            units_per_sec: 1_000_000,
-            offset_secs: 0,
-        };
+        let iface = Interface { link: LinkType::Ethernet, units_per_sec: 1_000_000, offset_secs: 0 };
         assert_eq!(scale_ts(1_500_000, iface), Timestamp(1_500_000_000));
     }
 }

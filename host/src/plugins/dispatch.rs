@@ -71,17 +71,8 @@ pub struct DispatchStats {
 }
 
 enum Queued {
-    Data {
-        dir: Dir,
-        ts: u64,
-        bytes: Vec<u8>,
-        fin: bool,
-    },
-    Datagram {
-        dir: Dir,
-        ts: u64,
-        bytes: Vec<u8>,
-    },
+    Data { dir: Dir, ts: u64, bytes: Vec<u8>, fin: bool },
+    Datagram { dir: Dir, ts: u64, bytes: Vec<u8> },
 }
 
 #[derive(Default)]
@@ -89,7 +80,8 @@ struct Probing {
     queue: Vec<Queued>,
     queued_bytes: usize,
     seen: [Vec<u8>; 2],
-    candidates: Option<Vec<usize>>,
+    /// Plugins still in the running, with the directions they refused.
+    candidates: Option<Vec<(usize, u8)>>,
     weak: Option<usize>,
 }
 
@@ -144,10 +136,7 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher")
-            .field("slots", &self.slots.len())
-            .field("conns", &self.conns.len())
-            .finish()
+        f.debug_struct("Dispatcher").field("slots", &self.slots.len()).field("conns", &self.conns.len()).finish()
     }
 }
 
@@ -198,10 +187,7 @@ impl Dispatcher {
 
     /// The plugins in use, including those being drained.
     pub fn plugins(&self) -> impl Iterator<Item = &SharedPlugin> {
-        self.slots
-            .iter()
-            .filter(|s| s.state != PluginState::Retired)
-            .map(|s| &s.plugin)
+        self.slots.iter().filter(|s| s.state != PluginState::Retired).map(|s| &s.plugin)
     }
 
     /// Installs a plugin. One with the same name becomes the previous
@@ -238,12 +224,7 @@ impl Dispatcher {
     fn retire_name(&mut self, name: &str) {
         let now = Instant::now();
         for s in &mut self.slots {
-            if s.plugin.info.name == name
-                && matches!(
-                    s.state,
-                    PluginState::Active | PluginState::Quarantined { .. }
-                )
-            {
+            if s.plugin.info.name == name && matches!(s.state, PluginState::Active | PluginState::Quarantined { .. }) {
                 s.state = PluginState::Draining;
                 s.draining_since = Some(now);
             }
@@ -280,8 +261,7 @@ impl Dispatcher {
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                s.state == PluginState::Draining
-                    && s.draining_since.is_some_and(|t| t.elapsed() >= deadline)
+                s.state == PluginState::Draining && s.draining_since.is_some_and(|t| t.elapsed() >= deadline)
             })
             .map(|(i, _)| i)
             .collect();
@@ -311,10 +291,7 @@ impl Dispatcher {
     /// An instance of `slot`, made on demand unless quarantined or backing off.
     fn instance(&mut self, slot: usize) -> Option<&mut Box<dyn PluginInstance>> {
         let s = &mut self.slots[slot];
-        if matches!(
-            s.state,
-            PluginState::Quarantined { .. } | PluginState::Retired
-        ) {
+        if matches!(s.state, PluginState::Quarantined { .. } | PluginState::Retired) {
             return None;
         }
         if s.instance.is_none() {
@@ -325,9 +302,7 @@ impl Dispatcher {
                 Ok(i) => s.instance = Some(i),
                 Err(e) => {
                     s.last_error = Some(e.to_string());
-                    s.state = PluginState::Quarantined {
-                        reason: format!("cannot instantiate: {e}"),
-                    };
+                    s.state = PluginState::Quarantined { reason: format!("cannot instantiate: {e}") };
                     return None;
                 }
             }
@@ -344,25 +319,15 @@ impl Dispatcher {
         s.faults += 1;
         s.last_error = Some(fault.to_string());
         s.crashes.push_back(now);
-        while s
-            .crashes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > config.quarantine_window)
-        {
+        while s.crashes.front().is_some_and(|t| now.duration_since(*t) > config.quarantine_window) {
             s.crashes.pop_front();
         }
         if s.crashes.len() >= config.quarantine_after {
             s.state = PluginState::Quarantined {
-                reason: format!(
-                    "{} faults within {:?}; last: {fault}",
-                    s.crashes.len(),
-                    config.quarantine_window
-                ),
+                reason: format!("{} faults within {:?}; last: {fault}", s.crashes.len(), config.quarantine_window),
             };
         } else {
-            let backoff = config
-                .backoff
-                .saturating_mul(1 << s.consecutive_faults.min(10));
+            let backoff = config.backoff.saturating_mul(1 << s.consecutive_faults.min(10));
             s.retry_at = Some(now + backoff);
             s.consecutive_faults += 1;
         }
@@ -409,9 +374,7 @@ impl Dispatcher {
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                s.state == PluginState::Active && !conn.excluded.contains(&s.plugin.info.name)
-            })
+            .filter(|(_, s)| s.state == PluginState::Active && !conn.excluded.contains(&s.plugin.info.name))
             .map(|(i, s)| {
                 let ports = match conn.meta.l4 {
                     L4::Tcp => &s.plugin.info.tcp_ports,
@@ -455,19 +418,27 @@ impl Dispatcher {
         let State::Probing(p) = &conn.state else {
             return;
         };
-        let mut candidates = p
-            .candidates
-            .clone()
-            .unwrap_or_else(|| self.candidates(conn));
+        let mut candidates =
+            p.candidates.clone().unwrap_or_else(|| self.candidates(conn).into_iter().map(|c| (c, 0)).collect());
         let mut weak = p.weak;
         let seen = p.seen[dir.code() as usize].clone();
         let total_seen = p.seen[0].len() + p.seen[1].len();
         let l4 = conn.meta.l4;
+        let bit = 1u8 << dir.code();
         let mut matched = None;
         let mut i = 0;
         while i < candidates.len() {
-            let slot = candidates[i];
-            let depth = self.slots[slot].plugin.info.probe_depth as usize;
+            let (slot, rejected) = candidates[i];
+            let depth = (self.slots[slot].plugin.info.probe_depth as usize).min(self.config.max_probe_bytes);
+            if rejected & bit != 0 {
+                // Already said no to this direction; wait for the other one.
+                if total_seen >= depth {
+                    candidates.remove(i);
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
             let answer = match self.instance(slot) {
                 Some(inst) => inst.probe(l4, dir, &seen),
                 None => Ok(Probe::NoMatch),
@@ -481,11 +452,17 @@ impl Dispatcher {
                     weak.get_or_insert(slot);
                     candidates.remove(i);
                 }
-                Ok(Probe::NeedMore) if total_seen < depth.min(self.config.max_probe_bytes) => {
-                    i += 1
-                }
+                Ok(Probe::NeedMore) if total_seen < depth => i += 1,
                 Ok(_) => {
-                    candidates.remove(i);
+                    // A plugin may not recognise one side (a malformed
+                    // request) yet know the other (its response).
+                    let rejected = rejected | bit;
+                    if rejected == 0b11 || total_seen >= depth {
+                        candidates.remove(i);
+                    } else {
+                        candidates[i].1 = rejected;
+                        i += 1;
+                    }
                 }
                 Err(fault) => {
                     self.fault(slot, fault);
@@ -497,17 +474,14 @@ impl Dispatcher {
         match decided {
             Some(slot) => self.attach(id, slot),
             None if candidates.is_empty() => {
+                tracing::debug!(conn = id, seen = total_seen, "no plugin recognises the connection");
                 self.stats.unknown += 1;
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.state = State::Done;
                 }
             }
             None => {
-                if let Some(Conn {
-                    state: State::Probing(p),
-                    ..
-                }) = self.conns.get_mut(&id)
-                {
+                if let Some(Conn { state: State::Probing(p), .. }) = self.conns.get_mut(&id) {
                     p.candidates = Some(candidates);
                     p.weak = weak;
                 }
@@ -534,21 +508,13 @@ impl Dispatcher {
         }
         self.slots[slot].live += 1;
         self.stats.attached += 1;
+        tracing::debug!(conn = id, plugin = %self.slots[slot].plugin.info.name, "connection attached");
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.state = State::Attached(Attached {
-                slot,
-                tails: [Vec::new(), Vec::new()],
-                needed: [0, 0],
-            });
+            conn.state = State::Attached(Attached { slot, tails: [Vec::new(), Vec::new()], needed: [0, 0] });
         }
         for q in p.queue {
             let step = match q {
-                Queued::Data {
-                    dir,
-                    ts,
-                    bytes,
-                    fin,
-                } => self.attached_data(id, dir, ts, &bytes, fin),
+                Queued::Data { dir, ts, bytes, fin } => self.attached_data(id, dir, ts, &bytes, fin),
                 Queued::Datagram { dir, ts, bytes } => self.attached_datagram(id, dir, ts, &bytes),
             };
             if let Step::Stop = step {
@@ -616,23 +582,15 @@ impl Dispatcher {
         match r.status {
             Status::Ok => {
                 let max_buffer = self.slots[slot].plugin.info.max_buffer as usize;
-                if let Some(Conn {
-                    state: State::Attached(a),
-                    ..
-                }) = self.conns.get_mut(&id)
-                {
+                if let Some(Conn { state: State::Attached(a), .. }) = self.conns.get_mut(&id) {
                     let d = dir.code() as usize;
                     a.tails[d] = rest.to_vec();
-                    a.needed[d] = (r.needed as usize).max(if r.consumed == 0 && !rest.is_empty() {
-                        rest.len() + 1
-                    } else {
-                        0
-                    });
+                    a.needed[d] =
+                        (r.needed as usize).max(if r.consumed == 0 && !rest.is_empty() { rest.len() + 1 } else { 0 });
                     if a.tails[d].len() > max_buffer {
                         self.stats.detached_by_buffer += 1;
                         self.slots[slot].detached += 1;
-                        self.slots[slot].last_error =
-                            Some(format!("connection buffered over {max_buffer} bytes"));
+                        self.slots[slot].last_error = Some(format!("connection buffered over {max_buffer} bytes"));
                         self.close_attached(id, ts);
                         return Step::Stop;
                     }
@@ -655,11 +613,7 @@ impl Dispatcher {
     }
 
     fn attached_data(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8], fin: bool) -> Step {
-        let Some(Conn {
-            state: State::Attached(a),
-            ..
-        }) = self.conns.get_mut(&id)
-        else {
+        let Some(Conn { state: State::Attached(a), .. }) = self.conns.get_mut(&id) else {
             return Step::Stop;
         };
         let slot = a.slot;
@@ -686,11 +640,7 @@ impl Dispatcher {
     }
 
     fn attached_datagram(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Step {
-        let Some(Conn {
-            state: State::Attached(a),
-            ..
-        }) = self.conns.get(&id)
-        else {
+        let Some(Conn { state: State::Attached(a), .. }) = self.conns.get(&id) else {
             return Step::Stop;
         };
         let slot = a.slot;
@@ -708,12 +658,7 @@ impl Dispatcher {
                 self.attached_data(id, dir, ts, bytes, fin);
             }
             Some(State::Probing(p)) => {
-                p.queue.push(Queued::Data {
-                    dir,
-                    ts,
-                    bytes: bytes.to_vec(),
-                    fin,
-                });
+                p.queue.push(Queued::Data { dir, ts, bytes: bytes.to_vec(), fin });
                 p.queued_bytes += bytes.len();
                 let seen = &mut p.seen[dir.code() as usize];
                 let room = max.saturating_sub(seen.len());
@@ -736,13 +681,7 @@ impl Dispatcher {
 }
 
 impl StreamSink for Dispatcher {
-    fn on_stream(
-        &mut self,
-        conn: &ConnInfo,
-        dir: Direction,
-        ts: Timestamp,
-        event: StreamEvent<'_>,
-    ) {
+    fn on_stream(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, event: StreamEvent<'_>) {
         let dir = dir_of(dir);
         let ts = ts.as_nanos();
         self.now = self.now.max(ts);
@@ -801,11 +740,7 @@ impl StreamSink for Dispatcher {
                 if p.queued_bytes > max {
                     return;
                 }
-                p.queue.push(Queued::Datagram {
-                    dir,
-                    ts,
-                    bytes: payload.to_vec(),
-                });
+                p.queue.push(Queued::Datagram { dir, ts, bytes: payload.to_vec() });
                 p.queued_bytes += payload.len();
                 // Each datagram is probed on its own.
                 p.seen[dir.code() as usize] = payload.to_vec();
@@ -816,6 +751,7 @@ impl StreamSink for Dispatcher {
     }
 
     fn on_close(&mut self, conn: &ConnInfo) {
+        tracing::debug!(conn = conn.id, "connection closed");
         self.close_attached(conn.id, self.now);
         self.conns.remove(&conn.id);
     }

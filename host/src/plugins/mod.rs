@@ -62,13 +62,7 @@ pub trait PluginInstance: Send {
         bytes: &[u8],
         gap: u64,
     ) -> Result<DataResult, PluginFault>;
-    fn datagram(
-        &mut self,
-        conn: u64,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-    ) -> Result<DataResult, PluginFault>;
+    fn datagram(&mut self, conn: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Result<DataResult, PluginFault>;
     fn close(&mut self, conn: u64, ts: u64) -> Result<DataResult, PluginFault>;
     fn tick(&mut self, ts: u64) -> Result<DataResult, PluginFault>;
 }

@@ -31,13 +31,7 @@ where
     ) -> Result<DataResult, PluginFault> {
         Ok(self.guest.data(conn, dir, flags, ts, bytes, gap))
     }
-    fn datagram(
-        &mut self,
-        conn: u64,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-    ) -> Result<DataResult, PluginFault> {
+    fn datagram(&mut self, conn: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Result<DataResult, PluginFault> {
         Ok(self.guest.datagram(conn, dir, ts, bytes))
     }
     fn close(&mut self, conn: u64, ts: u64) -> Result<DataResult, PluginFault> {
@@ -55,9 +49,7 @@ where
     D::Conn: Send,
 {
     fn instantiate(&self) -> Result<Box<dyn PluginInstance>, LoadError> {
-        Ok(Box::new(NativeInstance::<D> {
-            guest: Guest::default(),
-        }))
+        Ok(Box::new(NativeInstance::<D> { guest: Guest::default() }))
     }
 }
 
@@ -77,8 +69,5 @@ where
 
 /// The first-party dissectors, linked natively.
 pub fn first_party() -> Vec<LoadedPlugin> {
-    vec![
-        native_plugin::<trawl_plugin_http::Http>(),
-        native_plugin::<trawl_plugin_dns::Dns>(),
-    ]
+    vec![native_plugin::<trawl_plugin_http::Http>(), native_plugin::<trawl_plugin_dns::Dns>()]
 }

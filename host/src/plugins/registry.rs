@@ -62,8 +62,7 @@ pub fn list(dir: Option<&Path>) -> anyhow::Result<Vec<PluginStatus>> {
     if let Some(dir) = dir {
         set.add_dir(dir)?;
     }
-    let dispatcher =
-        super::Dispatcher::new(super::dispatch::DispatchConfig::default(), set.plugins());
+    let dispatcher = super::Dispatcher::new(super::dispatch::DispatchConfig::default(), set.plugins());
     let mut out = dispatcher.status();
     out.extend(set.rejected().iter().map(Rejected::status));
     Ok(out)
@@ -79,20 +78,12 @@ pub struct Rejected {
 impl Rejected {
     pub fn status(&self) -> PluginStatus {
         PluginStatus {
-            name: self
-                .path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            name: self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             version: String::new(),
-            hash: std::fs::read(&self.path)
-                .map(|b| super::wasm::content_hash(&b))
-                .unwrap_or_default(),
+            hash: std::fs::read(&self.path).map(|b| super::wasm::content_hash(&b)).unwrap_or_default(),
             generation: 0,
             source: self.path.display().to_string(),
-            state: PluginState::Rejected {
-                reason: self.error.to_string(),
-            },
+            state: PluginState::Rejected { reason: self.error.to_string() },
             live_connections: 0,
             records: 0,
             faults: 0,
@@ -118,41 +109,28 @@ fn is_wasm(path: &Path) -> bool {
 
 /// Reads and loads one plugin file.
 pub fn load_file(runtime: &Arc<WasmRuntime>, path: &Path) -> Result<LoadedPlugin, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let bytes =
+        std::fs::read(path).map_err(|e| LoadError::Read { path: path.display().to_string(), reason: e.to_string() })?;
     runtime.load(&bytes, PluginSource::File(path.to_path_buf()))
 }
 
 impl PluginSet {
     /// The first-party plugins carried in the binary.
     pub fn embedded(runtime: Arc<WasmRuntime>) -> anyhow::Result<Self> {
-        let mut set = PluginSet {
-            runtime,
-            plugins: BTreeMap::new(),
-            rejected: Vec::new(),
-            dirs: Vec::new(),
-        };
+        let mut set = PluginSet { runtime, plugins: BTreeMap::new(), rejected: Vec::new(), dirs: Vec::new() };
         for (name, bytes) in embedded::EMBEDDED {
             let plugin = set
                 .runtime
                 .load(bytes, PluginSource::Embedded)
                 .map_err(|e| anyhow::anyhow!("embedded plugin {name} does not load: {e}"))?;
-            set.plugins
-                .insert(plugin.info.name.clone(), Arc::new(plugin));
+            set.plugins.insert(plugin.info.name.clone(), Arc::new(plugin));
         }
         Ok(set)
     }
 
     /// An empty set (tests that bring their own plugins).
     pub fn empty(runtime: Arc<WasmRuntime>) -> Self {
-        PluginSet {
-            runtime,
-            plugins: BTreeMap::new(),
-            rejected: Vec::new(),
-            dirs: Vec::new(),
-        }
+        PluginSet { runtime, plugins: BTreeMap::new(), rejected: Vec::new(), dirs: Vec::new() }
     }
 
     pub fn runtime(&self) -> &Arc<WasmRuntime> {
@@ -164,11 +142,7 @@ impl PluginSet {
     pub fn add_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
         let entries = std::fs::read_dir(dir)
             .map_err(|e| anyhow::anyhow!("cannot read plugin directory {}: {e}", dir.display()))?;
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| is_wasm(p))
-            .collect();
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| is_wasm(p)).collect();
         paths.sort();
         for path in paths {
             match load_file(&self.runtime, &path) {
@@ -232,9 +206,7 @@ impl Reloader {
             }
         })?;
         for dir in dirs {
-            debouncer
-                .watcher()
-                .watch(dir, RecursiveMode::NonRecursive)?;
+            debouncer.watcher().watch(dir, RecursiveMode::NonRecursive)?;
         }
         let mut names: HashMap<PathBuf, (String, String)> = HashMap::new();
         for dir in dirs {
@@ -248,15 +220,10 @@ impl Reloader {
                 }
             }
         }
-        std::thread::Builder::new()
-            .name("trawl-plugin-reload".into())
-            .spawn(move || {
-                compile_loop(&runtime, &paths_rx, &tx, names);
-            })?;
-        Ok(Reloader {
-            events: rx,
-            _debouncer: debouncer,
-        })
+        std::thread::Builder::new().name("trawl-plugin-reload".into()).spawn(move || {
+            compile_loop(&runtime, &paths_rx, &tx, names);
+        })?;
+        Ok(Reloader { events: rx, _debouncer: debouncer })
     }
 
     /// Changes compiled since the last call.
@@ -293,10 +260,7 @@ fn compile_loop(
                 Ok(p) => {
                     tracing::info!(path = %path.display(), plugin = %p.info.name, ms = started.elapsed().as_millis() as u64, "plugin compiled for reload");
                     names.insert(path.clone(), (p.info.name.clone(), hash));
-                    ReloadEvent::Loaded {
-                        path,
-                        plugin: Arc::new(p),
-                    }
+                    ReloadEvent::Loaded { path, plugin: Arc::new(p) }
                 }
                 Err(error) => ReloadEvent::Rejected(Rejected { path, error }),
             };

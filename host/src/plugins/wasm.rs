@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use trawl_sdk::abi::{self, ConnMeta, DataResult, Dir, L4, PluginInfo, Probe};
 use wasmtime::{
-    Caller, Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc,
+    Caller, Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
 };
 
 /// Limits every plugin runs under.
@@ -29,11 +28,7 @@ pub struct SandboxLimits {
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        SandboxLimits {
-            memory_bytes: 64 << 20,
-            call_deadline: Duration::from_millis(200),
-            max_output: 16 << 20,
-        }
+        SandboxLimits { memory_bytes: 64 << 20, call_deadline: Duration::from_millis(200), max_output: 16 << 20 }
     }
 }
 
@@ -51,9 +46,7 @@ pub struct WasmRuntime {
 
 impl std::fmt::Debug for WasmRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmRuntime")
-            .field("limits", &self.limits)
-            .finish()
+        f.debug_struct("WasmRuntime").field("limits", &self.limits).finish()
     }
 }
 
@@ -65,34 +58,23 @@ impl Drop for WasmRuntime {
 
 /// sha256 of module bytes, hex.
 pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl WasmRuntime {
     pub fn new(limits: SandboxLimits) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine =
-            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e:#}"))?;
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e:#}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker, stop_flag) = (engine.clone(), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name("trawl-epoch".into())
-            .spawn(move || {
-                while !stop_flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker.increment_epoch();
-                }
-            })?;
-        Ok(Arc::new(WasmRuntime {
-            engine,
-            limits,
-            cache: Mutex::new(HashMap::new()),
-            stop,
-        }))
+        std::thread::Builder::new().name("trawl-epoch".into()).spawn(move || {
+            while !stop_flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticker.increment_epoch();
+            }
+        })?;
+        Ok(Arc::new(WasmRuntime { engine, limits, cache: Mutex::new(HashMap::new()), stop }))
     }
 
     pub fn limits(&self) -> SandboxLimits {
@@ -101,68 +83,87 @@ impl WasmRuntime {
 
     /// Compiles (or finds in the cache), instantiates once to check the ABI
     /// version and read the plugin's info.
-    pub fn load(
-        self: &Arc<Self>,
-        bytes: &[u8],
-        source: PluginSource,
-    ) -> Result<LoadedPlugin, LoadError> {
+    pub fn load(self: &Arc<Self>, bytes: &[u8], source: PluginSource) -> Result<LoadedPlugin, LoadError> {
         let hash = content_hash(bytes);
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
-            .cloned();
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
         let module = match cached {
             Some(m) => m,
             None => {
-                let m = Module::new(&self.engine, bytes)
-                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(hash.clone(), m.clone());
+                let m = match self.load_disk_cache(&hash) {
+                    Some(m) => m,
+                    None => {
+                        let m = Module::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                        self.store_disk_cache(&hash, &m);
+                        m
+                    }
+                };
+                self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(hash.clone(), m.clone());
                 m
             }
         };
-        for export in [
-            "memory",
-            "trawl_abi_version",
-            "trawl_alloc",
-            "trawl_init",
-            "trawl_probe",
-            "trawl_data",
-        ] {
+        for export in ["memory", "trawl_abi_version", "trawl_alloc", "trawl_init", "trawl_probe", "trawl_data"] {
             if module.get_export(export).is_none() {
                 return Err(LoadError::MissingExport(export.into()));
             }
         }
-        let factory = WasmFactory {
-            runtime: Arc::clone(self),
-            module,
-        };
+        let factory = WasmFactory { runtime: Arc::clone(self), module };
         let mut probe = factory.instantiate_raw()?;
-        let version = probe
-            .call_abi_version()
-            .map_err(|e| LoadError::Init(e.to_string()))?;
+        let version = probe.call_abi_version().map_err(|e| LoadError::Init(e.to_string()))?;
         if version != abi::ABI_VERSION {
-            return Err(LoadError::AbiVersion {
-                found: version,
-                expected: abi::ABI_VERSION,
-            });
+            return Err(LoadError::AbiVersion { found: version, expected: abi::ABI_VERSION });
         }
-        let info = probe
-            .call_init()
-            .map_err(|e| LoadError::Init(e.to_string()))?;
+        let info = probe.call_init().map_err(|e| LoadError::Init(e.to_string()))?;
         if info.name.is_empty() || info.name.len() > 64 {
             return Err(LoadError::Init(format!("bad plugin name {:?}", info.name)));
         }
-        Ok(LoadedPlugin {
-            info,
-            hash,
-            source,
-            factory: Box::new(factory),
-        })
+        Ok(LoadedPlugin { info, hash, source, factory: Box::new(factory) })
+    }
+}
+
+/// Where compiled modules are kept between runs: `TRAWL_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/trawl/modules`, else `~/.cache/trawl/modules`.
+fn disk_cache_dir() -> Option<std::path::PathBuf> {
+    let dir = match std::env::var_os("TRAWL_CACHE_DIR") {
+        Some(d) if d.is_empty() => return None,
+        Some(d) => std::path::PathBuf::from(d),
+        None => match std::env::var_os("XDG_CACHE_HOME") {
+            Some(x) => std::path::PathBuf::from(x).join("trawl/modules"),
+            None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/trawl/modules"),
+        },
+    };
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
+impl WasmRuntime {
+    fn load_disk_cache(&self, hash: &str) -> Option<Module> {
+        let path = disk_cache_dir()?.join(format!("{hash}.cwasm"));
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: the file is one `store_disk_cache` wrote with
+        // `Module::serialize` from the module whose sha256 names it, in a
+        // cache directory owned by this user. wasmtime checks its header
+        // (version, target, engine settings) and refuses a mismatch, in
+        // which case the module is compiled afresh.
+        #[allow(unsafe_code)]
+        let module = unsafe { Module::deserialize_file(&self.engine, &path) };
+        match module {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "stale compiled module ignored");
+                None
+            }
+        }
+    }
+
+    fn store_disk_cache(&self, hash: &str, module: &Module) {
+        let Some(dir) = disk_cache_dir() else { return };
+        let Ok(bytes) = module.serialize() else { return };
+        let tmp = dir.join(format!("{hash}.cwasm.{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, dir.join(format!("{hash}.cwasm"))).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 }
 
@@ -232,38 +233,27 @@ impl WasmFactory {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks =
-            (limits.call_deadline.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
+        let ticks = (limits.call_deadline.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
         let mut linker: Linker<HostState> = Linker::new(engine);
         let inst_err = |e: wasmtime::Error| LoadError::Instantiate(format!("{e:#}"));
         linker
-            .func_wrap(
-                "trawl",
-                "log",
-                |mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32| {
-                    caller.data_mut().logs += 1;
-                    let Some(wasmtime::Extern::Memory(mem)) = caller.get_export("memory") else {
-                        return;
-                    };
-                    let data = mem.data(&caller);
-                    let end = (ptr as usize).saturating_add((len as usize).min(4096));
-                    if let Some(bytes) = data.get(ptr as usize..end) {
-                        let msg = String::from_utf8_lossy(bytes);
-                        tracing::debug!(level, message = %msg, "plugin log");
-                    }
-                },
-            )
+            .func_wrap("trawl", "log", |mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32| {
+                caller.data_mut().logs += 1;
+                let Some(wasmtime::Extern::Memory(mem)) = caller.get_export("memory") else {
+                    return;
+                };
+                let data = mem.data(&caller);
+                let end = (ptr as usize).saturating_add((len as usize).min(4096));
+                if let Some(bytes) = data.get(ptr as usize..end) {
+                    let msg = String::from_utf8_lossy(bytes);
+                    tracing::debug!(level, message = %msg, "plugin log");
+                }
+            })
             .map_err(inst_err)?;
-        linker
-            .func_wrap("trawl", "abi_version", || abi::ABI_VERSION)
-            .map_err(inst_err)?;
-        let instance: Instance = linker
-            .instantiate(&mut store, &self.module)
-            .map_err(inst_err)?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| missing("memory"))?;
+        linker.func_wrap("trawl", "abi_version", || abi::ABI_VERSION).map_err(inst_err)?;
+        let instance: Instance = linker.instantiate(&mut store, &self.module).map_err(inst_err)?;
+        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| missing("memory"))?;
         macro_rules! func {
             ($name:literal) => {
                 instance
@@ -303,9 +293,7 @@ impl WasmFactory {
 
 impl std::fmt::Debug for WasmInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmInstance")
-            .field("input_cap", &self.input_cap)
-            .finish()
+        f.debug_struct("WasmInstance").field("input_cap", &self.input_cap).finish()
     }
 }
 
@@ -337,8 +325,7 @@ impl WasmInstance {
 
     /// Copies `bytes` into the instance's input window, growing it as needed.
     fn write_input(&mut self, bytes: &[u8]) -> Result<(u32, u32), PluginFault> {
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| PluginFault::BadOutput("input over 4 GiB".into()))?;
+        let len = u32::try_from(bytes.len()).map_err(|_| PluginFault::BadOutput("input over 4 GiB".into()))?;
         if len == 0 {
             return Ok((0, 0));
         }
@@ -346,15 +333,11 @@ impl WasmInstance {
             let new_cap = len.max(self.input_cap.saturating_mul(2)).max(64 * 1024);
             if let (Some(dealloc), true) = (self.funcs.dealloc.clone(), self.input_cap > 0) {
                 self.arm();
-                dealloc
-                    .call(&mut self.store, (self.input_ptr, self.input_cap))
-                    .map_err(|e| self.fault(e))?;
+                dealloc.call(&mut self.store, (self.input_ptr, self.input_cap)).map_err(|e| self.fault(e))?;
             }
             self.arm();
             let alloc = self.funcs.alloc.clone();
-            let ptr = alloc
-                .call(&mut self.store, new_cap)
-                .map_err(|e| self.fault(e))?;
+            let ptr = alloc.call(&mut self.store, new_cap).map_err(|e| self.fault(e))?;
             self.input_ptr = ptr;
             self.input_cap = new_cap;
         }
@@ -373,20 +356,15 @@ impl WasmInstance {
         let end = (ptr as usize)
             .checked_add(len as usize)
             .ok_or_else(|| PluginFault::BadOutput("output range overflows".into()))?;
-        let bytes = data
-            .get(ptr as usize..end)
-            .ok_or_else(|| PluginFault::BadOutput("output outside linear memory".into()))?;
-        postcard::from_bytes(bytes)
-            .map_err(|e| PluginFault::BadOutput(format!("invalid postcard: {e}")))
+        let bytes =
+            data.get(ptr as usize..end).ok_or_else(|| PluginFault::BadOutput("output outside linear memory".into()))?;
+        postcard::from_bytes(bytes).map_err(|e| PluginFault::BadOutput(format!("invalid postcard: {e}")))
     }
 
     fn result(&self, packed: u64, given: usize) -> Result<DataResult, PluginFault> {
         let r: DataResult = self.decode(packed)?;
         if r.consumed as usize > given {
-            return Err(PluginFault::BadOutput(format!(
-                "consumed {} of {given} bytes",
-                r.consumed
-            )));
+            return Err(PluginFault::BadOutput(format!("consumed {} of {given} bytes", r.consumed)));
         }
         Ok(r)
     }
@@ -402,22 +380,16 @@ impl PluginInstance for WasmInstance {
         let (ptr, len) = self.write_input(bytes)?;
         self.arm();
         let f = self.funcs.probe.clone();
-        let code = f
-            .call(&mut self.store, (l4.code(), dir.code(), ptr, len))
-            .map_err(|e| self.fault(e))?;
-        Probe::from_code(code)
-            .ok_or_else(|| PluginFault::BadOutput(format!("probe answered {code}")))
+        let code = f.call(&mut self.store, (l4.code(), dir.code(), ptr, len)).map_err(|e| self.fault(e))?;
+        Probe::from_code(code).ok_or_else(|| PluginFault::BadOutput(format!("probe answered {code}")))
     }
 
     fn open(&mut self, conn: u64, meta: &ConnMeta) -> Result<DataResult, PluginFault> {
-        let bytes =
-            postcard::to_allocvec(meta).map_err(|e| PluginFault::BadOutput(e.to_string()))?;
+        let bytes = postcard::to_allocvec(meta).map_err(|e| PluginFault::BadOutput(e.to_string()))?;
         let (ptr, len) = self.write_input(&bytes)?;
         self.arm();
         let f = self.funcs.open.clone();
-        let packed = f
-            .call(&mut self.store, (conn, ptr, len))
-            .map_err(|e| self.fault(e))?;
+        let packed = f.call(&mut self.store, (conn, ptr, len)).map_err(|e| self.fault(e))?;
         self.result(packed, 0)
     }
 
@@ -433,35 +405,18 @@ impl PluginInstance for WasmInstance {
         let (ptr, len) = self.write_input(bytes)?;
         self.arm();
         let f = self.funcs.data.clone();
-        let packed = f
-            .call(
-                &mut self.store,
-                (conn, dir.code(), flags, ts, ptr, len, gap),
-            )
-            .map_err(|e| self.fault(e))?;
+        let packed =
+            f.call(&mut self.store, (conn, dir.code(), flags, ts, ptr, len, gap)).map_err(|e| self.fault(e))?;
         self.result(packed, bytes.len())
     }
 
-    fn datagram(
-        &mut self,
-        conn: u64,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-    ) -> Result<DataResult, PluginFault> {
+    fn datagram(&mut self, conn: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Result<DataResult, PluginFault> {
         let Some(f) = self.funcs.datagram.clone() else {
-            return Ok(DataResult {
-                status: abi::Status::Violation,
-                consumed: 0,
-                needed: 0,
-                events: Vec::new(),
-            });
+            return Ok(DataResult { status: abi::Status::Violation, consumed: 0, needed: 0, events: Vec::new() });
         };
         let (ptr, len) = self.write_input(bytes)?;
         self.arm();
-        let packed = f
-            .call(&mut self.store, (conn, dir.code(), ts, ptr, len))
-            .map_err(|e| self.fault(e))?;
+        let packed = f.call(&mut self.store, (conn, dir.code(), ts, ptr, len)).map_err(|e| self.fault(e))?;
         self.result(packed, bytes.len())
     }
 
@@ -470,9 +425,7 @@ impl PluginInstance for WasmInstance {
             return Ok(DataResult::ok(0, Vec::new()));
         };
         self.arm();
-        let packed = f
-            .call(&mut self.store, (conn, ts))
-            .map_err(|e| self.fault(e))?;
+        let packed = f.call(&mut self.store, (conn, ts)).map_err(|e| self.fault(e))?;
         self.result(packed, 0)
     }
 

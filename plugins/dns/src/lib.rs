@@ -33,6 +33,9 @@ struct Query {
 
 #[derive(Debug, Default)]
 pub struct DnsConn {
+    /// Multicast and broadcast name protocols (mDNS, LLMNR, NetBIOS) share
+    /// the wire format but are not service lookups; they are declined.
+    declined: bool,
     next_tx: u64,
     pending: VecDeque<Query>,
     answered: VecDeque<(Key, u64)>,
@@ -62,14 +65,7 @@ impl DnsConn {
             {
                 out.record(record(Some(&old), None, false));
             }
-            self.pending.push_back(Query {
-                key: k,
-                tx: self.next_tx,
-                dir,
-                ts,
-                size,
-                msg,
-            });
+            self.pending.push_back(Query { key: k, tx: self.next_tx, dir, ts, size, msg });
             return;
         }
         let response = (msg, ts, size);
@@ -83,11 +79,7 @@ impl DnsConn {
             }
             return;
         }
-        let duplicate = self
-            .answered
-            .iter()
-            .find(|(a, _)| *a == k)
-            .map(|(_, tx)| *tx);
+        let duplicate = self.answered.iter().find(|(a, _)| *a == k).map(|(_, tx)| *tx);
         let tx = duplicate.unwrap_or_else(|| {
             self.next_tx += 1;
             self.next_tx
@@ -99,12 +91,23 @@ impl DnsConn {
     }
 }
 
+fn section(list: &[message::Answer]) -> Value {
+    Value::List(
+        list.iter()
+            .map(|a| {
+                let mut r = BTreeMap::new();
+                r.insert("name".to_string(), Value::from(a.name.clone()));
+                r.insert("type".to_string(), Value::from(type_name(a.rtype)));
+                r.insert("ttl".to_string(), Value::Int(i64::from(a.ttl)));
+                r.insert("data".to_string(), Value::from(a.data.clone()));
+                Value::Map(r)
+            })
+            .collect(),
+    )
+}
+
 fn answers(m: &Message) -> (Value, Value) {
-    let data = m
-        .answers
-        .iter()
-        .map(|a| Value::from(a.data.clone()))
-        .collect();
+    let data = m.answers.iter().map(|a| Value::from(a.data.clone())).collect();
     let records = m
         .answers
         .iter()
@@ -120,40 +123,22 @@ fn answers(m: &Message) -> (Value, Value) {
     (Value::List(data), Value::List(records))
 }
 
-fn record(
-    query: Option<&Query>,
-    response: Option<&(Message, u64, u64)>,
-    duplicate: bool,
-) -> Record {
+fn record(query: Option<&Query>, response: Option<&(Message, u64, u64)>, duplicate: bool) -> Record {
     let mut r = Record::default();
     let mut f: BTreeMap<String, Value> = BTreeMap::new();
     let head = query.map(|q| &q.msg).or(response.map(|(m, _, _)| m));
     if let Some(m) = head {
         r.method = opcode_name(m.opcode).to_string();
-        r.summary = m
-            .questions
-            .first()
-            .map(|q| q.name.clone())
-            .unwrap_or_default();
+        r.summary = m.questions.first().map(|q| q.name.clone()).unwrap_or_default();
         f.insert("dns_id".into(), Value::Int(i64::from(m.id)));
         f.insert("dns_opcode".into(), Value::from(opcode_name(m.opcode)));
         f.insert(
             "dns_questions".into(),
-            Value::List(
-                m.questions
-                    .iter()
-                    .map(|q| Value::from(q.name.clone()))
-                    .collect(),
-            ),
+            Value::List(m.questions.iter().map(|q| Value::from(q.name.clone())).collect()),
         );
         f.insert(
             "dns_question_types".into(),
-            Value::List(
-                m.questions
-                    .iter()
-                    .map(|q| Value::from(type_name(q.qtype)))
-                    .collect(),
-            ),
+            Value::List(m.questions.iter().map(|q| Value::from(type_name(q.qtype))).collect()),
         );
     }
     if let Some(q) = query {
@@ -161,10 +146,7 @@ fn record(
         r.request_size = q.size;
         r.request_ts = Some(q.ts);
         r.request_dir = q.dir;
-        f.insert(
-            "dns_recursion_desired".into(),
-            Value::Bool(q.msg.recursion_desired),
-        );
+        f.insert("dns_recursion_desired".into(), Value::Bool(q.msg.recursion_desired));
     }
     f.insert("dns_request".into(), Value::Bool(query.is_some()));
     f.insert("dns_response".into(), Value::Bool(response.is_some()));
@@ -176,18 +158,14 @@ fn record(
         let (data, records) = answers(m);
         f.insert("dns_answers".into(), data);
         f.insert("dns_answer_records".into(), records);
+        f.insert("dns_authority_records".into(), section(&m.authority));
+        f.insert("dns_additional_records".into(), section(&m.additional));
         f.insert("status_code".into(), Value::Int(i64::from(m.rcode)));
         f.insert("dns_rcode_name".into(), Value::from(rcode_name(m.rcode)));
         f.insert("dns_truncated".into(), Value::Bool(m.truncated));
         f.insert("dns_authoritative".into(), Value::Bool(m.authoritative));
-        f.insert(
-            "dns_authority_count".into(),
-            Value::Int(i64::from(m.authority_count)),
-        );
-        f.insert(
-            "dns_additional_count".into(),
-            Value::Int(i64::from(m.additional_count)),
-        );
+        f.insert("dns_authority_count".into(), Value::Int(i64::from(m.authority_count)));
+        f.insert("dns_additional_count".into(), Value::Int(i64::from(m.additional_count)));
         if duplicate {
             f.insert("dns_duplicate".into(), Value::Bool(true));
         }
@@ -225,8 +203,8 @@ impl Dissector for Dns {
             abbreviation: "DNS".into(),
             long_name: "Domain Name System".into(),
             color: "#0e9f6e".into(),
-            tcp_ports: vec![53, 5353],
-            udp_ports: vec![53, 5353],
+            tcp_ports: vec![53],
+            udp_ports: vec![53],
             priority: 20,
             probe_depth: 2048,
             accepts_gaps: true,
@@ -267,28 +245,23 @@ impl Dissector for Dns {
         bytes: &[u8],
         out: &mut Output,
     ) -> Progress {
+        if conn.declined {
+            return Progress::Desync;
+        }
         if bytes.len() < 2 {
-            return Progress::NeedMore {
-                consumed: 0,
-                needed: 2,
-            };
+            return Progress::NeedMore { consumed: 0, needed: 2 };
         }
         let len = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
         if len < 12 {
             return Progress::Desync;
         }
         if bytes.len() < 2 + len {
-            return Progress::NeedMore {
-                consumed: 0,
-                needed: (2 + len) as u32,
-            };
+            return Progress::NeedMore { consumed: 0, needed: (2 + len) as u32 };
         }
         match message::parse(&bytes[2..2 + len]) {
             Ok(msg) => {
                 conn.handle(msg, dir, ts, (2 + len) as u64, out);
-                Progress::Done {
-                    consumed: (2 + len) as u32,
-                }
+                Progress::Done { consumed: (2 + len) as u32 }
             }
             Err(_) => Progress::Desync,
         }
@@ -308,19 +281,27 @@ impl Dissector for Dns {
         bytes: &[u8],
         out: &mut Output,
     ) -> Progress {
+        if conn.declined {
+            return Progress::Desync;
+        }
         match message::parse(bytes) {
             Ok(msg) => {
                 conn.handle(msg, dir, ts, bytes.len() as u64, out);
-                Progress::Done {
-                    consumed: bytes.len() as u32,
-                }
+                Progress::Done { consumed: bytes.len() as u32 }
             }
             // One bad datagram does not make the flow something else.
-            Err(_) if bytes.len() >= 12 => Progress::Done {
-                consumed: bytes.len() as u32,
-            },
+            Err(_) if bytes.len() >= 12 => Progress::Done { consumed: bytes.len() as u32 },
             Err(_) => Progress::Desync,
         }
+    }
+
+    fn open(&mut self, meta: &ConnMeta) -> DnsConn {
+        let local_only = match meta.server {
+            std::net::IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast() || v4.octets()[3] == 255,
+            std::net::IpAddr::V6(v6) => v6.is_multicast(),
+        };
+        let declined = local_only || matches!(meta.server_port, 137 | 138 | 5353 | 5355);
+        DnsConn { declined, ..DnsConn::default() }
     }
 
     fn close(&mut self, conn: DnsConn, _ts: u64, out: &mut Output) {
@@ -388,14 +369,8 @@ mod tests {
         assert!(records(g.datagram(1, Dir::ToServer, 10, &msg(5, false, 0)).events).is_empty());
         let r = records(g.datagram(1, Dir::ToClient, 20, &msg(5, true, 3)).events);
         assert_eq!(r.len(), 1);
-        assert_eq!(
-            (r[0].summary.as_str(), r[0].status_code, r[0].error),
-            ("www", Some(3), true)
-        );
-        assert_eq!(
-            r[0].fields["dns_answers"],
-            Value::List(vec![Value::from("1.2.3.4")])
-        );
+        assert_eq!((r[0].summary.as_str(), r[0].status_code, r[0].error), ("www", Some(3), true));
+        assert_eq!(r[0].fields["dns_answers"], Value::List(vec![Value::from("1.2.3.4")]));
         let dup = records(g.datagram(1, Dir::ToClient, 30, &msg(5, true, 3)).events);
         assert_eq!(dup[0].fields["dns_duplicate"], Value::Bool(true));
         assert_eq!(dup[0].request_size, 0);
@@ -432,32 +407,18 @@ mod tests {
         }
         let r = g.data(1, Dir::ToClient, 0, 2, &resp, 0);
         let recs = records(r.events);
-        assert_eq!(
-            recs.iter()
-                .map(|r| r.fields["dns_id"].clone())
-                .collect::<Vec<_>>(),
-            [Value::Int(2), Value::Int(1)]
-        );
+        assert_eq!(recs.iter().map(|r| r.fields["dns_id"].clone()).collect::<Vec<_>>(), [Value::Int(2), Value::Int(1)]);
         assert_eq!(recs[0].request_size, 23);
     }
 
     #[test]
     fn probes() {
-        assert_eq!(
-            Dns::probe(L4::Udp, Dir::ToServer, &msg(1, false, 0)),
-            Probe::Match
-        );
-        assert_eq!(
-            Dns::probe(L4::Udp, Dir::ToServer, b"GET / HTTP/1.1\r\n\r\n"),
-            Probe::NoMatch
-        );
+        assert_eq!(Dns::probe(L4::Udp, Dir::ToServer, &msg(1, false, 0)), Probe::Match);
+        assert_eq!(Dns::probe(L4::Udp, Dir::ToServer, b"GET / HTTP/1.1\r\n\r\n"), Probe::NoMatch);
         let q = msg(1, false, 0);
         let mut tcp = (q.len() as u16).to_be_bytes().to_vec();
         tcp.extend_from_slice(&q);
         assert_eq!(Dns::probe(L4::Tcp, Dir::ToServer, &tcp), Probe::Match);
-        assert_eq!(
-            Dns::probe(L4::Tcp, Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"),
-            Probe::NoMatch
-        );
+        assert_eq!(Dns::probe(L4::Tcp, Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Probe::NoMatch);
     }
 }

@@ -37,6 +37,8 @@ pub struct Message {
     pub recursion_desired: bool,
     pub questions: Vec<Question>,
     pub answers: Vec<Answer>,
+    pub authority: Vec<Answer>,
+    pub additional: Vec<Answer>,
     pub authority_count: u16,
     pub additional_count: u16,
     pub edns: Option<Edns>,
@@ -102,9 +104,7 @@ fn read_name(msg: &[u8], mut at: usize) -> Result<(String, usize), Error> {
                 return Ok((name, next));
             }
             0x00 => {
-                let label = msg
-                    .get(at + 1..at + 1 + usize::from(len))
-                    .ok_or(Error::Truncated)?;
+                let label = msg.get(at + 1..at + 1 + usize::from(len)).ok_or(Error::Truncated)?;
                 if !name.is_empty() {
                     name.push('.');
                 }
@@ -271,6 +271,8 @@ pub fn parse(msg: &[u8]) -> Result<Message, Error> {
         recursion_desired: flags & 0x0100 != 0,
         questions: Vec::new(),
         answers: Vec::new(),
+        authority: Vec::new(),
+        additional: Vec::new(),
         authority_count: counts[2],
         additional_count: counts[3],
         edns: None,
@@ -278,11 +280,7 @@ pub fn parse(msg: &[u8]) -> Result<Message, Error> {
     for _ in 0..counts[0].min(MAX_RECORDS as u16) {
         let name = r.name()?;
         let (qtype, qclass) = (r.u16()?, r.u16()?);
-        m.questions.push(Question {
-            name,
-            qtype,
-            qclass,
-        });
+        m.questions.push(Question { name, qtype, qclass });
     }
     let records = usize::from(counts[1]) + usize::from(counts[2]) + usize::from(counts[3]);
     for i in 0..records.min(MAX_RECORDS * 3) {
@@ -299,22 +297,17 @@ pub fn parse(msg: &[u8]) -> Result<Message, Error> {
         if rtype == 41 {
             // OPT: class is the UDP size, the TTL holds the extended rcode.
             m.rcode |= ((ttl >> 24) as u16) << 4;
-            m.edns = Some(Edns {
-                udp_size: class,
-                version: (ttl >> 16) as u8,
-                dnssec_ok: ttl & 0x8000 != 0,
-            });
+            m.edns = Some(Edns { udp_size: class, version: (ttl >> 16) as u8, dnssec_ok: ttl & 0x8000 != 0 });
             continue;
         }
+        let data = rdata(msg, start, usize::from(len), rtype).unwrap_or_else(|_| format!("\\# {len}"));
+        let answer = Answer { name, rtype, ttl, data };
         if i < usize::from(counts[1]) {
-            let data =
-                rdata(msg, start, usize::from(len), rtype).unwrap_or_else(|_| format!("\\# {len}"));
-            m.answers.push(Answer {
-                name,
-                rtype,
-                ttl,
-                data,
-            });
+            m.answers.push(answer);
+        } else if i < usize::from(counts[1]) + usize::from(counts[2]) {
+            m.authority.push(answer);
+        } else {
+            m.additional.push(answer);
         }
     }
     Ok(m)
@@ -344,9 +337,7 @@ mod tests {
         m[3] = 0x80;
         m[7] = 2;
         // answer 1: CNAME via pointer to the question name
-        m.extend_from_slice(&[
-            0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6, 3, b'w', b'e', b'b', 0xc0, 16,
-        ]);
+        m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6, 3, b'w', b'e', b'b', 0xc0, 16]);
         // answer 2: A
         m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, 7]);
         let msg = parse(&m).unwrap();

@@ -122,10 +122,7 @@ impl Dissector for Http {
         if skipped {
             match dir {
                 Dir::ToServer => {
-                    if let Some(p) = conn
-                        .req_body_of
-                        .and_then(|id| conn.pending.iter_mut().find(|p| p.id == id))
-                    {
+                    if let Some(p) = conn.req_body_of.and_then(|id| conn.pending.iter_mut().find(|p| p.id == id)) {
                         p.body_wire += len;
                         p.body_len += len;
                     }
@@ -143,15 +140,7 @@ impl Dissector for Http {
         true
     }
 
-    fn fin(
-        &mut self,
-        conn: &mut HttpConn,
-        _meta: &ConnMeta,
-        dir: Dir,
-        _ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) {
+    fn fin(&mut self, conn: &mut HttpConn, _meta: &ConnMeta, dir: Dir, _ts: u64, bytes: &[u8], out: &mut Output) {
         if dir == Dir::ToClient
             && let Phase::Body(BodyState::UntilClose) = conn.resp_phase
         {
@@ -180,22 +169,15 @@ impl HttpConn {
             Phase::Resync => match probe::find_message_start(Dir::ToServer, bytes) {
                 Some(at) => {
                     self.req_phase = Phase::Head;
-                    Progress::Done {
-                        consumed: at as u32,
-                    }
+                    Progress::Done { consumed: at as u32 }
                 }
                 None => resync_skip(bytes),
             },
             Phase::Body(body) => {
                 let step = body.advance(bytes);
-                let p = self
-                    .req_body_of
-                    .and_then(|id| self.pending.iter_mut().find(|p| p.id == id));
-                let progress = apply_body_step(
-                    step,
-                    p.map(|p| (&mut p.body_wire, &mut p.body_len)),
-                    &mut self.req_phase,
-                );
+                let p = self.req_body_of.and_then(|id| self.pending.iter_mut().find(|p| p.id == id));
+                let progress =
+                    apply_body_step(step, p.map(|p| (&mut p.body_wire, &mut p.body_len)), &mut self.req_phase);
                 if progress == (Progress::Done { consumed: 0 }) {
                     // The body ended exactly where the bytes begin.
                     return self.request_data(ts, bytes, out);
@@ -204,14 +186,15 @@ impl HttpConn {
             }
             Phase::Head => {
                 self.head_ts[0].get_or_insert(ts);
-                let head = match message::parse_request(bytes) {
+                let parsed = match message::parse_request(bytes) {
+                    Err(()) => message::parse_request_lenient(bytes),
+                    other => other,
+                };
+                let head = match parsed {
                     Ok(Some(head)) => head,
                     Ok(None) if bytes.len() > MAX_HEAD => return Progress::Desync,
                     Ok(None) => {
-                        return Progress::NeedMore {
-                            consumed: 0,
-                            needed: bytes.len() as u32 + 1,
-                        };
+                        return Progress::NeedMore { consumed: 0, needed: bytes.len() as u32 + 1 };
                     }
                     Err(()) => return Progress::Desync,
                 };
@@ -249,18 +232,13 @@ impl HttpConn {
             Phase::Resync => match probe::find_message_start(Dir::ToClient, bytes) {
                 Some(at) => {
                     self.resp_phase = Phase::Head;
-                    Progress::Done {
-                        consumed: at as u32,
-                    }
+                    Progress::Done { consumed: at as u32 }
                 }
                 None => resync_skip(bytes),
             },
             Phase::Body(body) => {
                 let step = body.advance(bytes);
-                let target = self
-                    .response
-                    .as_mut()
-                    .map(|r| (&mut r.body_wire, &mut r.body_len));
+                let target = self.response.as_mut().map(|r| (&mut r.body_wire, &mut r.body_len));
                 let progress = apply_body_step(step, target, &mut self.resp_phase);
                 if matches!(self.resp_phase, Phase::Head) {
                     self.finish_response(out);
@@ -276,10 +254,7 @@ impl HttpConn {
                     Ok(Some(head)) => head,
                     Ok(None) if bytes.len() > MAX_HEAD => return Progress::Desync,
                     Ok(None) => {
-                        return Progress::NeedMore {
-                            consumed: 0,
-                            needed: bytes.len() as u32 + 1,
-                        };
+                        return Progress::NeedMore { consumed: 0, needed: bytes.len() as u32 + 1 };
                     }
                     Err(()) => return Progress::Desync,
                 };
@@ -294,20 +269,10 @@ impl HttpConn {
                     return Progress::Done { consumed };
                 }
                 let request = self.pending.pop_front();
-                let method = request
-                    .as_ref()
-                    .map(|p| p.head.method.as_str())
-                    .unwrap_or("");
+                let method = request.as_ref().map(|p| p.head.method.as_str()).unwrap_or("");
                 let body = head.response_body(method);
-                let upgrade = (status == 101)
-                    .then(|| head.header("upgrade").unwrap_or("unknown").to_string());
-                self.response = Some(Response {
-                    head,
-                    body_wire: 0,
-                    body_len: 0,
-                    ts: head_ts,
-                    request,
-                });
+                let upgrade = (status == 101).then(|| head.header("upgrade").unwrap_or("unknown").to_string());
+                self.response = Some(Response { head, body_wire: 0, body_len: 0, ts: head_ts, request });
                 if let Some(protocol) = upgrade {
                     self.finish_response(out);
                     out.upgrade(&protocol.to_ascii_lowercase());
@@ -333,32 +298,18 @@ impl HttpConn {
 fn resync_skip(bytes: &[u8]) -> Progress {
     let keep = 32.min(bytes.len());
     let consumed = (bytes.len() - keep) as u32;
-    Progress::NeedMore {
-        consumed,
-        needed: keep as u32 + 1,
-    }
+    Progress::NeedMore { consumed, needed: keep as u32 + 1 }
 }
 
-fn apply_body_step(
-    step: Step,
-    target: Option<(&mut u64, &mut u64)>,
-    phase: &mut Phase,
-) -> Progress {
+fn apply_body_step(step: Step, target: Option<(&mut u64, &mut u64)>, phase: &mut Phase) -> Progress {
     let (consumed, content) = match step {
         Step::Finished { consumed, content } => (consumed, content),
-        Step::NeedMore {
-            consumed,
-            content,
-            needed,
-        } => {
+        Step::NeedMore { consumed, content, needed } => {
             if let Some((wire, len)) = target {
                 *wire += consumed as u64;
                 *len += content;
             }
-            return Progress::NeedMore {
-                consumed: consumed as u32,
-                needed: needed as u32,
-            };
+            return Progress::NeedMore { consumed: consumed as u32, needed: needed as u32 };
         }
         Step::Invalid => return Progress::Desync,
     };
@@ -369,9 +320,7 @@ fn apply_body_step(
     if matches!(step, Step::Finished { .. }) {
         *phase = Phase::Head;
     }
-    Progress::Done {
-        consumed: consumed as u32,
-    }
+    Progress::Done { consumed: consumed as u32 }
 }
 
 const REDACTED: &str = "[REDACTED]";
@@ -380,10 +329,7 @@ fn headers_value(head: &Head) -> Value {
     let mut map: BTreeMap<String, Value> = BTreeMap::new();
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
-        let value = if matches!(
-            lower.as_str(),
-            "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-        ) {
+        let value = if matches!(lower.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie") {
             REDACTED.to_string()
         } else {
             value.clone()
@@ -424,11 +370,11 @@ fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
         fields.insert("request_header_size".into(), (p.head.size as u64).into());
         fields.insert("request_body_size".into(), p.body_len.into());
         fields.insert("request_headers".into(), headers_value(&p.head));
+        if p.head.malformed {
+            fields.insert("malformed_request".into(), Value::Bool(true));
+        }
         if !p.interim.is_empty() {
-            fields.insert(
-                "interim_status".into(),
-                Value::List(p.interim.iter().map(|s| Value::Int(*s)).collect()),
-            );
+            fields.insert("interim_status".into(), Value::List(p.interim.iter().map(|s| Value::Int(*s)).collect()));
         }
     }
     if let Some(resp) = resp {
@@ -442,17 +388,11 @@ fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
         if req.is_none() {
             fields.insert("http_version".into(), resp.head.version.as_str().into());
         }
-        fields.insert(
-            "response_header_size".into(),
-            (resp.head.size as u64).into(),
-        );
+        fields.insert("response_header_size".into(), (resp.head.size as u64).into());
         fields.insert("response_body_size".into(), resp.body_len.into());
         fields.insert("response_headers".into(), headers_value(&resp.head));
         if status == 101 {
-            fields.insert(
-                "upgrade".into(),
-                resp.head.header("upgrade").unwrap_or("").into(),
-            );
+            fields.insert("upgrade".into(), resp.head.header("upgrade").unwrap_or("").into());
         }
     }
     r.fields = fields;

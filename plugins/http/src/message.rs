@@ -18,6 +18,8 @@ pub struct Head {
     pub headers: Vec<(String, String)>,
     /// Bytes of the head, blank line included.
     pub size: usize,
+    /// The request line did not parse; method and target are best effort.
+    pub malformed: bool,
 }
 
 fn config() -> httparse::ParserConfig {
@@ -43,12 +45,7 @@ fn collect(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|h| !h.name.is_empty())
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).trim().to_string(),
-            )
-        })
+        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
         .collect()
 }
 
@@ -65,6 +62,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Option<Head>, ()> {
             reason: String::new(),
             headers: collect(req.headers),
             size,
+            malformed: false,
         })),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(_) => Err(()),
@@ -84,18 +82,77 @@ pub fn parse_response(bytes: &[u8]) -> Result<Option<Head>, ()> {
             reason: resp.reason.unwrap_or_default().to_string(),
             headers: collect(resp.headers),
             size,
+            malformed: false,
         })),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(_) => Err(()),
     }
 }
 
+/// End of a head (after its blank line), accepting bare LF line ends.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(nl) = bytes[at..].iter().position(|&b| b == b'\n') {
+        let line_end = at + nl;
+        let line = &bytes[at..line_end];
+        if at > 0 && (line.is_empty() || line == b"\r") {
+            return Some(line_end + 1);
+        }
+        at = line_end + 1;
+    }
+    None
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A request head whose request line httparse refuses (a missing target,
+/// a truncated version, junk): Wireshark still shows such requests, so
+/// trawl keeps what can be read (`METHOD SP target [SP version]`) and the
+/// headers. `Err` when the head is binary or never ends.
+pub fn parse_request_lenient(bytes: &[u8]) -> Result<Option<Head>, ()> {
+    let Some(size) = head_end(bytes) else {
+        return if bytes.len() > crate::MAX_HEAD { Err(()) } else { Ok(None) };
+    };
+    let head = &bytes[..size];
+    if head.iter().any(|&b| b == 0 || (b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t'))) {
+        return Err(());
+    }
+    let first_end = head.iter().position(|&b| b == b'\n').unwrap_or(0);
+    let line = String::from_utf8_lossy(&head[..first_end]);
+    let line = line.trim_end_matches('\r');
+    let method_len = line.bytes().take_while(|&b| is_token(b)).count();
+    let (method, target, version) = if method_len > 0 && method_len == line.len() {
+        // A bare method: no target, no version.
+        (line.to_string(), String::new(), String::new())
+    } else if method_len > 0 && line.as_bytes().get(method_len) == Some(&b' ') {
+        let rest = line[method_len..].trim_start();
+        let (target, version) = rest.split_once(' ').unwrap_or((rest, ""));
+        (line[..method_len].to_string(), target.to_string(), version.trim().to_string())
+    } else {
+        (String::new(), String::new(), String::new())
+    };
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let headers = match httparse::parse_headers(&head[first_end + 1..], &mut storage) {
+        Ok(httparse::Status::Complete((_, h))) => collect(h),
+        _ => Vec::new(),
+    };
+    Ok(Some(Head {
+        method,
+        target,
+        version: if version.is_empty() { "HTTP/1.x".into() } else { version },
+        status: None,
+        reason: String::new(),
+        headers,
+        size,
+        malformed: true,
+    }))
+}
+
 impl Head {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     fn chunked(&self) -> bool {
@@ -108,8 +165,7 @@ impl Head {
     }
 
     fn content_length(&self) -> Option<u64> {
-        self.header("content-length")
-            .and_then(|v| v.split(',').next()?.trim().parse().ok())
+        self.header("content-length").and_then(|v| v.split(',').next()?.trim().parse().ok())
     }
 
     /// How the request's body is framed; `None` when it has none.
@@ -167,11 +223,7 @@ pub enum BodyState {
 pub enum Step {
     /// All of `consumed` was used and more is needed: `needed` total bytes
     /// from the start of this input.
-    NeedMore {
-        consumed: usize,
-        content: u64,
-        needed: usize,
-    },
+    NeedMore { consumed: usize, content: u64, needed: usize },
     /// The body ended after `consumed` bytes.
     Finished { consumed: usize, content: u64 },
     /// Framing is broken.
@@ -215,36 +267,23 @@ impl BodyState {
                     at += take as usize;
                     content += take;
                     if *rem == 0 {
-                        return Step::Finished {
-                            consumed: at,
-                            content,
-                        };
+                        return Step::Finished { consumed: at, content };
                     }
-                    return Step::NeedMore {
-                        consumed: at,
-                        content,
-                        needed: at + 1,
-                    };
+                    return Step::NeedMore { consumed: at, content, needed: at + 1 };
                 }
                 BodyState::Chunked(Chunk::Size) => {
                     let Some(end) = line_end(rest) else {
                         if rest.len() > MAX_CHUNK_LINE {
                             return Step::Invalid;
                         }
-                        return Step::NeedMore {
-                            consumed: at,
-                            content,
-                            needed: bytes.len() + 1,
-                        };
+                        return Step::NeedMore { consumed: at, content, needed: bytes.len() + 1 };
                     };
                     if end > MAX_CHUNK_LINE {
                         return Step::Invalid;
                     }
                     let line = &rest[..end];
-                    let digits: &[u8] = line
-                        .split(|&b| b == b';' || b == b'\r' || b == b' ' || b == b'\t')
-                        .next()
-                        .unwrap_or(&[]);
+                    let digits: &[u8] =
+                        line.split(|&b| b == b';' || b == b'\r' || b == b' ' || b == b'\t').next().unwrap_or(&[]);
                     let Some(size) = parse_hex(digits) else {
                         return Step::Invalid;
                     };
@@ -261,11 +300,7 @@ impl BodyState {
                     at += take as usize;
                     content += take;
                     if *rem > 0 {
-                        return Step::NeedMore {
-                            consumed: at,
-                            content,
-                            needed: at + 1,
-                        };
+                        return Step::NeedMore { consumed: at, content, needed: at + 1 };
                     }
                     *self = BodyState::Chunked(Chunk::DataEnd);
                 }
@@ -279,11 +314,7 @@ impl BodyState {
                         *self = BodyState::Chunked(Chunk::Size);
                     }
                     [] | [b'\r'] => {
-                        return Step::NeedMore {
-                            consumed: at,
-                            content,
-                            needed: at + 2,
-                        };
+                        return Step::NeedMore { consumed: at, content, needed: at + 2 };
                     }
                     _ => return Step::Invalid,
                 },
@@ -292,19 +323,12 @@ impl BodyState {
                         if *seen + rest.len() > MAX_TRAILERS {
                             return Step::Invalid;
                         }
-                        return Step::NeedMore {
-                            consumed: at,
-                            content,
-                            needed: bytes.len() + 1,
-                        };
+                        return Step::NeedMore { consumed: at, content, needed: bytes.len() + 1 };
                     };
                     let blank = end == 0 || (end == 1 && rest[0] == b'\r');
                     at += end + 1;
                     if blank {
-                        return Step::Finished {
-                            consumed: at,
-                            content,
-                        };
+                        return Step::Finished { consumed: at, content };
                     }
                     *seen += end + 1;
                     if *seen > MAX_TRAILERS {

@@ -4,6 +4,28 @@ use trawl_sdk::{Dir, Probe};
 
 /// Longest method token accepted (WebDAV and friends included).
 const MAX_METHOD: usize = 24;
+/// Methods that make a request line on their own (RFC 9110 and WebDAV).
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"CONNECT",
+    b"OPTIONS",
+    b"TRACE",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"REPORT",
+    b"SEARCH",
+    b"PURGE",
+];
 /// The first line must end within this many bytes.
 const MAX_FIRST_LINE: usize = 8 * 1024;
 
@@ -33,10 +55,7 @@ fn probe_status_line(bytes: &[u8]) -> Probe {
     }
     // "HTTP/1.x NNN"
     let rest = &bytes[PREFIX.len()..];
-    if matches!(rest[0], b'0' | b'1')
-        && rest[1] == b' '
-        && rest[2..5].iter().all(u8::is_ascii_digit)
-    {
+    if matches!(rest[0], b'0' | b'1') && rest[1] == b' ' && rest[2..5].iter().all(u8::is_ascii_digit) {
         Probe::Match
     } else {
         Probe::NoMatch
@@ -44,36 +63,25 @@ fn probe_status_line(bytes: &[u8]) -> Probe {
 }
 
 fn probe_request_line(bytes: &[u8]) -> Probe {
-    let method_len = bytes
-        .iter()
-        .take(MAX_METHOD + 1)
-        .take_while(|&&b| is_token(b))
-        .count();
+    let method_len = bytes.iter().take(MAX_METHOD + 1).take_while(|&&b| is_token(b)).count();
     if method_len == bytes.len() {
-        return if method_len <= MAX_METHOD {
-            Probe::NeedMore
-        } else {
-            Probe::NoMatch
-        };
+        return if method_len <= MAX_METHOD { Probe::NeedMore } else { Probe::NoMatch };
     }
     if method_len == 0 || method_len > MAX_METHOD || bytes[method_len] != b' ' {
         return Probe::NoMatch;
     }
+    if KNOWN_METHODS.contains(&&bytes[..method_len]) {
+        return Probe::Match;
+    }
     let Some(end) = bytes.iter().take(MAX_FIRST_LINE).position(|&b| b == b'\n') else {
-        if bytes.len() >= MAX_FIRST_LINE
-            || bytes[method_len..].iter().any(|&b| b == 0 || b == b'\r')
-        {
+        if bytes.len() >= MAX_FIRST_LINE || bytes[method_len..].iter().any(|&b| b == 0 || b == b'\r') {
             return Probe::NoMatch;
         }
         return Probe::NeedMore;
     };
     let line = &bytes[..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
-        Probe::Match
-    } else {
-        Probe::NoMatch
-    }
+    if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") { Probe::Match } else { Probe::NoMatch }
 }
 
 /// Where the next message starts after lost bytes: the start of a line that
