@@ -217,7 +217,7 @@ fn malformed_request_lines_still_pair_with_responses() {
         (b"GET / HTTP/1.\nHost: www.google.com\n\n", "GET", "/"),
         (b"GET/ HTTP/1.1\nHost: www.google.com\n\n", "", ""),
         (b"CCM_POST /HTTP/1.1\nHost: www.google.com\n\n", "CCM_POST", "/HTTP/1.1"),
-        (b"OPTIONS\nHost: www.google.com\n\n", "", ""),
+        (b"OPTIONS\nHost: www.google.com\n\n", "OPTIONS", ""),
     ] {
         let mut d = Driver::new();
         d.send(Dir::ToServer, req);
