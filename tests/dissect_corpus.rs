@@ -283,3 +283,33 @@ fn dns_extended_rcode_matches_zeek() {
     assert_eq!(recs[0]["status_code"], 16);
     assert_eq!(recs[0]["fields"]["dns_rcode_name"], "BADVERS");
 }
+
+#[test]
+fn http1_matches_nginx_access_log() {
+    let Some(corpus) = support::corpus() else { return };
+    let log = std::fs::read_to_string(corpus.join("made/logs/http1_nginx_access.log")).unwrap();
+    let recs = records(&corpus.join("made/http1.pcap"));
+    let mut per_conn: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for r in &recs {
+        per_conn.entry(ep(&r["src"])).or_default().push(r);
+    }
+    let mut checked = 0;
+    for line in log.lines() {
+        let kv: BTreeMap<&str, &str> = line.split(' ').filter_map(|f| f.split_once('=')).collect();
+        let conn = &per_conn[kv["client"]];
+        let n: usize = kv["conn_req"].parse().unwrap();
+        let r = conn[n - 1];
+        let want = (kv["method"], kv["uri"], kv["status"].parse::<i64>().unwrap());
+        assert_eq!((r["method"].as_str().unwrap(), r["summary"].as_str().unwrap(), r["status_code"].as_i64().unwrap()), want, "{line}");
+        // nginx's $request_length counts what nginx read before logging: the
+        // whole request, or only its head when it answered without reading
+        // the body (its `return 201` does). trawl reports the wire bytes.
+        let logged: u64 = kv["request_length"].parse().unwrap();
+        let head = r["fields"]["request_header_size"].as_u64().unwrap();
+        let wire = r["request_size"].as_u64().unwrap();
+        assert!(logged == wire || logged == head, "request bytes {wire} (head {head}) vs nginx {logged}: {line}");
+        assert_eq!(r["response_size"].as_u64().unwrap(), kv["bytes_sent"].parse::<u64>().unwrap(), "bytes sent: {line}");
+        checked += 1;
+    }
+    assert_eq!(checked, 15);
+}

@@ -32,6 +32,8 @@ struct Pending {
     body_len: u64,
     ts: u64,
     interim: Vec<i64>,
+    /// Wire bytes of interim (1xx) responses sent for this request.
+    interim_bytes: u64,
 }
 
 /// A response being read.
@@ -208,6 +210,7 @@ impl HttpConn {
                     body_len: 0,
                     ts: self.head_ts[0].take().unwrap_or(ts),
                     interim: Vec::new(),
+                    interim_bytes: 0,
                 };
                 if self.pending.len() >= MAX_PENDING
                     && let Some(old) = self.pending.pop_front()
@@ -265,6 +268,7 @@ impl HttpConn {
                     // Interim: the final response is still to come.
                     if let Some(p) = self.pending.front_mut() {
                         p.interim.push(status);
+                        p.interim_bytes += consumed as u64;
                     }
                     return Progress::Done { consumed };
                 }
@@ -381,7 +385,8 @@ fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
         let status = resp.head.status.unwrap_or(0);
         r.status_code = Some(status);
         r.error = status >= 400;
-        r.response_size = resp.head.size as u64 + resp.body_wire;
+        // Interim 1xx responses were sent for this request too.
+        r.response_size = req.map_or(0, |p| p.interim_bytes) + resp.head.size as u64 + resp.body_wire;
         r.response_ts = Some(resp.ts);
         fields.insert("status_code".into(), Value::Int(status));
         fields.insert("status_phrase".into(), resp.head.reason.as_str().into());
