@@ -76,6 +76,12 @@ struct ReplayArgs {
     /// (for comparison and benchmarks).
     #[arg(long)]
     native_plugins: bool,
+    /// Delay before a faulted plugin is re-instantiated (doubles per fault).
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    plugin_backoff_ms: u64,
+    /// Write the plugins' final status (state, faults, records) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    plugin_status: Option<PathBuf>,
 }
 
 fn parse_group_by(s: &str) -> Result<GroupBy, String> {
@@ -118,6 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.watch = args.watch;
             opts.pace = args.pace;
             opts.native_plugins = args.native_plugins;
+            opts.plugin_status = args.plugin_status;
+            opts.dispatch.backoff = std::time::Duration::from_millis(args.plugin_backoff_ms);
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let outcome = replay::run(&opts, &mut out).context("replay failed")?;

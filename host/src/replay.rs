@@ -49,6 +49,10 @@ pub struct ReplayOptions {
     pub pace: Option<f64>,
     /// Reload plugins from `plugin_dirs` when their files change.
     pub watch: bool,
+    /// Where to write the plugins' final status as JSON.
+    pub plugin_status: Option<PathBuf>,
+    /// Fault handling and draining of plugins.
+    pub dispatch: crate::plugins::dispatch::DispatchConfig,
 }
 
 impl ReplayOptions {
@@ -65,6 +69,8 @@ impl ReplayOptions {
             native_plugins: false,
             pace: None,
             watch: false,
+            plugin_status: None,
+            dispatch: Default::default(),
         }
     }
 }

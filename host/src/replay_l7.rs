@@ -2,8 +2,7 @@
 //! through the engine with reassembly on and the plugins attached.
 
 use crate::capture::CaptureFile;
-use crate::plugins::dispatch::DispatchConfig;
-use crate::plugins::registry::{PluginSet, ReloadEvent, Reloader};
+use crate::plugins::registry::{PluginSet, PluginStatus, ReloadEvent, Reloader};
 use crate::plugins::wasm::{SandboxLimits, WasmRuntime};
 use crate::plugins::{Dispatcher, SharedPlugin, native};
 use crate::records::to_l7;
@@ -20,9 +19,9 @@ use trawl_core::{EngineConfig, Identity, ServicePorts, Timestamp};
 const FLUSH_EVERY: u32 = 1024;
 
 /// The plugins a replay starts with, and the watcher if asked for.
-pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, Option<Reloader>)> {
+pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, Option<Reloader>, Vec<PluginStatus>)> {
     if opts.native_plugins {
-        return Ok((native::first_party().into_iter().map(Arc::new).collect(), None));
+        return Ok((native::first_party().into_iter().map(Arc::new).collect(), None, Vec::new()));
     }
     let runtime = WasmRuntime::new(SandboxLimits::default())?;
     let mut set = PluginSet::embedded(runtime)?;
@@ -33,7 +32,8 @@ pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, O
         eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.error);
     }
     let reloader = if opts.watch { Some(set.watch()?) } else { None };
-    Ok((set.plugins(), reloader))
+    let rejected = set.rejected().iter().map(|r| r.status()).collect();
+    Ok((set.plugins(), reloader, rejected))
 }
 
 fn legend(p: &SharedPlugin) -> LegendEntry {
@@ -74,7 +74,7 @@ impl Output<'_> {
 pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
     let identity = load_identity(&opts.inventories)?;
     let mut capture = CaptureFile::open(&opts.capture)?;
-    let (plugins, reloader) = plugins_for(opts)?;
+    let (plugins, reloader, rejected) = plugins_for(opts)?;
     let mut ports = ServicePorts::default();
     let mut map = L7Map::new(opts.group_by);
     for p in &plugins {
@@ -83,7 +83,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         }
         map.set_legend(legend(p));
     }
-    let dispatcher = Dispatcher::new(DispatchConfig::default(), plugins);
+    let dispatcher = Dispatcher::new(opts.dispatch.clone(), plugins);
     let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
     let mut engine = Engine::new(config, ports, dispatcher);
     let mut output = Output { emit: opts.emit, out, identity: &identity, map, error: None };
@@ -125,6 +125,12 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         writeln!(output.out).context("cannot write map")?;
     }
     output.out.flush().context("cannot write output")?;
+    if let Some(path) = &opts.plugin_status {
+        let mut status = engine.sink().status();
+        status.extend(rejected);
+        let json = serde_json::to_string_pretty(&status)?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let flows = engine.flows().stats().flows_created as usize;
     Ok(ReplayOutcome {
         stats: engine.stats(),

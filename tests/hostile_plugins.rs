@@ -1,0 +1,202 @@
+//! Broken and hostile plugins next to the good ones: an infinite loop in
+//! `data`, a trap in `probe`, a memory bomb, a 100 MB output, invalid
+//! postcard, a wrong ABI version and a panic. Each is a core wasm module
+//! built here from text, speaking ABI v1 just well enough to be loaded.
+//!
+//! The demo capture carries HTTP, DNS and Redis. No first-party plugin
+//! parses Redis yet, so the Redis connections fall through to the hostile
+//! plugin (lowest priority, probes everything), while HTTP and DNS stay
+//! with the embedded plugins. The checks: trawl exits cleanly, HTTP and DNS
+//! records are the same as without the hostile plugin, L4 counts are the
+//! same, and the hostile plugin's status says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use trawl_sdk::abi::{DataResult, PluginInfo, Status};
+
+fn info(name: &str) -> Vec<u8> {
+    postcard::to_allocvec(&PluginInfo {
+        name: name.into(),
+        version: "6.6.6".into(),
+        abbreviation: "BAD".into(),
+        long_name: "Hostile test plugin".into(),
+        color: "#000000".into(),
+        tcp_ports: vec![],
+        udp_ports: vec![],
+        priority: -100,
+        probe_depth: 64,
+        accepts_gaps: true,
+        max_buffer: 1 << 20,
+    })
+    .unwrap()
+}
+
+fn ok_result() -> Vec<u8> {
+    postcard::to_allocvec(&DataResult { status: Status::Ok, consumed: 0, needed: 0, events: vec![] }).unwrap()
+}
+
+fn wat_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("\\{x:02x}")).collect()
+}
+
+/// A module whose `trawl_data` body (and optionally probe and ABI version)
+/// is the given text.
+fn module(name: &str, abi: u32, probe_body: &str, data_body: &str) -> Vec<u8> {
+    let info = info(name);
+    let ok = ok_result();
+    let text = format!(
+        r#"(module
+  (memory (export "memory") 32)
+  (data (i32.const 1024) "{info}")
+  (data (i32.const 4096) "{ok}")
+  (data (i32.const 8192) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
+  (func (export "trawl_abi_version") (result i32) (i32.const {abi}))
+  (func (export "trawl_alloc") (param i32) (result i32) (i32.const 65536))
+  (func (export "trawl_dealloc") (param i32 i32))
+  (func (export "trawl_init") (result i64) (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const {info_len})))
+  (func (export "trawl_probe") (param i32 i32 i32 i32) (result i32) {probe_body})
+  (func (export "trawl_open") (param i64 i32 i32) (result i64) (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {ok_len})))
+  (func (export "trawl_data") (param i64 i32 i32 i64 i32 i32 i64) (result i64) {data_body})
+  (func (export "trawl_close") (param i64 i64) (result i64) (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {ok_len})))
+)"#,
+        info = wat_bytes(&info),
+        ok = wat_bytes(&ok),
+        info_len = info.len(),
+        ok_len = ok.len(),
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"))
+}
+
+const MATCH: &str = "(i32.const 2)";
+
+fn hostile() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    vec![
+        ("loop", module("bad-loop", 1, MATCH, "(loop $l (br $l)) (unreachable)"), "deadline"),
+        ("probe-trap", module("bad-probe", 1, "(unreachable)", "(unreachable)"), "trapped"),
+        (
+            "memory-bomb",
+            // Grow until the sandbox says no, then abort as Rust's OOM does.
+            module(
+                "bad-memory",
+                1,
+                MATCH,
+                "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 64)) (i32.const -1)))) (unreachable)",
+            ),
+            "trapped",
+        ),
+        (
+            "huge-output",
+            module("bad-output", 1, MATCH, "(i64.or (i64.shl (i64.const 0) (i64.const 32)) (i64.const 104857600))"),
+            "over the cap",
+        ),
+        (
+            "garbage",
+            module("bad-postcard", 1, MATCH, "(i64.or (i64.shl (i64.const 8192) (i64.const 32)) (i64.const 12))"),
+            "invalid postcard",
+        ),
+        // A Rust panic in a wasm32-unknown-unknown plugin is an abort: `unreachable`.
+        ("panic", module("bad-panic", 1, MATCH, "(unreachable)"), "unreachable"),
+        ("abi-v2", module("bad-abi", 2, MATCH, "(unreachable)"), "ABI v2"),
+    ]
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trawl-hostile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Run {
+    records: Vec<Value>,
+    stats: String,
+    status: Vec<Value>,
+}
+
+fn replay(capture: &Path, plugins: Option<&Path>, status: &Path) -> Run {
+    let mut args = vec![
+        "replay".to_string(),
+        capture.display().to_string(),
+        "--emit".into(),
+        "records".into(),
+        "--stats".into(),
+        "--plugin-status".into(),
+        status.display().to_string(),
+        // Re-instantiate at once after a fault, so every Redis connection
+        // meets the bad plugin and the quarantine rule is what stops it.
+        "--plugin-backoff-ms".into(),
+        "0".into(),
+    ];
+    if let Some(dir) = plugins {
+        args.push("--plugins".into());
+        args.push(dir.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = support::run_trawl(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "trawl failed: {stderr}");
+    let stats = stderr.lines().find(|l| l.starts_with("trawl replay:")).unwrap_or_default().to_string();
+    let status: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(status).unwrap()).unwrap();
+    Run { records: support::json_lines(&out.stdout), stats, status }
+}
+
+/// The L4 part of the stats line: packets, bytes and flows.
+fn l4_part(stats: &str) -> String {
+    let packets = stats.split(" in ").next().unwrap_or_default();
+    let flows = stats.split("s; ").nth(1).and_then(|s| s.split(" flows").next()).unwrap_or_default();
+    format!("{packets} / {flows} flows")
+}
+
+fn good(records: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = records
+        .iter()
+        .filter(|r| r["plugin"]["name"] == "http" || r["plugin"]["name"] == "dns")
+        .map(|r| {
+            let mut r = r.clone();
+            r["plugin"]["generation"] = Value::Null;
+            r.to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn hostile_plugins_cannot_hurt_the_host() {
+    let capture = support::project_root().join("examples/demo/demo.pcap");
+    let base_dir = scratch("baseline");
+    let baseline = replay(&capture, None, &base_dir.join("status.json"));
+    let base_good = good(&baseline.records);
+    assert!(base_good.len() >= 15, "baseline should have HTTP and DNS records: {}", base_good.len());
+
+    for (label, wasm, expect) in hostile() {
+        let dir = scratch(label);
+        std::fs::write(dir.join(format!("{label}.wasm")), &wasm).unwrap();
+        let run = replay(&capture, Some(&dir), &dir.join("status.json"));
+        assert_eq!(good(&run.records), base_good, "{label}: good plugins' records changed");
+        assert_eq!(l4_part(&run.stats), l4_part(&baseline.stats), "{label}: L4 counts changed");
+        let bad = run
+            .status
+            .iter()
+            .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("bad-") || n == label))
+            .unwrap_or_else(|| panic!("{label}: no status for the bad plugin: {:?}", run.status));
+        let state = bad["state"].as_str().unwrap();
+        let reason = bad["reason"].as_str().or(bad["last_error"].as_str()).unwrap_or_default();
+        if label == "abi-v2" {
+            assert_eq!(state, "rejected", "{label}: {bad}");
+        } else {
+            assert_eq!(state, "quarantined", "{label}: {bad}");
+            assert!(bad["faults"].as_u64().unwrap() >= 3, "{label}: {bad}");
+        }
+        assert!(reason.contains(expect), "{label}: reason {reason:?} should mention {expect:?}");
+        for s in &run.status {
+            if s["name"] == "http" || s["name"] == "dns" {
+                assert_eq!(s["state"], "active", "{label}: {s}");
+                assert_eq!(s["faults"], 0, "{label}: {s}");
+            }
+        }
+    }
+}
