@@ -300,7 +300,11 @@ fn http1_matches_nginx_access_log() {
         let n: usize = kv["conn_req"].parse().unwrap();
         let r = conn[n - 1];
         let want = (kv["method"], kv["uri"], kv["status"].parse::<i64>().unwrap());
-        assert_eq!((r["method"].as_str().unwrap(), r["summary"].as_str().unwrap(), r["status_code"].as_i64().unwrap()), want, "{line}");
+        assert_eq!(
+            (r["method"].as_str().unwrap(), r["summary"].as_str().unwrap(), r["status_code"].as_i64().unwrap()),
+            want,
+            "{line}"
+        );
         // nginx's $request_length counts what nginx read before logging: the
         // whole request, or only its head when it answered without reading
         // the body (its `return 201` does). trawl reports the wire bytes.
@@ -308,7 +312,11 @@ fn http1_matches_nginx_access_log() {
         let head = r["fields"]["request_header_size"].as_u64().unwrap();
         let wire = r["request_size"].as_u64().unwrap();
         assert!(logged == wire || logged == head, "request bytes {wire} (head {head}) vs nginx {logged}: {line}");
-        assert_eq!(r["response_size"].as_u64().unwrap(), kv["bytes_sent"].parse::<u64>().unwrap(), "bytes sent: {line}");
+        assert_eq!(
+            r["response_size"].as_u64().unwrap(),
+            kv["bytes_sent"].parse::<u64>().unwrap(),
+            "bytes sent: {line}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 15);

@@ -51,6 +51,8 @@ struct Output<'a> {
     identity: &'a Identity,
     map: L7Map,
     error: Option<anyhow::Error>,
+    /// Paced replays show records as they happen, not when a buffer fills.
+    flush_each: bool,
 }
 
 impl Output<'_> {
@@ -66,6 +68,11 @@ impl Output<'_> {
                     }
                 }
                 _ => self.map.apply(&record, &src, &dst),
+            }
+        }
+        if self.flush_each && self.emit == Emit::Records && self.error.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.error = Some(e.into());
             }
         }
     }
@@ -86,7 +93,8 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     let dispatcher = Dispatcher::new(opts.dispatch.clone(), plugins);
     let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
     let mut engine = Engine::new(config, ports, dispatcher);
-    let mut output = Output { emit: opts.emit, out, identity: &identity, map, error: None };
+    let mut output =
+        Output { emit: opts.emit, out, identity: &identity, map, error: None, flush_each: opts.pace.is_some() };
 
     let started = Instant::now();
     let mut first_ts: Option<Timestamp> = None;
@@ -147,7 +155,13 @@ fn housekeeping(engine: &mut Engine<Dispatcher>, output: &mut Output<'_>, reload
         for event in r.poll() {
             match event {
                 ReloadEvent::Loaded { path, plugin } => {
-                    tracing::info!(path = %path.display(), plugin = %plugin.info.name, "hot reload");
+                    tracing::info!(
+                        path = %path.display(),
+                        plugin = %plugin.info.name,
+                        version = %plugin.info.version,
+                        capture_ts = %engine.now(),
+                        "hot reload"
+                    );
                     output.map.set_legend(legend(&plugin));
                     engine.sink_mut().install(plugin);
                 }

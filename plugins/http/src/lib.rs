@@ -77,7 +77,8 @@ impl Dissector for Http {
     fn info() -> PluginInfo {
         PluginInfo {
             name: "http".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            // Builds for tests and staged rollouts can stamp their own version.
+            version: option_env!("TRAWL_PLUGIN_VERSION").unwrap_or(env!("CARGO_PKG_VERSION")).into(),
             abbreviation: "HTTP".into(),
             long_name: "Hypertext Transfer Protocol".into(),
             color: "#205cf5".into(),
