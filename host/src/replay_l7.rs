@@ -70,10 +70,12 @@ impl Output<'_> {
                 _ => self.map.apply(&record, &src, &dst),
             }
         }
-        if self.flush_each && self.emit == Emit::Records && self.error.is_none() {
-            if let Err(e) = self.out.flush() {
-                self.error = Some(e.into());
-            }
+        if self.flush_each
+            && self.emit == Emit::Records
+            && self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.error = Some(e.into());
         }
     }
 }
