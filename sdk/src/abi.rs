@@ -268,3 +268,19 @@ pub fn pack(ptr: u32, len: u32) -> u64 {
 pub fn unpack(v: u64) -> (u32, u32) {
     ((v >> 32) as u32, v as u32)
 }
+
+/// Most events one call may report.
+pub const MAX_EVENTS: usize = 65_536;
+
+/// Decodes and checks what a `data`-like call returned: postcard bytes from
+/// untrusted guest memory. `given` is how many input bytes the call had.
+pub fn decode_result(bytes: &[u8], given: usize) -> Result<DataResult, String> {
+    let r: DataResult = postcard::from_bytes(bytes).map_err(|e| format!("invalid postcard: {e}"))?;
+    if r.consumed as usize > given {
+        return Err(format!("consumed {} of {given} bytes", r.consumed));
+    }
+    if r.events.len() > MAX_EVENTS {
+        return Err(format!("{} events in one call", r.events.len()));
+    }
+    Ok(r)
+}

@@ -348,6 +348,11 @@ impl WasmInstance {
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, packed: u64) -> Result<T, PluginFault> {
+        postcard::from_bytes(self.output(packed)?).map_err(|e| PluginFault::BadOutput(format!("invalid postcard: {e}")))
+    }
+
+    /// The bytes a call returned, bounds- and size-checked.
+    fn output(&self, packed: u64) -> Result<&[u8], PluginFault> {
         let (ptr, len) = abi::unpack(packed);
         if len > self.max_output {
             return Err(PluginFault::OutputTooLarge(u64::from(len)));
@@ -356,17 +361,11 @@ impl WasmInstance {
         let end = (ptr as usize)
             .checked_add(len as usize)
             .ok_or_else(|| PluginFault::BadOutput("output range overflows".into()))?;
-        let bytes =
-            data.get(ptr as usize..end).ok_or_else(|| PluginFault::BadOutput("output outside linear memory".into()))?;
-        postcard::from_bytes(bytes).map_err(|e| PluginFault::BadOutput(format!("invalid postcard: {e}")))
+        data.get(ptr as usize..end).ok_or_else(|| PluginFault::BadOutput("output outside linear memory".into()))
     }
 
     fn result(&self, packed: u64, given: usize) -> Result<DataResult, PluginFault> {
-        let r: DataResult = self.decode(packed)?;
-        if r.consumed as usize > given {
-            return Err(PluginFault::BadOutput(format!("consumed {} of {given} bytes", r.consumed)));
-        }
-        Ok(r)
+        abi::decode_result(self.output(packed)?, given).map_err(PluginFault::BadOutput)
     }
 
     /// Log calls made by the plugin so far.
