@@ -33,3 +33,20 @@ for f in "$CORPUS/made/http2_h2c.pcap" "$CORPUS/made/redis_resp2.pcap" "$CORPUS/
         "$TRAWL replay $f" \
         "tshark -n -r $f -q -z conv,tcp -z conv,udp"
 done
+
+# L7: records from the HTTP/1.x and DNS corpus, plugins as wasm and linked
+# natively, against tshark dissecting the same fields (two-pass).
+L7="$OUT/http-dns.pcapng"
+if [ ! -f "$L7" ]; then
+    files=$(cd "$CORPUS" && find . \( -name '*.pcap' -o -name '*.pcapng' \) | sort | while read -r f; do
+        if [ -f "$f.expected/http.tsv" ] || [ -f "$f.expected/dns.tsv" ]; then echo "$CORPUS/$f"; fi; done)
+    parts=()
+    for i in $(seq 1 20); do for f in $files; do parts+=("$f"); done; done
+    mergecap -F pcapng -a -w "$L7" "${parts[@]}"
+fi
+echo "== $(basename "$L7") ($(stat -c %s "$L7") bytes)"
+"$TRAWL" replay "$L7" --emit records --stats >/dev/null
+hyperfine -N --warmup 2 --runs 10 --export-markdown "$OUT/l7.md" \
+    "$TRAWL replay $L7 --emit records" \
+    "$TRAWL replay $L7 --emit records --native-plugins" \
+    "tshark -n -2 -r $L7 -Y http||dns -T fields -e http.request.method -e http.request.uri -e http.response.code -e dns.qry.name -e dns.flags.rcode"

@@ -155,6 +155,12 @@ impl<S: StreamSink> Engine<S> {
         &mut self.sink
     }
 
+    /// Takes the sink back, for example to reuse plugin instances in the
+    /// next engine.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
     /// Capture time of the newest frame.
     pub fn now(&self) -> Timestamp {
         self.now
