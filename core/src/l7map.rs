@@ -150,6 +150,16 @@ impl L7Map {
         }
     }
 
+    /// Adds a node with no L7 edge (a workload seen only at L4), so the L7
+    /// map shows the same nodes as the L4 map.
+    pub fn add_node(&mut self, node: MapNode) {
+        if !self.nodes.contains_key(&node.id) {
+            let id = node.id.clone();
+            let ix = self.graph.add_node(node);
+            self.nodes.insert(id, ix);
+        }
+    }
+
     pub fn view(&self) -> L7MapView {
         let mut nodes: Vec<MapNode> = self.graph.node_weights().cloned().collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));

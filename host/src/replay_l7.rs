@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trawl_core::engine::Engine;
 use trawl_core::l7map::{L7Map, LegendEntry};
-use trawl_core::{EngineConfig, Identity, ServicePorts, Timestamp};
+use trawl_core::{EngineConfig, Identity, L4Map, ServicePorts, Timestamp};
 
 /// Frames between record flushes and plugin housekeeping when not paced.
 const FLUSH_EVERY: u32 = 1024;
@@ -53,6 +53,8 @@ struct Output<'a> {
     error: Option<anyhow::Error>,
     /// Paced replays show records as they happen, not when a buffer fills.
     flush_each: bool,
+    /// The L4 map alongside, so the L7 map can show the same nodes.
+    l4: L4Map,
 }
 
 impl Output<'_> {
@@ -95,8 +97,15 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     let dispatcher = Dispatcher::new(opts.dispatch.clone(), plugins);
     let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
     let mut engine = Engine::new(config, ports, dispatcher);
-    let mut output =
-        Output { emit: opts.emit, out, identity: &identity, map, error: None, flush_each: opts.pace.is_some() };
+    let mut output = Output {
+        emit: opts.emit,
+        out,
+        identity: &identity,
+        map,
+        error: None,
+        flush_each: opts.pace.is_some(),
+        l4: L4Map::new(opts.group_by, opts.rate_window_secs),
+    };
 
     let started = Instant::now();
     let mut first_ts: Option<Timestamp> = None;
@@ -131,6 +140,13 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         return Err(e);
     }
     if opts.emit != Emit::Records {
+        // The L7 map shows the same nodes as the L4 map.
+        for d in engine.take_deltas() {
+            output.l4.apply_resolved(&d, output.identity);
+        }
+        for node in output.l4.view().nodes {
+            output.map.add_node(node);
+        }
         serde_json::to_writer_pretty(&mut *output.out, &output.map.view()).context("cannot write map")?;
         writeln!(output.out).context("cannot write map")?;
     }
@@ -153,6 +169,12 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
 
 fn housekeeping(engine: &mut Engine<Dispatcher>, output: &mut Output<'_>, reloader: Option<&Reloader>) {
     output.flush_records(engine);
+    let deltas = engine.take_deltas();
+    if output.emit != Emit::Records {
+        for d in &deltas {
+            output.l4.apply_resolved(d, output.identity);
+        }
+    }
     if let Some(r) = reloader {
         for event in r.poll() {
             match event {

@@ -255,6 +255,32 @@ impl Dispatcher {
 
     /// Housekeeping: finishes drains that are done or overdue.
     pub fn tick(&mut self, ts: Timestamp) {
+        // Plugins with timers (expiring unanswered requests, say) get a turn.
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].state != PluginState::Active || self.slots[slot].instance.is_none() {
+                continue;
+            }
+            let ticked = match self.slots[slot].instance.as_mut() {
+                Some(inst) => inst.tick(ts.as_nanos()),
+                None => continue,
+            };
+            match ticked {
+                Ok(r) => {
+                    let info = ConnInfo {
+                        id: 0,
+                        l4: L4Proto::Tcp,
+                        client: trawl_core::Endpoint { ip: std::net::Ipv4Addr::UNSPECIFIED.into(), port: 0 },
+                        server: trawl_core::Endpoint { ip: std::net::Ipv4Addr::UNSPECIFIED.into(), port: 0 },
+                    };
+                    // Records from a tick belong to no connection we can name;
+                    // plugins report connection records from data and close.
+                    if !r.events.is_empty() {
+                        self.emit(slot, &info, r.events);
+                    }
+                }
+                Err(fault) => self.fault(slot, fault),
+            }
+        }
         let deadline = self.config.drain_deadline;
         let overdue: Vec<usize> = self
             .slots
@@ -631,7 +657,8 @@ impl Dispatcher {
             }
             return Step::Continue;
         }
-        let flags = if fin { abi::FLAG_FIN } else { 0 };
+        let midstream = self.conns.get(&id).is_some_and(|c| c.meta.midstream);
+        let flags = if fin { abi::FLAG_FIN } else { 0 } | if midstream { abi::FLAG_MIDSTREAM } else { 0 };
         let result = match self.instance(slot) {
             Some(inst) => inst.data(id, dir, flags, ts, &window, 0),
             None => return Step::Stop,
