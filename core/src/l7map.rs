@@ -2,7 +2,7 @@
 //! error and byte counts and latency percentiles, fed by L7 records.
 
 use crate::identity::Workload;
-use crate::map::{GroupBy, MapNode};
+use crate::map::{GroupBy, MapNode, intern_node};
 use crate::record::L7Record;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use serde::Serialize;
@@ -117,14 +117,7 @@ impl L7Map {
     }
 
     fn node(&mut self, w: &Workload) -> NodeIndex {
-        let n = MapNode::for_workload(w, self.group);
-        if let Some(&ix) = self.nodes.get(&n.id) {
-            return ix;
-        }
-        let id = n.id.clone();
-        let ix = self.graph.add_node(n);
-        self.nodes.insert(id, ix);
-        ix
+        intern_node(&mut self.graph, &mut self.nodes, MapNode::for_workload(w, self.group))
     }
 
     /// Adds a record between two resolved workloads.
@@ -153,11 +146,7 @@ impl L7Map {
     /// Adds a node with no L7 edge (a workload seen only at L4), so the L7
     /// map shows the same nodes as the L4 map.
     pub fn add_node(&mut self, node: MapNode) {
-        if !self.nodes.contains_key(&node.id) {
-            let id = node.id.clone();
-            let ix = self.graph.add_node(node);
-            self.nodes.insert(id, ix);
-        }
+        intern_node(&mut self.graph, &mut self.nodes, node);
     }
 
     pub fn view(&self) -> L7MapView {

@@ -88,6 +88,22 @@ impl MapNode {
     }
 }
 
+/// The graph node with `node`'s id, added if new. Shared by the L4 and L7
+/// maps, which key nodes the same way.
+pub(crate) fn intern_node<E>(
+    graph: &mut StableDiGraph<MapNode, E>,
+    nodes: &mut HashMap<String, NodeIndex>,
+    node: MapNode,
+) -> NodeIndex {
+    if let Some(&ix) = nodes.get(&node.id) {
+        return ix;
+    }
+    let id = node.id.clone();
+    let ix = graph.add_node(node);
+    nodes.insert(id, ix);
+    ix
+}
+
 /// Packets and bytes per second over a sliding window of one-second buckets.
 #[derive(Clone, Debug)]
 pub struct RateWindow {
@@ -209,14 +225,7 @@ impl L4Map {
     }
 
     fn node(&mut self, w: &Workload) -> NodeIndex {
-        let n = MapNode::for_workload(w, self.group);
-        if let Some(&ix) = self.nodes.get(&n.id) {
-            return ix;
-        }
-        let id = n.id.clone();
-        let ix = self.graph.add_node(n);
-        self.nodes.insert(id, ix);
-        ix
+        intern_node(&mut self.graph, &mut self.nodes, MapNode::for_workload(w, self.group))
     }
 
     /// Adds one flow delta between two already-resolved workloads.

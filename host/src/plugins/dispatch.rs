@@ -292,12 +292,7 @@ impl Dispatcher {
             .map(|(i, _)| i)
             .collect();
         for slot in overdue {
-            let ids: Vec<u64> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| matches!(&c.state, State::Attached(a) if a.slot == slot))
-                .map(|(id, _)| *id)
-                .collect();
+            let ids = self.conns_on(slot);
             for id in ids {
                 self.close_attached(id, ts.as_nanos());
                 if let Some(c) = self.conns.get_mut(&id) {
@@ -312,6 +307,15 @@ impl Dispatcher {
                 tracing::info!(plugin = %s.plugin.info.name, generation = s.generation, "plugin generation retired");
             }
         }
+    }
+
+    /// Connections attached to a plugin slot.
+    fn conns_on(&self, slot: usize) -> Vec<u64> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.state, State::Attached(a) if a.slot == slot))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// An instance of `slot`, made on demand unless quarantined or backing off.
@@ -357,12 +361,7 @@ impl Dispatcher {
             s.retry_at = Some(now + backoff);
             s.consecutive_faults += 1;
         }
-        let ids: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(&c.state, State::Attached(a) if a.slot == slot))
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.conns_on(slot);
         for id in ids {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.state = State::Done;
