@@ -464,8 +464,10 @@ impl Dispatcher {
                 }
                 continue;
             }
+            // A probe sees at most its declared depth.
+            let window = &seen[..seen.len().min(depth.max(1))];
             let answer = match self.instance(slot) {
-                Some(inst) => inst.probe(l4, dir, &seen),
+                Some(inst) => inst.probe(l4, dir, window),
                 None => Ok(Probe::NoMatch),
             };
             match answer {
