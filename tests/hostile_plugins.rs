@@ -3,10 +3,10 @@
 //! postcard, a wrong ABI version and a panic. Each is a core wasm module
 //! built here from text, speaking ABI v1 just well enough to be loaded.
 //!
-//! The demo capture carries HTTP, DNS and Redis. No first-party plugin
-//! parses Redis yet, so the Redis connections fall through to the hostile
-//! plugin (lowest priority, probes everything), while HTTP and DNS stay
-//! with the embedded plugins. The checks: trawl exits cleanly, HTTP and DNS
+//! The demo capture carries HTTP, DNS and Redis. The hostile plugin claims
+//! the Redis port with the highest priority, so the Redis connections go to
+//! it (and, once it is quarantined, to the redis plugin), while HTTP and DNS
+//! stay with the embedded plugins. The checks: trawl exits cleanly, HTTP and DNS
 //! records are the same as without the hostile plugin, L4 counts are the
 //! same, and the hostile plugin's status says what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,9 +24,11 @@ fn info(name: &str) -> Vec<u8> {
         abbreviation: "BAD".into(),
         long_name: "Hostile test plugin".into(),
         color: "#000000".into(),
-        tcp_ports: vec![],
+        // Claims Redis's port and outranks the redis plugin, so the Redis
+        // connections of the demo capture go to it.
+        tcp_ports: vec![6379],
         udp_ports: vec![],
-        priority: -100,
+        priority: 100,
         probe_depth: 64,
         accepts_gaps: true,
         max_buffer: 1 << 20,

@@ -324,17 +324,20 @@ fn demo_l7_map_has_the_l4_nodes_and_protocol_edges() {
         .collect();
     // What examples/demo/README.md says the script sent: 10 HTTP requests
     // from frontend (two 404s), 2 from the stray host, 5 DNS lookups (one
-    // NXDOMAIN). Redis has no dissector yet, so it is on the L4 map only.
+    // NXDOMAIN), 4 Redis commands from api and 31 from frontend (10
+    // one-command connections, 10 INCR, 10 piped SETs and an ECHO).
     let want = [
         ("internal/10.244.9.9", "pod/shop/api-5f6b", "http", 2, 0),
+        ("pod/shop/api-5f6b", "pod/shop/cart-redis-0", "redis", 4, 0),
         ("pod/shop/frontend-7d9c", "pod/kube-system/coredns-abc12", "dns", 5, 1),
         ("pod/shop/frontend-7d9c", "pod/shop/api-5f6b", "http", 10, 2),
+        ("pod/shop/frontend-7d9c", "pod/shop/cart-redis-0", "redis", 31, 0),
     ];
     let want: Vec<(String, String, String, u64, u64)> =
         want.iter().map(|(a, b, p, r, e)| (a.to_string(), b.to_string(), p.to_string(), *r, *e)).collect();
     assert_eq!(edges, want);
     let legend: Vec<&str> = l7["legend"].as_array().unwrap().iter().map(|l| l["protocol"].as_str().unwrap()).collect();
-    assert_eq!(legend, ["dns", "http"]);
+    assert_eq!(legend, ["dns", "http", "redis"]);
     assert!(l7["legend"][0]["color"].as_str().unwrap().starts_with('#'));
-    assert!(l7["edges"][2]["latency_us"]["p50"].as_u64().is_some());
+    assert!(l7["edges"][3]["latency_us"]["p50"].as_u64().is_some());
 }

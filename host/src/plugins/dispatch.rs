@@ -780,6 +780,15 @@ impl StreamSink for Dispatcher {
 
     fn on_close(&mut self, conn: &ConnInfo) {
         tracing::debug!(conn = conn.id, "connection closed");
+        // Still undecided at the end: the best weak match is all there is
+        // (a lone request whose reply was never captured, say).
+        let weak = match self.conns.get(&conn.id).map(|c| &c.state) {
+            Some(State::Probing(p)) => p.weak,
+            _ => None,
+        };
+        if let Some(slot) = weak {
+            self.attach(conn.id, slot);
+        }
         self.close_attached(conn.id, self.now);
         self.conns.remove(&conn.id);
     }

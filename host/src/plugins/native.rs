@@ -69,5 +69,9 @@ where
 
 /// The first-party dissectors, linked natively.
 pub fn first_party() -> Vec<LoadedPlugin> {
-    vec![native_plugin::<trawl_plugin_http::Http>(), native_plugin::<trawl_plugin_dns::Dns>()]
+    vec![
+        native_plugin::<trawl_plugin_http::Http>(),
+        native_plugin::<trawl_plugin_dns::Dns>(),
+        native_plugin::<trawl_plugin_redis::Redis>(),
+    ]
 }

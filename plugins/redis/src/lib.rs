@@ -1,0 +1,510 @@
+//! Redis dissector for trawl: RESP2, RESP3 (every type, attributes and
+//! pushes) and inline commands. Commands pair with replies in FIFO order,
+//! pipelining included; pub/sub messages and RESP3 pushes are messages,
+//! not replies; `CLIENT REPLY OFF|ON|SKIP` and subscriptions change how
+//! many replies a command gets.
+#![forbid(unsafe_code)]
+
+pub mod resp;
+
+use resp::{Kind, Msg, Parsed};
+use std::collections::{BTreeMap, VecDeque};
+use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+
+/// Commands waiting for replies; beyond this the oldest is reported unanswered.
+const MAX_PENDING: usize = 4096;
+/// Longest `redis_command` text kept.
+const MAX_COMMAND_TEXT: usize = 256;
+/// Longest `redis_key` kept.
+const MAX_KEY: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct Redis;
+
+/// Commands people type inline (redis-cli, telnet); enough to recognise an
+/// inline session without claiming every text protocol.
+const INLINE_COMMANDS: &[&str] = &[
+    "PING",
+    "ECHO",
+    "AUTH",
+    "HELLO",
+    "SELECT",
+    "INFO",
+    "COMMAND",
+    "QUIT",
+    "GET",
+    "SET",
+    "DEL",
+    "EXISTS",
+    "INCR",
+    "DECR",
+    "MGET",
+    "MSET",
+    "KEYS",
+    "SCAN",
+    "TTL",
+    "EXPIRE",
+    "HGET",
+    "HSET",
+    "HGETALL",
+    "LPUSH",
+    "RPUSH",
+    "LRANGE",
+    "SADD",
+    "SMEMBERS",
+    "ZADD",
+    "ZRANGE",
+    "PUBLISH",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "MULTI",
+    "EXEC",
+    "CLIENT",
+    "CONFIG",
+    "DBSIZE",
+    "FLUSHDB",
+    "FLUSHALL",
+    "XADD",
+    "XREAD",
+    "MONITOR",
+];
+
+#[derive(Debug)]
+struct Command {
+    id: u64,
+    verb: String,
+    key: Option<String>,
+    text: String,
+    size: u64,
+    ts: u64,
+    /// Replies still expected.
+    expected: u32,
+    response_size: u64,
+    response_ts: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    #[default]
+    On,
+    Off,
+    /// The next command gets no reply.
+    Skip,
+}
+
+#[derive(Debug, Default)]
+pub struct RedisConn {
+    next_id: u64,
+    pending: VecDeque<Command>,
+    mode: ReplyMode,
+    /// RESP2 subscriber: `message`/`pmessage` arrays are pushes.
+    subscribed: bool,
+    resp3: bool,
+    pushes: u64,
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A pub/sub message or confirmation, by its first element.
+fn pubsub_kind(m: &Msg) -> Option<String> {
+    if !matches!(m.kind, Kind::Array | Kind::Push) {
+        return None;
+    }
+    let first = m.items.first()?;
+    let word = String::from_utf8_lossy(&first.text).to_ascii_lowercase();
+    matches!(
+        word.as_str(),
+        "message"
+            | "pmessage"
+            | "smessage"
+            | "subscribe"
+            | "psubscribe"
+            | "ssubscribe"
+            | "unsubscribe"
+            | "punsubscribe"
+            | "sunsubscribe"
+    )
+    .then_some(word)
+}
+
+impl RedisConn {
+    fn command(&mut self, m: &Msg, ts: u64, out: &mut Output) {
+        let Some(first) = m.items.first() else { return };
+        let verb = upper(&first.text);
+        let words: Vec<String> = m.items.iter().map(|i| lossy(&i.text)).collect();
+        let mut text = words.join(" ");
+        if m.count > m.items.len() as u64 {
+            text.push_str(" …");
+        }
+        text.truncate(text.char_indices().nth(MAX_COMMAND_TEXT).map_or(text.len(), |(i, _)| i));
+        let key = m.items.get(1).map(|k| {
+            let mut k = lossy(&k.text[..k.text.len().min(MAX_KEY)]);
+            k.truncate(MAX_KEY);
+            k
+        });
+        let arg1 = m.items.get(1).map(|a| upper(&a.text));
+        let arg2 = m.items.get(2).map(|a| upper(&a.text));
+        let mut expected = match verb.as_str() {
+            "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" => (m.count.saturating_sub(1)).max(1) as u32,
+            _ => 1,
+        };
+        if verb == "CLIENT" && arg1.as_deref() == Some("REPLY") {
+            match arg2.as_deref() {
+                Some("OFF") => {
+                    self.mode = ReplyMode::Off;
+                    expected = 0;
+                }
+                Some("SKIP") => {
+                    self.mode = ReplyMode::Skip;
+                    expected = 0;
+                }
+                Some("ON") => self.mode = ReplyMode::On,
+                _ => {}
+            }
+        } else {
+            match self.mode {
+                ReplyMode::Off => expected = 0,
+                ReplyMode::Skip => {
+                    expected = 0;
+                    self.mode = ReplyMode::On;
+                }
+                ReplyMode::On => {}
+            }
+        }
+        if verb == "HELLO" {
+            self.resp3 = m.items.get(1).is_some_and(|v| v.text == b"3");
+        }
+        self.next_id += 1;
+        let cmd = Command {
+            id: self.next_id,
+            verb,
+            key,
+            text,
+            size: m.size as u64,
+            ts,
+            expected,
+            response_size: 0,
+            response_ts: None,
+            error: None,
+        };
+        if expected == 0 && self.pending.is_empty() {
+            out.record(record(Some(&cmd), false));
+            return;
+        }
+        // A command with no reply still waits its turn, so records come
+        // out in the order the commands were sent.
+        if self.pending.len() >= MAX_PENDING
+            && let Some(old) = self.pending.pop_front()
+        {
+            out.record(record(Some(&old), false));
+        }
+        self.pending.push_back(cmd);
+    }
+
+    fn reply(&mut self, m: &Msg, ts: u64, out: &mut Output) {
+        if m.kind == Kind::Attribute {
+            // Metadata about the reply that follows; it counts toward it.
+            if let Some(front) = self.pending.front_mut() {
+                front.response_size += m.size as u64;
+                front.response_ts.get_or_insert(ts);
+            }
+            return;
+        }
+        let pubsub = pubsub_kind(m);
+        let awaiting_subscribe =
+            self.pending.front().is_some_and(|c| c.verb.ends_with("SUBSCRIBE") || c.verb.ends_with("UNSUBSCRIBE"));
+        let is_message = match (&pubsub, m.kind) {
+            (Some(w), _) if w.ends_with("message") => true,
+            (Some(_), _) if !awaiting_subscribe => true,
+            (None, Kind::Push) => true,
+            _ => false,
+        };
+        if is_message {
+            self.pushes += 1;
+            return;
+        }
+        if pubsub.as_deref().is_some_and(|w| w.ends_with("subscribe") && !w.contains("unsub")) {
+            self.subscribed = true;
+        }
+        let Some(front) = self.pending.front_mut() else {
+            // A reply whose command was not seen (capture started late).
+            let mut c = Command {
+                id: 0,
+                verb: String::new(),
+                key: None,
+                text: String::new(),
+                size: 0,
+                ts,
+                expected: 0,
+                response_size: m.size as u64,
+                response_ts: Some(ts),
+                error: error_text(m),
+            };
+            self.next_id += 1;
+            c.id = self.next_id;
+            out.record(record(Some(&c), true));
+            return;
+        };
+        front.response_size += m.size as u64;
+        front.response_ts.get_or_insert(ts);
+        if front.error.is_none() {
+            front.error = error_text(m);
+        }
+        front.expected = front.expected.saturating_sub(1);
+        if front.expected == 0
+            && let Some(done) = self.pending.pop_front()
+        {
+            out.record(record(Some(&done), true));
+            while self.pending.front().is_some_and(|c| c.expected == 0) {
+                if let Some(silent) = self.pending.pop_front() {
+                    out.record(record(Some(&silent), false));
+                }
+            }
+        }
+    }
+}
+
+fn error_text(m: &Msg) -> Option<String> {
+    matches!(m.kind, Kind::Error | Kind::BlobError).then(|| lossy(&m.text))
+}
+
+fn record(c: Option<&Command>, answered: bool) -> Record {
+    let mut r = Record::default();
+    let mut f: BTreeMap<String, Value> = BTreeMap::new();
+    if let Some(c) = c {
+        r.transaction_id = c.id;
+        r.method = c.verb.clone();
+        r.summary = c.key.clone().unwrap_or_else(|| c.verb.clone());
+        r.request_size = c.size;
+        r.request_ts = (c.size > 0).then_some(c.ts);
+        r.response_size = c.response_size;
+        r.response_ts = c.response_ts;
+        r.error = c.error.is_some();
+        if !c.verb.is_empty() {
+            f.insert("redis_type".into(), Value::from(c.verb.clone()));
+            f.insert("redis_command".into(), Value::from(c.text.clone()));
+        }
+        if let Some(k) = &c.key {
+            f.insert("redis_key".into(), Value::from(k.clone()));
+        }
+        if let Some(e) = &c.error {
+            f.insert("redis_error".into(), Value::from(e.clone()));
+            let prefix = e.split_whitespace().next().unwrap_or_default();
+            f.insert("redis_error_prefix".into(), Value::from(prefix));
+        }
+        f.insert("redis_request".into(), Value::Bool(c.size > 0));
+        f.insert("redis_response".into(), Value::Bool(answered));
+    }
+    r.fields = f;
+    r
+}
+
+/// `*<n>\r\n$<len>\r\n<verb>\r\n`: decided on the command name alone, so
+/// a 200 KB `SET` is recognised from its first bytes.
+fn probe_command(bytes: &[u8]) -> Probe {
+    let mut parts = bytes.splitn(4, |&b| b == b'\n');
+    let (Some(count), Some(len), Some(verb)) = (parts.next(), parts.next(), parts.next()) else {
+        return if bytes.len() < 64 { Probe::NeedMore } else { Probe::NoMatch };
+    };
+    let digits = |l: &[u8], prefix: u8| {
+        l.first() == Some(&prefix)
+            && l.strip_suffix(b"\r").is_some_and(|d| d.len() > 1 && d[1..].iter().all(u8::is_ascii_digit))
+    };
+    if !digits(count, b'*') || !digits(len, b'$') {
+        return Probe::NoMatch;
+    }
+    let verb = verb.strip_suffix(b"\r").unwrap_or(verb);
+    if !verb.is_empty() && verb.iter().all(|b| b.is_ascii_alphabetic() || *b == b'.' || *b == b'_' || *b == b'|') {
+        Probe::Match
+    } else {
+        Probe::NoMatch
+    }
+}
+
+impl Dissector for Redis {
+    type Conn = RedisConn;
+
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "redis".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            abbreviation: "REDIS".into(),
+            long_name: "Redis Serialization Protocol".into(),
+            color: "#d82c20".into(),
+            tcp_ports: vec![6379, 6380, 26379],
+            udp_ports: vec![],
+            priority: 5,
+            probe_depth: 1024,
+            accepts_gaps: false,
+            // Large values (a 200 KB SET, a COMMAND DOCS reply) arrive whole.
+            max_buffer: 16 << 20,
+        }
+    }
+
+    fn probe(l4: L4, dir: Dir, bytes: &[u8]) -> Probe {
+        if l4 != L4::Tcp || bytes.is_empty() {
+            return if bytes.is_empty() { Probe::NeedMore } else { Probe::NoMatch };
+        }
+        match (dir, bytes[0]) {
+            // A command: an array whose first element is a bulk string.
+            (Dir::ToServer, b'*') => probe_command(bytes),
+            (Dir::ToServer, _) => match resp::parse(bytes) {
+                // Inline commands are plain words: only a weak match.
+                Parsed::Done(m)
+                    if m.kind == Kind::Inline
+                        && !m.text.windows(5).any(|w| w == b"HTTP/")
+                        && m.items.first().is_some_and(|w| INLINE_COMMANDS.contains(&upper(&w.text).as_str())) =>
+                {
+                    Probe::MatchWeak
+                }
+                Parsed::NeedMore(_) => Probe::NeedMore,
+                _ => Probe::NoMatch,
+            },
+            (Dir::ToClient, b'+' | b'-' | b':' | b'$' | b'*' | b'%' | b'>' | b'|' | b'_') => match resp::parse(bytes) {
+                Parsed::Done(_) => Probe::MatchWeak,
+                Parsed::NeedMore(_) => Probe::NeedMore,
+                Parsed::Desync => Probe::NoMatch,
+            },
+            _ => Probe::NoMatch,
+        }
+    }
+
+    fn data(
+        &mut self,
+        conn: &mut RedisConn,
+        _meta: &ConnMeta,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+        out: &mut Output,
+    ) -> Progress {
+        match resp::parse(bytes) {
+            Parsed::Done(m) => {
+                match dir {
+                    Dir::ToServer if m.kind == Kind::Inline && m.items.is_empty() => {}
+                    Dir::ToServer => conn.command(&m, ts, out),
+                    Dir::ToClient => conn.reply(&m, ts, out),
+                }
+                Progress::Done { consumed: m.size as u32 }
+            }
+            Parsed::NeedMore(n) => Progress::NeedMore { consumed: 0, needed: n.min(u32::MAX as usize) as u32 },
+            Parsed::Desync => Progress::Desync,
+        }
+    }
+
+    fn close(&mut self, conn: RedisConn, _ts: u64, out: &mut Output) {
+        for c in &conn.pending {
+            out.record(record(Some(c), c.response_size > 0));
+        }
+    }
+}
+
+trawl_sdk::export_dissector!(Redis);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trawl_sdk::{Event, Guest};
+
+    fn run(pairs: &[(Dir, &[u8])]) -> Vec<Record> {
+        let mut g = Guest::<Redis>::default();
+        g.open(
+            1,
+            ConnMeta {
+                l4: L4::Tcp,
+                client: "10.0.0.1".parse().unwrap(),
+                client_port: 40000,
+                server: "10.0.0.2".parse().unwrap(),
+                server_port: 6379,
+                midstream: false,
+            },
+        );
+        let mut out = Vec::new();
+        for (dir, bytes) in pairs {
+            out.extend(g.data(1, *dir, 0, 1, bytes, 0).events);
+        }
+        out.extend(g.close(1, 2).events);
+        out.into_iter()
+            .filter_map(|e| match e {
+                Event::Record(r) => Some(r),
+                Event::Upgrade { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_commands_pair_in_order() {
+        let r = run(&[
+            (Dir::ToServer, b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n1\r\nPING\r\n"),
+            (Dir::ToClient, b"$-1\r\n+OK\r\n-WRONGTYPE Operation against a key\r\n"),
+        ]);
+        let got: Vec<_> = r.iter().map(|r| (r.method.as_str(), r.summary.as_str(), r.error)).collect();
+        assert_eq!(got, [("GET", "a", false), ("SET", "b", false), ("PING", "PING", true)]);
+        assert_eq!(r[2].fields["redis_error_prefix"], Value::from("WRONGTYPE"));
+    }
+
+    #[test]
+    fn client_reply_off_and_skip() {
+        let r = run(&[
+            (
+                Dir::ToServer,
+                b"CLIENT REPLY SKIP\r\nSET a 1\r\nGET a\r\nCLIENT REPLY OFF\r\nSET b 2\r\nCLIENT REPLY ON\r\nGET b\r\n",
+            ),
+            (Dir::ToClient, b"$1\r\n1\r\n+OK\r\n$1\r\n2\r\n"),
+        ]);
+        let got: Vec<_> = r.iter().map(|r| (r.method.clone(), r.response_size > 0)).collect();
+        assert_eq!(
+            got,
+            [
+                ("CLIENT".into(), false),
+                ("SET".into(), false),
+                ("GET".into(), true),
+                ("CLIENT".into(), false),
+                ("SET".into(), false),
+                ("CLIENT".into(), true),
+                ("GET".into(), true)
+            ]
+        );
+    }
+
+    #[test]
+    fn pubsub_messages_are_not_replies() {
+        let r = run(&[
+            (Dir::ToServer, b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            (
+                Dir::ToClient,
+                b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
+            ),
+            (Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"),
+            (Dir::ToClient, b">3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$2\r\nyo\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+        ]);
+        let got: Vec<_> = r.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(got, ["SUBSCRIBE", "PING"]);
+    }
+
+    #[test]
+    fn resp3_attribute_and_reply_without_command() {
+        let r = run(&[
+            (Dir::ToClient, b"+OK\r\n"),
+            (Dir::ToServer, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+            (Dir::ToClient, b"%1\r\n+server\r\n+redis\r\n|1\r\n+key-popularity\r\n%0\r\n$1\r\nv\r\n"),
+        ]);
+        let got: Vec<_> = r.iter().map(|r| (r.method.as_str(), r.request_size > 0)).collect();
+        assert_eq!(got, [("", false), ("HELLO", true), ("GET", true)]);
+    }
+
+    #[test]
+    fn probes() {
+        assert_eq!(Redis::probe(L4::Tcp, Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Probe::Match);
+        assert_eq!(Redis::probe(L4::Tcp, Dir::ToServer, b"PING\r\n"), Probe::MatchWeak);
+        assert_eq!(Redis::probe(L4::Tcp, Dir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::NoMatch);
+        assert_eq!(Redis::probe(L4::Tcp, Dir::ToServer, b"\x16\x03\x01"), Probe::NoMatch);
+    }
+}

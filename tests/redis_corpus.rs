@@ -1,0 +1,102 @@
+//! Redis records against hiredis's parse of the same streams
+//! (`resp_hiredis.jsonl`, every RESP2/RESP3/inline message of every Redis
+//! connection): the same commands, in the same order, per connection, and
+//! as many error replies as hiredis saw.
+//!
+//! Deliberate differences: hiredis surfaces a RESP3 attribute as a message
+//! of its own; trawl folds it into the reply it describes. Streams where
+//! hiredis itself stopped on a protocol error are compared up to that point
+//! only for commands (their error counts are not compared).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Default, Debug, PartialEq)]
+struct Conn {
+    commands: Vec<String>,
+    errors: usize,
+}
+
+fn hiredis(path: &Path) -> (BTreeMap<String, Conn>, Vec<String>) {
+    let mut conns: BTreeMap<String, Conn> = BTreeMap::new();
+    let mut broken = Vec::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let d: Value = serde_json::from_str(line).unwrap();
+        let client = d["client"].as_str().unwrap().to_string();
+        let c = conns.entry(client.clone()).or_default();
+        if d["summary"] == true {
+            if !d["error"].is_null() {
+                broken.push(client);
+            }
+            continue;
+        }
+        match (d["dir"].as_str().unwrap(), d["type"].as_str().unwrap()) {
+            ("c2s", "list" | "inline") => {
+                if let Some(verb) = d["value"].as_array().and_then(|v| v.first()).and_then(Value::as_str) {
+                    c.commands.push(verb.to_ascii_uppercase());
+                }
+            }
+            ("s2c", "ReplyError") => c.errors += 1,
+            _ => {}
+        }
+    }
+    (conns, broken)
+}
+
+fn trawl(capture: &Path) -> BTreeMap<String, Conn> {
+    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut conns: BTreeMap<String, Conn> = BTreeMap::new();
+    for r in support::json_lines(&out.stdout).iter().filter(|r| r["protocol"] == "redis") {
+        let ip = r["src"]["ip"].as_str().unwrap();
+        let client = if ip.contains(':') {
+            format!("[{ip}]:{}", r["src"]["port"])
+        } else {
+            format!("{ip}:{}", r["src"]["port"])
+        };
+        let c = conns.entry(client).or_default();
+        if let Some(m) = r["method"].as_str().filter(|m| !m.is_empty()) {
+            c.commands.push(m.to_string());
+        }
+        c.errors += usize::from(r["error"] == true);
+    }
+    conns
+}
+
+#[test]
+fn redis_commands_agree_with_hiredis() {
+    let Some(corpus) = support::corpus() else { return };
+    let mut failures = Vec::new();
+    let mut commands = 0;
+    for capture in support::captures(&corpus) {
+        let jsonl = capture
+            .with_file_name(format!("{}.expected/resp_hiredis.jsonl", capture.file_name().unwrap().to_string_lossy()));
+        if !jsonl.is_file() {
+            continue;
+        }
+        let (expected, broken) = hiredis(&jsonl);
+        let got = trawl(&capture);
+        let name = capture.strip_prefix(&corpus).unwrap().display().to_string();
+        for (client, want) in &expected {
+            commands += want.commands.len();
+            let have = got.get(client);
+            let have_cmds = have.map(|c| c.commands.clone()).unwrap_or_default();
+            if have_cmds != want.commands {
+                failures.push(format!(
+                    "{name} {client}: commands\n  hiredis {:?}\n  trawl   {:?}",
+                    want.commands, have_cmds
+                ));
+            }
+            let have_errors = have.map_or(0, |c| c.errors);
+            if !broken.contains(client) && have_errors != want.errors {
+                failures.push(format!("{name} {client}: {have_errors} error replies, hiredis saw {}", want.errors));
+            }
+        }
+    }
+    println!("compared {commands} Redis commands");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
