@@ -100,3 +100,57 @@ fn redis_commands_agree_with_hiredis() {
     println!("compared {commands} Redis commands");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `ts [db ip:port] "CMD" "arg" …` lines of `redis-cli MONITOR`.
+fn monitor(path: &Path) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let Some((_, rest)) = line.split_once(" [") else { continue };
+        let Some((who, args)) = rest.split_once("] ") else { continue };
+        let client = who.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let words: Vec<String> = args.split("\" \"").map(|w| w.trim_matches('"').to_string()).collect();
+        let verb = words[0].to_ascii_uppercase();
+        let key = words.get(1).cloned().unwrap_or_else(|| verb.clone());
+        out.entry(client).or_default().push((verb, key));
+    }
+    out
+}
+
+/// Every command redis-server executed (MONITOR) is a trawl record, in order;
+/// the records MONITOR lacks are the ones the server refused (ERR replies).
+#[test]
+fn made_redis_matches_the_monitor_log() {
+    let Some(corpus) = support::corpus() else { return };
+    let executed = monitor(&corpus.join("made/logs/redis_resp2_monitor.log"));
+    let out =
+        support::run_trawl(&["replay", corpus.join("made/redis_resp2.pcap").to_str().unwrap(), "--emit", "records"]);
+    assert!(out.status.success());
+    let mut per_client: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for r in support::json_lines(&out.stdout).into_iter().filter(|r| r["protocol"] == "redis") {
+        per_client.entry(format!("{}:{}", r["src"]["ip"].as_str().unwrap(), r["src"]["port"])).or_default().push(r);
+    }
+    let mut checked = 0;
+    for (client, commands) in executed.iter().filter(|(c, _)| !c.starts_with("unix:")) {
+        let records = &per_client[client];
+        let mut i = 0;
+        for r in records {
+            let verb = r["method"].as_str().unwrap().to_string();
+            let key = r["summary"].as_str().unwrap().to_string();
+            // MONITOR escapes binary arguments and redacts AUTH's; compare
+            // keys only where it prints them as they are.
+            let same = commands.get(i).is_some_and(|(v, k)| {
+                *v == verb && (k == &key || k.contains('\\') || k == "(redacted)" || verb == "AUTH")
+            });
+            if same {
+                i += 1;
+                checked += 1;
+            } else {
+                let refused = r["fields"]["redis_error_prefix"].as_str().is_some_and(|p| p == "ERR");
+                let docs = verb == "COMMAND";
+                assert!(refused || docs, "{client}: {verb} {key} is not in MONITOR and was not refused");
+            }
+        }
+        assert_eq!(i, commands.len(), "{client}: MONITOR has commands trawl did not report");
+    }
+    assert!(checked >= 480, "{checked}");
+}

@@ -146,7 +146,9 @@ impl RedisConn {
         text.truncate(text.char_indices().nth(MAX_COMMAND_TEXT).map_or(text.len(), |(i, _)| i));
         let key = m.items.get(1).map(|k| {
             let mut k = lossy(&k.text[..k.text.len().min(MAX_KEY)]);
-            k.truncate(MAX_KEY);
+            // Lossy decoding can grow the text; cut on a char boundary.
+            let cut = (0..=MAX_KEY.min(k.len())).rev().find(|&i| k.is_char_boundary(i)).unwrap_or(0);
+            k.truncate(cut);
             k
         });
         let arg1 = m.items.get(1).map(|a| upper(&a.text));
@@ -498,6 +500,17 @@ mod tests {
         ]);
         let got: Vec<_> = r.iter().map(|r| (r.method.as_str(), r.request_size > 0)).collect();
         assert_eq!(got, [("", false), ("HELLO", true), ("GET", true)]);
+    }
+
+    #[test]
+    fn binary_keys_are_cut_on_char_boundaries() {
+        // Found by the fuzzer: a key of invalid UTF-8 grows when decoded.
+        let mut cmd = b"*2\r\n$3\r\nGET\r\n$64\r\n".to_vec();
+        cmd.extend_from_slice(&[0xff; 64]);
+        cmd.extend_from_slice(b"\r\n");
+        let r = run(&[(Dir::ToServer, &cmd), (Dir::ToClient, b"$-1\r\n")]);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].summary.len() <= MAX_KEY);
     }
 
     #[test]
