@@ -104,6 +104,9 @@ struct Conn {
     state: State,
     /// Plugins that already gave this connection up.
     excluded: Vec<String>,
+    /// The flow table guessed client and server the wrong way round (no
+    /// handshake seen); a plugin recognised a request going the other way.
+    flipped: bool,
 }
 
 struct Slot {
@@ -144,6 +147,13 @@ fn dir_of(d: Direction) -> Dir {
     match d {
         Direction::ToServer => Dir::ToServer,
         Direction::ToClient => Dir::ToClient,
+    }
+}
+
+fn opposite(d: Dir) -> Dir {
+    match d {
+        Dir::ToServer => Dir::ToClient,
+        Dir::ToClient => Dir::ToServer,
     }
 }
 
@@ -309,6 +319,29 @@ impl Dispatcher {
         }
     }
 
+    /// A direction as the connection sees it (after any flip).
+    fn oriented(&self, id: u64, dir: Dir) -> Dir {
+        if self.conns.get(&id).is_some_and(|c| c.flipped) { opposite(dir) } else { dir }
+    }
+
+    /// Swaps client and server of a connection that is still being probed.
+    fn flip(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        tracing::debug!(conn = id, "client and server swapped by probe");
+        c.flipped = true;
+        std::mem::swap(&mut c.info.client, &mut c.info.server);
+        std::mem::swap(&mut c.meta.client, &mut c.meta.server);
+        std::mem::swap(&mut c.meta.client_port, &mut c.meta.server_port);
+        if let State::Probing(p) = &mut c.state {
+            p.seen.swap(0, 1);
+            for q in &mut p.queue {
+                match q {
+                    Queued::Data { dir, .. } | Queued::Datagram { dir, .. } => *dir = opposite(*dir),
+                }
+            }
+        }
+    }
+
     /// Connections attached to a plugin slot.
     fn conns_on(&self, slot: usize) -> Vec<u64> {
         self.conns
@@ -387,6 +420,7 @@ impl Dispatcher {
                 },
                 state: State::Probing(Probing::default()),
                 excluded: Vec::new(),
+                flipped: false,
             }
         })
     }
@@ -449,6 +483,8 @@ impl Dispatcher {
         let seen = p.seen[dir.code() as usize].clone();
         let total_seen = p.seen[0].len() + p.seen[1].len();
         let l4 = conn.meta.l4;
+        let midstream = conn.meta.midstream && !conn.flipped;
+        let mut flip = false;
         let bit = 1u8 << dir.code();
         let mut matched = None;
         let mut i = 0;
@@ -470,6 +506,18 @@ impl Dispatcher {
                 Some(inst) => inst.probe(l4, dir, window),
                 None => Ok(Probe::NoMatch),
             };
+            // Joined mid-connection, the client was guessed from ports. If
+            // these bytes are a request only when read the other way, the
+            // guess was wrong: turn the connection round.
+            if midstream
+                && matches!(answer, Ok(Probe::NoMatch | Probe::MatchWeak))
+                && let Some(inst) = self.instance(slot)
+                && let Ok(Probe::Match) = inst.probe(l4, opposite(dir), window)
+            {
+                flip = true;
+                matched = Some(slot);
+                break;
+            }
             match answer {
                 Ok(Probe::Match) => {
                     matched = Some(slot);
@@ -496,6 +544,9 @@ impl Dispatcher {
                     candidates.remove(i);
                 }
             }
+        }
+        if flip {
+            self.flip(id);
         }
         let decided = matched.or(if candidates.is_empty() { weak } else { None });
         match decided {
@@ -710,7 +761,7 @@ impl Dispatcher {
 
 impl StreamSink for Dispatcher {
     fn on_stream(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, event: StreamEvent<'_>) {
-        let dir = dir_of(dir);
+        let dir = self.oriented(conn.id, dir_of(dir));
         let ts = ts.as_nanos();
         self.now = self.now.max(ts);
         let id = conn.id;
@@ -755,7 +806,7 @@ impl StreamSink for Dispatcher {
     }
 
     fn on_datagram(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, payload: &[u8]) {
-        let dir = dir_of(dir);
+        let dir = self.oriented(conn.id, dir_of(dir));
         let ts = ts.as_nanos();
         self.now = self.now.max(ts);
         let id = conn.id;

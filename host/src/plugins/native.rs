@@ -73,5 +73,6 @@ pub fn first_party() -> Vec<LoadedPlugin> {
         native_plugin::<trawl_plugin_http::Http>(),
         native_plugin::<trawl_plugin_dns::Dns>(),
         native_plugin::<trawl_plugin_redis::Redis>(),
+        native_plugin::<trawl_plugin_kafka::Kafka>(),
     ]
 }
