@@ -73,6 +73,7 @@
 pub mod abi;
 #[doc(hidden)]
 pub mod glue;
+pub mod testing;
 
 pub use abi::{ConnMeta, DataResult, Dir, Event, L4, PluginInfo, Probe, Record, Status, Value};
 pub use glue::Guest;

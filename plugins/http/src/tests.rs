@@ -2,81 +2,12 @@
 //! unconsumed bytes are kept and offered again with what arrives next.
 
 use super::*;
-use trawl_sdk::abi::{FLAG_FIN, FLAG_GAP};
-use trawl_sdk::{Event, Guest, Status};
+use trawl_sdk::Status;
 
-struct Driver {
-    guest: Guest<Http>,
-    tail: [Vec<u8>; 2],
-    needed: [usize; 2],
-    records: Vec<Record>,
-    upgrades: Vec<String>,
-    status: Status,
-}
+type Driver = trawl_sdk::testing::Session<Http>;
 
-impl Driver {
-    fn new() -> Self {
-        let mut guest = Guest::<Http>::default();
-        let meta = ConnMeta {
-            l4: L4::Tcp,
-            client: "10.0.0.1".parse().unwrap(),
-            client_port: 40000,
-            server: "10.0.0.2".parse().unwrap(),
-            server_port: 80,
-            midstream: false,
-        };
-        guest.open(1, meta);
-        Driver {
-            guest,
-            tail: [Vec::new(), Vec::new()],
-            needed: [0, 0],
-            records: Vec::new(),
-            upgrades: Vec::new(),
-            status: Status::Ok,
-        }
-    }
-
-    fn take(&mut self, events: Vec<Event>) {
-        for e in events {
-            match e {
-                Event::Record(r) => self.records.push(r),
-                Event::Upgrade { protocol } => self.upgrades.push(protocol),
-            }
-        }
-    }
-
-    fn send(&mut self, dir: Dir, bytes: &[u8]) {
-        self.send_flags(dir, bytes, 0, 0);
-    }
-
-    fn send_flags(&mut self, dir: Dir, bytes: &[u8], flags: u32, gap: u64) {
-        let i = dir.code() as usize;
-        if flags & FLAG_GAP != 0 {
-            // The host drops an incomplete tail when bytes go missing.
-            self.tail[i].clear();
-        }
-        self.tail[i].extend_from_slice(bytes);
-        if flags == 0 && self.tail[i].len() < self.needed[i] {
-            return;
-        }
-        let input = std::mem::take(&mut self.tail[i]);
-        let r = self.guest.data(1, dir, flags, 1000, &input, gap);
-        self.status = r.status;
-        self.take(r.events);
-        self.tail[i] = input[r.consumed as usize..].to_vec();
-        self.needed[i] = r.needed as usize;
-    }
-
-    fn bytewise(&mut self, dir: Dir, bytes: &[u8]) {
-        for b in bytes {
-            self.send(dir, std::slice::from_ref(b));
-        }
-    }
-
-    fn close(&mut self) {
-        let r = self.guest.close(1, 2000);
-        self.take(r.events);
-    }
+fn new_driver() -> Driver {
+    Driver::tcp(80)
 }
 
 fn status(r: &Record) -> Option<i64> {
@@ -85,7 +16,7 @@ fn status(r: &Record) -> Option<i64> {
 
 #[test]
 fn get_with_content_length() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"GET /index.html?x=1 HTTP/1.1\r\nHost: example\r\nAuthorization: Bearer secret\r\n\r\n");
     d.send(Dir::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!(d.records.len(), 1);
@@ -101,7 +32,7 @@ fn get_with_content_length() {
 
 #[test]
 fn pipelined_requests_pair_in_order_even_bytewise() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     let reqs =
         b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nHEAD /c HTTP/1.1\r\nHost: h\r\n\r\n";
     d.bytewise(Dir::ToServer, reqs);
@@ -116,7 +47,7 @@ fn pipelined_requests_pair_in_order_even_bytewise() {
 
 #[test]
 fn chunked_with_trailers() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: yes\r\n\r\n");
     d.bytewise(Dir::ToClient, b"HTTP/1.1 201 Created\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
     assert_eq!(d.records.len(), 1);
@@ -128,7 +59,7 @@ fn chunked_with_trailers() {
 
 #[test]
 fn expect_100_continue() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"PUT /f HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
     d.send(Dir::ToClient, b"HTTP/1.1 100 Continue\r\n\r\n");
     d.send(Dir::ToServer, b"data");
@@ -141,19 +72,19 @@ fn expect_100_continue() {
 
 #[test]
 fn body_until_close_and_http10() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"GET / HTTP/1.0\r\n\r\n");
     d.send(Dir::ToClient, b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\npart one ");
     d.send(Dir::ToClient, b"part two");
     assert!(d.records.is_empty());
-    d.send_flags(Dir::ToClient, b"", FLAG_FIN, 0);
+    d.fin(Dir::ToClient);
     assert_eq!(d.records.len(), 1);
     assert_eq!(d.records[0].fields["response_body_size"], Value::Int(17));
 }
 
 #[test]
 fn unanswered_request_reported_on_close() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
     d.close();
     assert_eq!(d.records.len(), 1);
@@ -162,7 +93,7 @@ fn unanswered_request_reported_on_close() {
 
 #[test]
 fn upgrade_hands_over() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n");
     d.send(Dir::ToClient, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n\x00\x00\x12\x04");
     assert_eq!(d.status, Status::Handover);
@@ -172,10 +103,10 @@ fn upgrade_hands_over() {
 
 #[test]
 fn gap_inside_known_body_resyncs() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"GET /big HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
     d.send(Dir::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
-    d.send_flags(Dir::ToClient, b"", FLAG_GAP, 80);
+    d.gap(Dir::ToClient, 80);
     d.send(Dir::ToClient, b"0123456789HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     let got: Vec<_> = d.records.iter().map(|r| (r.summary.as_str(), status(r))).collect();
     assert_eq!(got, [("/big", Some(200)), ("/next", Some(200))]);
@@ -184,9 +115,9 @@ fn gap_inside_known_body_resyncs() {
 
 #[test]
 fn gap_in_head_resyncs_on_next_message() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"GET /lost");
-    d.send_flags(Dir::ToServer, b"", FLAG_GAP, 20);
+    d.gap(Dir::ToServer, 20);
     d.send(Dir::ToServer, b"garbage\r\nGET /found HTTP/1.1\r\n\r\n");
     d.send(Dir::ToClient, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(d.records.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>(), ["/found"]);
@@ -194,7 +125,7 @@ fn gap_in_head_resyncs_on_next_message() {
 
 #[test]
 fn not_http_is_a_violation() {
-    let mut d = Driver::new();
+    let mut d = new_driver();
     d.send(Dir::ToServer, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 binary junk that is not http\r\n\r\n");
     assert_eq!(d.status, Status::Violation);
 }
@@ -219,7 +150,7 @@ fn malformed_request_lines_still_pair_with_responses() {
         (b"CCM_POST /HTTP/1.1\nHost: www.google.com\n\n", "CCM_POST", "/HTTP/1.1"),
         (b"OPTIONS\nHost: www.google.com\n\n", "OPTIONS", ""),
     ] {
-        let mut d = Driver::new();
+        let mut d = new_driver();
         d.send(Dir::ToServer, req);
         assert_eq!(d.status, Status::Ok, "{}", String::from_utf8_lossy(req));
         d.send(Dir::ToClient, b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad");

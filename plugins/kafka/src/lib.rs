@@ -236,32 +236,15 @@ mod tests {
 
     #[test]
     fn pairs_by_correlation_id_out_of_order() {
-        let mut g = trawl_sdk::Guest::<Kafka>::default();
-        g.open(
-            1,
-            ConnMeta {
-                l4: L4::Tcp,
-                client: "10.0.0.1".parse().unwrap(),
-                client_port: 40000,
-                server: "10.0.0.2".parse().unwrap(),
-                server_port: 9092,
-                midstream: false,
-            },
-        );
+        let mut s = trawl_sdk::testing::Session::<Kafka>::tcp(9092);
         let mut reqs = metadata_v1(7, &["orders", "payments"]);
         reqs.extend(metadata_v1(8, &["audit"]));
-        assert!(g.data(1, Dir::ToServer, 0, 1, &reqs, 0).events.is_empty());
+        s.send(Dir::ToServer, &reqs);
+        assert!(s.records.is_empty());
         let mut resp = frame(&8i32.to_be_bytes());
         resp.extend(frame(&7i32.to_be_bytes()));
-        let recs: Vec<Record> = g
-            .data(1, Dir::ToClient, 0, 2, &resp, 0)
-            .events
-            .into_iter()
-            .filter_map(|e| match e {
-                trawl_sdk::Event::Record(r) => Some(r),
-                _ => None,
-            })
-            .collect();
+        s.send(Dir::ToClient, &resp);
+        let recs = s.records;
         assert_eq!(recs.len(), 2);
         assert_eq!((recs[0].method.as_str(), recs[0].summary.as_str()), ("Metadata", "audit"));
         assert_eq!(recs[1].summary, "orders,payments");

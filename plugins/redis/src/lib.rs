@@ -413,32 +413,14 @@ trawl_sdk::export_dissector!(Redis);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trawl_sdk::{Event, Guest};
 
     fn run(pairs: &[(Dir, &[u8])]) -> Vec<Record> {
-        let mut g = Guest::<Redis>::default();
-        g.open(
-            1,
-            ConnMeta {
-                l4: L4::Tcp,
-                client: "10.0.0.1".parse().unwrap(),
-                client_port: 40000,
-                server: "10.0.0.2".parse().unwrap(),
-                server_port: 6379,
-                midstream: false,
-            },
-        );
-        let mut out = Vec::new();
+        let mut s = trawl_sdk::testing::Session::<Redis>::tcp(6379);
         for (dir, bytes) in pairs {
-            out.extend(g.data(1, *dir, 0, 1, bytes, 0).events);
+            s.send(*dir, bytes);
         }
-        out.extend(g.close(1, 2).events);
-        out.into_iter()
-            .filter_map(|e| match e {
-                Event::Record(r) => Some(r),
-                Event::Upgrade { .. } => None,
-            })
-            .collect()
+        s.close();
+        s.records
     }
 
     #[test]
