@@ -65,7 +65,10 @@ fn tcpdump(file: &Path, filter: &str) -> Child {
 
 /// `(client port, correlation id, request class, version)` from lines like
 /// `<KafkaConnection … host=[127.0.0.1:9092<-50240] …> Request 2: MetadataRequest(version=12, …`.
-fn client_log(path: &Path) -> (BTreeSet<(u64, i64, String, i64)>, BTreeSet<(u64, i64)>) {
+/// `(client port, correlation id, api name, version)`.
+type Sent = (u64, i64, String, i64);
+
+fn client_log(path: &Path) -> (BTreeSet<Sent>, BTreeSet<(u64, i64)>) {
     let mut requests = BTreeSet::new();
     let mut answered = BTreeSet::new();
     for line in std::fs::read_to_string(path).unwrap().lines() {
