@@ -13,11 +13,25 @@ fn main() {
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let target_dir = out.join("wasm-target");
-    for dir in ["sdk/src", "sdk/Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    // Every file the plugins are built from: a directory given to
+    // rerun-if-changed is only checked for its own timestamp, so list files.
+    let mut watched = vec![root.join("Cargo.lock"), root.join("Cargo.toml")];
+    let mut dirs = vec![root.join("sdk"), root.join("plugins/h2")];
+    dirs.extend(PLUGINS.iter().map(|p| root.join("plugins").join(p)));
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    dirs.push(path);
+                }
+            } else {
+                watched.push(path);
+            }
+        }
     }
-    for p in PLUGINS {
-        println!("cargo:rerun-if-changed={}", root.join("plugins").join(p).display());
+    for path in watched {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

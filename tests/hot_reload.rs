@@ -179,7 +179,7 @@ fn swapping_a_plugin_mid_replay() {
     t_out.join().unwrap();
     t_err.join().unwrap();
     lines.extend(rx.try_iter());
-    assert!(status.success());
+    assert!(status.success(), "trawl failed: {:?}", lines.iter().filter(|l| !l.1).map(|l| &l.2).collect::<Vec<_>>());
 
     let reload = lines
         .iter()

@@ -116,9 +116,10 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
             let offset = Duration::from_nanos(frame.ts.saturating_sub(first));
             let due = offset.div_f64(speed.max(1e-6));
             while started.elapsed() < due {
-                // Stay responsive to reloads while waiting for the frame's time.
+                // Stay responsive to reloads while waiting for the frame's time
+                // (saturating: housekeeping may itself overrun the deadline).
                 housekeeping(&mut engine, &mut output, reloader.as_ref());
-                std::thread::sleep((due - started.elapsed()).min(Duration::from_millis(20)));
+                std::thread::sleep(due.saturating_sub(started.elapsed()).min(Duration::from_millis(20)));
             }
         }
         engine.process(frame.link, frame.ts, frame.data, frame.wire_len);

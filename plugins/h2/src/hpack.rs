@@ -28,6 +28,9 @@ pub enum Error {
     TooManyHeaders,
 }
 
+/// Decoded header fields, in order.
+pub type Fields = Vec<(String, String)>;
+
 /// A per-direction HPACK decoder with its dynamic table.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -84,8 +87,26 @@ impl Decoder {
         self.table.get(i - STATIC_TABLE.len() - 1).cloned().ok_or(Error::UnknownIndex(index))
     }
 
-    /// Decodes one complete header block.
+    /// Decodes one complete header block; an unknown index is an error.
     pub fn decode(&mut self, block: &[u8]) -> Result<Vec<(String, String)>, Error> {
+        let (fields, unknown) = self.decode_lenient(block)?;
+        match unknown {
+            Some(index) => Err(Error::UnknownIndex(index)),
+            None => Ok(fields),
+        }
+    }
+
+    /// Decodes what can be decoded after a mid-connection join: fields that
+    /// name an unknown dynamic entry are left out (their literals still
+    /// enter the table, so later indices stay aligned), and the first
+    /// unknown index is returned alongside.
+    pub fn decode_lenient(&mut self, block: &[u8]) -> Result<(Fields, Option<u64>), Error> {
+        let mut unknown = None;
+        let fields = self.decode_inner(block, &mut unknown)?;
+        Ok((fields, unknown))
+    }
+
+    fn decode_inner(&mut self, block: &[u8], unknown: &mut Option<u64>) -> Result<Vec<(String, String)>, Error> {
         let mut at = 0;
         let mut out = Vec::new();
         while at < block.len() {
@@ -95,11 +116,19 @@ impl Decoder {
             let b = block[at];
             if b & 0x80 != 0 {
                 let index = integer(block, &mut at, 7)?;
-                out.push(self.get(index)?);
+                match self.get(index) {
+                    Ok(field) => out.push(field),
+                    Err(Error::UnknownIndex(i)) => {
+                        unknown.get_or_insert(i);
+                    }
+                    Err(e) => return Err(e),
+                }
             } else if b & 0x40 != 0 {
-                let (name, value) = self.literal(block, &mut at, 6)?;
+                let (name, value, known) = self.literal(block, &mut at, 6, unknown)?;
                 self.insert(name.clone(), value.clone());
-                out.push((name, value));
+                if known {
+                    out.push((name, value));
+                }
             } else if b & 0x20 != 0 {
                 let size = integer(block, &mut at, 5)?;
                 let size = usize::try_from(size).map_err(|_| Error::TableSizeUpdate)?;
@@ -110,16 +139,37 @@ impl Decoder {
                 self.evict();
             } else {
                 // Without indexing (0000) or never indexed (0001).
-                out.push(self.literal(block, &mut at, 4)?);
+                let (name, value, known) = self.literal(block, &mut at, 4, unknown)?;
+                if known {
+                    out.push((name, value));
+                }
             }
         }
         Ok(out)
     }
 
-    fn literal(&self, block: &[u8], at: &mut usize, prefix: u8) -> Result<(String, String), Error> {
+    /// A literal field; `false` when its name is an unknown dynamic entry.
+    fn literal(
+        &self,
+        block: &[u8],
+        at: &mut usize,
+        prefix: u8,
+        unknown: &mut Option<u64>,
+    ) -> Result<(String, String, bool), Error> {
         let index = integer(block, at, prefix)?;
-        let name = if index == 0 { string(block, at)? } else { self.get(index)?.0 };
-        Ok((name, string(block, at)?))
+        let (name, known) = if index == 0 {
+            (string(block, at)?, true)
+        } else {
+            match self.get(index) {
+                Ok((n, _)) => (n, true),
+                Err(Error::UnknownIndex(i)) => {
+                    unknown.get_or_insert(i);
+                    (String::from("?"), false)
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok((name, string(block, at)?, known))
     }
 }
 
@@ -278,6 +328,9 @@ mod tests {
     fn unknown_dynamic_index_after_a_mid_stream_join() {
         let mut d = Decoder::new();
         assert_eq!(d.decode(&hex("82be")), Err(Error::UnknownIndex(62)));
+        let (fields, unknown) = Decoder::new().decode_lenient(&hex("82be 84")).unwrap();
+        assert_eq!(fields, pairs(&[(":method", "GET"), (":path", "/")]));
+        assert_eq!(unknown, Some(62));
     }
 
     #[test]

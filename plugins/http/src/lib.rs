@@ -7,6 +7,7 @@
 //! upgrade and hands the connection over.
 #![forbid(unsafe_code)]
 
+mod h2;
 mod message;
 mod probe;
 
@@ -69,6 +70,8 @@ pub struct HttpConn {
     response: Option<Response>,
     /// Capture time of the first byte of the head being read, per direction.
     head_ts: [Option<u64>; 2],
+    /// Set once the connection speaks HTTP/2.
+    h2: Option<h2::H2Conn>,
 }
 
 impl Dissector for Http {
@@ -107,13 +110,38 @@ impl Dissector for Http {
         bytes: &[u8],
         out: &mut Output,
     ) -> Progress {
-        match dir {
+        if let Some(h2) = conn.h2.as_mut() {
+            return h2.data(dir, ts, bytes, out);
+        }
+        // HTTP/2 frames before any HTTP/1 message: joined mid-connection
+        // (frames are binary; an HTTP/1 head never parses as two of them).
+        let fresh = conn.next_id == 0 && conn.response.is_none();
+        if fresh && h2::looks_like_frames(bytes) {
+            conn.h2 = Some(h2::H2Conn::midstream());
+            return self.data(conn, _meta, dir, ts, bytes, out);
+        }
+        let progress = match dir {
+            Dir::ToServer if h2::starts_preface(bytes) => {
+                conn.h2 = Some(h2::H2Conn::default());
+                return self.data(conn, _meta, dir, ts, bytes, out);
+            }
             Dir::ToServer => conn.request_data(ts, bytes, out),
             Dir::ToClient => conn.response_data(ts, bytes, out),
+        };
+        // Not HTTP/1 at the start of a message, but HTTP/2 frames: a
+        // connection joined mid-stream.
+        if progress == Progress::Desync && h2::looks_like_frames(bytes) {
+            conn.h2 = Some(h2::H2Conn::midstream());
+            return self.data(conn, _meta, dir, ts, bytes, out);
         }
+        progress
     }
 
     fn gap(&mut self, conn: &mut HttpConn, dir: Dir, len: u64, _out: &mut Output) -> bool {
+        if conn.h2.is_some() {
+            // Lost bytes may hold HPACK updates: the header tables are gone.
+            return false;
+        }
         let phase = match dir {
             Dir::ToServer => &mut conn.req_phase,
             Dir::ToClient => &mut conn.resp_phase,
@@ -157,6 +185,9 @@ impl Dissector for Http {
     }
 
     fn close(&mut self, mut conn: HttpConn, _ts: u64, out: &mut Output) {
+        if let Some(h2) = conn.h2.as_mut() {
+            h2.close(out);
+        }
         if conn.response.is_some() {
             conn.finish_response(out);
         }
@@ -279,8 +310,26 @@ impl HttpConn {
                 let upgrade = (status == 101).then(|| head.header("upgrade").unwrap_or("unknown").to_string());
                 self.response = Some(Response { head, body_wire: 0, body_len: 0, ts: head_ts, request });
                 if let Some(protocol) = upgrade {
+                    let protocol = protocol.to_ascii_lowercase();
+                    if protocol == "h2c" {
+                        // RFC 7540 §3.2: the upgraded request is stream 1.
+                        let stream1 = self.response.as_ref().and_then(|r| r.request.as_ref()).map(|p| {
+                            let mut h = vec![
+                                (":method".to_string(), p.head.method.clone()),
+                                (":path".to_string(), p.head.target.clone()),
+                            ];
+                            if let Some(host) = p.head.header("host") {
+                                h.push((":authority".to_string(), host.to_string()));
+                            }
+                            (h, p.head.size as u64 + p.body_wire, p.ts)
+                        });
+                        self.finish_response(out);
+                        let (h, size, ts) = stream1.unwrap_or_default();
+                        self.h2 = Some(h2::H2Conn::after_upgrade(h, size, ts));
+                        return Progress::Done { consumed };
+                    }
                     self.finish_response(out);
-                    out.upgrade(&protocol.to_ascii_lowercase());
+                    out.upgrade(&protocol);
                     return Progress::Handover { consumed };
                 }
                 match body {

@@ -38,6 +38,12 @@ pub fn probe(dir: Dir, bytes: &[u8]) -> Probe {
     if bytes.is_empty() {
         return Probe::NeedMore;
     }
+    if dir == Dir::ToServer && crate::h2::starts_preface(bytes) {
+        return if bytes.len() < trawl_h2::frame::PREFACE.len() { Probe::NeedMore } else { Probe::Match };
+    }
+    if crate::h2::looks_like_frames(bytes) {
+        return Probe::MatchWeak;
+    }
     if dir == Dir::ToClient || bytes.starts_with(b"HTTP/") {
         return probe_status_line(bytes);
     }

@@ -92,13 +92,49 @@ fn unanswered_request_reported_on_close() {
 }
 
 #[test]
-fn upgrade_hands_over() {
+fn h2c_upgrade_continues_as_http2() {
     let mut d = new_driver();
-    d.send(Dir::ToServer, b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n");
-    d.send(Dir::ToClient, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n\x00\x00\x12\x04");
-    assert_eq!(d.status, Status::Handover);
-    assert_eq!(d.upgrades, ["h2c"]);
+    d.send(
+        Dir::ToServer,
+        b"GET /up HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
+    );
+    d.send(Dir::ToClient, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n");
+    assert_eq!(d.status, Status::Ok);
     assert_eq!(status(&d.records[0]), Some(101));
+    // Server SETTINGS, then stream 1's response: HEADERS (:status 200) with END_STREAM.
+    d.send(Dir::ToClient, &[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88]);
+    assert_eq!(d.records.len(), 2);
+    assert_eq!(
+        (d.records[1].method.as_str(), d.records[1].summary.as_str(), status(&d.records[1])),
+        ("GET", "/up", Some(200))
+    );
+    assert_eq!(d.records[1].fields["http_version"], Value::from("HTTP/2"));
+}
+
+#[test]
+fn other_upgrades_hand_over() {
+    let mut d = new_driver();
+    d.send(Dir::ToServer, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    d.send(Dir::ToClient, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello");
+    assert_eq!(d.status, Status::Handover);
+    assert_eq!(d.upgrades, ["websocket"]);
+}
+
+#[test]
+fn prior_knowledge_h2c_streams() {
+    let mut d = new_driver();
+    let mut c2s = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    c2s.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    // HEADERS stream 1: GET /index.html http (static 2, 5, 6), END_STREAM|END_HEADERS.
+    c2s.extend_from_slice(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x85, 0x86]);
+    // HEADERS stream 3: POST / (static 3, 4), END_HEADERS; DATA with END_STREAM.
+    c2s.extend_from_slice(&[0, 0, 2, 1, 4, 0, 0, 0, 3, 0x83, 0x84, 0, 0, 2, 0, 1, 0, 0, 0, 3, b'h', b'i']);
+    d.bytewise(Dir::ToServer, &c2s);
+    // Stream 3 answered first (:status 404), then RST on stream 1 (CANCEL = 8).
+    d.send(Dir::ToClient, &[0, 0, 1, 1, 5, 0, 0, 0, 3, 0x8d, 0, 0, 4, 3, 0, 0, 0, 0, 1, 0, 0, 0, 8]);
+    let got: Vec<_> = d.records.iter().map(|r| (r.method.as_str(), r.summary.as_str(), status(r), r.error)).collect();
+    assert_eq!(got, [("POST", "/", Some(404), true), ("GET", "/index.html", None, true)]);
+    assert_eq!(d.records[1].fields["rst_stream_code"], Value::Int(8));
 }
 
 #[test]
@@ -135,7 +171,7 @@ fn probes() {
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::Match);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"GE"), Probe::NeedMore);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"CCM_POST /x HTTP/1.1\r\n"), Probe::Match);
-    assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Probe::NoMatch);
+    assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Probe::Match);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToClient, b"HTTP/1.1 200 OK\r\n"), Probe::Match);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Probe::NoMatch);
     assert_eq!(Http::probe(L4::Udp, Dir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::NoMatch);
