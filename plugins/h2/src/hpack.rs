@@ -182,10 +182,15 @@ fn integer(block: &[u8], at: &mut usize, n: u8) -> Result<u64, Error> {
     if v < max {
         return Ok(v);
     }
-    let mut shift = 0;
+    let mut shift = 0u32;
     loop {
         let b = *block.get(*at).ok_or(Error::Truncated)?;
         *at += 1;
+        // Zero-valued continuation bytes do not grow `v`, so the shift
+        // itself needs a bound (found by fuzzing).
+        if shift > 28 {
+            return Err(Error::Integer);
+        }
         v += u64::from(b & 0x7f) << shift;
         if v > MAX_INT {
             return Err(Error::Integer);
@@ -347,5 +352,9 @@ mod tests {
             let _ = huffman_decode(&block);
         }
         assert_eq!(integer(&[0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut 0, 7), Err(Error::Integer));
+        let mut padded = vec![0x7f];
+        padded.extend_from_slice(&[0x80; 20]);
+        padded.push(0x01);
+        assert_eq!(integer(&padded, &mut 0, 7), Err(Error::Integer));
     }
 }
