@@ -20,26 +20,11 @@
 
 mod support;
 
+use support::{records, rows, split};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-fn rows(tsv: &Path) -> Vec<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(tsv).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split('\t').map(str::to_string).collect();
-    lines.map(|l| header.iter().cloned().zip(l.split('\t').map(str::to_string)).collect()).collect()
-}
-
-fn split(v: &str) -> Vec<String> {
-    if v.is_empty() { Vec::new() } else { v.split('|').map(str::to_string).collect() }
-}
-
-fn records(capture: &Path) -> Vec<Value> {
-    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
-    assert!(out.status.success(), "{}: {}", capture.display(), String::from_utf8_lossy(&out.stderr));
-    support::json_lines(&out.stdout)
-}
 
 fn ep(v: &Value) -> String {
     format!("{}:{}", v["ip"].as_str().unwrap(), v["port"])
@@ -111,11 +96,9 @@ fn http_records_agree_with_tshark() {
     let mut failures = Vec::new();
     let mut exchanges = 0;
     for capture in support::captures(&corpus) {
-        let tsv =
-            capture.with_file_name(format!("{}.expected/http.tsv", capture.file_name().unwrap().to_string_lossy()));
-        if !tsv.is_file() {
+        let Some(tsv) = support::expected(&capture, "http.tsv") else {
             continue;
-        }
+        };
         let expected = tshark_http(&tsv);
         let got = trawl_http(&records(&capture));
         exchanges += expected.values().map(Vec::len).sum::<usize>();
@@ -244,11 +227,9 @@ fn dns_records_agree_with_tshark() {
     let mut failures = Vec::new();
     let mut lookups = 0;
     for capture in support::captures(&corpus) {
-        let tsv =
-            capture.with_file_name(format!("{}.expected/dns.tsv", capture.file_name().unwrap().to_string_lossy()));
-        if !tsv.is_file() {
+        let Some(tsv) = support::expected(&capture, "dns.tsv") else {
             continue;
-        }
+        };
         let expected = tshark_dns(&tsv);
         let got = trawl_dns(&records(&capture));
         lookups += expected.lookups.values().map(Vec::len).sum::<usize>();

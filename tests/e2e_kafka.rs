@@ -12,21 +12,13 @@
 
 mod support;
 
+use support::{Killed, stop_tcpdump, tcpdump};
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn python() -> Option<PathBuf> {
     let py = std::env::var_os("TRAWL_PY").map_or_else(|| PathBuf::from("/var/tmp/trawl-py/bin/python"), PathBuf::from);
@@ -43,24 +35,6 @@ fn tansu(py: &Path) -> PathBuf {
         .output()
         .unwrap();
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn tcpdump(file: &Path, filter: &str) -> Child {
-    let mut child = Command::new("tcpdump")
-        .args(["-i", "lo", "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0", "-w"])
-        .arg(file)
-        .arg(filter)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap_or_default().contains("listening on") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
 }
 
 /// `(client port, correlation id, request class, version)` from lines like
@@ -123,14 +97,13 @@ fn kafka_broker_and_client() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let capture = dir.join("kafka.pcap");
-    let mut dump = tcpdump(&capture, &format!("tcp port {port}"));
+    let dump = tcpdump(&capture, &format!("tcp port {port}"));
     let log = dir.join("client.log");
     let client = support::project_root().join("tests/e2e/kafka_client.py");
     let status = Command::new(&py).arg(&client).arg(format!("127.0.0.1:{port}")).arg(&log).status().unwrap();
     assert!(status.success(), "kafka client failed");
     std::thread::sleep(Duration::from_millis(500));
-    let _ = Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
-    let _ = dump.wait();
+    stop_tcpdump(dump);
 
     let (requests, answered) = client_log(&log);
     assert!(requests.len() >= 15, "client log has {} requests", requests.len());

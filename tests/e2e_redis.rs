@@ -11,11 +11,11 @@
 
 mod support;
 
+use support::{Killed, stop_tcpdump, tcpdump};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn have(tool: &str) -> bool {
@@ -33,55 +33,12 @@ fn tools_or_skip(tools: &[&str]) -> bool {
     false
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         assert!(start.elapsed() < Duration::from_secs(15), "{what} did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Starts tcpdump on loopback and waits until it is listening.
-fn tcpdump(file: &Path, filter: &str) -> Child {
-    let mut child = Command::new("tcpdump")
-        // Immediate mode: without it packets sit in the kernel ring until a
-        // block fills, and SIGINT can end tcpdump before it writes them.
-        .args(["-i", "lo", "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0", "-w"])
-        .arg(file)
-        .arg(filter)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let start = Instant::now();
-    for line in lines.by_ref() {
-        if line.unwrap_or_default().contains("listening on") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "tcpdump did not start");
-    }
-    let log = file.with_extension("err");
-    std::thread::spawn(move || {
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let _ = std::fs::write(log, rest.join("\n"));
-    });
-    child
-}
-
-fn stop_tcpdump(mut child: Child) {
-    // SIGINT lets tcpdump flush and close the file.
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {

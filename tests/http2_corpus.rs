@@ -12,6 +12,8 @@
 
 mod support;
 
+use support::{rows, split};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -20,17 +22,6 @@ struct Seen {
     methods: Vec<String>,
     paths: Vec<String>,
     statuses: Vec<String>,
-}
-
-fn rows(tsv: &Path) -> Vec<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(tsv).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split('\t').map(str::to_string).collect();
-    lines.map(|l| header.iter().cloned().zip(l.split('\t').map(str::to_string)).collect()).collect()
-}
-
-fn split(v: &str) -> Vec<String> {
-    if v.is_empty() { Vec::new() } else { v.split('|').map(str::to_string).collect() }
 }
 
 fn ep(ip4: &str, ip6: &str, port: &str) -> String {
@@ -63,10 +54,8 @@ fn tshark(tsv: &Path) -> BTreeMap<(String, String), Seen> {
 }
 
 fn trawl(capture: &Path) -> BTreeMap<(String, String), Seen> {
-    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut seen: BTreeMap<(String, String), Seen> = BTreeMap::new();
-    let records = support::json_lines(&out.stdout);
+    let records = support::records(capture);
     let upgraded: std::collections::BTreeSet<(String, String)> = records
         .iter()
         .filter(|r| r["status_code"] == 101)
@@ -111,11 +100,9 @@ fn http2_streams_agree_with_tshark() {
     let mut failures = Vec::new();
     let mut streams = 0;
     for capture in support::captures(&corpus) {
-        let tsv =
-            capture.with_file_name(format!("{}.expected/http2.tsv", capture.file_name().unwrap().to_string_lossy()));
-        if !tsv.is_file() {
+        let Some(tsv) = support::expected(&capture, "http2.tsv") else {
             continue;
-        }
+        };
         let expected = tshark(&tsv);
         let got = trawl(&capture);
         streams += expected.values().map(|s| s.statuses.len()).sum::<usize>();

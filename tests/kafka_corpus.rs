@@ -8,22 +8,13 @@
 
 mod support;
 
+use support::{records, rows, split};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 type Exchange = (i64, i64, i64, String, bool);
-
-fn rows(tsv: &Path) -> Vec<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(tsv).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split('\t').map(str::to_string).collect();
-    lines.map(|l| header.iter().cloned().zip(l.split('\t').map(str::to_string)).collect()).collect()
-}
-
-fn split(v: &str) -> Vec<String> {
-    if v.is_empty() { Vec::new() } else { v.split('|').map(str::to_string).collect() }
-}
 
 fn tshark(tsv: &Path) -> BTreeMap<String, Vec<Exchange>> {
     let mut out: BTreeMap<String, Vec<Exchange>> = BTreeMap::new();
@@ -68,12 +59,6 @@ fn tshark(tsv: &Path) -> BTreeMap<String, Vec<Exchange>> {
     out
 }
 
-fn records(capture: &Path) -> Vec<Value> {
-    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    support::json_lines(&out.stdout)
-}
-
 fn trawl(recs: &[Value]) -> BTreeMap<String, Vec<Exchange>> {
     let mut out: BTreeMap<String, Vec<Exchange>> = BTreeMap::new();
     for r in recs.iter().filter(|r| r["protocol"] == "kafka" && r["fields"]["kafka_api_key"].is_i64()) {
@@ -98,11 +83,9 @@ fn kafka_requests_agree_with_tshark() {
     let mut failures = Vec::new();
     let mut requests = 0;
     for capture in support::captures(&corpus) {
-        let tsv =
-            capture.with_file_name(format!("{}.expected/kafka.tsv", capture.file_name().unwrap().to_string_lossy()));
-        if !tsv.is_file() {
+        let Some(tsv) = support::expected(&capture, "kafka.tsv") else {
             continue;
-        }
+        };
         let expected = tshark(&tsv);
         let recs = records(&capture);
         let got = trawl(&recs);

@@ -48,10 +48,8 @@ fn hiredis(path: &Path) -> (BTreeMap<String, Conn>, Vec<String>) {
 }
 
 fn trawl(capture: &Path) -> BTreeMap<String, Conn> {
-    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut conns: BTreeMap<String, Conn> = BTreeMap::new();
-    for r in support::json_lines(&out.stdout).iter().filter(|r| r["protocol"] == "redis") {
+    for r in support::records(capture).iter().filter(|r| r["protocol"] == "redis") {
         let ip = r["src"]["ip"].as_str().unwrap();
         let client = if ip.contains(':') {
             format!("[{ip}]:{}", r["src"]["port"])
@@ -73,11 +71,9 @@ fn redis_commands_agree_with_hiredis() {
     let mut failures = Vec::new();
     let mut commands = 0;
     for capture in support::captures(&corpus) {
-        let jsonl = capture
-            .with_file_name(format!("{}.expected/resp_hiredis.jsonl", capture.file_name().unwrap().to_string_lossy()));
-        if !jsonl.is_file() {
+        let Some(jsonl) = support::expected(&capture, "resp_hiredis.jsonl") else {
             continue;
-        }
+        };
         let (expected, broken) = hiredis(&jsonl);
         let got = trawl(&capture);
         let name = capture.strip_prefix(&corpus).unwrap().display().to_string();
@@ -122,11 +118,8 @@ fn monitor(path: &Path) -> BTreeMap<String, Vec<(String, String)>> {
 fn made_redis_matches_the_monitor_log() {
     let Some(corpus) = support::corpus() else { return };
     let executed = monitor(&corpus.join("made/logs/redis_resp2_monitor.log"));
-    let out =
-        support::run_trawl(&["replay", corpus.join("made/redis_resp2.pcap").to_str().unwrap(), "--emit", "records"]);
-    assert!(out.status.success());
     let mut per_client: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for r in support::json_lines(&out.stdout).into_iter().filter(|r| r["protocol"] == "redis") {
+    for r in support::records(&corpus.join("made/redis_resp2.pcap")).into_iter().filter(|r| r["protocol"] == "redis") {
         per_client.entry(format!("{}:{}", r["src"]["ip"].as_str().unwrap(), r["src"]["port"])).or_default().push(r);
     }
     let mut checked = 0;

@@ -138,12 +138,10 @@ fn every_capture_matches_tshark_conversations() {
     let mut conversations = 0;
     let mut failures = Vec::new();
     for capture in &captures {
-        let tsv = capture
-            .with_file_name(format!("{}.expected/service_edges.tsv", capture.file_name().unwrap().to_string_lossy()));
-        if !tsv.is_file() {
+        let Some(tsv) = support::expected(capture, "service_edges.tsv") else {
             failures.push(format!("{}: no expected service_edges.tsv", capture.display()));
             continue;
-        }
+        };
         let expected = expected_conversations(&tsv);
         let (got, _stderr) = trawl_conversations(capture);
         conversations += expected.len();

@@ -11,6 +11,8 @@
 
 mod support;
 
+use support::records;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,12 +25,6 @@ fn zeek_log(path: &Path) -> Vec<BTreeMap<String, String>> {
         .filter(|l| !l.starts_with('#'))
         .map(|l| fields.iter().cloned().zip(l.split('\t').map(str::to_string)).collect())
         .collect()
-}
-
-fn records(capture: &Path) -> Vec<Value> {
-    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    support::json_lines(&out.stdout)
 }
 
 fn known(v: &str) -> Option<&str> {

@@ -2,8 +2,10 @@
 //! running the `trawl` binary.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The test corpus (`TRAWL_CORPUS`, default `../shared/data` beside the
 /// project root). `None` means "skip": the test prints why. Under `CI=true` a
@@ -65,4 +67,72 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
+}
+
+/// `trawl replay CAPTURE --emit records`, parsed; the replay must succeed.
+pub fn records(capture: &Path) -> Vec<serde_json::Value> {
+    let out = run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
+    assert!(out.status.success(), "{}: {}", capture.display(), String::from_utf8_lossy(&out.stderr));
+    json_lines(&out.stdout)
+}
+
+/// `CAPTURE.expected/NAME` beside a corpus capture, if it exists.
+pub fn expected(capture: &Path, name: &str) -> Option<PathBuf> {
+    let file = capture.with_file_name(format!("{}.expected/{name}", capture.file_name()?.to_string_lossy()));
+    file.is_file().then_some(file)
+}
+
+/// Rows of a tshark TSV export, by column name.
+pub fn rows(tsv: &Path) -> Vec<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(tsv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split('\t').map(str::to_string).collect();
+    lines.map(|l| header.iter().cloned().zip(l.split('\t').map(str::to_string)).collect()).collect()
+}
+
+/// A tshark field with several occurrences (`-E aggregator=|`).
+pub fn split(v: &str) -> Vec<String> {
+    if v.is_empty() { Vec::new() } else { v.split('|').map(str::to_string).collect() }
+}
+
+/// A child process that is killed when the test lets go of it.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts tcpdump on loopback and returns once it is listening. Immediate
+/// mode: without it packets sit in the kernel ring until a block fills, and
+/// SIGINT can end tcpdump before it writes them.
+pub fn tcpdump(file: &Path, filter: &str) -> Child {
+    let mut child = Command::new("tcpdump")
+        .args(["-i", "lo", "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0", "-w"])
+        .arg(file)
+        .arg(filter)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap_or_default().contains("listening on") {
+            break;
+        }
+    }
+    // Keep its closing counts ("N packets captured") for a failing test.
+    let log = file.with_extension("err");
+    std::thread::spawn(move || {
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let _ = std::fs::write(log, rest.join("\n"));
+    });
+    child
+}
+
+/// Stops tcpdump with SIGINT so it flushes and closes its file.
+pub fn stop_tcpdump(mut child: Child) {
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = child.wait();
 }

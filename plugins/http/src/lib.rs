@@ -200,13 +200,7 @@ impl Dissector for Http {
 impl HttpConn {
     fn request_data(&mut self, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
         match &mut self.req_phase {
-            Phase::Resync => match probe::find_message_start(Dir::ToServer, bytes) {
-                Some(at) => {
-                    self.req_phase = Phase::Head;
-                    Progress::Done { consumed: at as u32 }
-                }
-                None => resync_skip(bytes),
-            },
+            Phase::Resync => resync(&mut self.req_phase, Dir::ToServer, bytes),
             Phase::Body(body) => {
                 let step = body.advance(bytes);
                 let p = self.req_body_of.and_then(|id| self.pending.iter_mut().find(|p| p.id == id));
@@ -264,13 +258,7 @@ impl HttpConn {
 
     fn response_data(&mut self, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
         match &mut self.resp_phase {
-            Phase::Resync => match probe::find_message_start(Dir::ToClient, bytes) {
-                Some(at) => {
-                    self.resp_phase = Phase::Head;
-                    Progress::Done { consumed: at as u32 }
-                }
-                None => resync_skip(bytes),
-            },
+            Phase::Resync => resync(&mut self.resp_phase, Dir::ToClient, bytes),
             Phase::Body(body) => {
                 let step = body.advance(bytes);
                 let target = self.response.as_mut().map(|r| (&mut r.body_wire, &mut r.body_len));
@@ -348,8 +336,13 @@ impl HttpConn {
     }
 }
 
-/// Skips bytes while resyncing, keeping a tail that may start a message.
-fn resync_skip(bytes: &[u8]) -> Progress {
+/// After lost bytes: skips to the next line that starts a message, keeping
+/// a tail that may be the start of one.
+fn resync(phase: &mut Phase, dir: Dir, bytes: &[u8]) -> Progress {
+    if let Some(at) = probe::find_message_start(dir, bytes) {
+        *phase = Phase::Head;
+        return Progress::Done { consumed: at as u32 };
+    }
     let keep = 32.min(bytes.len());
     let consumed = (bytes.len() - keep) as u32;
     Progress::NeedMore { consumed, needed: keep as u32 + 1 }

@@ -525,11 +525,7 @@ impl Dispatcher {
                     a.needed[d] =
                         (r.needed as usize).max(if r.consumed == 0 && !rest.is_empty() { rest.len() + 1 } else { 0 });
                     if a.tails[d].len() > max_buffer {
-                        self.stats.detached_by_buffer += 1;
-                        self.slots[slot].detached += 1;
-                        self.slots[slot].last_error = Some(format!("connection buffered over {max_buffer} bytes"));
-                        self.close_attached(id, ts);
-                        return Step::Stop;
+                        return self.detach_overflow(id, slot, ts);
                     }
                 }
                 Step::Continue
@@ -550,31 +546,45 @@ impl Dispatcher {
     }
 
     fn attached_data(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8], fin: bool) -> Step {
-        let Some(Conn { state: State::Attached(a), .. }) = self.conns.get_mut(&id) else {
+        let Some(Conn { state: State::Attached(a), meta, .. }) = self.conns.get_mut(&id) else {
             return Step::Stop;
         };
         let slot = a.slot;
         let d = dir.code() as usize;
-        let mut window = std::mem::take(&mut a.tails[d]);
-        window.extend_from_slice(bytes);
+        let midstream = meta.midstream;
+        // Most segments arrive with nothing left over from the last call:
+        // hand them over as they are instead of copying them first.
+        let tail = std::mem::take(&mut a.tails[d]);
+        let window: std::borrow::Cow<'_, [u8]> = if tail.is_empty() {
+            std::borrow::Cow::Borrowed(bytes)
+        } else {
+            let mut tail = tail;
+            tail.extend_from_slice(bytes);
+            std::borrow::Cow::Owned(tail)
+        };
         if !fin && window.len() < a.needed[d] {
-            a.tails[d] = window;
-            let max_buffer = self.slots[slot].plugin.info.max_buffer as usize;
-            if a.tails[d].len() > max_buffer {
-                self.stats.detached_by_buffer += 1;
-                self.slots[slot].detached += 1;
-                self.close_attached(id, ts);
-                return Step::Stop;
+            a.tails[d] = window.into_owned();
+            if a.tails[d].len() > self.slots[slot].plugin.info.max_buffer as usize {
+                return self.detach_overflow(id, slot, ts);
             }
             return Step::Continue;
         }
-        let midstream = self.conns.get(&id).is_some_and(|c| c.meta.midstream);
         let flags = if fin { abi::FLAG_FIN } else { 0 } | if midstream { abi::FLAG_MIDSTREAM } else { 0 };
         let result = match self.instance(slot) {
             Some(inst) => inst.data(id, dir, flags, ts, &window, 0),
             None => return Step::Stop,
         };
         self.handle_result(id, slot, dir, ts, result, &window)
+    }
+
+    /// A connection kept more unconsumed bytes than its plugin allows.
+    fn detach_overflow(&mut self, id: u64, slot: usize, ts: u64) -> Step {
+        let max_buffer = self.slots[slot].plugin.info.max_buffer;
+        self.stats.detached_by_buffer += 1;
+        self.slots[slot].detached += 1;
+        self.slots[slot].last_error = Some(format!("connection buffered over {max_buffer} bytes"));
+        self.close_attached(id, ts);
+        Step::Stop
     }
 
     fn attached_datagram(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Step {

@@ -53,17 +53,23 @@ impl Dispatcher {
 
     /// Probes with what a connection has shown so far; attaches on a match.
     pub(super) fn run_probes(&mut self, id: u64, dir: Dir) {
+        let d = dir.code() as usize;
+        // Borrow the probe state out of the connection for the loop (the
+        // loop needs `self` for instances), and put it back after.
+        let Some(Conn { state: State::Probing(p), .. }) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let (known, seen, total_seen) =
+            (p.candidates.take(), std::mem::take(&mut p.seen[d]), p.seen[0].len() + p.seen[1].len());
+        let total_seen = total_seen + seen.len();
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
+        let mut candidates = known.unwrap_or_else(|| self.candidates(conn).into_iter().map(|c| (c, 0)).collect());
         let State::Probing(p) = &conn.state else {
             return;
         };
-        let mut candidates =
-            p.candidates.clone().unwrap_or_else(|| self.candidates(conn).into_iter().map(|c| (c, 0)).collect());
         let mut weak = p.weak;
-        let seen = p.seen[dir.code() as usize].clone();
-        let total_seen = p.seen[0].len() + p.seen[1].len();
         let l4 = conn.meta.l4;
         let midstream = conn.meta.midstream && !conn.flipped;
         let mut flip = false;
@@ -126,6 +132,9 @@ impl Dispatcher {
                     candidates.remove(i);
                 }
             }
+        }
+        if let Some(Conn { state: State::Probing(p), .. }) = self.conns.get_mut(&id) {
+            p.seen[d] = seen;
         }
         if flip {
             self.flip(id);
