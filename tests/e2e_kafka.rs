@@ -75,7 +75,7 @@ fn kafka_broker_and_client() {
     std::fs::create_dir_all(&dir).unwrap();
     let port: u16 = 40_000 + (std::process::id() % 20_000) as u16;
     let url = format!("tcp://127.0.0.1:{port}");
-    let _broker = Killed(
+    let broker = Killed(
         Command::new(tansu(&py))
             .args([
                 "broker",
@@ -104,6 +104,8 @@ fn kafka_broker_and_client() {
     assert!(status.success(), "kafka client failed");
     std::thread::sleep(Duration::from_millis(500));
     stop_tcpdump(dump);
+    // The broker is done; stop it so the replay does not compete with it.
+    drop(broker);
 
     let (requests, answered) = client_log(&log);
     assert!(requests.len() >= 15, "client log has {} requests", requests.len());

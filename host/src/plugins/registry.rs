@@ -119,11 +119,16 @@ impl PluginSet {
     pub fn embedded(runtime: Arc<WasmRuntime>) -> anyhow::Result<Self> {
         let mut set = PluginSet { runtime, plugins: BTreeMap::new(), rejected: Vec::new(), dirs: Vec::new() };
         for (name, bytes) in embedded::EMBEDDED {
-            let plugin = set
-                .runtime
-                .load(bytes, PluginSource::Embedded)
-                .map_err(|e| anyhow::anyhow!("embedded plugin {name} does not load: {e}"))?;
-            set.plugins.insert(plugin.info.name.clone(), Arc::new(plugin));
+            // One plugin that fails to load costs its protocol, not the run.
+            match set.runtime.load(bytes, PluginSource::Embedded) {
+                Ok(plugin) => {
+                    set.plugins.insert(plugin.info.name.clone(), Arc::new(plugin));
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = name, %error, "embedded plugin rejected");
+                    set.rejected.push(Rejected { path: PathBuf::from(format!("embedded:{name}")), error });
+                }
+            }
         }
         Ok(set)
     }

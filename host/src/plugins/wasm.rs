@@ -32,6 +32,9 @@ impl Default for SandboxLimits {
     }
 }
 
+/// Load-time calls may take this many times the per-call deadline.
+const LOAD_DEADLINE_FACTOR: u64 = 25;
+
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -310,14 +313,21 @@ impl WasmInstance {
         self.store.set_epoch_deadline(self.deadline_ticks);
     }
 
+    /// Load-time calls (version, init) run once per plugin, on a machine
+    /// that may be busy compiling; they get a longer budget than traffic
+    /// calls, which is still a bound for a plugin that never returns.
+    fn arm_for_load(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks.saturating_mul(LOAD_DEADLINE_FACTOR));
+    }
+
     fn call_abi_version(&mut self) -> Result<u32, PluginFault> {
-        self.arm();
+        self.arm_for_load();
         let f = self.funcs.abi_version.clone();
         f.call(&mut self.store, ()).map_err(|e| self.fault(e))
     }
 
     fn call_init(&mut self) -> Result<PluginInfo, PluginFault> {
-        self.arm();
+        self.arm_for_load();
         let f = self.funcs.init.clone();
         let packed = f.call(&mut self.store, ()).map_err(|e| self.fault(e))?;
         self.decode(packed)
