@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["http", "dns", "redis", "kafka"];
+const PLUGINS: &[&str] = &["http", "grpc", "dns", "redis", "kafka"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

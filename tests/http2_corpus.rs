@@ -58,7 +58,7 @@ fn trawl(capture: &Path) -> BTreeMap<(String, String), Seen> {
     let records = support::records(capture);
     let upgraded: std::collections::BTreeSet<(String, String)> = records
         .iter()
-        .filter(|r| r["status_code"] == 101)
+        .filter(|r| r["fields"]["status_code"] == 101)
         .map(|r| {
             key(
                 format!("{}:{}", r["src"]["ip"].as_str().unwrap(), r["src"]["port"]),
@@ -81,7 +81,7 @@ fn trawl(capture: &Path) -> BTreeMap<(String, String), Seen> {
                 s.paths.push(p.to_string());
             }
         }
-        if let Some(c) = r["status_code"].as_i64() {
+        if let Some(c) = r["fields"]["status_code"].as_i64() {
             s.statuses.push(c.to_string());
         }
     }

@@ -74,5 +74,6 @@ pub fn first_party() -> Vec<LoadedPlugin> {
         native_plugin::<trawl_plugin_dns::Dns>(),
         native_plugin::<trawl_plugin_redis::Redis>(),
         native_plugin::<trawl_plugin_kafka::Kafka>(),
+        native_plugin::<trawl_plugin_grpc::Grpc>(),
     ]
 }

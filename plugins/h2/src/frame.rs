@@ -85,6 +85,15 @@ impl<'a> Frame<'a> {
         self.payload.get(1..self.payload.len().checked_sub(pad)?)
     }
 
+    /// GOAWAY's last stream id: higher streams were never processed.
+    pub fn last_stream(&self) -> Option<u32> {
+        if self.kind != GOAWAY {
+            return None;
+        }
+        let b = self.payload.get(..4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+    }
+
     /// Error code of RST_STREAM and GOAWAY.
     pub fn error_code(&self) -> Option<u32> {
         let at = match self.kind {

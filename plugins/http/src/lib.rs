@@ -111,18 +111,18 @@ impl Dissector for Http {
         out: &mut Output,
     ) -> Progress {
         if let Some(h2) = conn.h2.as_mut() {
-            return h2.data(dir, ts, bytes, out);
+            return h2::data(h2, dir, ts, bytes, out);
         }
         // HTTP/2 frames before any HTTP/1 message: joined mid-connection
         // (frames are binary; an HTTP/1 head never parses as two of them).
         let fresh = conn.next_id == 0 && conn.response.is_none();
-        if fresh && h2::looks_like_frames(bytes) {
-            conn.h2 = Some(h2::H2Conn::midstream());
+        if fresh && trawl_h2::looks_like_frames(bytes) {
+            conn.h2 = Some(h2::H2Conn::new());
             return self.data(conn, _meta, dir, ts, bytes, out);
         }
         let progress = match dir {
-            Dir::ToServer if h2::starts_preface(bytes) => {
-                conn.h2 = Some(h2::H2Conn::default());
+            Dir::ToServer if trawl_h2::starts_preface(bytes) => {
+                conn.h2 = Some(h2::H2Conn::new());
                 return self.data(conn, _meta, dir, ts, bytes, out);
             }
             Dir::ToServer => conn.request_data(ts, bytes, out),
@@ -130,17 +130,17 @@ impl Dissector for Http {
         };
         // Not HTTP/1 at the start of a message, but HTTP/2 frames: a
         // connection joined mid-stream.
-        if progress == Progress::Desync && h2::looks_like_frames(bytes) {
-            conn.h2 = Some(h2::H2Conn::midstream());
+        if progress == Progress::Desync && trawl_h2::looks_like_frames(bytes) {
+            conn.h2 = Some(h2::H2Conn::new());
             return self.data(conn, _meta, dir, ts, bytes, out);
         }
         progress
     }
 
     fn gap(&mut self, conn: &mut HttpConn, dir: Dir, len: u64, _out: &mut Output) -> bool {
-        if conn.h2.is_some() {
-            // Lost bytes may hold HPACK updates: the header tables are gone.
-            return false;
+        if let Some(h2) = conn.h2.as_mut() {
+            h2.gap(dir);
+            return true;
         }
         let phase = match dir {
             Dir::ToServer => &mut conn.req_phase,
@@ -186,7 +186,7 @@ impl Dissector for Http {
 
     fn close(&mut self, mut conn: HttpConn, _ts: u64, out: &mut Output) {
         if let Some(h2) = conn.h2.as_mut() {
-            h2.close(out);
+            h2::close(h2, out);
         }
         if conn.response.is_some() {
             conn.finish_response(out);
@@ -198,6 +198,13 @@ impl Dissector for Http {
 }
 
 impl HttpConn {
+    fn response_to_connect(&self) -> bool {
+        self.response
+            .as_ref()
+            .and_then(|r| r.request.as_ref())
+            .is_some_and(|p| p.head.method.eq_ignore_ascii_case("CONNECT"))
+    }
+
     fn request_data(&mut self, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
         match &mut self.req_phase {
             Phase::Resync => resync(&mut self.req_phase, Dir::ToServer, bytes),
@@ -318,6 +325,14 @@ impl HttpConn {
                     }
                     self.finish_response(out);
                     out.upgrade(&protocol);
+                    return Progress::Handover { consumed };
+                }
+                let tunnel = status / 100 == 2 && self.response_to_connect();
+                if tunnel {
+                    // A CONNECT tunnel carries a connection of its own:
+                    // whatever it is gets probed afresh.
+                    self.finish_response(out);
+                    out.upgrade("tunnel");
                     return Progress::Handover { consumed };
                 }
                 match body {

@@ -38,16 +38,30 @@ pub fn probe(dir: Dir, bytes: &[u8]) -> Probe {
     if bytes.is_empty() {
         return Probe::NeedMore;
     }
-    if dir == Dir::ToServer && crate::h2::starts_preface(bytes) {
-        return if bytes.len() < trawl_h2::frame::PREFACE.len() { Probe::NeedMore } else { Probe::Match };
+    if dir == Dir::ToServer && trawl_h2::starts_preface(bytes) {
+        return probe_h2(bytes, Probe::Match);
     }
-    if crate::h2::looks_like_frames(bytes) {
-        return Probe::MatchWeak;
+    if trawl_h2::looks_like_frames(bytes) {
+        return probe_h2(bytes, Probe::MatchWeak);
     }
     if dir == Dir::ToClient || bytes.starts_with(b"HTTP/") {
         return probe_status_line(bytes);
     }
     probe_request_line(bytes)
+}
+
+/// HTTP/2: the first header block decides between this plugin and the
+/// grpc plugin (a gRPC call's `content-type` is `application/grpc…`).
+/// Without a preface the headers may be undecodable; frames alone are a
+/// weak claim that a stronger one (gRPC's) overrides.
+fn probe_h2(bytes: &[u8], claim: Probe) -> Probe {
+    match trawl_h2::first_headers(bytes) {
+        trawl_h2::FirstHeaders::Found { fields, .. } if trawl_h2::is_grpc(&fields) => Probe::NoMatch,
+        trawl_h2::FirstHeaders::Found { .. } => claim,
+        trawl_h2::FirstHeaders::NeedMore if claim == Probe::Match => Probe::NeedMore,
+        trawl_h2::FirstHeaders::NeedMore => Probe::MatchWeak,
+        trawl_h2::FirstHeaders::NotH2 => Probe::NoMatch,
+    }
 }
 
 fn probe_status_line(bytes: &[u8]) -> Probe {

@@ -171,7 +171,13 @@ fn probes() {
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::Match);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"GE"), Probe::NeedMore);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"CCM_POST /x HTTP/1.1\r\n"), Probe::Match);
-    assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Probe::Match);
+    // HTTP/2 waits for the first HEADERS: gRPC calls belong to the grpc plugin.
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, preface), Probe::NeedMore);
+    let get = [&preface[..], &[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x84, 0x86]].concat();
+    assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, &get), Probe::Match);
+    let grpc = [&preface[..], &[0, 0, 21, 1, 4, 0, 0, 0, 1, 0x83, 0x84, 0x0f, 0x10, 16], b"application/grpc"].concat();
+    assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, &grpc), Probe::NoMatch);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToClient, b"HTTP/1.1 200 OK\r\n"), Probe::Match);
     assert_eq!(Http::probe(L4::Tcp, Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Probe::NoMatch);
     assert_eq!(Http::probe(L4::Udp, Dir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::NoMatch);

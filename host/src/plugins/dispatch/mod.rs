@@ -460,13 +460,17 @@ impl Dispatcher {
         }
     }
 
-    /// Gives up a connection's plugin and starts probing again (after a
-    /// violation or a protocol handover), starting with `rest`.
-    fn reprobe(&mut self, id: u64, slot: usize, ts: u64, dir: Dir, rest: Vec<u8>) {
+    /// Gives up a connection's plugin and starts probing again, starting
+    /// with `rest`. After a violation the plugin is not asked again; after
+    /// a handover (a CONNECT tunnel, an upgrade) it may be, since a tunnel
+    /// can carry its protocol anew.
+    fn reprobe(&mut self, id: u64, slot: usize, ts: u64, dir: Dir, rest: Vec<u8>, exclude: bool) {
         let name = self.slots[slot].plugin.info.name.clone();
         self.close_attached(id, ts);
         if let Some(c) = self.conns.get_mut(&id) {
-            c.excluded.push(name);
+            if exclude {
+                c.excluded.push(name);
+            }
             c.state = State::Probing(Probing::default());
         }
         if !rest.is_empty() {
@@ -533,13 +537,13 @@ impl Dispatcher {
             Status::Violation => {
                 self.stats.violations += 1;
                 self.slots[slot].detached += 1;
-                self.reprobe(id, slot, ts, dir, Vec::new());
+                self.reprobe(id, slot, ts, dir, Vec::new(), true);
                 Step::Stop
             }
             Status::Handover => {
                 self.stats.handovers += 1;
                 let rest = rest.to_vec();
-                self.reprobe(id, slot, ts, dir, rest);
+                self.reprobe(id, slot, ts, dir, rest, false);
                 Step::Stop
             }
         }

@@ -1,0 +1,127 @@
+//! gRPC dissector for trawl: calls over HTTP/2 (h2c), one record per
+//! stream, built on `trawl-h2` like the http plugin.
+//!
+//! A connection is gRPC when its first request says so (`content-type:
+//! application/grpc…`); the http plugin declines those. Joined
+//! mid-connection, when the HPACK table is unknown, DATA frames that hold
+//! exactly whole length-prefixed messages decide instead.
+#![forbid(unsafe_code)]
+
+mod messages;
+mod record;
+
+use messages::Messages;
+use trawl_h2::{Connection, FirstHeaders, frame};
+use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress};
+
+/// Largest frame a connection may buffer: the default maximum frame size
+/// (16 KiB) with room for servers that raise it.
+pub const MAX_BUFFER: u32 = 1 << 20;
+
+/// The plugin.
+#[derive(Debug, Default)]
+pub struct Grpc;
+
+/// Per-connection state.
+#[derive(Debug, Default)]
+pub struct GrpcConn {
+    h2: Connection<Messages>,
+}
+
+/// DATA frames in `bytes` (after the preface, if any) that hold exactly
+/// whole gRPC messages.
+fn data_is_grpc(bytes: &[u8]) -> bool {
+    let mut at = if trawl_h2::starts_preface(bytes) { frame::PREFACE.len().min(bytes.len()) } else { 0 };
+    while let frame::Parsed::Frame(f, size) = frame::parse(&bytes[at..]) {
+        if f.kind == frame::DATA && f.data().is_some_and(messages::whole_messages) {
+            return true;
+        }
+        at += size;
+    }
+    false
+}
+
+impl Dissector for Grpc {
+    type Conn = GrpcConn;
+
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "grpc".into(),
+            version: option_env!("TRAWL_PLUGIN_VERSION").unwrap_or(env!("CARGO_PKG_VERSION")).into(),
+            abbreviation: "gRPC".into(),
+            long_name: "gRPC Remote Procedure Calls".into(),
+            color: "#00a3a3".into(),
+            tcp_ports: vec![50051, 9090, 8443],
+            udp_ports: vec![],
+            // Ahead of http: both read the same first HEADERS, and a gRPC
+            // claim is the more specific one.
+            priority: 20,
+            probe_depth: 16 * 1024,
+            accepts_gaps: true,
+            max_buffer: MAX_BUFFER,
+        }
+    }
+
+    fn probe(l4: L4, dir: Dir, bytes: &[u8]) -> Probe {
+        if l4 != L4::Tcp {
+            return Probe::NoMatch;
+        }
+        if bytes.is_empty() {
+            return Probe::NeedMore;
+        }
+        let preface = dir == Dir::ToServer && trawl_h2::starts_preface(bytes);
+        if !preface && !trawl_h2::looks_like_frames(bytes) {
+            return Probe::NoMatch;
+        }
+        match trawl_h2::first_headers(bytes) {
+            FirstHeaders::Found { fields, .. } if trawl_h2::is_grpc(&fields) => Probe::Match,
+            FirstHeaders::Found { complete: true, .. } => Probe::NoMatch,
+            // Joined mid-connection with the header table unknown.
+            FirstHeaders::Found { complete: false, .. } => {
+                if data_is_grpc(bytes) {
+                    Probe::Match
+                } else {
+                    Probe::NoMatch
+                }
+            }
+            FirstHeaders::NeedMore if !preface && data_is_grpc(bytes) => Probe::Match,
+            FirstHeaders::NeedMore => Probe::NeedMore,
+            FirstHeaders::NotH2 => Probe::NoMatch,
+        }
+    }
+
+    fn data(
+        &mut self,
+        conn: &mut GrpcConn,
+        _meta: &ConnMeta,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+        out: &mut Output,
+    ) -> Progress {
+        let mut done = Vec::new();
+        let progress = conn.h2.data(dir, ts, bytes, &mut done);
+        for s in &done {
+            out.record(record::record(s));
+        }
+        progress
+    }
+
+    fn gap(&mut self, conn: &mut GrpcConn, dir: Dir, _len: u64, _out: &mut Output) -> bool {
+        conn.h2.gap(dir);
+        true
+    }
+
+    fn close(&mut self, mut conn: GrpcConn, _ts: u64, out: &mut Output) {
+        let mut done = Vec::new();
+        conn.h2.close(&mut done);
+        for s in &done {
+            out.record(record::record(s));
+        }
+    }
+}
+
+trawl_sdk::export_dissector!(Grpc);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,462 @@
+//! One HTTP/2 connection as a dissector sees it: prior-knowledge h2c (the
+//! preface), h2c after an HTTP/1.1 `Upgrade`, and connections joined
+//! mid-stream. Streams are tracked until both sides end them (END_STREAM,
+//! RST_STREAM, or the connection closing) and are then handed back whole.
+//!
+//! What a plugin wants from DATA frames differs (gRPC counts its
+//! length-prefixed messages), so each stream carries an [`StreamExtra`] the
+//! plugin chooses.
+
+use crate::frame::{self, Frame, Parsed};
+use crate::hpack;
+use std::collections::BTreeMap;
+use trawl_sdk::{Dir, Progress};
+
+/// Streams tracked at once per connection.
+pub const MAX_STREAMS: usize = 1024;
+/// Largest header block (HEADERS + CONTINUATION) assembled.
+pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
+
+/// Decoded header fields, in wire order.
+pub type Fields = Vec<(String, String)>;
+
+/// Per-stream state a plugin adds; it sees every DATA payload.
+pub trait StreamExtra: Default + std::fmt::Debug {
+    fn data(&mut self, _dir: Dir, _payload: &[u8]) {}
+}
+
+impl StreamExtra for () {}
+
+/// One stream, request and response.
+#[derive(Debug, Default)]
+pub struct Stream<X> {
+    pub id: u32,
+    pub request: Fields,
+    pub response: Fields,
+    /// Trailing HEADERS of the response (gRPC status lives here).
+    pub trailers: Fields,
+    /// Wire bytes of the stream's frames, headers included, per direction.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// DATA payload bytes (padding excluded) per direction.
+    pub request_body: u64,
+    pub response_body: u64,
+    pub request_ts: Option<u64>,
+    pub response_ts: Option<u64>,
+    pub request_done: bool,
+    pub response_done: bool,
+    /// RST_STREAM error code, if the stream was reset.
+    pub rst: Option<u32>,
+    /// GOAWAY error code seen on the connection before the stream ended.
+    pub goaway: Option<u32>,
+    /// Some header block could not be decoded (HPACK table unknown).
+    pub undecodable: bool,
+    pub extra: X,
+}
+
+impl<X> Stream<X> {
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        header(&self.request, name)
+    }
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        header(&self.response, name)
+    }
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        header(&self.trailers, name)
+    }
+}
+
+/// A header block being assembled from HEADERS and CONTINUATION frames.
+#[derive(Debug)]
+struct Pending {
+    stream: u32,
+    block: Vec<u8>,
+    end_stream: bool,
+}
+
+/// HTTP/2 state of one connection.
+#[derive(Debug, Default)]
+pub struct Connection<X> {
+    decoders: [hpack::Decoder; 2],
+    preface_done: bool,
+    pending: [Option<Pending>; 2],
+    streams: BTreeMap<u32, Stream<X>>,
+    goaway: Option<u32>,
+    /// Bytes were lost in this direction: look for the next frame start.
+    resync: [bool; 2],
+}
+
+/// First value of a header field.
+pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// Whether header fields belong to a gRPC call: a `content-type` of
+/// `application/grpc…` (requests and responses), or `grpc-*` fields
+/// (status trailers, timeouts, encodings).
+pub fn is_grpc(fields: &[(String, String)]) -> bool {
+    fields.iter().any(|(n, v)| {
+        (n == "content-type" && v.to_ascii_lowercase().starts_with("application/grpc")) || n.starts_with("grpc-")
+    })
+}
+
+/// True when `bytes` start with (a prefix of) the client preface.
+pub fn starts_preface(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(frame::PREFACE.len());
+    n > 0 && bytes[..n] == frame::PREFACE[..n]
+}
+
+/// A plausible frame header: a known type, no more than the default
+/// maximum frame size, and a stream id only where the type takes one.
+fn plausible_header(bytes: &[u8]) -> bool {
+    if bytes.len() < 9 {
+        return false;
+    }
+    let len = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+    let kind = bytes[3];
+    let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+    let connection_level = matches!(kind, frame::SETTINGS | frame::PING | frame::GOAWAY);
+    kind <= frame::CONTINUATION && len <= 16_384 && (connection_level == (stream == 0) || kind == frame::WINDOW_UPDATE)
+}
+
+/// HTTP/2 frames joined mid-connection: two well-formed frames in a row, or
+/// one frame header that is plausible while its payload is still arriving.
+pub fn looks_like_frames(bytes: &[u8]) -> bool {
+    if !plausible_header(bytes) {
+        return false;
+    }
+    match frame::parse(bytes) {
+        Parsed::Frame(_, size) if size == bytes.len() => true,
+        Parsed::Frame(_, size) => plausible_header(&bytes[size..]) || bytes.len() - size < 9,
+        Parsed::NeedMore(_) => true,
+        Parsed::Invalid => false,
+    }
+}
+
+/// What the first HEADERS frame of a direction says, for stateless probes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FirstHeaders {
+    /// Not HTTP/2 framing.
+    NotH2,
+    /// HTTP/2 so far, but no complete header block yet.
+    NeedMore,
+    /// The first header block, decoded as far as the static table and
+    /// literals allow (`complete` is false when dynamic entries were unknown).
+    Found { fields: Fields, complete: bool },
+}
+
+/// Reads frames (after the preface, if present) up to the first complete
+/// header block and decodes it. The HPACK table starts empty on a new
+/// connection, so a client's first block always decodes.
+pub fn first_headers(bytes: &[u8]) -> FirstHeaders {
+    let mut at = 0;
+    if starts_preface(bytes) {
+        if bytes.len() < frame::PREFACE.len() {
+            return FirstHeaders::NeedMore;
+        }
+        at = frame::PREFACE.len();
+    } else if !looks_like_frames(bytes) {
+        return FirstHeaders::NotH2;
+    }
+    let mut block: Option<Vec<u8>> = None;
+    loop {
+        let f = match frame::parse(&bytes[at..]) {
+            Parsed::Frame(f, size) => {
+                at += size;
+                f
+            }
+            Parsed::NeedMore(_) => return FirstHeaders::NeedMore,
+            Parsed::Invalid => return FirstHeaders::NotH2,
+        };
+        let fragment = match (f.kind, block.is_some()) {
+            (frame::HEADERS, false) => f.header_block(),
+            (frame::CONTINUATION, true) => Some(f.payload),
+            (_, true) => return FirstHeaders::NotH2,
+            _ => continue,
+        };
+        let Some(fragment) = fragment else { return FirstHeaders::NotH2 };
+        let b = block.get_or_insert_with(Vec::new);
+        if b.len() + fragment.len() > MAX_HEADER_BLOCK {
+            return FirstHeaders::NotH2;
+        }
+        b.extend_from_slice(fragment);
+        if f.flags & frame::END_HEADERS != 0 {
+            return match hpack::Decoder::new().decode_lenient(b) {
+                Ok((fields, unknown)) => FirstHeaders::Found { fields, complete: unknown.is_none() },
+                Err(_) => FirstHeaders::Found { fields: Vec::new(), complete: false },
+            };
+        }
+    }
+}
+
+impl<X: StreamExtra> Connection<X> {
+    /// A connection whose first bytes are frames (joined mid-stream, or a
+    /// server that spoke first); a client preface is still recognised.
+    pub fn new() -> Self {
+        Connection {
+            decoders: Default::default(),
+            preface_done: false,
+            pending: [None, None],
+            streams: BTreeMap::new(),
+            goaway: None,
+            resync: [false, false],
+        }
+    }
+
+    /// After `Upgrade: h2c` + 101: the HTTP/1.1 request is stream 1.
+    pub fn after_upgrade(request: Fields, size: u64, ts: u64) -> Self {
+        let mut c = Self::new();
+        c.streams.insert(
+            1,
+            Stream {
+                id: 1,
+                request,
+                request_bytes: size,
+                request_ts: Some(ts),
+                request_done: true,
+                ..Stream::default()
+            },
+        );
+        c
+    }
+
+    /// Bytes were lost in one direction. Framing resumes at the next
+    /// plausible frame header; the header table of that direction restarts
+    /// as after a mid-connection join, since the lost bytes may have held
+    /// insertions (entries added from here on are known, older ones not).
+    pub fn gap(&mut self, dir: Dir) {
+        let d = dir.code() as usize;
+        self.resync[d] = true;
+        self.preface_done = true;
+        self.pending[d] = None;
+        self.decoders[d] = hpack::Decoder::new();
+    }
+
+    /// Reads one frame (or the preface); finished streams go to `done`.
+    pub fn data(&mut self, dir: Dir, ts: u64, bytes: &[u8], done: &mut Vec<Stream<X>>) -> Progress {
+        let d = dir.code() as usize;
+        if self.resync[d] {
+            // Two plausible frames in a row (or one that fills the buffer)
+            // mark a frame boundary; the last 8 bytes may start one.
+            match (0..bytes.len()).find(|&at| looks_like_frames(&bytes[at..])) {
+                Some(0) => self.resync[d] = false,
+                Some(at) => return Progress::Done { consumed: at as u32 },
+                None => return Progress::Done { consumed: bytes.len().saturating_sub(8) as u32 },
+            }
+        }
+        // The client's first bytes may be the preface even when the server
+        // spoke first (its SETTINGS can arrive before the preface does).
+        if dir == Dir::ToServer && !self.preface_done {
+            if bytes.len() < frame::PREFACE.len() && starts_preface(bytes) {
+                return Progress::NeedMore { consumed: 0, needed: frame::PREFACE.len() as u32 };
+            }
+            self.preface_done = true;
+            if bytes.starts_with(frame::PREFACE) {
+                return Progress::Done { consumed: frame::PREFACE.len() as u32 };
+            }
+        }
+        match frame::parse(bytes) {
+            Parsed::NeedMore(n) => Progress::NeedMore { consumed: 0, needed: n as u32 },
+            Parsed::Invalid => Progress::Desync,
+            Parsed::Frame(f, size) => {
+                self.frame(dir, ts, f, size as u64, done);
+                Progress::Done { consumed: size as u32 }
+            }
+        }
+    }
+
+    fn frame(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: u64, done: &mut Vec<Stream<X>>) {
+        let d = dir.code() as usize;
+        if f.stream != 0 && (self.streams.contains_key(&f.stream) || self.streams.len() < MAX_STREAMS) {
+            let s = self.streams.entry(f.stream).or_insert_with(|| Stream { id: f.stream, ..Stream::default() });
+            let payload = if f.kind == frame::DATA { f.data() } else { None };
+            match dir {
+                Dir::ToServer => {
+                    s.request_bytes += size;
+                    s.request_body += payload.map_or(0, |p| p.len() as u64);
+                    s.request_ts.get_or_insert(ts);
+                }
+                Dir::ToClient => {
+                    s.response_bytes += size;
+                    s.response_body += payload.map_or(0, |p| p.len() as u64);
+                    s.response_ts.get_or_insert(ts);
+                }
+            }
+            if let Some(p) = payload {
+                s.extra.data(dir, p);
+            }
+        }
+        match f.kind {
+            frame::HEADERS => {
+                let Some(block) = f.header_block() else { return };
+                let pending =
+                    Pending { stream: f.stream, block: block.to_vec(), end_stream: f.flags & frame::END_STREAM != 0 };
+                if f.flags & frame::END_HEADERS != 0 {
+                    self.headers(dir, pending, done);
+                } else {
+                    self.pending[d] = Some(pending);
+                }
+            }
+            frame::CONTINUATION => {
+                let Some(mut pending) = self.pending[d].take() else { return };
+                if pending.block.len() + f.payload.len() <= MAX_HEADER_BLOCK {
+                    pending.block.extend_from_slice(f.payload);
+                }
+                if f.flags & frame::END_HEADERS != 0 {
+                    self.headers(dir, pending, done);
+                } else {
+                    self.pending[d] = Some(pending);
+                }
+            }
+            frame::DATA if f.flags & frame::END_STREAM != 0 => self.end(dir, f.stream, done),
+            frame::RST_STREAM => {
+                if let Some(s) = self.streams.get_mut(&f.stream) {
+                    s.rst = f.error_code();
+                    s.request_done = true;
+                    s.response_done = true;
+                }
+                self.finish(f.stream, done);
+            }
+            frame::GOAWAY => {
+                self.goaway = f.error_code();
+                // Streams the receiver opened above the last one the sender
+                // processed are over (RFC 9113 §6.8). Clients open odd ids.
+                let last = f.last_stream().unwrap_or(u32::MAX);
+                let receiver_parity = if dir == Dir::ToClient { 1 } else { 0 };
+                let over: Vec<u32> = self
+                    .streams
+                    .range(last.saturating_add(1)..)
+                    .map(|(id, _)| *id)
+                    .filter(|id| id % 2 == receiver_parity)
+                    .collect();
+                for id in over {
+                    self.finish(id, done);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn headers(&mut self, dir: Dir, p: Pending, done: &mut Vec<Stream<X>>) {
+        let d = dir.code() as usize;
+        // After a mid-connection join the dynamic table is unknown: decode
+        // what the static table and the literals give, and say so.
+        let decoded = self.decoders[d].decode_lenient(&p.block).ok();
+        let partial = decoded.as_ref().is_none_or(|(_, unknown)| unknown.is_some());
+        if let Some(s) = self.streams.get_mut(&p.stream) {
+            s.undecodable |= partial;
+            if let Some((fields, _)) = decoded {
+                let list = match dir {
+                    Dir::ToServer if s.request.is_empty() => &mut s.request,
+                    Dir::ToClient if s.response.is_empty() || is_informational(&s.response) => &mut s.response,
+                    _ => &mut s.trailers,
+                };
+                *list = fields;
+            }
+        }
+        if p.end_stream {
+            self.end(dir, p.stream, done);
+        }
+    }
+
+    fn end(&mut self, dir: Dir, stream: u32, done: &mut Vec<Stream<X>>) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            match dir {
+                Dir::ToServer => s.request_done = true,
+                Dir::ToClient => s.response_done = true,
+            }
+            if s.request_done && s.response_done {
+                self.finish(stream, done);
+            }
+        }
+    }
+
+    fn finish(&mut self, stream: u32, done: &mut Vec<Stream<X>>) {
+        if let Some(mut s) = self.streams.remove(&stream) {
+            s.goaway = self.goaway;
+            done.push(s);
+        }
+    }
+
+    /// The connection ended: every stream still open is handed back.
+    pub fn close(&mut self, done: &mut Vec<Stream<X>>) {
+        let goaway = self.goaway;
+        done.extend(std::mem::take(&mut self.streams).into_values().map(|mut s| {
+            s.goaway = goaway;
+            s
+        }));
+    }
+}
+
+fn is_informational(h: &[(String, String)]) -> bool {
+    header(h, ":status").and_then(|s| s.parse::<i64>().ok()).is_some_and(|s| (100..200).contains(&s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers_frame(stream: u8, flags: u8, block: &[u8]) -> Vec<u8> {
+        let mut f = vec![0, 0, block.len() as u8, frame::HEADERS, flags, 0, 0, 0, stream];
+        f.extend_from_slice(block);
+        f
+    }
+
+    #[test]
+    fn first_headers_after_preface_and_settings() {
+        let mut b = frame::PREFACE.to_vec();
+        b.extend_from_slice(&[0, 0, 0, frame::SETTINGS, 0, 0, 0, 0, 0]);
+        assert_eq!(first_headers(&b), FirstHeaders::NeedMore);
+        // :method POST, :path /, content-type (static 31) literal "application/grpc".
+        let mut block = vec![0x83, 0x84, 0x0f, 0x10, 16];
+        block.extend_from_slice(b"application/grpc");
+        b.extend(headers_frame(1, frame::END_HEADERS, &block));
+        let FirstHeaders::Found { fields, complete } = first_headers(&b) else { panic!() };
+        assert!(complete);
+        assert_eq!(header(&fields, "content-type"), Some("application/grpc"));
+        assert_eq!(first_headers(b"GET / HTTP/1.1\r\n"), FirstHeaders::NotH2);
+    }
+
+    #[test]
+    fn resumes_at_a_frame_after_a_gap() {
+        let mut c: Connection<()> = Connection::new();
+        let mut done = Vec::new();
+        let req = headers_frame(1, 5, &[0x82, 0x84]);
+        assert_eq!(c.data(Dir::ToServer, 1, &req, &mut done), Progress::Done { consumed: req.len() as u32 });
+        c.gap(Dir::ToClient);
+        // The tail of a lost frame, then stream 1's response.
+        let mut resp = vec![0x55, 0x66, 0x77];
+        resp.extend(headers_frame(1, 5, &[0x88]));
+        assert_eq!(c.data(Dir::ToClient, 2, &resp, &mut done), Progress::Done { consumed: 3 });
+        assert_eq!(c.data(Dir::ToClient, 2, &resp[3..], &mut done), Progress::Done { consumed: 10 });
+        assert_eq!(done[0].response_header(":status"), Some("200"));
+    }
+
+    #[test]
+    fn streams_finish_on_end_stream_and_rst() {
+        let mut c: Connection<()> = Connection::new();
+        let mut done = Vec::new();
+        let feed = |c: &mut Connection<()>, dir, bytes: &[u8], done: &mut Vec<Stream<()>>| {
+            let mut at = 0;
+            while at < bytes.len() {
+                match c.data(dir, 1, &bytes[at..], done) {
+                    Progress::Done { consumed } => at += consumed as usize,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        feed(&mut c, Dir::ToServer, &headers_frame(1, 5, &[0x82, 0x84]), &mut done);
+        feed(&mut c, Dir::ToClient, &headers_frame(1, 5, &[0x88]), &mut done);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].response_header(":status"), Some("200"));
+        feed(&mut c, Dir::ToServer, &headers_frame(3, 5, &[0x82, 0x84]), &mut done);
+        feed(&mut c, Dir::ToClient, &[0, 0, 4, frame::RST_STREAM, 0, 0, 0, 0, 3, 0, 0, 0, 8], &mut done);
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[1].rst, Some(8));
+        // GOAWAY from the server, last stream 5: stream 7 was never processed.
+        feed(&mut c, Dir::ToServer, &headers_frame(5, 4, &[0x82, 0x84]), &mut done);
+        feed(&mut c, Dir::ToServer, &headers_frame(7, 4, &[0x82, 0x84]), &mut done);
+        feed(&mut c, Dir::ToClient, &[0, 0, 8, frame::GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2], &mut done);
+        assert_eq!((done.len(), done[2].id, done[2].goaway), (3, 7, Some(2)));
+    }
+}

@@ -1,0 +1,67 @@
+//! What every HTTP/2 stream record carries, whichever plugin reports it:
+//! sizes, timing, the pseudo-headers, reset codes and the header lists.
+
+use crate::conn::Stream;
+use std::collections::BTreeMap;
+use trawl_sdk::{Record, Value};
+
+/// Header fields whose values never leave the plugin.
+const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "set-cookie", "proxy-authorization"];
+
+/// Regular (non-pseudo) header fields as a map, secrets redacted.
+pub fn header_map(h: &[(String, String)]) -> Value {
+    Value::Map(
+        h.iter()
+            .filter(|(n, _)| !n.starts_with(':'))
+            .map(|(n, v)| {
+                let v = if SECRET_HEADERS.contains(&n.as_str()) { "[REDACTED]".to_string() } else { v.clone() };
+                (n.clone(), Value::from(v))
+            })
+            .collect(),
+    )
+}
+
+/// A record with the stream's sizes, times and HTTP/2 fields filled in;
+/// `method`, `summary`, `status_code` and `error` are the plugin's to set.
+pub fn stream_record<X>(s: &Stream<X>) -> Record {
+    let mut f: BTreeMap<String, Value> = BTreeMap::new();
+    f.insert("http_version".into(), Value::from("HTTP/2"));
+    f.insert("stream_id".into(), Value::Int(i64::from(s.id)));
+    if let Some(m) = s.request_header(":method") {
+        f.insert("method".into(), Value::from(m));
+    }
+    if let Some(path) = s.request_header(":path").filter(|p| !p.is_empty()) {
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        f.insert("path".into(), Value::from(p));
+        f.insert("query_string".into(), Value::from(q));
+        f.insert("url".into(), Value::from(path));
+    }
+    if let Some(a) = s.request_header(":authority").or(s.request_header("host")) {
+        f.insert("host".into(), Value::from(a));
+    }
+    if let Some(c) = s.response_header(":status").and_then(|v| v.parse::<i64>().ok()) {
+        f.insert("status_code".into(), Value::Int(c));
+    }
+    if let Some(c) = s.rst {
+        f.insert("rst_stream_code".into(), Value::Int(i64::from(c)));
+    }
+    if let Some(c) = s.goaway {
+        f.insert("goaway_code".into(), Value::Int(i64::from(c)));
+    }
+    if s.undecodable {
+        // Joined mid-connection (or after lost bytes): the HPACK dynamic
+        // table was not fully seen.
+        f.insert("headers_undecodable".into(), Value::Bool(true));
+    }
+    f.insert("request_headers".into(), header_map(&s.request));
+    f.insert("response_headers".into(), header_map(&s.response));
+    Record {
+        transaction_id: u64::from(s.id),
+        request_size: s.request_bytes,
+        response_size: s.response_bytes,
+        request_ts: s.request_ts,
+        response_ts: s.response_ts,
+        fields: f,
+        ..Record::default()
+    }
+}
