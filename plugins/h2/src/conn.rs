@@ -267,7 +267,12 @@ impl<X: StreamExtra> Connection<X> {
 
     fn frame(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: u64, done: &mut Vec<Stream<X>>) {
         let d = dir.code() as usize;
-        if f.stream != 0 && (self.streams.contains_key(&f.stream) || self.streams.len() < MAX_STREAMS) {
+        // Only frames that carry a message open a stream: PRIORITY (and
+        // WINDOW_UPDATE, RST_STREAM) may name idle streams that never carry
+        // a request; clients such as nghttp build priority trees that way.
+        let opens = matches!(f.kind, frame::HEADERS | frame::DATA | frame::CONTINUATION);
+        let known = self.streams.contains_key(&f.stream);
+        if f.stream != 0 && (known || (opens && self.streams.len() < MAX_STREAMS)) {
             let s = self.streams.entry(f.stream).or_insert_with(|| Stream { id: f.stream, ..Stream::default() });
             let payload = if f.kind == frame::DATA { f.data() } else { None };
             match dir {

@@ -42,6 +42,9 @@ pub fn stream_record<X>(s: &Stream<X>) -> Record {
     if let Some(c) = s.response_header(":status").and_then(|v| v.parse::<i64>().ok()) {
         f.insert("status_code".into(), Value::Int(c));
     }
+    // DATA payload, padding excluded: what HTTP/1 would call the body.
+    f.insert("request_body_size".into(), Value::Int(s.request_body as i64));
+    f.insert("response_body_size".into(), Value::Int(s.response_body as i64));
     if let Some(c) = s.rst {
         f.insert("rst_stream_code".into(), Value::Int(i64::from(c)));
     }
