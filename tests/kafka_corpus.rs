@@ -1,6 +1,7 @@
 //! Kafka records against tshark's `kafka.tsv`: every request with its api
 //! key, version, correlation id and client id, paired with its response as
-//! tshark pairs them; and the topic and group names deepflow's results give.
+//! tshark pairs them; and the topic and group names and the response error
+//! codes deepflow's results give.
 //!
 //! tshark decodes request headers of every version (its body decoding stops
 //! at older versions, which is why the header fields are what is compared).
@@ -82,6 +83,7 @@ fn kafka_requests_agree_with_tshark() {
     let Some(corpus) = support::corpus() else { return };
     let mut failures = Vec::new();
     let mut requests = 0;
+    let mut checked_errors = 0;
     for capture in support::captures(&corpus) {
         let Some(tsv) = support::expected(&capture, "kafka.tsv") else {
             continue;
@@ -112,8 +114,26 @@ fn kafka_requests_agree_with_tshark() {
                     failures.push(format!("{name}: no record names {want:?} (deepflow: {line})"));
                 }
             }
+            // …and the error code of each response (top-level, or the
+            // first non-zero per topic or partition).
+            for line in text.lines().filter(|l| l.contains("msg_type: Response")) {
+                let num = |k: &str| {
+                    line.split(&format!("{k}: Some(")).nth(1).and_then(|s| s.split(')').next()?.parse::<i64>().ok())
+                };
+                // deepflow writes -2 (no Kafka error has that code) where
+                // it did not decode the body: nothing to compare.
+                let (Some(corr), Some(code)) = (num("correlation_id"), num("status_code").filter(|c| *c >= -1)) else {
+                    continue;
+                };
+                let got = recs.iter().find(|r| r["fields"]["kafka_correlation_id"] == corr).map(|r| &r["status_code"]);
+                if got != Some(&Value::from(code)) {
+                    failures.push(format!("{name} correlation {corr}: deepflow error {code}, trawl {got:?}"));
+                }
+                checked_errors += 1;
+            }
         }
     }
-    println!("compared {requests} Kafka requests");
+    println!("compared {requests} Kafka requests, {checked_errors} response error codes with deepflow");
+    assert!(checked_errors >= 10, "{checked_errors}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

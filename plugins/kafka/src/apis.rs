@@ -1,6 +1,7 @@
 //! What trawl knows per Kafka API: names, the first flexible version, and
 //! how to find topics, groups and error codes in requests and responses.
 
+use crate::errors;
 use crate::wire::Reader;
 
 /// `(api_key, name, first flexible version)`; `i16::MAX` = never flexible.
@@ -264,8 +265,8 @@ fn summarise(key: i16, v: i16, f: bool, r: &mut Reader<'_>, s: &mut Summary) -> 
 }
 
 /// The error code a response reports: the top-level one, or the first
-/// non-zero one of the first topic's partitions, where trawl knows where to
-/// look. `None`: not known for this API/version.
+/// non-zero one per topic or partition, where trawl knows where to look.
+/// `None`: not known for this API/version, or a body that ended early.
 pub fn response_error(key: i16, v: i16, body: &[u8]) -> Option<i16> {
     let f = flexible(key, v);
     let mut r = Reader::new(body);
@@ -288,24 +289,14 @@ pub fn response_error(key: i16, v: i16, body: &[u8]) -> Option<i16> {
             r.i32()?;
             r.i16()
         }
-        1 if v >= 7 => {
-            r.i32()?;
-            r.i16()
-        }
-        // Produce: responses[name partitions[index error …]]
-        0 => {
-            let topics = r.array(f)?.unwrap_or(0);
-            if topics == 0 {
-                return Some(0);
-            }
-            r.str(f)?;
-            let parts = r.array(f)?.unwrap_or(0);
-            if parts == 0 {
-                return Some(0);
-            }
-            r.i32()?;
-            r.i16()
-        }
+        0 => errors::produce(&mut r, v, f),
+        1 => errors::fetch(&mut r, v, f),
+        2 => errors::list_offsets(&mut r, v, f),
+        3 => errors::metadata(&mut r, v, f),
+        8 => errors::offset_commit(&mut r, v, f),
+        9 => errors::offset_fetch(&mut r, v, f),
+        19 => errors::create_topics(&mut r, v, f),
+        20 => errors::delete_topics(&mut r, v, f),
         _ => None,
     }
 }

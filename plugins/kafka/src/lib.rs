@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apis;
+mod errors;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};

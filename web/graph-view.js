@@ -1,0 +1,573 @@
+// The map itself: a graphology graph rendered by sigma (WebGL).
+//
+// Snapshots that change the grouping build a fresh graph and layout; every
+// other snapshot and every delta is applied in place with add/merge/drop so
+// sigma only re-processes what changed and nodes keep their positions.
+// Visibility (legend filters) and selection are expressed through sigma's
+// reducers, so they never touch the graph data.
+
+import { Layout } from './layout.js';
+import { fmtBytes, fmtCount, fmtRate, hashColor, mixColor } from './format.js';
+
+const { Graph } = window.graphology;
+const Sigma = window.Sigma;
+
+export const L4_COLORS = { tcp: '#7b8794', udp: '#a0907c' };
+const ERROR_TINT = '#e02424';
+const EXTERNAL_GROUP = '~external';
+const EXTERNAL_COLOR = '#9aa5b1';
+// Edge labels turn into noise past this many edges.
+const EDGE_LABEL_LIMIT = 250;
+
+const THEMES = {
+  light: { label: '#1f2933', edgeLabel: '#52606d', dim: '#dde2e8', hoverBg: '#ffffff', groupText: '#52606d' },
+  dark: { label: '#e4e7eb', edgeLabel: '#9aa5b1', dim: '#2f3540', hoverBg: '#1f2430', groupText: '#9aa5b1' },
+};
+
+const NODE_SIZES = { pod: 7, service: 8, external: 6, namespace: 13, node: 13 };
+
+export function nodeNamespace(n) {
+  return n.namespace || (n.kind === 'namespace' ? n.name : '') || '';
+}
+
+export function nodeK8sNode(n) {
+  return n.node || (n.kind === 'node' ? n.name : '') || '';
+}
+
+export function edgeProtocol(e) {
+  return e.protocol || e.l4 || 'unknown';
+}
+
+function newGraph() {
+  return new Graph({ type: 'directed', multi: true, allowSelfLoops: true });
+}
+
+export class GraphView {
+  constructor(container, { onSelect, protoInfo }) {
+    this.container = container;
+    this.onSelect = onSelect;
+    this.protoInfo = protoInfo;
+    this.style = { map: 'l4', group_by: 'pod', mode: 'cumulative', bandwidth: true, include_request: true, include_response: true };
+    this.hidden = { ns: new Set(), node: new Set(), proto: new Set() };
+    this.selection = null;
+    this.themeName = 'light';
+    this.theme = THEMES.light;
+    this.droppedEdges = 0;
+    this.bbox = null;
+    this.graph = newGraph();
+    this.layout = new Layout();
+
+    this.sigma = new Sigma(this.graph, container, {
+      enableEdgeEvents: true,
+      defaultEdgeType: 'arrow',
+      renderEdgeLabels: true,
+      labelFont: 'system-ui, -apple-system, "Segoe UI", sans-serif',
+      labelSize: 12,
+      labelWeight: '500',
+      edgeLabelFont: 'system-ui, -apple-system, "Segoe UI", sans-serif',
+      edgeLabelSize: 10,
+      labelColor: { color: this.theme.label },
+      edgeLabelColor: { color: this.theme.edgeLabel },
+      labelRenderedSizeThreshold: 5,
+      // Pods of one namespace sit close together; the default density
+      // would label only one of them.
+      labelDensity: 2.5,
+      labelGridCellSize: 60,
+      zIndex: true,
+      stagePadding: 48,
+      minCameraRatio: 0.02,
+      maxCameraRatio: 20,
+      allowInvalidContainer: true,
+      defaultDrawNodeHover: (ctx, data, settings) => this.#drawHover(ctx, data, settings),
+      nodeReducer: (n, attrs) => this.#reduceNode(n, attrs),
+      edgeReducer: (e, attrs) => this.#reduceEdge(e, attrs),
+    });
+
+    // Group halos and self-loops live on a 2D layer under the edges: sigma
+    // has no primitive for either.
+    this.overlay = this.sigma.createCanvas('groups', { beforeLayer: 'edges', style: { pointerEvents: 'none' } });
+    this.sigma.on('afterRender', () => this.#drawOverlay());
+
+    this.sigma.on('clickNode', ({ node }) => this.selectNode(node));
+    this.sigma.on('clickEdge', ({ edge }) => this.selectEdge(edge));
+    this.sigma.on('clickStage', () => this.clearSelection());
+    this.sigma.on('enterEdge', () => container.classList.add('pointer'));
+    this.sigma.on('leaveEdge', () => container.classList.remove('pointer'));
+    this.sigma.on('enterNode', () => container.classList.add('pointer'));
+    this.sigma.on('leaveNode', () => container.classList.remove('pointer'));
+  }
+
+  // ---- data ----------------------------------------------------------
+
+  // relayout: build a new graph and layout (grouping changed, or first
+  // snapshot). Otherwise reconcile in place so nothing already drawn moves.
+  loadSnapshot(snap, relayout) {
+    const nodes = [...(snap.nodes || [])].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const edges = snap.edges || [];
+    this.droppedEdges = 0;
+    if (relayout) {
+      const g = newGraph();
+      this.layout.build(nodes.map((n) => ({ id: n.id, group: this.#groupKey(n) })));
+      for (const n of nodes) {
+        const p = this.layout.get(n.id);
+        g.addNode(n.id, { x: p.x, y: p.y, ...this.#nodeVisual(n), raw: n });
+      }
+      for (const e of edges) {
+        if (!g.hasNode(e.source) || !g.hasNode(e.target) || g.hasEdge(e.id)) {
+          this.droppedEdges++;
+          continue;
+        }
+        g.addEdgeWithKey(e.id, e.source, e.target, { ...this.#edgeVisual(e), raw: e });
+      }
+      this.graph = g;
+      // The bbox goes in first: setGraph's refresh computes the
+      // normalisation from it.
+      this.#fitBBox(true);
+      this.sigma.setGraph(g);
+      this.sigma.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+    } else {
+      const keepN = new Set(nodes.map((n) => n.id));
+      const keepE = new Set(edges.map((e) => e.id));
+      for (const id of this.graph.edges()) if (!keepE.has(id)) this.graph.dropEdge(id);
+      for (const id of this.graph.nodes()) {
+        if (!keepN.has(id)) {
+          this.graph.dropNode(id);
+          this.layout.release(id);
+        }
+      }
+      for (const n of nodes) this.#upsertNode(n, true);
+      for (const e of edges) this.#upsertEdge(e, true);
+      if (this.#fitBBox(false)) this.sigma.refresh({ schedule: true });
+    }
+    this.#updateEdgeLabelSetting();
+    this.#keepSelectionValid();
+  }
+
+  applyDelta(d) {
+    const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    for (const n of [...(d.nodes_added || [])].sort(byId)) this.#upsertNode(n, true);
+    for (const n of d.nodes_changed || []) this.#upsertNode(n, false);
+    for (const e of d.edges_added || []) this.#upsertEdge(e, true);
+    for (const e of d.edges_changed || []) this.#upsertEdge(e, false);
+    for (const id of d.edges_removed || []) if (this.graph.hasEdge(id)) this.graph.dropEdge(id);
+    for (const id of d.nodes_removed || []) {
+      if (this.graph.hasNode(id)) this.graph.dropNode(id);
+      this.layout.release(id);
+    }
+    if ((d.nodes_added || []).length && this.#fitBBox(false)) this.sigma.refresh({ schedule: true });
+    if ((d.edges_added || []).length || (d.edges_removed || []).length) this.#updateEdgeLabelSetting();
+    this.#keepSelectionValid();
+  }
+
+  #upsertNode(n, added) {
+    if (this.graph.hasNode(n.id)) {
+      const raw = { ...this.graph.getNodeAttribute(n.id, 'raw'), ...n };
+      this.graph.mergeNodeAttributes(n.id, { ...this.#nodeVisual(raw), raw });
+      return;
+    }
+    if (!added && !n.name) return;
+    const p = this.layout.place(n.id, this.#groupKey(n));
+    this.graph.addNode(n.id, { x: p.x, y: p.y, ...this.#nodeVisual(n), raw: n });
+  }
+
+  #upsertEdge(e, added) {
+    if (this.graph.hasEdge(e.id)) {
+      const raw = { ...this.graph.getEdgeAttribute(e.id, 'raw'), ...e };
+      this.graph.mergeEdgeAttributes(e.id, { ...this.#edgeVisual(raw), raw });
+      return;
+    }
+    if (!this.graph.hasNode(e.source) || !this.graph.hasNode(e.target)) {
+      if (added) this.droppedEdges++;
+      return;
+    }
+    this.graph.addEdgeWithKey(e.id, e.source, e.target, { ...this.#edgeVisual(e), raw: e });
+  }
+
+  // ---- style -----------------------------------------------------------
+
+  setStyle(style) {
+    this.style = { ...this.style, ...style };
+    try {
+      this.graph.updateEachEdgeAttributes((_e, attrs) => ({ ...attrs, ...this.#edgeVisual(attrs.raw) }), {
+        attributes: ['size', 'color', 'label'],
+      });
+    } catch {
+      // sigma's skip-indexation repaint fails for an edge added since the
+      // last frame; the attributes are already set, so repaint everything.
+      this.sigma.refresh();
+    }
+  }
+
+  setTheme(name) {
+    this.themeName = name === 'dark' ? 'dark' : 'light';
+    this.theme = THEMES[this.themeName];
+    this.sigma.setSetting('labelColor', { color: this.theme.label });
+    this.sigma.setSetting('edgeLabelColor', { color: this.theme.edgeLabel });
+  }
+
+  // Legend colours arrived or changed (first L7 snapshot, plugins list).
+  recolorEdges() {
+    this.setStyle({});
+  }
+
+  #groupKey(n) {
+    if (n.kind === 'external') return EXTERNAL_GROUP;
+    if (this.style.group_by === 'node') return nodeK8sNode(n) || EXTERNAL_GROUP;
+    return nodeNamespace(n) || EXTERNAL_GROUP;
+  }
+
+  #nodeVisual(n) {
+    let color;
+    if (n.kind === 'external') color = EXTERNAL_COLOR;
+    else if (n.kind === 'node') color = hashColor('node:' + nodeK8sNode(n), 48);
+    else color = hashColor(nodeNamespace(n) || n.id);
+    return { label: n.name || n.id, size: NODE_SIZES[n.kind] || 7, color };
+  }
+
+  // The number an edge's width and label stand for, given the settings.
+  edgeWeight(e) {
+    const s = this.style;
+    const rate = s.mode === 'rate';
+    if (e.l4 !== undefined || e.to_server) {
+      const r = e.rate || {};
+      if (!s.bandwidth) {
+        if (rate) return { value: (r.to_server?.packets_per_sec || 0) + (r.to_client?.packets_per_sec || 0), unit: 'pkt', rate };
+        return { value: e.flows || 0, unit: 'flows', rate };
+      }
+      const up = rate ? r.to_server?.bytes_per_sec : e.to_server?.bytes;
+      const down = rate ? r.to_client?.bytes_per_sec : e.to_client?.bytes;
+      return { value: (s.include_request ? up || 0 : 0) + (s.include_response ? down || 0 : 0), unit: 'B', rate };
+    }
+    if (!s.bandwidth) return { value: rate ? e.requests_per_sec || 0 : e.requests || 0, unit: 'req', rate };
+    let bytes = (s.include_request ? e.request_bytes || 0 : 0) + (s.include_response ? e.response_bytes || 0 : 0);
+    // The server gives no byte rate for L7; average bytes per request times
+    // the request rate is the honest estimate.
+    if (rate) bytes = e.requests ? (bytes / e.requests) * (e.requests_per_sec || 0) : 0;
+    return { value: bytes, unit: 'B', rate };
+  }
+
+  #edgeVisual(e) {
+    const proto = edgeProtocol(e);
+    const w = this.edgeWeight(e);
+    const size = Math.min(14, 1 + 1.5 * Math.log10(1 + Math.max(0, w.value)));
+    let color;
+    if (e.protocol) {
+      color = this.protoInfo(proto)?.color || hashColor(proto, 45);
+      const ratio = e.requests ? (e.errors || 0) / e.requests : 0;
+      if (ratio >= 0.05) color = mixColor(color, ERROR_TINT, Math.min(0.8, 0.2 + ratio * 1.5));
+    } else {
+      color = L4_COLORS[proto] || L4_COLORS.tcp;
+    }
+    let label;
+    if (w.unit === 'B') label = w.rate ? fmtRate(w.value, 'B') : fmtBytes(w.value);
+    else label = w.rate ? fmtRate(w.value, w.unit) : `${fmtCount(w.value)} ${w.unit}`;
+    return { size, color, label, type: e.source === e.target ? 'line' : 'arrow' };
+  }
+
+  #updateEdgeLabelSetting() {
+    const want = this.graph.size <= EDGE_LABEL_LIMIT;
+    if (this.sigma.getSetting('renderEdgeLabels') !== want) this.sigma.setSetting('renderEdgeLabels', want);
+  }
+
+  // ---- visibility ------------------------------------------------------
+
+  isNodeHidden(raw) {
+    const ns = nodeNamespace(raw);
+    const k8s = nodeK8sNode(raw);
+    return (ns !== '' && this.hidden.ns.has(ns)) || (k8s !== '' && this.hidden.node.has(k8s));
+  }
+
+  isEdgeHidden(e) {
+    const g = this.graph;
+    if (this.hidden.proto.has(edgeProtocol(g.getEdgeAttribute(e, 'raw')))) return true;
+    return this.isNodeHidden(g.getNodeAttribute(g.source(e), 'raw')) || this.isNodeHidden(g.getNodeAttribute(g.target(e), 'raw'));
+  }
+
+  // kind: 'ns' | 'node' | 'proto'; names: the full new hidden set.
+  setHidden(kind, names) {
+    const before = new Map();
+    this.graph.forEachNode((n, a) => before.set(n, this.isNodeHidden(a.raw)));
+    const edgesBefore = new Map();
+    this.graph.forEachEdge((e) => edgesBefore.set(e, this.isEdgeHidden(e)));
+    this.hidden[kind] = new Set(names);
+    const nodes = [];
+    this.graph.forEachNode((n, a) => {
+      if (before.get(n) !== this.isNodeHidden(a.raw)) nodes.push(n);
+    });
+    const edges = [];
+    this.graph.forEachEdge((e) => {
+      if (edgesBefore.get(e) !== this.isEdgeHidden(e)) edges.push(e);
+    });
+    this.#keepSelectionValid();
+    this.#partialRefresh(nodes, edges);
+  }
+
+  // Only reducer output changed (no position, size or z-order), which is
+  // exactly the case sigma's skipIndexation is for.
+  #partialRefresh(nodes, edges) {
+    if (!nodes.length && !edges.length) return;
+    try {
+      this.sigma.refresh({ partialGraph: { nodes, edges }, skipIndexation: true });
+    } catch {
+      // An item added since the last frame has no program slot yet.
+      this.sigma.refresh();
+    }
+  }
+
+  // ---- selection -------------------------------------------------------
+
+  selectEdge(id) {
+    if (!this.graph.hasEdge(id)) return false;
+    this.#setSelection({ type: 'edge', id });
+    return true;
+  }
+
+  selectNode(id) {
+    if (!this.graph.hasNode(id)) return false;
+    this.#setSelection({ type: 'node', id });
+    return true;
+  }
+
+  clearSelection() {
+    if (this.selection) this.#setSelection(null);
+  }
+
+  #setSelection(sel) {
+    this.selection = sel;
+    // Selection changes z-order and dims everything else: a full refresh.
+    this.sigma.refresh();
+    this.onSelect(sel);
+  }
+
+  #keepSelectionValid() {
+    const s = this.selection;
+    if (!s) return;
+    const exists = s.type === 'edge' ? this.graph.hasEdge(s.id) : this.graph.hasNode(s.id);
+    const hidden = exists && (s.type === 'edge' ? this.isEdgeHidden(s.id) : this.isNodeHidden(this.graph.getNodeAttribute(s.id, 'raw')));
+    if (!exists || hidden) this.#setSelection(null);
+  }
+
+  #reduceNode(n, attrs) {
+    if (this.isNodeHidden(attrs.raw)) return { ...attrs, hidden: true, label: '' };
+    const s = this.selection;
+    if (!s) return attrs;
+    const g = this.graph;
+    if (s.type === 'node') {
+      if (n === s.id) return { ...attrs, highlighted: true, forceLabel: true, zIndex: 2 };
+      if (g.areNeighbors(n, s.id)) return { ...attrs, forceLabel: true, zIndex: 1 };
+    } else if (g.hasEdge(s.id) && (g.source(s.id) === n || g.target(s.id) === n)) {
+      return { ...attrs, highlighted: true, forceLabel: true, zIndex: 2 };
+    }
+    return { ...attrs, color: this.theme.dim, label: '', zIndex: 0 };
+  }
+
+  #reduceEdge(e, attrs) {
+    if (this.isEdgeHidden(e)) return { ...attrs, hidden: true };
+    const s = this.selection;
+    if (!s) return attrs;
+    if (s.type === 'edge' && e === s.id) return { ...attrs, size: attrs.size * 1.3 + 2, zIndex: 2, forceLabel: true };
+    if (s.type === 'node') {
+      const g = this.graph;
+      if (g.source(e) === s.id || g.target(e) === s.id) return { ...attrs, zIndex: 1, forceLabel: true };
+    }
+    return { ...attrs, color: this.theme.dim, label: '', zIndex: 0 };
+  }
+
+  // ---- queries (legend, details, tests) --------------------------------
+
+  nodeIds() {
+    return this.graph.nodes();
+  }
+
+  edgeIds() {
+    return this.graph.edges();
+  }
+
+  visibleNodeIds() {
+    return this.graph.filterNodes((n, a) => {
+      const d = this.sigma.getNodeDisplayData(n);
+      return d ? !d.hidden : !this.isNodeHidden(a.raw);
+    });
+  }
+
+  visibleEdgeIds() {
+    return this.graph.filterEdges((e) => {
+      const d = this.sigma.getEdgeDisplayData(e);
+      return d ? !d.hidden : !this.isEdgeHidden(e);
+    });
+  }
+
+  node(id) {
+    return this.graph.hasNode(id) ? this.graph.getNodeAttribute(id, 'raw') : null;
+  }
+
+  edge(id) {
+    return this.graph.hasEdge(id) ? this.graph.getEdgeAttribute(id, 'raw') : null;
+  }
+
+  nodeLabel(id) {
+    return this.graph.hasNode(id) ? this.graph.getNodeAttribute(id, 'label') : id;
+  }
+
+  edgesOf(id) {
+    if (!this.graph.hasNode(id)) return [];
+    return this.graph.edges(id).map((e) => this.graph.getEdgeAttributes(e));
+  }
+
+  // name -> graph nodes, for the legend.
+  census() {
+    const ns = new Map();
+    const nodes = new Map();
+    const protos = new Map();
+    this.graph.forEachNode((_n, a) => {
+      const x = nodeNamespace(a.raw);
+      const k = nodeK8sNode(a.raw);
+      if (x) ns.set(x, (ns.get(x) || 0) + 1);
+      if (k) nodes.set(k, (nodes.get(k) || 0) + 1);
+    });
+    this.graph.forEachEdge((_e, a) => {
+      const p = edgeProtocol(a.raw);
+      protos.set(p, (protos.get(p) || 0) + 1);
+    });
+    return { ns, nodes, protos };
+  }
+
+  // ---- camera ----------------------------------------------------------
+
+  zoom(dir) {
+    const cam = this.sigma.getCamera();
+    if (dir > 0) cam.animatedZoom({ duration: 200 });
+    else if (dir < 0) cam.animatedUnzoom({ duration: 200 });
+    else cam.animatedReset({ duration: 250 });
+  }
+
+  // A custom bbox stops sigma from re-framing the whole map each time a
+  // node lands near the edge; it only grows, and only when it must.
+  // Returns whether it changed: sigma then needs a full refresh, as it
+  // derives its normalisation from the bbox only while processing.
+  #fitBBox(reset) {
+    let x0 = Infinity;
+    let x1 = -Infinity;
+    let y0 = Infinity;
+    let y1 = -Infinity;
+    for (const g of this.layout.groupShapes()) {
+      const r = g.r + 0.6;
+      x0 = Math.min(x0, g.x - r);
+      x1 = Math.max(x1, g.x + r);
+      y0 = Math.min(y0, g.y - r);
+      y1 = Math.max(y1, g.y + r);
+    }
+    if (!Number.isFinite(x0)) {
+      if (reset && this.bbox) {
+        this.bbox = null;
+        this.sigma.setCustomBBox(null);
+        return true;
+      }
+      return false;
+    }
+    const b = this.bbox;
+    if (!reset && b && x0 >= b.x[0] && x1 <= b.x[1] && y0 >= b.y[0] && y1 <= b.y[1]) return false;
+    this.bbox = reset || !b
+      ? { x: [x0, x1], y: [y0, y1] }
+      : { x: [Math.min(x0, b.x[0]), Math.max(x1, b.x[1])], y: [Math.min(y0, b.y[0]), Math.max(y1, b.y[1])] };
+    this.sigma.setCustomBBox(this.bbox);
+    return true;
+  }
+
+  // ---- drawing ---------------------------------------------------------
+
+  #drawOverlay() {
+    const canvas = this.overlay;
+    const { width, height } = this.sigma.getDimensions();
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(width * dpr) || canvas.height !== Math.round(height * dpr)) {
+      canvas.width = Math.round(width * dpr);
+      canvas.height = Math.round(height * dpr);
+      canvas.style.width = `${width}px`;
+      canvas.style.height = `${height}px`;
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    if (this.style.group_by === 'pod') this.#drawGroups(ctx);
+    this.#drawSelfLoops(ctx);
+  }
+
+  #drawGroups(ctx) {
+    ctx.font = '600 12px system-ui, -apple-system, "Segoe UI", sans-serif';
+    ctx.textAlign = 'center';
+    for (const g of this.layout.groupShapes()) {
+      if (g.key !== EXTERNAL_GROUP && this.hidden.ns.has(g.key)) continue;
+      const c = this.sigma.graphToViewport({ x: g.x, y: g.y });
+      const e = this.sigma.graphToViewport({ x: g.x + g.r, y: g.y });
+      const r = Math.hypot(e.x - c.x, e.y - c.y);
+      const color = g.key === EXTERNAL_GROUP ? EXTERNAL_COLOR : hashColor(g.key);
+      ctx.beginPath();
+      ctx.arc(c.x, c.y, r, 0, 2 * Math.PI);
+      ctx.fillStyle = color + '14';
+      ctx.fill();
+      ctx.strokeStyle = color + '66';
+      ctx.lineWidth = 1;
+      ctx.setLineDash([4, 4]);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      if (r > 18) {
+        ctx.fillStyle = this.theme.groupText;
+        ctx.fillText(g.key === EXTERNAL_GROUP ? 'external' : g.key, c.x, c.y - r - 6);
+      }
+    }
+  }
+
+  // Traffic inside one group (e.g. namespace to itself) is a self-loop:
+  // drawn as a small ring beside the node.
+  #drawSelfLoops(ctx) {
+    this.graph.forEachEdge((e, _a, s, t) => {
+      if (s !== t) return;
+      const d = this.sigma.getEdgeDisplayData(e);
+      const n = this.sigma.getNodeDisplayData(s);
+      if (!d || !n || d.hidden || n.hidden) return;
+      const p = this.sigma.graphToViewport(this.graph.getNodeAttributes(s));
+      const r = this.sigma.scaleSize(n.size);
+      ctx.beginPath();
+      ctx.arc(p.x + r * 1.1, p.y - r * 1.1, Math.max(5, r * 0.8), 0, 2 * Math.PI);
+      ctx.strokeStyle = d.color;
+      ctx.lineWidth = Math.max(1, Math.min(4, this.sigma.scaleSize(d.size) * 0.6));
+      ctx.stroke();
+    });
+  }
+
+  #drawHover(ctx, data, settings) {
+    // sigma's default hover box is always white, unreadable in dark mode.
+    const size = settings.labelSize;
+    ctx.font = `${settings.labelWeight} ${size}px ${settings.labelFont}`;
+    ctx.fillStyle = this.theme.hoverBg;
+    ctx.shadowOffsetX = 0;
+    ctx.shadowOffsetY = 0;
+    ctx.shadowBlur = 8;
+    ctx.shadowColor = 'rgba(0,0,0,0.45)';
+    const pad = 2;
+    const label = typeof data.label === 'string' ? data.label : '';
+    const radius = Math.max(data.size, size / 2) + pad;
+    ctx.beginPath();
+    if (label) {
+      const w = Math.round(ctx.measureText(label).width + 6);
+      const h = Math.round(size + 2 * pad);
+      const a = Math.asin(h / 2 / radius);
+      const dx = Math.sqrt(Math.abs(radius ** 2 - (h / 2) ** 2));
+      ctx.moveTo(data.x + dx, data.y + h / 2);
+      ctx.lineTo(data.x + radius + w, data.y + h / 2);
+      ctx.lineTo(data.x + radius + w, data.y - h / 2);
+      ctx.lineTo(data.x + dx, data.y - h / 2);
+      ctx.arc(data.x, data.y, radius, a, -a);
+    } else {
+      ctx.arc(data.x, data.y, radius, 0, Math.PI * 2);
+    }
+    ctx.closePath();
+    ctx.fill();
+    ctx.shadowBlur = 0;
+    if (label) {
+      ctx.fillStyle = this.theme.label;
+      ctx.fillText(label, data.x + data.size + 3, data.y + size / 3);
+    }
+  }
+}
