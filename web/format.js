@@ -50,7 +50,14 @@ export function hashColor(name, lightness = 52) {
     h ^= name.charCodeAt(i);
     h = Math.imul(h, 16777619);
   }
-  const hue = ((h >>> 0) % 360 + 360) % 360;
+  // FNV alone barely mixes the last character into the low bits, so
+  // "ns-1" and "ns-3" would share a hue; finish with murmur3's mixer.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  const hue = (h >>> 0) % 360;
   return hslToHex(hue, 55, lightness);
 }
 

@@ -155,7 +155,7 @@ export class GraphView {
       this.layout.release(id);
     }
     if ((d.nodes_added || []).length && this.#fitBBox(false)) this.sigma.refresh({ schedule: true });
-    if ((d.edges_added || []).length || (d.edges_removed || []).length) this.#updateEdgeLabelSetting();
+    if (['nodes_added', 'nodes_removed', 'edges_added', 'edges_removed'].some((k) => (d[k] || []).length)) this.#updateEdgeLabelSetting();
     this.#keepSelectionValid();
   }
 
@@ -267,6 +267,14 @@ export class GraphView {
   #updateEdgeLabelSetting() {
     const want = this.graph.size <= EDGE_LABEL_LIMIT;
     if (this.sigma.getSetting('renderEdgeLabels') !== want) this.sigma.setSetting('renderEdgeLabels', want);
+    // Dense labels help a small map (pods of a namespace sit close) and
+    // bury a big one.
+    const small = this.graph.order <= 150;
+    const density = small ? 2.5 : 0.5;
+    if (this.sigma.getSetting('labelDensity') !== density) {
+      this.sigma.setSetting('labelDensity', density);
+      this.sigma.setSetting('labelGridCellSize', small ? 60 : 120);
+    }
   }
 
   // ---- visibility ------------------------------------------------------
@@ -451,7 +459,9 @@ export class GraphView {
     let y0 = Infinity;
     let y1 = -Infinity;
     for (const g of this.layout.groupShapes()) {
-      const r = g.r + 0.6;
+      // Frame the room reserved for each group, so a group growing into
+      // its headroom does not re-frame the map.
+      const r = Math.max(g.r, g.reserved) + 0.6;
       x0 = Math.min(x0, g.x - r);
       x1 = Math.max(x1, g.x + r);
       y0 = Math.min(y0, g.y - r);
@@ -529,7 +539,7 @@ export class GraphView {
       const p = this.sigma.graphToViewport(this.graph.getNodeAttributes(s));
       const r = this.sigma.scaleSize(n.size);
       ctx.beginPath();
-      ctx.arc(p.x + r * 1.1, p.y - r * 1.1, Math.max(5, r * 0.8), 0, 2 * Math.PI);
+      ctx.arc(p.x - r * 1.1, p.y - r * 1.1, Math.max(5, r * 0.8), 0, 2 * Math.PI);
       ctx.strokeStyle = d.color;
       ctx.lineWidth = Math.max(1, Math.min(4, this.sigma.scaleSize(d.size) * 0.6));
       ctx.stroke();

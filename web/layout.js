@@ -97,7 +97,7 @@ export class Layout {
         const [dx, dy] = spiral(i);
         r = Math.max(r, Math.hypot(dx, dy));
       });
-      if (n) out.push({ key: g.key, x: g.cx, y: g.cy, r: r + 0.75 * PITCH, members: n });
+      if (n) out.push({ key: g.key, x: g.cx, y: g.cy, r: r + 0.75 * PITCH, reserved: g.reserved, members: n });
     }
     return out;
   }

@@ -1,52 +1,67 @@
 //! The L7 workload map: edges per (source, target, protocol) with request,
 //! error and byte counts and latency percentiles, fed by L7 records.
 
+use crate::flow::DirCounters;
 use crate::identity::Workload;
 use crate::map::{GroupBy, MapNode, intern_node};
+use crate::map::{Rate, RateWindow};
 use crate::record::L7Record;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use serde::Serialize;
+use sketches_ddsketch::{Config, DDSketch};
 use std::collections::{BTreeMap, HashMap};
 
-/// Latency samples kept exactly; beyond this a deterministic reservoir.
-const MAX_SAMPLES: usize = 1 << 16;
+/// Relative accuracy of latency quantiles (1 %).
+const LATENCY_ALPHA: f64 = 0.01;
+/// Bins per edge sketch: bounds memory at a few KiB per edge while
+/// covering six decades of latency at 1 % before the low end folds.
+const LATENCY_MAX_BINS: u32 = 1024;
+/// Distinct methods/paths counted per edge; the rest fold into "other".
+const MAX_TOP_KEYS: usize = 64;
 
-/// Latency percentiles from exact samples (or a uniform reservoir).
-#[derive(Clone, Debug, Default)]
+/// Latency percentiles from a DDSketch: mergeable (per node, per worker),
+/// bounded in memory, with relative error.
+#[derive(Clone)]
 pub struct Latency {
-    samples: Vec<u64>,
-    seen: u64,
-    rng: u64,
+    sketch: DDSketch,
+}
+
+impl std::fmt::Debug for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latency").field("count", &self.sketch.count()).finish()
+    }
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { sketch: DDSketch::new(Config::new(LATENCY_ALPHA, LATENCY_MAX_BINS, 1.0)) }
+    }
 }
 
 impl Latency {
     pub fn add(&mut self, us: u64) {
-        self.seen += 1;
-        if self.samples.len() < MAX_SAMPLES {
-            self.samples.push(us);
-            return;
-        }
-        self.rng = self.rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        let slot = (self.rng >> 33) % self.seen;
-        if (slot as usize) < MAX_SAMPLES {
-            self.samples[slot as usize] = us;
-        }
+        self.sketch.add(us as f64);
     }
 
-    /// Nearest-rank percentile `p` (0–100).
+    /// Folds another edge's (or worker's) latencies into this one.
+    pub fn merge(&mut self, other: &Latency) {
+        // Same config on both sides, so merging cannot fail.
+        let _ = self.sketch.merge(&other.sketch);
+    }
+
+    pub fn count(&self) -> usize {
+        self.sketch.count()
+    }
+
+    /// Percentile `p` (0–100), within 1 %.
     pub fn percentile(&self, p: f64) -> Option<u64> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut s = self.samples.clone();
-        s.sort_unstable();
-        let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
-        Some(s[rank.min(s.len()) - 1])
+        let q = self.sketch.quantile((p / 100.0).clamp(0.0, 1.0)).ok().flatten()?;
+        Some(q.round().max(0.0) as u64)
     }
 }
 
 /// An edge of the L7 map.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct L7Edge {
     pub protocol: String,
     pub requests: u64,
@@ -54,6 +69,32 @@ pub struct L7Edge {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub latency: Latency,
+    /// Requests (as packets) and request/response bytes per second.
+    pub window: RateWindow,
+    /// Requests per method and summary (path, command, topic).
+    pub top: HashMap<String, u64>,
+}
+
+impl L7Edge {
+    fn new(protocol: &str, window_secs: u32) -> Self {
+        L7Edge {
+            protocol: protocol.to_string(),
+            requests: 0,
+            errors: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+            latency: Latency::default(),
+            window: RateWindow::new(window_secs),
+            top: HashMap::new(),
+        }
+    }
+}
+
+/// What an edge was used for most.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopEntry {
+    pub name: String,
+    pub count: u64,
 }
 
 /// A protocol as the legend shows it; plugins supply these.
@@ -68,6 +109,7 @@ pub struct LegendEntry {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LatencyView {
     pub p50: Option<u64>,
+    pub p95: Option<u64>,
     pub p99: Option<u64>,
 }
 
@@ -81,6 +123,17 @@ pub struct L7EdgeView {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub latency_us: LatencyView,
+    /// Requests per second and bytes per second each way, over the window.
+    pub rate: L7RateView,
+    pub top: Vec<TopEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct L7RateView {
+    pub window_secs: u32,
+    pub requests_per_sec: f64,
+    pub request_bytes_per_sec: f64,
+    pub response_bytes_per_sec: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -94,6 +147,8 @@ pub struct L7MapView {
 #[derive(Debug)]
 pub struct L7Map {
     group: GroupBy,
+    window_secs: u32,
+    latest: crate::time::Timestamp,
     graph: StableDiGraph<MapNode, L7Edge>,
     nodes: HashMap<String, NodeIndex>,
     edges: HashMap<(NodeIndex, NodeIndex, String), EdgeIndex>,
@@ -102,8 +157,15 @@ pub struct L7Map {
 
 impl L7Map {
     pub fn new(group: GroupBy) -> Self {
+        Self::with_window(group, 10)
+    }
+
+    /// A map whose rates are over `window_secs`.
+    pub fn with_window(group: GroupBy, window_secs: u32) -> Self {
         L7Map {
             group,
+            window_secs: window_secs.max(1),
+            latest: crate::time::Timestamp::ZERO,
             graph: StableDiGraph::new(),
             nodes: HashMap::new(),
             edges: HashMap::new(),
@@ -127,7 +189,7 @@ impl L7Map {
         let ix = match self.edges.get(&key) {
             Some(&ix) => ix,
             None => {
-                let ix = self.graph.add_edge(a, b, L7Edge { protocol: r.protocol.clone(), ..L7Edge::default() });
+                let ix = self.graph.add_edge(a, b, L7Edge::new(&r.protocol, self.window_secs));
                 self.edges.insert(key, ix);
                 ix
             }
@@ -140,7 +202,30 @@ impl L7Map {
             if let Some(us) = r.elapsed_us {
                 e.latency.add(us);
             }
+            let ts = r.ts();
+            e.window.add(
+                ts,
+                &DirCounters { packets: 1, bytes: r.request_size, ip_bytes: 0 },
+                &DirCounters { packets: 0, bytes: r.response_size, ip_bytes: 0 },
+            );
+            let key = if r.method.is_empty() || r.method == r.summary {
+                r.summary.clone()
+            } else {
+                format!("{} {}", r.method, r.summary)
+            };
+            let key: String = key.chars().take(120).collect();
+            if e.top.len() < MAX_TOP_KEYS || e.top.contains_key(&key) {
+                *e.top.entry(key).or_default() += 1;
+            } else {
+                *e.top.entry("(other)".into()).or_default() += 1;
+            }
+            self.latest = self.latest.max(ts);
         }
+    }
+
+    /// The newest record time seen: where rates end.
+    pub fn latest(&self) -> crate::time::Timestamp {
+        self.latest
     }
 
     /// Adds a node with no L7 edge (a workload seen only at L4), so the L7
@@ -150,6 +235,11 @@ impl L7Map {
     }
 
     pub fn view(&self) -> L7MapView {
+        self.view_at(self.latest)
+    }
+
+    /// The map with rates over the window ending at `now`.
+    pub fn view_at(&self, now: crate::time::Timestamp) -> L7MapView {
         let mut nodes: Vec<MapNode> = self.graph.node_weights().cloned().collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let mut edges: Vec<L7EdgeView> = self
@@ -158,6 +248,11 @@ impl L7Map {
             .filter_map(|ix| {
                 let (a, b) = self.graph.edge_endpoints(ix)?;
                 let e = &self.graph[ix];
+                let (req, resp): (Rate, Rate) = e.window.rates(now);
+                let mut top: Vec<TopEntry> =
+                    e.top.iter().map(|(k, v)| TopEntry { name: k.clone(), count: *v }).collect();
+                top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+                top.truncate(5);
                 Some(L7EdgeView {
                     source: self.graph[a].id.clone(),
                     target: self.graph[b].id.clone(),
@@ -166,7 +261,18 @@ impl L7Map {
                     errors: e.errors,
                     request_bytes: e.request_bytes,
                     response_bytes: e.response_bytes,
-                    latency_us: LatencyView { p50: e.latency.percentile(50.0), p99: e.latency.percentile(99.0) },
+                    latency_us: LatencyView {
+                        p50: e.latency.percentile(50.0),
+                        p95: e.latency.percentile(95.0),
+                        p99: e.latency.percentile(99.0),
+                    },
+                    rate: L7RateView {
+                        window_secs: self.window_secs,
+                        requests_per_sec: req.packets_per_sec,
+                        request_bytes_per_sec: req.bytes_per_sec,
+                        response_bytes_per_sec: resp.bytes_per_sec,
+                    },
+                    top,
                 })
             })
             .collect();
@@ -187,8 +293,16 @@ mod tests {
         for v in 1..=100 {
             l.add(v);
         }
-        assert_eq!(l.percentile(50.0), Some(50));
-        assert_eq!(l.percentile(99.0), Some(99));
+        let near = |got: Option<u64>, want: f64| (got.unwrap() as f64 - want).abs() <= want * 0.02 + 1.0;
+        assert!(near(l.percentile(50.0), 50.0), "{:?}", l.percentile(50.0));
+        assert!(near(l.percentile(99.0), 99.0), "{:?}", l.percentile(99.0));
+        let mut other = Latency::default();
+        for v in 1000..=1100 {
+            other.add(v);
+        }
+        l.merge(&other);
+        assert_eq!(l.count(), 201);
+        assert!(near(l.percentile(99.0), 1098.0), "{:?}", l.percentile(99.0));
         assert_eq!(Latency::default().percentile(50.0), None);
     }
 }

@@ -28,6 +28,8 @@ pub struct RecordWorkload {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct L7Record {
     pub protocol: String,
+    /// The transport the exchange travelled over.
+    pub transport: crate::decode::L4Proto,
     pub method: String,
     pub summary: String,
     pub status_code: Option<i64>,

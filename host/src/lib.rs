@@ -9,3 +9,5 @@ pub mod plugins;
 pub mod records;
 pub mod replay;
 pub mod replay_l7;
+pub mod serve;
+pub mod service;

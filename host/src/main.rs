@@ -22,6 +22,74 @@ enum Command {
     Replay(ReplayArgs),
     /// List the dissector plugins: the embedded ones plus those in DIR.
     Plugins(PluginsArgs),
+    /// Serve the live map (web UI, REST and WebSocket API) while a capture replays.
+    Serve(ServeArgs),
+    /// Serve the map of the embedded demo capture, replayed in a loop.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Capture file (pcap or pcapng) to replay.
+    #[arg(long, value_name = "FILE")]
+    replay: PathBuf,
+    /// Start over at the end of the capture (time keeps moving forward).
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// Replay speed: a multiple of the recorded pace, or `max`.
+    #[arg(long, default_value = "1.0", value_parser = parse_speed)]
+    speed: Speed,
+    /// Workload inventory (`kubectl get pods,services,nodes -A -o json`). May repeat.
+    #[arg(long, value_name = "FILE")]
+    inventory: Vec<PathBuf>,
+    #[command(flatten)]
+    common: ServiceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Replay speed: a multiple of the recorded pace, or `max`.
+    #[arg(long, default_value = "1.0", value_parser = parse_speed)]
+    speed: Speed,
+    #[command(flatten)]
+    common: ServiceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServiceArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8899")]
+    listen: std::net::SocketAddr,
+    /// A directory of `*.wasm` plugins, added to the embedded ones and
+    /// watched for changes (hot reload). May repeat.
+    #[arg(long = "plugins", value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Capture filter: dissect L7 only for pods whose name matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    capture_filter: Option<String>,
+    /// Capture filter: dissect L7 only in these namespaces. May repeat.
+    #[arg(long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Capture filter: never dissect L7 in these namespaces. May repeat.
+    #[arg(long = "exclude-namespace", value_name = "NS")]
+    exclude_namespaces: Vec<String>,
+    /// Width of the sliding window for rates, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    rate_window: u32,
+}
+
+/// Replay speed.
+#[derive(Debug, Clone, Copy)]
+struct Speed(Option<f64>);
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    if s == "max" {
+        return Ok(Speed(None));
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(Speed(Some(v))),
+        _ => Err(format!("invalid speed {s:?}: a positive number or `max`")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +207,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => {
+            serve(args.replay, args.inventory, args.speed, args.repeat, args.common)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let (pcap, inventory) = trawl_host::serve::demo_files()?;
+            serve(pcap, vec![inventory], args.speed, true, args.common)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugins(args) => {
             let statuses = trawl_host::plugins::registry::list(args.dir.as_deref())?;
             if args.json {
@@ -166,4 +243,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, a: ServiceArgs) -> anyhow::Result<()> {
+    let mut replay = ReplayOptions::new(capture);
+    replay.inventories = inventory;
+    replay.rate_window_secs = a.rate_window;
+    replay.watch = !a.plugin_dirs.is_empty();
+    replay.plugin_dirs = a.plugin_dirs;
+    let pod_regex = match a.capture_filter {
+        Some(r) => Some(regex::Regex::new(&r).with_context(|| format!("invalid --capture-filter {r:?}"))?),
+        None => None,
+    };
+    let capture_filter = trawl_host::service::CaptureFilter {
+        pod_regex,
+        namespaces: a.namespaces,
+        exclude_namespaces: a.exclude_namespaces,
+    };
+    trawl_host::serve::run(trawl_host::serve::ServeOptions {
+        replay,
+        speed: speed.0,
+        repeat,
+        listen: a.listen,
+        capture_filter,
+    })
 }

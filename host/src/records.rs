@@ -50,6 +50,7 @@ pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<W
     };
     let record = L7Record {
         protocol: if r.protocol.is_empty() { h.plugin.clone() } else { r.protocol.clone() },
+        transport: h.conn.l4,
         method: r.method.clone(),
         summary: r.summary.clone(),
         status_code: r.status_code,

@@ -36,7 +36,8 @@ pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, O
     Ok((set.plugins(), reloader, rejected))
 }
 
-fn legend(p: &SharedPlugin) -> LegendEntry {
+/// How a plugin's protocol appears in map legends.
+pub fn legend(p: &SharedPlugin) -> LegendEntry {
     LegendEntry {
         protocol: p.info.name.clone(),
         abbreviation: p.info.abbreviation.clone(),

@@ -201,7 +201,7 @@ await check('grouping by namespace draws one node per namespace', ['l4_namespace
   await waitApplied({ map: 'l4', group_by: 'namespace' });
   await waitFor('namespace node count', () => window.__trawl.nodeCount(), null, exp.l4_namespace_nodes);
   const bad = await page.evaluate(() =>
-    window.__trawl.nodeIds().filter((id) => !id.startsWith('namespace/') && window.__trawl.node(id).kind !== 'external'),
+    window.__trawl.nodeIds().filter((id) => !['namespace', 'external'].includes(window.__trawl.node(id).kind)),
   );
   assert(bad.length === 0, `non-namespace nodes while grouped by namespace: ${bad.join(', ')}`);
   assert(/group_by=namespace/.test(page.url()), `URL not updated: ${page.url()}`);
@@ -298,6 +298,32 @@ await check('an invalid filter shows its error and keeps the previous filter', [
   await submitFilter('');
   await waitApplied({ map: 'l7', filter: '' });
   await page.waitForSelector(`${T('filter-error')}[hidden]`, { state: 'attached' });
+});
+
+await check('a shared URL with an invalid filter shows the error and the unfiltered map', [], async () => {
+  const bad = exp.invalid_filter || 'status_code ==';
+  await page.goto(`${base}/?map=l4&group_by=pod&filter=${encodeURIComponent(bad)}`, { waitUntil: 'domcontentloaded' });
+  await waitApplied({ map: 'l4', group_by: 'pod', filter: '' });
+  await page.waitForSelector(`${T('filter-error')}:not([hidden])`);
+  assert((await page.inputValue(T('filter-input'))) === bad, 'the rejected filter text should stay in the input for fixing');
+  await waitFor('unfiltered node count', () => window.__trawl.nodeCount(), null, exp.l4_pod_nodes);
+});
+
+await check('the settings dialog changes the subscription', [], async () => {
+  await open('map=l4&group_by=pod');
+  await page.click(T('settings-button'));
+  await page.waitForSelector(`${T('settings-dialog')}[open]`);
+  await page.check(T('settings-map-l7'));
+  await page.selectOption(T('settings-group-by'), 'namespace');
+  await page.check(T('settings-mode-rate'));
+  await page.uncheck(T('settings-bandwidth'));
+  assert(await page.isDisabled(T('settings-include-request')), 'request sizes stay enabled without bandwidth');
+  await page.click(T('settings-apply'));
+  await waitApplied({ map: 'l7', group_by: 'namespace', mode: 'rate', bandwidth: false });
+  const q = new URL(page.url()).searchParams;
+  assert(q.get('map') === 'l7' && q.get('group_by') === 'namespace' && q.get('mode') === 'rate' && q.get('bandwidth') === 'false', `URL does not carry the settings: ${page.url()}`);
+  assert((await page.inputValue(T('group-by'))) === 'namespace', 'top-bar grouping select not synced');
+  await shot('settings-applied');
 });
 
 await check('clicking an edge shows its metrics in the details panel', ['edge_to_click'], async () => {

@@ -1,0 +1,213 @@
+//! The HTTP side of the graph service (warp): the embedded web UI, the REST
+//! endpoints, Prometheus metrics and the `/api/ws` WebSocket.
+//!
+//! WebSocket protocol (JSON text frames):
+//! - client → server: `{"type":"subscribe", "map":"l4"|"l7", "group_by":
+//!   "pod"|"namespace"|"node", "filter":"…", "mode":"cumulative"|"rate",
+//!   "bandwidth":true, "include_request":true, "include_response":true}`;
+//!   sending it again changes the subscription.
+//! - server → client: `{"type":"snapshot","seq":N,"map":{nodes,edges,legend}}`
+//!   after each (re)subscription, then `{"type":"delta","seq":N,
+//!   "nodes_added":[…],"nodes_changed":[…],"nodes_removed":[ids],
+//!   "edges_added":…,"edges_changed":…,"edges_removed":…}` at most every
+//!   [`TICK`]; `{"type":"error","error":"…","position":P,"line":L,"column":C}`
+//!   for a subscription that cannot be taken (the previous one stays).
+//!
+//! A slow client is never queued for: each tick diffs the map against what
+//! the client last received, and the next send waits for the previous one,
+//! so a client that falls behind gets fewer, larger (coalesced) deltas.
+
+use super::subscription::{SpecError, delta};
+use super::{SharedState, Subscription, SubscriptionSpec, lock};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use warp::http::StatusCode;
+use warp::ws::{Message, WebSocket, Ws};
+use warp::{Filter, Rejection, Reply};
+
+/// Most often a subscriber gets an update (5 per second).
+pub const TICK: Duration = Duration::from_millis(200);
+
+#[derive(rust_embed::RustEmbed)]
+#[folder = "../web/"]
+struct Web;
+
+fn spec_error(e: &SpecError) -> Value {
+    match e {
+        SpecError::Filter(f) => json!({
+            "type": "error", "error": f.to_string(), "message": f.message,
+            "position": f.position, "line": f.line, "column": f.column,
+        }),
+        SpecError::Grouping(g) => json!({ "type": "error", "error": g }),
+    }
+}
+
+async fn static_file(tail: warp::path::Tail) -> Result<warp::reply::Response, Rejection> {
+    let path = match tail.as_str() {
+        "" => "index.html",
+        p => p,
+    };
+    let file = Web::get(path).ok_or_else(warp::reject::not_found)?;
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    Ok(warp::reply::with_header(file.data.into_owned(), "content-type", mime.as_ref()).into_response())
+}
+
+fn plugins_json(state: &SharedState) -> Value {
+    let st = lock(state);
+    let plugins: Vec<Value> = st
+        .plugins
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+            if let Some(l) = st.legend.iter().find(|l| l.protocol == p.name) {
+                v["abbreviation"] = json!(l.abbreviation);
+                v["long_name"] = json!(l.long_name);
+                v["color"] = json!(l.color);
+            }
+            v
+        })
+        .collect();
+    Value::Array(plugins)
+}
+
+/// Prometheus text exposition of the service's counters.
+pub fn metrics_text(state: &SharedState) -> String {
+    let st = lock(state);
+    let c = &st.counters;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        out.push_str(&format!("# HELP trawl_{name} {help}\n# TYPE trawl_{name} counter\ntrawl_{name} {v}\n"));
+    };
+    counter("packets_received_total", "Packets read from the capture.", c.packets);
+    counter("bytes_received_total", "Bytes of the packets read.", c.bytes);
+    counter("packets_dropped_total", "Packets skipped: malformed, non-IP or unsupported.", c.packets_dropped);
+    counter("flows_total", "Flows that ended.", c.flows);
+    counter("records_total", "L7 records from targeted workloads.", c.records);
+    counter("records_not_targeted_total", "L7 records dropped by the capture filters.", c.records_not_targeted);
+    counter("records_matched_pairs_total", "Records with both a request and a response.", c.matched_pairs);
+    counter("plugin_faults_total", "Plugin traps, timeouts, memory and output faults.", c.plugin_faults);
+    counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);
+    out.push_str(&format!(
+        "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
+        c.subscribers
+    ));
+    for p in &st.plugins {
+        out.push_str(&format!(
+            "trawl_plugin_records_total{{plugin=\"{}\"}} {}\ntrawl_plugin_faults_total{{plugin=\"{}\"}} {}\n",
+            p.name, p.records, p.name, p.faults
+        ));
+    }
+    out
+}
+
+/// Counts a subscriber for as long as it is connected.
+struct Subscriber(SharedState);
+
+impl Subscriber {
+    fn new(state: SharedState) -> Self {
+        lock(&state).counters.subscribers += 1;
+        Subscriber(state)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0);
+        st.counters.subscribers = st.counters.subscribers.saturating_sub(1);
+    }
+}
+
+async fn subscriber(ws: WebSocket, state: SharedState) {
+    let _count = Subscriber::new(state.clone());
+    let (mut tx, mut rx) = ws.split();
+    let mut sub: Option<Subscription> = None;
+    let mut sent: Option<Value> = None;
+    let mut seq: u64 = 0;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            msg = rx.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                if msg.is_close() {
+                    break;
+                }
+                let Ok(text) = msg.to_str() else { continue };
+                let reply = match serde_json::from_str::<SubscriptionSpec>(text) {
+                    Ok(spec) => match Subscription::new(spec) {
+                        Ok(s) => {
+                            sub = Some(s);
+                            sent = None;
+                            continue;
+                        }
+                        Err(e) => spec_error(&e),
+                    },
+                    Err(e) => json!({ "type": "error", "error": format!("bad subscription: {e}") }),
+                };
+                if tx.send(Message::text(reply.to_string())).await.is_err() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                let Some(s) = sub.as_mut() else { continue };
+                // The lock is held only to build the map, never across a send.
+                let map = { let st = lock(&state); s.snapshot(&st) };
+                seq += 1;
+                let msg = match &sent {
+                    None => json!({ "type": "snapshot", "seq": seq, "map": &map }),
+                    Some(old) => match delta(old, &map) {
+                        Some(mut d) => {
+                            d["type"] = json!("delta");
+                            d["seq"] = json!(seq);
+                            d
+                        }
+                        None => continue,
+                    },
+                };
+                if tx.send(Message::text(msg.to_string())).await.is_err() {
+                    break;
+                }
+                sent = Some(map);
+            }
+        }
+    }
+}
+
+fn with_state(state: SharedState) -> impl Filter<Extract = (SharedState,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Every route of the service.
+pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let health = warp::path!("api" / "health").and(with_state(state.clone())).map(|s: SharedState| {
+        let st = lock(&s);
+        warp::reply::json(&json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "capture_time_ns": st.now.0,
+            "counters": &st.counters,
+        }))
+    });
+    let plugins = warp::path!("api" / "plugins")
+        .and(with_state(state.clone()))
+        .map(|s: SharedState| warp::reply::json(&plugins_json(&s)));
+    let map = warp::path!("api" / "map").and(warp::query::<SubscriptionSpec>()).and(with_state(state.clone())).map(
+        |spec: SubscriptionSpec, s: SharedState| match Subscription::new(spec) {
+            Ok(mut sub) => {
+                let v = { sub.snapshot(&lock(&s)) };
+                warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
+            }
+            Err(e) => warp::reply::with_status(warp::reply::json(&spec_error(&e)), StatusCode::BAD_REQUEST),
+        },
+    );
+    let metrics = warp::path!("metrics")
+        .and(with_state(state.clone()))
+        .map(|s: SharedState| warp::reply::with_header(metrics_text(&s), "content-type", "text/plain; version=0.0.4"));
+    let ws = warp::path!("api" / "ws")
+        .and(warp::ws())
+        .and(with_state(state))
+        .map(|ws: Ws, s: SharedState| ws.on_upgrade(move |socket| subscriber(socket, s)));
+    let statics = warp::path::tail().and_then(static_file);
+    warp::get().and(health.or(plugins).or(map).or(metrics).or(ws).or(statics))
+}

@@ -1,0 +1,239 @@
+//! KFL2, trawl's display filter language: CEL (via the `cel` crate) over
+//! Kubeshark's variable names. A filter is compiled once per subscription
+//! and evaluated per L7 record; a filter that does not evaluate to `true`
+//! (false, an error such as a missing field, or a non-boolean) drops the
+//! record, as in Kubeshark.
+//!
+//! Variables: `src`/`dst` (`ip`, `port`, `name`, `namespace`, `kind`,
+//! `node`, `pod.name`, `pod.namespace`, `service.name`), `namespaces`,
+//! `pods`, `services`, `node_name`, `protocol` and the flags `http`, `grpc`,
+//! `dns`, `redis`, `kafka`, `tcp`, `udp`, the record's `method`, `path`,
+//! `url`, `summary`, `status_code`, `error`, `elapsed_time` (µs),
+//! `timestamp`, `request_size`, `response_size`, and every field the
+//! plugin reported (`grpc_status`, `redis_key`, …) under its own name.
+//! Functions beyond CEL's standard ones: `map_get(map, key)` and `now()`.
+
+use cel::objects::Key;
+use cel::{Context, Env, Program, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use trawl_core::record::{L7Record, RecordEndpoint};
+
+/// Longest filter accepted.
+pub const MAX_FILTER_LEN: usize = 4096;
+
+/// A filter that did not compile: what is wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("{message} (line {line}, column {column})")]
+pub struct FilterError {
+    pub message: String,
+    pub line: u32,
+    pub column: u32,
+    /// Byte offset into the filter text.
+    pub position: usize,
+}
+
+/// A compiled display filter. The empty filter matches everything.
+#[derive(Clone)]
+pub struct Filter {
+    source: String,
+    program: Option<Arc<Program>>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter").field("source", &self.source).finish()
+    }
+}
+
+/// The root context: the standard library plus trawl's functions. Built
+/// once; per-record scopes are children of it.
+fn root() -> &'static Context<'static, 'static> {
+    static ROOT: OnceLock<Context<'static, 'static>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mut ctx = Context::with_env(Arc::new(Env::stdlib()));
+        // Registration fails only on a name the standard library already
+        // has, which these are not.
+        let _ = ctx.add_function("map_get", |m: Value, k: Arc<String>| -> Value {
+            match m {
+                Value::Map(m) => m.map.get(&Key::from(k)).cloned().unwrap_or(Value::Null),
+                _ => Value::Null,
+            }
+        });
+        let _ = ctx.add_function("now", || -> chrono::DateTime<chrono::FixedOffset> { chrono::Utc::now().into() });
+        ctx
+    })
+}
+
+fn byte_offset(source: &str, line: u32, column: u32) -> usize {
+    let mut offset = 0;
+    for (i, l) in source.split_inclusive('\n').enumerate() {
+        if i + 1 == line as usize {
+            return offset + l.char_indices().nth(column.saturating_sub(1) as usize).map_or(l.len(), |(at, _)| at);
+        }
+        offset += l.len();
+    }
+    source.len()
+}
+
+impl Filter {
+    pub fn all() -> Self {
+        Filter { source: String::new(), program: None }
+    }
+
+    pub fn compile(source: &str) -> Result<Self, FilterError> {
+        let trimmed = source.trim();
+        if trimmed.is_empty() {
+            return Ok(Self::all());
+        }
+        if source.len() > MAX_FILTER_LEN {
+            return Err(FilterError {
+                message: format!("filter longer than {MAX_FILTER_LEN} bytes"),
+                line: 1,
+                column: 1,
+                position: 0,
+            });
+        }
+        match Program::compile(source) {
+            Ok(p) => Ok(Filter { source: source.to_string(), program: Some(Arc::new(p)) }),
+            Err(errors) => {
+                let first = errors.errors.first();
+                let (line, column) = first.map_or((1, 1), |e| (e.pos.0.max(1) as u32, e.pos.1.max(1) as u32));
+                let message = first.map_or_else(|| "invalid filter".to_string(), |e| e.msg.clone());
+                Err(FilterError { message, line, column, position: byte_offset(source, line, column) })
+            }
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.program.is_none()
+    }
+
+    /// Whether the record passes.
+    pub fn matches(&self, r: &L7Record) -> bool {
+        let Some(program) = &self.program else { return true };
+        let mut ctx = root().new_inner_scope();
+        for (name, value) in variables(r) {
+            ctx.add_variable_from_value(name, value);
+        }
+        matches!(program.execute(&ctx), Ok(Value::Bool(true)))
+    }
+}
+
+fn json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            n.as_i64().map_or_else(|| n.as_f64().map_or(Value::Null, Value::Float), Value::Int)
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(json).collect())),
+        serde_json::Value::Object(o) => {
+            Value::from(o.iter().map(|(k, v)| (k.as_str(), json(v))).collect::<HashMap<&str, Value>>())
+        }
+    }
+}
+
+fn endpoint(e: &RecordEndpoint) -> Value {
+    let w = e.workload.as_ref();
+    let kind = w.map_or("external", |w| w.kind.as_str());
+    let name = w.map_or_else(|| e.ip.to_string(), |w| w.name.clone());
+    let namespace = w.map_or_else(String::new, |w| w.namespace.clone());
+    let pod_name = if kind == "pod" { name.clone() } else { String::new() };
+    let pod_ns = if kind == "pod" { namespace.clone() } else { String::new() };
+    let service = if kind == "service" { name.clone() } else { String::new() };
+    let mut m: HashMap<&str, Value> = HashMap::new();
+    m.insert("ip", Value::from(e.ip.to_string()));
+    m.insert("port", Value::Int(i64::from(e.port)));
+    m.insert("kind", Value::from(kind));
+    m.insert("name", Value::from(name));
+    m.insert("namespace", Value::from(namespace));
+    m.insert("node", Value::from(w.and_then(|w| w.node.clone()).unwrap_or_default()));
+    m.insert("pod", Value::from(HashMap::from([("name", Value::from(pod_name)), ("namespace", Value::from(pod_ns))])));
+    m.insert("service", Value::from(HashMap::from([("name", Value::from(service))])));
+    Value::from(m)
+}
+
+/// Names that are KFL2 variables in their own right: plugin fields with
+/// these names do not shadow them.
+const RESERVED: &[&str] = &[
+    "src",
+    "dst",
+    "namespaces",
+    "pods",
+    "services",
+    "node_name",
+    "protocol",
+    "http",
+    "grpc",
+    "dns",
+    "redis",
+    "kafka",
+    "tcp",
+    "udp",
+    "method",
+    "path",
+    "url",
+    "summary",
+    "status_code",
+    "error",
+    "elapsed_time",
+    "timestamp",
+    "request_size",
+    "response_size",
+];
+
+fn variables(r: &L7Record) -> Vec<(String, Value)> {
+    let transport = r.transport.as_str();
+    let mut v: Vec<(String, Value)> = Vec::with_capacity(32 + r.fields.len());
+    // Plugin fields first, so the reserved names below win.
+    for (k, val) in &r.fields {
+        if !RESERVED.contains(&k.as_str()) {
+            v.push((k.clone(), json(val)));
+        }
+    }
+    let workloads = [&r.src, &r.dst].map(|e| e.workload.clone());
+    let collect = |kind: &str| -> Value {
+        let names: Vec<Value> =
+            workloads.iter().flatten().filter(|w| w.kind == kind).map(|w| Value::from(w.name.as_str())).collect();
+        Value::List(Arc::new(names))
+    };
+    let mut namespaces: Vec<String> = workloads.iter().flatten().map(|w| w.namespace.clone()).collect();
+    namespaces.dedup();
+    let node = workloads.iter().rev().flatten().find_map(|w| w.node.clone()).unwrap_or_default();
+    let field_str = |k: &str| r.fields.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let url = field_str("url").unwrap_or_else(|| r.summary.clone());
+    let path = field_str("path").unwrap_or_else(|| url.split('?').next().unwrap_or_default().to_string());
+    let ts = r.ts().0;
+    let timestamp = chrono::DateTime::from_timestamp((ts / 1_000_000_000) as i64, (ts % 1_000_000_000) as u32)
+        .unwrap_or_default()
+        .fixed_offset();
+    v.push(("src".into(), endpoint(&r.src)));
+    v.push(("dst".into(), endpoint(&r.dst)));
+    v.push(("namespaces".into(), Value::List(Arc::new(namespaces.into_iter().map(Value::from).collect()))));
+    v.push(("pods".into(), collect("pod")));
+    v.push(("services".into(), collect("service")));
+    v.push(("node_name".into(), Value::from(node)));
+    v.push(("protocol".into(), Value::from(r.protocol.as_str())));
+    for p in ["http", "grpc", "dns", "redis", "kafka"] {
+        v.push((p.into(), Value::Bool(r.protocol == p)));
+    }
+    v.push(("tcp".into(), Value::Bool(transport == "tcp")));
+    v.push(("udp".into(), Value::Bool(transport == "udp")));
+    v.push(("method".into(), Value::from(r.method.as_str())));
+    v.push(("path".into(), Value::from(path)));
+    v.push(("url".into(), Value::from(url)));
+    v.push(("summary".into(), Value::from(r.summary.as_str())));
+    v.push(("status_code".into(), r.status_code.map_or(Value::Null, Value::Int)));
+    v.push(("error".into(), Value::Bool(r.error)));
+    v.push(("elapsed_time".into(), r.elapsed_us.map_or(Value::Null, |us| Value::Int(us as i64))));
+    v.push(("timestamp".into(), Value::Timestamp(timestamp)));
+    v.push(("request_size".into(), Value::Int(r.request_size as i64)));
+    v.push(("response_size".into(), Value::Int(r.response_size as i64)));
+    v
+}

@@ -1,0 +1,201 @@
+//! The graph service: what the capture side feeds (flow deltas, L7
+//! records, plugin status) and what subscribers read (maps per map type,
+//! grouping, display filter and bandwidth options).
+//!
+//! The capture side never does per-subscriber work. It keeps one L4 map and
+//! one unfiltered L7 map per grouping, plus a bounded log of recent L7
+//! records. A subscription with a display filter folds the records it has
+//! not seen yet into its own L7 map when it is read, so a busy capture
+//! costs subscribers only at their own pace.
+
+pub mod api;
+pub mod filter;
+pub mod subscription;
+
+use crate::plugins::registry::PluginStatus;
+use regex::Regex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use trawl_core::l7map::{L7Map, LegendEntry};
+use trawl_core::record::L7Record;
+use trawl_core::{FlowDelta, GroupBy, Identity, L4Map, Timestamp, Workload};
+
+pub use filter::{Filter, FilterError};
+pub use subscription::{MapType, Mode, Subscription, SubscriptionSpec};
+
+/// L7 records kept for subscriptions that start (or change filter) later.
+pub const DEFAULT_RECORD_LOG: usize = 200_000;
+
+const GROUPINGS: [GroupBy; 3] = [GroupBy::Pod, GroupBy::Namespace, GroupBy::Node];
+
+fn slot(g: GroupBy) -> usize {
+    match g {
+        GroupBy::Pod => 0,
+        GroupBy::Namespace => 1,
+        GroupBy::Node => 2,
+    }
+}
+
+/// Which workloads get L7 dissection: a pod-name regex and included or
+/// excluded namespaces (Kubeshark's capture filters). They gate L7 only;
+/// the L4 map counts every flow.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureFilter {
+    pub pod_regex: Option<Regex>,
+    pub namespaces: Vec<String>,
+    pub exclude_namespaces: Vec<String>,
+}
+
+impl CaptureFilter {
+    pub fn is_open(&self) -> bool {
+        self.pod_regex.is_none() && self.namespaces.is_empty() && self.exclude_namespaces.is_empty()
+    }
+
+    /// Whether a workload is targeted.
+    pub fn targets(&self, w: &Workload) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.contains(&w.namespace))
+            && !self.exclude_namespaces.contains(&w.namespace)
+            && self.pod_regex.as_ref().is_none_or(|r| r.is_match(&w.name))
+    }
+
+    /// A record is dissected when either end is a targeted workload.
+    pub fn admits(&self, src: &Workload, dst: &Workload) -> bool {
+        self.is_open() || self.targets(src) || self.targets(dst)
+    }
+}
+
+/// Counters for `/metrics` and the UI's status line. Drops are data.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_dropped: u64,
+    pub flows: u64,
+    pub records: u64,
+    /// Records of workloads the capture filters exclude.
+    pub records_not_targeted: u64,
+    /// Records that left the log before a filtered subscription read them.
+    pub records_evicted: u64,
+    pub matched_pairs: u64,
+    pub plugin_faults: u64,
+    pub subscribers: u64,
+    /// Times the replay started over (`--loop`).
+    pub replay_loops: u64,
+}
+
+/// Everything subscribers read, behind one lock.
+#[derive(Debug)]
+pub struct GraphState {
+    pub identity: Arc<Identity>,
+    pub capture_filter: CaptureFilter,
+    pub window_secs: u32,
+    l4: Vec<L4Map>,
+    l7: Vec<L7Map>,
+    /// Recent records, oldest first; `first_seq` numbers the front one.
+    records: VecDeque<Arc<L7Record>>,
+    first_seq: u64,
+    record_log: usize,
+    pub legend: Vec<LegendEntry>,
+    pub plugins: Vec<PluginStatus>,
+    pub counters: Counters,
+    /// Capture time of the newest input: where rate windows end.
+    pub now: Timestamp,
+}
+
+impl GraphState {
+    pub fn new(identity: Arc<Identity>, capture_filter: CaptureFilter, window_secs: u32) -> Self {
+        GraphState {
+            identity,
+            capture_filter,
+            window_secs,
+            l4: GROUPINGS.iter().map(|&g| L4Map::new(g, window_secs)).collect(),
+            l7: GROUPINGS.iter().map(|&g| L7Map::with_window(g, window_secs)).collect(),
+            records: VecDeque::new(),
+            first_seq: 0,
+            record_log: DEFAULT_RECORD_LOG,
+            legend: Vec::new(),
+            plugins: Vec::new(),
+            counters: Counters::default(),
+            now: Timestamp::ZERO,
+        }
+    }
+
+    pub fn with_record_log(mut self, records: usize) -> Self {
+        self.record_log = records.max(1);
+        self
+    }
+
+    pub fn set_legend(&mut self, legend: Vec<LegendEntry>) {
+        for m in &mut self.l7 {
+            for e in &legend {
+                m.set_legend(e.clone());
+            }
+        }
+        self.legend = legend;
+    }
+
+    /// A flow delta from the flow table: into every grouping's L4 map.
+    pub fn add_delta(&mut self, d: &FlowDelta) {
+        let client = self.identity.resolve(d.client.ip, d.first_ts);
+        let server = self.identity.resolve(d.server.ip, d.first_ts);
+        for m in &mut self.l4 {
+            m.apply(d, &client, &server);
+        }
+        if d.closed {
+            self.counters.flows += 1;
+        }
+        self.now = self.now.max(d.last_ts);
+    }
+
+    /// An L7 record with its resolved ends. Records of untargeted
+    /// workloads are counted and dropped.
+    pub fn add_record(&mut self, r: L7Record, src: &Workload, dst: &Workload) {
+        if !self.capture_filter.admits(src, dst) {
+            self.counters.records_not_targeted += 1;
+            return;
+        }
+        self.counters.records += 1;
+        if r.response_ts.is_some() && r.request_ts.is_some() {
+            self.counters.matched_pairs += 1;
+        }
+        for m in &mut self.l7 {
+            m.apply(&r, src, dst);
+        }
+        self.now = self.now.max(r.ts());
+        self.records.push_back(Arc::new(r));
+        if self.records.len() > self.record_log {
+            self.records.pop_front();
+            self.first_seq += 1;
+        }
+    }
+
+    pub fn l4(&self, g: GroupBy) -> &L4Map {
+        &self.l4[slot(g)]
+    }
+
+    pub fn l7(&self, g: GroupBy) -> &L7Map {
+        &self.l7[slot(g)]
+    }
+
+    /// Sequence number after the newest record.
+    pub fn next_seq(&self) -> u64 {
+        self.first_seq + self.records.len() as u64
+    }
+
+    /// Records from `seq` on (or from the oldest kept, if `seq` is older),
+    /// with the sequence number of the first one returned.
+    pub fn records_since(&self, seq: u64) -> (u64, impl Iterator<Item = &Arc<L7Record>>) {
+        let start = seq.max(self.first_seq);
+        let skip = (start - self.first_seq) as usize;
+        (start, self.records.iter().skip(skip))
+    }
+}
+
+/// The shared handle the capture side and the API hold.
+pub type SharedState = Arc<std::sync::Mutex<GraphState>>;
+
+/// Locks the state; a panic elsewhere while holding it leaves data that is
+/// still consistent enough to read (counters and maps), so carry on.
+pub fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, GraphState> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,108 @@
+//! The web UI in a real headless Chromium (Debian `chromium`, driven by npm
+//! `playwright-core` from `tests/browser/map_ui.mjs`) against a real
+//! `trawl serve` replaying the demo capture. The expectations (node counts
+//! per map and grouping, the DNS edges, an edge to click) come from the same
+//! server's REST API, so the browser is checked against the service, and
+//! the service against the capture by the service tests.
+//!
+//! Screenshots are saved under `$CARGO_TARGET_DIR/ui-screenshots` (or
+//! `target/ui-screenshots`). Needs chromium, node and `npm ci` in
+//! tests/browser; `scripts/test.sh` installs them. Without them the test
+//! skips, except under `CI=true`, where it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use support::{Terminated, free_port, project_root, scratch, tools_or_skip, wait_for};
+
+fn get(base: &str, path: &str) -> Value {
+    let out = Command::new("curl").args(["-sf", &format!("{base}{path}")]).output().unwrap();
+    assert!(out.status.success(), "GET {path} failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn count(v: &Value, key: &str) -> usize {
+    v[key].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn map_ui_in_headless_chromium() {
+    if !tools_or_skip(&["chromium", "node", "curl"]) {
+        return;
+    }
+    let browser_dir = project_root().join("tests/browser");
+    if !browser_dir.join("node_modules/playwright-core").is_dir() {
+        let why = "tests/browser/node_modules missing (scripts/test.sh runs npm ci there)";
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let dir = scratch("ui");
+    let port = free_port();
+    let demo = project_root().join("examples/demo");
+    let _server = Terminated(
+        Command::new(env!("CARGO_BIN_EXE_trawl"))
+            .args(["serve", "--speed", "max", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--replay")
+            .arg(demo.join("demo.pcap"))
+            .arg("--inventory")
+            .arg(demo.join("inventory.json"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("trawl serve"),
+    );
+    wait_for("trawl serve", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let base = format!("http://127.0.0.1:{port}");
+    // At full speed the short demo capture is read within moments; wait
+    // until the maps stop changing so the expectations hold.
+    let mut last = Value::Null;
+    wait_for("the replay to finish", || {
+        let now = get(&base, "/api/health")["counters"]["packets"].clone();
+        let done = now == last && now.as_u64().unwrap_or(0) > 0;
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        done
+    });
+    let l4_pod = get(&base, "/api/map?map=l4&group_by=pod");
+    let l7_pod = get(&base, "/api/map?map=l7&group_by=pod");
+    let l4_ns = get(&base, "/api/map?map=l4&group_by=namespace");
+    let l4_node = get(&base, "/api/map?map=l4&group_by=node");
+    let dns = get(&base, "/api/map?map=l7&group_by=pod&filter=dns");
+    let plugins = get(&base, "/api/plugins");
+    assert!(count(&dns, "edges") >= 1 && count(&l4_pod, "nodes") >= 4, "the demo has DNS and several pods");
+    // The DNS edge runs between two namespaces, so it is long and clear of
+    // other edges: a real mouse click on it is unambiguous.
+    let edge = dns["edges"][0]["id"].clone();
+    let expectations = serde_json::json!({
+        "l4_pod_nodes": count(&l4_pod, "nodes"),
+        "l7_pod_nodes": count(&l7_pod, "nodes"),
+        "l4_namespace_nodes": count(&l4_ns, "nodes"),
+        "l4_node_nodes": count(&l4_node, "nodes"),
+        "namespace_to_hide": "kube-system",
+        "dns_edges": count(&dns, "edges"),
+        "edge_to_click": edge,
+        "edge_to_click_map": "l7",
+        "plugins": plugins.as_array().map_or(0, Vec::len),
+    });
+    let exp_file = dir.join("expectations.json");
+    std::fs::write(&exp_file, expectations.to_string()).unwrap();
+    let target: std::path::PathBuf =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), Into::into);
+    let shots = target.join("ui-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(browser_dir.join("map_ui.mjs"))
+        .arg(&base)
+        .arg(&exp_file)
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{log}");
+    assert!(out.status.success(), "browser test failed (screenshots in {}):\n{log}", shots.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
