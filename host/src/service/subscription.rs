@@ -5,7 +5,6 @@ use super::filter::{Filter, FilterError};
 use super::{GraphState, slot};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 use trawl_core::GroupBy;
 use trawl_core::l7map::L7Map;
 
@@ -234,28 +233,39 @@ impl Subscription {
     }
 }
 
-/// What changed between two snapshots, keyed by node and edge id.
+/// What changed between two snapshots, keyed by node and edge id. Only
+/// what changed is copied; unchanged entries are compared in place.
 pub fn delta(old: &Value, new: &Value) -> Option<Value> {
-    let index = |v: &Value, key: &str| -> BTreeMap<String, Value> {
-        v[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| Some((x["id"].as_str()?.to_string(), x.clone())))
-            .collect()
-    };
+    fn index<'a>(v: &'a Value, key: &str) -> std::collections::HashMap<&'a str, &'a Value> {
+        v[key].as_array().into_iter().flatten().filter_map(|x| Some((x["id"].as_str()?, x))).collect()
+    }
     let mut out = Map::new();
     let mut changed = false;
     for kind in ["nodes", "edges"] {
         let (a, b) = (index(old, kind), index(new, kind));
-        let added: Vec<&Value> = b.iter().filter(|(k, _)| !a.contains_key(*k)).map(|(_, v)| v).collect();
-        let updated: Vec<&Value> =
-            b.iter().filter(|(k, v)| a.get(*k).is_some_and(|o| o != *v)).map(|(_, v)| v).collect();
-        let removed: Vec<&String> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+        let mut added = Vec::new();
+        let mut updated = Vec::new();
+        // In the new snapshot's (sorted) order, so deltas are deterministic.
+        for x in new[kind].as_array().into_iter().flatten() {
+            let Some(id) = x["id"].as_str() else { continue };
+            match a.get(id) {
+                None => added.push(x.clone()),
+                Some(o) if *o != x => updated.push(x.clone()),
+                Some(_) => {}
+            }
+        }
+        let removed: Vec<Value> = old[kind]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["id"].as_str())
+            .filter(|id| !b.contains_key(id))
+            .map(Value::from)
+            .collect();
         changed |= !added.is_empty() || !updated.is_empty() || !removed.is_empty();
-        out.insert(format!("{kind}_added"), json!(added));
-        out.insert(format!("{kind}_changed"), json!(updated));
-        out.insert(format!("{kind}_removed"), json!(removed));
+        out.insert(format!("{kind}_added"), Value::Array(added));
+        out.insert(format!("{kind}_changed"), Value::Array(updated));
+        out.insert(format!("{kind}_removed"), Value::Array(removed));
     }
     if old["legend"] != new["legend"] {
         out.insert("legend".into(), new["legend"].clone());
