@@ -140,10 +140,10 @@ fn nginx_h2c_with_curl_and_nghttp() {
             assert_eq!(f["http_version"], "HTTP/2");
             (
                 r["src"]["port"].to_string(),
-                f["method"].as_str().unwrap().to_string(),
-                f["url"].as_str().unwrap().to_string(),
-                f["status_code"].as_i64().unwrap(),
-                f["response_body_size"].as_i64().unwrap(),
+                f["method"].as_str().unwrap_or_else(|| panic!("no method: {r}")).to_string(),
+                f["url"].as_str().unwrap_or_else(|| panic!("no url: {r}")).to_string(),
+                f["status_code"].as_i64().unwrap_or_else(|| panic!("no status: {r}")),
+                f["response_body_size"].as_i64().unwrap_or_else(|| panic!("no body size: {r}")),
             )
         })
         .collect();

@@ -84,7 +84,14 @@ pub struct Connection<X> {
     goaway: Option<u32>,
     /// Bytes were lost in this direction: look for the next frame start.
     resync: [bool; 2],
+    /// Streams already reported, newest last: a closed stream never opens
+    /// again, so frames that still arrive for one (a client finishing an
+    /// upload the server already answered and reset) are not a new stream.
+    finished: std::collections::VecDeque<u32>,
 }
+
+/// Finished stream ids remembered per connection.
+const MAX_FINISHED: usize = 256;
 
 /// First value of a header field.
 pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -200,6 +207,7 @@ impl<X: StreamExtra> Connection<X> {
             streams: BTreeMap::new(),
             goaway: None,
             resync: [false, false],
+            finished: std::collections::VecDeque::new(),
         }
     }
 
@@ -272,7 +280,8 @@ impl<X: StreamExtra> Connection<X> {
         // a request; clients such as nghttp build priority trees that way.
         let opens = matches!(f.kind, frame::HEADERS | frame::DATA | frame::CONTINUATION);
         let known = self.streams.contains_key(&f.stream);
-        if f.stream != 0 && (known || (opens && self.streams.len() < MAX_STREAMS)) {
+        let reopened = !known && self.finished.contains(&f.stream);
+        if f.stream != 0 && !reopened && (known || (opens && self.streams.len() < MAX_STREAMS)) {
             let s = self.streams.entry(f.stream).or_insert_with(|| Stream { id: f.stream, ..Stream::default() });
             let payload = if f.kind == frame::DATA { f.data() } else { None };
             match dir {
@@ -380,6 +389,10 @@ impl<X: StreamExtra> Connection<X> {
         if let Some(mut s) = self.streams.remove(&stream) {
             s.goaway = self.goaway;
             done.push(s);
+            if self.finished.len() == MAX_FINISHED {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(stream);
         }
     }
 
@@ -458,10 +471,14 @@ mod tests {
         feed(&mut c, Dir::ToClient, &[0, 0, 4, frame::RST_STREAM, 0, 0, 0, 0, 3, 0, 0, 0, 8], &mut done);
         assert_eq!(done.len(), 2);
         assert_eq!(done[1].rst, Some(8));
+        // The client keeps sending DATA on the reset stream: no new stream.
+        feed(&mut c, Dir::ToServer, &[0, 0, 2, frame::DATA, 0, 0, 0, 0, 3, b'h', b'i'], &mut done);
         // GOAWAY from the server, last stream 5: stream 7 was never processed.
         feed(&mut c, Dir::ToServer, &headers_frame(5, 4, &[0x82, 0x84]), &mut done);
         feed(&mut c, Dir::ToServer, &headers_frame(7, 4, &[0x82, 0x84]), &mut done);
         feed(&mut c, Dir::ToClient, &[0, 0, 8, frame::GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2], &mut done);
         assert_eq!((done.len(), done[2].id, done[2].goaway), (3, 7, Some(2)));
+        c.close(&mut done);
+        assert_eq!(done.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 3, 7, 5]);
     }
 }
