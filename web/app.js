@@ -492,12 +492,12 @@ window.__trawl = {
   clearSelection: () => view.clearSelection(),
   selection: () => selection && { ...selection },
   // Page coordinates of an edge's midpoint / a node, for real mouse clicks.
-  edgeClientPoint: (id) => {
+  edgeClientPoint: (id, at = 0.5) => {
     if (!view.graph.hasEdge(id)) return null;
     const [s, t] = view.graph.extremities(id);
     const a = clientPoint(s);
     const b = clientPoint(t);
-    return { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
+    return { x: a.x + (b.x - a.x) * at, y: a.y + (b.y - a.y) * at };
   },
   nodeClientPoint: (id) => (view.graph.hasNode(id) ? clientPoint(id) : null),
   // Painted pixels on one of sigma's WebGL layers ('nodes', 'edges'):

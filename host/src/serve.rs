@@ -122,12 +122,13 @@ pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
             }
             tracing::warn!(error = %e, "capture ends early; the records before the cut are kept");
         }
-        if !opts.repeat {
-            engine.finish();
-            publish(&mut engine, state, reloader.as_ref());
+        // Each pass ends its flows: the next one replays the same
+        // connections from their start, with sequence numbers starting over.
+        engine.finish();
+        publish(&mut engine, state, reloader.as_ref());
+        if !opts.repeat || first.is_none() {
             return Ok(());
         }
-        publish(&mut engine, state, reloader.as_ref());
         lock(state).counters.replay_loops += 1;
         let span = last.saturating_sub(first.unwrap_or(last));
         offset += span + 1_000_000_000;

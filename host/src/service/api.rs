@@ -134,12 +134,17 @@ async fn subscriber(ws: WebSocket, state: SharedState) {
                     break;
                 }
                 let Ok(text) = msg.to_str() else { continue };
+                // Every subscribe gets exactly one answer, right away: its
+                // snapshot, or an error (and the previous subscription stays).
                 let reply = match serde_json::from_str::<SubscriptionSpec>(text) {
                     Ok(spec) => match Subscription::new(spec) {
-                        Ok(s) => {
+                        Ok(mut s) => {
+                            let map = { let st = lock(&state); s.snapshot(&st) };
+                            seq += 1;
+                            let msg = json!({ "type": "snapshot", "seq": seq, "map": &map });
                             sub = Some(s);
-                            sent = None;
-                            continue;
+                            sent = Some(map);
+                            msg
                         }
                         Err(e) => spec_error(&e),
                     },
@@ -153,25 +158,25 @@ async fn subscriber(ws: WebSocket, state: SharedState) {
                 let Some(s) = sub.as_mut() else { continue };
                 // The lock is held only to build the map, never across a send.
                 let map = { let st = lock(&state); s.snapshot(&st) };
+                let Some(old) = &sent else { continue };
+                let Some(mut d) = delta(old, &map) else { continue };
                 seq += 1;
-                let msg = match &sent {
-                    None => json!({ "type": "snapshot", "seq": seq, "map": &map }),
-                    Some(old) => match delta(old, &map) {
-                        Some(mut d) => {
-                            d["type"] = json!("delta");
-                            d["seq"] = json!(seq);
-                            d
-                        }
-                        None => continue,
-                    },
-                };
-                if tx.send(Message::text(msg.to_string())).await.is_err() {
+                d["type"] = json!("delta");
+                d["seq"] = json!(seq);
+                if tx.send(Message::text(d.to_string())).await.is_err() {
                     break;
                 }
                 sent = Some(map);
             }
         }
     }
+}
+
+/// An `Origin` (if any) naming the host the request was sent to.
+fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else { return true };
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+    host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
 }
 
 fn with_state(state: SharedState) -> impl Filter<Extract = (SharedState,), Error = std::convert::Infallible> + Clone {
@@ -195,6 +200,11 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
     let map = warp::path!("api" / "map").and(warp::query::<SubscriptionSpec>()).and(with_state(state.clone())).map(
         |spec: SubscriptionSpec, s: SharedState| match Subscription::new(spec) {
             Ok(mut sub) => {
+                // A filtered L7 map reads the record log in chunks, letting
+                // go of the lock between them.
+                while !sub.caught_up(&lock(&s)) {
+                    let _ = sub.fold(&lock(&s));
+                }
                 let v = { sub.snapshot(&lock(&s)) };
                 warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
             }
@@ -206,8 +216,18 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
         .map(|s: SharedState| warp::reply::with_header(metrics_text(&s), "content-type", "text/plain; version=0.0.4"));
     let ws = warp::path!("api" / "ws")
         .and(warp::ws())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
         .and(with_state(state))
-        .map(|ws: Ws, s: SharedState| ws.on_upgrade(move |socket| subscriber(socket, s)));
+        .map(|ws: Ws, origin: Option<String>, host: Option<String>, s: SharedState| {
+            // Browsers send Origin: only pages served by trawl itself may
+            // read the map (another site open in the same browser may not).
+            if !same_origin(origin.as_deref(), host.as_deref()) {
+                return warp::reply::with_status("cross-origin WebSocket refused", StatusCode::FORBIDDEN)
+                    .into_response();
+            }
+            ws.on_upgrade(move |socket| subscriber(socket, s)).into_response()
+        });
     let statics = warp::path::tail().and_then(static_file);
     warp::get().and(health.or(plugins).or(map).or(metrics).or(ws).or(statics))
 }

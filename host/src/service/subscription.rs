@@ -16,6 +16,10 @@ pub enum MapType {
     L7,
 }
 
+/// Records a filtered subscription evaluates per read: bounds how long one
+/// read holds the service lock (a few milliseconds of CEL).
+pub const FOLD_CHUNK: usize = 2_000;
+
 /// Whether edge weights are totals since the start or rates over the window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,7 +117,7 @@ impl Subscription {
                 let view = if self.filter.is_all() {
                     state.l7(self.group).view_at(state.now)
                 } else {
-                    self.fold(state);
+                    let _ = self.fold(state);
                     match &self.filtered {
                         Some((m, _)) => m.view_at(state.now),
                         None => state.l7(self.group).view_at(state.now),
@@ -142,18 +146,18 @@ impl Subscription {
         }
     }
 
-    /// Folds records this subscription has not seen into its filtered map.
-    fn fold(&mut self, state: &GraphState) {
-        let (map, next) = self.filtered.get_or_insert_with(|| {
-            let mut m = L7Map::with_window(self.group, state.window_secs);
-            for e in &state.legend {
-                m.set_legend(e.clone());
-            }
-            (m, 0)
-        });
+    /// Folds records this subscription has not seen into its filtered map,
+    /// at most [`FOLD_CHUNK`] per call so the service lock is never held
+    /// for long; returns whether the map has caught up with the log.
+    pub fn fold(&mut self, state: &GraphState) -> bool {
+        let (map, next) = self.filtered.get_or_insert_with(|| (L7Map::with_window(self.group, state.window_secs), 0));
+        // Plugins loaded later bring their legend entries along.
+        for e in &state.legend {
+            map.set_legend(e.clone());
+        }
         let (start, records) = state.records_since(*next);
         let mut seq = start;
-        for r in records {
+        for r in records.take(FOLD_CHUNK) {
             seq += 1;
             if self.filter.matches(r) {
                 let at = r.ts();
@@ -163,6 +167,15 @@ impl Subscription {
             }
         }
         *next = seq.max(*next);
+        *next >= state.next_seq()
+    }
+
+    /// Whether the map includes every record in the log (a filtered L7 map
+    /// catches up [`FOLD_CHUNK`] records per read).
+    pub fn caught_up(&self, state: &GraphState) -> bool {
+        self.filter.is_all()
+            || self.spec.map == MapType::L4
+            || self.filtered.as_ref().is_some_and(|(_, next)| *next >= state.next_seq())
     }
 
     fn included(&self, request: f64, response: f64) -> f64 {

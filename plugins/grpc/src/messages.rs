@@ -67,6 +67,25 @@ impl trawl_h2::StreamExtra for Messages {
             Dir::ToClient => self.response.feed(payload),
         }
     }
+
+    fn gap(&mut self, dir: Dir) {
+        // Lost bytes inside a message leave the offset unknown; lost bytes
+        // between messages (whole frames, as when a PING goes missing)
+        // leave counting possible, if maybe short.
+        let f = match dir {
+            Dir::ToServer => &mut self.request,
+            Dir::ToClient => &mut self.response,
+        };
+        f.lost |= f.remaining > 0 || f.prefix_len > 0;
+    }
+
+    fn joined(&mut self, dir: Dir) {
+        // Counting on from an unknown offset would report garbage counts.
+        match dir {
+            Dir::ToServer => self.request.lost = true,
+            Dir::ToClient => self.response.lost = true,
+        }
+    }
 }
 
 /// Whether a DATA payload is exactly whole gRPC messages, the strongest

@@ -146,3 +146,37 @@ fn probes_claim_grpc_and_leave_plain_http2() {
             .concat();
     assert_eq!(Grpc::probe(L4::Tcp, Dir::ToServer, &joined), Probe::Match);
 }
+
+#[test]
+fn streams_joined_mid_body_report_no_message_counts() {
+    let mut s = session();
+    // The stream's HEADERS were before the capture: DATA opens it, starting
+    // inside a message (bytes 2.. of a 5-byte prefix and its body).
+    let tail = &message(b"0123456789")[2..];
+    s.send(Dir::ToServer, &frame(frame::DATA, frame::END_STREAM, 9, tail));
+    s.send(Dir::ToClient, &response_headers(9));
+    s.send(Dir::ToClient, &trailers(9, "0", ""));
+    let r = &s.records[0];
+    assert!(!r.fields.contains_key("grpc_request_messages"), "{r:?}");
+    assert_eq!(int(r, "grpc_response_messages"), 0);
+}
+
+#[test]
+fn a_gap_between_messages_keeps_counting_one_inside_does_not() {
+    let mut s = session();
+    s.send(Dir::ToServer, &client_start("/a.B/C"));
+    s.send(Dir::ToServer, &frame(frame::DATA, frame::END_STREAM, 1, &message(b"x")));
+    s.send(Dir::ToClient, &response_headers(1));
+    s.send(Dir::ToClient, &frame(frame::DATA, 0, 1, &message(b"first")));
+    // A whole frame lost between messages: counting goes on.
+    s.gap(Dir::ToClient, 17);
+    s.send(Dir::ToClient, &frame(frame::DATA, 0, 1, &message(b"second")));
+    // Half a message, then bytes lost inside it: counting stops.
+    let m = message(b"third message");
+    s.send(Dir::ToClient, &frame(frame::DATA, 0, 1, &m[..8]));
+    s.gap(Dir::ToClient, 100);
+    s.send(Dir::ToClient, &trailers(1, "0", ""));
+    let r = &s.records[0];
+    assert!(!r.fields.contains_key("grpc_response_messages"), "{r:?}");
+    assert_eq!(int(r, "grpc_request_messages"), 1);
+}

@@ -23,6 +23,12 @@ pub type Fields = Vec<(String, String)>;
 /// Per-stream state a plugin adds; it sees every DATA payload.
 pub trait StreamExtra: Default + std::fmt::Debug {
     fn data(&mut self, _dir: Dir, _payload: &[u8]) {}
+    /// Bytes of this direction were lost (a capture gap): the next DATA
+    /// frame may or may not belong where the last one ended.
+    fn gap(&mut self, _dir: Dir) {}
+    /// The stream was first seen after its start (a frame other than
+    /// HEADERS opened it): DATA may begin mid-message.
+    fn joined(&mut self, _dir: Dir) {}
 }
 
 impl StreamExtra for () {}
@@ -91,7 +97,7 @@ pub struct Connection<X> {
 }
 
 /// Finished stream ids remembered per connection.
-const MAX_FINISHED: usize = 256;
+const MAX_FINISHED: usize = MAX_STREAMS;
 
 /// First value of a header field.
 pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -238,6 +244,9 @@ impl<X: StreamExtra> Connection<X> {
         self.preface_done = true;
         self.pending[d] = None;
         self.decoders[d] = hpack::Decoder::new();
+        for s in self.streams.values_mut() {
+            s.extra.gap(dir);
+        }
     }
 
     /// Reads one frame (or the preface); finished streams go to `done`.
@@ -282,18 +291,30 @@ impl<X: StreamExtra> Connection<X> {
         let known = self.streams.contains_key(&f.stream);
         let reopened = !known && self.finished.contains(&f.stream);
         if f.stream != 0 && !reopened && (known || (opens && self.streams.len() < MAX_STREAMS)) {
-            let s = self.streams.entry(f.stream).or_insert_with(|| Stream { id: f.stream, ..Stream::default() });
+            let s = self.streams.entry(f.stream).or_insert_with(|| {
+                let mut s: Stream<X> = Stream { id: f.stream, ..Stream::default() };
+                if f.kind != frame::HEADERS {
+                    s.extra.joined(dir);
+                }
+                s
+            });
             let payload = if f.kind == frame::DATA { f.data() } else { None };
             match dir {
                 Dir::ToServer => {
                     s.request_bytes += size;
                     s.request_body += payload.map_or(0, |p| p.len() as u64);
-                    s.request_ts.get_or_insert(ts);
+                    // Only message frames time a side: a WINDOW_UPDATE from
+                    // the server during an upload is not its response.
+                    if opens {
+                        s.request_ts.get_or_insert(ts);
+                    }
                 }
                 Dir::ToClient => {
                     s.response_bytes += size;
                     s.response_body += payload.map_or(0, |p| p.len() as u64);
-                    s.response_ts.get_or_insert(ts);
+                    if opens {
+                        s.response_ts.get_or_insert(ts);
+                    }
                 }
             }
             if let Some(p) = payload {
