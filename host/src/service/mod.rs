@@ -74,8 +74,6 @@ pub struct Counters {
     pub records: u64,
     /// Records of workloads the capture filters exclude.
     pub records_not_targeted: u64,
-    /// Records that left the log before a filtered subscription read them.
-    pub records_evicted: u64,
     pub matched_pairs: u64,
     pub plugin_faults: u64,
     pub subscribers: u64,

@@ -89,13 +89,15 @@ pub struct Subscription {
     filter: Filter,
     /// Only for L7 with a display filter: records folded in so far.
     filtered: Option<(L7Map, u64)>,
+    /// Records that left the log before this subscription read them.
+    missed: u64,
 }
 
 impl Subscription {
     pub fn new(spec: SubscriptionSpec) -> Result<Self, SpecError> {
         let group: GroupBy = spec.group_by.parse().map_err(SpecError::Grouping)?;
         let filter = Filter::compile(&spec.filter)?;
-        Ok(Subscription { spec, group, filter, filtered: None })
+        Ok(Subscription { spec, group, filter, filtered: None, missed: 0 })
     }
 
     /// The map now, as JSON: `{nodes, edges, legend}`, in the shape of
@@ -141,6 +143,9 @@ impl Subscription {
                 if let Some(nodes) = v.get_mut("nodes").and_then(Value::as_array_mut) {
                     nodes.retain(|n| n["id"].as_str().is_some_and(|id| used.contains(id)));
                 }
+                if self.missed > 0 {
+                    v["records_missed"] = json!(self.missed);
+                }
                 v
             }
         }
@@ -156,6 +161,10 @@ impl Subscription {
             map.set_legend(e.clone());
         }
         let (start, records) = state.records_since(*next);
+        if *next > 0 && start > *next {
+            // Drops are data: the map says it lacks these.
+            self.missed += start - *next;
+        }
         let mut seq = start;
         for r in records.take(FOLD_CHUNK) {
             seq += 1;

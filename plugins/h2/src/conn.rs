@@ -290,7 +290,14 @@ impl<X: StreamExtra> Connection<X> {
         let opens = matches!(f.kind, frame::HEADERS | frame::DATA | frame::CONTINUATION);
         let known = self.streams.contains_key(&f.stream);
         let reopened = !known && self.finished.contains(&f.stream);
-        if f.stream != 0 && !reopened && (known || (opens && self.streams.len() < MAX_STREAMS)) {
+        if f.stream != 0 && opens && !known && !reopened && self.streams.len() >= MAX_STREAMS {
+            // Full: streams whose end was lost (a gap, a peer that never
+            // finished) would otherwise block every new one. The oldest goes.
+            if let Some(&oldest) = self.streams.keys().next() {
+                self.finish(oldest, done);
+            }
+        }
+        if f.stream != 0 && !reopened && (known || opens) {
             let s = self.streams.entry(f.stream).or_insert_with(|| {
                 let mut s: Stream<X> = Stream { id: f.stream, ..Stream::default() };
                 if f.kind != frame::HEADERS {
@@ -454,6 +461,18 @@ mod tests {
         assert!(complete);
         assert_eq!(header(&fields, "content-type"), Some("application/grpc"));
         assert_eq!(first_headers(b"GET / HTTP/1.1\r\n"), FirstHeaders::NotH2);
+    }
+
+    #[test]
+    fn a_full_table_reports_its_oldest_stream_to_make_room() {
+        let mut c: Connection<()> = Connection::new();
+        let mut done = Vec::new();
+        for i in 0..=MAX_STREAMS as u32 {
+            let f = [vec![0, 0, 1, frame::HEADERS, 4], (2 * i + 1).to_be_bytes().to_vec(), vec![0x82]].concat();
+            assert!(matches!(c.data(Dir::ToServer, 1, &f, &mut done), Progress::Done { .. }));
+        }
+        assert_eq!(done.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(c.streams.len(), MAX_STREAMS);
     }
 
     #[test]
