@@ -229,5 +229,5 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
             ws.on_upgrade(move |socket| subscriber(socket, s)).into_response()
         });
     let statics = warp::path::tail().and_then(static_file);
-    warp::get().and(health.or(plugins).or(map).or(metrics).or(ws).or(statics))
+    warp::get().or(warp::head()).unify().and(health.or(plugins).or(map).or(metrics).or(ws).or(statics))
 }
