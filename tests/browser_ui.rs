@@ -14,9 +14,8 @@
 mod support;
 
 use serde_json::Value;
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use support::{Terminated, free_port, project_root, scratch, tools_or_skip, wait_for};
+use std::process::Command;
+use support::{project_root, scratch, tools_or_skip, wait_for};
 
 fn get(base: &str, path: &str) -> Value {
     let out = Command::new("curl").args(["-sf", &format!("{base}{path}")]).output().unwrap();
@@ -41,20 +40,7 @@ fn map_ui_in_headless_chromium() {
         return;
     }
     let dir = scratch("ui");
-    let port = free_port();
-    let demo = project_root().join("examples/demo");
-    let _server = Terminated(
-        Command::new(env!("CARGO_BIN_EXE_trawl"))
-            .args(["serve", "--speed", "max", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--replay")
-            .arg(demo.join("demo.pcap"))
-            .arg("--inventory")
-            .arg(demo.join("inventory.json"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("trawl serve"),
-    );
-    wait_for("trawl serve", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let (_server, port) = support::serve_demo(&["--speed", "max"]);
     let base = format!("http://127.0.0.1:{port}");
     // At full speed the short demo capture is read within moments; wait
     // until the maps stop changing so the expectations hold.

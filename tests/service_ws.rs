@@ -13,10 +13,8 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::net::TcpStream as StdTcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use support::{Terminated, free_port, project_root, wait_for};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -94,20 +92,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_snapshot_deltas_and_a_slow_reader() {
-    let port = free_port();
-    let demo = project_root().join("examples/demo");
-    let server = Terminated(
-        Command::new(env!("CARGO_BIN_EXE_trawl"))
-            .args(["serve", "--loop", "--speed", "10", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--replay")
-            .arg(demo.join("demo.pcap"))
-            .arg("--inventory")
-            .arg(demo.join("inventory.json"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("trawl serve"),
-    );
-    wait_for("trawl serve", || StdTcpStream::connect(("127.0.0.1", port)).is_ok());
+    let (server, port) = support::serve_demo(&["--loop", "--speed", "10"]);
 
     // Snapshot first, then deltas; the copy follows the server's map.
     let mut ws = connect(port, None).await;

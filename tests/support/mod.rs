@@ -221,3 +221,25 @@ impl Drop for Terminated {
         let _ = self.0.wait();
     }
 }
+
+/// `trawl serve` on the demo capture with its inventory, listening on a
+/// free loopback port once this returns; `args` add replay options
+/// (`--speed`, `--loop`). Returns the server and its port.
+pub fn serve_demo(args: &[&str]) -> (Terminated, u16) {
+    let port = free_port();
+    let demo = project_root().join("examples/demo");
+    let server = Terminated(
+        trawl()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .arg("--replay")
+            .arg(demo.join("demo.pcap"))
+            .arg("--inventory")
+            .arg(demo.join("inventory.json"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("trawl serve"),
+    );
+    wait_for("trawl serve", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    (server, port)
+}

@@ -108,19 +108,7 @@ fn section(list: &[message::Answer]) -> Value {
 
 fn answers(m: &Message) -> (Value, Value) {
     let data = m.answers.iter().map(|a| Value::from(a.data.clone())).collect();
-    let records = m
-        .answers
-        .iter()
-        .map(|a| {
-            let mut r = BTreeMap::new();
-            r.insert("name".to_string(), Value::from(a.name.clone()));
-            r.insert("type".to_string(), Value::from(type_name(a.rtype)));
-            r.insert("ttl".to_string(), Value::Int(i64::from(a.ttl)));
-            r.insert("data".to_string(), Value::from(a.data.clone()));
-            Value::Map(r)
-        })
-        .collect();
-    (Value::List(data), Value::List(records))
+    (Value::List(data), section(&m.answers))
 }
 
 fn record(query: Option<&Query>, response: Option<&(Message, u64, u64)>, duplicate: bool) -> Record {
