@@ -213,9 +213,14 @@ impl L7Map {
             } else {
                 format!("{} {}", r.method, r.summary)
             };
-            let key: String = key.chars().take(120).collect();
-            if e.top.len() < MAX_TOP_KEYS || e.top.contains_key(&key) {
-                *e.top.entry(key).or_default() += 1;
+            let mut key = key;
+            if let Some((cut, _)) = key.char_indices().nth(120) {
+                key.truncate(cut);
+            }
+            if let Some(n) = e.top.get_mut(&key) {
+                *n += 1;
+            } else if e.top.len() < MAX_TOP_KEYS {
+                e.top.insert(key, 1);
             } else {
                 *e.top.entry("(other)".into()).or_default() += 1;
             }

@@ -99,12 +99,7 @@ impl Dissector for Grpc {
         bytes: &[u8],
         out: &mut Output,
     ) -> Progress {
-        let mut done = Vec::new();
-        let progress = conn.h2.data(dir, ts, bytes, &mut done);
-        for s in &done {
-            out.record(record::record(s));
-        }
-        progress
+        conn.h2.feed(dir, ts, bytes, out, record::record)
     }
 
     fn gap(&mut self, conn: &mut GrpcConn, dir: Dir, _len: u64, _out: &mut Output) -> bool {
@@ -113,11 +108,7 @@ impl Dissector for Grpc {
     }
 
     fn close(&mut self, mut conn: GrpcConn, _ts: u64, out: &mut Output) {
-        let mut done = Vec::new();
-        conn.h2.close(&mut done);
-        for s in &done {
-            out.record(record::record(s));
-        }
+        conn.h2.close_into(out, record::record);
     }
 }
 

@@ -53,9 +53,8 @@ pub fn record(s: &Stream<Messages>) -> Record {
     let path = s.request_header(":path").unwrap_or_default();
     // "/package.Service/Method"
     let (service, method) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/')).unwrap_or(("", ""));
-    let grpc_status =
-        s.trailer("grpc-status").or(s.response_header("grpc-status")).and_then(|v| v.trim().parse::<i64>().ok());
-    let http_status = s.response_header(":status").and_then(|v| v.parse::<i64>().ok());
+    let grpc_status = s.trailer_or_response("grpc-status").and_then(|v| v.trim().parse::<i64>().ok());
+    let http_status = s.status();
     r.method = method.to_string();
     r.summary = path.to_string();
     r.status_code = grpc_status;
@@ -71,7 +70,7 @@ pub fn record(s: &Stream<Messages>) -> Record {
         let name = usize::try_from(c).ok().and_then(|i| STATUS_NAMES.get(i)).copied().unwrap_or("UNKNOWN_CODE");
         f.insert("grpc_status_name".into(), Value::from(name));
     }
-    if let Some(m) = s.trailer("grpc-message").or(s.response_header("grpc-message")) {
+    if let Some(m) = s.trailer_or_response("grpc-message") {
         let m: String = m.chars().take(MAX_MESSAGE).collect();
         f.insert("grpc_message".into(), Value::from(m));
     }

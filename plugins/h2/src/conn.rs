@@ -10,7 +10,7 @@
 use crate::frame::{self, Frame, Parsed};
 use crate::hpack;
 use std::collections::BTreeMap;
-use trawl_sdk::{Dir, Progress};
+use trawl_sdk::{Dir, Output, Progress, Record};
 
 /// Streams tracked at once per connection.
 pub const MAX_STREAMS: usize = 1024;
@@ -69,6 +69,15 @@ impl<X> Stream<X> {
     }
     pub fn trailer(&self, name: &str) -> Option<&str> {
         header(&self.trailers, name)
+    }
+    /// A field of the trailers, or of the response headers (a
+    /// trailers-only response carries them there).
+    pub fn trailer_or_response(&self, name: &str) -> Option<&str> {
+        self.trailer(name).or(self.response_header(name))
+    }
+    /// The final response's `:status`.
+    pub fn status(&self) -> Option<i64> {
+        status(&self.response)
     }
 }
 
@@ -206,15 +215,7 @@ impl<X: StreamExtra> Connection<X> {
     /// A connection whose first bytes are frames (joined mid-stream, or a
     /// server that spoke first); a client preface is still recognised.
     pub fn new() -> Self {
-        Connection {
-            decoders: Default::default(),
-            preface_done: false,
-            pending: [None, None],
-            streams: BTreeMap::new(),
-            goaway: None,
-            resync: [false, false],
-            finished: std::collections::VecDeque::new(),
-        }
+        Self::default()
     }
 
     /// After `Upgrade: h2c` + 101: the HTTP/1.1 request is stream 1.
@@ -289,7 +290,7 @@ impl<X: StreamExtra> Connection<X> {
         // a request; clients such as nghttp build priority trees that way.
         let opens = matches!(f.kind, frame::HEADERS | frame::DATA | frame::CONTINUATION);
         let known = self.streams.contains_key(&f.stream);
-        let reopened = !known && self.finished.contains(&f.stream);
+        let reopened = f.stream != 0 && opens && !known && self.finished.contains(&f.stream);
         if f.stream != 0 && opens && !known && !reopened && self.streams.len() >= MAX_STREAMS {
             // Full: streams whose end was lost (a gap, a peer that never
             // finished) would otherwise block every new one. The oldest goes.
@@ -424,6 +425,33 @@ impl<X: StreamExtra> Connection<X> {
         }
     }
 
+    /// [`Connection::data`], with each finished stream reported as the
+    /// record `to_record` makes of it: what a dissector plugin does.
+    pub fn feed(
+        &mut self,
+        dir: Dir,
+        ts: u64,
+        bytes: &[u8],
+        out: &mut Output,
+        to_record: impl Fn(&Stream<X>) -> Record,
+    ) -> Progress {
+        let mut done = Vec::new();
+        let progress = self.data(dir, ts, bytes, &mut done);
+        for s in &done {
+            out.record(to_record(s));
+        }
+        progress
+    }
+
+    /// [`Connection::close`], reporting open streams as records.
+    pub fn close_into(&mut self, out: &mut Output, to_record: impl Fn(&Stream<X>) -> Record) {
+        let mut done = Vec::new();
+        self.close(&mut done);
+        for s in &done {
+            out.record(to_record(s));
+        }
+    }
+
     /// The connection ended: every stream still open is handed back.
     pub fn close(&mut self, done: &mut Vec<Stream<X>>) {
         let goaway = self.goaway;
@@ -434,8 +462,12 @@ impl<X: StreamExtra> Connection<X> {
     }
 }
 
+fn status(h: &[(String, String)]) -> Option<i64> {
+    header(h, ":status").and_then(|s| s.parse::<i64>().ok())
+}
+
 fn is_informational(h: &[(String, String)]) -> bool {
-    header(h, ":status").and_then(|s| s.parse::<i64>().ok()).is_some_and(|s| (100..200).contains(&s))
+    status(h).is_some_and(|s| (100..200).contains(&s))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn stream_record<X>(s: &Stream<X>) -> Record {
     if let Some(a) = s.request_header(":authority").or(s.request_header("host")) {
         f.insert("host".into(), Value::from(a));
     }
-    if let Some(c) = s.response_header(":status").and_then(|v| v.parse::<i64>().ok()) {
+    if let Some(c) = s.status() {
         f.insert("status_code".into(), Value::Int(c));
     }
     // DATA payload, padding excluded: what HTTP/1 would call the body.

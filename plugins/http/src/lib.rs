@@ -111,7 +111,7 @@ impl Dissector for Http {
         out: &mut Output,
     ) -> Progress {
         if let Some(h2) = conn.h2.as_mut() {
-            return h2::data(h2, dir, ts, bytes, out);
+            return h2.feed(dir, ts, bytes, out, h2::record);
         }
         // HTTP/2 frames before any HTTP/1 message: joined mid-connection
         // (frames are binary; an HTTP/1 head never parses as two of them).
@@ -186,7 +186,7 @@ impl Dissector for Http {
 
     fn close(&mut self, mut conn: HttpConn, _ts: u64, out: &mut Output) {
         if let Some(h2) = conn.h2.as_mut() {
-            h2::close(h2, out);
+            h2.close_into(out, h2::record);
         }
         if conn.response.is_some() {
             conn.finish_response(out);

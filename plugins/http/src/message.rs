@@ -1,5 +1,7 @@
 //! HTTP/1.x message heads (via httparse) and body framing.
 
+use crate::probe::is_token;
+
 /// Most headers a head may carry.
 const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line (with extensions).
@@ -101,10 +103,6 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
         at = line_end + 1;
     }
     None
-}
-
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A request head whose request line httparse refuses (a missing target,

@@ -29,7 +29,7 @@ const KNOWN_METHODS: &[&[u8]] = &[
 /// The first line must end within this many bytes.
 const MAX_FIRST_LINE: usize = 8 * 1024;
 
-fn is_token(b: u8) -> bool {
+pub(crate) fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

@@ -60,10 +60,11 @@ fn record(req: Option<&Request>, corr: i32, response: Option<(u64, u64, Option<i
     if let Some(q) = req {
         let name = apis::name(q.key);
         r.method = name.clone();
+        let topics = q.summary.topics.join(",");
         r.summary = if q.summary.topics.is_empty() {
             q.summary.group.clone().unwrap_or_else(|| name.clone())
         } else {
-            q.summary.topics.join(",")
+            topics.clone()
         };
         r.request_size = q.size;
         r.request_ts = Some(q.ts);
@@ -74,7 +75,7 @@ fn record(req: Option<&Request>, corr: i32, response: Option<(u64, u64, Option<i
             f.insert("kafka_client_id".into(), Value::from(c.clone()));
         }
         if !q.summary.topics.is_empty() {
-            f.insert("kafka_request_summary".into(), Value::from(q.summary.topics.join(",")));
+            f.insert("kafka_request_summary".into(), Value::from(topics));
             f.insert(
                 "kafka_topics".into(),
                 Value::List(q.summary.topics.iter().map(|t| Value::from(t.clone())).collect()),
@@ -120,7 +121,12 @@ impl KafkaConn {
         let Some(corr) = r.i32() else { return false };
         match self.pending.remove(&corr) {
             Some(q) => {
-                self.order.retain(|c| *c != corr);
+                // Responses mostly come back in order: the front is the usual case.
+                if self.order.front() == Some(&corr) {
+                    self.order.pop_front();
+                } else {
+                    self.order.retain(|c| *c != corr);
+                }
                 // Response header v1 (tagged fields) for flexible versions,
                 // except ApiVersions, which always answers with header v0.
                 if apis::flexible(q.key, q.version) && q.key != 18 {
