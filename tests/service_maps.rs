@@ -72,10 +72,7 @@ fn l4_maps_match_the_cli_for_every_grouping() {
     for group in ["pod", "namespace", "node"] {
         let want = cli(&["--emit", "map", "--group-by", group]).remove(0);
         let got = snapshot(&state, spec("l4", group, ""));
-        let node_ids = |v: &Value| -> BTreeSet<String> {
-            v["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_string()).collect()
-        };
-        assert_eq!(node_ids(&got), node_ids(&want), "{group}: nodes");
+        assert_eq!(ids(&got, "nodes"), ids(&want, "nodes"), "{group}: nodes");
         let edges = |v: &Value| -> BTreeMap<String, (u64, u64, u64, u64)> {
             v["edges"]
                 .as_array()

@@ -83,21 +83,72 @@ impl Output<'_> {
     }
 }
 
-pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
-    let identity = load_identity(&opts.inventories)?;
-    let mut capture = CaptureFile::open(&opts.capture)?;
-    let (plugins, reloader, rejected) = plugins_for(opts)?;
+/// The engine a replay runs: the plugins' ports as service-port hints, the
+/// dispatcher over the plugins, and the flow table options.
+pub fn engine_for(opts: &ReplayOptions, plugins: Vec<SharedPlugin>) -> Engine<Dispatcher> {
     let mut ports = ServicePorts::default();
-    let mut map = L7Map::new(opts.group_by);
     for p in &plugins {
         for &port in p.info.tcp_ports.iter().chain(&p.info.udp_ports) {
             ports.insert(port);
         }
-        map.set_legend(legend(p));
     }
     let dispatcher = Dispatcher::new(opts.dispatch.clone(), plugins);
     let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
-    let mut engine = Engine::new(config, ports, dispatcher);
+    Engine::new(config, ports, dispatcher)
+}
+
+/// Paced replay: waits until `since_first` of capture time, divided by
+/// `speed`, has passed since `started`, running `idle` every 20 ms or so
+/// (saturating: `idle` may itself overrun the deadline).
+pub fn wait_until_due(started: Instant, since_first: Duration, speed: f64, mut idle: impl FnMut()) {
+    let due = since_first.div_f64(speed.max(1e-6));
+    while started.elapsed() < due {
+        idle();
+        std::thread::sleep(due.saturating_sub(started.elapsed()).min(Duration::from_millis(20)));
+    }
+}
+
+/// Installs and removes the plugins the watcher reports; `loaded` hears
+/// of each new plugin's legend entry.
+pub fn apply_reloads(
+    engine: &mut Engine<Dispatcher>,
+    reloader: Option<&Reloader>,
+    mut loaded: impl FnMut(LegendEntry),
+) {
+    let Some(r) = reloader else { return };
+    for event in r.poll() {
+        match event {
+            ReloadEvent::Loaded { path, plugin } => {
+                tracing::info!(
+                    path = %path.display(),
+                    plugin = %plugin.info.name,
+                    version = %plugin.info.version,
+                    capture_ts = %engine.now(),
+                    "hot reload"
+                );
+                loaded(legend(&plugin));
+                engine.sink_mut().install(plugin);
+            }
+            ReloadEvent::Removed { path, name } => {
+                tracing::info!(path = %path.display(), plugin = %name, "plugin removed");
+                engine.sink_mut().remove(&name);
+            }
+            ReloadEvent::Rejected(r) => {
+                eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.error);
+            }
+        }
+    }
+}
+
+pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
+    let identity = load_identity(&opts.inventories)?;
+    let mut capture = CaptureFile::open(&opts.capture)?;
+    let (plugins, reloader, rejected) = plugins_for(opts)?;
+    let mut map = L7Map::new(opts.group_by);
+    for p in &plugins {
+        map.set_legend(legend(p));
+    }
+    let mut engine = engine_for(opts, plugins);
     let mut output = Output {
         emit: opts.emit,
         out,
@@ -114,14 +165,9 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     let read = capture.for_each_frame(|frame| {
         if let Some(speed) = opts.pace {
             let first = *first_ts.get_or_insert(frame.ts);
-            let offset = Duration::from_nanos(frame.ts.saturating_sub(first));
-            let due = offset.div_f64(speed.max(1e-6));
-            while started.elapsed() < due {
-                // Stay responsive to reloads while waiting for the frame's time
-                // (saturating: housekeeping may itself overrun the deadline).
-                housekeeping(&mut engine, &mut output, reloader.as_ref());
-                std::thread::sleep(due.saturating_sub(started.elapsed()).min(Duration::from_millis(20)));
-            }
+            let since_first = Duration::from_nanos(frame.ts.saturating_sub(first));
+            // Stay responsive to reloads while waiting for the frame's time.
+            wait_until_due(started, since_first, speed, || housekeeping(&mut engine, &mut output, reloader.as_ref()));
         }
         engine.process(frame.link, frame.ts, frame.data, frame.wire_len);
         since_flush += 1;
@@ -177,30 +223,7 @@ fn housekeeping(engine: &mut Engine<Dispatcher>, output: &mut Output<'_>, reload
             output.l4.apply_resolved(d, output.identity);
         }
     }
-    if let Some(r) = reloader {
-        for event in r.poll() {
-            match event {
-                ReloadEvent::Loaded { path, plugin } => {
-                    tracing::info!(
-                        path = %path.display(),
-                        plugin = %plugin.info.name,
-                        version = %plugin.info.version,
-                        capture_ts = %engine.now(),
-                        "hot reload"
-                    );
-                    output.map.set_legend(legend(&plugin));
-                    engine.sink_mut().install(plugin);
-                }
-                ReloadEvent::Removed { path, name } => {
-                    tracing::info!(path = %path.display(), plugin = %name, "plugin removed");
-                    engine.sink_mut().remove(&name);
-                }
-                ReloadEvent::Rejected(r) => {
-                    eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.error);
-                }
-            }
-        }
-    }
+    apply_reloads(engine, reloader, |entry| output.map.set_legend(entry));
     let now = engine.now();
     engine.sink_mut().tick(now);
 }

@@ -4,18 +4,17 @@
 
 use crate::capture::CaptureFile;
 use crate::plugins::Dispatcher;
-use crate::plugins::registry::ReloadEvent;
 use crate::records::to_l7;
 use crate::replay::{ReplayOptions, load_identity};
-use crate::replay_l7::{legend, plugins_for};
+use crate::replay_l7::{apply_reloads, engine_for, legend, plugins_for, wait_until_due};
 use crate::service::{CaptureFilter, GraphState, SharedState, api, lock};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trawl_core::Timestamp;
 use trawl_core::engine::Engine;
-use trawl_core::{EngineConfig, ServicePorts, Timestamp};
 
 /// The capture the demo serves (real nginx, redis-server and dnsmasq in
 /// network namespaces; see `examples/demo/README.md`) and its inventory.
@@ -79,16 +78,8 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
 /// Replays the capture (once, or forever with `repeat`) into the service.
 pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
-    let mut ports = ServicePorts::default();
-    for p in &plugins {
-        for &port in p.info.tcp_ports.iter().chain(&p.info.udp_ports) {
-            ports.insert(port);
-        }
-    }
     lock(state).set_legend(plugins.iter().map(legend).collect());
-    let dispatcher = Dispatcher::new(opts.replay.dispatch.clone(), plugins);
-    let config = EngineConfig { flows: opts.replay.flows.clone(), ..EngineConfig::default() };
-    let mut engine = Engine::new(config, ports, dispatcher);
+    let mut engine = engine_for(&opts.replay, plugins);
     // Each pass is shifted to start after the previous one ended, so time
     // (and with it flow ages and rate windows) keeps moving forward.
     let mut offset: u64 = 0;
@@ -100,21 +91,18 @@ pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
         let read = capture.for_each_frame(|frame| {
             let first_ts = *first.get_or_insert(frame.ts.0);
             last = last.max(frame.ts.0);
-            if let Some(speed) = opts.speed {
-                let due = Duration::from_nanos(frame.ts.0.saturating_sub(first_ts)).div_f64(speed.max(1e-6));
-                while started.elapsed() < due {
-                    if last_publish.elapsed() >= PUBLISH_EVERY {
-                        publish(&mut engine, state, reloader.as_ref());
-                        last_publish = Instant::now();
-                    }
-                    std::thread::sleep(due.saturating_sub(started.elapsed()).min(Duration::from_millis(20)));
+            let mut publish_due = |engine: &mut Engine<Dispatcher>| {
+                if last_publish.elapsed() >= PUBLISH_EVERY {
+                    publish(engine, state, reloader.as_ref());
+                    last_publish = Instant::now();
                 }
+            };
+            if let Some(speed) = opts.speed {
+                let since_first = Duration::from_nanos(frame.ts.0.saturating_sub(first_ts));
+                wait_until_due(started, since_first, speed, || publish_due(&mut engine));
             }
             engine.process(frame.link, Timestamp(frame.ts.0 + offset), frame.data, frame.wire_len);
-            if last_publish.elapsed() >= PUBLISH_EVERY {
-                publish(&mut engine, state, reloader.as_ref());
-                last_publish = Instant::now();
-            }
+            publish_due(&mut engine);
         });
         if let Err(e) = read {
             if !e.is_partial() {
@@ -145,25 +133,7 @@ fn publish(
     state: &SharedState,
     reloader: Option<&crate::plugins::registry::Reloader>,
 ) {
-    if let Some(r) = reloader {
-        for event in r.poll() {
-            match event {
-                ReloadEvent::Loaded { plugin, .. } => {
-                    let entry = legend(&plugin);
-                    engine.sink_mut().install(plugin);
-                    let mut st = lock(state);
-                    let mut l = st.legend.clone();
-                    l.retain(|e| e.protocol != entry.protocol);
-                    l.push(entry);
-                    st.set_legend(l);
-                }
-                ReloadEvent::Removed { name, .. } => engine.sink_mut().remove(&name),
-                ReloadEvent::Rejected(r) => {
-                    tracing::warn!(path = %r.path.display(), error = %r.error, "plugin rejected")
-                }
-            }
-        }
-    }
+    apply_reloads(engine, reloader, |entry| lock(state).upsert_legend(entry));
     let now = engine.now();
     engine.sink_mut().tick(now);
     let records = engine.sink_mut().take_records();

@@ -203,7 +203,7 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
                 // A filtered L7 map reads the record log in chunks, letting
                 // go of the lock between them.
                 while !sub.caught_up(&lock(&s)) {
-                    let _ = sub.fold(&lock(&s));
+                    sub.fold(&lock(&s));
                 }
                 let v = { sub.snapshot(&lock(&s)) };
                 warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)

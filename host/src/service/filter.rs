@@ -159,43 +159,13 @@ fn endpoint(e: &RecordEndpoint) -> Value {
     Value::from(m)
 }
 
-/// Names that are KFL2 variables in their own right: plugin fields with
-/// these names do not shadow them.
-const RESERVED: &[&str] = &[
-    "src",
-    "dst",
-    "namespaces",
-    "pods",
-    "services",
-    "node_name",
-    "protocol",
-    "http",
-    "grpc",
-    "dns",
-    "redis",
-    "kafka",
-    "tcp",
-    "udp",
-    "method",
-    "path",
-    "url",
-    "summary",
-    "status_code",
-    "error",
-    "elapsed_time",
-    "timestamp",
-    "request_size",
-    "response_size",
-];
-
 fn variables(r: &L7Record) -> Vec<(String, Value)> {
     let transport = r.transport.as_str();
     let mut v: Vec<(String, Value)> = Vec::with_capacity(32 + r.fields.len());
-    // Plugin fields first, so the reserved names below win.
+    // Plugin fields first: the KFL2 variables bound after them win, since
+    // a later binding of a name replaces an earlier one.
     for (k, val) in &r.fields {
-        if !RESERVED.contains(&k.as_str()) {
-            v.push((k.clone(), json(val)));
-        }
+        v.push((k.clone(), json(val)));
     }
     let workloads = [&r.src, &r.dst].map(|e| e.workload.clone());
     let collect = |kind: &str| -> Value {

@@ -132,6 +132,15 @@ impl GraphState {
         self.legend = legend;
     }
 
+    /// Adds or replaces one protocol's legend entry (a plugin loaded live).
+    pub fn upsert_legend(&mut self, entry: LegendEntry) {
+        for m in &mut self.l7 {
+            m.set_legend(entry.clone());
+        }
+        self.legend.retain(|e| e.protocol != entry.protocol);
+        self.legend.push(entry);
+    }
+
     /// A flow delta from the flow table: into every grouping's L4 map.
     pub fn add_delta(&mut self, d: &FlowDelta) {
         let client = self.identity.resolve(d.client.ip, d.first_ts);

@@ -119,29 +119,13 @@ impl Subscription {
                 let view = if self.filter.is_all() {
                     state.l7(self.group).view_at(state.now)
                 } else {
-                    let _ = self.fold(state);
-                    match &self.filtered {
-                        Some((m, _)) => m.view_at(state.now),
-                        None => state.l7(self.group).view_at(state.now),
-                    }
+                    self.fold(state).view_at(state.now)
                 };
                 let mut v = serde_json::to_value(&view).unwrap_or(Value::Null);
                 if let Some(edges) = v.get_mut("edges").and_then(Value::as_array_mut) {
                     for e in edges {
                         self.decorate_l7(e);
                     }
-                }
-                // The L7 map shows the workloads that have L7 edges.
-                let used: std::collections::BTreeSet<String> = v["edges"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|e| [e["source"].as_str(), e["target"].as_str()])
-                    .flatten()
-                    .map(str::to_string)
-                    .collect();
-                if let Some(nodes) = v.get_mut("nodes").and_then(Value::as_array_mut) {
-                    nodes.retain(|n| n["id"].as_str().is_some_and(|id| used.contains(id)));
                 }
                 if self.missed > 0 {
                     v["records_missed"] = json!(self.missed);
@@ -153,8 +137,8 @@ impl Subscription {
 
     /// Folds records this subscription has not seen into its filtered map,
     /// at most [`FOLD_CHUNK`] per call so the service lock is never held
-    /// for long; returns whether the map has caught up with the log.
-    pub fn fold(&mut self, state: &GraphState) -> bool {
+    /// for long; returns the map (see [`Subscription::caught_up`]).
+    pub fn fold(&mut self, state: &GraphState) -> &L7Map {
         let (map, next) = self.filtered.get_or_insert_with(|| (L7Map::with_window(self.group, state.window_secs), 0));
         // Plugins loaded later bring their legend entries along.
         for e in &state.legend {
@@ -176,7 +160,7 @@ impl Subscription {
             }
         }
         *next = seq.max(*next);
-        *next >= state.next_seq()
+        map
     }
 
     /// Whether the map includes every record in the log (a filtered L7 map
