@@ -634,7 +634,8 @@ impl Dispatcher {
 
 impl StreamSink for Dispatcher {
     fn on_stream(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, event: StreamEvent<'_>) {
-        let dir = self.oriented(conn.id, dir_of(dir));
+        // Oriented from the connection found below: one lookup per event.
+        let raw = dir_of(dir);
         let ts = ts.as_nanos();
         self.now = self.now.max(ts);
         let id = conn.id;
@@ -644,11 +645,12 @@ impl StreamSink for Dispatcher {
                 c.meta.midstream |= midstream;
             }
             StreamEvent::Data { bytes, .. } => {
-                self.conn(conn);
+                let dir = self.conn(conn).orient(raw);
                 self.data(id, dir, ts, bytes, false);
             }
             StreamEvent::Gap { len, .. } => {
                 let c = self.conn(conn);
+                let dir = c.orient(raw);
                 match &mut c.state {
                     State::Probing(p) => p.seen[dir.code() as usize].clear(),
                     State::Attached(a) => {
@@ -671,7 +673,7 @@ impl StreamSink for Dispatcher {
                 }
             }
             StreamEvent::Fin | StreamEvent::Rst => {
-                if self.conns.contains_key(&id) {
+                if let Some(dir) = self.conns.get(&id).map(|c| c.orient(raw)) {
                     self.data(id, dir, ts, &[], true);
                 }
             }
@@ -679,12 +681,13 @@ impl StreamSink for Dispatcher {
     }
 
     fn on_datagram(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, payload: &[u8]) {
-        let dir = self.oriented(conn.id, dir_of(dir));
         let ts = ts.as_nanos();
         self.now = self.now.max(ts);
         let id = conn.id;
         let max = self.config.max_probe_bytes;
-        match &mut self.conn(conn).state {
+        let c = self.conn(conn);
+        let dir = c.orient(dir_of(dir));
+        match &mut c.state {
             State::Attached(_) => {
                 self.attached_datagram(id, dir, ts, payload);
             }

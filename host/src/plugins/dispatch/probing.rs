@@ -5,12 +5,14 @@ use super::{Conn, Dispatcher, Queued, State, opposite};
 use crate::plugins::registry::PluginState;
 use trawl_sdk::abi::{Dir, L4, Probe};
 
-impl Dispatcher {
+impl Conn {
     /// A direction as the connection sees it (after any flip).
-    pub(super) fn oriented(&self, id: u64, dir: Dir) -> Dir {
-        if self.conns.get(&id).is_some_and(|c| c.flipped) { opposite(dir) } else { dir }
+    pub(super) fn orient(&self, dir: Dir) -> Dir {
+        if self.flipped { opposite(dir) } else { dir }
     }
+}
 
+impl Dispatcher {
     /// Swaps client and server of a connection that is still being probed.
     pub(super) fn flip(&mut self, id: u64) {
         let Some(c) = self.conns.get_mut(&id) else { return };
