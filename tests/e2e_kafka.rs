@@ -64,10 +64,8 @@ fn kafka_broker_and_client() {
         eprintln!("SKIP: {why}");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("trawl-e2e-kafka-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port: u16 = 40_000 + (std::process::id() % 20_000) as u16;
+    let dir = support::scratch("kafka");
+    let port = support::free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let broker = Killed(
         Command::new(tansu(&py))
@@ -103,9 +101,7 @@ fn kafka_broker_and_client() {
 
     let (requests, answered) = client_log(&log);
     assert!(requests.len() >= 15, "client log has {} requests", requests.len());
-    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let records = support::json_lines(&out.stdout);
+    let records = support::records(&capture);
     let mut ours = BTreeSet::new();
     for r in &records {
         assert_eq!(r["protocol"], "kafka", "{r}");

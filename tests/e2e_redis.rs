@@ -28,10 +28,8 @@ fn redis_server_clients_and_benchmark() {
     if !tools_or_skip(&["redis-server", "redis-cli", "redis-benchmark", "tcpdump"]) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("trawl-e2e-redis-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port: u16 = 20_000 + (std::process::id() % 20_000) as u16;
+    let dir = support::scratch("redis");
+    let port = support::free_port();
     let sock = dir.join("redis.sock");
     let _server = Killed(
         Command::new("redis-server")

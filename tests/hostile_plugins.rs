@@ -14,7 +14,7 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use trawl_sdk::abi::{DataResult, PluginInfo, Status};
 
 fn info(name: &str) -> Vec<u8> {
@@ -105,13 +105,6 @@ fn hostile() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     ]
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trawl-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 struct Run {
     records: Vec<Value>,
     stats: String,
@@ -169,13 +162,13 @@ fn good(records: &[Value]) -> Vec<String> {
 #[test]
 fn hostile_plugins_cannot_hurt_the_host() {
     let capture = support::project_root().join("examples/demo/demo.pcap");
-    let base_dir = scratch("baseline");
+    let base_dir = support::scratch("baseline");
     let baseline = replay(&capture, None, &base_dir.join("status.json"));
     let base_good = good(&baseline.records);
     assert!(base_good.len() >= 15, "baseline should have HTTP and DNS records: {}", base_good.len());
 
     for (label, wasm, expect) in hostile() {
-        let dir = scratch(label);
+        let dir = support::scratch(label);
         std::fs::write(dir.join(format!("{label}.wasm")), &wasm).unwrap();
         let run = replay(&capture, Some(&dir), &dir.join("status.json"));
         assert_eq!(good(&run.records), base_good, "{label}: good plugins' records changed");
