@@ -41,13 +41,15 @@ impl Copy {
             }
             "delta" => {
                 for (kind, map) in [("nodes", &mut self.nodes), ("edges", &mut self.edges)] {
-                    for x in msg[format!("{kind}_added")]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .chain(msg[format!("{kind}_changed")].as_array().unwrap())
-                    {
+                    for x in msg[format!("{kind}_added")].as_array().unwrap() {
                         map.insert(x["id"].as_str().unwrap().to_string(), x.clone());
+                    }
+                    // A change carries only the numbers that move.
+                    for x in msg[format!("{kind}_changed")].as_array().unwrap() {
+                        let entry = map.get_mut(x["id"].as_str().unwrap()).expect("change to an unknown id");
+                        for (k, v) in x.as_object().unwrap() {
+                            entry[k] = v.clone();
+                        }
                     }
                     for id in msg[format!("{kind}_removed")].as_array().unwrap() {
                         map.remove(id.as_str().unwrap());
@@ -116,6 +118,28 @@ async fn subscribe_snapshot_deltas_and_a_slow_reader() {
     }
     let edges = m["map"]["edges"].as_array().unwrap();
     assert!(!edges.is_empty() && edges.iter().all(|e| e["protocol"] == "dns"), "{m}");
+
+    // One edge in full: the feed carries summaries, details come on request.
+    let dns_edge = edges[0]["id"].as_str().unwrap().to_string();
+    ws.send(Message::text(json!({ "type": "detail", "id": dns_edge }).to_string())).await.unwrap();
+    let mut m = next(&mut ws).await;
+    while m["type"] == "delta" {
+        m = next(&mut ws).await;
+    }
+    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("detail"), Some(dns_edge.as_str())), "{m}");
+    assert!(m["edge"]["requests"].as_u64() > Some(0) && m["edge"]["latency_us"].is_object(), "{m}");
+    assert!(m["edge"]["top"].as_array().is_some_and(|t| !t.is_empty()), "{m}");
+
+    // A bound on edges: the heaviest ones, and totals saying what is cut.
+    subscribe(&mut ws, json!({ "map": "l4", "group_by": "pod", "max_edges": 2 })).await;
+    let mut m = next(&mut ws).await;
+    while m["type"] != "snapshot" {
+        m = next(&mut ws).await;
+    }
+    let totals = &m["map"]["totals"];
+    assert_eq!(m["map"]["edges"].as_array().unwrap().len(), 2, "{m}");
+    assert_eq!(totals["edges_shown"], 2, "{m}");
+    assert!(totals["edges"].as_u64() > Some(2), "{m}");
 
     // An invalid filter: an error naming the position; no new snapshot.
     subscribe(&mut ws, json!({ "map": "l7", "filter": "status_code ==" })).await;

@@ -49,6 +49,12 @@ let applied = null;
 let lastSeq = 0;
 const counters = { snapshots: 0, deltas: 0, errors: 0 };
 let lastError = null;
+// The server bounds what a client draws (the heaviest edges); totals say
+// how much of the map that is.
+let totals = null;
+// Full numbers of the selected edge: the feed carries summaries only.
+let detail = null;
+let detailAsked = 0;
 
 // What only changes how edges are drawn follows the controls at once; map
 // and grouping follow the accepted subscription, since they describe the
@@ -112,7 +118,11 @@ const view = new GraphView($t('graph'), {
   protoInfo,
   onSelect: (sel) => {
     selection = sel;
-    renderDetails(detailsEl, sel, view, protoInfo);
+    if (sel?.type === 'edge') {
+      if (detail?.id !== sel.id) detail = null;
+      conn.askDetail(sel.id);
+    }
+    renderDetails(detailsEl, sel, view, protoInfo, detail);
   },
 });
 view.setStyle({ map: state.map, group_by: state.group_by, ...visuals() });
@@ -189,11 +199,26 @@ function updateUi() {
     (applied ? `<br>showing ${escapeHtml(applied.map.toUpperCase())} by ${escapeHtml(applied.group_by)}${applied.filter ? ` · <span class="mono">${escapeHtml(applied.filter)}</span>` : ''}` : '');
 
   const banner = $t('large-map-banner');
-  const large = applied && applied.group_by === 'pod' && n > LARGE_MAP && !bannerDismissed;
+  const cut = totals && totals.edges > totals.edges_shown;
+  const large = applied && applied.group_by === 'pod' && (n > LARGE_MAP || cut) && !bannerDismissed;
   banner.hidden = !large;
-  if (large) banner.querySelector('.banner-text').textContent = `${fmtCount(n)} nodes is a lot to draw. Group by namespace for an overview?`;
+  if (large) {
+    banner.querySelector('.banner-text').textContent = cut
+      ? `Showing the ${fmtCount(totals.edges_shown)} busiest of ${fmtCount(totals.edges)} connections (${fmtCount(totals.nodes)} workloads). Group by namespace for the whole picture?`
+      : `${fmtCount(n)} nodes is a lot to draw. Group by namespace for an overview?`;
+  }
+  $t('map-totals').hidden = !cut;
+  if (cut) $t('map-totals').textContent = `busiest ${fmtCount(totals.edges_shown)} of ${fmtCount(totals.edges)} edges`;
   $t('map-empty').hidden = !(ready() && n === 0);
-  if (selection) renderDetails(detailsEl, selection, view, protoInfo);
+  if (selection) renderDetails(detailsEl, selection, view, protoInfo, detail);
+}
+
+// An edge as the details panel shows it: the feed's summary, completed by
+// the last full answer for it.
+function fullEdge(id) {
+  const e = view.edge(id);
+  if (!e) return null;
+  return detail?.id === id && detail.edge ? { ...e, ...detail.edge } : e;
 }
 
 // ---- controls ---------------------------------------------------------
@@ -357,6 +382,7 @@ const conn = {
 
   connect() {
     clearTimeout(this.timer);
+    if (this.adoptEarly()) return;
     const url = new URL('api/ws', document.baseURI);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     setConn('connecting', this.attempts ? 'reconnecting…' : 'connecting…');
@@ -367,22 +393,47 @@ const conn = {
       this.retry();
       return;
     }
+    this.attach(ws);
+  },
+
+  // index.html opened the feed before the scripts loaded. Take it over if
+  // it asked for what this page would ask for; otherwise start afresh.
+  adoptEarly() {
+    const early = window.__trawlEarly;
+    window.__trawlEarly = null;
+    if (!early || early.ws.readyState > WebSocket.OPEN) return false;
+    const want = subscription();
+    const asked = early.sent && { ...DEFAULTS, ...early.sent };
+    const same = asked && Object.keys(want).every((k) => want[k] === asked[k]);
+    if (early.ws.readyState === WebSocket.CONNECTING && !early.sent) {
+      setConn('connecting', 'connecting…');
+      this.attach(early.ws);
+      return true;
+    }
+    if (!same) {
+      early.ws.close();
+      return false;
+    }
+    this.attach(early.ws, true);
+    setConn('live', 'live');
+    this.pending = [want];
+    lastSeq = 0;
+    for (const data of early.messages) this.receive(data);
+    return true;
+  },
+
+  attach(ws, open = false) {
     this.ws = ws;
-    ws.onopen = () => {
-      setConn('live', 'live');
-      this.pending = [];
-      lastSeq = 0;
-      this.subscribe();
-    };
-    ws.onmessage = (ev) => {
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
-      onMessage(msg);
-    };
+    if (!open) {
+      ws.onopen = () => {
+        performance.mark('trawl:ws-open');
+        setConn('live', 'live');
+        this.pending = [];
+        lastSeq = 0;
+        this.subscribe();
+      };
+    }
+    ws.onmessage = (ev) => this.receive(ev.data);
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.ws = null;
@@ -391,11 +442,27 @@ const conn = {
     };
   },
 
+  receive(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    onMessage(msg);
+  },
+
   retry() {
     const delay = Math.min(10000, 500 * 2 ** this.attempts) * (0.8 + 0.4 * Math.random());
     this.attempts++;
     setConn('down', `disconnected — retrying in ${Math.ceil(delay / 1000)} s`);
     this.timer = setTimeout(() => this.connect(), delay);
+  },
+
+  askDetail(id) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    detailAsked = Date.now();
+    this.ws.send(JSON.stringify({ type: 'detail', id }));
   },
 
   subscribe() {
@@ -408,12 +475,15 @@ const conn = {
 
 function onMessage(msg) {
   if (msg.type === 'snapshot') {
+    performance.mark('trawl:snapshot-parsed');
     const sub = conn.pending.shift() || applied || subscription();
     const snap = msg.map || { nodes: [], edges: [], legend: [] };
     for (const m of snap.legend || []) if (m && m.protocol) legendMeta.set(String(m.protocol).toLowerCase(), m);
     const relayout = !applied || applied.group_by !== sub.group_by;
     view.setStyle({ map: sub.map, group_by: sub.group_by, ...visuals() });
     view.loadSnapshot(snap, relayout);
+    performance.mark('trawl:snapshot-loaded');
+    totals = snap.totals || null;
     applied = sub;
     conn.attempts = 0;
     if (Number.isFinite(msg.seq)) lastSeq = msg.seq;
@@ -424,8 +494,16 @@ function onMessage(msg) {
     if (Number.isFinite(msg.seq) && msg.seq <= lastSeq) return;
     if (Number.isFinite(msg.seq)) lastSeq = msg.seq;
     view.applyDelta(msg);
+    if (msg.totals) totals = msg.totals;
     counters.deltas++;
+    // Keep an open edge's details fresh, once a second at most.
+    if (selection?.type === 'edge' && Date.now() - detailAsked > 1000) conn.askDetail(selection.id);
     scheduleUi();
+  } else if (msg.type === 'detail') {
+    if (selection?.type === 'edge' && selection.id === msg.id) {
+      detail = msg;
+      renderDetails(detailsEl, selection, view, protoInfo, detail);
+    }
   } else if (msg.type === 'error') {
     const sub = conn.pending.shift();
     counters.errors++;
@@ -483,7 +561,10 @@ window.__trawl = {
   visibleNodeIds: () => view.visibleNodeIds(),
   visibleEdgeIds: () => view.visibleEdgeIds(),
   node: (id) => view.node(id),
-  edge: (id) => view.edge(id),
+  edge: (id) => fullEdge(id),
+  get totals() {
+    return totals && { ...totals };
+  },
   edgeProtocols: () => view.edgeIds().map((id) => edgeProtocol(view.edge(id))),
   nodePosition: (id) => (view.graph.hasNode(id) ? { x: view.graph.getNodeAttribute(id, 'x'), y: view.graph.getNodeAttribute(id, 'y') } : null),
   // Same path as a click on the canvas.

@@ -16,18 +16,23 @@ function section(title, body) {
   return body ? `<h4>${escapeHtml(title)}</h4><dl class="metrics">${body}</dl>` : '';
 }
 
-export function renderDetails(el, sel, view, protoInfo) {
+// `detail` is the server's full answer for the selected edge (the feed
+// carries summaries only); until it arrives the panel shows the summary
+// and data-detail="loading".
+export function renderDetails(el, sel, view, protoInfo, detail) {
   if (!sel) {
     el.hidden = true;
     el.innerHTML = '';
     return;
   }
   el.hidden = false;
-  const html = sel.type === 'edge' ? edgeHtml(sel.id, view, protoInfo) : nodeHtml(sel.id, view, protoInfo);
+  const full = sel.type === 'edge' && detail?.id === sel.id ? detail.edge : null;
+  const html = sel.type === 'edge' ? edgeHtml(sel.id, view, protoInfo, full) : nodeHtml(sel.id, view, protoInfo);
   el.innerHTML =
     '<button type="button" class="close" data-action="close" title="Close" aria-label="Close details">×</button>' + html;
   el.dataset.selectedType = sel.type;
   el.dataset.selectedId = sel.id;
+  el.dataset.detail = sel.type !== 'edge' || full ? 'ready' : 'loading';
 }
 
 function protoBadge(proto, protoInfo) {
@@ -37,9 +42,10 @@ function protoBadge(proto, protoInfo) {
   return `<span class="badge" style="--badge:${escapeHtml(color)}" title="${escapeHtml(info.long_name || proto)}">${escapeHtml(label)}</span>`;
 }
 
-function edgeHtml(id, view, protoInfo) {
-  const e = view.edge(id);
-  if (!e) return '<p class="muted">This connection is no longer in the map.</p>';
+function edgeHtml(id, view, protoInfo, full) {
+  const summary = view.edge(id);
+  if (!summary) return '<p class="muted">This connection is no longer in the map.</p>';
+  const e = full ? { ...summary, ...full } : summary;
   const proto = edgeProtocol(e);
   let h =
     `<header><div class="kicker">${protoBadge(proto, protoInfo)} ${e.protocol ? 'L7' : 'L4'} edge</div>` +

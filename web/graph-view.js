@@ -120,6 +120,9 @@ export class GraphView {
         g.addEdgeWithKey(e.id, e.source, e.target, { ...this.#edgeVisual(e), raw: e });
       }
       this.graph = g;
+      // Label settings before setGraph, whose refresh draws at once: edge
+      // labels on a big map cost a second of text drawing for nothing.
+      this.#updateEdgeLabelSetting();
       // The bbox goes in first: setGraph's refresh computes the
       // normalisation from it.
       this.#fitBBox(true);
@@ -225,25 +228,12 @@ export class GraphView {
   }
 
   // The number an edge's width and label stand for, given the settings.
+  // The server weighs edges for the subscription (bytes or packets or
+  // requests, totals or rates, request and response sizes or not).
   edgeWeight(e) {
     const s = this.style;
-    const rate = s.mode === 'rate';
-    if (e.l4 !== undefined || e.to_server) {
-      const r = e.rate || {};
-      if (!s.bandwidth) {
-        if (rate) return { value: (r.to_server?.packets_per_sec || 0) + (r.to_client?.packets_per_sec || 0), unit: 'pkt', rate };
-        return { value: e.flows || 0, unit: 'flows', rate };
-      }
-      const up = rate ? r.to_server?.bytes_per_sec : e.to_server?.bytes;
-      const down = rate ? r.to_client?.bytes_per_sec : e.to_client?.bytes;
-      return { value: (s.include_request ? up || 0 : 0) + (s.include_response ? down || 0 : 0), unit: 'B', rate };
-    }
-    if (!s.bandwidth) return { value: rate ? e.requests_per_sec || 0 : e.requests || 0, unit: 'req', rate };
-    let bytes = (s.include_request ? e.request_bytes || 0 : 0) + (s.include_response ? e.response_bytes || 0 : 0);
-    // The server gives no byte rate for L7; average bytes per request times
-    // the request rate is the honest estimate.
-    if (rate) bytes = e.requests ? (bytes / e.requests) * (e.requests_per_sec || 0) : 0;
-    return { value: bytes, unit: 'B', rate };
+    const unit = s.bandwidth ? 'B' : e.protocol ? 'req' : 'pkt';
+    return { value: Number(e.weight) || 0, unit, rate: s.mode === 'rate' };
   }
 
   #edgeVisual(e) {

@@ -247,44 +247,58 @@ impl L7Map {
     pub fn view_at(&self, now: crate::time::Timestamp) -> L7MapView {
         let mut nodes: Vec<MapNode> = self.graph.node_weights().cloned().collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut edges: Vec<L7EdgeView> = self
-            .graph
-            .edge_indices()
-            .filter_map(|ix| {
-                let (a, b) = self.graph.edge_endpoints(ix)?;
-                let e = &self.graph[ix];
-                let (req, resp): (Rate, Rate) = e.window.rates(now);
-                let mut top: Vec<TopEntry> =
-                    e.top.iter().map(|(k, v)| TopEntry { name: k.clone(), count: *v }).collect();
-                top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
-                top.truncate(5);
-                Some(L7EdgeView {
-                    source: self.graph[a].id.clone(),
-                    target: self.graph[b].id.clone(),
-                    protocol: e.protocol.clone(),
-                    requests: e.requests,
-                    errors: e.errors,
-                    request_bytes: e.request_bytes,
-                    response_bytes: e.response_bytes,
-                    latency_us: LatencyView {
-                        p50: e.latency.percentile(50.0),
-                        p95: e.latency.percentile(95.0),
-                        p99: e.latency.percentile(99.0),
-                    },
-                    rate: L7RateView {
-                        window_secs: self.window_secs,
-                        requests_per_sec: req.packets_per_sec,
-                        request_bytes_per_sec: req.bytes_per_sec,
-                        response_bytes_per_sec: resp.bytes_per_sec,
-                    },
-                    top,
-                })
-            })
-            .collect();
+        let mut edges: Vec<L7EdgeView> = self.graph.edge_indices().filter_map(|ix| self.edge_view(ix, now)).collect();
         edges.sort_by(|a, b| (&a.source, &a.target, &a.protocol).cmp(&(&b.source, &b.target, &b.protocol)));
         let used: std::collections::BTreeSet<&str> = edges.iter().map(|e| e.protocol.as_str()).collect();
         let legend = self.legend.values().filter(|l| used.contains(l.protocol.as_str())).cloned().collect();
         L7MapView { nodes, edges, legend }
+    }
+
+    /// One edge as [`L7Map::view_at`] shows it.
+    pub fn edge_view(&self, ix: EdgeIndex, now: crate::time::Timestamp) -> Option<L7EdgeView> {
+        let (a, b) = self.graph.edge_endpoints(ix)?;
+        let e = self.graph.edge_weight(ix)?;
+        let (req, resp): (Rate, Rate) = e.window.rates(now);
+        let mut top: Vec<TopEntry> = e.top.iter().map(|(k, v)| TopEntry { name: k.clone(), count: *v }).collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+        top.truncate(5);
+        Some(L7EdgeView {
+            source: self.graph[a].id.clone(),
+            target: self.graph[b].id.clone(),
+            protocol: e.protocol.clone(),
+            requests: e.requests,
+            errors: e.errors,
+            request_bytes: e.request_bytes,
+            response_bytes: e.response_bytes,
+            latency_us: LatencyView {
+                p50: e.latency.percentile(50.0),
+                p95: e.latency.percentile(95.0),
+                p99: e.latency.percentile(99.0),
+            },
+            rate: L7RateView {
+                window_secs: self.window_secs,
+                requests_per_sec: req.packets_per_sec,
+                request_bytes_per_sec: req.bytes_per_sec,
+                response_bytes_per_sec: resp.bytes_per_sec,
+            },
+            top,
+        })
+    }
+
+    /// The edge from node id `source` to node id `target` for `protocol`.
+    pub fn find_edge(&self, source: &str, target: &str, protocol: &str) -> Option<EdgeIndex> {
+        let (a, b) = (self.nodes.get(source)?, self.nodes.get(target)?);
+        self.edges.get(&(*a, *b, protocol.to_string())).copied()
+    }
+
+    pub fn graph(&self) -> &StableDiGraph<MapNode, L7Edge> {
+        &self.graph
+    }
+
+    /// Legend entries of the protocols some edge uses.
+    pub fn legend_in_use(&self) -> Vec<LegendEntry> {
+        let used: std::collections::BTreeSet<&str> = self.graph.edge_weights().map(|e| e.protocol.as_str()).collect();
+        self.legend.values().filter(|l| used.contains(l.protocol.as_str())).cloned().collect()
     }
 }
 

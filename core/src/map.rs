@@ -5,7 +5,8 @@ use crate::decode::L4Proto;
 use crate::flow::{DirCounters, FlowDelta};
 use crate::identity::{Identity, Workload, WorkloadKind};
 use crate::time::{NANOS_PER_SEC, Timestamp};
-use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
+use petgraph::stable_graph::StableDiGraph;
+pub use petgraph::stable_graph::{EdgeIndex, NodeIndex};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -271,26 +272,31 @@ impl L4Map {
     pub fn view_at(&self, now: Timestamp) -> MapView {
         let mut nodes: Vec<MapNode> = self.graph.node_weights().cloned().collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut edges: Vec<EdgeView> = self
-            .graph
-            .edge_indices()
-            .filter_map(|ix| {
-                let (a, b) = self.graph.edge_endpoints(ix)?;
-                let e = &self.graph[ix];
-                let (to_server, to_client) = e.window.rates(now);
-                Some(EdgeView {
-                    source: self.graph[a].id.clone(),
-                    target: self.graph[b].id.clone(),
-                    l4: e.l4,
-                    flows: e.flows,
-                    to_server: e.to_server,
-                    to_client: e.to_client,
-                    rate: RateView { window_secs: self.window_secs, to_server, to_client },
-                })
-            })
-            .collect();
+        let mut edges: Vec<EdgeView> = self.graph.edge_indices().filter_map(|ix| self.edge_view(ix, now)).collect();
         edges.sort_by(|a, b| (&a.source, &a.target, a.l4).cmp(&(&b.source, &b.target, b.l4)));
         MapView { nodes, edges }
+    }
+
+    /// One edge as [`L4Map::view_at`] shows it.
+    pub fn edge_view(&self, ix: EdgeIndex, now: Timestamp) -> Option<EdgeView> {
+        let (a, b) = self.graph.edge_endpoints(ix)?;
+        let e = self.graph.edge_weight(ix)?;
+        let (to_server, to_client) = e.window.rates(now);
+        Some(EdgeView {
+            source: self.graph[a].id.clone(),
+            target: self.graph[b].id.clone(),
+            l4: e.l4,
+            flows: e.flows,
+            to_server: e.to_server,
+            to_client: e.to_client,
+            rate: RateView { window_secs: self.window_secs, to_server, to_client },
+        })
+    }
+
+    /// The edge from node id `source` to node id `target` over `l4`.
+    pub fn find_edge(&self, source: &str, target: &str, l4: L4Proto) -> Option<EdgeIndex> {
+        let (a, b) = (self.nodes.get(source)?, self.nodes.get(target)?);
+        self.edges.get(&(*a, *b, l4)).copied()
     }
 }
 

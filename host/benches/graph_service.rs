@@ -14,8 +14,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
 use trawl_core::{Identity, L4Proto, Timestamp};
-use trawl_host::service::subscription::delta;
-use trawl_host::service::{CaptureFilter, GraphState, Subscription, SubscriptionSpec};
+use trawl_host::service::view::CHANGE_BUDGET;
+use trawl_host::service::{CaptureFilter, GraphState, Mode, Subscription, SubscriptionSpec};
 
 const WORKLOADS: u32 = 10_000;
 const EDGES: u32 = 100_000;
@@ -55,14 +55,6 @@ fn cluster() -> GraphState {
 
 fn tick_cost(c: &mut Criterion) {
     let mut state = cluster();
-    let spec = SubscriptionSpec { mode: trawl_host::service::Mode::Rate, ..SubscriptionSpec::default() };
-    let mut sub = Subscription::new(spec).unwrap();
-    let mut last = sub.snapshot(&state);
-    let (nodes, edges) = (last["nodes"].as_array().unwrap().len(), last["edges"].as_array().unwrap().len());
-    println!(
-        "graph_service: {nodes} nodes, {edges} edges, {SOURCES} sources, {EDGES_PER_SOURCE_TICK} edges per source per tick"
-    );
-    let mut t = 0u64;
     let feed = |state: &mut GraphState, t: &mut u64| {
         *t += 1;
         let ts = 1_000_000_000 + *t * 200_000_000;
@@ -73,29 +65,53 @@ fn tick_cost(c: &mut Criterion) {
             }
         }
     };
-    // Steady-state delta size: a few ticks, then the average.
-    let mut bytes = 0usize;
-    for _ in 0..10 {
-        feed(&mut state, &mut t);
-        let now = sub.snapshot(&state);
-        bytes += delta(&last, &now).map_or(0, |d| d.to_string().len());
-        last = now;
-    }
-    println!(
-        "graph_service: delta {} bytes per tick on average = {:.0} KB/s per client at 5 ticks/s",
-        bytes / 10,
-        (bytes / 10) as f64 * 5.0 / 1000.0
-    );
+    let mut t = 0u64;
     let mut g = c.benchmark_group("graph_service");
     g.sample_size(10);
     g.bench_function("feed_200_sources_one_tick", |b| b.iter(|| feed(&mut state, &mut t)));
-    g.bench_function("tick_one_subscription_map_and_delta", |b| {
-        b.iter(|| {
-            let now = sub.snapshot(&state);
-            black_box(delta(&last, &now));
-            last = now;
-        })
-    });
+    for mode in [Mode::Cumulative, Mode::Rate] {
+        let spec = SubscriptionSpec { mode, ..SubscriptionSpec::default() };
+        let mut sub = Subscription::new(spec).unwrap();
+        // Ten simulated seconds first, so every rate window is full.
+        for _ in 0..50 {
+            feed(&mut state, &mut t);
+        }
+        let snap = sub.stream_snapshot(&state);
+        println!(
+            "graph_service {mode:?}: {} of {} edges shown, {} nodes; snapshot {} bytes",
+            snap["edges"].as_array().unwrap().len(),
+            snap["totals"]["edges"],
+            snap["nodes"].as_array().unwrap().len(),
+            snap.to_string().len()
+        );
+        // Steady state: the delta size with and without the byte budget
+        // (ticks fed between reads), averaged over 50 ticks = 10 s.
+        for budget in [usize::MAX, CHANGE_BUDGET] {
+            let (mut bytes, mut pending, mut lag) = (0usize, 0u64, 0.0);
+            for _ in 0..50 {
+                feed(&mut state, &mut t);
+                let d = sub.stream_delta(&state, budget);
+                bytes += d.as_ref().map_or(0, |d| d.to_string().len());
+                pending = d.as_ref().and_then(|d| d["pending"].as_u64()).unwrap_or(0);
+                lag = d.as_ref().and_then(|d| d["pending_largest_change"].as_f64()).unwrap_or(0.0);
+            }
+            println!(
+                "graph_service {mode:?}: budget {budget}: delta {} bytes per tick on average = {:.0} KB/s per client at 5 ticks/s; {pending} changes pending after the last, the largest a {:.0} % change",
+                bytes / 50,
+                (bytes / 50) as f64 * 5.0 / 1000.0,
+                lag * 100.0
+            );
+        }
+        g.bench_function(format!("tick_one_subscription_{mode:?}").to_lowercase(), |b| {
+            b.iter(|| black_box(sub.stream_delta(&state, CHANGE_BUDGET)))
+        });
+        g.bench_function(format!("feed_and_tick_one_subscription_{mode:?}").to_lowercase(), |b| {
+            b.iter(|| {
+                feed(&mut state, &mut t);
+                black_box(sub.stream_delta(&state, CHANGE_BUDGET))
+            })
+        });
+    }
     g.finish();
 }
 

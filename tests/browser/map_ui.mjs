@@ -346,6 +346,8 @@ await check('clicking an edge shows its metrics in the details panel', ['edge_to
   assert(await page.evaluate((e) => window.__trawl.selectEdge(e), id), 'selectEdge returned false');
   await page.waitForSelector(`${T('details-panel')}:not([hidden])`);
   assert((await page.getAttribute(T('details-panel'), 'data-selected-id')) === id, 'details panel shows another item');
+  // The feed carries edge summaries; the panel asks the server for the rest.
+  await page.waitForSelector(`${T('details-panel')}[data-detail="ready"]`);
 
   const keys = map === 'l7'
     ? [['requests', (e) => e.requests], ['errors', (e) => e.errors], ['request_bytes', (e) => e.request_bytes], ['response_bytes', (e) => e.response_bytes],

@@ -6,18 +6,28 @@
 //!   "pod"|"namespace"|"node", "filter":"…", "mode":"cumulative"|"rate",
 //!   "bandwidth":true, "include_request":true, "include_response":true}`;
 //!   sending it again changes the subscription.
-//! - server → client: `{"type":"snapshot","seq":N,"map":{nodes,edges,legend}}`
-//!   after each (re)subscription, then `{"type":"delta","seq":N,
-//!   "nodes_added":[…],"nodes_changed":[…],"nodes_removed":[ids],
-//!   "edges_added":…,"edges_changed":…,"edges_removed":…}` at most every
-//!   [`TICK`]; `{"type":"error","error":"…","position":P,"line":L,"column":C}`
-//!   for a subscription that cannot be taken (the previous one stays).
+//!   The optional `"max_edges":N` bounds the edges shown (default 5,000).
+//! - client → server: `{"type":"detail","id":"<edge id>"}` asks for one
+//!   edge in full (RED metrics, latency, top calls), answered by
+//!   `{"type":"detail","id":…,"edge":{…}|null}`.
+//! - server → client: `{"type":"snapshot","seq":N,"map":{nodes,edges,legend,
+//!   totals}}` after each (re)subscription, edges as summaries (`id`,
+//!   `source`, `target`, `l4`|`protocol`, `weight`, `bytes`, `packets` |
+//!   `requests`+`errors`); then `{"type":"delta","seq":N,"nodes_added":[…],
+//!   "nodes_changed":[…],"nodes_removed":[ids],"edges_added":…,
+//!   "edges_changed":[{id,weight,bytes,…}],"edges_removed":…,"pending":P?,
+//!   "totals":…?,"legend":…?}` at most every [`TICK`];
+//!   `{"type":"error","error":"…","position":P,"line":L,"column":C}` for a
+//!   subscription that cannot be taken (the previous one stays).
 //!
 //! A slow client is never queued for: each tick diffs the map against what
-//! the client last received, and the next send waits for the previous one,
-//! so a client that falls behind gets fewer, larger (coalesced) deltas.
+//! the client last received (see [`super::view`]), and the next send waits
+//! for the previous one, so a client that falls behind gets fewer,
+//! coalesced deltas; changed edges beyond a delta's byte budget wait for
+//! the next one.
 
-use super::subscription::{SpecError, delta};
+use super::subscription::SpecError;
+use super::view::CHANGE_BUDGET;
 use super::{SharedState, Subscription, SubscriptionSpec, lock};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -118,11 +128,37 @@ impl Drop for Subscriber {
     }
 }
 
+/// A client's message: a detail request, or a (new) subscription.
+fn answer(text: &str, state: &SharedState, sub: &mut Option<Subscription>, seq: &mut u64) -> Value {
+    let msg: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return json!({ "type": "error", "error": format!("bad message: {e}") }),
+    };
+    if msg["type"] == "detail" {
+        let id = msg["id"].as_str().unwrap_or_default();
+        let edge = sub.as_mut().and_then(|s| s.edge_detail(&lock(state), id));
+        return json!({ "type": "detail", "id": id, "edge": edge });
+    }
+    // Every subscribe gets exactly one answer, right away: its snapshot,
+    // or an error (and the previous subscription stays).
+    match serde_json::from_value::<SubscriptionSpec>(msg) {
+        Ok(spec) => match Subscription::new(spec) {
+            Ok(mut s) => {
+                let map = { s.stream_snapshot(&lock(state)) };
+                *seq += 1;
+                *sub = Some(s);
+                json!({ "type": "snapshot", "seq": *seq, "map": map })
+            }
+            Err(e) => spec_error(&e),
+        },
+        Err(e) => json!({ "type": "error", "error": format!("bad subscription: {e}") }),
+    }
+}
+
 async fn subscriber(ws: WebSocket, state: SharedState) {
     let _count = Subscriber::new(state.clone());
     let (mut tx, mut rx) = ws.split();
     let mut sub: Option<Subscription> = None;
-    let mut sent: Option<Value> = None;
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -134,39 +170,21 @@ async fn subscriber(ws: WebSocket, state: SharedState) {
                     break;
                 }
                 let Ok(text) = msg.to_str() else { continue };
-                // Every subscribe gets exactly one answer, right away: its
-                // snapshot, or an error (and the previous subscription stays).
-                let reply = match serde_json::from_str::<SubscriptionSpec>(text) {
-                    Ok(spec) => match Subscription::new(spec) {
-                        Ok(mut s) => {
-                            let map = { let st = lock(&state); s.snapshot(&st) };
-                            seq += 1;
-                            let msg = json!({ "type": "snapshot", "seq": seq, "map": &map });
-                            sub = Some(s);
-                            sent = Some(map);
-                            msg
-                        }
-                        Err(e) => spec_error(&e),
-                    },
-                    Err(e) => json!({ "type": "error", "error": format!("bad subscription: {e}") }),
-                };
+                let reply = answer(text, &state, &mut sub, &mut seq);
                 if tx.send(Message::text(reply.to_string())).await.is_err() {
                     break;
                 }
             }
             _ = tick.tick() => {
                 let Some(s) = sub.as_mut() else { continue };
-                // The lock is held only to build the map, never across a send.
-                let map = { let st = lock(&state); s.snapshot(&st) };
-                let Some(old) = &sent else { continue };
-                let Some(mut d) = delta(old, &map) else { continue };
+                // The lock is held only to diff the map, never across a send.
+                let Some(mut d) = ({ s.stream_delta(&lock(&state), CHANGE_BUDGET) }) else { continue };
                 seq += 1;
                 d["type"] = json!("delta");
                 d["seq"] = json!(seq);
                 if tx.send(Message::text(d.to_string())).await.is_err() {
                     break;
                 }
-                sent = Some(map);
             }
         }
     }

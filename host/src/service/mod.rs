@@ -11,6 +11,7 @@
 pub mod api;
 pub mod filter;
 pub mod subscription;
+pub mod view;
 
 use crate::plugins::registry::PluginStatus;
 use regex::Regex;

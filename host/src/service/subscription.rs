@@ -2,9 +2,10 @@
 //! options; its snapshots, and the deltas between two of them.
 
 use super::filter::{Filter, FilterError};
+use super::view::{ClientView, DEFAULT_MAX_EDGES, Source, Weighing};
 use super::{GraphState, slot};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use trawl_core::GroupBy;
 use trawl_core::l7map::L7Map;
 
@@ -52,10 +53,18 @@ pub struct SubscriptionSpec {
     pub include_request: bool,
     #[serde(default = "yes")]
     pub include_response: bool,
+    /// Most edges a WebSocket client is shown (the heaviest); 0 for no
+    /// bound. `GET /api/map` always returns every edge.
+    #[serde(default = "default_max_edges")]
+    pub max_edges: usize,
 }
 
 fn default_group() -> String {
     "pod".into()
+}
+
+fn default_max_edges() -> usize {
+    DEFAULT_MAX_EDGES
 }
 
 impl Default for SubscriptionSpec {
@@ -68,6 +77,7 @@ impl Default for SubscriptionSpec {
             bandwidth: true,
             include_request: true,
             include_response: true,
+            max_edges: DEFAULT_MAX_EDGES,
         }
     }
 }
@@ -91,13 +101,94 @@ pub struct Subscription {
     filtered: Option<(L7Map, u64)>,
     /// Records that left the log before this subscription read them.
     missed: u64,
+    /// What this subscription's WebSocket client has been sent.
+    view: ClientView,
 }
 
 impl Subscription {
     pub fn new(spec: SubscriptionSpec) -> Result<Self, SpecError> {
         let group: GroupBy = spec.group_by.parse().map_err(SpecError::Grouping)?;
         let filter = Filter::compile(&spec.filter)?;
-        Ok(Subscription { spec, group, filter, filtered: None, missed: 0 })
+        let view = ClientView::new(spec.max_edges);
+        Ok(Subscription { spec, group, filter, filtered: None, missed: 0, view })
+    }
+
+    fn weighing(&self) -> Weighing {
+        Weighing {
+            rate: self.spec.mode == Mode::Rate,
+            bandwidth: self.spec.bandwidth,
+            request: self.spec.include_request,
+            response: self.spec.include_response,
+        }
+    }
+
+    /// The map this subscription reads, with its legend (a filtered L7
+    /// map first folds in records it has not seen).
+    fn source<'a>(&'a mut self, state: &'a GraphState) -> (Source<'a>, Value) {
+        let filtered = self.spec.map == MapType::L7 && !self.filter.is_all();
+        if filtered {
+            self.fold(state);
+        }
+        match (self.spec.map, &self.filtered) {
+            (MapType::L4, _) => (Source::L4(state.l4(self.group)), json!([])),
+            (MapType::L7, Some((m, _))) if filtered => (Source::L7(m), json!(m.legend_in_use())),
+            (MapType::L7, _) => {
+                let m = state.l7(self.group);
+                (Source::L7(m), json!(m.legend_in_use()))
+            }
+        }
+    }
+
+    /// The WebSocket snapshot: the bounded view of the map, edges as
+    /// summaries (see [`super::view`]); the client's baseline for deltas.
+    pub fn stream_snapshot(&mut self, state: &GraphState) -> Value {
+        let w = self.weighing();
+        let mut view = std::mem::replace(&mut self.view, ClientView::new(0));
+        let (src, legend) = self.source(state);
+        let mut v = view.snapshot(src, w, state.now, legend);
+        self.view = view;
+        if self.missed > 0 {
+            v["records_missed"] = json!(self.missed);
+        }
+        v
+    }
+
+    /// What changed for this client since its last snapshot or delta,
+    /// holding changed edges to `budget` bytes.
+    pub fn stream_delta(&mut self, state: &GraphState, budget: usize) -> Option<Value> {
+        let w = self.weighing();
+        let missed = self.missed;
+        let mut view = std::mem::replace(&mut self.view, ClientView::new(0));
+        let (src, legend) = self.source(state);
+        let mut d = view.delta(src, w, state.now, legend, budget);
+        self.view = view;
+        if let Some(d) = d.as_mut().filter(|_| self.missed > missed) {
+            d["records_missed"] = json!(self.missed);
+        }
+        d
+    }
+
+    /// One edge in full (as `GET /api/map` shows it), by its id.
+    pub fn edge_detail(&mut self, state: &GraphState, id: &str) -> Option<Value> {
+        let (rest, proto) = id.rsplit_once('|')?;
+        let (source, target) = rest.split_once('|')?;
+        let now = state.now;
+        let mut v = match self.source(state).0 {
+            Source::L4(m) => {
+                let l4 = match proto {
+                    "tcp" => trawl_core::L4Proto::Tcp,
+                    "udp" => trawl_core::L4Proto::Udp,
+                    _ => return None,
+                };
+                serde_json::to_value(m.edge_view(m.find_edge(source, target, l4)?, now)?).ok()?
+            }
+            Source::L7(m) => serde_json::to_value(m.edge_view(m.find_edge(source, target, proto)?, now)?).ok()?,
+        };
+        match self.spec.map {
+            MapType::L4 => self.decorate_l4(&mut v),
+            MapType::L7 => self.decorate_l7(&mut v),
+        }
+        Some(v)
     }
 
     /// The map now, as JSON: `{nodes, edges, legend}`, in the shape of
@@ -237,45 +328,4 @@ impl Subscription {
     pub fn slot(&self) -> usize {
         slot(self.group)
     }
-}
-
-/// What changed between two snapshots, keyed by node and edge id. Only
-/// what changed is copied; unchanged entries are compared in place.
-pub fn delta(old: &Value, new: &Value) -> Option<Value> {
-    fn index<'a>(v: &'a Value, key: &str) -> std::collections::HashMap<&'a str, &'a Value> {
-        v[key].as_array().into_iter().flatten().filter_map(|x| Some((x["id"].as_str()?, x))).collect()
-    }
-    let mut out = Map::new();
-    let mut changed = false;
-    for kind in ["nodes", "edges"] {
-        let (a, b) = (index(old, kind), index(new, kind));
-        let mut added = Vec::new();
-        let mut updated = Vec::new();
-        // In the new snapshot's (sorted) order, so deltas are deterministic.
-        for x in new[kind].as_array().into_iter().flatten() {
-            let Some(id) = x["id"].as_str() else { continue };
-            match a.get(id) {
-                None => added.push(x.clone()),
-                Some(o) if *o != x => updated.push(x.clone()),
-                Some(_) => {}
-            }
-        }
-        let removed: Vec<Value> = old[kind]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x["id"].as_str())
-            .filter(|id| !b.contains_key(id))
-            .map(Value::from)
-            .collect();
-        changed |= !added.is_empty() || !updated.is_empty() || !removed.is_empty();
-        out.insert(format!("{kind}_added"), Value::Array(added));
-        out.insert(format!("{kind}_changed"), Value::Array(updated));
-        out.insert(format!("{kind}_removed"), Value::Array(removed));
-    }
-    if old["legend"] != new["legend"] {
-        out.insert("legend".into(), new["legend"].clone());
-        changed = true;
-    }
-    changed.then_some(Value::Object(out))
 }
