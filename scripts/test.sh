@@ -6,13 +6,15 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/trawl-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# Real peers for the end-to-end tests (Debian packages). Package scripts
+# Real peers for the end-to-end tests, and the eBPF toolchain (Debian packages). Package scripts
 # must not start system-wide services, so policy-rc.d says no meanwhile.
 need=()
 for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools tcpdump:tcpdump \
-    nginx:nginx-light curl:curl nghttp:nghttp2-client chromium:chromium; do
+    nginx:nginx-light curl:curl nghttp:nghttp2-client chromium:chromium clang:clang ip:iproute2; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
+# The eBPF programs are C, built by ebpf/build.rs with clang and libbpf's headers.
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
     echo "== installing ${need[*]}"
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

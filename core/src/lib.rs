@@ -5,6 +5,7 @@
 //! [`engine::Engine`], and the host decides where the results go.
 #![forbid(unsafe_code)]
 
+pub mod counters;
 pub mod decode;
 pub mod engine;
 pub mod flow;

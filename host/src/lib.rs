@@ -5,6 +5,7 @@
 //! results go.
 
 pub mod capture;
+pub mod lab;
 pub mod plugins;
 pub mod records;
 pub mod replay;

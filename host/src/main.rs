@@ -26,6 +26,22 @@ enum Command {
     Serve(ServeArgs),
     /// Serve the map of the embedded demo capture, replayed in a loop.
     Demo(DemoArgs),
+    /// Count L4 flows live with eBPF on the workloads in named network
+    /// namespaces (/run/netns), then print each direction's totals.
+    Count(CountArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CountArgs {
+    /// Only namespaces whose name starts with this.
+    #[arg(long, default_value = "")]
+    netns_prefix: String,
+    /// How long to count.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Room in the kernel map, in directional flows.
+    #[arg(long, default_value_t = 65_536)]
+    max_flows: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +232,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(pcap, vec![inventory], args.speed, true, args.common)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Count(args) => {
+            count(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugins(args) => {
             let statuses = trawl_host::plugins::registry::list(args.dir.as_deref())?;
             if args.json {
@@ -243,6 +263,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `trawl count`: attach, say so on stderr (scripts wait for that line),
+/// count, print one JSON line per direction.
+fn count(a: CountArgs) -> anyhow::Result<()> {
+    let live = trawl_host::capture::live::LiveCounters::start(&a.netns_prefix, a.max_flows)?;
+    eprintln!("trawl count: counting on {} interfaces: {}", live.attached().len(), live.attached().join(" "));
+    std::thread::sleep(std::time::Duration::from_secs_f64(a.seconds.max(0.0)));
+    let mut readings = live.readings()?;
+    readings.sort_by_key(|r| (r.src.ip, r.src.port, r.dst.ip, r.dst.port));
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    for r in readings {
+        let line = serde_json::json!({
+            "l4": r.l4, "src": r.src.ip, "sport": r.src.port, "dst": r.dst.ip, "dport": r.dst.port,
+            "packets": r.counters.packets, "bytes": r.counters.bytes, "ip_bytes": r.counters.ip_bytes,
+        });
+        std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())?;
+    }
+    let s = live.stats();
+    eprintln!(
+        "trawl count: {} packets seen, {} not counted (not TCP/UDP over IP), {} lost to a full map",
+        s.packets, s.skipped, s.map_full
+    );
+    Ok(())
 }
 
 fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, a: ServiceArgs) -> anyhow::Result<()> {

@@ -109,8 +109,16 @@ impl Drop for Killed {
 /// mode: without it packets sit in the kernel ring until a block fills, and
 /// SIGINT can end tcpdump before it writes them.
 pub fn tcpdump(file: &Path, filter: &str) -> Child {
+    tcpdump_on("lo", &[], file, filter)
+}
+
+/// Starts tcpdump on `iface` with extra options (such as `-Q in`) and
+/// returns once it is listening.
+pub fn tcpdump_on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Child {
     let mut child = Command::new("tcpdump")
-        .args(["-i", "lo", "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0", "-w"])
+        .args(["-i", iface, "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0"])
+        .args(extra)
+        .arg("-w")
         .arg(file)
         .arg(filter)
         .stderr(Stdio::piped())
@@ -192,6 +200,11 @@ pub struct Capture(Option<Child>);
 impl Capture {
     pub fn start(file: &Path, filter: &str) -> Self {
         Capture(Some(tcpdump(file, filter)))
+    }
+
+    /// A capture on `iface` with extra tcpdump options.
+    pub fn on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Self {
+        Capture(Some(tcpdump_on(iface, extra, file, filter)))
     }
 
     /// Stops the capture now; the file is complete afterwards.

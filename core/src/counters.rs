@@ -1,0 +1,224 @@
+//! Flows from cumulative counters: what an in-kernel counter (eBPF) or a
+//! remote worker reports is packets and bytes per directional 5-tuple,
+//! totals since the flow began. This table turns successive readings into
+//! [`FlowDelta`]s, each reading's growth counted once, so a reading sent
+//! twice or read late never counts twice.
+
+use crate::decode::L4Proto;
+use crate::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
+use crate::ports::ServicePorts;
+use crate::time::Timestamp;
+use std::collections::HashMap;
+
+/// One direction of a flow as a counter reports it: totals so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectionalReading {
+    pub l4: L4Proto,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub counters: DirCounters,
+    pub first_ts: Timestamp,
+    pub last_ts: Timestamp,
+    /// A SYN without ACK went this way: `src` is the client.
+    pub syn: bool,
+    /// A SYN+ACK went this way: `dst` is the client.
+    pub syn_ack: bool,
+    /// A FIN or RST went this way.
+    pub fin: bool,
+}
+
+/// The two directions of a flow, `a` < `b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct PairKey {
+    l4: L4Proto,
+    a: Endpoint,
+    b: Endpoint,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Pair {
+    /// Totals already turned into deltas, per direction (a→b, b→a).
+    counted: [DirCounters; 2],
+    first_ts: Option<Timestamp>,
+    last_ts: Timestamp,
+    /// `Some(true)` when `a` is the client, once the handshake says so.
+    a_is_client: Option<bool>,
+    fin: [bool; 2],
+    /// When this pair last grew, by the readings' own clock.
+    changed: Timestamp,
+}
+
+/// Counter readings that went backwards: the counter restarted (an LRU
+/// map evicted the flow and met it again, or a worker restarted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterStats {
+    pub restarts: u64,
+    pub flows: usize,
+}
+
+/// A flow [`CounterTable::expire`] let go of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpiredFlow {
+    pub l4: L4Proto,
+    pub a: Endpoint,
+    pub b: Endpoint,
+    pub closing: FlowDelta,
+}
+
+/// Successive readings in, deltas out.
+#[derive(Debug, Default)]
+pub struct CounterTable {
+    pairs: HashMap<PairKey, Pair>,
+    ports: ServicePorts,
+    stats: CounterStats,
+}
+
+impl CounterTable {
+    pub fn new(ports: ServicePorts) -> Self {
+        CounterTable { pairs: HashMap::new(), ports, stats: CounterStats::default() }
+    }
+
+    pub fn stats(&self) -> CounterStats {
+        CounterStats { flows: self.pairs.len(), ..self.stats }
+    }
+
+    /// Folds one round of readings in and returns what grew, one delta per
+    /// flow that did.
+    pub fn update(&mut self, readings: impl IntoIterator<Item = DirectionalReading>) -> Vec<FlowDelta> {
+        let mut grown: HashMap<PairKey, [DirCounters; 2]> = HashMap::new();
+        for r in readings {
+            let forward = (r.src.ip, r.src.port) <= (r.dst.ip, r.dst.port);
+            let (a, b) = if forward { (r.src, r.dst) } else { (r.dst, r.src) };
+            let key = PairKey { l4: r.l4, a, b };
+            let dir = usize::from(!forward);
+            let pair = self.pairs.entry(key).or_default();
+            let before = pair.counted[dir];
+            let growth = if r.counters.packets < before.packets || r.counters.bytes < before.bytes {
+                // The counter started over: all of it is new.
+                self.stats.restarts += 1;
+                r.counters
+            } else {
+                DirCounters {
+                    packets: r.counters.packets - before.packets,
+                    bytes: r.counters.bytes - before.bytes,
+                    ip_bytes: r.counters.ip_bytes.saturating_sub(before.ip_bytes),
+                }
+            };
+            pair.counted[dir] = r.counters;
+            pair.first_ts = Some(pair.first_ts.map_or(r.first_ts, |t| t.min(r.first_ts)));
+            pair.last_ts = pair.last_ts.max(r.last_ts);
+            pair.fin[dir] |= r.fin;
+            if r.syn {
+                pair.a_is_client = Some(forward);
+            } else if r.syn_ack && pair.a_is_client.is_none() {
+                pair.a_is_client = Some(!forward);
+            }
+            if growth.packets > 0 {
+                pair.changed = pair.changed.max(r.last_ts);
+                let g = grown.entry(key).or_default();
+                g[dir].add(&growth);
+            }
+        }
+        let mut out: Vec<FlowDelta> =
+            grown.into_iter().filter_map(|(key, g)| Some(self.delta(&key, self.pairs.get(&key)?, g, false))).collect();
+        out.sort_by_key(|d| (d.first_ts, d.client.ip, d.client.port, d.server.ip, d.server.port));
+        out
+    }
+
+    /// Forgets flows that have not grown since `idle_before` (by the
+    /// readings' clock), each with a closing delta (no bytes, `closed`
+    /// set) so flows are counted as they end. The counter should drop
+    /// both directions of each too.
+    pub fn expire(&mut self, idle_before: Timestamp) -> Vec<ExpiredFlow> {
+        let idle: Vec<PairKey> = self.pairs.iter().filter(|(_, p)| p.changed < idle_before).map(|(k, _)| *k).collect();
+        let mut out = Vec::with_capacity(idle.len());
+        for key in idle {
+            let Some(pair) = self.pairs.remove(&key) else { continue };
+            let closing = self.delta(&key, &pair, [DirCounters::default(); 2], true);
+            out.push(ExpiredFlow { l4: key.l4, a: key.a, b: key.b, closing });
+        }
+        out
+    }
+
+    fn delta(&self, key: &PairKey, pair: &Pair, grown: [DirCounters; 2], closed: bool) -> FlowDelta {
+        let (a_is_client, orientation) = match pair.a_is_client {
+            Some(c) => (c, Orientation::Syn),
+            None => (self.ports.sender_is_client(key.a.port, key.b.port), Orientation::Inferred),
+        };
+        let (client, server, to_server, to_client) =
+            if a_is_client { (key.a, key.b, grown[0], grown[1]) } else { (key.b, key.a, grown[1], grown[0]) };
+        FlowDelta {
+            l4: key.l4,
+            client,
+            server,
+            to_server,
+            to_client,
+            first_ts: pair.first_ts.unwrap_or(pair.last_ts),
+            last_ts: pair.last_ts,
+            orientation,
+            closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn ep(ip: &str, port: u16) -> Endpoint {
+        Endpoint { ip: ip.parse::<IpAddr>().unwrap(), port }
+    }
+
+    fn reading(src: Endpoint, dst: Endpoint, packets: u64, syn: bool) -> DirectionalReading {
+        DirectionalReading {
+            l4: L4Proto::Tcp,
+            src,
+            dst,
+            counters: DirCounters { packets, bytes: packets * 100, ip_bytes: packets * 86 },
+            first_ts: Timestamp(1),
+            last_ts: Timestamp(packets),
+            syn,
+            syn_ack: false,
+            fin: false,
+        }
+    }
+
+    #[test]
+    fn growth_counts_once_and_the_syn_sender_is_the_client() {
+        let (c, s) = (ep("10.0.0.9", 8080), ep("10.0.0.1", 45000));
+        let mut t = CounterTable::new(ServicePorts::default());
+        let d = t.update([reading(c, s, 3, true), reading(s, c, 2, false)]);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].client, d[0].server, d[0].orientation), (c, s, Orientation::Syn));
+        assert_eq!((d[0].to_server.packets, d[0].to_client.packets), (3, 2));
+        // The same totals again: nothing new.
+        assert!(t.update([reading(c, s, 3, true), reading(s, c, 2, false)]).is_empty());
+        let d = t.update([reading(c, s, 5, true)]);
+        assert_eq!((d[0].to_server.packets, d[0].to_server.bytes, d[0].to_client.packets), (2, 200, 0));
+    }
+
+    #[test]
+    fn a_restarted_counter_counts_from_zero() {
+        let (c, s) = (ep("10.0.0.1", 40000), ep("10.0.0.2", 80));
+        let mut t = CounterTable::new(ServicePorts::default());
+        t.update([reading(c, s, 10, false)]);
+        let d = t.update([reading(c, s, 4, false)]);
+        assert_eq!(d[0].to_server.packets, 4);
+        assert_eq!(t.stats().restarts, 1);
+        // Without a handshake the well-known port decides.
+        assert_eq!((d[0].server, d[0].orientation), (s, Orientation::Inferred));
+    }
+
+    #[test]
+    fn idle_flows_close_and_are_forgotten() {
+        let (c, s) = (ep("10.0.0.1", 40000), ep("10.0.0.2", 80));
+        let mut t = CounterTable::new(ServicePorts::default());
+        t.update([reading(c, s, 10, true)]);
+        assert!(t.expire(Timestamp(5)).is_empty());
+        let gone = t.expire(Timestamp(11));
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].closing.closed && gone[0].closing.to_server.packets == 0);
+        assert_eq!(t.stats().flows, 0);
+    }
+}

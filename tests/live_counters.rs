@@ -1,0 +1,162 @@
+//! Live L4 counting with eBPF (needs root, as CI runs): a lab of four pods
+//! on two "nodes" (network namespaces on two bridges) runs a fixed traffic
+//! script against real servers, while tcpdump records what each pod sends
+//! on its host-side veth (`-Q in`). The eBPF counters must equal those
+//! captures exactly, per direction, in packets and bytes; so a packet is
+//! counted once although it crosses two pods' veths (and, across nodes,
+//! the link between the bridges). Afterwards nothing of the lab remains.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use pcap_file::pcap::PcapReader;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Stdio;
+use support::{Capture, Killed, scratch, tools_or_skip};
+use trawl_host::lab::{Lab, PodSpec};
+
+/// (l4, src, sport, dst, dport) → (packets, bytes)
+type Directional = BTreeMap<(String, String, u16, String, u16), (u64, u64)>;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+/// Every IPv4 TCP/UDP packet of the lab's subnet in an Ethernet capture.
+fn count_pcap(file: &Path, into: &mut Directional) {
+    let mut reader = PcapReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    while let Some(p) = reader.next_packet() {
+        let p = p.unwrap();
+        let d = &p.data;
+        if d.len() < 34 || d[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ihl = usize::from(d[14] & 0x0f) * 4;
+        let proto = match d[23] {
+            6 => "tcp",
+            17 => "udp",
+            _ => continue,
+        };
+        let src = Ipv4Addr::new(d[26], d[27], d[28], d[29]);
+        let dst = Ipv4Addr::new(d[30], d[31], d[32], d[33]);
+        let l4 = 14 + ihl;
+        if d.len() < l4 + 4 || src.octets()[..2] != [10, 213] {
+            continue;
+        }
+        let sport = u16::from_be_bytes([d[l4], d[l4 + 1]]);
+        let dport = u16::from_be_bytes([d[l4 + 2], d[l4 + 3]]);
+        let e = into.entry((proto.into(), src.to_string(), sport, dst.to_string(), dport)).or_default();
+        e.0 += 1;
+        e.1 += u64::from(p.orig_len);
+    }
+}
+
+#[test]
+fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
+    if !is_root() {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "live capture tests need root");
+        eprintln!("skipped: live capture needs root");
+        return;
+    }
+    if !tools_or_skip(&["tcpdump", "curl", "python3"]) {
+        return;
+    }
+    let dir = scratch("live-counters");
+    let prefix = format!("tl{}", std::process::id() % 100_000);
+    let spec = |name: &str, namespace: &str, node| PodSpec { name: name.into(), namespace: namespace.into(), node };
+    let mut lab = Lab::create(
+        &prefix,
+        2,
+        &[spec("web", "shop", 0), spec("client", "shop", 0), spec("cache", "data", 1), spec("dns", "kube-system", 1)],
+    )
+    .unwrap();
+    let web = lab.pod("web").ip.to_string();
+    let dns = lab.pod("dns").ip.to_string();
+    // Real servers: Python's HTTP server, and a UDP echo service.
+    lab.spawn("web", "python3", &["-m", "http.server", "8080", "--bind", &web, "--directory", dir.to_str().unwrap()])
+        .unwrap();
+    std::fs::write(dir.join("big.bin"), vec![7u8; 300_000]).unwrap();
+    let echo = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{dns}',5353))\nwhile True:\n d,a=s.recvfrom(65535)\n s.sendto(d,a)\n"
+    );
+    lab.spawn("dns", "python3", &["-c", &echo]).unwrap();
+    support::wait_for("http server", || {
+        lab.command("client", "curl")
+            .args(["-sf", "-o", "/dev/null", &format!("http://{web}:8080/")])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+
+    let captures: Vec<(Capture, std::path::PathBuf)> = lab
+        .pods
+        .iter()
+        .map(|p| {
+            let file = dir.join(format!("{}.pcap", p.name));
+            (Capture::on(&p.host_iface, &["-Q", "in"], &file, "ip"), file)
+        })
+        .collect();
+    let mut count = Killed(
+        support::trawl()
+            .args(["count", "--netns-prefix", &lab.netns_prefix(), "--seconds", "6"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(count.0.stderr.take().unwrap()).lines();
+    let ready = stderr.next().unwrap().unwrap();
+    assert!(ready.contains("counting on 4 interfaces"), "{ready}");
+
+    // The traffic script: same-node and cross-node TCP, cross-node UDP.
+    let curl = |from: &str, path: &str| {
+        let ok = lab
+            .command(from, "curl")
+            .args(["-sf", "-o", "/dev/null", "--max-time", "5", &format!("http://{web}:8080/{path}")])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "curl from {from}");
+    };
+    for _ in 0..3 {
+        curl("client", "");
+    }
+    curl("client", "big.bin");
+    curl("cache", "big.bin");
+    curl("cache", "");
+    let udp = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\nfor i in range(5):\n s.sendto(b'x'*(100+i),('{dns}',5353))\n s.recvfrom(65535)\n"
+    );
+    assert!(lab.command("client", "python3").args(["-c", &udp]).status().unwrap().success());
+
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut count.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    let status = count.0.wait().unwrap();
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    assert!(status.success(), "{}", rest.join("\n"));
+    let mut ebpf = Directional::new();
+    for r in support::json_lines(&stdout) {
+        let key = (
+            r["l4"].as_str().unwrap().to_string(),
+            r["src"].as_str().unwrap().to_string(),
+            r["sport"].as_u64().unwrap() as u16,
+            r["dst"].as_str().unwrap().to_string(),
+            r["dport"].as_u64().unwrap() as u16,
+        );
+        if key.1.starts_with("10.213.") {
+            ebpf.insert(key, (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()));
+        }
+    }
+    let mut captured = Directional::new();
+    for (c, file) in captures {
+        c.stop();
+        count_pcap(&file, &mut captured);
+    }
+    assert!(captured.len() >= 14, "too little traffic captured: {captured:?}");
+    assert_eq!(ebpf, captured, "eBPF counters differ from tcpdump on the senders' veths");
+
+    drop(lab);
+    assert_eq!(Lab::leftovers(&prefix), Vec::<String>::new(), "the lab left things behind");
+}
