@@ -21,11 +21,6 @@ use trawl_host::lab::{Lab, PodSpec};
 /// (l4, src, sport, dst, dport) → (packets, bytes)
 type Directional = BTreeMap<(String, String, u16, String, u16), (u64, u64)>;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-}
-
 /// Every IPv4 TCP/UDP packet of the lab's subnet in an Ethernet capture.
 fn count_pcap(file: &Path, into: &mut Directional) {
     let mut reader = PcapReader::new(std::fs::File::open(file).unwrap()).unwrap();
@@ -57,9 +52,7 @@ fn count_pcap(file: &Path, into: &mut Directional) {
 
 #[test]
 fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
-    if !is_root() {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "live capture tests need root");
-        eprintln!("skipped: live capture needs root");
+    if !support::root_or_skip() {
         return;
     }
     if !tools_or_skip(&["tcpdump", "curl", "python3"]) {

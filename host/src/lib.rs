@@ -6,6 +6,8 @@
 
 pub mod capture;
 pub mod lab;
+pub mod lab_demo;
+pub mod live;
 pub mod plugins;
 pub mod records;
 pub mod replay;

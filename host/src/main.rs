@@ -47,8 +47,16 @@ struct CountArgs {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Capture file (pcap or pcapng) to replay.
-    #[arg(long, value_name = "FILE")]
-    replay: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "live", conflicts_with = "live")]
+    replay: Option<PathBuf>,
+    /// Capture live on this node (root): eBPF L4 counters on every
+    /// workload's interface, payloads of the targeted ones for L7.
+    #[arg(long)]
+    live: bool,
+    /// With --live: workloads are the network namespaces under /run/netns
+    /// whose name starts with this.
+    #[arg(long, default_value = "", requires = "live")]
+    netns_prefix: String,
     /// Start over at the end of the capture (time keeps moving forward).
     #[arg(long = "loop")]
     repeat: bool,
@@ -224,7 +232,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            serve(args.replay, args.inventory, args.speed, args.repeat, args.common)?;
+            match args.replay {
+                Some(capture) => serve(capture, args.inventory, args.speed, args.repeat, args.common)?,
+                None => serve_live(args.netns_prefix, args.inventory, args.common)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
@@ -290,7 +301,13 @@ fn count(a: CountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, a: ServiceArgs) -> anyhow::Result<()> {
+/// Replay options (inventories, plugins, window) and capture filters from
+/// the command line.
+fn service_options(
+    capture: PathBuf,
+    inventory: Vec<PathBuf>,
+    a: ServiceArgs,
+) -> anyhow::Result<(ReplayOptions, trawl_host::service::CaptureFilter, std::net::SocketAddr)> {
     let mut replay = ReplayOptions::new(capture);
     replay.inventories = inventory;
     replay.rate_window_secs = a.rate_window;
@@ -305,11 +322,21 @@ fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, 
         namespaces: a.namespaces,
         exclude_namespaces: a.exclude_namespaces,
     };
-    trawl_host::serve::run(trawl_host::serve::ServeOptions {
+    Ok((replay, capture_filter, a.listen))
+}
+
+fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, a: ServiceArgs) -> anyhow::Result<()> {
+    let (replay, capture_filter, listen) = service_options(capture, inventory, a)?;
+    trawl_host::serve::run(trawl_host::serve::ServeOptions { replay, speed: speed.0, repeat, listen, capture_filter })
+}
+
+fn serve_live(netns_prefix: String, inventory: Vec<PathBuf>, a: ServiceArgs) -> anyhow::Result<()> {
+    let (replay, capture_filter, listen) = service_options(PathBuf::new(), inventory, a)?;
+    trawl_host::live::run(trawl_host::live::LiveOptions {
+        netns_prefix,
         replay,
-        speed: speed.0,
-        repeat,
-        listen: a.listen,
+        listen,
         capture_filter,
+        max_flows: 65_536,
     })
 }

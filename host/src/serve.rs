@@ -43,30 +43,46 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     CaptureFile::open(&opts.replay.capture)?;
     let state: SharedState =
         Arc::new(Mutex::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)));
+    let feeder = {
+        let state = state.clone();
+        let opts = opts.clone();
+        move || {
+            if let Err(e) = feed(&opts, &state) {
+                eprintln!("trawl: replay stopped: {e:#}");
+            }
+        }
+    };
+    serve_state(state, opts.listen, "replay", feeder)
+}
+
+/// Serves `state` on `listen` until Ctrl-C (or SIGTERM), with `feeder`
+/// filling it on a thread of its own.
+pub fn serve_state(
+    state: SharedState,
+    listen: SocketAddr,
+    feeder_name: &str,
+    feeder: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(opts.listen))
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     eprintln!("trawl: serving the map on http://{addr}/ (Ctrl-C stops)");
-    let feeder = {
-        let state = state.clone();
-        let opts = opts.clone();
-        std::thread::Builder::new().name("replay".into()).spawn(move || {
-            if let Err(e) = feed(&opts, &state) {
-                eprintln!("trawl: replay stopped: {e:#}");
-            }
-        })?
-    };
+    let feeder = std::thread::Builder::new().name(feeder_name.into()).spawn(feeder)?;
     runtime.block_on(async move {
         warp::serve(api::routes(state))
             .incoming(listener)
             .graceful(async {
-                let _ = tokio::signal::ctrl_c().await;
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
             })
             .run()
             .await;
@@ -133,6 +149,19 @@ fn publish(
     state: &SharedState,
     reloader: Option<&crate::plugins::registry::Reloader>,
 ) {
+    publish_from(engine, state, reloader, true);
+}
+
+/// As [`publish`]; without `with_l4` the engine's flow deltas are dropped
+/// (live capture takes L4 from the eBPF counters, which see every
+/// workload, not only the targeted ones) and the packet counters are left
+/// to the live side.
+pub(crate) fn publish_from(
+    engine: &mut Engine<Dispatcher>,
+    state: &SharedState,
+    reloader: Option<&crate::plugins::registry::Reloader>,
+    with_l4: bool,
+) {
     apply_reloads(engine, reloader, |entry| lock(state).upsert_legend(entry));
     let now = engine.now();
     engine.sink_mut().tick(now);
@@ -145,16 +174,18 @@ fn publish(
         let (record, src, dst) = to_l7(h, &st.identity);
         st.add_record(record, &src, &dst);
     }
-    for d in &deltas {
-        st.add_delta(d);
+    if with_l4 {
+        for d in &deltas {
+            st.add_delta(d);
+        }
+        st.counters.packets = stats.frames;
+        st.counters.bytes = stats.frame_bytes;
+        st.counters.packets_dropped = stats.skipped_malformed
+            + stats.skipped_non_ip
+            + stats.skipped_other_ip_protocol
+            + stats.skipped_unsupported_link
+            + stats.skipped_unattributed_fragments;
     }
-    st.counters.packets = stats.frames;
-    st.counters.bytes = stats.frame_bytes;
-    st.counters.packets_dropped = stats.skipped_malformed
-        + stats.skipped_non_ip
-        + stats.skipped_other_ip_protocol
-        + stats.skipped_unsupported_link
-        + stats.skipped_unattributed_fragments;
     st.counters.plugin_faults = status.iter().map(|p| p.faults).sum();
     st.plugins = status;
     st.now = st.now.max(now);

@@ -145,6 +145,18 @@ pub fn stop_tcpdump(mut child: Child) {
     let _ = child.wait();
 }
 
+/// True when running as root (live capture needs it). Otherwise the test
+/// skips, except under `CI=true` (CI runs as root), where it fails.
+pub fn root_or_skip() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    if !root {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "live capture tests need root");
+        eprintln!("skipped: live capture needs root");
+    }
+    root
+}
+
 /// Whether a command is on PATH.
 pub fn have(tool: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())

@@ -98,6 +98,7 @@ pub fn metrics_text(state: &SharedState) -> String {
     counter("records_matched_pairs_total", "Records with both a request and a response.", c.matched_pairs);
     counter("plugin_faults_total", "Plugin traps, timeouts, memory and output faults.", c.plugin_faults);
     counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);
+    counter("ring_drops_total", "Packets the live payload rings dropped because they were full.", c.ring_drops);
     out.push_str(&format!(
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
         c.subscribers

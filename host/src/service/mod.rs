@@ -80,6 +80,8 @@ pub struct Counters {
     pub subscribers: u64,
     /// Times the replay started over (`--loop`).
     pub replay_loops: u64,
+    /// Live payload capture: packets the AF_PACKET rings dropped (full).
+    pub ring_drops: u64,
 }
 
 /// Everything subscribers read, behind one lock.

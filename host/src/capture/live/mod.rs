@@ -3,6 +3,7 @@
 //! workloads that come and go.
 
 pub mod discover;
+pub mod packet;
 
 use anyhow::{Context, Result};
 use discover::PodInterface;

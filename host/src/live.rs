@@ -1,0 +1,278 @@
+//! `trawl serve --live`: the map of this node's workloads, live.
+//!
+//! - **L4**: eBPF counters on every workload's host-side interface, read
+//!   each second (see `trawl_ebpf`); cluster-wide, regardless of filters.
+//! - **L7**: AF_PACKET rings on the *targeted* workloads' interfaces only
+//!   (those the capture filters select), fed through reassembly and the
+//!   plugins exactly as a capture file is.
+//!
+//! A packet between two captured pods of this node crosses both of their
+//! interfaces; the L7 path keeps the copy at the sender's interface (and
+//! at the receiver's only when the sender is not captured here), so every
+//! request is dissected once.
+
+use crate::capture::live::LiveCounters;
+use crate::capture::live::discover::PodInterface;
+use crate::capture::live::packet::{PacketRing, wait_any};
+use crate::replay::{ReplayOptions, load_identity};
+use crate::replay_l7::{engine_for, legend, plugins_for};
+use crate::serve::{publish_from, serve_state};
+use crate::service::{CaptureFilter, GraphState, SharedState, lock};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use trawl_core::{LinkType, Timestamp};
+
+/// How often the counters are read and the pods listed again.
+const POLL: Duration = Duration::from_secs(1);
+const RESCAN_EVERY: u32 = 3;
+/// Ring size per targeted interface: 8 blocks of 1 MiB.
+const RING_BLOCK: usize = 1 << 20;
+const RING_BLOCKS: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Only network namespaces whose name starts with this are workloads.
+    pub netns_prefix: String,
+    /// Inventories, plugins and rate window (the capture path is unused).
+    pub replay: ReplayOptions,
+    pub listen: SocketAddr,
+    pub capture_filter: CaptureFilter,
+    pub max_flows: u32,
+}
+
+fn wall_now() -> Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp(d.as_nanos() as u64)
+}
+
+/// Starts the counters (failing at once if eBPF cannot run), then serves.
+pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
+    let identity = Arc::new(load_identity(&opts.replay.inventories)?);
+    let state: SharedState =
+        Arc::new(Mutex::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)));
+    let counters = LiveCounters::start(&opts.netns_prefix, opts.max_flows)?;
+    eprintln!(
+        "trawl: counting L4 on {} workload interfaces: {}",
+        counters.attached().len(),
+        counters.attached().join(" ")
+    );
+    let pods = Arc::new(Mutex::new(counters.pods().to_vec()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let l7 = {
+        let (state, pods, stop, opts) = (state.clone(), pods.clone(), stop.clone(), opts.clone());
+        std::thread::Builder::new().name("live-l7".into()).spawn(move || {
+            if let Err(e) = dissect(&opts, &state, &pods, &stop) {
+                eprintln!("trawl: L7 capture stopped: {e:#}");
+            }
+        })?
+    };
+    let feeder = {
+        let (state, stop) = (state.clone(), stop.clone());
+        move || count(counters, &state, &pods, &stop)
+    };
+    let served = serve_state(state, opts.listen, "live-l4", feeder);
+    stop.store(true, Ordering::Relaxed);
+    let _ = l7.join();
+    served
+}
+
+/// The L4 side: read the counters every second into the service.
+fn count(mut counters: LiveCounters, state: &SharedState, pods: &Mutex<Vec<PodInterface>>, stop: &AtomicBool) {
+    let mut rounds = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(POLL);
+        rounds += 1;
+        if rounds.is_multiple_of(RESCAN_EVERY) {
+            match counters.rescan() {
+                Ok(()) => *pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counters.pods().to_vec(),
+                Err(e) => tracing::warn!(error = %e, "cannot list workloads"),
+            }
+        }
+        let now = wall_now();
+        let deltas = match counters.poll(now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the flow counters");
+                continue;
+            }
+        };
+        let stats = counters.stats();
+        let mut st = lock(state);
+        for d in &deltas {
+            st.add_delta(d);
+        }
+        st.counters.packets = stats.packets;
+        st.counters.packets_dropped = stats.skipped + stats.map_full;
+        st.now = st.now.max(now);
+    }
+}
+
+/// The source IP of an Ethernet frame, if it carries IP.
+fn frame_source(frame: &[u8]) -> Option<IpAddr> {
+    match frame.get(12..14)? {
+        [0x08, 0x00] => {
+            let b: [u8; 4] = frame.get(26..30)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        [0x86, 0xdd] => {
+            let b: [u8; 16] = frame.get(22..38)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+/// How long a packet waits for older ones from other rings: a ring hands
+/// over a block at the latest `RETIRE_MS` (50 ms) after its first packet.
+const REORDER_NS: u64 = 250_000_000;
+/// Packets held at most; beyond this the oldest go on regardless.
+const REORDER_MAX: usize = 100_000;
+
+/// Puts packets from several rings back in time order. Each ring is in
+/// order, but one pod's SYN can sit in its ring's block while the other
+/// pod's SYN-ACK is read first; reassembly and the dissectors want the
+/// conversation as it happened.
+/// A held packet: timestamp, arrival order, frame, wire length.
+type Held = (u64, u64, Vec<u8>, u32);
+
+#[derive(Debug, Default)]
+struct Reorder {
+    heap: BinaryHeap<Reverse<Held>>,
+    newest: u64,
+    seq: u64,
+}
+
+impl Reorder {
+    fn push(&mut self, ts: u64, frame: &[u8], wire_len: u32) {
+        self.seq += 1;
+        self.newest = self.newest.max(ts);
+        self.heap.push(Reverse((ts, self.seq, frame.to_vec(), wire_len)));
+    }
+
+    /// The oldest packet if it has waited long enough (or `all`).
+    fn pop_due(&mut self, all: bool) -> Option<(u64, Vec<u8>, u32)> {
+        let Reverse((ts, ..)) = self.heap.peek()?;
+        if all || ts.saturating_add(REORDER_NS) <= self.newest || self.heap.len() > REORDER_MAX {
+            let Reverse((ts, _, frame, wire_len)) = self.heap.pop()?;
+            return Some((ts, frame, wire_len));
+        }
+        None
+    }
+}
+
+/// The L7 side: rings on the targeted pods' interfaces into the engine.
+fn dissect(
+    opts: &LiveOptions,
+    state: &SharedState,
+    pods: &Mutex<Vec<PodInterface>>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
+    lock(state).set_legend(plugins.iter().map(legend).collect());
+    let mut engine = engine_for(&opts.replay, plugins);
+    let mut rings: Vec<PacketRing> = Vec::new();
+    let mut captured: HashSet<IpAddr> = HashSet::new();
+    let mut drops_before: HashMap<String, u64> = HashMap::new();
+    let mut retarget = Instant::now() - POLL * RESCAN_EVERY;
+    let mut last_publish = Instant::now();
+    let mut reorder = Reorder::default();
+    let mut last_packet = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if retarget.elapsed() >= POLL * RESCAN_EVERY {
+            retarget = Instant::now();
+            let pods = pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let (identity, filter) = {
+                let st = lock(state);
+                (st.identity.clone(), st.capture_filter.clone())
+            };
+            let now = wall_now();
+            let targeted: Vec<&PodInterface> =
+                pods.iter().filter(|p| p.ips.iter().any(|&ip| filter.targets(&identity.resolve(ip, now)))).collect();
+            let want: HashSet<&str> = targeted.iter().map(|p| p.host_iface.as_str()).collect();
+            rings.retain(|r| want.contains(r.iface.as_str()));
+            for p in &targeted {
+                if rings.iter().any(|r| r.iface == p.host_iface) {
+                    continue;
+                }
+                match PacketRing::open(&p.host_iface, RING_BLOCK, RING_BLOCKS) {
+                    Ok(r) => rings.push(r),
+                    Err(e) => tracing::warn!(iface = p.host_iface, error = %e, "cannot capture payloads"),
+                }
+            }
+            captured = targeted.iter().flat_map(|p| p.ips.iter().copied()).collect();
+            tracing::debug!(rings = rings.len(), "L7 capture retargeted");
+        }
+        let mut got = 0;
+        for ring in &mut rings {
+            got += ring.read_block(|p| {
+                // Received by a pod from a pod captured here: its copy at
+                // the sender's interface is the one dissected.
+                if p.outgoing && frame_source(p.data).is_some_and(|ip| captured.contains(&ip)) {
+                    return;
+                }
+                reorder.push(p.ts_ns, p.data, p.wire_len);
+            });
+        }
+        // Rings quiet for longer than a block's retire time have handed
+        // over all they hold: release everything.
+        if got > 0 {
+            last_packet = Instant::now();
+        }
+        let quiet = last_packet.elapsed() > Duration::from_nanos(REORDER_NS);
+        while let Some((ts, frame, wire_len)) = reorder.pop_due(quiet) {
+            engine.process(LinkType::Ethernet, Timestamp(ts), &frame, wire_len);
+        }
+        if got == 0 {
+            wait_any(&rings, 100);
+        }
+        if last_publish.elapsed() >= Duration::from_millis(200) {
+            last_publish = Instant::now();
+            // Let connections that went quiet finish their records.
+            engine.sink_mut().tick(wall_now());
+            publish_from(&mut engine, state, reloader.as_ref(), false);
+            let mut dropped = 0;
+            for r in &mut rings {
+                let d = r.drops();
+                *drops_before.entry(r.iface.clone()).or_default() = d;
+            }
+            for d in drops_before.values() {
+                dropped += d;
+            }
+            lock(state).counters.ring_drops = dropped;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_come_out_in_time_order() {
+        let mut r = Reorder::default();
+        r.push(300, b"c", 1);
+        r.push(100, b"a", 1);
+        assert_eq!(r.pop_due(false), None, "nothing has waited long enough");
+        r.push(REORDER_NS + 200, b"d", 1);
+        assert_eq!(r.pop_due(false).map(|p| p.1), Some(b"a".to_vec()));
+        assert_eq!(r.pop_due(false), None);
+        assert_eq!(r.pop_due(true).map(|p| p.1), Some(b"c".to_vec()));
+        assert_eq!(r.pop_due(true).map(|p| p.1), Some(b"d".to_vec()));
+    }
+
+    #[test]
+    fn frame_sources() {
+        let mut f = vec![0u8; 40];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[26..30].copy_from_slice(&[10, 213, 0, 5]);
+        assert_eq!(frame_source(&f), Some("10.213.0.5".parse().unwrap()));
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(frame_source(&f), None);
+        assert_eq!(frame_source(&f[..10]), None);
+    }
+}
