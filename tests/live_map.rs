@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{Capture, Terminated, free_port, scratch, tools_or_skip};
+use trawl_host::demo::workloads::{DEMO_TOOLS, Round, client_round, demo_pods, start_servers};
 use trawl_host::lab::Lab;
-use trawl_host::lab_demo::{DEMO_TOOLS, Round, client_round, demo_pods, start_servers};
 
 fn get(port: u16, query: &str) -> Value {
     let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/api/map?{query}")]).output().unwrap();

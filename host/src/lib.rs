@@ -5,8 +5,8 @@
 //! results go.
 
 pub mod capture;
+pub mod demo;
 pub mod lab;
-pub mod lab_demo;
 pub mod live;
 pub mod plugins;
 pub mod records;

@@ -72,6 +72,17 @@ struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 struct DemoArgs {
+    /// Insist on the live mini-cluster (root, clang-built eBPF, the demo's
+    /// servers); fail with the reason otherwise.
+    #[arg(long, conflicts_with = "replay")]
+    live: bool,
+    /// Serve the embedded capture in a loop even where live would work.
+    #[arg(long)]
+    replay: bool,
+    /// Install the live demo's servers and clients (Debian packages and a
+    /// Python virtualenv), then exit.
+    #[arg(long, conflicts_with_all = ["live", "replay"])]
+    install_deps: bool,
     /// Replay speed: a multiple of the recorded pace, or `max`.
     #[arg(long, default_value = "1.0", value_parser = parse_speed)]
     speed: Speed,
@@ -79,7 +90,7 @@ struct DemoArgs {
     common: ServiceArgs,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct ServiceArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:8899")]
@@ -239,8 +250,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            let (pcap, inventory) = trawl_host::serve::demo_files()?;
-            serve(pcap, vec![inventory], args.speed, true, args.common)?;
+            if args.install_deps {
+                trawl_host::demo::install_deps()?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let why_not_live =
+                if args.replay { Some("--replay".to_string()) } else { trawl_host::demo::live_unavailable() };
+            match why_not_live {
+                None => {
+                    let (_, capture_filter, listen) = service_options(PathBuf::new(), Vec::new(), args.common.clone())?;
+                    let a = args.common;
+                    trawl_host::demo::run(listen, a.plugin_dirs, capture_filter, a.rate_window)?;
+                }
+                Some(why) if args.live => anyhow::bail!("cannot run the live demo: {why}"),
+                Some(why) => {
+                    if !args.replay {
+                        eprintln!("trawl: {why}; serving the recorded demo instead (trawl demo --live insists)");
+                    }
+                    let (pcap, inventory) = trawl_host::serve::demo_files()?;
+                    serve(pcap, vec![inventory], args.speed, true, args.common)?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Count(args) => {

