@@ -4,7 +4,8 @@
 //! on its host-side veth (`-Q in`). The eBPF counters must equal those
 //! captures exactly, per direction, in packets and bytes; so a packet is
 //! counted once although it crosses two pods' veths (and, across nodes,
-//! the link between the bridges). Afterwards nothing of the lab remains.
+//! the link between the bridges). When trawl exits its programs are gone
+//! from the interfaces, and afterwards nothing of the lab remains.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -103,6 +104,9 @@ fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
     let mut stderr = BufReader::new(count.0.stderr.take().unwrap()).lines();
     let ready = stderr.next().unwrap().unwrap();
     assert!(ready.contains("counting on 4 interfaces"), "{ready}");
+    for p in &lab.pods {
+        assert_eq!(trawl_ebpf::tcx_programs(&p.host_iface).unwrap(), 2, "{}: sent and received", p.host_iface);
+    }
 
     // The traffic script: same-node and cross-node TCP, cross-node UDP.
     let curl = |from: &str, path: &str| {
@@ -141,6 +145,10 @@ fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
         if key.1.starts_with("10.213.") {
             ebpf.insert(key, (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()));
         }
+    }
+    // The programs went with the process that attached them.
+    for p in &lab.pods {
+        assert_eq!(trawl_ebpf::tcx_programs(&p.host_iface).unwrap(), 0, "{} still has programs", p.host_iface);
     }
     let mut captured = Directional::new();
     for (c, file) in captures {

@@ -8,7 +8,8 @@
 //! - a pod pair's L4 edge equals what the two pods' veths carried, counted
 //!   once (tcpdump `-Q in` on each sender's veth);
 //! - the capture filter removes the L7 edges inside the `data` namespace
-//!   and leaves its L4 edges;
+//!   and leaves its L4 edges, and changing the filters at runtime
+//!   (`PUT /api/capture-filters`) retargets the payload capture;
 //! - afterwards no namespace, veth or bridge of the lab remains.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -157,6 +158,31 @@ fn live_maps_match_server_logs_and_count_once() {
     let l4_filtered = edges(&get(filtered_port, "map=l4&group_by=pod"));
     assert!(l4_filtered.contains_key("pod/data/worker|pod/data/cache|tcp"), "{l4_filtered:#?}");
     assert_eq!(l4_filtered.keys().collect::<Vec<_>>(), l4.keys().collect::<Vec<_>>());
+
+    // Capture filters change at runtime and the payload rings follow.
+    let health = |port: u16| -> Value {
+        let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/api/health")]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let payload = |port: u16| -> Vec<String> {
+        health(port)["live"]["payload"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    let data_ifaces: Vec<String> =
+        lab.pods.iter().filter(|p| p.namespace == "data").map(|p| p.host_iface.clone()).collect();
+    assert_eq!(payload(all_port).len(), lab.pods.len());
+    assert!(payload(filtered_port).iter().all(|i| !data_ifaces.contains(i)), "{:?}", payload(filtered_port));
+    let put = |port: u16, body: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "content-type: application/json"])
+            .args(["--data", body, &format!("http://127.0.0.1:{port}/api/capture-filters")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(put(all_port, r#"{"pod_regex": "("}"#), "400", "a bad regex is refused");
+    assert_eq!(put(all_port, r#"{"exclude_namespaces": ["data"]}"#), "200");
+    support::wait_for("payload rings to follow the new filters", || payload(all_port) == payload(filtered_port));
+    assert_eq!(health(all_port)["capture_filters"]["exclude_namespaces"], serde_json::json!(["data"]));
 
     drop(all);
     drop(filtered);

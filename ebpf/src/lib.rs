@@ -12,7 +12,7 @@
 
 mod loader;
 
-pub use loader::{CounterReadings, EbpfStats, FlowCounters, LoadError};
+pub use loader::{CounterReadings, EbpfStats, FlowCounters, LoadError, tcx_programs};
 
 /// The compiled object, or `None` when clang was missing at build time.
 pub fn object() -> Option<&'static [u8]> {

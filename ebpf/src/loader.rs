@@ -270,6 +270,18 @@ impl FlowCounters {
     }
 }
 
+/// How many programs are attached through TCX to `iface`, both ways: for
+/// checking that nothing outlives trawl.
+pub fn tcx_programs(iface: &str) -> Result<usize, LoadError> {
+    let mut n = 0;
+    for attach in [TcAttachType::Ingress, TcAttachType::Egress] {
+        let (_, programs) = SchedClassifier::query_tcx(iface, attach)
+            .map_err(|source| LoadError::Attach { iface: iface.to_string(), source })?;
+        n += programs.len();
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,6 +204,12 @@ fn dissect(
                 }
             }
             captured = targeted.iter().flat_map(|p| p.ips.iter().copied()).collect();
+            {
+                let mut st = lock(state);
+                st.live.payload = rings.iter().map(|r| r.iface.clone()).collect();
+                st.live.payload.sort();
+                st.live.counted = pods.iter().map(|p| p.host_iface.clone()).collect();
+            }
             tracing::debug!(rings = rings.len(), "L7 capture retargeted");
         }
         let mut got = 0;

@@ -211,8 +211,13 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
             "version": env!("CARGO_PKG_VERSION"),
             "capture_time_ns": st.now.0,
             "counters": &st.counters,
+            "live": &st.live,
+            "capture_filters": st.capture_filter.to_json(),
         }))
     });
+    let filters_get = warp::path!("api" / "capture-filters")
+        .and(with_state(state.clone()))
+        .map(|s: SharedState| warp::reply::json(&lock(&s).capture_filter.to_json()));
     let plugins = warp::path!("api" / "plugins")
         .and(with_state(state.clone()))
         .map(|s: SharedState| warp::reply::json(&plugins_json(&s)));
@@ -237,7 +242,7 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
         .and(warp::ws())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
-        .and(with_state(state))
+        .and(with_state(state.clone()))
         .map(|ws: Ws, origin: Option<String>, host: Option<String>, s: SharedState| {
             // Browsers send Origin: only pages served by trawl itself may
             // read the map (another site open in the same browser may not).
@@ -248,5 +253,35 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
             ws.on_upgrade(move |socket| subscriber(socket, s)).into_response()
         });
     let statics = warp::path::tail().and_then(static_file);
-    warp::get().or(warp::head()).unify().and(health.or(plugins).or(map).or(metrics).or(ws).or(statics))
+    // Changing what is dissected: JSON only, which a page on another site
+    // cannot send without the browser asking first (and being refused).
+    let filters_put = warp::put()
+        .and(warp::path!("api" / "capture-filters"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and(with_state(state))
+        .map(|origin: Option<String>, host: Option<String>, body: Value, s: SharedState| {
+            if !same_origin(origin.as_deref(), host.as_deref()) {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "cross-origin request refused"})),
+                    StatusCode::FORBIDDEN,
+                );
+            }
+            match super::CaptureFilter::from_json(&body) {
+                Ok(f) => {
+                    let v = f.to_json();
+                    lock(&s).capture_filter = f;
+                    tracing::info!(filters = %v, "capture filters changed");
+                    warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
+                }
+                Err(e) => warp::reply::with_status(warp::reply::json(&json!({"error": e})), StatusCode::BAD_REQUEST),
+            }
+        });
+    warp::get()
+        .or(warp::head())
+        .unify()
+        .and(health.or(plugins).or(filters_get).or(map).or(metrics).or(ws).or(statics))
+        .or(filters_put)
 }

@@ -52,6 +52,41 @@ impl CaptureFilter {
         self.pod_regex.is_none() && self.namespaces.is_empty() && self.exclude_namespaces.is_empty()
     }
 
+    /// The filters as JSON (`GET /api/capture-filters`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pod_regex": self.pod_regex.as_ref().map(|r| r.as_str().to_string()),
+            "namespaces": self.namespaces,
+            "exclude_namespaces": self.exclude_namespaces,
+        })
+    }
+
+    /// Filters from JSON (`PUT /api/capture-filters`); a bad regex is an
+    /// error that says so.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+        let list = |k: &str| -> Result<Vec<String>, String> {
+            match &v[k] {
+                serde_json::Value::Null => Ok(Vec::new()),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| format!("{k}: expected strings")))
+                    .collect(),
+                _ => Err(format!("{k}: expected a list of namespaces")),
+            }
+        };
+        let pod_regex = match &v["pod_regex"] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(r) if r.is_empty() => None,
+            serde_json::Value::String(r) => Some(Regex::new(r).map_err(|e| format!("pod_regex: {e}"))?),
+            _ => return Err("pod_regex: expected a string".into()),
+        };
+        Ok(CaptureFilter {
+            pod_regex,
+            namespaces: list("namespaces")?,
+            exclude_namespaces: list("exclude_namespaces")?,
+        })
+    }
+
     /// Whether a workload is targeted.
     pub fn targets(&self, w: &Workload) -> bool {
         (self.namespaces.is_empty() || self.namespaces.contains(&w.namespace))
@@ -101,6 +136,15 @@ pub struct GraphState {
     pub counters: Counters,
     /// Capture time of the newest input: where rate windows end.
     pub now: Timestamp,
+    /// Live capture: the interfaces counted (eBPF) and captured (payloads).
+    pub live: LiveInterfaces,
+}
+
+/// What live capture is attached to, for `/api/health`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LiveInterfaces {
+    pub counted: Vec<String>,
+    pub payload: Vec<String>,
 }
 
 impl GraphState {
@@ -118,6 +162,7 @@ impl GraphState {
             plugins: Vec::new(),
             counters: Counters::default(),
             now: Timestamp::ZERO,
+            live: LiveInterfaces::default(),
         }
     }
 
