@@ -131,6 +131,12 @@ impl Binding {
 pub struct Identity {
     by_ip: HashMap<IpAddr, Vec<Binding>>,
     workloads: usize,
+    /// Pods by `namespace/name`, for EndpointSlices that name them.
+    pods: HashMap<String, Binding>,
+    /// Nodes by name, including those only known from their pods.
+    nodes: HashMap<String, Arc<Workload>>,
+    /// The Services (`namespace/name`) whose endpoints include an IP.
+    services_of: HashMap<IpAddr, Vec<String>>,
 }
 
 impl Identity {
@@ -151,34 +157,156 @@ impl Identity {
     /// Loads every pod, service and node of an inventory document.
     pub fn load_json(&mut self, text: &str) -> Result<usize, InventoryError> {
         let doc: Value = serde_json::from_str(text)?;
-        let (items, list_kind) = match &doc {
+        self.load_value(&doc)
+    }
+
+    /// As [`Identity::load_json`], for a document already parsed (from
+    /// YAML, or from the API). Pods and Services load before the
+    /// EndpointSlices and Endpoints that refer to them.
+    pub fn load_value(&mut self, doc: &Value) -> Result<usize, InventoryError> {
+        let (items, list_kind) = match doc {
             Value::Array(items) => (items.as_slice(), None),
             Value::Object(o) => match o.get("items").and_then(Value::as_array) {
                 Some(items) => (items.as_slice(), o.get("kind").and_then(Value::as_str)),
-                None if o.contains_key("metadata") => (std::slice::from_ref(&doc), None),
+                None if o.contains_key("metadata") => (std::slice::from_ref(doc), None),
                 None => return Err(InventoryError::NoObjects),
             },
             _ => return Err(InventoryError::NoObjects),
         };
-        let mut loaded = 0;
-        for item in items {
-            let kind = item
-                .get("kind")
+        let kind_of = |item: &Value| {
+            item.get("kind")
                 .and_then(Value::as_str)
                 .or_else(|| list_kind.and_then(|k| k.strip_suffix("List")))
                 .filter(|k| !k.is_empty())
                 .map(str::to_string)
-                .unwrap_or_else(|| guess_kind(item).to_string());
+                .unwrap_or_else(|| guess_kind(item).to_string())
+        };
+        let mut loaded = 0;
+        let mut later = Vec::new();
+        for item in items {
+            let kind = kind_of(item);
             let added = match kind.as_str() {
                 "Pod" => self.add_pod(item),
                 "Service" => self.add_service(item),
                 "Node" => self.add_node(item),
+                "EndpointSlice" | "Endpoints" => {
+                    later.push((kind, item));
+                    false
+                }
                 _ => false,
             };
             loaded += usize::from(added);
         }
+        for (kind, item) in later {
+            if kind == "EndpointSlice" { self.add_endpoint_slice(item) } else { self.add_endpoints(item) }
+        }
         self.workloads += loaded;
         Ok(loaded)
+    }
+
+    /// The Services (`namespace/name`) whose endpoints list `ip`: a pod
+    /// reached through a Service is linked to it this way.
+    pub fn services_of(&self, ip: IpAddr) -> &[String] {
+        self.services_of.get(&ip).map_or(&[], Vec::as_slice)
+    }
+
+    /// An endpoint address: the pod its `targetRef` names holds it (an
+    /// IPv6 address of a dual-stack pod may be known only from here), and
+    /// it serves `service`.
+    fn add_endpoint_address(
+        &mut self,
+        ip: &str,
+        target: &Value,
+        node: Option<&str>,
+        namespace: &str,
+        service: Option<&str>,
+    ) {
+        let Ok(addr) = ip.parse::<IpAddr>() else { return };
+        if let Some(service) = service {
+            let svc = format!("{namespace}/{service}");
+            let list = self.services_of.entry(addr).or_default();
+            if !list.contains(&svc) {
+                list.push(svc);
+            }
+        }
+        if str_at(target, "kind") != Some("Pod") {
+            return;
+        }
+        let Some(name) = str_at(target, "name") else { return };
+        let ns = str_at(target, "namespace").unwrap_or(namespace);
+        let key = format!("{ns}/{name}");
+        let binding = match self.pods.get(&key) {
+            Some(b) => b.clone(),
+            None => {
+                let b = Binding {
+                    workload: Arc::new(Workload {
+                        kind: WorkloadKind::Pod,
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                        node: node.map(str::to_string),
+                        labels: BTreeMap::new(),
+                        owner: None,
+                    }),
+                    from: None,
+                    until: None,
+                    rank: Rank::Pod,
+                };
+                self.pods.insert(key, b.clone());
+                self.workloads += 1;
+                b
+            }
+        };
+        self.bind(ip, &binding);
+    }
+
+    fn add_endpoint_slice(&mut self, slice: &Value) {
+        let meta = &slice["metadata"];
+        let namespace = str_at(meta, "namespace").unwrap_or("default").to_string();
+        let service = meta["labels"]["kubernetes.io/service-name"].as_str().map(str::to_string);
+        for ep in slice["endpoints"].as_array().into_iter().flatten() {
+            for ip in ep["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                self.add_endpoint_address(ip, &ep["targetRef"], str_at(ep, "nodeName"), &namespace, service.as_deref());
+            }
+        }
+    }
+
+    fn add_endpoints(&mut self, endpoints: &Value) {
+        let meta = &endpoints["metadata"];
+        let namespace = str_at(meta, "namespace").unwrap_or("default").to_string();
+        let service = str_at(meta, "name").map(str::to_string);
+        for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+            for field in ["addresses", "notReadyAddresses"] {
+                for a in subset[field].as_array().into_iter().flatten() {
+                    if let Some(ip) = str_at(a, "ip") {
+                        self.add_endpoint_address(
+                            ip,
+                            &a["targetRef"],
+                            str_at(a, "nodeName"),
+                            &namespace,
+                            service.as_deref(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The node called `name`, made from a pod's view of it if the
+    /// inventory has no Node object.
+    fn node_named(&mut self, name: &str) -> Arc<Workload> {
+        self.nodes
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Workload {
+                    kind: WorkloadKind::Node,
+                    namespace: String::new(),
+                    name: name.to_string(),
+                    node: Some(name.to_string()),
+                    labels: BTreeMap::new(),
+                    owner: None,
+                })
+            })
+            .clone()
     }
 
     fn bind(&mut self, ip: &str, binding: &Binding) {
@@ -223,9 +351,17 @@ impl Identity {
         let mut ips: Vec<&str> =
             status["podIPs"].as_array().map(|a| a.iter().filter_map(|p| str_at(p, "ip")).collect()).unwrap_or_default();
         ips.extend(str_at(status, "podIP"));
+        // A hostNetwork pod's IP is its node's: the node names it, even
+        // when the inventory holds no Node object.
+        let node =
+            if host_network && !finished { str_at(&pod["spec"], "nodeName").map(|n| self.node_named(n)) } else { None };
         for ip in ips {
             self.bind(ip, &binding);
+            if let Some(node) = &node {
+                self.bind(ip, &Binding { workload: node.clone(), from: None, until: None, rank: Rank::Node });
+            }
         }
+        self.pods.insert(format!("{namespace}/{name}"), binding);
         true
     }
 
@@ -278,6 +414,7 @@ impl Identity {
             labels: labels(meta),
             owner: None,
         });
+        self.nodes.insert(name.to_string(), workload.clone());
         let binding = Binding {
             workload,
             from: time_at(meta, "creationTimestamp"),
@@ -341,6 +478,10 @@ fn guess_kind(item: &Value) -> &'static str {
         "Service"
     } else if item["status"].get("addresses").is_some() || item["status"].get("nodeInfo").is_some() {
         "Node"
+    } else if item.get("subsets").is_some() {
+        "Endpoints"
+    } else if item.get("addressType").is_some() {
+        "EndpointSlice"
     } else {
         ""
     }

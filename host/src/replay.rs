@@ -5,7 +5,7 @@ use crate::plugins::DispatchStats;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trawl_core::flow::FlowTableConfig;
 use trawl_core::{Engine, EngineConfig, EngineStats, GroupBy, Identity, L4Map, ServicePorts};
@@ -118,13 +118,35 @@ impl ReplayOutcome {
     }
 }
 
+/// The documents of an inventory file: JSON, or YAML by extension (one
+/// or more `---`-separated documents), as `kubectl get -o` writes them.
+pub fn inventory_documents(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read inventory {}", path.display()))?;
+    // kubectl on Windows writes a byte-order mark.
+    let text = text.trim_start_matches('\u{feff}');
+    if !path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        let doc = serde_json::from_str(text).with_context(|| format!("bad JSON in inventory {}", path.display()))?;
+        return Ok(vec![doc]);
+    }
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = <serde_json::Value as serde::Deserialize>::deserialize(doc)
+            .with_context(|| format!("bad YAML in inventory {}", path.display()))?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
 /// Loads inventory files into one identity.
 pub fn load_identity(paths: &[PathBuf]) -> anyhow::Result<Identity> {
     let mut identity = Identity::new();
     for path in paths {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read inventory {}", path.display()))?;
-        let n = identity.load_json(&text).with_context(|| format!("bad inventory {}", path.display()))?;
+        let mut n = 0;
+        for doc in inventory_documents(path)? {
+            n += identity.load_value(&doc).with_context(|| format!("bad inventory {}", path.display()))?;
+        }
         tracing::debug!(path = %path.display(), workloads = n, "inventory loaded");
     }
     Ok(identity)
