@@ -204,6 +204,37 @@ impl Identity {
         Ok(loaded)
     }
 
+    /// An object is gone (a watch's DELETED event, or missing from a
+    /// re-list) as of `at`: its addresses stop resolving to it from then
+    /// on, and still do for traffic seen before.
+    pub fn remove(&mut self, kind: WorkloadKind, namespace: &str, name: &str, at: Timestamp) -> usize {
+        let mut closed = 0;
+        for list in self.by_ip.values_mut() {
+            for b in list.iter_mut() {
+                let w = &b.workload;
+                if w.kind == kind && w.namespace == namespace && w.name == name && b.until.is_none_or(|u| u > at) {
+                    b.until = Some(at.max(b.from.unwrap_or(at)));
+                    closed += 1;
+                }
+            }
+        }
+        if kind == WorkloadKind::Pod {
+            self.pods.remove(&format!("{namespace}/{name}"));
+        }
+        closed
+    }
+
+    /// Every pod, service and node with an address that resolves to it at
+    /// `ts`, as `(kind, namespace, name)`: what a re-list compares with.
+    pub fn objects_at(&self, ts: Timestamp) -> std::collections::BTreeSet<(WorkloadKind, String, String)> {
+        self.by_ip
+            .values()
+            .flatten()
+            .filter(|b| b.holds_at(ts))
+            .map(|b| (b.workload.kind, b.workload.namespace.clone(), b.workload.name.clone()))
+            .collect()
+    }
+
     /// The Services (`namespace/name`) whose endpoints list `ip`: a pod
     /// reached through a Service is linked to it this way.
     pub fn services_of(&self, ip: IpAddr) -> &[String] {
@@ -312,8 +343,11 @@ impl Identity {
     fn bind(&mut self, ip: &str, binding: &Binding) {
         if let Ok(ip) = ip.parse::<IpAddr>() {
             let list = self.by_ip.entry(ip).or_default();
-            if !list.iter().any(|b| Arc::ptr_eq(&b.workload, &binding.workload)) {
-                list.push(binding.clone());
+            // The same object seen again (a watch's MODIFIED event, a
+            // re-list) updates its binding instead of adding one.
+            match list.iter_mut().find(|b| Arc::ptr_eq(&b.workload, &binding.workload) || same_object(b, binding)) {
+                Some(b) => *b = binding.clone(),
+                None => list.push(binding.clone()),
             }
         }
     }
@@ -444,6 +478,16 @@ impl Identity {
     pub fn resolve(&self, ip: IpAddr, ts: Timestamp) -> Arc<Workload> {
         self.lookup(ip, ts).unwrap_or_else(|| Arc::new(Workload::external(ip)))
     }
+}
+
+/// Two bindings of one Kubernetes object (same kind, namespace, name, and
+/// rank: a pod that finished is a new binding next to its running one).
+fn same_object(a: &Binding, b: &Binding) -> bool {
+    a.workload.kind == b.workload.kind
+        && a.workload.namespace == b.workload.namespace
+        && a.workload.name == b.workload.name
+        && a.rank == b.rank
+        && a.from == b.from
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod demo;
+pub mod k8s;
 pub mod lab;
 pub mod live;
 pub mod plugins;

@@ -42,6 +42,25 @@ pub struct LiveOptions {
     pub listen: SocketAddr,
     pub capture_filter: CaptureFilter,
     pub max_flows: u32,
+    /// Also take identity from the Kubernetes API (in-cluster config or
+    /// kubeconfig), on top of the inventories.
+    pub kube: bool,
+}
+
+/// Keeps the service's identity in step with the Kubernetes API, on a
+/// thread of its own.
+fn watch_kubernetes(state: SharedState, base: trawl_core::Identity) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = runtime
+        .block_on(kube::Client::try_default())
+        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API (in-cluster config or kubeconfig): {e}"))?;
+    std::thread::Builder::new().name("kube-watch".into()).spawn(move || {
+        runtime.block_on(crate::k8s::watch(client, base, move |identity, kube| {
+            tracing::debug!(events = kube.events, namespaces = kube.namespaces.len(), "identity updated from the API");
+            lock(&state).identity = identity;
+        }));
+    })?;
+    Ok(())
 }
 
 fn wall_now() -> Timestamp {
@@ -54,6 +73,10 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
     let identity = Arc::new(load_identity(&opts.replay.inventories)?);
     let state: SharedState =
         Arc::new(Mutex::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)));
+    if opts.kube {
+        let base = load_identity(&opts.replay.inventories)?;
+        watch_kubernetes(state.clone(), base)?;
+    }
     let counters = LiveCounters::start(&opts.netns_prefix, opts.max_flows)?;
     eprintln!(
         "trawl: counting L4 on {} workload interfaces: {}",

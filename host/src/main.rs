@@ -57,6 +57,11 @@ struct ServeArgs {
     /// whose name starts with this.
     #[arg(long, default_value = "", requires = "live")]
     netns_prefix: String,
+    /// With --live: take workload identity from the Kubernetes API too
+    /// (in-cluster service account, or the kubeconfig), kept current by
+    /// watches on pods, services, endpointslices, nodes and namespaces.
+    #[arg(long, requires = "live")]
+    kube: bool,
     /// Start over at the end of the capture (time keeps moving forward).
     #[arg(long = "loop")]
     repeat: bool,
@@ -245,7 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             match args.replay {
                 Some(capture) => serve(capture, args.inventory, args.speed, args.repeat, args.common)?,
-                None => serve_live(args.netns_prefix, args.inventory, args.common)?,
+                None => serve_live(args.netns_prefix, args.kube, args.inventory, args.common)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -360,7 +365,7 @@ fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, 
     trawl_host::serve::run(trawl_host::serve::ServeOptions { replay, speed: speed.0, repeat, listen, capture_filter })
 }
 
-fn serve_live(netns_prefix: String, inventory: Vec<PathBuf>, a: ServiceArgs) -> anyhow::Result<()> {
+fn serve_live(netns_prefix: String, kube: bool, inventory: Vec<PathBuf>, a: ServiceArgs) -> anyhow::Result<()> {
     let (replay, capture_filter, listen) = service_options(PathBuf::new(), inventory, a)?;
     trawl_host::live::run(trawl_host::live::LiveOptions {
         netns_prefix,
@@ -368,5 +373,6 @@ fn serve_live(netns_prefix: String, inventory: Vec<PathBuf>, a: ServiceArgs) -> 
         listen,
         capture_filter,
         max_flows: 65_536,
+        kube,
     })
 }

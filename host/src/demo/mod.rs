@@ -84,6 +84,7 @@ pub fn run(
         listen,
         capture_filter,
         max_flows: 65_536,
+        kube: false,
     });
     stop.store(true, Ordering::Relaxed);
     let _ = clients.join();

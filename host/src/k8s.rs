@@ -1,0 +1,165 @@
+//! Workload identity from the Kubernetes API: kube-runtime watchers over
+//! Pods, Services, EndpointSlices, Nodes and Namespaces feed the same
+//! time-aware identity index that inventory files feed.
+//!
+//! Nothing else is watched (no Secrets, no ConfigMaps). A watch that
+//! breaks, or ends with 410 Gone (its resourceVersion expired), is resumed
+//! by kube-runtime, with a fresh list when needed; objects missing from a
+//! re-list were deleted meanwhile and stop resolving from then on, while
+//! traffic seen before still resolves to them.
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use trawl_core::{Identity, Timestamp, WorkloadKind};
+
+/// One change from any of the watchers, as JSON.
+#[derive(Debug)]
+enum Change {
+    Apply(&'static str, Value),
+    Delete(&'static str, Value),
+    Init(&'static str),
+    InitApply(&'static str, Value),
+    InitDone(&'static str),
+}
+
+fn changes<K>(api: Api<K>, kind: &'static str) -> impl Stream<Item = Change> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+{
+    let json = |k: &K| serde_json::to_value(k).unwrap_or(Value::Null);
+    watcher::watcher(api, watcher::Config::default()).default_backoff().filter_map(move |ev| {
+        let change = match ev {
+            Ok(Event::Apply(k)) => Some(Change::Apply(kind, json(&k))),
+            Ok(Event::Delete(k)) => Some(Change::Delete(kind, json(&k))),
+            Ok(Event::Init) => Some(Change::Init(kind)),
+            Ok(Event::InitApply(k)) => Some(Change::InitApply(kind, json(&k))),
+            Ok(Event::InitDone) => Some(Change::InitDone(kind)),
+            Err(e) => {
+                // The backoff retries; the error is worth a line, not a stop.
+                tracing::warn!(kind, error = %e, "Kubernetes watch failed; retrying");
+                None
+            }
+        };
+        std::future::ready(change)
+    })
+}
+
+fn workload_kind(kind: &str) -> Option<WorkloadKind> {
+    match kind {
+        "Pod" => Some(WorkloadKind::Pod),
+        "Service" => Some(WorkloadKind::Service),
+        "Node" => Some(WorkloadKind::Node),
+        _ => None,
+    }
+}
+
+fn key(obj: &Value) -> (String, String) {
+    let meta = &obj["metadata"];
+    (meta["namespace"].as_str().unwrap_or("").to_string(), meta["name"].as_str().unwrap_or("").to_string())
+}
+
+fn wall_now() -> Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp(d.as_nanos() as u64)
+}
+
+/// The identity the watchers build, and what they have seen.
+#[derive(Debug, Default)]
+pub struct KubeIdentity {
+    pub identity: Identity,
+    pub namespaces: BTreeSet<String>,
+    /// Objects listed so far in a (re-)list that has not finished, by kind.
+    listing: BTreeMap<&'static str, BTreeSet<(String, String)>>,
+    /// Lists completed, per kind (the first, then every re-list).
+    pub lists: BTreeMap<&'static str, u64>,
+    pub events: u64,
+}
+
+impl KubeIdentity {
+    pub fn new(base: Identity) -> Self {
+        KubeIdentity { identity: base, ..Default::default() }
+    }
+
+    fn load(&mut self, kind: &'static str, obj: &Value) {
+        if kind == "Namespace" {
+            let (_, name) = key(obj);
+            self.namespaces.insert(name);
+            return;
+        }
+        if let Err(e) = self.identity.load_value(obj) {
+            tracing::debug!(kind, error = %e, "object not loaded");
+        }
+    }
+
+    fn forget(&mut self, kind: &'static str, obj: &Value, at: Timestamp) {
+        let (ns, name) = key(obj);
+        if kind == "Namespace" {
+            self.namespaces.remove(&name);
+        } else if let Some(k) = workload_kind(kind) {
+            self.identity.remove(k, &ns, &name, at);
+        }
+    }
+
+    fn apply(&mut self, change: Change, now: Timestamp) {
+        self.events += 1;
+        match change {
+            Change::Apply(kind, obj) => self.load(kind, &obj),
+            Change::Delete(kind, obj) => self.forget(kind, &obj, now),
+            Change::Init(kind) => {
+                self.listing.insert(kind, BTreeSet::new());
+            }
+            Change::InitApply(kind, obj) => {
+                self.listing.entry(kind).or_default().insert(key(&obj));
+                self.load(kind, &obj);
+            }
+            Change::InitDone(kind) => {
+                let listed = self.listing.remove(kind).unwrap_or_default();
+                *self.lists.entry(kind).or_default() += 1;
+                if kind == "Namespace" {
+                    self.namespaces.retain(|n| listed.contains(&(String::new(), n.clone())));
+                    return;
+                }
+                // Deleted while the watch was down: gone as of now.
+                let Some(k) = workload_kind(kind) else { return };
+                let gone: Vec<(String, String)> = self
+                    .identity
+                    .objects_at(now)
+                    .into_iter()
+                    .filter(|(kk, ns, name)| *kk == k && !listed.contains(&(ns.clone(), name.clone())))
+                    .map(|(_, ns, name)| (ns, name))
+                    .collect();
+                for (ns, name) in gone {
+                    self.identity.remove(k, &ns, &name, now);
+                }
+            }
+        }
+    }
+}
+
+/// Watches the cluster `client` talks to and calls `publish` with the
+/// identity after each burst of changes. Runs until the task is dropped.
+pub async fn watch(client: Client, base: Identity, mut publish: impl FnMut(Arc<Identity>, &KubeIdentity) + Send) {
+    let streams = futures_util::stream::select_all(vec![
+        changes(Api::<Pod>::all(client.clone()), "Pod").boxed(),
+        changes(Api::<Service>::all(client.clone()), "Service").boxed(),
+        changes(Api::<EndpointSlice>::all(client.clone()), "EndpointSlice").boxed(),
+        changes(Api::<Node>::all(client.clone()), "Node").boxed(),
+        changes(Api::<Namespace>::all(client), "Namespace").boxed(),
+    ]);
+    let mut bursts = streams.ready_chunks(512);
+    let mut state = KubeIdentity::new(base);
+    while let Some(burst) = bursts.next().await {
+        let now = wall_now();
+        for change in burst {
+            state.apply(change, now);
+        }
+        publish(Arc::new(state.identity.clone()), &state);
+    }
+}
