@@ -4,7 +4,8 @@
 //! - a Running pod wins over a Succeeded or Failed pod that still holds
 //!   the same IP (npa-minikube, nri minikube v1.35);
 //! - a hostNetwork pod's IP is its node's, with or without a Node object
-//!   in the dump (IKS: 18 hostNetwork pods and no Nodes);
+//!   in the dump (IKS: 18 hostNetwork pods and no Nodes), except on a port
+//!   that exactly one of them declares, which names that pod;
 //! - a ClusterIP (both families on dual-stack) resolves to its Service;
 //! - EndpointSlices give dual-stack pods their IPv6 addresses through
 //!   `targetRef` and link pod IPs to the Service they serve (cilium kind).
@@ -229,4 +230,51 @@ fn graceful_termination_keeps_the_endpoint_until_it_is_gone() {
     }
     let (_, objects) = load(&files(&dir, &["state3.yaml"]));
     assert!(objects.iter().any(|o| o["kind"] == "EndpointSlice" && o["endpoints"].is_null()));
+}
+
+#[test]
+fn host_network_pods_are_named_by_a_port_only_they_declare() {
+    let Some(k8s) = k8s_dir() else { return };
+    let mini = k8s.join("nri-kubernetes-minikube-v1.35");
+    let (identity, objects) = load(&files(&mini, &["nodes.yaml", "pods.yaml"]));
+    let host_pods: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["spec"]["hostNetwork"].as_bool() == Some(true) && o["status"]["phase"] == "Running")
+        .collect();
+    assert!(host_pods.len() >= 4, "the dump has hostNetwork pods");
+    let ports = |p: &Value| -> Vec<u16> {
+        p["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|x| x["containerPort"].as_u64().map(|n| n as u16))
+            .collect()
+    };
+    let mut named = 0;
+    for p in &host_pods {
+        let ip: IpAddr = p["status"]["podIP"].as_str().unwrap().parse().unwrap();
+        let node = p["spec"]["nodeName"].as_str().unwrap();
+        for port in ports(p) {
+            let owners = host_pods
+                .iter()
+                .filter(|q| q["status"]["podIP"] == p["status"]["podIP"] && ports(q).contains(&port))
+                .count();
+            let w = identity.resolve_endpoint(ip, port, LATER);
+            if owners == 1 {
+                assert_eq!(
+                    (w.kind, w.name.as_str()),
+                    (WorkloadKind::Pod, p["metadata"]["name"].as_str().unwrap()),
+                    "{ip}:{port}"
+                );
+                named += 1;
+            } else {
+                assert_eq!((w.kind, w.name.as_str()), (WorkloadKind::Node, node), "{ip}:{port} is shared");
+            }
+        }
+        // A port nobody declares, or no port: the node.
+        assert_eq!(identity.resolve_endpoint(ip, 1, LATER).name, node);
+        assert_eq!(identity.resolve(ip, LATER).name, node);
+    }
+    assert!(named > 0, "no hostNetwork pod declares a port of its own");
 }

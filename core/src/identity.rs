@@ -118,6 +118,9 @@ struct Binding {
     from: Option<Timestamp>,
     until: Option<Timestamp>,
     rank: Rank,
+    /// A hostNetwork pod's declared ports (TCP or UDP): on its node's IP,
+    /// a port only it listens on names it.
+    ports: Arc<[u16]>,
 }
 
 impl Binding {
@@ -281,6 +284,7 @@ impl Identity {
                     from: None,
                     until: None,
                     rank: Rank::Pod,
+                    ports: Arc::from([]),
                 };
                 self.pods.insert(key, b.clone());
                 self.workloads += 1;
@@ -381,7 +385,18 @@ impl Identity {
         } else {
             Rank::Pod
         };
-        let binding = Binding { workload, from, until, rank };
+        let ports: Arc<[u16]> = if host_network {
+            pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .filter_map(|p| p["containerPort"].as_u64().and_then(|n| u16::try_from(n).ok()))
+                .collect()
+        } else {
+            Arc::from([])
+        };
+        let binding = Binding { workload, from, until, rank, ports };
         let mut ips: Vec<&str> =
             status["podIPs"].as_array().map(|a| a.iter().filter_map(|p| str_at(p, "ip")).collect()).unwrap_or_default();
         ips.extend(str_at(status, "podIP"));
@@ -392,7 +407,16 @@ impl Identity {
         for ip in ips {
             self.bind(ip, &binding);
             if let Some(node) = &node {
-                self.bind(ip, &Binding { workload: node.clone(), from: None, until: None, rank: Rank::Node });
+                self.bind(
+                    ip,
+                    &Binding {
+                        workload: node.clone(),
+                        from: None,
+                        until: None,
+                        rank: Rank::Node,
+                        ports: Arc::from([]),
+                    },
+                );
             }
         }
         self.pods.insert(format!("{namespace}/{name}"), binding);
@@ -418,6 +442,7 @@ impl Identity {
             from: time_at(meta, "creationTimestamp"),
             until: time_at(meta, "deletionTimestamp"),
             rank: Rank::Service,
+            ports: Arc::from([]),
         };
         let mut ips: Vec<&str> = Vec::new();
         for field in ["clusterIPs", "externalIPs"] {
@@ -454,6 +479,7 @@ impl Identity {
             from: time_at(meta, "creationTimestamp"),
             until: time_at(meta, "deletionTimestamp"),
             rank: Rank::Node,
+            ports: Arc::from([]),
         };
         if let Some(addresses) = node["status"]["addresses"].as_array() {
             for a in addresses {
@@ -471,6 +497,26 @@ impl Identity {
     pub fn lookup(&self, ip: IpAddr, ts: Timestamp) -> Option<Arc<Workload>> {
         let bindings = self.by_ip.get(&ip)?;
         bindings.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from)).map(|b| Arc::clone(&b.workload))
+    }
+
+    /// The workload behind `ip:port` at `ts`: as [`Identity::resolve`],
+    /// except that on a node's IP, a port that exactly one of its
+    /// hostNetwork pods declares names that pod (the node otherwise).
+    pub fn resolve_endpoint(&self, ip: IpAddr, port: u16, ts: Timestamp) -> Arc<Workload> {
+        let best = self.resolve(ip, ts);
+        if best.kind != WorkloadKind::Node {
+            return best;
+        }
+        let mut owners = self
+            .by_ip
+            .get(&ip)
+            .into_iter()
+            .flatten()
+            .filter(|b| b.rank == Rank::HostNetworkPod && b.holds_at(ts) && b.ports.contains(&port));
+        match (owners.next(), owners.next()) {
+            (Some(only), None) => Arc::clone(&only.workload),
+            _ => best,
+        }
     }
 
     /// The workload that held `ip` at `ts`, or its `internal`/`public`

@@ -260,7 +260,7 @@ impl L4Map {
     /// Resolves both ends of a delta as of its time and adds it.
     pub fn apply_resolved(&mut self, d: &FlowDelta, identity: &Identity) {
         let client = identity.resolve(d.client.ip, d.first_ts);
-        let server = identity.resolve(d.server.ip, d.first_ts);
+        let server = identity.resolve_endpoint(d.server.ip, d.server.port, d.first_ts);
         self.apply(d, &client, &server);
     }
 

@@ -43,7 +43,8 @@ pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<W
     let request_ts = r.request_ts.map(Timestamp);
     let response_ts = r.response_ts.map(Timestamp);
     let at = request_ts.or(response_ts).unwrap_or_default();
-    let (src_w, dst_w) = (identity.resolve(src.ip, at), identity.resolve(dst.ip, at));
+    let (src_w, dst_w) =
+        (identity.resolve_endpoint(src.ip, src.port, at), identity.resolve_endpoint(dst.ip, dst.port, at));
     let elapsed_us = match (r.request_ts, r.response_ts) {
         (Some(a), Some(b)) if b >= a => Some((b - a) / 1000),
         _ => None,

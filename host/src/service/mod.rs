@@ -192,7 +192,7 @@ impl GraphState {
     /// A flow delta from the flow table: into every grouping's L4 map.
     pub fn add_delta(&mut self, d: &FlowDelta) {
         let client = self.identity.resolve(d.client.ip, d.first_ts);
-        let server = self.identity.resolve(d.server.ip, d.first_ts);
+        let server = self.identity.resolve_endpoint(d.server.ip, d.server.port, d.first_ts);
         for m in &mut self.l4 {
             m.apply(d, &client, &server);
         }
