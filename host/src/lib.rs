@@ -5,6 +5,7 @@
 //! results go.
 
 pub mod capture;
+pub mod cluster;
 pub mod demo;
 pub mod k8s;
 pub mod lab;

@@ -29,6 +29,73 @@ enum Command {
     /// Count L4 flows live with eBPF on the workloads in named network
     /// namespaces (/run/netns), then print each direction's totals.
     Count(CountArgs),
+    /// One node's worker: dissect locally and send counts and records to a hub.
+    Worker(WorkerArgs),
+    /// Merge the workers of a cluster and serve the map.
+    Hub(HubArgs),
+}
+
+/// The shared secret between workers and hub: `--token`, or `TRAWL_TOKEN`.
+fn token(flag: Option<String>) -> anyhow::Result<String> {
+    match flag.or_else(|| std::env::var("TRAWL_TOKEN").ok()).filter(|t| !t.is_empty()) {
+        Some(t) => Ok(t),
+        None => anyhow::bail!("a shared token is needed: --token or TRAWL_TOKEN"),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// The hub's worker address.
+    #[arg(long)]
+    hub: std::net::SocketAddr,
+    /// Shared secret (or TRAWL_TOKEN).
+    #[arg(long)]
+    token: Option<String>,
+    /// This node's name.
+    #[arg(long)]
+    node: String,
+    /// This worker's id (default: the process id).
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// Capture file to replay as this node's traffic.
+    #[arg(long, value_name = "FILE")]
+    replay: PathBuf,
+    /// Replay only part I of N of the flows (`I/N`), so N workers split a capture.
+    #[arg(long, default_value = "0/1", value_parser = parse_part)]
+    part: (u32, u32),
+    /// Replay speed: a multiple of the recorded pace, or `max`.
+    #[arg(long, default_value = "max", value_parser = parse_speed)]
+    speed: Speed,
+    /// Records held for the hub at most; beyond, new ones are dropped and counted.
+    #[arg(long, default_value_t = 100_000)]
+    max_records: usize,
+    /// A directory of `*.wasm` plugins, added to the embedded ones. May repeat.
+    #[arg(long = "plugins", value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct HubArgs {
+    /// Where workers connect.
+    #[arg(long, default_value = "0.0.0.0:9797")]
+    workers: std::net::SocketAddr,
+    /// Shared secret (or TRAWL_TOKEN).
+    #[arg(long)]
+    token: Option<String>,
+    /// Workload inventory. May repeat.
+    #[arg(long, value_name = "FILE")]
+    inventory: Vec<PathBuf>,
+    #[command(flatten)]
+    common: ServiceArgs,
+}
+
+fn parse_part(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s.split_once('/').ok_or("expected I/N, for example 0/3")?;
+    let (i, n): (u32, u32) = (i.parse().map_err(|_| "bad I")?, n.parse().map_err(|_| "bad N")?);
+    if n == 0 || i >= n {
+        return Err(format!("part {i}/{n}: need 0 <= I < N"));
+    }
+    Ok((i, n))
 }
 
 #[derive(Debug, clap::Args)]
@@ -276,6 +343,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     serve(pcap, vec![inventory], args.speed, true, args.common)?;
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(a) => {
+            let mut replay = ReplayOptions::new(a.replay);
+            replay.plugin_dirs = a.plugin_dirs;
+            trawl_host::cluster::worker::run(trawl_host::cluster::worker::WorkerOptions {
+                hub: a.hub,
+                token: token(a.token)?,
+                node: a.node,
+                worker_id: a.worker_id.unwrap_or_else(|| std::process::id().to_string()),
+                replay,
+                speed: a.speed.0,
+                part: a.part,
+                max_records: a.max_records,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hub(a) => {
+            let token = token(a.token)?;
+            let (replay, capture_filter, listen) = service_options(PathBuf::new(), a.inventory, a.common)?;
+            trawl_host::cluster::hub::run(trawl_host::cluster::hub::HubOptions {
+                workers: a.workers,
+                token,
+                listen,
+                replay,
+                capture_filter,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Count(args) => {

@@ -19,7 +19,8 @@ fn json(v: &Value) -> serde_json::Value {
     }
 }
 
-fn endpoint(e: Endpoint, w: &Workload) -> RecordEndpoint {
+/// An endpoint of a record with its resolved workload.
+pub fn record_endpoint(e: Endpoint, w: &Workload) -> RecordEndpoint {
     RecordEndpoint {
         ip: e.ip,
         port: e.port,
@@ -61,8 +62,8 @@ pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<W
         elapsed_us,
         request_ts,
         response_ts,
-        src: endpoint(src, &src_w),
-        dst: endpoint(dst, &dst_w),
+        src: record_endpoint(src, &src_w),
+        dst: record_endpoint(dst, &dst_w),
         plugin: PluginRef { name: h.plugin.clone(), version: h.plugin_version.clone(), generation: h.generation },
         fields: r.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
     };

@@ -212,6 +212,7 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
             "capture_time_ns": st.now.0,
             "counters": &st.counters,
             "live": &st.live,
+            "workers": &st.workers,
             "capture_filters": st.capture_filter.to_json(),
         }))
     });

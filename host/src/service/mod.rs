@@ -138,6 +138,8 @@ pub struct GraphState {
     pub now: Timestamp,
     /// Live capture: the interfaces counted (eBPF) and captured (payloads).
     pub live: LiveInterfaces,
+    /// A hub's workers by `node/worker id`: connected, counters, lag.
+    pub workers: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// What live capture is attached to, for `/api/health`.
@@ -163,6 +165,7 @@ impl GraphState {
             counters: Counters::default(),
             now: Timestamp::ZERO,
             live: LiveInterfaces::default(),
+            workers: std::collections::BTreeMap::new(),
         }
     }
 

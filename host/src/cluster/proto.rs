@@ -1,0 +1,127 @@
+//! The worker → hub protocol: postcard messages in length-prefixed frames
+//! over TCP. A worker opens with `Hello` (protocol version, node, worker
+//! id, boot id, shared token); the hub answers `Welcome` or `Refused`.
+//!
+//! Flow counters travel as cumulative totals per flow, so a resend (after
+//! a reconnect, or by a worker that restarted and counted again) never
+//! counts twice: the hub adds only what a flow's totals grew by.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Frames larger than this are refused (a broken or hostile peer).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// A flow's totals so far, as one worker counted them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTotals {
+    pub tcp: bool,
+    pub client: (IpAddr, u16),
+    pub server: (IpAddr, u16),
+    /// With the endpoints, what makes a flow the same flow when a worker
+    /// sends it again.
+    pub first_ts: u64,
+    pub last_ts: u64,
+    /// Packets, bytes, IP bytes.
+    pub to_server: [u64; 3],
+    pub to_client: [u64; 3],
+    /// The TCP handshake decided who is the client.
+    pub syn: bool,
+    pub closed: bool,
+}
+
+/// An L7 record without resolved workloads: the hub resolves them with
+/// its own identity (inventories, Kubernetes API).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireRecord {
+    pub protocol: String,
+    pub tcp: bool,
+    pub method: String,
+    pub summary: String,
+    pub status_code: Option<i64>,
+    pub error: bool,
+    pub request_size: u64,
+    pub response_size: u64,
+    pub elapsed_us: Option<u64>,
+    pub request_ts: Option<u64>,
+    pub response_ts: Option<u64>,
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
+    pub plugin: (String, String, u64),
+    /// Plugin fields as JSON text (postcard carries no self-describing values).
+    pub fields: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToHub {
+    Hello {
+        version: u16,
+        node: String,
+        worker_id: String,
+        boot_id: String,
+        token: String,
+    },
+    Flows(Vec<FlowTotals>),
+    Records(Vec<WireRecord>),
+    /// Counters of the worker itself: drops are data.
+    Status {
+        packets: u64,
+        records_dropped: u64,
+        done: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToWorker {
+    Welcome { version: u16 },
+    Refused { reason: String },
+}
+
+/// Writes one frame: a 4-byte big-endian length, then postcard.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    let bytes = postcard::to_allocvec(msg).map_err(io::Error::other)?;
+    if bytes.len() > MAX_FRAME {
+        return Err(io::Error::other(format!("frame of {} bytes is over the {MAX_FRAME}-byte limit", bytes.len())));
+    }
+    w.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    w.write_all(&bytes)?;
+    w.flush()
+}
+
+/// Reads one frame, refusing oversized ones before allocating.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes is over the limit")));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    postcard::from_bytes(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused() {
+        let msg = ToHub::Hello {
+            version: 1,
+            node: "n".into(),
+            worker_id: "w".into(),
+            boot_id: "b".into(),
+            token: "t".into(),
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg).unwrap();
+        assert_eq!(read_frame::<ToHub>(&mut buf.as_slice()).unwrap(), msg);
+        let mut huge = (MAX_FRAME as u32 + 1).to_be_bytes().to_vec();
+        huge.extend([0; 8]);
+        assert!(read_frame::<ToHub>(&mut huge.as_slice()).is_err());
+        assert!(read_frame::<ToHub>(&mut [0u8, 0, 0, 2, 0xff, 0xff].as_slice()).is_err(), "garbage is an error");
+    }
+}

@@ -1,0 +1,268 @@
+//! `trawl worker`: captures (here: replays its part of a capture),
+//! reassembles and dissects locally, and sends the hub cumulative flow
+//! totals and L7 records.
+//!
+//! Memory is bounded: records wait in a queue of `max_records` and the
+//! newest are dropped (and counted) when the hub cannot keep up. When the
+//! connection breaks the worker reconnects with backoff and sends every
+//! flow's totals again, which the hub counts only as far as they grew.
+
+use super::proto::{FlowTotals, PROTOCOL_VERSION, ToHub, ToWorker, WireRecord, read_frame, write_frame};
+use crate::capture::CaptureFile;
+use crate::plugins::HostRecord;
+use crate::replay::ReplayOptions;
+use crate::replay_l7::{engine_for, plugins_for, wait_until_due};
+use anyhow::{Context, bail};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::io::BufReader;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use trawl_core::decode::{Decoded, decode};
+use trawl_core::flow::Orientation;
+use trawl_core::{FlowDelta, L4Proto, Timestamp};
+use trawl_sdk::abi::Dir;
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub hub: SocketAddr,
+    pub token: String,
+    pub node: String,
+    pub worker_id: String,
+    /// The capture and plugins (inventories are the hub's business).
+    pub replay: ReplayOptions,
+    pub speed: Option<f64>,
+    /// `(i, n)`: this worker replays the flows whose endpoint hash is `i`
+    /// modulo `n`, so `n` workers split one capture without overlap.
+    pub part: (u32, u32),
+    pub max_records: usize,
+}
+
+type Key = (bool, (IpAddr, u16), (IpAddr, u16), u64);
+
+/// What the worker has counted and not yet sent.
+#[derive(Debug, Default)]
+struct Outbox {
+    totals: HashMap<Key, FlowTotals>,
+    dirty: HashSet<Key>,
+    records: VecDeque<WireRecord>,
+    records_dropped: u64,
+}
+
+impl Outbox {
+    fn add_delta(&mut self, d: &FlowDelta) {
+        let key = (d.l4 == L4Proto::Tcp, (d.client.ip, d.client.port), (d.server.ip, d.server.port), d.first_ts.0);
+        let t = self.totals.entry(key).or_insert_with(|| FlowTotals {
+            tcp: key.0,
+            client: key.1,
+            server: key.2,
+            first_ts: key.3,
+            last_ts: 0,
+            to_server: [0; 3],
+            to_client: [0; 3],
+            syn: d.orientation == Orientation::Syn,
+            closed: false,
+        });
+        for (acc, c) in [(&mut t.to_server, &d.to_server), (&mut t.to_client, &d.to_client)] {
+            acc[0] += c.packets;
+            acc[1] += c.bytes;
+            acc[2] += c.ip_bytes;
+        }
+        t.last_ts = t.last_ts.max(d.last_ts.0);
+        t.closed |= d.closed;
+        self.dirty.insert(key);
+    }
+
+    fn add_record(&mut self, h: &HostRecord, max: usize) {
+        if self.records.len() >= max {
+            self.records_dropped += 1;
+            return;
+        }
+        let r = &h.record;
+        let (src, dst) = match r.request_dir {
+            Dir::ToServer => (h.conn.client, h.conn.server),
+            Dir::ToClient => (h.conn.server, h.conn.client),
+        };
+        let (record, _, _) = crate::records::to_l7(h, &trawl_core::Identity::new());
+        self.records.push_back(WireRecord {
+            protocol: record.protocol,
+            tcp: h.conn.l4 == L4Proto::Tcp,
+            method: record.method,
+            summary: record.summary,
+            status_code: record.status_code,
+            error: record.error,
+            request_size: record.request_size,
+            response_size: record.response_size,
+            elapsed_us: record.elapsed_us,
+            request_ts: record.request_ts.map(|t| t.0),
+            response_ts: record.response_ts.map(|t| t.0),
+            src: (src.ip, src.port),
+            dst: (dst.ip, dst.port),
+            plugin: (record.plugin.name, record.plugin.version, record.plugin.generation),
+            fields: serde_json::Value::Object(record.fields).to_string(),
+        });
+    }
+}
+
+/// The connection to the hub, reopened with backoff when it breaks.
+struct Link {
+    opts: WorkerOptions,
+    boot_id: String,
+    stream: Option<TcpStream>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+impl Link {
+    fn connect(&mut self) -> anyhow::Result<TcpStream> {
+        let stream = TcpStream::connect_timeout(&self.opts.hub, Duration::from_secs(2))?;
+        let mut w = stream.try_clone()?;
+        write_frame(
+            &mut w,
+            &ToHub::Hello {
+                version: PROTOCOL_VERSION,
+                node: self.opts.node.clone(),
+                worker_id: self.opts.worker_id.clone(),
+                boot_id: self.boot_id.clone(),
+                token: self.opts.token.clone(),
+            },
+        )?;
+        match read_frame::<ToWorker>(&mut BufReader::new(stream.try_clone()?))? {
+            ToWorker::Welcome { .. } => Ok(stream),
+            ToWorker::Refused { reason } => bail!("the hub refused this worker: {reason}"),
+        }
+    }
+
+    /// Sends what is due; on a broken link, keeps it for the next try.
+    fn flush(&mut self, out: &mut Outbox, packets: u64, done: bool) -> anyhow::Result<bool> {
+        if self.stream.is_none() {
+            if Instant::now() < self.next_try {
+                return Ok(false);
+            }
+            match self.connect() {
+                Ok(s) => {
+                    self.stream = Some(s);
+                    self.backoff = Duration::from_millis(200);
+                    // A new connection gets every flow's totals again.
+                    out.dirty.extend(out.totals.keys().copied());
+                }
+                Err(e) if e.to_string().contains("refused this worker") => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, hub = %self.opts.hub, "cannot reach the hub; retrying");
+                    self.next_try = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                    return Ok(false);
+                }
+            }
+        }
+        let Some(stream) = self.stream.as_mut() else { return Ok(false) };
+        let flows: Vec<FlowTotals> = out.dirty.iter().filter_map(|k| out.totals.get(k).cloned()).collect();
+        let records: Vec<WireRecord> = out.records.iter().take(5_000).cloned().collect();
+        let sent = (|| -> std::io::Result<()> {
+            for chunk in flows.chunks(20_000) {
+                write_frame(stream, &ToHub::Flows(chunk.to_vec()))?;
+            }
+            if !records.is_empty() {
+                write_frame(stream, &ToHub::Records(records.clone()))?;
+            }
+            write_frame(stream, &ToHub::Status { packets, records_dropped: out.records_dropped, done })
+        })();
+        match sent {
+            Ok(()) => {
+                out.dirty.clear();
+                out.records.drain(..records.len());
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the hub; reconnecting");
+                self.stream = None;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Whether the frame belongs to part `i` of `n`: by a hash of its two
+/// endpoints, the same both ways, so a flow stays in one part.
+fn in_part(link: trawl_core::LinkType, frame: &[u8], (i, n): (u32, u32)) -> bool {
+    if n <= 1 {
+        return true;
+    }
+    let Decoded::Packet(p) = decode(link, frame) else { return i == 0 };
+    let (a, b) = ((p.src, p.src_port), (p.dst, p.dst_port));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (a.min(b), a.max(b)).hash(&mut h);
+    (h.finish() % u64::from(n)) as u32 == i
+}
+
+/// Replays this worker's part of the capture to the hub, then waits until
+/// everything is sent.
+pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
+    let (plugins, _reloader, _rejected) = plugins_for(&opts.replay)?;
+    let mut engine = engine_for(&opts.replay, plugins);
+    let boot_id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+    );
+    let mut link = Link {
+        opts: opts.clone(),
+        boot_id,
+        stream: None,
+        next_try: Instant::now(),
+        backoff: Duration::from_millis(200),
+    };
+    let mut out = Outbox::default();
+    let mut capture = CaptureFile::open(&opts.replay.capture)?;
+    let started = Instant::now();
+    let mut first: Option<u64> = None;
+    let mut last_flush = Instant::now();
+    let mut failure: Option<anyhow::Error> = None;
+    let collect = |engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>, out: &mut Outbox| {
+        let now = engine.now();
+        engine.sink_mut().tick(now);
+        for h in engine.sink_mut().take_records() {
+            out.add_record(&h, opts.max_records);
+        }
+        for d in engine.take_deltas() {
+            out.add_delta(&d);
+        }
+    };
+    capture.for_each_frame(|frame| {
+        if failure.is_some() || !in_part(frame.link, frame.data, opts.part) {
+            return;
+        }
+        let first_ts = *first.get_or_insert(frame.ts.0);
+        if let Some(speed) = opts.speed {
+            wait_until_due(started, Duration::from_nanos(frame.ts.0.saturating_sub(first_ts)), speed, || {});
+        }
+        engine.process(frame.link, Timestamp(frame.ts.0), frame.data, frame.wire_len);
+        if last_flush.elapsed() >= Duration::from_millis(100) {
+            last_flush = Instant::now();
+            collect(&mut engine, &mut out);
+            if let Err(e) = link.flush(&mut out, engine.stats().frames, false) {
+                failure = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    engine.finish();
+    collect(&mut engine, &mut out);
+    // Keep trying until the hub has everything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = out.records.is_empty();
+        if link.flush(&mut out, engine.stats().frames, last)? && out.records.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the hub at {} did not take the last counts within 60 s", opts.hub);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One more Status with done set, now that the queue is empty.
+    link.flush(&mut out, engine.stats().frames, true).context("final status")?;
+    Ok(())
+}

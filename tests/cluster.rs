@@ -1,0 +1,117 @@
+//! Worker/hub on loopback: one `trawl hub` and three `trawl worker`
+//! processes replaying disjoint parts of the demo capture. The hub's maps
+//! must equal the single-process map of the same traffic, also after one
+//! worker is killed mid-run and started again (which sends its flows and
+//! records a second time), and a worker with the wrong token is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Terminated, free_port, project_root};
+
+fn get(port: u16, path: &str) -> Value {
+    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The cumulative numbers of a map's edges, by edge id.
+fn totals(map: &Value) -> BTreeMap<String, Value> {
+    map["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let keep = ["flows", "to_server", "to_client", "requests", "errors", "request_bytes", "response_bytes"];
+            let v: serde_json::Map<String, Value> =
+                keep.iter().filter_map(|k| Some((k.to_string(), e.get(*k)?.clone()))).collect();
+            (e["id"].as_str().unwrap().to_string(), Value::Object(v))
+        })
+        .collect()
+}
+
+/// Waits until the map stops changing (the replay is over).
+fn settled(port: u16, query: &str) -> Value {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = get(port, &format!("/api/map?{query}"));
+        if now["edges"].as_array().is_some_and(|e| !e.is_empty()) && totals(&now) == totals(&last) {
+            return now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the map of port {port} never settled");
+        last = now;
+    }
+}
+
+fn worker(workers: u16, token: &str, node: &str, part: &str, speed: &str) -> Command {
+    let demo = project_root().join("examples/demo");
+    let mut c = support::trawl();
+    c.args(["worker", "--hub", &format!("127.0.0.1:{workers}"), "--token", token, "--node", node])
+        .args(["--part", part, "--speed", speed, "--replay"])
+        .arg(demo.join("demo.pcap"))
+        .stderr(Stdio::null());
+    c
+}
+
+#[test]
+fn hub_with_three_workers_equals_one_process_and_survives_a_restart() {
+    let demo = project_root().join("examples/demo");
+    let (reference, ref_port) = support::serve_demo(&["--speed", "max"]);
+    let want_l4 = totals(&settled(ref_port, "map=l4&group_by=pod"));
+    let want_l7 = totals(&settled(ref_port, "map=l7&group_by=pod"));
+    drop(reference);
+
+    let (workers, ui) = (free_port(), free_port());
+    let _hub = Terminated(
+        support::trawl()
+            .args(["hub", "--workers", &format!("127.0.0.1:{workers}"), "--listen", &format!("127.0.0.1:{ui}")])
+            .args(["--token", "s3cret", "--inventory"])
+            .arg(demo.join("inventory.json"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_for("trawl hub", || std::net::TcpStream::connect(("127.0.0.1", ui)).is_ok());
+
+    // A wrong token is refused, and says so.
+    let refused = worker(workers, "wrong", "node-x", "0/3", "max").stderr(Stdio::piped()).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("wrong token"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // Worker 1 is killed part-way through, then started again from scratch.
+    let mut doomed = worker(workers, "s3cret", "node-b", "1/3", "1").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = doomed.kill();
+    let _ = doomed.wait();
+    let runs: Vec<_> = [("node-a", "0/3"), ("node-b", "1/3"), ("node-c", "2/3")]
+        .iter()
+        .map(|(node, part)| worker(workers, "s3cret", node, part, "max").spawn().unwrap())
+        .collect();
+    for mut w in runs {
+        assert!(w.wait().unwrap().success(), "a worker failed");
+    }
+
+    let got_l4 = totals(&settled(ui, "map=l4&group_by=pod"));
+    let got_l7 = totals(&settled(ui, "map=l7&group_by=pod"));
+    assert_eq!(got_l4, want_l4, "the hub's L4 map differs from one process's");
+    assert_eq!(got_l7, want_l7, "the hub's L7 map differs from one process's");
+
+    let health = get(ui, "/api/health");
+    let workers = health["workers"].as_object().unwrap();
+    let nodes: Vec<&str> = workers.values().filter_map(|w| w["node"].as_str()).collect();
+    for n in ["node-a", "node-b", "node-c"] {
+        assert!(nodes.contains(&n), "{n} missing from {health}");
+    }
+    assert!(workers.values().filter(|w| w["node"] == "node-b").any(|w| w["done"] == true), "{health}");
+    assert!(workers.values().all(|w| w["connected"] == false), "workers that finished should show as gone: {health}");
+}
