@@ -3,9 +3,10 @@
 //! totals and L7 records.
 //!
 //! Memory is bounded: records wait in a queue of `max_records` and the
-//! newest are dropped (and counted) when the hub cannot keep up. When the
+//! newest are dropped (and counted) when the hub cannot keep up, and a
+//! flow's totals are kept only until the hub has them closed. When the
 //! connection breaks the worker reconnects with backoff and sends every
-//! flow's totals again, which the hub counts only as far as they grew.
+//! open flow's totals again, which the hub counts only as far as they grew.
 
 use super::proto::{FlowTotals, PROTOCOL_VERSION, ToHub, ToWorker, WireRecord, read_frame, write_frame};
 use crate::capture::CaptureFile;
@@ -171,6 +172,9 @@ impl Link {
             Ok(()) => {
                 out.dirty.clear();
                 out.records.drain(..records.len());
+                // A closed flow the hub has will not grow again: memory
+                // stays with the open flows.
+                out.totals.retain(|_, t| !t.closed);
                 Ok(true)
             }
             Err(e) => {
