@@ -19,19 +19,8 @@ fn get(port: u16, path: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// The cumulative numbers of a map's edges, by edge id.
 fn totals(map: &Value) -> BTreeMap<String, Value> {
-    map["edges"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let keep = ["flows", "to_server", "to_client", "requests", "errors", "request_bytes", "response_bytes"];
-            let v: serde_json::Map<String, Value> =
-                keep.iter().filter_map(|k| Some((k.to_string(), e.get(*k)?.clone()))).collect();
-            (e["id"].as_str().unwrap().to_string(), Value::Object(v))
-        })
-        .collect()
+    support::map_totals(map)
 }
 
 /// Waits until the map stops changing (the replay is over).

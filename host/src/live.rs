@@ -26,6 +26,64 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use trawl_core::{LinkType, Timestamp};
 
+/// Where live capture delivers: the graph service (`trawl serve --live`)
+/// or a worker's outbox for the hub (`trawl worker --live`).
+pub trait LiveSink: Send + Sync {
+    /// Identity and capture filters: which workloads get payload capture.
+    fn targeting(&self) -> (Arc<trawl_core::Identity>, CaptureFilter);
+    fn legend(&self, _entries: Vec<trawl_core::l7map::LegendEntry>) {}
+    fn flows(&self, deltas: &[trawl_core::FlowDelta], stats: trawl_ebpf::EbpfStats, now: Timestamp);
+    /// Takes the engine's records; its own flow deltas are dropped (L4
+    /// comes from the eBPF counters, which see every workload).
+    fn records(
+        &self,
+        engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>,
+        reloader: Option<&crate::plugins::registry::Reloader>,
+    );
+    fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64);
+}
+
+/// The graph service as a live sink.
+#[derive(Debug, Clone)]
+pub struct ServiceSink(pub SharedState);
+
+impl LiveSink for ServiceSink {
+    fn targeting(&self) -> (Arc<trawl_core::Identity>, CaptureFilter) {
+        let st = lock(&self.0);
+        (st.identity.clone(), st.capture_filter.clone())
+    }
+
+    fn legend(&self, entries: Vec<trawl_core::l7map::LegendEntry>) {
+        lock(&self.0).set_legend(entries);
+    }
+
+    fn flows(&self, deltas: &[trawl_core::FlowDelta], stats: trawl_ebpf::EbpfStats, now: Timestamp) {
+        let mut st = lock(&self.0);
+        for d in deltas {
+            st.add_delta(d);
+        }
+        st.counters.packets = stats.packets;
+        st.counters.packets_dropped = stats.skipped + stats.map_full;
+        st.now = st.now.max(now);
+    }
+
+    fn records(
+        &self,
+        engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>,
+        reloader: Option<&crate::plugins::registry::Reloader>,
+    ) {
+        publish_from(engine, &self.0, reloader, false);
+    }
+
+    fn interfaces(&self, counted: Vec<String>, mut payload: Vec<String>, ring_drops: u64) {
+        payload.sort();
+        let mut st = lock(&self.0);
+        st.live.payload = payload;
+        st.live.counted = counted;
+        st.counters.ring_drops = ring_drops;
+    }
+}
+
 /// How often the counters are read and the pods listed again.
 const POLL: Duration = Duration::from_secs(1);
 const RESCAN_EVERY: u32 = 3;
@@ -86,16 +144,16 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
     let pods = Arc::new(Mutex::new(counters.pods().to_vec()));
     let stop = Arc::new(AtomicBool::new(false));
     let l7 = {
-        let (state, pods, stop, opts) = (state.clone(), pods.clone(), stop.clone(), opts.clone());
+        let (sink, pods, stop, opts) = (ServiceSink(state.clone()), pods.clone(), stop.clone(), opts.clone());
         std::thread::Builder::new().name("live-l7".into()).spawn(move || {
-            if let Err(e) = dissect(&opts, &state, &pods, &stop) {
+            if let Err(e) = dissect(&opts, &sink, &pods, &stop) {
                 eprintln!("trawl: L7 capture stopped: {e:#}");
             }
         })?
     };
     let feeder = {
-        let (state, stop) = (state.clone(), stop.clone());
-        move || count(counters, &state, &pods, &stop)
+        let (sink, stop) = (ServiceSink(state.clone()), stop.clone());
+        move || count(counters, &sink, &pods, &stop)
     };
     let served = serve_state(state, opts.listen, "live-l4", feeder);
     stop.store(true, Ordering::Relaxed);
@@ -103,8 +161,8 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
     served
 }
 
-/// The L4 side: read the counters every second into the service.
-fn count(mut counters: LiveCounters, state: &SharedState, pods: &Mutex<Vec<PodInterface>>, stop: &AtomicBool) {
+/// The L4 side: read the counters every second into the sink.
+pub fn count(mut counters: LiveCounters, sink: &dyn LiveSink, pods: &Mutex<Vec<PodInterface>>, stop: &AtomicBool) {
     let mut rounds = 0u32;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(POLL);
@@ -116,21 +174,10 @@ fn count(mut counters: LiveCounters, state: &SharedState, pods: &Mutex<Vec<PodIn
             }
         }
         let now = wall_now();
-        let deltas = match counters.poll(now) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the flow counters");
-                continue;
-            }
-        };
-        let stats = counters.stats();
-        let mut st = lock(state);
-        for d in &deltas {
-            st.add_delta(d);
+        match counters.poll(now) {
+            Ok(deltas) => sink.flows(&deltas, counters.stats(), now),
+            Err(e) => tracing::warn!(error = %e, "cannot read the flow counters"),
         }
-        st.counters.packets = stats.packets;
-        st.counters.packets_dropped = stats.skipped + stats.map_full;
-        st.now = st.now.max(now);
     }
 }
 
@@ -188,14 +235,14 @@ impl Reorder {
 }
 
 /// The L7 side: rings on the targeted pods' interfaces into the engine.
-fn dissect(
+pub fn dissect(
     opts: &LiveOptions,
-    state: &SharedState,
+    sink: &dyn LiveSink,
     pods: &Mutex<Vec<PodInterface>>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
-    lock(state).set_legend(plugins.iter().map(legend).collect());
+    sink.legend(plugins.iter().map(legend).collect());
     let mut engine = engine_for(&opts.replay, plugins);
     let mut rings: Vec<PacketRing> = Vec::new();
     let mut captured: HashSet<IpAddr> = HashSet::new();
@@ -203,15 +250,13 @@ fn dissect(
     let mut retarget = Instant::now() - POLL * RESCAN_EVERY;
     let mut last_publish = Instant::now();
     let mut reorder = Reorder::default();
+    let mut counted: Vec<String> = Vec::new();
     let mut last_packet = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if retarget.elapsed() >= POLL * RESCAN_EVERY {
             retarget = Instant::now();
             let pods = pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            let (identity, filter) = {
-                let st = lock(state);
-                (st.identity.clone(), st.capture_filter.clone())
-            };
+            let (identity, filter) = sink.targeting();
             let now = wall_now();
             let targeted: Vec<&PodInterface> =
                 pods.iter().filter(|p| p.ips.iter().any(|&ip| filter.targets(&identity.resolve(ip, now)))).collect();
@@ -227,12 +272,7 @@ fn dissect(
                 }
             }
             captured = targeted.iter().flat_map(|p| p.ips.iter().copied()).collect();
-            {
-                let mut st = lock(state);
-                st.live.payload = rings.iter().map(|r| r.iface.clone()).collect();
-                st.live.payload.sort();
-                st.live.counted = pods.iter().map(|p| p.host_iface.clone()).collect();
-            }
+            counted = pods.iter().map(|p| p.host_iface.clone()).collect();
             tracing::debug!(rings = rings.len(), "L7 capture retargeted");
         }
         let mut got = 0;
@@ -262,16 +302,13 @@ fn dissect(
             last_publish = Instant::now();
             // Let connections that went quiet finish their records.
             engine.sink_mut().tick(wall_now());
-            publish_from(&mut engine, state, reloader.as_ref(), false);
-            let mut dropped = 0;
+            sink.records(&mut engine, reloader.as_ref());
             for r in &mut rings {
                 let d = r.drops();
                 *drops_before.entry(r.iface.clone()).or_default() = d;
             }
-            for d in drops_before.values() {
-                dropped += d;
-            }
-            lock(state).counters.ring_drops = dropped;
+            let dropped = drops_before.values().sum();
+            sink.interfaces(counted.clone(), rings.iter().map(|r| r.iface.clone()).collect(), dropped);
         }
     }
     Ok(())

@@ -57,9 +57,17 @@ struct WorkerArgs {
     /// This worker's id (default: the process id).
     #[arg(long)]
     worker_id: Option<String>,
-    /// Capture file to replay as this node's traffic.
-    #[arg(long, value_name = "FILE")]
-    replay: PathBuf,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// With --live: inventory for deciding which workloads are targeted. May repeat.
+    #[arg(long, value_name = "FILE", requires = "live")]
+    inventory: Vec<PathBuf>,
+    /// With --live: dissect L7 only for pods whose name matches this regex.
+    #[arg(long, value_name = "REGEX", requires = "live")]
+    capture_filter: Option<String>,
+    /// With --live: never dissect L7 in these namespaces. May repeat.
+    #[arg(long = "exclude-namespace", value_name = "NS", requires = "live")]
+    exclude_namespaces: Vec<String>,
     /// Replay only part I of N of the flows (`I/N`), so N workers split a capture.
     #[arg(long, default_value = "0/1", value_parser = parse_part)]
     part: (u32, u32),
@@ -111,8 +119,9 @@ struct CountArgs {
     max_flows: u32,
 }
 
+/// Where traffic comes from: a capture replayed, or this node live.
 #[derive(Debug, clap::Args)]
-struct ServeArgs {
+struct SourceArgs {
     /// Capture file (pcap or pcapng) to replay.
     #[arg(long, value_name = "FILE", required_unless_present = "live", conflicts_with = "live")]
     replay: Option<PathBuf>,
@@ -124,6 +133,12 @@ struct ServeArgs {
     /// whose name starts with this.
     #[arg(long, default_value = "", requires = "live")]
     netns_prefix: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    source: SourceArgs,
     /// With --live: take workload identity from the Kubernetes API too
     /// (in-cluster service account, or the kubeconfig), kept current by
     /// watches on pods, services, endpointslices, nodes and namespaces.
@@ -315,9 +330,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            match args.replay {
+            match args.source.replay {
                 Some(capture) => serve(capture, args.inventory, args.speed, args.repeat, args.common)?,
-                None => serve_live(args.netns_prefix, args.kube, args.inventory, args.common)?,
+                None => serve_live(args.source.netns_prefix, args.kube, args.inventory, args.common)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -346,18 +361,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(a) => {
-            let mut replay = ReplayOptions::new(a.replay);
+            let mut replay = ReplayOptions::new(a.source.replay.clone().unwrap_or_default());
             replay.plugin_dirs = a.plugin_dirs;
-            trawl_host::cluster::worker::run(trawl_host::cluster::worker::WorkerOptions {
+            replay.inventories = a.inventory;
+            let opts = trawl_host::cluster::worker::WorkerOptions {
                 hub: a.hub,
                 token: token(a.token)?,
                 node: a.node,
                 worker_id: a.worker_id.unwrap_or_else(|| std::process::id().to_string()),
-                replay,
+                replay: replay.clone(),
                 speed: a.speed.0,
                 part: a.part,
                 max_records: a.max_records,
-            })?;
+            };
+            if a.source.live {
+                let capture_filter = capture_filter(a.capture_filter, Vec::new(), a.exclude_namespaces)?;
+                let live = trawl_host::live::LiveOptions {
+                    netns_prefix: a.source.netns_prefix,
+                    replay,
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    capture_filter,
+                    max_flows: 65_536,
+                    kube: false,
+                };
+                trawl_host::cluster::worker::run_live(opts, live)?;
+            } else {
+                trawl_host::cluster::worker::run(opts)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Hub(a) => {
@@ -430,6 +460,19 @@ fn count(a: CountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Capture filters from the command line.
+fn capture_filter(
+    regex: Option<String>,
+    namespaces: Vec<String>,
+    exclude_namespaces: Vec<String>,
+) -> anyhow::Result<trawl_host::service::CaptureFilter> {
+    let pod_regex = match regex {
+        Some(r) => Some(regex::Regex::new(&r).with_context(|| format!("invalid --capture-filter {r:?}"))?),
+        None => None,
+    };
+    Ok(trawl_host::service::CaptureFilter { pod_regex, namespaces, exclude_namespaces })
+}
+
 /// Replay options (inventories, plugins, window) and capture filters from
 /// the command line.
 fn service_options(
@@ -442,15 +485,7 @@ fn service_options(
     replay.rate_window_secs = a.rate_window;
     replay.watch = !a.plugin_dirs.is_empty();
     replay.plugin_dirs = a.plugin_dirs;
-    let pod_regex = match a.capture_filter {
-        Some(r) => Some(regex::Regex::new(&r).with_context(|| format!("invalid --capture-filter {r:?}"))?),
-        None => None,
-    };
-    let capture_filter = trawl_host::service::CaptureFilter {
-        pod_regex,
-        namespaces: a.namespaces,
-        exclude_namespaces: a.exclude_namespaces,
-    };
+    let capture_filter = capture_filter(a.capture_filter, a.namespaces, a.exclude_namespaces)?;
     Ok((replay, capture_filter, a.listen))
 }
 

@@ -268,3 +268,19 @@ pub fn serve_demo(args: &[&str]) -> (Terminated, u16) {
     wait_for("trawl serve", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     (server, port)
 }
+
+/// The cumulative numbers of a map's edges by edge id (rates left out), for
+/// comparing two servers' maps of the same traffic.
+pub fn map_totals(map: &serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
+    map["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let keep = ["flows", "to_server", "to_client", "requests", "errors", "request_bytes", "response_bytes"];
+            let v: serde_json::Map<String, serde_json::Value> =
+                keep.iter().filter_map(|k| Some((k.to_string(), e.get(*k)?.clone()))).collect();
+            Some((e["id"].as_str()?.to_string(), serde_json::Value::Object(v)))
+        })
+        .collect()
+}

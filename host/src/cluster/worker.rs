@@ -270,3 +270,95 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     link.flush(&mut out, engine.stats().frames, true).context("final status")?;
     Ok(())
 }
+
+/// The worker's outbox as the sink of live capture.
+struct WorkerSink {
+    out: std::sync::Mutex<Outbox>,
+    identity: std::sync::Arc<trawl_core::Identity>,
+    filter: crate::service::CaptureFilter,
+    max_records: usize,
+    packets: std::sync::atomic::AtomicU64,
+}
+
+impl WorkerSink {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl crate::live::LiveSink for WorkerSink {
+    fn targeting(&self) -> (std::sync::Arc<trawl_core::Identity>, crate::service::CaptureFilter) {
+        (self.identity.clone(), self.filter.clone())
+    }
+
+    fn flows(&self, deltas: &[FlowDelta], stats: trawl_ebpf::EbpfStats, _now: Timestamp) {
+        let mut out = self.outbox();
+        for d in deltas {
+            out.add_delta(d);
+        }
+        self.packets.store(stats.packets, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn records(
+        &self,
+        engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>,
+        _reloader: Option<&crate::plugins::registry::Reloader>,
+    ) {
+        let records = engine.sink_mut().take_records();
+        drop(engine.take_deltas());
+        let mut out = self.outbox();
+        for h in &records {
+            out.add_record(h, self.max_records);
+        }
+    }
+
+    fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64) {
+        tracing::debug!(counted = counted.len(), payload = payload.len(), ring_drops, "live interfaces");
+    }
+}
+
+/// `trawl worker --live`: eBPF counters on every workload of this node
+/// and payload capture on the targeted ones, sent to the hub until the
+/// process is stopped (its programs go with it).
+pub fn run_live(opts: WorkerOptions, live: crate::live::LiveOptions) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let identity = Arc::new(crate::replay::load_identity(&live.replay.inventories)?);
+    let counters = crate::capture::live::LiveCounters::start(&live.netns_prefix, live.max_flows)?;
+    eprintln!("trawl worker: counting on {} interfaces: {}", counters.attached().len(), counters.attached().join(" "));
+    let sink = Arc::new(WorkerSink {
+        out: Mutex::new(Outbox::default()),
+        identity,
+        filter: live.capture_filter.clone(),
+        max_records: opts.max_records,
+        packets: std::sync::atomic::AtomicU64::new(0),
+    });
+    let pods = Arc::new(Mutex::new(counters.pods().to_vec()));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (sink, pods, stop) = (sink.clone(), pods.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("live-l4".into())
+            .spawn(move || crate::live::count(counters, &*sink, &pods, &stop))?;
+    }
+    {
+        let (sink, pods, stop, live) = (sink.clone(), pods.clone(), stop.clone(), live.clone());
+        std::thread::Builder::new().name("live-l7".into()).spawn(move || {
+            if let Err(e) = crate::live::dissect(&live, &*sink, &pods, &stop) {
+                eprintln!("trawl worker: L7 capture stopped: {e:#}");
+            }
+        })?;
+    }
+    let boot_id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+    );
+    let mut link = Link { opts, boot_id, stream: None, next_try: Instant::now(), backoff: Duration::from_millis(200) };
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        let packets = sink.packets.load(Ordering::Relaxed);
+        link.flush(&mut sink.outbox(), packets, false)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! A live worker and a hub (root, as CI runs): `trawl worker --live` on
+//! the netns lab sends to `trawl hub`, while `trawl serve --live` watches
+//! the same lab as the one-process reference. After the same traffic the
+//! hub's L4 and L7 maps equal the reference's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Terminated, free_port, scratch, tools_or_skip};
+use trawl_host::demo::workloads::{DEMO_TOOLS, client_round, demo_pods, start_servers};
+use trawl_host::lab::Lab;
+
+fn totals(port: u16, query: &str) -> BTreeMap<String, Value> {
+    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/api/map?{query}")]).output().unwrap();
+    support::map_totals(&serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+fn spawn(args: &[&str]) -> Terminated {
+    Terminated(support::trawl().args(args).stderr(Stdio::inherit()).spawn().unwrap())
+}
+
+#[test]
+fn a_live_worker_through_the_hub_equals_one_process() {
+    if !support::root_or_skip() || !tools_or_skip(DEMO_TOOLS) {
+        return;
+    }
+    let dir = scratch("live-cluster");
+    let prefix = format!("tc{}", std::process::id() % 100_000);
+    let mut lab = Lab::create(&prefix, 2, &demo_pods()).unwrap();
+    start_servers(&mut lab, &dir).unwrap();
+    let inventory = dir.join("inventory.json");
+    std::fs::write(&inventory, lab.inventory().to_string()).unwrap();
+    let inv = inventory.to_str().unwrap();
+    let netns = lab.netns_prefix();
+    let (reference_port, hub_ui, hub_workers) = (free_port(), free_port(), free_port());
+    let _reference = spawn(&[
+        "serve",
+        "--live",
+        "--netns-prefix",
+        &netns,
+        "--inventory",
+        inv,
+        "--listen",
+        &format!("127.0.0.1:{reference_port}"),
+    ]);
+    let _hub = spawn(&[
+        "hub",
+        "--token",
+        "t0k",
+        "--workers",
+        &format!("127.0.0.1:{hub_workers}"),
+        "--listen",
+        &format!("127.0.0.1:{hub_ui}"),
+        "--inventory",
+        inv,
+    ]);
+    support::wait_for("hub", || std::net::TcpStream::connect(("127.0.0.1", hub_ui)).is_ok());
+    support::wait_for("reference", || std::net::TcpStream::connect(("127.0.0.1", reference_port)).is_ok());
+    let _worker = spawn(&[
+        "worker",
+        "--live",
+        "--hub",
+        &format!("127.0.0.1:{hub_workers}"),
+        "--token",
+        "t0k",
+        "--node",
+        "node-a",
+        "--netns-prefix",
+        &netns,
+        "--inventory",
+        inv,
+    ]);
+    // Both attach and open their rings.
+    std::thread::sleep(Duration::from_secs(4));
+    for n in 0..3 {
+        client_round(&lab, n).unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let (want_l4, got_l4) = (totals(reference_port, "map=l4&group_by=pod"), totals(hub_ui, "map=l4&group_by=pod"));
+        let (want_l7, got_l7) = (totals(reference_port, "map=l7&group_by=pod"), totals(hub_ui, "map=l7&group_by=pod"));
+        if !want_l7.is_empty() && want_l4 == got_l4 && want_l7 == got_l7 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "hub and one-process maps differ:\nL4 want {want_l4:#?}\nL4 got {got_l4:#?}\nL7 want {want_l7:#?}\nL7 got {got_l7:#?}"
+        );
+    }
+    drop(lab);
+    assert_eq!(Lab::leftovers(&prefix), Vec::<String>::new());
+}
