@@ -1,7 +1,8 @@
-//! A live worker and a hub (root, as CI runs): `trawl worker --live` on
-//! the netns lab sends to `trawl hub`, while `trawl serve --live` watches
-//! the same lab as the one-process reference. After the same traffic the
-//! hub's L4 and L7 maps equal the reference's.
+//! Live workers and a hub (root, as CI runs): one `trawl worker --live` per
+//! node of the netns lab sends to `trawl hub`, while `trawl serve --live`
+//! watches the same lab as the one-process reference. After the same
+//! traffic (same-node and cross-node) the hub's L4 and L7 maps equal the
+//! reference's: each packet and each request counted once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,7 +26,7 @@ fn spawn(args: &[&str]) -> Terminated {
 }
 
 #[test]
-fn a_live_worker_through_the_hub_equals_one_process() {
+fn live_workers_on_two_nodes_through_the_hub_equal_one_process() {
     if !support::root_or_skip() || !tools_or_skip(DEMO_TOOLS) {
         return;
     }
@@ -61,20 +62,28 @@ fn a_live_worker_through_the_hub_equals_one_process() {
     ]);
     support::wait_for("hub", || std::net::TcpStream::connect(("127.0.0.1", hub_ui)).is_ok());
     support::wait_for("reference", || std::net::TcpStream::connect(("127.0.0.1", reference_port)).is_ok());
-    let _worker = spawn(&[
-        "worker",
-        "--live",
-        "--hub",
-        &format!("127.0.0.1:{hub_workers}"),
-        "--token",
-        "t0k",
-        "--node",
-        "node-a",
-        "--netns-prefix",
-        &netns,
-        "--inventory",
-        inv,
-    ]);
+    // One worker per lab node: each takes its node's pods, and a packet
+    // between pods on the two nodes is counted by the sender's worker only.
+    let hub = format!("127.0.0.1:{hub_workers}");
+    let _workers: Vec<Terminated> = ["node-a", "node-b"]
+        .iter()
+        .map(|node| {
+            spawn(&[
+                "worker",
+                "--live",
+                "--hub",
+                &hub,
+                "--token",
+                "t0k",
+                "--node",
+                node,
+                "--netns-prefix",
+                &netns,
+                "--inventory",
+                inv,
+            ])
+        })
+        .collect();
     // Both attach and open their rings.
     std::thread::sleep(Duration::from_secs(4));
     for n in 0..3 {

@@ -238,6 +238,21 @@ impl Identity {
             .collect()
     }
 
+    /// Addresses of pods (not hostNetwork, not finished) at `ts`, with
+    /// their node: where each pod's traffic is counted in a cluster.
+    pub fn pod_addresses(&self, ts: Timestamp) -> Vec<(IpAddr, Option<String>)> {
+        let mut out: Vec<(IpAddr, Option<String>)> = self
+            .by_ip
+            .iter()
+            .filter_map(|(ip, list)| {
+                let b = list.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from))?;
+                (b.rank == Rank::Pod && b.workload.kind == WorkloadKind::Pod).then(|| (*ip, b.workload.node.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The Services (`namespace/name`) whose endpoints list `ip`: a pod
     /// reached through a Service is linked to it this way.
     pub fn services_of(&self, ip: IpAddr) -> &[String] {

@@ -278,6 +278,9 @@ struct WorkerSink {
     filter: crate::service::CaptureFilter,
     max_records: usize,
     packets: std::sync::atomic::AtomicU64,
+    /// Targeted pods on other nodes: a conversation they started is
+    /// reported by their node's worker (the client's side), not twice.
+    remote_pods: HashSet<IpAddr>,
 }
 
 impl WorkerSink {
@@ -307,7 +310,7 @@ impl crate::live::LiveSink for WorkerSink {
         let records = engine.sink_mut().take_records();
         drop(engine.take_deltas());
         let mut out = self.outbox();
-        for h in &records {
+        for h in records.iter().filter(|h| !self.remote_pods.contains(&h.conn.client.ip)) {
             out.add_record(h, self.max_records);
         }
     }
@@ -324,7 +327,22 @@ pub fn run_live(opts: WorkerOptions, live: crate::live::LiveOptions) -> anyhow::
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let identity = Arc::new(crate::replay::load_identity(&live.replay.inventories)?);
-    let counters = crate::capture::live::LiveCounters::start(&live.netns_prefix, live.max_flows)?;
+    let mut counters = crate::capture::live::LiveCounters::start(&live.netns_prefix, live.max_flows)?;
+    // Counting once across nodes: this worker takes its node's pods; the
+    // other nodes' pods are counted by their workers at their own
+    // interfaces, so packets from them are not counted again here.
+    let now = Timestamp(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64);
+    let pods_known = identity.pod_addresses(now);
+    let mut remote_pods = HashSet::new();
+    if !pods_known.is_empty() {
+        let (local, remote): (Vec<_>, Vec<_>) =
+            pods_known.into_iter().partition(|(_, node)| node.as_deref() == Some(opts.node.as_str()));
+        let remote: Vec<IpAddr> = remote.into_iter().map(|(ip, _)| ip).collect();
+        // Their workers capture payloads only of the pods the filters target.
+        remote_pods
+            .extend(remote.iter().copied().filter(|&ip| live.capture_filter.targets(&identity.resolve(ip, now))));
+        counters.set_cluster(local.into_iter().map(|(ip, _)| ip).collect(), remote)?;
+    }
     eprintln!("trawl worker: counting on {} interfaces: {}", counters.attached().len(), counters.attached().join(" "));
     let sink = Arc::new(WorkerSink {
         out: Mutex::new(Outbox::default()),
@@ -332,6 +350,7 @@ pub fn run_live(opts: WorkerOptions, live: crate::live::LiveOptions) -> anyhow::
         filter: live.capture_filter.clone(),
         max_records: opts.max_records,
         packets: std::sync::atomic::AtomicU64::new(0),
+        remote_pods,
     });
     let pods = Arc::new(Mutex::new(counters.pods().to_vec()));
     let stop = Arc::new(AtomicBool::new(false));

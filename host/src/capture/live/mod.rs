@@ -27,6 +27,9 @@ pub struct LiveCounters {
     /// IPs whose sent packets are counted elsewhere in the cluster (a
     /// worker on another node); the local workloads are added to these.
     remote_senders: Vec<IpAddr>,
+    /// Only workloads with an address here are this node's (a worker
+    /// picks its node's pods from the inventory); `None`: all of them.
+    only: Option<std::collections::HashSet<IpAddr>>,
 }
 
 impl LiveCounters {
@@ -40,6 +43,7 @@ impl LiveCounters {
             netns_prefix: netns_prefix.to_string(),
             pods: Vec::new(),
             remote_senders: Vec::new(),
+            only: None,
         };
         live.rescan()?;
         Ok(live)
@@ -48,7 +52,10 @@ impl LiveCounters {
     /// Attaches to new workloads, lets go of gone ones, and updates which
     /// senders are counted at their own interface.
     pub fn rescan(&mut self) -> Result<()> {
-        let pods = discover::discover(&self.netns_prefix)?;
+        let mut pods = discover::discover(&self.netns_prefix)?;
+        if let Some(only) = &self.only {
+            pods.retain(|p| p.ips.iter().any(|ip| only.contains(ip)));
+        }
         let want: BTreeSet<&str> = pods.iter().map(|p| p.host_iface.as_str()).collect();
         for gone in self.counters.attached().into_iter().filter(|i| !want.contains(i.as_str())) {
             self.counters.detach(&gone);
@@ -64,6 +71,16 @@ impl LiveCounters {
         self.counters.set_counted_senders(&senders)?;
         self.pods = pods;
         Ok(())
+    }
+
+    /// The cluster's view for counting once across nodes: `local` are the
+    /// addresses of this node's workloads (others found here are left to
+    /// their own node's worker), `remote` the workloads that other
+    /// workers count at their senders' interfaces.
+    pub fn set_cluster(&mut self, local: Vec<IpAddr>, remote: Vec<IpAddr>) -> Result<()> {
+        self.only = Some(local.into_iter().collect());
+        self.remote_senders = remote;
+        self.rescan()
     }
 
     pub fn pods(&self) -> &[PodInterface] {
