@@ -38,17 +38,8 @@ fn live_workers_on_two_nodes_through_the_hub_equal_one_process() {
     std::fs::write(&inventory, lab.inventory().to_string()).unwrap();
     let inv = inventory.to_str().unwrap();
     let netns = lab.netns_prefix();
-    let (reference_port, hub_ui, hub_workers) = (free_port(), free_port(), free_port());
-    let _reference = spawn(&[
-        "serve",
-        "--live",
-        "--netns-prefix",
-        &netns,
-        "--inventory",
-        inv,
-        "--listen",
-        &format!("127.0.0.1:{reference_port}"),
-    ]);
+    let (_reference, reference_port) = support::serve_live(&netns, &inventory, &[]);
+    let (hub_ui, hub_workers) = (free_port(), free_port());
     let _hub = spawn(&[
         "hub",
         "--token",
@@ -61,7 +52,6 @@ fn live_workers_on_two_nodes_through_the_hub_equal_one_process() {
         inv,
     ]);
     support::wait_for("hub", || std::net::TcpStream::connect(("127.0.0.1", hub_ui)).is_ok());
-    support::wait_for("reference", || std::net::TcpStream::connect(("127.0.0.1", reference_port)).is_ok());
     // One worker per lab node: each takes its node's pods, and a packet
     // between pods on the two nodes is counted by the sender's worker only.
     let hub = format!("127.0.0.1:{hub_workers}");

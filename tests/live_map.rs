@@ -18,9 +18,9 @@ mod support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use support::{Capture, Terminated, free_port, scratch, tools_or_skip};
+use support::{Capture, scratch, tools_or_skip};
 use trawl_host::demo::workloads::{DEMO_TOOLS, Round, client_round, demo_pods, start_servers};
 use trawl_host::lab::Lab;
 
@@ -31,22 +31,6 @@ fn get(port: u16, query: &str) -> Value {
 
 fn edges(map: &Value) -> BTreeMap<String, Value> {
     map["edges"].as_array().into_iter().flatten().map(|e| (e["id"].as_str().unwrap().to_string(), e.clone())).collect()
-}
-
-fn serve_live(lab: &Lab, inventory: &std::path::Path, extra: &[&str]) -> (Terminated, u16) {
-    let port = free_port();
-    let server = Terminated(
-        support::trawl()
-            .args(["serve", "--live", "--netns-prefix", &lab.netns_prefix(), "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--inventory")
-            .arg(inventory)
-            .args(extra)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    support::wait_for("trawl serve --live", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    (server, port)
 }
 
 #[test]
@@ -85,8 +69,9 @@ fn live_maps_match_server_logs_and_count_once() {
             &format!("tcp and dst host {frontend_ip}"),
         ),
     ];
-    let (all, all_port) = serve_live(&lab, &inventory, &[]);
-    let (filtered, filtered_port) = serve_live(&lab, &inventory, &["--exclude-namespace", "data"]);
+    let (all, all_port) = support::serve_live(&lab.netns_prefix(), &inventory, &[]);
+    let (filtered, filtered_port) =
+        support::serve_live(&lab.netns_prefix(), &inventory, &["--exclude-namespace", "data"]);
     // The rings open on the first retarget; give both a moment.
     std::thread::sleep(Duration::from_secs(4));
 

@@ -65,11 +65,6 @@ fn key(obj: &Value) -> (String, String) {
     (meta["namespace"].as_str().unwrap_or("").to_string(), meta["name"].as_str().unwrap_or("").to_string())
 }
 
-fn wall_now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp(d.as_nanos() as u64)
-}
-
 /// The identity the watchers build, and what they have seen.
 #[derive(Debug, Default)]
 pub struct KubeIdentity {
@@ -156,7 +151,7 @@ pub async fn watch(client: Client, base: Identity, mut publish: impl FnMut(Arc<I
     let mut bursts = streams.ready_chunks(512);
     let mut state = KubeIdentity::new(base);
     while let Some(burst) = bursts.next().await {
-        let now = wall_now();
+        let now = crate::live::wall_now();
         for change in burst {
             state.apply(change, now);
         }

@@ -52,6 +52,13 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process runs as root (namespaces, eBPF and AF_PACKET
+/// need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
 /// The subnet every lab pod lives on.
 pub const LAB_SUBNET: &str = "10.213.0.0/16";
 

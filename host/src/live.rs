@@ -121,7 +121,8 @@ fn watch_kubernetes(state: SharedState, base: trawl_core::Identity) -> anyhow::R
     Ok(())
 }
 
-fn wall_now() -> Timestamp {
+/// Now, by the wall clock: where live rate windows end.
+pub fn wall_now() -> Timestamp {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp(d.as_nanos() as u64)
 }

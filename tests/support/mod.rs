@@ -148,8 +148,7 @@ pub fn stop_tcpdump(mut child: Child) {
 /// True when running as root (live capture needs it). Otherwise the test
 /// skips, except under `CI=true` (CI runs as root), where it fails.
 pub fn root_or_skip() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    let root = trawl_host::lab::is_root();
     if !root {
         assert!(std::env::var("CI").map_or(true, |v| v != "true"), "live capture tests need root");
         eprintln!("skipped: live capture needs root");
@@ -283,4 +282,22 @@ pub fn map_totals(map: &serde_json::Value) -> std::collections::BTreeMap<String,
             Some((e["id"].as_str()?.to_string(), serde_json::Value::Object(v)))
         })
         .collect()
+}
+
+/// Starts `trawl serve --live` on the namespaces starting with
+/// `netns_prefix` and returns once it listens.
+pub fn serve_live(netns_prefix: &str, inventory: &Path, extra: &[&str]) -> (Terminated, u16) {
+    let port = free_port();
+    let server = Terminated(
+        trawl()
+            .args(["serve", "--live", "--netns-prefix", netns_prefix, "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--inventory")
+            .arg(inventory)
+            .args(extra)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("trawl serve --live"),
+    );
+    wait_for("trawl serve --live", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    (server, port)
 }

@@ -123,10 +123,6 @@ impl Merger {
     }
 }
 
-fn wall_now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-}
-
 /// One worker's connection: handshake, then frames until it goes.
 fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mutex<Merger>) -> std::io::Result<()> {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -189,7 +185,7 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
         }
         let dup = m.duplicate_records;
         health(&mut st, &|h| {
-            h["last_seen_ns"] = wall_now_ns().into();
+            h["last_seen_ns"] = crate::live::wall_now().0.into();
             h["flows_received"] = (h["flows_received"].as_u64().unwrap_or(0) + flows as u64).into();
             h["records_received"] = (h["records_received"].as_u64().unwrap_or(0) + records as u64).into();
             h["duplicate_records"] = dup.into();

@@ -115,6 +115,13 @@ struct Link {
 }
 
 impl Link {
+    /// A link not yet connected; the boot id tells the hub this run from
+    /// an earlier one of the same worker.
+    fn new(opts: WorkerOptions) -> Self {
+        let boot_id = format!("{}-{}", std::process::id(), crate::live::wall_now().0);
+        Link { opts, boot_id, stream: None, next_try: Instant::now(), backoff: Duration::from_millis(200) }
+    }
+
     fn connect(&mut self) -> anyhow::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&self.opts.hub, Duration::from_secs(2))?;
         let mut w = stream.try_clone()?;
@@ -204,18 +211,7 @@ fn in_part(link: trawl_core::LinkType, frame: &[u8], (i, n): (u32, u32)) -> bool
 pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let (plugins, _reloader, _rejected) = plugins_for(&opts.replay)?;
     let mut engine = engine_for(&opts.replay, plugins);
-    let boot_id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
-    );
-    let mut link = Link {
-        opts: opts.clone(),
-        boot_id,
-        stream: None,
-        next_try: Instant::now(),
-        backoff: Duration::from_millis(200),
-    };
+    let mut link = Link::new(opts.clone());
     let mut out = Outbox::default();
     let mut capture = CaptureFile::open(&opts.replay.capture)?;
     let started = Instant::now();
@@ -331,7 +327,7 @@ pub fn run_live(opts: WorkerOptions, live: crate::live::LiveOptions) -> anyhow::
     // Counting once across nodes: this worker takes its node's pods; the
     // other nodes' pods are counted by their workers at their own
     // interfaces, so packets from them are not counted again here.
-    let now = Timestamp(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64);
+    let now = crate::live::wall_now();
     let pods_known = identity.pod_addresses(now);
     let mut remote_pods = HashSet::new();
     if !pods_known.is_empty() {
@@ -368,12 +364,7 @@ pub fn run_live(opts: WorkerOptions, live: crate::live::LiveOptions) -> anyhow::
             }
         })?;
     }
-    let boot_id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
-    );
-    let mut link = Link { opts, boot_id, stream: None, next_try: Instant::now(), backoff: Duration::from_millis(200) };
+    let mut link = Link::new(opts);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         let packets = sink.packets.load(Ordering::Relaxed);

@@ -21,9 +21,7 @@ pub const DEMO_PREFIX: &str = "trwdemo";
 
 /// Why the live demo cannot run here, if it cannot.
 pub fn live_unavailable() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
-    if !root {
+    if !crate::lab::is_root() {
         return Some("live capture needs root (network namespaces, eBPF, AF_PACKET)".into());
     }
     if trawl_ebpf::object().is_none_or(<[u8]>::is_empty) {

@@ -263,8 +263,7 @@ impl Subscription {
     }
 
     fn included(&self, request: f64, response: f64) -> f64 {
-        (if self.spec.include_request { request } else { 0.0 })
-            + (if self.spec.include_response { response } else { 0.0 })
+        self.weighing().both(request, response)
     }
 
     fn decorate_l4(&self, e: &mut Value) {

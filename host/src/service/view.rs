@@ -40,7 +40,7 @@ pub struct Weighing {
 }
 
 impl Weighing {
-    fn both(&self, request: f64, response: f64) -> f64 {
+    pub(crate) fn both(&self, request: f64, response: f64) -> f64 {
         (if self.request { request } else { 0.0 }) + (if self.response { response } else { 0.0 })
     }
 
@@ -245,12 +245,13 @@ impl ClientView {
         (total, truncated)
     }
 
-    fn shown_nodes(&self, src: Source<'_>, truncated: bool) -> HashSet<NodeIndex> {
+    /// The nodes to show: the ends of the edges sent, or every node when
+    /// nothing is cut (an L7 map also shows workloads seen only at L4), so
+    /// a client never holds an edge without its ends.
+    fn node_set(&self, src: Source<'_>, truncated: bool) -> HashSet<NodeIndex> {
         if truncated {
-            self.scratch.iter().flat_map(|c| [c.a, c.b]).collect()
+            self.edges.values().flat_map(|e| [e.a, e.b]).collect()
         } else {
-            // Every node, including those with no edge on this map (an L7
-            // map shows the workloads seen only at L4).
             src.node_indices().into_iter().collect()
         }
     }
@@ -290,9 +291,6 @@ impl ClientView {
         self.edges.clear();
         self.nodes.clear();
         let (total, truncated) = self.select(src, w, now);
-        let mut nodes: Vec<&MapNode> =
-            self.shown_nodes(src, truncated).into_iter().filter_map(|ix| src.node(ix)).collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let mut edges = Vec::with_capacity(self.scratch.len());
         for c in &self.scratch {
             let id = Self::edge_id(src, c);
@@ -300,11 +298,11 @@ impl ClientView {
             self.edges.insert(c.ix, Sent { id, s: c.s, a: c.a, b: c.b, waiting: 0 });
         }
         edges.sort_by(|a, b| a.1.cmp(&b.1));
-        for ix in self.shown_nodes(src, truncated) {
-            if let Some(n) = src.node(ix) {
-                self.nodes.insert(ix, n.id.clone());
-            }
-        }
+        let mut nodes: Vec<(NodeIndex, &MapNode)> =
+            self.node_set(src, truncated).into_iter().filter_map(|ix| Some((ix, src.node(ix)?))).collect();
+        nodes.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+        self.nodes = nodes.iter().map(|(ix, n)| (*ix, n.id.clone())).collect();
+        let nodes: Vec<&MapNode> = nodes.into_iter().map(|(_, n)| n).collect();
         self.totals = Self::totals(src, total, self.edges.len(), self.nodes.len());
         self.legend = legend.clone();
         json!({
@@ -403,13 +401,7 @@ impl ClientView {
             edges_changed.push(e);
         }
 
-        // Nodes follow the edges actually sent (all nodes when nothing is
-        // cut), so a client never holds an edge without its ends.
-        let shown: HashSet<NodeIndex> = if truncated {
-            self.edges.values().flat_map(|e| [e.a, e.b]).collect()
-        } else {
-            src.node_indices().into_iter().collect()
-        };
+        let shown = self.node_set(src, truncated);
         let mut nodes_added: Vec<(NodeIndex, &MapNode)> = shown
             .iter()
             .filter(|ix| !self.nodes.contains_key(ix))
