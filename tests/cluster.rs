@@ -2,7 +2,8 @@
 //! processes replaying disjoint parts of the demo capture. The hub's maps
 //! must equal the single-process map of the same traffic, also after one
 //! worker is killed mid-run and started again (which sends its flows and
-//! records a second time), and a worker with the wrong token is refused.
+//! records a second time), and after the hub itself restarts and the
+//! workers reconnect; a worker with the wrong token is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,16 +49,18 @@ fn worker(workers: u16, token: &str, node: &str, part: &str, speed: &str) -> Com
     c
 }
 
-#[test]
-fn hub_with_three_workers_equals_one_process_and_survives_a_restart() {
-    let demo = project_root().join("examples/demo");
+/// The single-process maps of the demo (L4 and L7 totals per edge).
+fn reference() -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
     let (reference, ref_port) = support::serve_demo(&["--speed", "max"]);
     let want_l4 = totals(&settled(ref_port, "map=l4&group_by=pod"));
     let want_l7 = totals(&settled(ref_port, "map=l7&group_by=pod"));
     drop(reference);
+    (want_l4, want_l7)
+}
 
-    let (workers, ui) = (free_port(), free_port());
-    let _hub = Terminated(
+fn hub(workers: u16, ui: u16) -> Terminated {
+    let demo = project_root().join("examples/demo");
+    let hub = Terminated(
         support::trawl()
             .args(["hub", "--workers", &format!("127.0.0.1:{workers}"), "--listen", &format!("127.0.0.1:{ui}")])
             .args(["--token", "s3cret", "--inventory"])
@@ -67,6 +70,22 @@ fn hub_with_three_workers_equals_one_process_and_survives_a_restart() {
             .unwrap(),
     );
     support::wait_for("trawl hub", || std::net::TcpStream::connect(("127.0.0.1", ui)).is_ok());
+    hub
+}
+
+fn http_status(port: u16, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{port}{path}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn hub_with_three_workers_equals_one_process_and_survives_a_worker_restart() {
+    let (want_l4, want_l7) = reference();
+    let (workers, ui) = (free_port(), free_port());
+    let _hub = hub(workers, ui);
 
     // A wrong token is refused, and says so.
     let refused = worker(workers, "wrong", "node-x", "0/3", "max").stderr(Stdio::piped()).output().unwrap();
@@ -103,4 +122,41 @@ fn hub_with_three_workers_equals_one_process_and_survives_a_restart() {
     }
     assert!(workers.values().filter(|w| w["node"] == "node-b").any(|w| w["done"] == true), "{health}");
     assert!(workers.values().all(|w| w["connected"] == false), "workers that finished should show as gone: {health}");
+}
+
+#[test]
+fn a_restarted_hub_gets_the_same_totals_once_the_workers_reconnect() {
+    let (want_l4, want_l7) = reference();
+    let (workers, ui, health) = (free_port(), free_port(), free_port());
+    let first = hub(workers, ui);
+    let _runs: Vec<Terminated> = [("node-a", "0/3"), ("node-b", "1/3"), ("node-c", "2/3")]
+        .iter()
+        .map(|(node, part)| {
+            let mut w = worker(workers, "s3cret", node, part, "max");
+            w.arg("--stay");
+            if *node == "node-a" {
+                w.args(["--health-listen", &format!("127.0.0.1:{health}")]);
+            }
+            Terminated(w.spawn().unwrap())
+        })
+        .collect();
+    assert_eq!(totals(&settled(ui, "map=l4&group_by=pod")), want_l4);
+    assert_eq!(totals(&settled(ui, "map=l7&group_by=pod")), want_l7);
+    assert_eq!(http_status(health, "/readyz"), "200", "a connected worker is ready");
+
+    // The hub goes away: the worker says it is not ready, and keeps trying.
+    drop(first);
+    support::wait_for("worker not ready", || http_status(health, "/readyz") == "503");
+    assert_eq!(http_status(health, "/healthz"), "200", "the worker itself is alive");
+
+    let _second = hub(workers, ui);
+    support::wait_for("worker ready again", || http_status(health, "/readyz") == "200");
+    let got_l4 = totals(&settled(ui, "map=l4&group_by=pod"));
+    let got_l7 = totals(&settled(ui, "map=l7&group_by=pod"));
+    assert_eq!(got_l4, want_l4, "the restarted hub's L4 map differs");
+    assert_eq!(got_l7, want_l7, "the restarted hub's L7 map differs");
+    let health = get(ui, "/api/health");
+    let live: Vec<&Value> = health["workers"].as_object().unwrap().values().collect();
+    assert_eq!(live.iter().filter(|w| w["connected"] == true).count(), 3, "{health}");
+    assert!(live.iter().all(|w| w["done"] == true && w["records_dropped"] == 0), "{health}");
 }

@@ -231,6 +231,12 @@ impl L4Map {
 
     /// Adds one flow delta between two already-resolved workloads.
     pub fn apply(&mut self, d: &FlowDelta, client: &Workload, server: &Workload) {
+        self.apply_closing(d, client, server, u64::from(d.closed));
+    }
+
+    /// Adds a delta that closes `closed_flows` flows at once (the closed
+    /// flows of a conversation, merged elsewhere).
+    pub fn apply_closing(&mut self, d: &FlowDelta, client: &Workload, server: &Workload, closed_flows: u64) {
         let (a, b) = (self.node(client), self.node(server));
         let window = self.window_secs;
         let ix = *self.edges.entry((a, b, d.l4)).or_insert_with(|| {
@@ -247,9 +253,7 @@ impl L4Map {
             )
         });
         if let Some(e) = self.graph.edge_weight_mut(ix) {
-            if d.closed {
-                e.flows += 1;
-            }
+            e.flows += closed_flows;
             e.to_server.add(&d.to_server);
             e.to_client.add(&d.to_client);
             e.window.add(d.last_ts, &d.to_server, &d.to_client);

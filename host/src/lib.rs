@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod cluster;
+pub mod config;
 pub mod demo;
 pub mod k8s;
 pub mod lab;

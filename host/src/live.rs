@@ -41,6 +41,11 @@ pub trait LiveSink: Send + Sync {
         reloader: Option<&crate::plugins::registry::Reloader>,
     );
     fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64);
+    /// A new view of the cluster for counting once across nodes (this
+    /// node's workload addresses, other nodes'), when it changed.
+    fn cluster(&self) -> Option<(Vec<IpAddr>, Vec<IpAddr>)> {
+        None
+    }
 }
 
 /// The graph service as a live sink.
@@ -107,7 +112,7 @@ pub struct LiveOptions {
 
 /// Keeps the service's identity in step with the Kubernetes API, on a
 /// thread of its own.
-fn watch_kubernetes(state: SharedState, base: trawl_core::Identity) -> anyhow::Result<()> {
+pub fn watch_kubernetes(state: SharedState, base: trawl_core::Identity) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = runtime
         .block_on(kube::Client::try_default())
@@ -169,7 +174,11 @@ pub fn count(mut counters: LiveCounters, sink: &dyn LiveSink, pods: &Mutex<Vec<P
         std::thread::sleep(POLL);
         rounds += 1;
         if rounds.is_multiple_of(RESCAN_EVERY) {
-            match counters.rescan() {
+            let rescanned = match sink.cluster() {
+                Some((local, remote)) => counters.set_cluster(local, remote),
+                None => counters.rescan(),
+            };
+            match rescanned {
                 Ok(()) => *pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counters.pods().to_vec(),
                 Err(e) => tracing::warn!(error = %e, "cannot list workloads"),
             }

@@ -6,6 +6,7 @@ use std::io::{BufWriter, ErrorKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trawl_core::GroupBy;
+use trawl_host::config::{Config, merge_capture_filter};
 use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
 
 /// trawl draws live L4/L7 workload maps from captured traffic.
@@ -77,6 +78,28 @@ struct WorkerArgs {
     /// Records held for the hub at most; beyond, new ones are dropped and counted.
     #[arg(long, default_value_t = 100_000)]
     max_records: usize,
+    /// Records kept after sending, so a restarted hub gets them again.
+    #[arg(long, default_value_t = 100_000)]
+    journal: usize,
+    /// Conversations whose closed flows are kept for a restarted hub.
+    #[arg(long, default_value_t = 100_000)]
+    max_conversations: usize,
+    /// With --live: room in the kernel's flow map, in directional flows.
+    #[arg(long, default_value_t = 65_536, requires = "live")]
+    max_flows: u32,
+    /// With --live: learn which pods are on which node (and their names) from the
+    /// Kubernetes API, kept current by watches.
+    #[arg(long, requires = "live")]
+    kube: bool,
+    /// After a replay, stay connected until stopped, as a live worker does.
+    #[arg(long, conflicts_with = "live")]
+    stay: bool,
+    /// Serve /healthz and /readyz here (for Kubernetes probes).
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<std::net::SocketAddr>,
+    /// Capture filters and plugins from a file (YAML or JSON; a ConfigMap). Flags win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A directory of `*.wasm` plugins, added to the embedded ones. May repeat.
     #[arg(long = "plugins", value_name = "DIR")]
     plugin_dirs: Vec<PathBuf>,
@@ -93,6 +116,9 @@ struct HubArgs {
     /// Workload inventory. May repeat.
     #[arg(long, value_name = "FILE")]
     inventory: Vec<PathBuf>,
+    /// Take workload identity from the Kubernetes API too, kept current by watches.
+    #[arg(long)]
+    kube: bool,
     #[command(flatten)]
     common: ServiceArgs,
 }
@@ -198,6 +224,9 @@ struct ServiceArgs {
     /// Width of the sliding window for rates, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
     rate_window: u32,
+    /// Capture filters and plugins from a file (YAML or JSON; a ConfigMap). Flags win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// Replay speed.
@@ -361,9 +390,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(a) => {
+            let config = a.config.as_deref().map(Config::load).transpose()?;
             let mut replay = ReplayOptions::new(a.source.replay.clone().unwrap_or_default());
             replay.plugin_dirs = a.plugin_dirs;
             replay.inventories = a.inventory;
+            replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
             let opts = trawl_host::cluster::worker::WorkerOptions {
                 hub: a.hub,
                 token: token(a.token)?,
@@ -372,19 +403,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replay: replay.clone(),
                 speed: a.speed.0,
                 part: a.part,
-                max_records: a.max_records,
+                limits: trawl_host::cluster::outbox::OutboxLimits {
+                    max_records: a.max_records,
+                    journal: a.journal,
+                    max_conversations: a.max_conversations,
+                },
+                stay: a.stay,
+                health_listen: a.health_listen,
             };
             if a.source.live {
-                let capture_filter = capture_filter(a.capture_filter, Vec::new(), a.exclude_namespaces)?;
+                let flags = capture_filter(a.capture_filter, Vec::new(), a.exclude_namespaces)?;
                 let live = trawl_host::live::LiveOptions {
                     netns_prefix: a.source.netns_prefix,
                     replay,
                     listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                    capture_filter,
-                    max_flows: 65_536,
-                    kube: false,
+                    capture_filter: merge_capture_filter(flags, config.as_ref())?,
+                    max_flows: a.max_flows,
+                    kube: a.kube,
                 };
-                trawl_host::cluster::worker::run_live(opts, live)?;
+                trawl_host::cluster::worker_live::run_live(opts, live)?;
             } else {
                 trawl_host::cluster::worker::run(opts)?;
             }
@@ -399,6 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen,
                 replay,
                 capture_filter,
+                kube: a.kube,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -480,12 +518,15 @@ fn service_options(
     inventory: Vec<PathBuf>,
     a: ServiceArgs,
 ) -> anyhow::Result<(ReplayOptions, trawl_host::service::CaptureFilter, std::net::SocketAddr)> {
+    let config = a.config.as_deref().map(Config::load).transpose()?;
     let mut replay = ReplayOptions::new(capture);
     replay.inventories = inventory;
     replay.rate_window_secs = a.rate_window;
     replay.watch = !a.plugin_dirs.is_empty();
     replay.plugin_dirs = a.plugin_dirs;
-    let capture_filter = capture_filter(a.capture_filter, a.namespaces, a.exclude_namespaces)?;
+    replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
+    let flags = capture_filter(a.capture_filter, a.namespaces, a.exclude_namespaces)?;
+    let capture_filter = merge_capture_filter(flags, config.as_ref())?;
     Ok((replay, capture_filter, a.listen))
 }
 

@@ -43,6 +43,8 @@ pub struct ReplayOptions {
     pub flows: FlowTableConfig,
     /// Extra plugin directories; they add to or override embedded plugins.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Run only these plugins (by name); `None`: all of them.
+    pub enabled_plugins: Option<Vec<String>>,
     /// Run the first-party dissectors linked natively instead of as wasm.
     pub native_plugins: bool,
     /// Replay at this multiple of capture speed (1.0 = real time).
@@ -66,6 +68,7 @@ impl ReplayOptions {
             rate_window_secs: 10,
             flows: FlowTableConfig::default(),
             plugin_dirs: Vec::new(),
+            enabled_plugins: None,
             native_plugins: false,
             pace: None,
             watch: false,

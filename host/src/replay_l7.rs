@@ -21,7 +21,8 @@ const FLUSH_EVERY: u32 = 1024;
 /// The plugins a replay starts with, and the watcher if asked for.
 pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, Option<Reloader>, Vec<PluginStatus>)> {
     if opts.native_plugins {
-        return Ok((native::first_party().into_iter().map(Arc::new).collect(), None, Vec::new()));
+        let plugins = native::first_party().into_iter().map(Arc::new).collect();
+        return Ok((only_enabled(plugins, opts.enabled_plugins.as_deref())?, None, Vec::new()));
     }
     let runtime = WasmRuntime::new(SandboxLimits::default())?;
     let mut set = PluginSet::embedded(runtime)?;
@@ -33,7 +34,19 @@ pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, O
     }
     let reloader = if opts.watch { Some(set.watch()?) } else { None };
     let rejected = set.rejected().iter().map(|r| r.status()).collect();
-    Ok((set.plugins(), reloader, rejected))
+    Ok((only_enabled(set.plugins(), opts.enabled_plugins.as_deref())?, reloader, rejected))
+}
+
+/// The plugins named in `enabled` (all when `None`); a name that matches
+/// no plugin is an error, so a typo in a ConfigMap does not go unnoticed.
+fn only_enabled(plugins: Vec<SharedPlugin>, enabled: Option<&[String]>) -> anyhow::Result<Vec<SharedPlugin>> {
+    let Some(enabled) = enabled else { return Ok(plugins) };
+    if let Some(unknown) = enabled.iter().find(|n| !plugins.iter().any(|p| &p.info.name == *n)) {
+        let mut known: Vec<&str> = plugins.iter().map(|p| p.info.name.as_str()).collect();
+        known.sort_unstable();
+        anyhow::bail!("no plugin is named {unknown:?}; there are: {}", known.join(", "));
+    }
+    Ok(plugins.into_iter().filter(|p| enabled.contains(&p.info.name)).collect())
 }
 
 /// How a plugin's protocol appears in map legends.

@@ -1,127 +1,13 @@
-//! `trawl hub`: merges what workers send into one graph service.
-//!
-//! Counting once: a flow is the same flow when one worker sends it again
-//! (same node, endpoints and first packet time), and only what its totals
-//! grew by is added. A flow seen by two workers (its two ends on two
-//! nodes) is counted by the worker at the sender's side only: the live
-//! counters count a packet at its sender's interface when the sender is a
-//! counted workload (see `ebpf/src/bpf/flows.bpf.c`), so no two workers
-//! report the same packet.
+//! `trawl hub`: merges what workers send into one graph service (how
+//! nothing counts twice: [`super::merge`]), shows each worker's health, and
+//! hands workers its capture filters.
 
-use super::proto::{FlowTotals, PROTOCOL_VERSION, ToHub, ToWorker, WireRecord, read_frame, write_frame};
-use crate::records::record_endpoint;
+use super::merge::Merger;
+use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, write_frame};
 use crate::service::{GraphState, SharedState, lock};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
-use trawl_core::record::{L7Record, PluginRef};
-use trawl_core::{L4Proto, Timestamp};
-
-/// Record keys remembered to drop resends (a restarted worker).
-const SEEN_RECORDS: usize = 2_000_000;
-
-type FlowKey = (String, bool, (std::net::IpAddr, u16), (std::net::IpAddr, u16), u64);
-
-/// What the hub has merged so far.
-#[derive(Debug, Default)]
-pub struct Merger {
-    flows: HashMap<FlowKey, FlowTotals>,
-    seen: HashSet<u64>,
-    seen_order: VecDeque<u64>,
-    pub duplicate_records: u64,
-}
-
-fn endpoint((ip, port): (std::net::IpAddr, u16)) -> Endpoint {
-    Endpoint { ip, port }
-}
-
-fn dir(c: [u64; 3]) -> DirCounters {
-    DirCounters { packets: c[0], bytes: c[1], ip_bytes: c[2] }
-}
-
-fn grown(new: [u64; 3], old: [u64; 3]) -> [u64; 3] {
-    [new[0].saturating_sub(old[0]), new[1].saturating_sub(old[1]), new[2].saturating_sub(old[2])]
-}
-
-impl Merger {
-    /// Adds what each flow's totals grew by since this hub last saw them.
-    pub fn flows(&mut self, node: &str, totals: &[FlowTotals], state: &mut GraphState) {
-        for t in totals {
-            let key = (node.to_string(), t.tcp, t.client, t.server, t.first_ts);
-            let last = self.flows.entry(key).or_insert_with(|| FlowTotals {
-                to_server: [0; 3],
-                to_client: [0; 3],
-                closed: false,
-                ..t.clone()
-            });
-            let (s, c) = (grown(t.to_server, last.to_server), grown(t.to_client, last.to_client));
-            let newly_closed = t.closed && !last.closed;
-            for i in 0..3 {
-                last.to_server[i] = last.to_server[i].max(t.to_server[i]);
-                last.to_client[i] = last.to_client[i].max(t.to_client[i]);
-            }
-            last.closed |= t.closed;
-            last.last_ts = last.last_ts.max(t.last_ts);
-            if s[0] == 0 && c[0] == 0 && !newly_closed {
-                continue;
-            }
-            state.add_delta(&FlowDelta {
-                l4: if t.tcp { L4Proto::Tcp } else { L4Proto::Udp },
-                client: endpoint(t.client),
-                server: endpoint(t.server),
-                to_server: dir(s),
-                to_client: dir(c),
-                first_ts: Timestamp(t.first_ts),
-                last_ts: Timestamp(t.last_ts),
-                orientation: if t.syn { Orientation::Syn } else { Orientation::Inferred },
-                closed: newly_closed,
-            });
-        }
-    }
-
-    /// Adds records not seen before, with workloads resolved here.
-    pub fn records(&mut self, node: &str, records: Vec<WireRecord>, state: &mut GraphState) {
-        for r in records {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (node, &r.protocol, r.src, r.dst, r.request_ts, r.response_ts, &r.method, &r.summary).hash(&mut h);
-            let key = h.finish();
-            if !self.seen.insert(key) {
-                self.duplicate_records += 1;
-                continue;
-            }
-            self.seen_order.push_back(key);
-            if self.seen_order.len() > SEEN_RECORDS
-                && let Some(old) = self.seen_order.pop_front()
-            {
-                self.seen.remove(&old);
-            }
-            let at = Timestamp(r.request_ts.or(r.response_ts).unwrap_or_default());
-            let src_w = state.identity.resolve_endpoint(r.src.0, r.src.1, at);
-            let dst_w = state.identity.resolve_endpoint(r.dst.0, r.dst.1, at);
-            let record = L7Record {
-                protocol: r.protocol,
-                transport: if r.tcp { L4Proto::Tcp } else { L4Proto::Udp },
-                method: r.method,
-                summary: r.summary,
-                status_code: r.status_code,
-                error: r.error,
-                request_size: r.request_size,
-                response_size: r.response_size,
-                elapsed_us: r.elapsed_us,
-                request_ts: r.request_ts.map(Timestamp),
-                response_ts: r.response_ts.map(Timestamp),
-                src: record_endpoint(endpoint(r.src), &src_w),
-                dst: record_endpoint(endpoint(r.dst), &dst_w),
-                plugin: PluginRef { name: r.plugin.0, version: r.plugin.1, generation: r.plugin.2 },
-                fields: serde_json::from_str(&r.fields).unwrap_or_default(),
-            };
-            state.add_record(record, &src_w, &dst_w);
-        }
-    }
-}
 
 /// One worker's connection: handshake, then frames until it goes.
 fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mutex<Merger>) -> std::io::Result<()> {
@@ -129,7 +15,7 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let hello: ToHub = read_frame(&mut reader)?;
-    let ToHub::Hello { version, node, worker_id, boot_id, token: theirs } = hello else {
+    let ToHub::Hello { version, node, worker_id, boot_id, epoch, token: theirs } = hello else {
         return Err(std::io::Error::other("the first frame was not Hello"));
     };
     let refuse = |why: String| ToWorker::Refused { reason: why };
@@ -143,6 +29,18 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
         return Ok(());
     }
     write_frame(&mut writer, &ToWorker::Welcome { version: PROTOCOL_VERSION })?;
+    // Workers dissect what the hub's capture filters target, and follow
+    // them when they change (PUT /api/capture-filters).
+    let mut filters_sent = String::new();
+    let mut send_filters = |st: &GraphState| -> std::io::Result<()> {
+        let now = st.capture_filter.to_json().to_string();
+        if now != filters_sent {
+            write_frame(&mut writer, &ToWorker::CaptureFilters { json: now.clone() })?;
+            filters_sent = now;
+        }
+        Ok(())
+    };
+    send_filters(&lock(state))?;
     tracing::info!(peer, node, worker_id, boot_id, "worker connected");
     let id = format!("{node}/{worker_id}");
     let health = |st: &mut GraphState, f: &dyn Fn(&mut serde_json::Value)| {
@@ -153,6 +51,7 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
     health(&mut lock(state), &|h| {
         h["connected"] = true.into();
         h["boot_id"] = boot_id.clone().into();
+        h["epoch"] = epoch.clone().into();
         h["connections"] = (h["connections"].as_u64().unwrap_or(0) + 1).into();
     });
     let result = loop {
@@ -168,29 +67,37 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
             ToHub::Flows(t) => {
                 newest = t.iter().map(|f| f.last_ts).max().unwrap_or(0);
                 flows = t.len();
-                m.flows(&node, &t, &mut st);
+                m.flows(&node, &epoch, &t, &mut st);
             }
+            ToHub::Closed(c) => m.closed(&node, &epoch, &c, &mut st),
             ToHub::Records(r) => {
                 records = r.len();
                 m.records(&node, r, &mut st);
             }
-            ToHub::Status { packets, records_dropped, done } => {
+            ToHub::Status(status) => {
                 health(&mut st, &|h| {
-                    h["packets"] = packets.into();
-                    h["records_dropped"] = records_dropped.into();
-                    h["done"] = done.into();
+                    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&status) {
+                        h.as_object_mut().into_iter().for_each(|o| o.extend(fields.clone()));
+                    }
                 });
+                if let Err(e) = send_filters(&st) {
+                    break Err(e);
+                }
             }
             ToHub::Hello { .. } => break Err(std::io::Error::other("Hello again mid-connection")),
         }
-        let dup = m.duplicate_records;
+        let (dup, open) = (m.duplicate_records, m.open_flows());
+        let now = crate::live::wall_now().0;
         health(&mut st, &|h| {
-            h["last_seen_ns"] = crate::live::wall_now().0.into();
+            h["last_seen_ns"] = now.into();
             h["flows_received"] = (h["flows_received"].as_u64().unwrap_or(0) + flows as u64).into();
             h["records_received"] = (h["records_received"].as_u64().unwrap_or(0) + records as u64).into();
             h["duplicate_records"] = dup.into();
+            h["hub_open_flows"] = open.into();
             if newest > 0 {
                 h["newest_ts"] = newest.into();
+                // How far behind the wall clock the worker's newest packet is.
+                h["lag_ms"] = (now.saturating_sub(newest) / 1_000_000).into();
             }
         });
     };
@@ -224,6 +131,8 @@ pub struct HubOptions {
     /// Inventories, rate window and plugins (whose legend the map uses).
     pub replay: crate::replay::ReplayOptions,
     pub capture_filter: crate::service::CaptureFilter,
+    /// Also take identity from the Kubernetes API.
+    pub kube: bool,
 }
 
 /// Runs the hub until Ctrl-C or SIGTERM.
@@ -235,6 +144,9 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         opts.capture_filter.clone(),
         opts.replay.rate_window_secs,
     )));
+    if opts.kube {
+        crate::live::watch_kubernetes(state.clone(), crate::replay::load_identity(&opts.replay.inventories)?)?;
+    }
     // The hub dissects nothing; the plugins' metadata colours the legend.
     let (plugins, _, _) = crate::replay_l7::plugins_for(&opts.replay)?;
     lock(&state).set_legend(plugins.iter().map(crate::replay_l7::legend).collect());

@@ -3,5 +3,8 @@
 //! default stays one process (`trawl serve`, `trawl demo`).
 
 pub mod hub;
+pub mod merge;
+pub mod outbox;
 pub mod proto;
 pub mod worker;
+pub mod worker_live;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -30,6 +30,21 @@ pub struct FlowTotals {
     /// The TCP handshake decided who is the client.
     pub syn: bool,
     pub closed: bool,
+}
+
+/// The closed flows of one conversation (client IP, server IP and port),
+/// cumulative over a worker's counting epoch: what lets a restarted hub
+/// get back flows that ended before it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedTotals {
+    pub tcp: bool,
+    pub client: IpAddr,
+    pub server: (IpAddr, u16),
+    pub flows: u64,
+    pub first_ts: u64,
+    pub last_ts: u64,
+    pub to_server: [u64; 3],
+    pub to_client: [u64; 3],
 }
 
 /// An L7 record without resolved workloads: the hub resolves them with
@@ -61,22 +76,48 @@ pub enum ToHub {
         node: String,
         worker_id: String,
         boot_id: String,
+        /// Runs of a worker with the same epoch count the same traffic (a
+        /// replay of the same part); a live worker's epoch is its boot.
+        epoch: String,
         token: String,
     },
     Flows(Vec<FlowTotals>),
+    /// Closed flows per conversation, cumulative for the epoch.
+    Closed(Vec<ClosedTotals>),
     Records(Vec<WireRecord>),
     /// Counters of the worker itself: drops are data.
-    Status {
-        packets: u64,
-        records_dropped: u64,
-        done: bool,
-    },
+    Status(WorkerStatus),
+}
+
+/// A worker's own counters, shown in the hub's health.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub packets: u64,
+    pub open_flows: u64,
+    pub conversations: u64,
+    pub records_queued: u64,
+    pub records_dropped: u64,
+    pub conversations_dropped: u64,
+    pub journal_evicted: u64,
+    /// Packets the kernel dropped before capture (AF_PACKET rings).
+    pub ring_drops: u64,
+    /// A replay that has sent everything.
+    pub done: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToWorker {
-    Welcome { version: u16 },
-    Refused { reason: String },
+    Welcome {
+        version: u16,
+    },
+    Refused {
+        reason: String,
+    },
+    /// The hub's capture filters (JSON, as `GET /api/capture-filters`):
+    /// sent after Welcome and whenever they change.
+    CaptureFilters {
+        json: String,
+    },
 }
 
 /// Writes one frame: a 4-byte big-endian length, then postcard.
@@ -114,6 +155,7 @@ mod tests {
             node: "n".into(),
             worker_id: "w".into(),
             boot_id: "b".into(),
+            epoch: "e".into(),
             token: "t".into(),
         };
         let mut buf = Vec::new();

@@ -1,28 +1,29 @@
-//! `trawl worker`: captures (here: replays its part of a capture),
+//! `trawl worker`: captures (live, or its part of a capture replayed),
 //! reassembles and dissects locally, and sends the hub cumulative flow
 //! totals and L7 records.
 //!
-//! Memory is bounded: records wait in a queue of `max_records` and the
-//! newest are dropped (and counted) when the hub cannot keep up, and a
-//! flow's totals are kept only until the hub has them closed. When the
+//! Memory is bounded by [`OutboxLimits`]: records wait in a queue and the
+//! newest are dropped (and counted) when the hub cannot keep up, and open
+//! flows are bounded by the capture (the eBPF map's size). When the
 //! connection breaks the worker reconnects with backoff and sends every
-//! open flow's totals again, which the hub counts only as far as they grew.
+//! open flow's totals and every conversation's closed totals again, which
+//! the hub counts only as far as they grew.
 
-use super::proto::{FlowTotals, PROTOCOL_VERSION, ToHub, ToWorker, WireRecord, read_frame, write_frame};
+use super::outbox::{Batch, Outbox, OutboxLimits};
+use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, WorkerStatus, read_frame, write_frame};
 use crate::capture::CaptureFile;
-use crate::plugins::HostRecord;
 use crate::replay::ReplayOptions;
 use crate::replay_l7::{engine_for, plugins_for, wait_until_due};
+use crate::service::CaptureFilter;
 use anyhow::{Context, bail};
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::io::BufReader;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trawl_core::Timestamp;
 use trawl_core::decode::{Decoded, decode};
-use trawl_core::flow::Orientation;
-use trawl_core::{FlowDelta, L4Proto, Timestamp};
-use trawl_sdk::abi::Dir;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -36,90 +37,92 @@ pub struct WorkerOptions {
     /// `(i, n)`: this worker replays the flows whose endpoint hash is `i`
     /// modulo `n`, so `n` workers split one capture without overlap.
     pub part: (u32, u32),
-    pub max_records: usize,
+    pub limits: OutboxLimits,
+    /// After a replay, stay connected until stopped (as a live worker
+    /// does), so a restarted hub is given the totals again.
+    pub stay: bool,
+    /// Where `/healthz` and `/readyz` are served (the DaemonSet's probes).
+    pub health_listen: Option<SocketAddr>,
 }
 
-type Key = (bool, (IpAddr, u16), (IpAddr, u16), u64);
-
-/// What the worker has counted and not yet sent.
+/// What the worker's probes and the hub's health show.
 #[derive(Debug, Default)]
-struct Outbox {
-    totals: HashMap<Key, FlowTotals>,
-    dirty: HashSet<Key>,
-    records: VecDeque<WireRecord>,
-    records_dropped: u64,
+pub struct WorkerHealth {
+    pub connected: AtomicBool,
+    /// Capture is running (live: the eBPF programs are attached).
+    pub capturing: AtomicBool,
+    pub flushes: AtomicU64,
+    pub status: Mutex<WorkerStatus>,
+    /// Capture filters the hub sent, not yet taken by the capture.
+    pub hub_filters: Mutex<Option<CaptureFilter>>,
 }
 
-impl Outbox {
-    fn add_delta(&mut self, d: &FlowDelta) {
-        let key = (d.l4 == L4Proto::Tcp, (d.client.ip, d.client.port), (d.server.ip, d.server.port), d.first_ts.0);
-        let t = self.totals.entry(key).or_insert_with(|| FlowTotals {
-            tcp: key.0,
-            client: key.1,
-            server: key.2,
-            first_ts: key.3,
-            last_ts: 0,
-            to_server: [0; 3],
-            to_client: [0; 3],
-            syn: d.orientation == Orientation::Syn,
-            closed: false,
-        });
-        for (acc, c) in [(&mut t.to_server, &d.to_server), (&mut t.to_client, &d.to_client)] {
-            acc[0] += c.packets;
-            acc[1] += c.bytes;
-            acc[2] += c.ip_bytes;
-        }
-        t.last_ts = t.last_ts.max(d.last_ts.0);
-        t.closed |= d.closed;
-        self.dirty.insert(key);
+impl WorkerHealth {
+    pub fn ready(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) && self.capturing.load(Ordering::Relaxed)
     }
 
-    fn add_record(&mut self, h: &HostRecord, max: usize) {
-        if self.records.len() >= max {
-            self.records_dropped += 1;
-            return;
-        }
-        let r = &h.record;
-        let (src, dst) = match r.request_dir {
-            Dir::ToServer => (h.conn.client, h.conn.server),
-            Dir::ToClient => (h.conn.server, h.conn.client),
-        };
-        let (record, _, _) = crate::records::to_l7(h, &trawl_core::Identity::new());
-        self.records.push_back(WireRecord {
-            protocol: record.protocol,
-            tcp: h.conn.l4 == L4Proto::Tcp,
-            method: record.method,
-            summary: record.summary,
-            status_code: record.status_code,
-            error: record.error,
-            request_size: record.request_size,
-            response_size: record.response_size,
-            elapsed_us: record.elapsed_us,
-            request_ts: record.request_ts.map(|t| t.0),
-            response_ts: record.response_ts.map(|t| t.0),
-            src: (src.ip, src.port),
-            dst: (dst.ip, dst.port),
-            plugin: (record.plugin.name, record.plugin.version, record.plugin.generation),
-            fields: serde_json::Value::Object(record.fields).to_string(),
-        });
+    fn json(&self) -> serde_json::Value {
+        let status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        serde_json::json!({
+            "ready": self.ready(),
+            "connected": self.connected.load(Ordering::Relaxed),
+            "capturing": self.capturing.load(Ordering::Relaxed),
+            "flushes": self.flushes.load(Ordering::Relaxed),
+            "status": status,
+        })
     }
+}
+
+/// Serves `/healthz` (the process is up) and `/readyz` (connected to the
+/// hub and capturing: 200, else 503) on a thread of its own.
+pub fn serve_health(addr: SocketAddr, health: Arc<WorkerHealth>) -> anyhow::Result<SocketAddr> {
+    use warp::Filter;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("cannot serve worker health on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let (live, ready) = (health.clone(), health);
+    let healthz = warp::path!("healthz").map(move || warp::reply::json(&live.json()));
+    let readyz = warp::path!("readyz").map(move || {
+        let code = if ready.ready() { warp::http::StatusCode::OK } else { warp::http::StatusCode::SERVICE_UNAVAILABLE };
+        warp::reply::with_status(warp::reply::json(&ready.json()), code)
+    });
+    let routes = warp::get().and(healthz.or(readyz));
+    std::thread::Builder::new().name("worker-health".into()).spawn(move || {
+        runtime.block_on(warp::serve(routes).incoming(listener).run());
+    })?;
+    Ok(bound)
 }
 
 /// The connection to the hub, reopened with backoff when it breaks.
-struct Link {
+#[derive(Debug)]
+pub struct Link {
     opts: WorkerOptions,
     boot_id: String,
+    epoch: String,
     stream: Option<TcpStream>,
     next_try: Instant,
     backoff: Duration,
+    pub health: Arc<WorkerHealth>,
 }
 
 impl Link {
     /// A link not yet connected; the boot id tells the hub this run from
     /// an earlier one of the same worker.
-    fn new(opts: WorkerOptions) -> Self {
+    pub fn new(opts: WorkerOptions, epoch: Option<String>, health: Arc<WorkerHealth>) -> Self {
         let boot_id = format!("{}-{}", std::process::id(), crate::live::wall_now().0);
-        Link { opts, boot_id, stream: None, next_try: Instant::now(), backoff: Duration::from_millis(200) }
+        let epoch = epoch.unwrap_or_else(|| boot_id.clone());
+        Link {
+            opts,
+            boot_id,
+            epoch,
+            stream: None,
+            next_try: Instant::now(),
+            backoff: Duration::from_millis(200),
+            health,
+        }
     }
 
     fn connect(&mut self) -> anyhow::Result<TcpStream> {
@@ -132,17 +135,37 @@ impl Link {
                 node: self.opts.node.clone(),
                 worker_id: self.opts.worker_id.clone(),
                 boot_id: self.boot_id.clone(),
+                epoch: self.epoch.clone(),
                 token: self.opts.token.clone(),
             },
         )?;
-        match read_frame::<ToWorker>(&mut BufReader::new(stream.try_clone()?))? {
-            ToWorker::Welcome { .. } => Ok(stream),
+        let mut reader = BufReader::new(stream.try_clone()?);
+        match read_frame::<ToWorker>(&mut reader)? {
+            ToWorker::Welcome { .. } => {}
             ToWorker::Refused { reason } => bail!("the hub refused this worker: {reason}"),
+            ToWorker::CaptureFilters { .. } => bail!("the hub sent capture filters before Welcome"),
         }
+        // What the hub says after Welcome (capture filters) is read on a
+        // thread of its own until the connection goes.
+        let health = self.health.clone();
+        std::thread::Builder::new().name("hub-reader".into()).spawn(move || {
+            while let Ok(msg) = read_frame::<ToWorker>(&mut reader) {
+                if let ToWorker::CaptureFilters { json } = msg {
+                    let parsed = serde_json::from_str(&json).map_err(|e| e.to_string());
+                    match parsed.and_then(|v| CaptureFilter::from_json(&v)) {
+                        Ok(f) => {
+                            *health.hub_filters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(f)
+                        }
+                        Err(e) => tracing::warn!(error = e, "the hub sent capture filters that do not parse"),
+                    }
+                }
+            }
+        })?;
+        Ok(stream)
     }
 
     /// Sends what is due; on a broken link, keeps it for the next try.
-    fn flush(&mut self, out: &mut Outbox, packets: u64, done: bool) -> anyhow::Result<bool> {
+    pub fn flush(&mut self, out: &mut Outbox, mut status: WorkerStatus) -> anyhow::Result<bool> {
         if self.stream.is_none() {
             if Instant::now() < self.next_try {
                 return Ok(false);
@@ -151,8 +174,8 @@ impl Link {
                 Ok(s) => {
                     self.stream = Some(s);
                     self.backoff = Duration::from_millis(200);
-                    // A new connection gets every flow's totals again.
-                    out.dirty.extend(out.totals.keys().copied());
+                    self.health.connected.store(true, Ordering::Relaxed);
+                    out.resend_all();
                 }
                 Err(e) if e.to_string().contains("refused this worker") => return Err(e),
                 Err(e) => {
@@ -164,29 +187,36 @@ impl Link {
             }
         }
         let Some(stream) = self.stream.as_mut() else { return Ok(false) };
-        let flows: Vec<FlowTotals> = out.dirty.iter().filter_map(|k| out.totals.get(k).cloned()).collect();
-        let records: Vec<WireRecord> = out.records.iter().take(5_000).cloned().collect();
+        let batch: Batch = out.batch(5_000);
+        status.open_flows = out.totals.len() as u64;
+        status.conversations = out.conversations.len() as u64;
+        status.records_queued = out.records.len() as u64;
+        status.records_dropped = out.records_dropped;
+        status.conversations_dropped = out.conversations_dropped;
+        status.journal_evicted = out.journal_evicted;
+        *self.health.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status.clone();
         let sent = (|| -> std::io::Result<()> {
-            for chunk in flows.chunks(20_000) {
+            for chunk in batch.flows.chunks(20_000) {
                 write_frame(stream, &ToHub::Flows(chunk.to_vec()))?;
             }
-            if !records.is_empty() {
-                write_frame(stream, &ToHub::Records(records.clone()))?;
+            for chunk in batch.closed.chunks(20_000) {
+                write_frame(stream, &ToHub::Closed(chunk.to_vec()))?;
             }
-            write_frame(stream, &ToHub::Status { packets, records_dropped: out.records_dropped, done })
+            if !batch.records.is_empty() {
+                write_frame(stream, &ToHub::Records(batch.records.clone()))?;
+            }
+            write_frame(stream, &ToHub::Status(status))
         })();
         match sent {
             Ok(()) => {
-                out.dirty.clear();
-                out.records.drain(..records.len());
-                // A closed flow the hub has will not grow again: memory
-                // stays with the open flows.
-                out.totals.retain(|_, t| !t.closed);
+                out.sent(&batch);
+                self.health.flushes.fetch_add(1, Ordering::Relaxed);
                 Ok(true)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "lost the hub; reconnecting");
                 self.stream = None;
+                self.health.connected.store(false, Ordering::Relaxed);
                 Ok(false)
             }
         }
@@ -206,14 +236,28 @@ fn in_part(link: trawl_core::LinkType, frame: &[u8], (i, n): (u32, u32)) -> bool
     (h.finish() % u64::from(n)) as u32 == i
 }
 
+/// A replay's counting epoch: the same capture and part count the same
+/// traffic, however often the worker restarts.
+fn replay_epoch(opts: &WorkerOptions) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (std::fs::canonicalize(&opts.replay.capture).unwrap_or_else(|_| opts.replay.capture.clone()), opts.part)
+        .hash(&mut h);
+    format!("replay-{:016x}", h.finish())
+}
+
 /// Replays this worker's part of the capture to the hub, then waits until
-/// everything is sent.
+/// everything is sent (and, with `stay`, keeps the link until stopped).
 pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let (plugins, _reloader, _rejected) = plugins_for(&opts.replay)?;
     let mut engine = engine_for(&opts.replay, plugins);
-    let mut link = Link::new(opts.clone());
-    let mut out = Outbox::default();
+    let health = Arc::new(WorkerHealth::default());
+    if let Some(addr) = opts.health_listen {
+        serve_health(addr, health.clone())?;
+    }
+    let mut link = Link::new(opts.clone(), Some(replay_epoch(&opts)), health.clone());
+    let mut out = Outbox::new(opts.limits);
     let mut capture = CaptureFile::open(&opts.replay.capture)?;
+    health.capturing.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut first: Option<u64> = None;
     let mut last_flush = Instant::now();
@@ -222,11 +266,16 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         let now = engine.now();
         engine.sink_mut().tick(now);
         for h in engine.sink_mut().take_records() {
-            out.add_record(&h, opts.max_records);
+            out.add_record(&h);
         }
         for d in engine.take_deltas() {
             out.add_delta(&d);
         }
+    };
+    let status = |engine: &trawl_core::engine::Engine<crate::plugins::Dispatcher>, done: bool| WorkerStatus {
+        packets: engine.stats().frames,
+        done,
+        ..Default::default()
     };
     capture.for_each_frame(|frame| {
         if failure.is_some() || !in_part(frame.link, frame.data, opts.part) {
@@ -240,7 +289,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         if last_flush.elapsed() >= Duration::from_millis(100) {
             last_flush = Instant::now();
             collect(&mut engine, &mut out);
-            if let Err(e) = link.flush(&mut out, engine.stats().frames, false) {
+            if let Err(e) = link.flush(&mut out, status(&engine, false)) {
                 failure = Some(e);
             }
         }
@@ -254,7 +303,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last = out.records.is_empty();
-        if link.flush(&mut out, engine.stats().frames, last)? && out.records.is_empty() {
+        if link.flush(&mut out, status(&engine, last))? && out.records.is_empty() {
             break;
         }
         if Instant::now() > deadline {
@@ -263,112 +312,13 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     // One more Status with done set, now that the queue is empty.
-    link.flush(&mut out, engine.stats().frames, true).context("final status")?;
-    Ok(())
-}
-
-/// The worker's outbox as the sink of live capture.
-struct WorkerSink {
-    out: std::sync::Mutex<Outbox>,
-    identity: std::sync::Arc<trawl_core::Identity>,
-    filter: crate::service::CaptureFilter,
-    max_records: usize,
-    packets: std::sync::atomic::AtomicU64,
-    /// Targeted pods on other nodes: a conversation they started is
-    /// reported by their node's worker (the client's side), not twice.
-    remote_pods: HashSet<IpAddr>,
-}
-
-impl WorkerSink {
-    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
-        self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl crate::live::LiveSink for WorkerSink {
-    fn targeting(&self) -> (std::sync::Arc<trawl_core::Identity>, crate::service::CaptureFilter) {
-        (self.identity.clone(), self.filter.clone())
-    }
-
-    fn flows(&self, deltas: &[FlowDelta], stats: trawl_ebpf::EbpfStats, _now: Timestamp) {
-        let mut out = self.outbox();
-        for d in deltas {
-            out.add_delta(d);
+    link.flush(&mut out, status(&engine, true)).context("final status")?;
+    if opts.stay {
+        // Until stopped (SIGTERM), like a live worker.
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            link.flush(&mut out, status(&engine, true))?;
         }
-        self.packets.store(stats.packets, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn records(
-        &self,
-        engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>,
-        _reloader: Option<&crate::plugins::registry::Reloader>,
-    ) {
-        let records = engine.sink_mut().take_records();
-        drop(engine.take_deltas());
-        let mut out = self.outbox();
-        for h in records.iter().filter(|h| !self.remote_pods.contains(&h.conn.client.ip)) {
-            out.add_record(h, self.max_records);
-        }
-    }
-
-    fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64) {
-        tracing::debug!(counted = counted.len(), payload = payload.len(), ring_drops, "live interfaces");
-    }
-}
-
-/// `trawl worker --live`: eBPF counters on every workload of this node
-/// and payload capture on the targeted ones, sent to the hub until the
-/// process is stopped (its programs go with it).
-pub fn run_live(opts: WorkerOptions, live: crate::live::LiveOptions) -> anyhow::Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    let identity = Arc::new(crate::replay::load_identity(&live.replay.inventories)?);
-    let mut counters = crate::capture::live::LiveCounters::start(&live.netns_prefix, live.max_flows)?;
-    // Counting once across nodes: this worker takes its node's pods; the
-    // other nodes' pods are counted by their workers at their own
-    // interfaces, so packets from them are not counted again here.
-    let now = crate::live::wall_now();
-    let pods_known = identity.pod_addresses(now);
-    let mut remote_pods = HashSet::new();
-    if !pods_known.is_empty() {
-        let (local, remote): (Vec<_>, Vec<_>) =
-            pods_known.into_iter().partition(|(_, node)| node.as_deref() == Some(opts.node.as_str()));
-        let remote: Vec<IpAddr> = remote.into_iter().map(|(ip, _)| ip).collect();
-        // Their workers capture payloads only of the pods the filters target.
-        remote_pods
-            .extend(remote.iter().copied().filter(|&ip| live.capture_filter.targets(&identity.resolve(ip, now))));
-        counters.set_cluster(local.into_iter().map(|(ip, _)| ip).collect(), remote)?;
-    }
-    eprintln!("trawl worker: counting on {} interfaces: {}", counters.attached().len(), counters.attached().join(" "));
-    let sink = Arc::new(WorkerSink {
-        out: Mutex::new(Outbox::default()),
-        identity,
-        filter: live.capture_filter.clone(),
-        max_records: opts.max_records,
-        packets: std::sync::atomic::AtomicU64::new(0),
-        remote_pods,
-    });
-    let pods = Arc::new(Mutex::new(counters.pods().to_vec()));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (sink, pods, stop) = (sink.clone(), pods.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("live-l4".into())
-            .spawn(move || crate::live::count(counters, &*sink, &pods, &stop))?;
-    }
-    {
-        let (sink, pods, stop, live) = (sink.clone(), pods.clone(), stop.clone(), live.clone());
-        std::thread::Builder::new().name("live-l7".into()).spawn(move || {
-            if let Err(e) = crate::live::dissect(&live, &*sink, &pods, &stop) {
-                eprintln!("trawl worker: L7 capture stopped: {e:#}");
-            }
-        })?;
-    }
-    let mut link = Link::new(opts);
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        let packets = sink.packets.load(Ordering::Relaxed);
-        link.flush(&mut sink.outbox(), packets, false)?;
     }
     Ok(())
 }

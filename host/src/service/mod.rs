@@ -194,14 +194,18 @@ impl GraphState {
 
     /// A flow delta from the flow table: into every grouping's L4 map.
     pub fn add_delta(&mut self, d: &FlowDelta) {
+        self.add_closing(d, u64::from(d.closed));
+    }
+
+    /// A delta that closes `closed_flows` flows at once (a conversation's
+    /// closed flows, from a worker).
+    pub fn add_closing(&mut self, d: &FlowDelta, closed_flows: u64) {
         let client = self.identity.resolve(d.client.ip, d.first_ts);
         let server = self.identity.resolve_endpoint(d.server.ip, d.server.port, d.first_ts);
         for m in &mut self.l4 {
-            m.apply(d, &client, &server);
+            m.apply_closing(d, &client, &server, closed_flows);
         }
-        if d.closed {
-            self.counters.flows += 1;
-        }
+        self.counters.flows += closed_flows;
         self.now = self.now.max(d.last_ts);
     }
 

@@ -1,0 +1,284 @@
+//! How the hub merges what workers send, counting everything once.
+//!
+//! - A flow is the same flow when a worker sends it again (same node,
+//!   endpoints and first packet time), and only what its totals grew by is
+//!   added. Once closed it leaves the table; its key stays in a bounded
+//!   list so a resend of the close (or a restarted replay) adds nothing.
+//! - A closed flow is folded into its conversation per (node, epoch),
+//!   exactly as the worker folds it. When the worker sends its
+//!   conversations again (each new connection), only what the hub lacks is
+//!   added: nothing, unless the hub restarted and lost them.
+//! - A flow seen by two workers (its two ends on two nodes) is counted by
+//!   the worker at the sender's side only: the live counters count a
+//!   packet at its sender's interface when the sender is a counted
+//!   workload (see `ebpf/src/bpf/flows.bpf.c`), so no two workers report
+//!   the same packet.
+//! - Records are dropped when seen before (a journal sent again).
+
+use super::outbox::{ConversationKey, conversation_of, empty_conversation, fold};
+use super::proto::{ClosedTotals, FlowTotals, WireRecord};
+use crate::records::record_endpoint;
+use crate::service::GraphState;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
+use trawl_core::record::{L7Record, PluginRef};
+use trawl_core::{L4Proto, Timestamp};
+
+/// Record keys remembered to drop resends.
+const SEEN_RECORDS: usize = 2_000_000;
+/// Closed flows remembered to drop resent closes.
+const SEEN_CLOSED: usize = 1_000_000;
+
+type FlowKey = (String, bool, (IpAddr, u16), (IpAddr, u16), u64);
+
+/// A set that forgets its oldest entries beyond a bound.
+#[derive(Debug, Default)]
+struct Recent {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Recent {
+    /// Whether `key` is new (and remembers it).
+    fn insert(&mut self, key: u64, bound: usize) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > bound
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+fn hash_of(v: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// What the hub has merged so far.
+#[derive(Debug, Default)]
+pub struct Merger {
+    open: HashMap<FlowKey, FlowTotals>,
+    closed: Recent,
+    conversations: HashMap<(String, String, ConversationKey), ClosedTotals>,
+    records_seen: Recent,
+    pub duplicate_records: u64,
+    pub duplicate_closes: u64,
+}
+
+fn endpoint((ip, port): (IpAddr, u16)) -> Endpoint {
+    Endpoint { ip, port }
+}
+
+fn dir(c: [u64; 3]) -> DirCounters {
+    DirCounters { packets: c[0], bytes: c[1], ip_bytes: c[2] }
+}
+
+fn grown(new: [u64; 3], old: [u64; 3]) -> [u64; 3] {
+    [new[0].saturating_sub(old[0]), new[1].saturating_sub(old[1]), new[2].saturating_sub(old[2])]
+}
+
+fn raise(acc: &mut [u64; 3], to: [u64; 3]) {
+    for i in 0..3 {
+        acc[i] = acc[i].max(to[i]);
+    }
+}
+
+impl Merger {
+    /// Flows open now (memory follows these, not every flow ever seen).
+    pub fn open_flows(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Adds what each flow's totals grew by since this hub last saw them.
+    pub fn flows(&mut self, node: &str, epoch: &str, totals: &[FlowTotals], state: &mut GraphState) {
+        for t in totals {
+            let key = (node.to_string(), t.tcp, t.client, t.server, t.first_ts);
+            let id = hash_of(&key);
+            if self.closed.set.contains(&id) {
+                self.duplicate_closes += u64::from(t.closed);
+                continue;
+            }
+            let last = self.open.entry(key.clone()).or_insert_with(|| FlowTotals {
+                to_server: [0; 3],
+                to_client: [0; 3],
+                closed: false,
+                ..t.clone()
+            });
+            let (s, c) = (grown(t.to_server, last.to_server), grown(t.to_client, last.to_client));
+            raise(&mut last.to_server, t.to_server);
+            raise(&mut last.to_client, t.to_client);
+            last.last_ts = last.last_ts.max(t.last_ts);
+            if t.closed {
+                let Some(last) = self.open.remove(&key) else { continue };
+                self.closed.insert(id, SEEN_CLOSED);
+                let conv = conversation_of(&last);
+                let entry = self
+                    .conversations
+                    .entry((node.to_string(), epoch.to_string(), conv))
+                    .or_insert_with(|| empty_conversation(conv));
+                fold(entry, &last);
+            } else if s[0] == 0 && c[0] == 0 {
+                continue;
+            }
+            state.add_delta(&FlowDelta {
+                l4: if t.tcp { L4Proto::Tcp } else { L4Proto::Udp },
+                client: endpoint(t.client),
+                server: endpoint(t.server),
+                to_server: dir(s),
+                to_client: dir(c),
+                first_ts: Timestamp(t.first_ts),
+                last_ts: Timestamp(t.last_ts),
+                orientation: if t.syn { Orientation::Syn } else { Orientation::Inferred },
+                closed: t.closed,
+            });
+        }
+    }
+
+    /// Adds what a worker's conversations have that this hub lacks.
+    pub fn closed(&mut self, node: &str, epoch: &str, convs: &[ClosedTotals], state: &mut GraphState) {
+        for c in convs {
+            let key = (node.to_string(), epoch.to_string(), (c.tcp, c.client, c.server));
+            let have = self.conversations.entry(key).or_insert_with(|| empty_conversation((c.tcp, c.client, c.server)));
+            let (s, cl) = (grown(c.to_server, have.to_server), grown(c.to_client, have.to_client));
+            let flows = c.flows.saturating_sub(have.flows);
+            raise(&mut have.to_server, c.to_server);
+            raise(&mut have.to_client, c.to_client);
+            have.flows = have.flows.max(c.flows);
+            have.first_ts = if have.first_ts == 0 { c.first_ts } else { have.first_ts.min(c.first_ts) };
+            have.last_ts = have.last_ts.max(c.last_ts);
+            if flows == 0 && s[0] == 0 && cl[0] == 0 {
+                continue;
+            }
+            let delta = FlowDelta {
+                l4: if c.tcp { L4Proto::Tcp } else { L4Proto::Udp },
+                client: Endpoint { ip: c.client, port: 0 },
+                server: endpoint(c.server),
+                to_server: dir(s),
+                to_client: dir(cl),
+                first_ts: Timestamp(c.first_ts),
+                last_ts: Timestamp(c.last_ts),
+                orientation: Orientation::Inferred,
+                closed: flows > 0,
+            };
+            state.add_closing(&delta, flows);
+        }
+    }
+
+    /// Adds records not seen before, with workloads resolved here.
+    pub fn records(&mut self, node: &str, records: Vec<WireRecord>, state: &mut GraphState) {
+        for r in records {
+            let key = hash_of((node, &r.protocol, r.src, r.dst, r.request_ts, r.response_ts, &r.method, &r.summary));
+            if !self.records_seen.insert(key, SEEN_RECORDS) {
+                self.duplicate_records += 1;
+                continue;
+            }
+            let at = Timestamp(r.request_ts.or(r.response_ts).unwrap_or_default());
+            let src_w = state.identity.resolve_endpoint(r.src.0, r.src.1, at);
+            let dst_w = state.identity.resolve_endpoint(r.dst.0, r.dst.1, at);
+            let record = L7Record {
+                protocol: r.protocol,
+                transport: if r.tcp { L4Proto::Tcp } else { L4Proto::Udp },
+                method: r.method,
+                summary: r.summary,
+                status_code: r.status_code,
+                error: r.error,
+                request_size: r.request_size,
+                response_size: r.response_size,
+                elapsed_us: r.elapsed_us,
+                request_ts: r.request_ts.map(Timestamp),
+                response_ts: r.response_ts.map(Timestamp),
+                src: record_endpoint(endpoint(r.src), &src_w),
+                dst: record_endpoint(endpoint(r.dst), &dst_w),
+                plugin: PluginRef { name: r.plugin.0, version: r.plugin.1, generation: r.plugin.2 },
+                fields: serde_json::from_str(&r.fields).unwrap_or_default(),
+            };
+            state.add_record(record, &src_w, &dst_w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::outbox::Outbox;
+    use crate::service::CaptureFilter;
+    use std::sync::Arc;
+
+    fn state() -> GraphState {
+        GraphState::new(Arc::new(trawl_core::Identity::new()), CaptureFilter::default(), 10)
+    }
+
+    fn delta(port: u16, first: u64, bytes: u64, closed: bool) -> FlowDelta {
+        FlowDelta {
+            l4: L4Proto::Tcp,
+            client: Endpoint { ip: "10.0.0.1".parse().unwrap(), port },
+            server: Endpoint { ip: "10.0.0.2".parse().unwrap(), port: 80 },
+            to_server: DirCounters { packets: 2, bytes, ip_bytes: bytes + 80 },
+            to_client: DirCounters { packets: 1, bytes: 1, ip_bytes: 41 },
+            first_ts: Timestamp(first),
+            last_ts: Timestamp(first + 10),
+            orientation: Orientation::Syn,
+            closed,
+        }
+    }
+
+    fn totals(st: &GraphState) -> (u64, u64) {
+        let view = st.l4(trawl_core::GroupBy::Pod).view();
+        view.edges.iter().fold((0, 0), |(f, b), e| (f + e.flows, b + e.to_server.bytes + e.to_client.bytes))
+    }
+
+    /// Sends the outbox to the hub the way `Link::flush` does.
+    fn flush(out: &mut Outbox, hub: &mut Merger, st: &mut GraphState) {
+        let batch = out.batch(100);
+        hub.flows("n", "e", &batch.flows, st);
+        hub.closed("n", "e", &batch.closed, st);
+        out.sent(&batch);
+    }
+
+    #[test]
+    fn reconnects_add_nothing_and_a_restarted_hub_gets_everything_back() {
+        let mut out = Outbox::default();
+        let (mut hub, mut st) = (Merger::default(), state());
+        out.add_delta(&delta(1000, 1, 100, false));
+        out.add_delta(&delta(1001, 2, 10, true));
+        flush(&mut out, &mut hub, &mut st);
+        out.add_delta(&delta(1000, 1, 50, true));
+        out.add_delta(&delta(1002, 3, 5, false));
+        flush(&mut out, &mut hub, &mut st);
+        let want = totals(&st);
+        assert_eq!(want, (2, 100 + 50 + 10 + 5 + 4));
+
+        // The same hub, a new connection: everything again, nothing added.
+        out.resend_all();
+        flush(&mut out, &mut hub, &mut st);
+        assert_eq!(totals(&st), want);
+        assert_eq!(hub.open_flows(), 1, "closed flows leave the hub's table");
+
+        // A new hub: the conversations and the open flow bring it all back.
+        let (mut hub2, mut st2) = (Merger::default(), state());
+        out.resend_all();
+        flush(&mut out, &mut hub2, &mut st2);
+        assert_eq!(totals(&st2), want);
+    }
+
+    #[test]
+    fn a_resent_close_counts_once() {
+        let (mut hub, mut st) = (Merger::default(), state());
+        let mut out = Outbox::default();
+        out.add_delta(&delta(1000, 1, 100, true));
+        let batch = out.batch(10);
+        hub.flows("n", "e", &batch.flows, &mut st);
+        // The connection broke before the worker knew it was sent.
+        hub.flows("n", "e", &batch.flows, &mut st);
+        assert_eq!(totals(&st), (1, 101));
+        assert_eq!(hub.duplicate_closes, 1);
+    }
+}

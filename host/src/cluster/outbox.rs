@@ -1,0 +1,240 @@
+//! What a worker has counted and not yet sent, and what it keeps so a
+//! restarted hub can be given everything again.
+//!
+//! - Open flows' cumulative totals, sent when they grew; every one again
+//!   on a new connection.
+//! - A closed flow is sent once more with its final totals, then folded
+//!   into its conversation (client IP, server IP and port): cumulative per
+//!   counting epoch, sent again on every new connection. The hub folds
+//!   closed flows the same way, so it adds only what it lacks (nothing,
+//!   unless it restarted). Memory follows conversations, not flows.
+//! - Records wait in a queue; the ones sent stay in a journal of bounded
+//!   size that is sent again on a new connection (the hub drops the ones
+//!   it has). Beyond the bounds, records are dropped and counted.
+
+use super::proto::{ClosedTotals, FlowTotals, WireRecord};
+use crate::plugins::HostRecord;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use trawl_core::flow::Orientation;
+use trawl_core::{FlowDelta, L4Proto};
+use trawl_sdk::abi::Dir;
+
+pub type FlowKey = (bool, (IpAddr, u16), (IpAddr, u16), u64);
+/// A conversation: transport, client IP, server IP and port.
+pub type ConversationKey = (bool, IpAddr, (IpAddr, u16));
+
+/// How much the outbox may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// Records waiting to be sent.
+    pub max_records: usize,
+    /// Records kept after sending, for a hub that restarts.
+    pub journal: usize,
+    /// Conversations whose closed flows are kept for a hub that restarts.
+    pub max_conversations: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits { max_records: 100_000, journal: 100_000, max_conversations: 100_000 }
+    }
+}
+
+/// Adds closed flow `t` to its conversation's totals.
+pub fn fold(into: &mut ClosedTotals, t: &FlowTotals) {
+    into.flows += 1;
+    into.first_ts = if into.flows == 1 { t.first_ts } else { into.first_ts.min(t.first_ts) };
+    into.last_ts = into.last_ts.max(t.last_ts);
+    for i in 0..3 {
+        into.to_server[i] += t.to_server[i];
+        into.to_client[i] += t.to_client[i];
+    }
+}
+
+pub fn conversation_of(t: &FlowTotals) -> ConversationKey {
+    (t.tcp, t.client.0, t.server)
+}
+
+pub fn empty_conversation((tcp, client, server): ConversationKey) -> ClosedTotals {
+    ClosedTotals { tcp, client, server, flows: 0, first_ts: 0, last_ts: 0, to_server: [0; 3], to_client: [0; 3] }
+}
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub limits: OutboxLimits,
+    pub totals: HashMap<FlowKey, FlowTotals>,
+    pub dirty: HashSet<FlowKey>,
+    pub conversations: HashMap<ConversationKey, ClosedTotals>,
+    pub conversations_dirty: HashSet<ConversationKey>,
+    pub records: VecDeque<WireRecord>,
+    pub journal: VecDeque<WireRecord>,
+    pub records_dropped: u64,
+    /// Closed flows not kept for a restarted hub (too many conversations).
+    pub conversations_dropped: u64,
+    /// Sent records that left the journal (a restarted hub will lack them).
+    pub journal_evicted: u64,
+}
+
+/// What one flush sends.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub flows: Vec<FlowTotals>,
+    pub closed: Vec<ClosedTotals>,
+    pub records: Vec<WireRecord>,
+}
+
+impl Outbox {
+    pub fn new(limits: OutboxLimits) -> Self {
+        Outbox { limits, ..Default::default() }
+    }
+
+    pub fn add_delta(&mut self, d: &FlowDelta) {
+        let key = (d.l4 == L4Proto::Tcp, (d.client.ip, d.client.port), (d.server.ip, d.server.port), d.first_ts.0);
+        let t = self.totals.entry(key).or_insert_with(|| FlowTotals {
+            tcp: key.0,
+            client: key.1,
+            server: key.2,
+            first_ts: key.3,
+            last_ts: 0,
+            to_server: [0; 3],
+            to_client: [0; 3],
+            syn: d.orientation == Orientation::Syn,
+            closed: false,
+        });
+        for (acc, c) in [(&mut t.to_server, &d.to_server), (&mut t.to_client, &d.to_client)] {
+            acc[0] += c.packets;
+            acc[1] += c.bytes;
+            acc[2] += c.ip_bytes;
+        }
+        t.last_ts = t.last_ts.max(d.last_ts.0);
+        t.closed |= d.closed;
+        self.dirty.insert(key);
+    }
+
+    /// Queues a record for the hub, or counts it dropped when the queue is full.
+    pub fn add_record(&mut self, h: &HostRecord) {
+        if self.records.len() >= self.limits.max_records {
+            self.records_dropped += 1;
+            return;
+        }
+        self.records.push_back(wire_record(h));
+    }
+
+    /// A new connection: everything the hub may lack goes again.
+    pub fn resend_all(&mut self) {
+        self.dirty.extend(self.totals.keys().copied());
+        self.conversations_dirty.extend(self.conversations.keys().copied());
+        for r in self.journal.drain(..).rev() {
+            self.records.push_front(r);
+        }
+    }
+
+    /// What is due, at most `max_records` records of it.
+    pub fn batch(&self, max_records: usize) -> Batch {
+        Batch {
+            flows: self.dirty.iter().filter_map(|k| self.totals.get(k).cloned()).collect(),
+            closed: self.conversations_dirty.iter().filter_map(|k| self.conversations.get(k).cloned()).collect(),
+            records: self.records.iter().take(max_records).cloned().collect(),
+        }
+    }
+
+    /// The hub has `batch`: closed flows fold into their conversations and
+    /// sent records move to the journal.
+    pub fn sent(&mut self, batch: &Batch) {
+        self.dirty.clear();
+        self.conversations_dirty.clear();
+        let closed: Vec<FlowKey> = self.totals.iter().filter(|(_, t)| t.closed).map(|(k, _)| *k).collect();
+        for k in closed {
+            let Some(t) = self.totals.remove(&k) else { continue };
+            let conv = conversation_of(&t);
+            if !self.conversations.contains_key(&conv) && self.conversations.len() >= self.limits.max_conversations {
+                self.conversations_dropped += 1;
+                continue;
+            }
+            fold(self.conversations.entry(conv).or_insert_with(|| empty_conversation(conv)), &t);
+        }
+        let n = batch.records.len().min(self.records.len());
+        self.journal.extend(self.records.drain(..n));
+        while self.journal.len() > self.limits.journal {
+            self.journal.pop_front();
+            self.journal_evicted += 1;
+        }
+    }
+}
+
+/// A record as the hub gets it: endpoints, not workloads (the hub
+/// resolves them with its own identity).
+pub fn wire_record(h: &HostRecord) -> WireRecord {
+    let r = &h.record;
+    let (src, dst) = match r.request_dir {
+        Dir::ToServer => (h.conn.client, h.conn.server),
+        Dir::ToClient => (h.conn.server, h.conn.client),
+    };
+    let (record, _, _) = crate::records::to_l7(h, &trawl_core::Identity::new());
+    WireRecord {
+        protocol: record.protocol,
+        tcp: h.conn.l4 == L4Proto::Tcp,
+        method: record.method,
+        summary: record.summary,
+        status_code: record.status_code,
+        error: record.error,
+        request_size: record.request_size,
+        response_size: record.response_size,
+        elapsed_us: record.elapsed_us,
+        request_ts: record.request_ts.map(|t| t.0),
+        response_ts: record.response_ts.map(|t| t.0),
+        src: (src.ip, src.port),
+        dst: (dst.ip, dst.port),
+        plugin: (record.plugin.name, record.plugin.version, record.plugin.generation),
+        fields: serde_json::Value::Object(record.fields).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trawl_core::Timestamp;
+    use trawl_core::flow::{DirCounters, Endpoint};
+
+    fn delta(client_port: u16, first: u64, bytes: u64, closed: bool) -> FlowDelta {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        FlowDelta {
+            l4: L4Proto::Tcp,
+            client: Endpoint { ip: ip("10.0.0.1"), port: client_port },
+            server: Endpoint { ip: ip("10.0.0.2"), port: 80 },
+            to_server: DirCounters { packets: 1, bytes, ip_bytes: bytes + 40 },
+            to_client: DirCounters::default(),
+            first_ts: Timestamp(first),
+            last_ts: Timestamp(first + 1),
+            orientation: Orientation::Syn,
+            closed,
+        }
+    }
+
+    #[test]
+    fn closed_flows_fold_into_conversations_and_go_again_on_a_new_connection() {
+        let mut out = Outbox::new(OutboxLimits { max_conversations: 1, ..Default::default() });
+        out.add_delta(&delta(1000, 1, 100, true));
+        out.add_delta(&delta(1001, 5, 50, true));
+        out.add_delta(&delta(1002, 9, 7, false));
+        let batch = out.batch(10);
+        assert_eq!(batch.flows.len(), 3, "closed flows go once with their final totals");
+        out.sent(&batch);
+        assert_eq!(out.totals.len(), 1, "only the open flow is kept whole");
+        let conv = out.conversations.values().next().unwrap();
+        assert_eq!((conv.flows, conv.to_server[1], conv.first_ts), (2, 150, 1));
+        assert!(out.batch(10).flows.is_empty() && out.batch(10).closed.is_empty(), "nothing new is due");
+
+        out.resend_all();
+        let again = out.batch(10);
+        assert_eq!((again.flows.len(), again.closed.len()), (1, 1));
+
+        // A conversation over the bound is counted, not kept.
+        let mut other = delta(1003, 11, 1, true);
+        other.server.port = 443;
+        out.add_delta(&other);
+        out.sent(&out.batch(10));
+        assert_eq!((out.conversations.len(), out.conversations_dropped), (1, 1));
+    }
+}
