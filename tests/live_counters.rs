@@ -22,8 +22,9 @@ use trawl_host::lab::{Lab, PodSpec};
 /// (l4, src, sport, dst, dport) → (packets, bytes)
 type Directional = BTreeMap<(String, String, u16, String, u16), (u64, u64)>;
 
-/// Every IPv4 TCP/UDP packet of the lab's subnet in an Ethernet capture.
-fn count_pcap(file: &Path, into: &mut Directional) {
+/// Every IPv4 TCP/UDP packet from `subnet` (its first two octets) in an
+/// Ethernet capture.
+fn count_pcap(file: &Path, subnet: [u8; 2], into: &mut Directional) {
     let mut reader = PcapReader::new(std::fs::File::open(file).unwrap()).unwrap();
     while let Some(p) = reader.next_packet() {
         let p = p.unwrap();
@@ -40,7 +41,7 @@ fn count_pcap(file: &Path, into: &mut Directional) {
         let src = Ipv4Addr::new(d[26], d[27], d[28], d[29]);
         let dst = Ipv4Addr::new(d[30], d[31], d[32], d[33]);
         let l4 = 14 + ihl;
-        if d.len() < l4 + 4 || src.octets()[..2] != [10, 213] {
+        if d.len() < l4 + 4 || src.octets()[..2] != subnet {
             continue;
         }
         let sport = u16::from_be_bytes([d[l4], d[l4 + 1]]);
@@ -153,11 +154,118 @@ fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
     let mut captured = Directional::new();
     for (c, file) in captures {
         c.stop();
-        count_pcap(&file, &mut captured);
+        count_pcap(&file, [10, 213], &mut captured);
     }
     assert!(captured.len() >= 14, "too little traffic captured: {captured:?}");
     assert_eq!(ebpf, captured, "eBPF counters differ from tcpdump on the senders' veths");
 
     drop(lab);
     assert_eq!(Lab::leftovers(&prefix), Vec::<String>::new(), "the lab left things behind");
+}
+
+/// Two pods laid out as a routed CNI (Calico) lays them out: each in its
+/// own namespace behind a veth, a /32 address, a default route through a
+/// link-local gateway that the host answers by proxy ARP, and a host route
+/// to each pod over its veth. `trawl count --routes` must find them from
+/// the host's tables alone and count like tcpdump on their veths.
+#[test]
+fn routed_pods_are_found_from_host_routes_and_counted_once() {
+    if !support::root_or_skip() || !tools_or_skip(&["tcpdump", "curl", "python3"]) {
+        return;
+    }
+    let tag = std::process::id() % 100_000;
+    let pods: Vec<(String, String, String)> =
+        (0..2).map(|i| (format!("trwrt{tag}p{i}"), format!("trwrt{tag}v{i}"), format!("10.216.0.{}", i + 2))).collect();
+    struct Cleanup(Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for ns in &self.0 {
+                let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+    let _cleanup = Cleanup(pods.iter().map(|p| p.0.clone()).collect());
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    for (ns, host, addr) in &pods {
+        ip(&["netns", "add", ns]);
+        ip(&["link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
+        ip(&["-n", ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
+        ip(&["-n", ns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
+        ip(&["link", "set", host, "up"]);
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp"), "1").unwrap();
+        ip(&["route", "add", &format!("{addr}/32"), "dev", host, "scope", "link"]);
+    }
+    let dir = scratch("live-routes");
+    let (server_ns, server) = (&pods[1].0, &pods[1].2);
+    let _server = Killed(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", server_ns, "python3", "-m", "http.server", "8080", "--bind", server])
+            .args(["--directory", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(dir.join("big.bin"), vec![7u8; 200_000]).unwrap();
+    let curl = |path: &str| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &pods[0].0, "curl", "-sf", "-o", "/dev/null", "--max-time", "5"])
+            .arg(format!("http://{server}:8080/{path}"))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    support::wait_for("http server in a routed pod", || curl(""));
+
+    let captures: Vec<(Capture, std::path::PathBuf)> = pods
+        .iter()
+        .map(|(_, host, _)| {
+            let file = dir.join(format!("{host}.pcap"));
+            (Capture::on(host, &["-Q", "in"], &file, "ip"), file)
+        })
+        .collect();
+    let mut count = Killed(
+        support::trawl()
+            .args(["count", "--routes", "--seconds", "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(count.0.stderr.take().unwrap()).lines();
+    let ready = stderr.next().unwrap().unwrap();
+    for (_, host, _) in &pods {
+        assert!(ready.contains(host.as_str()), "{host} not found from the routes: {ready}");
+    }
+    assert!(curl("") && curl("big.bin") && curl(""), "curl between routed pods");
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut count.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(count.0.wait().unwrap().success());
+    let mut ebpf = Directional::new();
+    for r in support::json_lines(&stdout) {
+        let src = r["src"].as_str().unwrap().to_string();
+        if src.starts_with("10.216.") {
+            let key = (
+                r["l4"].as_str().unwrap().to_string(),
+                src,
+                r["sport"].as_u64().unwrap() as u16,
+                r["dst"].as_str().unwrap().to_string(),
+                r["dport"].as_u64().unwrap() as u16,
+            );
+            ebpf.insert(key, (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()));
+        }
+    }
+    let mut captured = Directional::new();
+    for (c, file) in captures {
+        c.stop();
+        count_pcap(&file, [10, 216], &mut captured);
+    }
+    assert!(captured.len() >= 6, "too little traffic captured: {captured:?}");
+    assert_eq!(ebpf, captured, "eBPF counters differ from tcpdump on the routed pods' veths");
 }

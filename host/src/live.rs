@@ -98,8 +98,8 @@ const RING_BLOCKS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
-    /// Only network namespaces whose name starts with this are workloads.
-    pub netns_prefix: String,
+    /// How this node's workloads are found.
+    pub discovery: crate::capture::live::discover::Discovery,
     /// Inventories, plugins and rate window (the capture path is unused).
     pub replay: ReplayOptions,
     pub listen: SocketAddr,
@@ -141,7 +141,7 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
         let base = load_identity(&opts.replay.inventories)?;
         watch_kubernetes(state.clone(), base)?;
     }
-    let counters = LiveCounters::start(&opts.netns_prefix, opts.max_flows)?;
+    let counters = LiveCounters::start(&opts.discovery, opts.max_flows)?;
     eprintln!(
         "trawl: counting L4 on {} workload interfaces: {}",
         counters.attached().len(),

@@ -6,6 +6,7 @@ use std::io::{BufWriter, ErrorKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trawl_core::GroupBy;
+use trawl_host::capture::live::discover::Discovery;
 use trawl_host::config::{Config, merge_capture_filter};
 use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
 
@@ -46,9 +47,9 @@ fn token(flag: Option<String>) -> anyhow::Result<String> {
 
 #[derive(Debug, clap::Args)]
 struct WorkerArgs {
-    /// The hub's worker address.
-    #[arg(long)]
-    hub: std::net::SocketAddr,
+    /// The hub's worker address, HOST:PORT (a Kubernetes Service name works).
+    #[arg(long, value_name = "HOST:PORT")]
+    hub: String,
     /// Shared secret (or TRAWL_TOKEN).
     #[arg(long)]
     token: Option<String>,
@@ -135,8 +136,11 @@ fn parse_part(s: &str) -> Result<(u32, u32), String> {
 #[derive(Debug, clap::Args)]
 struct CountArgs {
     /// Only namespaces whose name starts with this.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", conflicts_with = "routes")]
     netns_prefix: String,
+    /// Workloads are the veths that host routes point at (routed CNIs).
+    #[arg(long)]
+    routes: bool,
     /// How long to count.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -156,9 +160,20 @@ struct SourceArgs {
     #[arg(long)]
     live: bool,
     /// With --live: workloads are the network namespaces under /run/netns
-    /// whose name starts with this.
-    #[arg(long, default_value = "", requires = "live")]
+    /// whose name starts with this (entering them needs CAP_SYS_ADMIN).
+    #[arg(long, default_value = "", requires = "live", conflicts_with = "routes")]
     netns_prefix: String,
+    /// With --live: workloads are the veths that host routes point at
+    /// (routed CNIs: Calico, Cilium, kindnet, AWS VPC), found without
+    /// entering their namespaces.
+    #[arg(long, requires = "live")]
+    routes: bool,
+}
+
+impl SourceArgs {
+    fn discovery(&self) -> Discovery {
+        if self.routes { Discovery::Routes } else { Discovery::Netns { prefix: self.netns_prefix.clone() } }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -361,7 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             match args.source.replay {
                 Some(capture) => serve(capture, args.inventory, args.speed, args.repeat, args.common)?,
-                None => serve_live(args.source.netns_prefix, args.kube, args.inventory, args.common)?,
+                None => serve_live(args.source.discovery(), args.kube, args.inventory, args.common)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -414,7 +429,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if a.source.live {
                 let flags = capture_filter(a.capture_filter, Vec::new(), a.exclude_namespaces)?;
                 let live = trawl_host::live::LiveOptions {
-                    netns_prefix: a.source.netns_prefix,
+                    discovery: a.source.discovery(),
                     replay,
                     listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                     capture_filter: merge_capture_filter(flags, config.as_ref())?,
@@ -476,7 +491,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `trawl count`: attach, say so on stderr (scripts wait for that line),
 /// count, print one JSON line per direction.
 fn count(a: CountArgs) -> anyhow::Result<()> {
-    let live = trawl_host::capture::live::LiveCounters::start(&a.netns_prefix, a.max_flows)?;
+    let live = trawl_host::capture::live::LiveCounters::start(
+        &if a.routes { Discovery::Routes } else { Discovery::Netns { prefix: a.netns_prefix } },
+        a.max_flows,
+    )?;
     eprintln!("trawl count: counting on {} interfaces: {}", live.attached().len(), live.attached().join(" "));
     std::thread::sleep(std::time::Duration::from_secs_f64(a.seconds.max(0.0)));
     let mut readings = live.readings()?;
@@ -535,10 +553,10 @@ fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, 
     trawl_host::serve::run(trawl_host::serve::ServeOptions { replay, speed: speed.0, repeat, listen, capture_filter })
 }
 
-fn serve_live(netns_prefix: String, kube: bool, inventory: Vec<PathBuf>, a: ServiceArgs) -> anyhow::Result<()> {
+fn serve_live(discovery: Discovery, kube: bool, inventory: Vec<PathBuf>, a: ServiceArgs) -> anyhow::Result<()> {
     let (replay, capture_filter, listen) = service_options(PathBuf::new(), inventory, a)?;
     trawl_host::live::run(trawl_host::live::LiveOptions {
-        netns_prefix,
+        discovery,
         replay,
         listen,
         capture_filter,

@@ -149,7 +149,11 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     }
     // The hub dissects nothing; the plugins' metadata colours the legend.
     let (plugins, _, _) = crate::replay_l7::plugins_for(&opts.replay)?;
-    lock(&state).set_legend(plugins.iter().map(crate::replay_l7::legend).collect());
+    {
+        let mut st = lock(&state);
+        st.set_legend(plugins.iter().map(crate::replay_l7::legend).collect());
+        st.plugins = crate::replay_l7::engine_for(&opts.replay, plugins).sink().status();
+    }
     let listener =
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;
     eprintln!("trawl hub: workers connect to {}", listener.local_addr()?);

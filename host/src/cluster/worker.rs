@@ -27,7 +27,9 @@ use trawl_core::decode::{Decoded, decode};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    pub hub: SocketAddr,
+    /// The hub's worker address, `HOST:PORT` (a Service name is looked up
+    /// again on every connect).
+    pub hub: String,
     pub token: String,
     pub node: String,
     pub worker_id: String,
@@ -126,7 +128,27 @@ impl Link {
     }
 
     fn connect(&mut self) -> anyhow::Result<TcpStream> {
-        let stream = TcpStream::connect_timeout(&self.opts.hub, Duration::from_secs(2))?;
+        let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(self.opts.hub.as_str())
+            .with_context(|| format!("cannot resolve the hub address {}", self.opts.hub))?
+            .collect();
+        let mut last = None;
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(stream) = stream else {
+            bail!(
+                "cannot connect to the hub at {}: {}",
+                self.opts.hub,
+                last.map_or("no address".into(), |e| e.to_string())
+            )
+        };
         let mut w = stream.try_clone()?;
         write_frame(
             &mut w,

@@ -182,7 +182,7 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
     if live.kube {
         watch_kubernetes(sink.clone(), crate::replay::load_identity(&live.replay.inventories)?)?;
     }
-    let mut counters = crate::capture::live::LiveCounters::start(&live.netns_prefix, live.max_flows)?;
+    let mut counters = crate::capture::live::LiveCounters::start(&live.discovery, live.max_flows)?;
     if let Some((local, remote)) = crate::live::LiveSink::cluster(&*sink) {
         counters.set_cluster(local, remote)?;
     }

@@ -77,7 +77,7 @@ pub fn run(
     replay.watch = !plugin_dirs.is_empty();
     replay.plugin_dirs = plugin_dirs;
     let served = run_live_service(LiveOptions {
-        netns_prefix: Arc::as_ref(&lab).netns_prefix(),
+        discovery: crate::capture::live::discover::Discovery::Netns { prefix: Arc::as_ref(&lab).netns_prefix() },
         replay,
         listen,
         capture_filter,

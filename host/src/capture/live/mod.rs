@@ -6,7 +6,7 @@ pub mod discover;
 pub mod packet;
 
 use anyhow::{Context, Result};
-use discover::PodInterface;
+use discover::{Discovery, PodInterface};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use trawl_core::counters::{CounterTable, DirectionalReading};
@@ -22,7 +22,7 @@ pub const IDLE_FLOW_SECS: u64 = 60;
 pub struct LiveCounters {
     counters: FlowCounters,
     table: CounterTable,
-    netns_prefix: String,
+    discovery: Discovery,
     pods: Vec<PodInterface>,
     /// IPs whose sent packets are counted elsewhere in the cluster (a
     /// worker on another node); the local workloads are added to these.
@@ -33,14 +33,14 @@ pub struct LiveCounters {
 }
 
 impl LiveCounters {
-    /// Loads the programs and attaches to the workloads found in named
-    /// namespaces starting with `netns_prefix`.
-    pub fn start(netns_prefix: &str, max_flows: u32) -> Result<Self> {
+    /// Loads the programs and attaches to the workloads found as
+    /// `discovery` says.
+    pub fn start(discovery: &Discovery, max_flows: u32) -> Result<Self> {
         let counters = FlowCounters::load(max_flows).context("eBPF flow counters")?;
         let mut live = LiveCounters {
             counters,
             table: CounterTable::new(ServicePorts::default()),
-            netns_prefix: netns_prefix.to_string(),
+            discovery: discovery.clone(),
             pods: Vec::new(),
             remote_senders: Vec::new(),
             only: None,
@@ -52,7 +52,7 @@ impl LiveCounters {
     /// Attaches to new workloads, lets go of gone ones, and updates which
     /// senders are counted at their own interface.
     pub fn rescan(&mut self) -> Result<()> {
-        let mut pods = discover::discover(&self.netns_prefix)?;
+        let mut pods = discover::discover(&self.discovery)?;
         if let Some(only) = &self.only {
             pods.retain(|p| p.ips.iter().any(|ip| only.contains(ip)));
         }

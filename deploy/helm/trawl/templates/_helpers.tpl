@@ -1,0 +1,30 @@
+{{- define "trawl.labels" -}}
+app.kubernetes.io/name: trawl
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "trawl.selector" -}}
+app.kubernetes.io/name: trawl
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "trawl.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "trawl.secretName" -}}
+{{ .Values.existingSecret | default (printf "%s-token" .Release.Name) }}
+{{- end }}
+
+{{- define "trawl.tokenEnv" -}}
+- name: TRAWL_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "trawl.secretName" . }}
+      key: token
+- name: RUST_LOG
+  value: {{ .Values.logLevel | quote }}
+{{- end }}

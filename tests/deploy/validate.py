@@ -1,0 +1,126 @@
+"""Validates deploy/: the plain manifests and the Helm chart rendered by
+Helm's own engine (helm-python-sdk, Helm's Go SDK without the binary),
+against the Kubernetes schemas bundled by kubernetes-validate (strict:
+unknown fields are errors too).
+
+Usage: validate.py REPO_ROOT OUT_DIR
+Writes the ConfigMaps' trawl.yaml files into OUT_DIR (for the caller to
+load with trawl itself) and prints a JSON summary on stdout."""
+
+import json
+import pathlib
+import sys
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+KUBE = "1.35.0"
+root, out_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+out_dir.mkdir(parents=True, exist_ok=True)
+problems = []
+
+
+def validate(docs, where):
+    for doc in docs:
+        name = f"{where}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(doc, KUBE, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            problems.append(f"{name}: {e.message} at {'.'.join(map(str, e.path))}")
+        except Exception as e:  # noqa: BLE001 - a schema that cannot be found is a failure too
+            problems.append(f"{name}: {type(e).__name__}: {e}")
+
+
+def objects(docs):
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def container(docs, kind, name):
+    return objects(docs)[(kind, name)]["spec"]["template"]["spec"]["containers"][0]
+
+
+# The plain manifests.
+manifests = []
+for f in sorted((root / "deploy/manifests").glob("*.yaml")):
+    manifests += [d for d in yaml.safe_load_all(f.read_text()) if d]
+validate(manifests, "deploy/manifests")
+
+# The chart, rendered as `helm install trawl deploy/helm/trawl -n trawl` would,
+# with its defaults and with values that change every branch.
+chart = helm.Chart.load(str(root / "deploy/helm/trawl"))
+variants = {
+    "defaults": {},
+    "netns": {
+        "worker": {"discovery": "netns"},
+        "existingSecret": "my-token",
+        "captureFilters": {"podRegex": "^front", "namespaces": ["shop"], "excludeNamespaces": []},
+        "plugins": ["http", "dns"],
+        "image": {"tag": "dev"},
+        "hub": {"service": {"type": "NodePort"}, "tolerations": [{"operator": "Exists"}]},
+    },
+}
+rendered = {}
+for variant, values in variants.items():
+    files = chart.render(values, name="trawl", namespace="trawl", is_install=True)
+    docs = []
+    for path, text in files.items():
+        if path.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    validate(docs, f"chart ({variant})")
+    rendered[variant] = docs
+
+report = helm.lint(str(root / "deploy/helm/trawl"), strict=True)
+problems += [f"helm lint: {m['path']}: {m['error']}" for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+problems += [f"helm lint: {e}" for e in report.get("errors") or []]
+
+# The chart renders the same objects as the manifests (it makes the token
+# Secret; the manifests leave that to kubectl and make the Namespace).
+chart_docs = rendered["defaults"]
+want = set(objects(manifests)) - {("Namespace", "trawl")}
+got = set(objects(chart_docs)) - {("Secret", "trawl-token")}
+if want != got:
+    problems.append(f"chart and manifests differ: only in manifests {sorted(want - got)}, only in chart {sorted(got - want)}")
+else:
+    for kind, name in [("DaemonSet", "trawl-worker"), ("Deployment", "trawl-hub")]:
+        a, b = container(manifests, kind, name), container(chart_docs, kind, name)
+        for field in ["securityContext", "ports", "readinessProbe", "livenessProbe", "resources", "volumeMounts"]:
+            if a.get(field) != b.get(field):
+                problems.append(f"{kind}/{name}: {field} differs: manifests {a.get(field)} chart {b.get(field)}")
+        flags = lambda c: sorted(x.split("=")[0] for x in c["args"])  # noqa: E731
+        if flags(a) != flags(b):
+            problems.append(f"{kind}/{name}: flags differ: {flags(a)} vs {flags(b)}")
+    if objects(manifests)[("ClusterRole", "trawl")]["rules"] != objects(chart_docs)[("ClusterRole", "trawl")]["rules"]:
+        problems.append("ClusterRole rules differ")
+
+# Least privilege, as the issue asks.
+for where, docs in [("manifests", manifests)] + [(f"chart ({v})", d) for v, d in rendered.items()]:
+    worker = container(docs, "DaemonSet", "trawl-worker")
+    sc = worker["securityContext"]
+    caps = set(sc["capabilities"]["add"])
+    expected = {"BPF", "PERFMON", "NET_ADMIN", "NET_RAW"} | ({"SYS_ADMIN"} if "--netns-prefix=cni-" in worker["args"] else set())
+    if sc.get("privileged") or caps != expected:
+        problems.append(f"{where}: worker capabilities {sorted(caps)}, want {sorted(expected)} and not privileged")
+    pod = objects(docs)[("DaemonSet", "trawl-worker")]["spec"]["template"]["spec"]
+    if not pod.get("hostNetwork") or not worker.get("readinessProbe"):
+        problems.append(f"{where}: the worker needs hostNetwork and a readiness probe")
+    mounts = {m["mountPath"] for m in worker["volumeMounts"]}
+    if not {"/sys/fs/bpf", "/sys/fs/cgroup"} <= mounts:
+        problems.append(f"{where}: the worker lacks the bpffs or cgroup mount: {sorted(mounts)}")
+    for rule in objects(docs)[("ClusterRole", "trawl")]["rules"]:
+        if set(rule["verbs"]) - {"get", "list", "watch"} or {"secrets", "configmaps"} & set(rule["resources"]):
+            problems.append(f"{where}: ClusterRole rule goes beyond reading workloads: {rule}")
+secret = objects(rendered["defaults"])[("Secret", "trawl-token")]
+if len(secret["data"]["token"]) < 40:
+    problems.append("the chart's generated token is too short")
+if ("Secret", "trawl-token") in objects(rendered["netns"]):
+    problems.append("with existingSecret the chart must not make a Secret")
+
+configs = {}
+for where, docs in [("manifests", manifests), ("chart-defaults", rendered["defaults"]), ("chart-netns", rendered["netns"])]:
+    text = objects(docs)[("ConfigMap", "trawl-config")]["data"]["trawl.yaml"]
+    path = out_dir / f"{where}.yaml"
+    path.write_text(text)
+    configs[where] = {"path": str(path), "config": yaml.safe_load(text)}
+
+print(json.dumps({"problems": problems, "configs": configs, "validated": len(manifests) + sum(map(len, rendered.values()))}))
