@@ -260,13 +260,14 @@ fn host_network_pods_are_named_by_a_port_only_they_declare() {
                 .iter()
                 .filter(|q| q["status"]["podIP"] == p["status"]["podIP"] && ports(q).contains(&port))
                 .count();
-            let w = identity.resolve_endpoint(ip, port, LATER);
+            let (w, status) = identity.resolve_endpoint_status(ip, port, LATER);
             if owners == 1 {
                 assert_eq!(
                     (w.kind, w.name.as_str()),
                     (WorkloadKind::Pod, p["metadata"]["name"].as_str().unwrap()),
                     "{ip}:{port}"
                 );
+                assert_eq!(status, trawl_core::identity::ResolutionStatus::ResolvedByPort, "{ip}:{port}");
                 named += 1;
             } else {
                 assert_eq!((w.kind, w.name.as_str()), (WorkloadKind::Node, node), "{ip}:{port} is shared");

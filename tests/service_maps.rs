@@ -258,6 +258,11 @@ fn kfl2_filters_select_the_right_edges() {
             let dst = s(r, &["dst", "workload", "node"]);
             (if dst.is_empty() { s(r, &["src", "workload", "node"]) } else { dst }) == "node-b"
         }),
+        // how the ends were resolved (Kubeshark's *_resolution_status)
+        ("dst_resolution_status == 'unresolved'", |r| r["dst"]["resolution_status"] == "unresolved"),
+        ("src.resolution_status == 'resolved' && dst.resolution_status == 'resolved'", |r| {
+            r["src"]["resolution_status"] == "resolved" && r["dst"]["resolution_status"] == "resolved"
+        }),
         // plugin fields, with no host change
         ("redis && redis_key.startsWith('session:')", |r| {
             r["protocol"] == "redis" && r["fields"]["redis_key"].as_str().is_some_and(|k| k.starts_with("session:"))

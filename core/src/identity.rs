@@ -50,6 +50,32 @@ pub struct Workload {
     pub owner: Option<String>,
 }
 
+/// How an endpoint's workload was found (Kubeshark's `*_resolution_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionStatus {
+    /// The IP was held by a pod, Service (ClusterIP) or node at that time.
+    Resolved,
+    /// A node's IP, named by the one hostNetwork pod declaring the port.
+    ResolvedByPort,
+    /// Only a pod that had already finished (Succeeded/Failed) listed the
+    /// IP: a likely but weak name.
+    FinishedPod,
+    /// No workload held the IP at that time (`internal` or `public`).
+    Unresolved,
+}
+
+impl ResolutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolutionStatus::Resolved => "resolved",
+            ResolutionStatus::ResolvedByPort => "resolved_by_port",
+            ResolutionStatus::FinishedPod => "finished_pod",
+            ResolutionStatus::Unresolved => "unresolved",
+        }
+    }
+}
+
 /// Pseudo-namespace of unknown private addresses, as Kubeshark names it.
 pub const NAMESPACE_INTERNAL: &str = "internal";
 /// Pseudo-namespace of unknown public addresses.
@@ -518,19 +544,25 @@ impl Identity {
     /// except that on a node's IP, a port that exactly one of its
     /// hostNetwork pods declares names that pod (the node otherwise).
     pub fn resolve_endpoint(&self, ip: IpAddr, port: u16, ts: Timestamp) -> Arc<Workload> {
-        let best = self.resolve(ip, ts);
-        if best.kind != WorkloadKind::Node {
-            return best;
+        self.resolve_endpoint_status(ip, port, ts).0
+    }
+
+    /// [`Identity::resolve_endpoint`], and how the workload was found.
+    pub fn resolve_endpoint_status(&self, ip: IpAddr, port: u16, ts: Timestamp) -> (Arc<Workload>, ResolutionStatus) {
+        let bindings = self.by_ip.get(&ip).map(Vec::as_slice).unwrap_or_default();
+        let Some(best) = bindings.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from)) else {
+            return (Arc::new(Workload::external(ip)), ResolutionStatus::Unresolved);
+        };
+        let status =
+            if best.rank == Rank::FinishedPod { ResolutionStatus::FinishedPod } else { ResolutionStatus::Resolved };
+        if best.workload.kind != WorkloadKind::Node {
+            return (Arc::clone(&best.workload), status);
         }
-        let mut owners = self
-            .by_ip
-            .get(&ip)
-            .into_iter()
-            .flatten()
-            .filter(|b| b.rank == Rank::HostNetworkPod && b.holds_at(ts) && b.ports.contains(&port));
+        let mut owners =
+            bindings.iter().filter(|b| b.rank == Rank::HostNetworkPod && b.holds_at(ts) && b.ports.contains(&port));
         match (owners.next(), owners.next()) {
-            (Some(only), None) => Arc::clone(&only.workload),
-            _ => best,
+            (Some(only), None) => (Arc::clone(&only.workload), ResolutionStatus::ResolvedByPort),
+            _ => (Arc::clone(&best.workload), status),
         }
     }
 
@@ -701,6 +733,21 @@ mod tests {
             id.resolve("172.17.0.3".parse().unwrap(), parse_rfc3339("2024-02-01T00:00:00Z").unwrap()).name,
             "web"
         );
+    }
+
+    #[test]
+    fn resolution_status_says_how_an_endpoint_was_named() {
+        let list = serde_json::json!({"kind": "PodList", "items": [
+            pod("job", "172.17.0.3", "Succeeded", "2024-01-01T00:00:00Z", None),
+            pod("web", "172.17.0.4", "Running", "2024-01-01T00:00:00Z", None),
+        ]});
+        let mut id = Identity::new();
+        id.load_json(&list.to_string()).unwrap();
+        let at = parse_rfc3339("2024-02-01T00:00:00Z").unwrap();
+        let status = |ip: &str| id.resolve_endpoint_status(ip.parse().unwrap(), 80, at).1;
+        assert_eq!(status("172.17.0.4"), ResolutionStatus::Resolved);
+        assert_eq!(status("172.17.0.3"), ResolutionStatus::FinishedPod);
+        assert_eq!(status("172.17.0.9"), ResolutionStatus::Unresolved);
     }
 
     #[test]

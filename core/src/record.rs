@@ -12,6 +12,8 @@ pub struct RecordEndpoint {
     pub port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<RecordWorkload>,
+    /// How the workload was found, as of the record's time.
+    pub resolution_status: crate::identity::ResolutionStatus,
 }
 
 /// The parts of a workload a record carries.

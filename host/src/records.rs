@@ -2,7 +2,7 @@
 //! latency and plain JSON fields.
 
 use crate::plugins::HostRecord;
-use trawl_core::identity::Identity;
+use trawl_core::identity::{Identity, ResolutionStatus};
 use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
 use trawl_core::{Endpoint, Timestamp, Workload};
 use trawl_sdk::abi::{Dir, Value};
@@ -20,8 +20,9 @@ fn json(v: &Value) -> serde_json::Value {
 }
 
 /// An endpoint of a record with its resolved workload.
-pub fn record_endpoint(e: Endpoint, w: &Workload) -> RecordEndpoint {
+pub fn record_endpoint(e: Endpoint, w: &Workload, resolution_status: ResolutionStatus) -> RecordEndpoint {
     RecordEndpoint {
+        resolution_status,
         ip: e.ip,
         port: e.port,
         workload: Some(RecordWorkload {
@@ -44,8 +45,8 @@ pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<W
     let request_ts = r.request_ts.map(Timestamp);
     let response_ts = r.response_ts.map(Timestamp);
     let at = request_ts.or(response_ts).unwrap_or_default();
-    let (src_w, dst_w) =
-        (identity.resolve_endpoint(src.ip, src.port, at), identity.resolve_endpoint(dst.ip, dst.port, at));
+    let (src_w, src_status) = identity.resolve_endpoint_status(src.ip, src.port, at);
+    let (dst_w, dst_status) = identity.resolve_endpoint_status(dst.ip, dst.port, at);
     let elapsed_us = match (r.request_ts, r.response_ts) {
         (Some(a), Some(b)) if b >= a => Some((b - a) / 1000),
         _ => None,
@@ -62,8 +63,8 @@ pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<W
         elapsed_us,
         request_ts,
         response_ts,
-        src: record_endpoint(src, &src_w),
-        dst: record_endpoint(dst, &dst_w),
+        src: record_endpoint(src, &src_w, src_status),
+        dst: record_endpoint(dst, &dst_w, dst_status),
         plugin: PluginRef { name: h.plugin.clone(), version: h.plugin_version.clone(), generation: h.generation },
         fields: r.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
     };

@@ -181,8 +181,8 @@ impl Merger {
                 continue;
             }
             let at = Timestamp(r.request_ts.or(r.response_ts).unwrap_or_default());
-            let src_w = state.identity.resolve_endpoint(r.src.0, r.src.1, at);
-            let dst_w = state.identity.resolve_endpoint(r.dst.0, r.dst.1, at);
+            let (src_w, src_status) = state.identity.resolve_endpoint_status(r.src.0, r.src.1, at);
+            let (dst_w, dst_status) = state.identity.resolve_endpoint_status(r.dst.0, r.dst.1, at);
             let record = L7Record {
                 protocol: r.protocol,
                 transport: if r.tcp { L4Proto::Tcp } else { L4Proto::Udp },
@@ -195,8 +195,8 @@ impl Merger {
                 elapsed_us: r.elapsed_us,
                 request_ts: r.request_ts.map(Timestamp),
                 response_ts: r.response_ts.map(Timestamp),
-                src: record_endpoint(endpoint(r.src), &src_w),
-                dst: record_endpoint(endpoint(r.dst), &dst_w),
+                src: record_endpoint(endpoint(r.src), &src_w, src_status),
+                dst: record_endpoint(endpoint(r.dst), &dst_w, dst_status),
                 plugin: PluginRef { name: r.plugin.0, version: r.plugin.1, generation: r.plugin.2 },
                 fields: serde_json::from_str(&r.fields).unwrap_or_default(),
             };

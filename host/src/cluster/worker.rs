@@ -108,6 +108,8 @@ pub struct Link {
     next_try: Instant,
     backoff: Duration,
     pub health: Arc<WorkerHealth>,
+    /// Reads what the hub says; ends when the hub closes the connection.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Link {
@@ -124,6 +126,7 @@ impl Link {
             next_try: Instant::now(),
             backoff: Duration::from_millis(200),
             health,
+            reader: None,
         }
     }
 
@@ -170,7 +173,7 @@ impl Link {
         // What the hub says after Welcome (capture filters) is read on a
         // thread of its own until the connection goes.
         let health = self.health.clone();
-        std::thread::Builder::new().name("hub-reader".into()).spawn(move || {
+        self.reader = Some(std::thread::Builder::new().name("hub-reader".into()).spawn(move || {
             while let Ok(msg) = read_frame::<ToWorker>(&mut reader) {
                 if let ToWorker::CaptureFilters { json } = msg {
                     let parsed = serde_json::from_str(&json).map_err(|e| e.to_string());
@@ -182,8 +185,23 @@ impl Link {
                     }
                 }
             }
-        })?;
+        })?);
         Ok(stream)
+    }
+
+    /// Closes the connection once the hub has read everything: this side
+    /// stops writing, and the hub closes its side after the last frame.
+    /// (Exiting with unread bytes from the hub would reset the connection,
+    /// and a reset can throw away frames the hub has not read yet.)
+    pub fn close(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.reader.as_ref().is_some_and(|r| !r.is_finished()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.health.connected.store(false, Ordering::Relaxed);
     }
 
     /// Sends what is due; on a broken link, keeps it for the next try.
@@ -335,6 +353,9 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     }
     // One more Status with done set, now that the queue is empty.
     link.flush(&mut out, status(&engine, true)).context("final status")?;
+    if !opts.stay {
+        link.close();
+    }
     if opts.stay {
         // Until stopped (SIGTERM), like a live worker.
         loop {

@@ -154,6 +154,7 @@ fn endpoint(e: &RecordEndpoint) -> Value {
     m.insert("name", Value::from(name));
     m.insert("namespace", Value::from(namespace));
     m.insert("node", Value::from(w.and_then(|w| w.node.clone()).unwrap_or_default()));
+    m.insert("resolution_status", Value::from(e.resolution_status.as_str()));
     m.insert("pod", Value::from(HashMap::from([("name", Value::from(pod_name)), ("namespace", Value::from(pod_ns))])));
     m.insert("service", Value::from(HashMap::from([("name", Value::from(service))])));
     Value::from(m)
@@ -185,6 +186,9 @@ fn variables(r: &L7Record) -> Vec<(String, Value)> {
         .fixed_offset();
     v.push(("src".into(), endpoint(&r.src)));
     v.push(("dst".into(), endpoint(&r.dst)));
+    // Kubeshark's spelling of the same.
+    v.push(("src_resolution_status".into(), Value::from(r.src.resolution_status.as_str())));
+    v.push(("dst_resolution_status".into(), Value::from(r.dst.resolution_status.as_str())));
     v.push(("namespaces".into(), Value::List(Arc::new(namespaces.into_iter().map(Value::from).collect()))));
     v.push(("pods".into(), collect("pod")));
     v.push(("services".into(), collect("service")));
