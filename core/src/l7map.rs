@@ -90,6 +90,15 @@ impl L7Edge {
     }
 }
 
+/// Requests known by their counts only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct L7Counts {
+    pub requests: u64,
+    pub errors: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
 /// What an edge was used for most.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TopEntry {
@@ -183,18 +192,48 @@ impl L7Map {
     }
 
     /// Adds a record between two resolved workloads.
-    pub fn apply(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
+    /// The edge from `src` to `dst` over `protocol`, made if new.
+    fn edge_mut(&mut self, src: &Workload, dst: &Workload, protocol: &str) -> Option<&mut L7Edge> {
         let (a, b) = (self.node(src), self.node(dst));
-        let key = (a, b, r.protocol.clone());
+        let key = (a, b, protocol.to_string());
         let ix = match self.edges.get(&key) {
             Some(&ix) => ix,
             None => {
-                let ix = self.graph.add_edge(a, b, L7Edge::new(&r.protocol, self.window_secs));
+                let ix = self.graph.add_edge(a, b, L7Edge::new(protocol, self.window_secs));
                 self.edges.insert(key, ix);
                 ix
             }
         };
-        if let Some(e) = self.graph.edge_weight_mut(ix) {
+        self.graph.edge_weight_mut(ix)
+    }
+
+    /// Adds requests known only by their counts (a worker's requests that
+    /// did not fit its record queue): numbers and rates, not latency or
+    /// top calls.
+    pub fn apply_counts(
+        &mut self,
+        protocol: &str,
+        c: &L7Counts,
+        ts: crate::time::Timestamp,
+        src: &Workload,
+        dst: &Workload,
+    ) {
+        if let Some(e) = self.edge_mut(src, dst, protocol) {
+            e.requests += c.requests;
+            e.errors += c.errors;
+            e.request_bytes += c.request_bytes;
+            e.response_bytes += c.response_bytes;
+            e.window.add(
+                ts,
+                &DirCounters { packets: c.requests, bytes: c.request_bytes, ip_bytes: 0 },
+                &DirCounters { packets: 0, bytes: c.response_bytes, ip_bytes: 0 },
+            );
+        }
+        self.latest = self.latest.max(ts);
+    }
+
+    pub fn apply(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
+        if let Some(e) = self.edge_mut(src, dst, &r.protocol) {
             e.requests += 1;
             e.errors += u64::from(r.error);
             e.request_bytes += r.request_size;

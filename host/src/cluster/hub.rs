@@ -70,6 +70,7 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
                 m.flows(&node, &epoch, &t, &mut st);
             }
             ToHub::Closed(c) => m.closed(&node, &epoch, &c, &mut st),
+            ToHub::Unsampled(u) => m.unsampled(&node, &epoch, &u, &mut st),
             ToHub::Records(r) => {
                 records = r.len();
                 m.records(&node, r, &mut st);

@@ -15,8 +15,11 @@
 //!   the same packet.
 //! - Records are dropped when seen before (a journal sent again).
 
-use super::outbox::{ConversationKey, conversation_of, empty_conversation, fold};
-use super::proto::{ClosedTotals, FlowTotals, WireRecord};
+use super::outbox::fold;
+use super::outbox::{
+    ConversationKey, UnsampledKey, conversation_of, empty_conversation, empty_unsampled, unsampled_key,
+};
+use super::proto::{ClosedTotals, FlowTotals, UnsampledTotals, WireRecord};
 use crate::records::record_endpoint;
 use crate::service::GraphState;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -68,6 +71,7 @@ pub struct Merger {
     open: HashMap<FlowKey, FlowTotals>,
     closed: Recent,
     conversations: HashMap<(String, String, ConversationKey), ClosedTotals>,
+    unsampled: HashMap<(String, String, UnsampledKey), UnsampledTotals>,
     records_seen: Recent,
     pub duplicate_records: u64,
     pub duplicate_closes: u64,
@@ -172,6 +176,36 @@ impl Merger {
         }
     }
 
+    /// Adds the requests a worker counted beyond its record queue, as far
+    /// as its totals grew since this hub last saw them.
+    pub fn unsampled(&mut self, node: &str, epoch: &str, totals: &[UnsampledTotals], state: &mut GraphState) {
+        for u in totals {
+            let key = unsampled_key(u);
+            let have = self
+                .unsampled
+                .entry((node.to_string(), epoch.to_string(), key.clone()))
+                .or_insert_with(|| empty_unsampled(key));
+            let counts = trawl_core::l7map::L7Counts {
+                requests: u.requests.saturating_sub(have.requests),
+                errors: u.errors.saturating_sub(have.errors),
+                request_bytes: u.request_bytes.saturating_sub(have.request_bytes),
+                response_bytes: u.response_bytes.saturating_sub(have.response_bytes),
+            };
+            have.requests = have.requests.max(u.requests);
+            have.errors = have.errors.max(u.errors);
+            have.request_bytes = have.request_bytes.max(u.request_bytes);
+            have.response_bytes = have.response_bytes.max(u.response_bytes);
+            have.last_ts = have.last_ts.max(u.last_ts);
+            if counts == trawl_core::l7map::L7Counts::default() {
+                continue;
+            }
+            let at = Timestamp(u.last_ts);
+            let src = state.identity.resolve(u.src, at);
+            let dst = state.identity.resolve_endpoint(u.dst.0, u.dst.1, at);
+            state.add_l7_counts(&u.protocol, &counts, at, &src, &dst);
+        }
+    }
+
     /// Adds records not seen before, with workloads resolved here.
     pub fn records(&mut self, node: &str, records: Vec<WireRecord>, state: &mut GraphState) {
         for r in records {
@@ -240,7 +274,57 @@ mod tests {
         let batch = out.batch(100);
         hub.flows("n", "e", &batch.flows, st);
         hub.closed("n", "e", &batch.closed, st);
+        hub.records("n", batch.records.clone(), st);
+        hub.unsampled("n", "e", &batch.unsampled, st);
         out.sent(&batch);
+    }
+
+    fn record(i: u64) -> WireRecord {
+        WireRecord {
+            protocol: "http".into(),
+            tcp: true,
+            method: "GET".into(),
+            summary: format!("/{i}"),
+            status_code: Some(if i == 2 { 500 } else { 200 }),
+            error: i == 2,
+            request_size: 100,
+            response_size: 1000,
+            elapsed_us: Some(50),
+            request_ts: Some(1_000 + i),
+            response_ts: Some(2_000 + i),
+            src: ("10.0.0.1".parse().unwrap(), 40_000 + i as u16),
+            dst: ("10.0.0.2".parse().unwrap(), 80),
+            plugin: ("http".into(), "0.1.0".into(), 1),
+            fields: "{}".into(),
+        }
+    }
+
+    fn l7_totals(st: &GraphState) -> (u64, u64, u64, u64) {
+        let view = st.l7(trawl_core::GroupBy::Pod).view();
+        view.edges.iter().fold((0, 0, 0, 0), |t, e| {
+            (t.0 + e.requests, t.1 + e.errors, t.2 + e.request_bytes, t.3 + e.response_bytes)
+        })
+    }
+
+    #[test]
+    fn records_beyond_the_queue_still_count_and_come_back_to_a_new_hub() {
+        let limits = crate::cluster::outbox::OutboxLimits { max_records: 1, ..Default::default() };
+        let mut out = Outbox::new(limits);
+        for i in 0..4 {
+            out.add_wire(record(i));
+        }
+        assert_eq!((out.records.len(), out.records_unsampled), (1, 3));
+        let (mut hub, mut st) = (Merger::default(), state());
+        flush(&mut out, &mut hub, &mut st);
+        let want = (4, 1, 400, 4000);
+        assert_eq!(l7_totals(&st), want, "every request counts, sampled or not");
+        out.resend_all();
+        flush(&mut out, &mut hub, &mut st);
+        assert_eq!(l7_totals(&st), want, "a reconnect adds nothing");
+        let (mut hub2, mut st2) = (Merger::default(), state());
+        out.resend_all();
+        flush(&mut out, &mut hub2, &mut st2);
+        assert_eq!(l7_totals(&st2), want, "a new hub gets the sample and the counts");
     }
 
     #[test]

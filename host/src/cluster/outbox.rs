@@ -10,9 +10,13 @@
 //!   unless it restarted). Memory follows conversations, not flows.
 //! - Records wait in a queue; the ones sent stay in a journal of bounded
 //!   size that is sent again on a new connection (the hub drops the ones
-//!   it has). Beyond the bounds, records are dropped and counted.
+//!   it has). Records beyond the queue are folded into counts per (client
+//!   IP, server, protocol), cumulative per epoch and sent like the
+//!   conversations, so the hub's L7 numbers stay exact and the records are
+//!   a sample for latency, top calls and filtered maps. Beyond every bound,
+//!   records are dropped and counted.
 
-use super::proto::{ClosedTotals, FlowTotals, WireRecord};
+use super::proto::{ClosedTotals, FlowTotals, UnsampledTotals, WireRecord};
 use crate::plugins::HostRecord;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -23,6 +27,16 @@ use trawl_sdk::abi::Dir;
 pub type FlowKey = (bool, (IpAddr, u16), (IpAddr, u16), u64);
 /// A conversation: transport, client IP, server IP and port.
 pub type ConversationKey = (bool, IpAddr, (IpAddr, u16));
+/// Unsampled requests: transport, client IP, server, protocol.
+pub type UnsampledKey = (bool, IpAddr, (IpAddr, u16), String);
+
+pub fn unsampled_key(u: &UnsampledTotals) -> UnsampledKey {
+    (u.tcp, u.src, u.dst, u.protocol.clone())
+}
+
+pub fn empty_unsampled((tcp, src, dst, protocol): UnsampledKey) -> UnsampledTotals {
+    UnsampledTotals { tcp, src, dst, protocol, requests: 0, errors: 0, request_bytes: 0, response_bytes: 0, last_ts: 0 }
+}
 
 /// How much the outbox may hold.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +83,9 @@ pub struct Outbox {
     pub conversations_dirty: HashSet<ConversationKey>,
     pub records: VecDeque<WireRecord>,
     pub journal: VecDeque<WireRecord>,
+    pub unsampled: HashMap<UnsampledKey, UnsampledTotals>,
+    pub unsampled_dirty: HashSet<UnsampledKey>,
+    pub records_unsampled: u64,
     pub records_dropped: u64,
     /// Closed flows not kept for a restarted hub (too many conversations).
     pub conversations_dropped: u64,
@@ -82,6 +99,7 @@ pub struct Batch {
     pub flows: Vec<FlowTotals>,
     pub closed: Vec<ClosedTotals>,
     pub records: Vec<WireRecord>,
+    pub unsampled: Vec<UnsampledTotals>,
 }
 
 impl Outbox {
@@ -112,19 +130,36 @@ impl Outbox {
         self.dirty.insert(key);
     }
 
-    /// Queues a record for the hub, or counts it dropped when the queue is full.
+    /// Queues a record for the hub; when the queue is full, only its counts.
     pub fn add_record(&mut self, h: &HostRecord) {
-        if self.records.len() >= self.limits.max_records {
+        self.add_wire(wire_record(h));
+    }
+
+    pub fn add_wire(&mut self, r: WireRecord) {
+        if self.records.len() < self.limits.max_records {
+            self.records.push_back(r);
+            return;
+        }
+        let key = (r.tcp, r.src.0, r.dst, r.protocol.clone());
+        if !self.unsampled.contains_key(&key) && self.unsampled.len() >= self.limits.max_conversations {
             self.records_dropped += 1;
             return;
         }
-        self.records.push_back(wire_record(h));
+        let u = self.unsampled.entry(key.clone()).or_insert_with(|| empty_unsampled(key.clone()));
+        u.requests += 1;
+        u.errors += u64::from(r.error);
+        u.request_bytes += r.request_size;
+        u.response_bytes += r.response_size;
+        u.last_ts = u.last_ts.max(r.request_ts.or(r.response_ts).unwrap_or(0));
+        self.unsampled_dirty.insert(key);
+        self.records_unsampled += 1;
     }
 
     /// A new connection: everything the hub may lack goes again.
     pub fn resend_all(&mut self) {
         self.dirty.extend(self.totals.keys().copied());
         self.conversations_dirty.extend(self.conversations.keys().copied());
+        self.unsampled_dirty.extend(self.unsampled.keys().cloned());
         for r in self.journal.drain(..).rev() {
             self.records.push_front(r);
         }
@@ -136,6 +171,7 @@ impl Outbox {
             flows: self.dirty.iter().filter_map(|k| self.totals.get(k).cloned()).collect(),
             closed: self.conversations_dirty.iter().filter_map(|k| self.conversations.get(k).cloned()).collect(),
             records: self.records.iter().take(max_records).cloned().collect(),
+            unsampled: self.unsampled_dirty.iter().filter_map(|k| self.unsampled.get(k).cloned()).collect(),
         }
     }
 
@@ -144,6 +180,7 @@ impl Outbox {
     pub fn sent(&mut self, batch: &Batch) {
         self.dirty.clear();
         self.conversations_dirty.clear();
+        self.unsampled_dirty.clear();
         let closed: Vec<FlowKey> = self.totals.iter().filter(|(_, t)| t.closed).map(|(k, _)| *k).collect();
         for k in closed {
             let Some(t) = self.totals.remove(&k) else { continue };

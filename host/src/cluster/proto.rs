@@ -47,6 +47,23 @@ pub struct ClosedTotals {
     pub to_client: [u64; 3],
 }
 
+/// Requests a worker counted but did not send as records (beyond its
+/// record queue), per (client IP, server, protocol): cumulative over its
+/// counting epoch, like [`ClosedTotals`], so the hub's L7 numbers stay
+/// exact when records are only a sample.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsampledTotals {
+    pub tcp: bool,
+    pub src: IpAddr,
+    pub dst: (IpAddr, u16),
+    pub protocol: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub last_ts: u64,
+}
+
 /// An L7 record without resolved workloads: the hub resolves them with
 /// its own identity (inventories, Kubernetes API).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +102,8 @@ pub enum ToHub {
     /// Closed flows per conversation, cumulative for the epoch.
     Closed(Vec<ClosedTotals>),
     Records(Vec<WireRecord>),
+    /// Requests beyond the record queue, per key, cumulative for the epoch.
+    Unsampled(Vec<UnsampledTotals>),
     /// Counters of the worker itself: drops are data.
     Status(WorkerStatus),
 }
@@ -96,6 +115,9 @@ pub struct WorkerStatus {
     pub open_flows: u64,
     pub conversations: u64,
     pub records_queued: u64,
+    /// Records folded into counts because the queue was full.
+    pub records_unsampled: u64,
+    /// Records lost outright (the counts too had no room).
     pub records_dropped: u64,
     pub conversations_dropped: u64,
     pub journal_evicted: u64,

@@ -232,6 +232,7 @@ impl Link {
         status.conversations = out.conversations.len() as u64;
         status.records_queued = out.records.len() as u64;
         status.records_dropped = out.records_dropped;
+        status.records_unsampled = out.records_unsampled;
         status.conversations_dropped = out.conversations_dropped;
         status.journal_evicted = out.journal_evicted;
         *self.health.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status.clone();
@@ -244,6 +245,9 @@ impl Link {
             }
             if !batch.records.is_empty() {
                 write_frame(stream, &ToHub::Records(batch.records.clone()))?;
+            }
+            for chunk in batch.unsampled.chunks(20_000) {
+                write_frame(stream, &ToHub::Unsampled(chunk.to_vec()))?;
             }
             write_frame(stream, &ToHub::Status(status))
         })();

@@ -95,6 +95,11 @@ pub fn metrics_text(state: &SharedState) -> String {
     counter("flows_total", "Flows that ended.", c.flows);
     counter("records_total", "L7 records from targeted workloads.", c.records);
     counter("records_not_targeted_total", "L7 records dropped by the capture filters.", c.records_not_targeted);
+    counter(
+        "records_unsampled_total",
+        "Requests workers counted without sending them as records (over their queues).",
+        c.records_unsampled,
+    );
     counter("records_matched_pairs_total", "Records with both a request and a response.", c.matched_pairs);
     counter("plugin_faults_total", "Plugin traps, timeouts, memory and output faults.", c.plugin_faults);
     counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);

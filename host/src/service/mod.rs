@@ -110,6 +110,10 @@ pub struct Counters {
     pub records: u64,
     /// Records of workloads the capture filters exclude.
     pub records_not_targeted: u64,
+    /// Requests known by counts only: workers' records beyond their
+    /// queues, which count in the L7 map but not in filtered maps, latency
+    /// or top calls.
+    pub records_unsampled: u64,
     pub matched_pairs: u64,
     pub plugin_faults: u64,
     pub subscribers: u64,
@@ -229,6 +233,27 @@ impl GraphState {
             self.records.pop_front();
             self.first_seq += 1;
         }
+    }
+
+    /// Requests a worker counted but did not send as records.
+    pub fn add_l7_counts(
+        &mut self,
+        protocol: &str,
+        counts: &trawl_core::l7map::L7Counts,
+        ts: Timestamp,
+        src: &Workload,
+        dst: &Workload,
+    ) {
+        if !self.capture_filter.admits(src, dst) {
+            self.counters.records_not_targeted += counts.requests;
+            return;
+        }
+        self.counters.records += counts.requests;
+        self.counters.records_unsampled += counts.requests;
+        for m in &mut self.l7 {
+            m.apply_counts(protocol, counts, ts, src, dst);
+        }
+        self.now = self.now.max(ts);
     }
 
     pub fn l4(&self, g: GroupBy) -> &L4Map {
