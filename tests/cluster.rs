@@ -52,12 +52,34 @@ fn worker(workers: u16, token: &str, node: &str, part: &str, speed: &str) -> Com
 }
 
 /// The single-process maps of the demo (L4 and L7 totals per edge).
-fn reference() -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+fn reference() -> (Totals, Totals) {
+    let (l4, l7, _) = reference_with_plugins();
+    (l4, l7)
+}
+
+/// Records and faults per plugin, from `/api/plugins`.
+fn plugin_counts(port: u16) -> BTreeMap<String, (u64, u64)> {
+    let plugins = get(port, "/api/plugins");
+    let entries = plugins.as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .map(|p| {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            (p["name"].as_str().unwrap_or("").to_string(), (n("records"), n("faults")))
+        })
+        .collect()
+}
+
+type Totals = BTreeMap<String, Value>;
+
+/// The reference maps, and what each plugin did.
+fn reference_with_plugins() -> (Totals, Totals, BTreeMap<String, (u64, u64)>) {
     let (reference, ref_port) = support::serve_demo(&["--speed", "max"]);
     let want_l4 = totals(&settled(ref_port, "map=l4&group_by=pod"));
     let want_l7 = totals(&settled(ref_port, "map=l7&group_by=pod"));
+    let plugins = plugin_counts(ref_port);
     drop(reference);
-    (want_l4, want_l7)
+    (want_l4, want_l7, plugins)
 }
 
 fn hub(workers: u16, ui: u16) -> Terminated {
@@ -140,7 +162,7 @@ fn hub_with_three_workers_equals_one_process_and_survives_a_worker_restart() {
 
 #[test]
 fn a_restarted_hub_gets_the_same_totals_once_the_workers_reconnect() {
-    let (want_l4, want_l7) = reference();
+    let (want_l4, want_l7, want_plugins) = reference_with_plugins();
     let (workers, ui, health) = (free_port(), free_port(), free_port());
     let first = hub(workers, ui);
     let _runs: Vec<Terminated> = [("node-a", "0/3"), ("node-b", "1/3"), ("node-c", "2/3")]
@@ -157,6 +179,9 @@ fn a_restarted_hub_gets_the_same_totals_once_the_workers_reconnect() {
     assert_eq!(totals(&settled(ui, "map=l4&group_by=pod")), want_l4);
     assert_eq!(totals(&settled(ui, "map=l7&group_by=pod")), want_l7);
     assert_eq!(http_status(health, "/readyz"), "200", "a connected worker is ready");
+    // The hub's Plugins view sums what the workers' plugins did.
+    assert!(want_plugins.values().filter(|(records, _)| *records > 0).count() >= 3, "{want_plugins:?}");
+    assert_eq!(plugin_counts(ui), want_plugins, "plugin records and faults over the workers");
 
     // The hub goes away: the worker says it is not ready, and keeps trying.
     drop(first);

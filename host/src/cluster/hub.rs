@@ -76,11 +76,14 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
                 m.records(&node, r, &mut st);
             }
             ToHub::Status(status) => {
+                let plugins: serde_json::Value = serde_json::from_str(&status.plugins).unwrap_or_default();
                 health(&mut st, &|h| {
                     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&status) {
                         h.as_object_mut().into_iter().for_each(|o| o.extend(fields.clone()));
                     }
+                    h["plugins"] = plugins.clone();
                 });
+                st.counters.plugin_faults = crate::service::api::worker_plugin_faults(&st);
                 if let Err(e) = send_filters(&st) {
                     break Err(e);
                 }

@@ -125,6 +125,9 @@ pub struct WorkerStatus {
     pub ring_drops: u64,
     /// A replay that has sent everything.
     pub done: bool,
+    /// The worker's plugins (`GET /api/plugins` entries) as JSON text:
+    /// postcard carries no self-describing values.
+    pub plugins: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -319,6 +319,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let status = |engine: &trawl_core::engine::Engine<crate::plugins::Dispatcher>, done: bool| WorkerStatus {
         packets: engine.stats().frames,
         done,
+        plugins: serde_json::to_string(&engine.sink().status()).unwrap_or_default(),
         ..Default::default()
     };
     capture.for_each_frame(|frame| {

@@ -66,6 +66,8 @@ struct WorkerSink {
     packets: AtomicU64,
     ring_drops: AtomicU64,
     health: Arc<WorkerHealth>,
+    /// The plugins' status as JSON, as of the last records taken.
+    plugins: Mutex<String>,
 }
 
 impl WorkerSink {
@@ -135,6 +137,8 @@ impl crate::live::LiveSink for WorkerSink {
     ) {
         let records = engine.sink_mut().take_records();
         drop(engine.take_deltas());
+        *self.plugins.lock().unwrap_or_else(PoisonError::into_inner) =
+            serde_json::to_string(&engine.sink().status()).unwrap_or_default();
         let split = self.split.read().unwrap_or_else(PoisonError::into_inner);
         let remote = |ip: &IpAddr| split.as_ref().is_some_and(|s| s.remote_targeted.contains(ip));
         let mut out = self.outbox();
@@ -177,6 +181,7 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         packets: AtomicU64::new(0),
         ring_drops: AtomicU64::new(0),
         health: health.clone(),
+        plugins: Mutex::new(String::new()),
     });
     sink.refresh();
     if live.kube {
@@ -211,6 +216,7 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         let status = WorkerStatus {
             packets: sink.packets.load(Ordering::Relaxed),
             ring_drops: sink.ring_drops.load(Ordering::Relaxed),
+            plugins: sink.plugins.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             ..Default::default()
         };
         link.flush(&mut sink.outbox(), status)?;

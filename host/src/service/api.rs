@@ -28,7 +28,7 @@
 
 use super::subscription::SpecError;
 use super::view::CHANGE_BUDGET;
-use super::{SharedState, Subscription, SubscriptionSpec, lock};
+use super::{GraphState, SharedState, Subscription, SubscriptionSpec, lock};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -64,9 +64,15 @@ async fn static_file(tail: warp::path::Tail) -> Result<warp::reply::Response, Re
 }
 
 fn plugins_json(state: &SharedState) -> Value {
-    let st = lock(state);
-    let plugins: Vec<Value> = st
-        .plugins
+    Value::Array(plugin_entries(&lock(state)))
+}
+
+/// Each plugin's status; on a hub, with its records, faults and
+/// connections summed over the workers, each worker's own state under
+/// `workers`, and the worst state on top (a plugin quarantined on one node
+/// is quarantined).
+fn plugin_entries(st: &GraphState) -> Vec<Value> {
+    st.plugins
         .iter()
         .map(|p| {
             let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
@@ -75,10 +81,48 @@ fn plugins_json(state: &SharedState) -> Value {
                 v["long_name"] = json!(l.long_name);
                 v["color"] = json!(l.color);
             }
+            let on_workers: Vec<(&String, &Value)> = st
+                .workers
+                .iter()
+                .flat_map(|(id, w)| {
+                    w["plugins"].as_array().into_iter().flatten().filter(|x| x["name"] == p.name).map(move |x| (id, x))
+                })
+                .collect();
+            if !on_workers.is_empty() {
+                for field in ["records", "faults", "live_connections", "detached_connections"] {
+                    v[field] = json!(on_workers.iter().map(|(_, x)| x[field].as_u64().unwrap_or(0)).sum::<u64>());
+                }
+                if let Some((id, bad)) = on_workers.iter().find(|(_, x)| x["state"] != "active") {
+                    v["state"] = bad["state"].clone();
+                    v["reason"] = json!(format!("on {id}: {}", bad["reason"].as_str().unwrap_or("")));
+                }
+                if let Some((_, e)) = on_workers.iter().find(|(_, x)| x["last_error"].is_string()) {
+                    v["last_error"] = e["last_error"].clone();
+                }
+                v["workers"] = Value::Object(
+                    on_workers
+                        .iter()
+                        .map(|(id, x)| {
+                            let keep = ["state", "reason", "records", "faults", "last_error", "generation"];
+                            let entry: serde_json::Map<String, Value> =
+                                keep.iter().filter_map(|k| Some((k.to_string(), x.get(*k)?.clone()))).collect();
+                            (id.to_string(), Value::Object(entry))
+                        })
+                        .collect(),
+                );
+            }
             v
         })
-        .collect();
-    Value::Array(plugins)
+        .collect()
+}
+
+/// Plugin faults over every worker (the hub's own plugins run nothing).
+pub fn worker_plugin_faults(st: &GraphState) -> u64 {
+    st.workers
+        .values()
+        .flat_map(|w| w["plugins"].as_array().cloned().unwrap_or_default())
+        .map(|x| x["faults"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// Prometheus text exposition of the service's counters.
@@ -108,10 +152,10 @@ pub fn metrics_text(state: &SharedState) -> String {
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
         c.subscribers
     ));
-    for p in &st.plugins {
+    for p in plugin_entries(&st) {
+        let (name, records, faults) = (p["name"].as_str().unwrap_or(""), &p["records"], &p["faults"]);
         out.push_str(&format!(
-            "trawl_plugin_records_total{{plugin=\"{}\"}} {}\ntrawl_plugin_faults_total{{plugin=\"{}\"}} {}\n",
-            p.name, p.records, p.name, p.faults
+            "trawl_plugin_records_total{{plugin=\"{name}\"}} {records}\ntrawl_plugin_faults_total{{plugin=\"{name}\"}} {faults}\n",
         ));
     }
     out
