@@ -114,6 +114,7 @@ function onPlugins(list) {
 const detailsEl = $t('details-panel');
 let selection = null;
 
+performance.mark('trawl:app-start');
 const view = new GraphView($t('graph'), {
   protoInfo,
   onSelect: (sel) => {
@@ -582,10 +583,12 @@ window.__trawl = {
   },
   nodeClientPoint: (id) => (view.graph.hasNode(id) ? clientPoint(id) : null),
   // Painted pixels on one of sigma's WebGL layers ('nodes', 'edges'):
-  // proves the map was really drawn, not just loaded. Renders synchronously
-  // first because a WebGL buffer is only readable in the task that drew it.
-  drawnPixels: (layer = 'nodes') => {
-    view.sigma.refresh();
+  // proves the map was really drawn, not just loaded. With `redraw` sigma
+  // renders synchronously first (a WebGL buffer is certainly readable in
+  // the task that drew it); without, the readback sees what the browser
+  // last presented, and costs no extra render.
+  drawnPixels: (layer = 'nodes', redraw = true) => {
+    if (redraw) view.sigma.refresh();
     const src = view.sigma.getCanvases()[layer];
     if (!src || !src.width || !src.height) return 0;
     const c = document.createElement('canvas');

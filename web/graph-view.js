@@ -126,8 +126,13 @@ export class GraphView {
       // The bbox goes in first: setGraph's refresh computes the
       // normalisation from it.
       this.#fitBBox(true);
+      performance.mark('trawl:graph-built');
+      // When the new map is first drawn (first_paint.mjs reads these).
+      this.sigma.once('beforeRender', () => performance.mark('trawl:render-start'));
+      this.sigma.once('afterRender', () => performance.mark('trawl:render-end'));
       this.sigma.setGraph(g);
       this.sigma.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+      performance.mark('trawl:graph-set');
     } else {
       const keepN = new Set(nodes.map((n) => n.id));
       const keepE = new Set(edges.map((e) => e.id));

@@ -10,6 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const [base, expected, runsArg] = process.argv.slice(2);
+// By default sigma renders everything again right before the readback
+// (strict: a second full render is paid). FIRST_PAINT_PRESENTED=1 reads
+// what the browser presented instead, once sigma has drawn the whole map
+// (its `trawl:render-end` mark); docs/benchmarks.md says why that is not
+// yet the recorded figure.
+const REDRAW = process.env.FIRST_PAINT_PRESENTED !== '1';
 const runs = Number(runsArg || 5);
 const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -26,11 +32,13 @@ for (let i = 0; i < runs; i++) {
   // a readback of sigma's node layer (which waits for the GPU, software
   // here) finds it painted.
   await page.goto(`${base}/?map=l4&group_by=pod`, { waitUntil: 'commit' });
-  const at = await page.waitForFunction((n) => {
+  const at = await page.waitForFunction(({ n, redraw }) => {
     const t = window.__trawl;
     if (!t || !t.ready || t.nodeCount() !== n) return false;
-    return t.drawnPixels('nodes') > 0 && performance.now();
-  }, Number(expected), { timeout: 60000, polling: 'raf' });
+    // Without a redraw, only frames after sigma drew the whole map count.
+    if (!redraw && performance.getEntriesByName('trawl:render-end').length === 0) return false;
+    return t.drawnPixels('nodes', redraw) > 0 && performance.now();
+  }, { n: Number(expected), redraw: REDRAW }, { timeout: 60000, polling: 'raf' });
   times.push(Math.round(await at.jsonValue()));
   // A big map draws its heaviest edges first: also time the last of them.
   const all = await page.waitForFunction(() => {
