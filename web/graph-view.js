@@ -130,9 +130,15 @@ export class GraphView {
       // When the new map is first drawn (first_paint.mjs reads these).
       this.sigma.once('beforeRender', () => performance.mark('trawl:render-start'));
       this.sigma.once('afterRender', () => performance.mark('trawl:render-end'));
+      const resumePicking = this.#pauseEdgePicking();
       this.sigma.setGraph(g);
       this.sigma.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
       performance.mark('trawl:graph-set');
+      // Edges become clickable a frame after the map is on screen.
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        resumePicking();
+        this.sigma.scheduleRender();
+      }));
     } else {
       const keepN = new Set(nodes.map((n) => n.id));
       const keepE = new Set(edges.map((e) => e.id));
@@ -257,6 +263,28 @@ export class GraphView {
     if (w.unit === 'B') label = w.rate ? fmtRate(w.value, 'B') : fmtBytes(w.value);
     else label = w.rate ? fmtRate(w.value, w.unit) : `${fmtCount(w.value)} ${w.unit}`;
     return { size, color, label, type: e.source === e.target ? 'line' : 'arrow' };
+  }
+
+  // Leaves the edge picking pass out of the next renders until the
+  // returned function is called. In software GL (SwiftShader) that pass
+  // costs about as much as drawing the edges, so a new map's first frame
+  // goes without it. Reaches into sigma's programs: if they are not shaped
+  // as expected (another sigma version), nothing is paused.
+  #pauseEdgePicking() {
+    const paused = [];
+    const visit = (p) => {
+      if (!p || typeof p !== 'object') return;
+      if (Array.isArray(p.programs)) p.programs.forEach(visit);
+      if (p.pickProgram) {
+        paused.push([p, p.pickProgram]);
+        p.pickProgram = null;
+      }
+    };
+    Object.values(this.sigma.edgePrograms || {}).forEach(visit);
+    return () => {
+      for (const [p, pick] of paused) if (!p.pickProgram) p.pickProgram = pick;
+      paused.length = 0;
+    };
   }
 
   #updateEdgeLabelSetting() {
