@@ -17,10 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{Terminated, free_port, project_root};
 
-fn get(port: u16, path: &str) -> Value {
-    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
+use support::get_json as get;
 
 fn totals(map: &Value) -> BTreeMap<String, Value> {
     support::map_totals(map)

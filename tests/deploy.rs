@@ -13,10 +13,7 @@ use serde_json::Value;
 use std::process::{Command, Stdio};
 use support::{Terminated, free_port, project_root};
 
-fn get(port: u16, path: &str) -> Value {
-    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
+use support::get_json as get;
 
 #[test]
 fn manifests_and_chart_validate_and_their_config_runs() {

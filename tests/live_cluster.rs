@@ -10,15 +10,14 @@ mod support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::{Terminated, free_port, scratch, tools_or_skip};
 use trawl_host::demo::workloads::{DEMO_TOOLS, client_round, demo_pods, start_servers};
 use trawl_host::lab::Lab;
 
 fn totals(port: u16, query: &str) -> BTreeMap<String, Value> {
-    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/api/map?{query}")]).output().unwrap();
-    support::map_totals(&serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    support::map_totals(&support::get_json(port, &format!("/api/map?{query}")))
 }
 
 fn spawn(args: &[&str]) -> Terminated {

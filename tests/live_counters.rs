@@ -52,6 +52,34 @@ fn count_pcap(file: &Path, subnet: [u8; 2], into: &mut Directional) {
     }
 }
 
+/// `trawl count ARGS`, its stderr, and the line that says it is counting.
+fn start_count(args: &[&str]) -> (Killed, std::io::Lines<BufReader<std::process::ChildStderr>>, String) {
+    let mut count =
+        Killed(support::trawl().arg("count").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let mut stderr = BufReader::new(count.0.stderr.take().unwrap()).lines();
+    let ready = stderr.next().unwrap().unwrap();
+    (count, stderr, ready)
+}
+
+/// `trawl count`'s output: totals per direction, for senders in `subnet`.
+fn count_readings(stdout: &[u8], subnet: &str) -> Directional {
+    let mut out = Directional::new();
+    for r in support::json_lines(stdout) {
+        let src = r["src"].as_str().unwrap().to_string();
+        if src.starts_with(subnet) {
+            let key = (
+                r["l4"].as_str().unwrap().to_string(),
+                src,
+                r["sport"].as_u64().unwrap() as u16,
+                r["dst"].as_str().unwrap().to_string(),
+                r["dport"].as_u64().unwrap() as u16,
+            );
+            out.insert(key, (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()));
+        }
+    }
+    out
+}
+
 #[test]
 fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
     if !support::root_or_skip() {
@@ -94,16 +122,7 @@ fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
             (Capture::on(&p.host_iface, &["-Q", "in"], &file, "ip"), file)
         })
         .collect();
-    let mut count = Killed(
-        support::trawl()
-            .args(["count", "--netns-prefix", &lab.netns_prefix(), "--seconds", "6"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(count.0.stderr.take().unwrap()).lines();
-    let ready = stderr.next().unwrap().unwrap();
+    let (mut count, stderr, ready) = start_count(&["--netns-prefix", &lab.netns_prefix(), "--seconds", "6"]);
     assert!(ready.contains("counting on 4 interfaces"), "{ready}");
     for p in &lab.pods {
         assert_eq!(trawl_ebpf::tcx_programs(&p.host_iface).unwrap(), 2, "{}: sent and received", p.host_iface);
@@ -134,19 +153,7 @@ fn ebpf_counts_equal_tcpdump_on_the_same_veths_and_count_once() {
     let status = count.0.wait().unwrap();
     let rest: Vec<String> = stderr.map_while(Result::ok).collect();
     assert!(status.success(), "{}", rest.join("\n"));
-    let mut ebpf = Directional::new();
-    for r in support::json_lines(&stdout) {
-        let key = (
-            r["l4"].as_str().unwrap().to_string(),
-            r["src"].as_str().unwrap().to_string(),
-            r["sport"].as_u64().unwrap() as u16,
-            r["dst"].as_str().unwrap().to_string(),
-            r["dport"].as_u64().unwrap() as u16,
-        );
-        if key.1.starts_with("10.213.") {
-            ebpf.insert(key, (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()));
-        }
-    }
+    let ebpf = count_readings(&stdout, "10.213.");
     // The programs went with the process that attached them.
     for p in &lab.pods {
         assert_eq!(trawl_ebpf::tcx_programs(&p.host_iface).unwrap(), 0, "{} still has programs", p.host_iface);
@@ -230,16 +237,7 @@ fn routed_pods_are_found_from_host_routes_and_counted_once() {
             (Capture::on(host, &["-Q", "in"], &file, "ip"), file)
         })
         .collect();
-    let mut count = Killed(
-        support::trawl()
-            .args(["count", "--routes", "--seconds", "4"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(count.0.stderr.take().unwrap()).lines();
-    let ready = stderr.next().unwrap().unwrap();
+    let (mut count, _stderr, ready) = start_count(&["--routes", "--seconds", "4"]);
     for (_, host, _) in &pods {
         assert!(ready.contains(host.as_str()), "{host} not found from the routes: {ready}");
     }
@@ -247,20 +245,7 @@ fn routed_pods_are_found_from_host_routes_and_counted_once() {
     let mut stdout = Vec::new();
     std::io::Read::read_to_end(&mut count.0.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(count.0.wait().unwrap().success());
-    let mut ebpf = Directional::new();
-    for r in support::json_lines(&stdout) {
-        let src = r["src"].as_str().unwrap().to_string();
-        if src.starts_with("10.216.") {
-            let key = (
-                r["l4"].as_str().unwrap().to_string(),
-                src,
-                r["sport"].as_u64().unwrap() as u16,
-                r["dst"].as_str().unwrap().to_string(),
-                r["dport"].as_u64().unwrap() as u16,
-            );
-            ebpf.insert(key, (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()));
-        }
-    }
+    let ebpf = count_readings(&stdout, "10.216.");
     let mut captured = Directional::new();
     for (c, file) in captures {
         c.stop();

@@ -16,9 +16,7 @@ use trawl_host::demo::workloads::{DEMO_TOOLS, python};
 use trawl_host::lab::Lab;
 
 fn map(port: u16, kind: &str) -> Value {
-    let out =
-        Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/api/map?map={kind}")]).output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    support::get_json(port, &format!("/api/map?map={kind}"))
 }
 
 #[test]

@@ -25,8 +25,7 @@ use trawl_host::demo::workloads::{DEMO_TOOLS, Round, client_round, demo_pods, st
 use trawl_host::lab::Lab;
 
 fn get(port: u16, query: &str) -> Value {
-    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/api/map?{query}")]).output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    support::get_json(port, &format!("/api/map?{query}"))
 }
 
 fn edges(map: &Value) -> BTreeMap<String, Value> {

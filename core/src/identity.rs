@@ -271,7 +271,7 @@ impl Identity {
             .by_ip
             .iter()
             .filter_map(|(ip, list)| {
-                let b = list.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from))?;
+                let b = best_at(list, ts)?;
                 (b.rank == Rank::Pod && b.workload.kind == WorkloadKind::Pod).then(|| (*ip, b.workload.node.clone()))
             })
             .collect();
@@ -536,8 +536,7 @@ impl Identity {
 
     /// The workload that held `ip` at `ts`, if the inventory knows one.
     pub fn lookup(&self, ip: IpAddr, ts: Timestamp) -> Option<Arc<Workload>> {
-        let bindings = self.by_ip.get(&ip)?;
-        bindings.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from)).map(|b| Arc::clone(&b.workload))
+        best_at(self.by_ip.get(&ip)?, ts).map(|b| Arc::clone(&b.workload))
     }
 
     /// The workload behind `ip:port` at `ts`: as [`Identity::resolve`],
@@ -550,7 +549,7 @@ impl Identity {
     /// [`Identity::resolve_endpoint`], and how the workload was found.
     pub fn resolve_endpoint_status(&self, ip: IpAddr, port: u16, ts: Timestamp) -> (Arc<Workload>, ResolutionStatus) {
         let bindings = self.by_ip.get(&ip).map(Vec::as_slice).unwrap_or_default();
-        let Some(best) = bindings.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from)) else {
+        let Some(best) = best_at(bindings, ts) else {
             return (Arc::new(Workload::external(ip)), ResolutionStatus::Unresolved);
         };
         let status =
@@ -571,6 +570,12 @@ impl Identity {
     pub fn resolve(&self, ip: IpAddr, ts: Timestamp) -> Arc<Workload> {
         self.lookup(ip, ts).unwrap_or_else(|| Arc::new(Workload::external(ip)))
     }
+}
+
+/// The binding that names an IP at `ts`: the best ranked of those holding
+/// it then, the newest among equals.
+fn best_at(bindings: &[Binding], ts: Timestamp) -> Option<&Binding> {
+    bindings.iter().filter(|b| b.holds_at(ts)).max_by_key(|b| (b.rank, b.from))
 }
 
 /// Two bindings of one Kubernetes object (same kind, namespace, name, and

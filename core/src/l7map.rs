@@ -191,7 +191,6 @@ impl L7Map {
         intern_node(&mut self.graph, &mut self.nodes, MapNode::for_workload(w, self.group))
     }
 
-    /// Adds a record between two resolved workloads.
     /// The edge from `src` to `dst` over `protocol`, made if new.
     fn edge_mut(&mut self, src: &Workload, dst: &Workload, protocol: &str) -> Option<&mut L7Edge> {
         let (a, b) = (self.node(src), self.node(dst));
@@ -232,6 +231,7 @@ impl L7Map {
         self.latest = self.latest.max(ts);
     }
 
+    /// Adds a record between two resolved workloads.
     pub fn apply(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
         if let Some(e) = self.edge_mut(src, dst, &r.protocol) {
             e.requests += 1;

@@ -128,7 +128,9 @@ fn watch_map(ui: u16, seconds: u64) -> (Duration, Vec<Duration>, usize) {
     })
 }
 
-fn hub_under_load(quick: bool) {
+/// A real `trawl hub` on free loopback ports, once it serves: the process,
+/// its worker port and its UI port.
+fn spawn_hub() -> (Killed, u16, u16) {
     let (workers_port, ui) = (free_port(), free_port());
     let hub = Killed(
         Command::new(env!("CARGO_BIN_EXE_trawl"))
@@ -138,10 +140,15 @@ fn hub_under_load(quick: bool) {
             .spawn()
             .unwrap(),
     );
-    let pid = hub.0.id();
     while std::net::TcpStream::connect(("127.0.0.1", ui)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
+    (hub, workers_port, ui)
+}
+
+fn hub_under_load(quick: bool) {
+    let (hub, workers_port, ui) = spawn_hub();
+    let pid = hub.0.id();
     let hub_addr = format!("127.0.0.1:{workers_port}");
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..WORKERS)
@@ -198,16 +205,7 @@ fn hub_under_load(quick: bool) {
 
 fn worker_memory() {
     // A real worker process, idle after a replay, with its plugins loaded.
-    let ui = free_port();
-    let workers_port = free_port();
-    let _hub = Killed(
-        Command::new(env!("CARGO_BIN_EXE_trawl"))
-            .args(["hub", "--token", "bench", "--workers", &format!("127.0.0.1:{workers_port}")])
-            .args(["--listen", &format!("127.0.0.1:{ui}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_hub, workers_port, _) = spawn_hub();
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/demo.pcap");
     let worker = Killed(
         Command::new(env!("CARGO_BIN_EXE_trawl"))

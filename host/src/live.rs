@@ -110,9 +110,12 @@ pub struct LiveOptions {
     pub kube: bool,
 }
 
-/// Keeps the service's identity in step with the Kubernetes API, on a
-/// thread of its own.
-pub fn watch_kubernetes(state: SharedState, base: trawl_core::Identity) -> anyhow::Result<()> {
+/// Keeps an identity in step with the Kubernetes API, on a thread of its
+/// own: `publish` gets each new one (the service's, or a worker's).
+pub fn watch_kubernetes(
+    base: trawl_core::Identity,
+    mut publish: impl FnMut(Arc<trawl_core::Identity>) + Send + 'static,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = runtime
         .block_on(kube::Client::try_default())
@@ -120,10 +123,15 @@ pub fn watch_kubernetes(state: SharedState, base: trawl_core::Identity) -> anyho
     std::thread::Builder::new().name("kube-watch".into()).spawn(move || {
         runtime.block_on(crate::k8s::watch(client, base, move |identity, kube| {
             tracing::debug!(events = kube.events, namespaces = kube.namespaces.len(), "identity updated from the API");
-            lock(&state).identity = identity;
+            publish(identity);
         }));
     })?;
     Ok(())
+}
+
+/// [`watch_kubernetes`] into a graph service's identity.
+pub fn watch_kubernetes_into(state: SharedState, base: trawl_core::Identity) -> anyhow::Result<()> {
+    watch_kubernetes(base, move |identity| lock(&state).identity = identity)
 }
 
 /// Now, by the wall clock: where live rate windows end.
@@ -139,7 +147,7 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
         Arc::new(Mutex::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)));
     if opts.kube {
         let base = load_identity(&opts.replay.inventories)?;
-        watch_kubernetes(state.clone(), base)?;
+        watch_kubernetes_into(state.clone(), base)?;
     }
     let counters = LiveCounters::start(&opts.discovery, opts.max_flows)?;
     eprintln!(

@@ -172,8 +172,13 @@ struct SourceArgs {
 
 impl SourceArgs {
     fn discovery(&self) -> Discovery {
-        if self.routes { Discovery::Routes } else { Discovery::Netns { prefix: self.netns_prefix.clone() } }
+        discovery(self.routes, &self.netns_prefix)
     }
+}
+
+/// How workloads are found, from `--routes` and `--netns-prefix`.
+fn discovery(routes: bool, netns_prefix: &str) -> Discovery {
+    if routes { Discovery::Routes } else { Discovery::Netns { prefix: netns_prefix.to_string() } }
 }
 
 #[derive(Debug, clap::Args)]
@@ -491,10 +496,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `trawl count`: attach, say so on stderr (scripts wait for that line),
 /// count, print one JSON line per direction.
 fn count(a: CountArgs) -> anyhow::Result<()> {
-    let live = trawl_host::capture::live::LiveCounters::start(
-        &if a.routes { Discovery::Routes } else { Discovery::Netns { prefix: a.netns_prefix } },
-        a.max_flows,
-    )?;
+    let live = trawl_host::capture::live::LiveCounters::start(&discovery(a.routes, &a.netns_prefix), a.max_flows)?;
     eprintln!("trawl count: counting on {} interfaces: {}", live.attached().len(), live.attached().join(" "));
     std::thread::sleep(std::time::Duration::from_secs_f64(a.seconds.max(0.0)));
     let mut readings = live.readings()?;

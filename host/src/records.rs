@@ -2,6 +2,7 @@
 //! latency and plain JSON fields.
 
 use crate::plugins::HostRecord;
+use std::sync::Arc;
 use trawl_core::identity::{Identity, ResolutionStatus};
 use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
 use trawl_core::{Endpoint, Timestamp, Workload};
@@ -20,7 +21,7 @@ fn json(v: &Value) -> serde_json::Value {
 }
 
 /// An endpoint of a record with its resolved workload.
-pub fn record_endpoint(e: Endpoint, w: &Workload, resolution_status: ResolutionStatus) -> RecordEndpoint {
+fn record_endpoint(e: &RecordEndpoint, w: &Workload, resolution_status: ResolutionStatus) -> RecordEndpoint {
     RecordEndpoint {
         resolution_status,
         ip: e.ip,
@@ -34,24 +35,24 @@ pub fn record_endpoint(e: Endpoint, w: &Workload, resolution_status: ResolutionS
     }
 }
 
-/// The L7 record of a plugin record, with workloads resolved as of its time.
-/// Returns the source and destination workloads too, for the map.
-pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<Workload>, std::sync::Arc<Workload>) {
+/// An endpoint whose workload is not looked up yet.
+pub fn unresolved_end(e: Endpoint) -> RecordEndpoint {
+    RecordEndpoint { ip: e.ip, port: e.port, workload: None, resolution_status: ResolutionStatus::Unresolved }
+}
+
+/// The L7 record of a plugin record, its ends not resolved yet (a worker
+/// sends it so; whoever holds the identity resolves them).
+pub fn unresolved_l7(h: &HostRecord) -> L7Record {
     let r = &h.record;
     let (src, dst) = match r.request_dir {
         Dir::ToServer => (h.conn.client, h.conn.server),
         Dir::ToClient => (h.conn.server, h.conn.client),
     };
-    let request_ts = r.request_ts.map(Timestamp);
-    let response_ts = r.response_ts.map(Timestamp);
-    let at = request_ts.or(response_ts).unwrap_or_default();
-    let (src_w, src_status) = identity.resolve_endpoint_status(src.ip, src.port, at);
-    let (dst_w, dst_status) = identity.resolve_endpoint_status(dst.ip, dst.port, at);
     let elapsed_us = match (r.request_ts, r.response_ts) {
         (Some(a), Some(b)) if b >= a => Some((b - a) / 1000),
         _ => None,
     };
-    let record = L7Record {
+    L7Record {
         protocol: if r.protocol.is_empty() { h.plugin.clone() } else { r.protocol.clone() },
         transport: h.conn.l4,
         method: r.method.clone(),
@@ -61,12 +62,31 @@ pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, std::sync::Arc<W
         request_size: r.request_size,
         response_size: r.response_size,
         elapsed_us,
-        request_ts,
-        response_ts,
-        src: record_endpoint(src, &src_w, src_status),
-        dst: record_endpoint(dst, &dst_w, dst_status),
+        request_ts: r.request_ts.map(Timestamp),
+        response_ts: r.response_ts.map(Timestamp),
+        src: unresolved_end(src),
+        dst: unresolved_end(dst),
         plugin: PluginRef { name: h.plugin.clone(), version: h.plugin_version.clone(), generation: h.generation },
         fields: r.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
+    }
+}
+
+/// Resolves a record's ends as of its time. Returns their workloads, for
+/// the map.
+pub fn resolve_ends(record: &mut L7Record, identity: &Identity) -> (Arc<Workload>, Arc<Workload>) {
+    let at = record.ts();
+    let resolve = |e: &mut RecordEndpoint| {
+        let (w, status) = identity.resolve_endpoint_status(e.ip, e.port, at);
+        *e = record_endpoint(e, &w, status);
+        w
     };
-    (record, src_w, dst_w)
+    (resolve(&mut record.src), resolve(&mut record.dst))
+}
+
+/// The L7 record of a plugin record, with workloads resolved as of its time.
+/// Returns the source and destination workloads too, for the map.
+pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, Arc<Workload>, Arc<Workload>) {
+    let mut record = unresolved_l7(h);
+    let (src, dst) = resolve_ends(&mut record, identity);
+    (record, src, dst)
 }

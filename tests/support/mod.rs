@@ -268,6 +268,12 @@ pub fn serve_demo(args: &[&str]) -> (Terminated, u16) {
     (server, port)
 }
 
+/// `GET http://127.0.0.1:PORT/PATH` as JSON (`null` when it fails).
+pub fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 /// The cumulative numbers of a map's edges by edge id (rates left out), for
 /// comparing two servers' maps of the same traffic.
 pub fn map_totals(map: &serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {

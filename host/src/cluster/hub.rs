@@ -9,6 +9,11 @@ use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// Faults over a worker's plugin list (`GET /api/plugins` entries).
+fn plugin_faults(plugins: &serde_json::Value) -> u64 {
+    plugins.as_array().into_iter().flatten().map(|p| p["faults"].as_u64().unwrap_or(0)).sum()
+}
+
 /// One worker's connection: handshake, then frames until it goes.
 fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mutex<Merger>) -> std::io::Result<()> {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -77,13 +82,17 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
             }
             ToHub::Status(status) => {
                 let plugins: serde_json::Value = serde_json::from_str(&status.plugins).unwrap_or_default();
+                // The hub's fault count is the workers': swap this one's old
+                // sum for its new one.
+                let before = st.workers.get(&id).map_or(0, |h| plugin_faults(&h["plugins"]));
+                let after = plugin_faults(&plugins);
+                st.counters.plugin_faults = st.counters.plugin_faults.saturating_sub(before) + after;
                 health(&mut st, &|h| {
                     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&status) {
                         h.as_object_mut().into_iter().for_each(|o| o.extend(fields.clone()));
                     }
                     h["plugins"] = plugins.clone();
                 });
-                st.counters.plugin_faults = crate::service::api::worker_plugin_faults(&st);
                 if let Err(e) = send_filters(&st) {
                     break Err(e);
                 }
@@ -149,7 +158,7 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         opts.replay.rate_window_secs,
     )));
     if opts.kube {
-        crate::live::watch_kubernetes(state.clone(), crate::replay::load_identity(&opts.replay.inventories)?)?;
+        crate::live::watch_kubernetes_into(state.clone(), crate::replay::load_identity(&opts.replay.inventories)?)?;
     }
     // The hub dissects nothing; the plugins' metadata colours the legend.
     let (plugins, _, _) = crate::replay_l7::plugins_for(&opts.replay)?;

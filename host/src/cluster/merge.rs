@@ -20,13 +20,12 @@ use super::outbox::{
     ConversationKey, UnsampledKey, conversation_of, empty_conversation, empty_unsampled, unsampled_key,
 };
 use super::proto::{ClosedTotals, FlowTotals, UnsampledTotals, WireRecord};
-use crate::records::record_endpoint;
+use crate::records::resolve_ends;
 use crate::service::GraphState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
-use trawl_core::record::{L7Record, PluginRef};
 use trawl_core::{L4Proto, Timestamp};
 
 /// Record keys remembered to drop resends.
@@ -214,26 +213,8 @@ impl Merger {
                 self.duplicate_records += 1;
                 continue;
             }
-            let at = Timestamp(r.request_ts.or(r.response_ts).unwrap_or_default());
-            let (src_w, src_status) = state.identity.resolve_endpoint_status(r.src.0, r.src.1, at);
-            let (dst_w, dst_status) = state.identity.resolve_endpoint_status(r.dst.0, r.dst.1, at);
-            let record = L7Record {
-                protocol: r.protocol,
-                transport: if r.tcp { L4Proto::Tcp } else { L4Proto::Udp },
-                method: r.method,
-                summary: r.summary,
-                status_code: r.status_code,
-                error: r.error,
-                request_size: r.request_size,
-                response_size: r.response_size,
-                elapsed_us: r.elapsed_us,
-                request_ts: r.request_ts.map(Timestamp),
-                response_ts: r.response_ts.map(Timestamp),
-                src: record_endpoint(endpoint(r.src), &src_w, src_status),
-                dst: record_endpoint(endpoint(r.dst), &dst_w, dst_status),
-                plugin: PluginRef { name: r.plugin.0, version: r.plugin.1, generation: r.plugin.2 },
-                fields: serde_json::from_str(&r.fields).unwrap_or_default(),
-            };
+            let mut record = r.into_l7();
+            let (src_w, dst_w) = resolve_ends(&mut record, &state.identity);
             state.add_record(record, &src_w, &dst_w);
         }
     }

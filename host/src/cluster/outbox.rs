@@ -22,7 +22,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use trawl_core::flow::Orientation;
 use trawl_core::{FlowDelta, L4Proto};
-use trawl_sdk::abi::Dir;
 
 pub type FlowKey = (bool, (IpAddr, u16), (IpAddr, u16), u64);
 /// A conversation: transport, client IP, server IP and port.
@@ -203,29 +202,7 @@ impl Outbox {
 /// A record as the hub gets it: endpoints, not workloads (the hub
 /// resolves them with its own identity).
 pub fn wire_record(h: &HostRecord) -> WireRecord {
-    let r = &h.record;
-    let (src, dst) = match r.request_dir {
-        Dir::ToServer => (h.conn.client, h.conn.server),
-        Dir::ToClient => (h.conn.server, h.conn.client),
-    };
-    let (record, _, _) = crate::records::to_l7(h, &trawl_core::Identity::new());
-    WireRecord {
-        protocol: record.protocol,
-        tcp: h.conn.l4 == L4Proto::Tcp,
-        method: record.method,
-        summary: record.summary,
-        status_code: record.status_code,
-        error: record.error,
-        request_size: record.request_size,
-        response_size: record.response_size,
-        elapsed_us: record.elapsed_us,
-        request_ts: record.request_ts.map(|t| t.0),
-        response_ts: record.response_ts.map(|t| t.0),
-        src: (src.ip, src.port),
-        dst: (dst.ip, dst.port),
-        plugin: (record.plugin.name, record.plugin.version, record.plugin.generation),
-        fields: serde_json::Value::Object(record.fields).to_string(),
-    }
+    WireRecord::from_l7(crate::records::unresolved_l7(h))
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use trawl_core::record::{L7Record, PluginRef};
+use trawl_core::{Endpoint, L4Proto, Timestamp};
 
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Frames larger than this are refused (a broken or hostile peer).
@@ -84,6 +86,51 @@ pub struct WireRecord {
     pub plugin: (String, String, u64),
     /// Plugin fields as JSON text (postcard carries no self-describing values).
     pub fields: String,
+}
+
+impl WireRecord {
+    /// A record whose ends are not resolved, for the wire.
+    pub fn from_l7(r: L7Record) -> Self {
+        WireRecord {
+            protocol: r.protocol,
+            tcp: r.transport == L4Proto::Tcp,
+            method: r.method,
+            summary: r.summary,
+            status_code: r.status_code,
+            error: r.error,
+            request_size: r.request_size,
+            response_size: r.response_size,
+            elapsed_us: r.elapsed_us,
+            request_ts: r.request_ts.map(|t| t.0),
+            response_ts: r.response_ts.map(|t| t.0),
+            src: (r.src.ip, r.src.port),
+            dst: (r.dst.ip, r.dst.port),
+            plugin: (r.plugin.name, r.plugin.version, r.plugin.generation),
+            fields: serde_json::Value::Object(r.fields).to_string(),
+        }
+    }
+
+    /// The record again, its ends left for the receiver to resolve.
+    pub fn into_l7(self) -> L7Record {
+        let end = |(ip, port)| crate::records::unresolved_end(Endpoint { ip, port });
+        L7Record {
+            protocol: self.protocol,
+            transport: if self.tcp { L4Proto::Tcp } else { L4Proto::Udp },
+            method: self.method,
+            summary: self.summary,
+            status_code: self.status_code,
+            error: self.error,
+            request_size: self.request_size,
+            response_size: self.response_size,
+            elapsed_us: self.elapsed_us,
+            request_ts: self.request_ts.map(Timestamp),
+            response_ts: self.response_ts.map(Timestamp),
+            src: end(self.src),
+            dst: end(self.dst),
+            plugin: PluginRef { name: self.plugin.0, version: self.plugin.1, generation: self.plugin.2 },
+            fields: serde_json::from_str(&self.fields).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

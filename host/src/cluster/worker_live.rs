@@ -153,18 +153,6 @@ impl crate::live::LiveSink for WorkerSink {
     }
 }
 
-/// Keeps the sink's identity in step with the Kubernetes API.
-fn watch_kubernetes(sink: Arc<WorkerSink>, base: Identity) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let client = runtime
-        .block_on(kube::Client::try_default())
-        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API (in-cluster config or kubeconfig): {e}"))?;
-    std::thread::Builder::new().name("kube-watch".into()).spawn(move || {
-        runtime.block_on(crate::k8s::watch(client, base, move |identity, _| sink.set_identity(identity)));
-    })?;
-    Ok(())
-}
-
 pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
     let identity = Arc::new(crate::replay::load_identity(&live.replay.inventories)?);
     let health = Arc::new(WorkerHealth::default());
@@ -185,7 +173,9 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
     });
     sink.refresh();
     if live.kube {
-        watch_kubernetes(sink.clone(), crate::replay::load_identity(&live.replay.inventories)?)?;
+        let sink = sink.clone();
+        let base = crate::replay::load_identity(&live.replay.inventories)?;
+        crate::live::watch_kubernetes(base, move |identity| sink.set_identity(identity))?;
     }
     let mut counters = crate::capture::live::LiveCounters::start(&live.discovery, live.max_flows)?;
     if let Some((local, remote)) = crate::live::LiveSink::cluster(&*sink) {

@@ -116,15 +116,6 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
         .collect()
 }
 
-/// Plugin faults over every worker (the hub's own plugins run nothing).
-pub fn worker_plugin_faults(st: &GraphState) -> u64 {
-    st.workers
-        .values()
-        .flat_map(|w| w["plugins"].as_array().cloned().unwrap_or_default())
-        .map(|x| x["faults"].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// Prometheus text exposition of the service's counters.
 pub fn metrics_text(state: &SharedState) -> String {
     let st = lock(state);

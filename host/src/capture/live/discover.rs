@@ -49,13 +49,7 @@ fn host_interfaces() -> Result<Vec<(u32, String)>> {
 /// The addresses of the interfaces in `netns` that have a peer in another
 /// namespace: `(peer index, addresses)`.
 fn netns_links(netns: &str) -> Result<Vec<(u32, Vec<IpAddr>)>> {
-    let out =
-        Command::new("ip").args(["-n", netns, "-j", "addr", "show"]).output().context("cannot run ip (iproute2)")?;
-    if !out.status.success() {
-        bail!("ip -n {netns} addr: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let doc: Value = serde_json::from_slice(&out.stdout).context("ip -j output is not JSON")?;
-    Ok(parse_links(&doc))
+    Ok(parse_links(&ip_json(&["-n", netns, "-j", "addr", "show"])?))
 }
 
 fn parse_links(doc: &Value) -> Vec<(u32, Vec<IpAddr>)> {
@@ -84,15 +78,6 @@ pub enum Discovery {
     Netns { prefix: String },
     /// Host routes to single addresses over veths.
     Routes,
-}
-
-impl std::fmt::Display for Discovery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Discovery::Netns { prefix } => write!(f, "network namespaces {prefix}*"),
-            Discovery::Routes => f.write_str("host routes over veths"),
-        }
-    }
 }
 
 /// The workloads on this node, found the way `how` says.
