@@ -34,6 +34,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
 
+    ensure_wasm_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
@@ -57,10 +58,7 @@ fn main() {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("cannot run cargo to build the wasm plugins");
-    assert!(
-        status.success(),
-        "building the wasm plugins failed (is the wasm32-unknown-unknown target installed? `rustup target add wasm32-unknown-unknown`)"
-    );
+    assert!(status.success(), "building the wasm plugins failed (see the nested cargo's errors above)");
 
     let mut list = String::from(
         "/// First-party plugins compiled to wasm at build time: (name, bytes).\npub const EMBEDDED: &[(&str, &[u8])] = &[\n",
@@ -72,4 +70,45 @@ fn main() {
     }
     list.push_str("];\n");
     std::fs::write(out.join("embedded_plugins.rs"), list).expect("write embedded_plugins.rs");
+}
+
+/// Makes sure the toolchain can build for `wasm32-unknown-unknown`.
+///
+/// `rust-toolchain.toml` names the target, but rustup adds it only when it
+/// installs the toolchain: a toolchain that was already there (the usual
+/// case on a machine with rustup) lacks it, and `cargo run` would stop
+/// here. So when the target's standard library is missing and the build
+/// runs under rustup, add it for this toolchain, as a user would by hand.
+fn ensure_wasm_target() {
+    const TARGET: &str = "wasm32-unknown-unknown";
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let has_target = || {
+        Command::new(&rustc)
+            .args(["--print", "target-libdir", "--target", TARGET])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|dir| PathBuf::from(dir.trim()))
+            .and_then(|dir| std::fs::read_dir(dir).ok())
+            .is_some_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+            })
+    };
+    if has_target() {
+        return;
+    }
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", TARGET]);
+    if let Some(t) = &toolchain {
+        add.args(["--toolchain", t]);
+    }
+    println!("cargo:warning=the {TARGET} target is missing; adding it with `rustup target add {TARGET}`");
+    let added = add.status().is_ok_and(|s| s.success());
+    assert!(
+        added && has_target(),
+        "the {TARGET} target is missing and rustup could not add it; run `rustup target add {TARGET}`{}",
+        toolchain.map(|t| format!(" --toolchain {t}")).unwrap_or_default()
+    );
 }

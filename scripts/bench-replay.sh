@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 for tool in tshark mergecap hyperfine; do
     command -v "$tool" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark hyperfine; break; }
 done
-cargo build --release -q -p trawl-host
+cargo build --release -q -p trawl-host --features native-plugins
 TRAWL="$CARGO_TARGET_DIR/release/trawl"
 
 # A bigger input: the three largest made/ captures, each repeated 40 times,

@@ -15,7 +15,7 @@ mod support;
 
 use serde_json::Value;
 use std::path::Path;
-use trawl_sdk::abi::{DataResult, PluginInfo, Status};
+use trawl_sdk::abi::{DataResult, Event, PluginInfo, Status};
 
 fn info(name: &str) -> Vec<u8> {
     postcard::to_allocvec(&PluginInfo {
@@ -194,4 +194,107 @@ fn hostile_plugins_cannot_hurt_the_host() {
             }
         }
     }
+}
+
+/// LEB128, as postcard writes a `u32`.
+const WAT_VARINT: &str = r#"(func $varint (param $p i32) (param $v i32) (result i32)
+    (loop $l
+      (if (i32.lt_u (local.get $v) (i32.const 128))
+        (then (i32.store8 (local.get $p) (local.get $v)) (return (i32.add (local.get $p) (i32.const 1)))))
+      (i32.store8 (local.get $p) (i32.or (i32.and (local.get $v) (i32.const 127)) (i32.const 128)))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (local.set $v (i32.shr_u (local.get $v) (i32.const 7)))
+      (br $l))
+    (local.get $p))"#;
+
+/// `memo`, a plugin no host code knows: it takes Redis's port (outranking
+/// the redis plugin) and reports one `NOTE` record per data call, having
+/// consumed all of it. Its result is postcard written by hand: status Ok,
+/// `consumed` (the input's length), then a fixed tail (needed 0 and one
+/// record event).
+fn memo_module() -> Vec<u8> {
+    let mut info = postcard::from_bytes::<PluginInfo>(&info("memo")).unwrap();
+    info.abbreviation = "MEMO".into();
+    info.long_name = "Memo test protocol".into();
+    info.color = "#8a2be2".into();
+    let info = postcard::to_allocvec(&info).unwrap();
+    let record = trawl_sdk::abi::Record {
+        method: "NOTE".into(),
+        summary: "memo".into(),
+        request_size: 1,
+        fields: [("memo_kind".to_string(), trawl_sdk::abi::Value::from("note"))].into(),
+        ..Default::default()
+    };
+    let result = DataResult { status: Status::Ok, consumed: 0, needed: 0, events: vec![Event::Record(record)] };
+    let encoded = postcard::to_allocvec(&result).unwrap();
+    // Status Ok and consumed 0 are one byte each; the rest is the tail.
+    let tail = &encoded[2..];
+    let ok = ok_result();
+    let text = format!(
+        r#"(module
+  (memory (export "memory") 32)
+  (data (i32.const 1024) "{info}")
+  (data (i32.const 4096) "{ok}")
+  (data (i32.const 16384) "{tail}")
+  {WAT_VARINT}
+  (func (export "trawl_abi_version") (result i32) (i32.const 1))
+  (func (export "trawl_alloc") (param i32) (result i32) (i32.const 65536))
+  (func (export "trawl_dealloc") (param i32 i32))
+  (func (export "trawl_init") (result i64) (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const {info_len})))
+  (func (export "trawl_probe") (param i32 i32 i32 i32) (result i32) (i32.const 2))
+  (func (export "trawl_open") (param i64 i32 i32) (result i64) (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {ok_len})))
+  (func (export "trawl_data") (param i64 i32 i32 i64 i32 i32 i64) (result i64) (local $end i32)
+    (i32.store8 (i32.const 20000) (i32.const 0))
+    (local.set $end (call $varint (i32.const 20001) (local.get 5)))
+    (memory.copy (local.get $end) (i32.const 16384) (i32.const {tail_len}))
+    (local.set $end (i32.add (local.get $end) (i32.const {tail_len})))
+    (i64.or (i64.shl (i64.const 20000) (i64.const 32)) (i64.extend_i32_u (i32.sub (local.get $end) (i32.const 20000)))))
+  (func (export "trawl_close") (param i64 i64) (result i64) (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {ok_len})))
+)"#,
+        info = wat_bytes(&info),
+        ok = wat_bytes(&ok),
+        tail = wat_bytes(tail),
+        info_len = info.len(),
+        ok_len = ok.len(),
+        tail_len = tail.len(),
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("memo: {e}\n{text}"))
+}
+
+/// A plugin's name is a KFL2 flag with no host change: `memo` loaded from
+/// a `--plugins` directory, then filtered on by name (true on its records,
+/// false on every other protocol's) and by one of its fields.
+#[test]
+fn a_plugin_from_a_directory_is_a_kfl2_flag_by_its_name() {
+    let dir = support::scratch("memo-plugin");
+    std::fs::write(dir.join("memo.wasm"), memo_module()).unwrap();
+    let (_server, port) = support::serve_demo(&["--speed", "max", "--plugins", dir.to_str().unwrap()]);
+    let edges = |filter: &str| -> Vec<Value> {
+        let q = filter.replace(' ', "%20").replace('&', "%26").replace('"', "%22").replace('!', "%21");
+        let start = std::time::Instant::now();
+        loop {
+            let map = support::get_json(port, &format!("/api/map?map=l7&group_by=pod&filter={q}"));
+            let edges = map["edges"].as_array().cloned().unwrap_or_default();
+            if !edges.is_empty() || start.elapsed() > std::time::Duration::from_secs(20) {
+                return edges;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    let protocols = |edges: &[Value]| -> Vec<String> {
+        let mut p: Vec<String> = edges.iter().filter_map(|e| e["protocol"].as_str().map(str::to_string)).collect();
+        p.sort();
+        p.dedup();
+        p
+    };
+    let memo = edges("memo && memo_kind == \"note\" && dst.port == 6379");
+    assert!(!memo.is_empty(), "memo's records should pass `memo && …`");
+    assert_eq!(protocols(&memo), ["memo"]);
+    assert!(memo.iter().all(|e| e["requests"].as_u64() > Some(0)), "{memo:?}");
+    // False, not an error, on other protocols' records.
+    let others = edges("!memo && (http || dns)");
+    assert_eq!(protocols(&others), ["dns", "http"], "{others:?}");
+    let plugins = support::get_json(port, "/api/plugins");
+    let entry = plugins.as_array().unwrap().iter().find(|p| p["name"] == "memo").cloned().unwrap_or_default();
+    assert_eq!((entry["state"].as_str(), entry["abbreviation"].as_str()), (Some("active"), Some("MEMO")), "{plugins}");
 }

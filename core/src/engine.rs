@@ -42,8 +42,10 @@ pub struct ConnInfo {
 
 /// Receives reassembled TCP streams and UDP datagrams (the dissector side).
 pub trait StreamSink {
-    /// Whether this flow's payload is wanted at all (capture targeting).
-    fn wants(&mut self, _conn: &ConnInfo) -> bool {
+    /// Whether this flow's payload is wanted at all (capture targeting),
+    /// asked once when the flow starts at `ts`. A flow not wanted is still
+    /// counted (L4) but never reassembled nor handed to the sink.
+    fn wants(&mut self, _conn: &ConnInfo, _ts: Timestamp) -> bool {
         true
     }
     fn on_stream(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, event: StreamEvent<'_>);
@@ -57,7 +59,7 @@ pub trait StreamSink {
 pub struct NoStreams;
 
 impl StreamSink for NoStreams {
-    fn wants(&mut self, _conn: &ConnInfo) -> bool {
+    fn wants(&mut self, _conn: &ConnInfo, _ts: Timestamp) -> bool {
         false
     }
     fn on_stream(&mut self, _: &ConnInfo, _: Direction, _: Timestamp, _: StreamEvent<'_>) {}
@@ -252,7 +254,7 @@ impl<S: StreamSink> Engine<S> {
             {
                 let info = ConnInfo { id: self.next_conn_id, l4: p.l4, client: flow.client(), server: flow.server() };
                 self.next_conn_id += 1;
-                if self.sink.wants(&info) {
+                if self.sink.wants(&info, ts) {
                     let tcp = (p.l4 == L4Proto::Tcp).then(|| {
                         Box::new([
                             StreamReassembler::new(self.config.reassembly),

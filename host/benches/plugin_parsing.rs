@@ -9,11 +9,12 @@
 //! numbers are for real parsing, not an early detach.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::sync::Arc;
 use trawl_host::plugins::registry::PluginSet;
 use trawl_host::plugins::wasm::{SandboxLimits, WasmRuntime};
-use trawl_host::plugins::{PluginInstance, SharedPlugin, native};
+use trawl_host::plugins::{PluginInstance, SharedPlugin};
 use trawl_sdk::abi::{ConnMeta, Dir, L4, Status};
 
 /// What one connection (or UDP flow) carries, in arrival order.
@@ -224,7 +225,7 @@ fn plugin<'a>(plugins: &'a [SharedPlugin], name: &str) -> &'a SharedPlugin {
 
 fn per_plugin(c: &mut Criterion) {
     let wasm = PluginSet::embedded(WasmRuntime::new(SandboxLimits::default()).unwrap()).unwrap().plugins();
-    let native: Vec<SharedPlugin> = native::first_party().into_iter().map(Arc::new).collect();
+    let native: Vec<SharedPlugin> = common::native_first_party();
     let workloads: [(&str, &str, L4, u16, Vec<Chunk>); 6] = [
         ("http1", "http", L4::Tcp, 80, http1()),
         ("http2", "http", L4::Tcp, 80, h2(false)),

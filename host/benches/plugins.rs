@@ -3,17 +3,18 @@
 //! side, and the memory an idle instance holds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::Arc;
 use trawl_core::engine::Engine;
 use trawl_core::{EngineConfig, LinkType, ServicePorts, Timestamp};
 use trawl_host::capture::CaptureFile;
 use trawl_host::plugins::dispatch::DispatchConfig;
 use trawl_host::plugins::registry::PluginSet;
 use trawl_host::plugins::wasm::{SandboxLimits, WasmRuntime};
-use trawl_host::plugins::{Dispatcher, LoadedPlugin, SharedPlugin, native};
+use trawl_host::plugins::{Dispatcher, LoadedPlugin, SharedPlugin};
 use trawl_sdk::abi::{ConnMeta, Dir, L4};
 
 fn corpus() -> PathBuf {
@@ -83,7 +84,7 @@ fn wasm_plugins() -> Vec<SharedPlugin> {
 }
 
 fn native_plugins() -> Vec<SharedPlugin> {
-    native::first_party().into_iter().map(Arc::new).collect()
+    common::native_first_party()
 }
 
 fn http(plugins: &[SharedPlugin]) -> &LoadedPlugin {

@@ -262,6 +262,17 @@ pub fn dissect(
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
     sink.legend(plugins.iter().map(legend).collect());
     let mut engine = engine_for(&opts.replay, plugins);
+    // The dispatcher asks the filters as of the last retarget: the rings
+    // bring only targeted pods' traffic, and of it only the connections
+    // with a targeted end are dissected.
+    let targets: Arc<Mutex<(Arc<trawl_core::Identity>, CaptureFilter)>> = Arc::new(Mutex::new(sink.targeting()));
+    {
+        let targets = targets.clone();
+        engine.sink_mut().set_targeting(Box::new(move |conn, ts| {
+            let t = targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.1.admits_conn(&t.0, conn, ts)
+        }));
+    }
     let mut rings: Vec<PacketRing> = Vec::new();
     let mut captured: HashSet<IpAddr> = HashSet::new();
     let mut drops_before: HashMap<String, u64> = HashMap::new();
@@ -275,6 +286,7 @@ pub fn dissect(
             retarget = Instant::now();
             let pods = pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             let (identity, filter) = sink.targeting();
+            *targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (identity.clone(), filter.clone());
             let now = wall_now();
             let targeted: Vec<&PodInterface> =
                 pods.iter().filter(|p| p.ips.iter().any(|&ip| filter.targets(&identity.resolve(ip, now)))).collect();

@@ -8,15 +8,16 @@ use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
 use trawl_core::{Endpoint, Timestamp, Workload};
 use trawl_sdk::abi::{Dir, Value};
 
-fn json(v: &Value) -> serde_json::Value {
+/// A plugin's field value as JSON, taken by value: strings move, nothing is copied.
+fn json(v: Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
-        Value::Bool(b) => serde_json::Value::Bool(*b),
-        Value::Int(i) => serde_json::Value::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
-        Value::Str(s) => serde_json::Value::String(s.clone()),
-        Value::List(l) => serde_json::Value::Array(l.iter().map(json).collect()),
-        Value::Map(m) => serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), json(v))).collect()),
+        Value::Bool(b) => serde_json::Value::Bool(b),
+        Value::Int(i) => serde_json::Value::from(i),
+        Value::Float(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Str(s) => serde_json::Value::String(s),
+        Value::List(l) => serde_json::Value::Array(l.into_iter().map(json).collect()),
+        Value::Map(m) => serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, json(v))).collect()),
     }
 }
 
@@ -40,10 +41,12 @@ pub fn unresolved_end(e: Endpoint) -> RecordEndpoint {
     RecordEndpoint { ip: e.ip, port: e.port, workload: None, resolution_status: ResolutionStatus::Unresolved }
 }
 
-/// The L7 record of a plugin record, its ends not resolved yet (a worker
-/// sends it so; whoever holds the identity resolves them).
-pub fn unresolved_l7(h: &HostRecord) -> L7Record {
-    let r = &h.record;
+/// The L7 record of a plugin record, its ends not resolved yet (a hub gets
+/// the plugin record from a worker; whoever holds the identity resolves
+/// them). The one conversion from plugin record to L7 record: it takes the
+/// record by value.
+pub fn unresolved_l7(h: HostRecord) -> L7Record {
+    let r = h.record;
     let (src, dst) = match r.request_dir {
         Dir::ToServer => (h.conn.client, h.conn.server),
         Dir::ToClient => (h.conn.server, h.conn.client),
@@ -53,10 +56,10 @@ pub fn unresolved_l7(h: &HostRecord) -> L7Record {
         _ => None,
     };
     L7Record {
-        protocol: if r.protocol.is_empty() { h.plugin.clone() } else { r.protocol.clone() },
+        protocol: if r.protocol.is_empty() { h.plugin.clone() } else { r.protocol },
         transport: h.conn.l4,
-        method: r.method.clone(),
-        summary: r.summary.clone(),
+        method: r.method,
+        summary: r.summary,
         status_code: r.status_code,
         error: r.error,
         request_size: r.request_size,
@@ -66,8 +69,8 @@ pub fn unresolved_l7(h: &HostRecord) -> L7Record {
         response_ts: r.response_ts.map(Timestamp),
         src: unresolved_end(src),
         dst: unresolved_end(dst),
-        plugin: PluginRef { name: h.plugin.clone(), version: h.plugin_version.clone(), generation: h.generation },
-        fields: r.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
+        plugin: PluginRef { name: h.plugin, version: h.plugin_version, generation: h.generation },
+        fields: r.fields.into_iter().map(|(k, v)| (k, json(v))).collect(),
     }
 }
 
@@ -85,7 +88,7 @@ pub fn resolve_ends(record: &mut L7Record, identity: &Identity) -> (Arc<Workload
 
 /// The L7 record of a plugin record, with workloads resolved as of its time.
 /// Returns the source and destination workloads too, for the map.
-pub fn to_l7(h: &HostRecord, identity: &Identity) -> (L7Record, Arc<Workload>, Arc<Workload>) {
+pub fn to_l7(h: HostRecord, identity: &Identity) -> (L7Record, Arc<Workload>, Arc<Workload>) {
     let mut record = unresolved_l7(h);
     let (src, dst) = resolve_ends(&mut record, identity);
     (record, src, dst)

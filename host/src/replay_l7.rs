@@ -4,12 +4,11 @@
 use crate::capture::CaptureFile;
 use crate::plugins::registry::{PluginSet, PluginStatus, ReloadEvent, Reloader};
 use crate::plugins::wasm::{SandboxLimits, WasmRuntime};
-use crate::plugins::{Dispatcher, SharedPlugin, native};
+use crate::plugins::{Dispatcher, SharedPlugin};
 use crate::records::to_l7;
 use crate::replay::{Emit, ReplayOptions, ReplayOutcome, load_identity, write_json_line};
 use anyhow::Context;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trawl_core::engine::Engine;
 use trawl_core::l7map::{L7Map, LegendEntry};
@@ -21,8 +20,16 @@ const FLUSH_EVERY: u32 = 1024;
 /// The plugins a replay starts with, and the watcher if asked for.
 pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, Option<Reloader>, Vec<PluginStatus>)> {
     if opts.native_plugins {
-        let plugins = native::first_party().into_iter().map(Arc::new).collect();
-        return Ok((only_enabled(plugins, opts.enabled_plugins.as_deref())?, None, Vec::new()));
+        #[cfg(feature = "native-plugins")]
+        {
+            let plugins = crate::plugins::native::first_party().into_iter().map(std::sync::Arc::new).collect();
+            return Ok((only_enabled(plugins, opts.enabled_plugins.as_deref())?, None, Vec::new()));
+        }
+        #[cfg(not(feature = "native-plugins"))]
+        anyhow::bail!(
+            "this trawl loads its plugins and links none; --native-plugins needs a build with \
+             `--features native-plugins` (benchmarks)"
+        );
     }
     let runtime = WasmRuntime::new(SandboxLimits::default())?;
     let mut set = PluginSet::embedded(runtime)?;
@@ -74,7 +81,7 @@ struct Output<'a> {
 impl Output<'_> {
     fn flush_records(&mut self, engine: &mut Engine<Dispatcher>) {
         for h in engine.sink_mut().take_records() {
-            let (record, src, dst) = to_l7(&h, self.identity);
+            let (record, src, dst) = to_l7(h, self.identity);
             match self.emit {
                 Emit::Records => {
                     if self.error.is_none()

@@ -96,6 +96,7 @@ pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
     lock(state).set_legend(plugins.iter().map(legend).collect());
     let mut engine = engine_for(&opts.replay, plugins);
+    engine.sink_mut().set_targeting(crate::service::targeting(state));
     // Each pass is shifted to start after the previous one ended, so time
     // (and with it flow ages and rate windows) keeps moving forward.
     let mut offset: u64 = 0;
@@ -170,7 +171,7 @@ pub(crate) fn publish_from(
     let stats = engine.stats();
     let status = engine.sink().status();
     let mut st = lock(state);
-    for h in &records {
+    for h in records {
         let (record, src, dst) = to_l7(h, &st.identity);
         st.add_record(record, &src, &dst);
     }
@@ -187,6 +188,7 @@ pub(crate) fn publish_from(
             + stats.skipped_unattributed_fragments;
     }
     st.counters.plugin_faults = status.iter().map(|p| p.faults).sum();
+    st.counters.streams_not_targeted = engine.sink().stats().not_targeted;
     st.plugins = status;
     st.now = st.now.max(now);
 }

@@ -78,7 +78,7 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
             ToHub::Unsampled(u) => m.unsampled(&node, &epoch, &u, &mut st),
             ToHub::Records(r) => {
                 records = r.len();
-                m.records(&node, r, &mut st);
+                m.records(&node, &epoch, r, &mut st);
             }
             ToHub::Status(status) => {
                 let plugins: serde_json::Value = serde_json::from_str(&status.plugins).unwrap_or_default();

@@ -13,14 +13,16 @@
 //!   packet at its sender's interface when the sender is a counted
 //!   workload (see `ebpf/src/bpf/flows.bpf.c`), so no two workers report
 //!   the same packet.
-//! - Records are dropped when seen before (a journal sent again).
+//! - Records are dropped when seen before (a journal sent again, a replay
+//!   restarted): by their name, the worker's node and epoch and the
+//!   record's number in it, never by their content.
 
 use super::outbox::fold;
 use super::outbox::{
     ConversationKey, UnsampledKey, conversation_of, empty_conversation, empty_unsampled, unsampled_key,
 };
 use super::proto::{ClosedTotals, FlowTotals, UnsampledTotals, WireRecord};
-use crate::records::resolve_ends;
+use crate::records::{resolve_ends, unresolved_l7};
 use crate::service::GraphState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -205,15 +207,15 @@ impl Merger {
         }
     }
 
-    /// Adds records not seen before, with workloads resolved here.
-    pub fn records(&mut self, node: &str, records: Vec<WireRecord>, state: &mut GraphState) {
+    /// Adds records not seen before, by their name (node, epoch, number),
+    /// with workloads resolved here.
+    pub fn records(&mut self, node: &str, epoch: &str, records: Vec<WireRecord>, state: &mut GraphState) {
         for r in records {
-            let key = hash_of((node, &r.protocol, r.src, r.dst, r.request_ts, r.response_ts, &r.method, &r.summary));
-            if !self.records_seen.insert(key, SEEN_RECORDS) {
+            if !self.records_seen.insert(hash_of((node, epoch, r.seq)), SEEN_RECORDS) {
                 self.duplicate_records += 1;
                 continue;
             }
-            let mut record = r.into_l7();
+            let mut record = unresolved_l7(r.into_host());
             let (src_w, dst_w) = resolve_ends(&mut record, &state.identity);
             state.add_record(record, &src_w, &dst_w);
         }
@@ -224,8 +226,10 @@ impl Merger {
 mod tests {
     use super::*;
     use crate::cluster::outbox::Outbox;
+    use crate::plugins::HostRecord;
     use crate::service::CaptureFilter;
     use std::sync::Arc;
+    use trawl_core::engine::ConnInfo;
 
     fn state() -> GraphState {
         GraphState::new(Arc::new(trawl_core::Identity::new()), CaptureFilter::default(), 10)
@@ -255,28 +259,34 @@ mod tests {
         let batch = out.batch(100);
         hub.flows("n", "e", &batch.flows, st);
         hub.closed("n", "e", &batch.closed, st);
-        hub.records("n", batch.records.clone(), st);
+        hub.records("n", "e", batch.records.clone(), st);
         hub.unsampled("n", "e", &batch.unsampled, st);
         out.sent(&batch);
     }
 
-    fn record(i: u64) -> WireRecord {
-        WireRecord {
-            protocol: "http".into(),
-            tcp: true,
-            method: "GET".into(),
-            summary: format!("/{i}"),
-            status_code: Some(if i == 2 { 500 } else { 200 }),
-            error: i == 2,
-            request_size: 100,
-            response_size: 1000,
-            elapsed_us: Some(50),
-            request_ts: Some(1_000 + i),
-            response_ts: Some(2_000 + i),
-            src: ("10.0.0.1".parse().unwrap(), 40_000 + i as u16),
-            dst: ("10.0.0.2".parse().unwrap(), 80),
-            plugin: ("http".into(), "0.1.0".into(), 1),
-            fields: "{}".into(),
+    fn record(i: u64) -> HostRecord {
+        let ip = |s: &str| s.parse().unwrap();
+        HostRecord {
+            conn: ConnInfo {
+                id: i,
+                l4: L4Proto::Tcp,
+                client: Endpoint { ip: ip("10.0.0.1"), port: 40_000 + i as u16 },
+                server: Endpoint { ip: ip("10.0.0.2"), port: 80 },
+            },
+            plugin: "http".into(),
+            plugin_version: "0.1.0".into(),
+            generation: 1,
+            record: trawl_sdk::abi::Record {
+                method: "GET".into(),
+                summary: format!("/{i}"),
+                status_code: Some(if i == 2 { 500 } else { 200 }),
+                error: i == 2,
+                request_size: 100,
+                response_size: 1000,
+                request_ts: Some(1_000 + i),
+                response_ts: Some(2_000 + i),
+                ..Default::default()
+            },
         }
     }
 
@@ -292,7 +302,7 @@ mod tests {
         let limits = crate::cluster::outbox::OutboxLimits { max_records: 1, ..Default::default() };
         let mut out = Outbox::new(limits);
         for i in 0..4 {
-            out.add_wire(record(i));
+            out.add_record(record(i));
         }
         assert_eq!((out.records.len(), out.records_unsampled), (1, 3));
         let (mut hub, mut st) = (Merger::default(), state());
@@ -345,5 +355,25 @@ mod tests {
         hub.flows("n", "e", &batch.flows, &mut st);
         assert_eq!(totals(&st), (1, 101));
         assert_eq!(hub.duplicate_closes, 1);
+    }
+
+    #[test]
+    fn equal_records_both_count_and_resends_do_not() {
+        // Two pipelined `GET /0` on one connection, alike in every field.
+        let mut out = Outbox::default();
+        let (mut hub, mut st) = (Merger::default(), state());
+        out.add_record(record(0));
+        out.add_record(record(0));
+        flush(&mut out, &mut hub, &mut st);
+        assert_eq!(l7_totals(&st).0, 2, "equal requests are two requests");
+        out.resend_all();
+        flush(&mut out, &mut hub, &mut st);
+        assert_eq!((l7_totals(&st).0, hub.duplicate_records), (2, 2), "the journal sent again adds nothing");
+        // Another epoch (a live worker restarted) numbers from 0 again.
+        let mut again = Outbox::default();
+        again.add_record(record(0));
+        let batch = again.batch(10);
+        hub.records("n", "e2", batch.records, &mut st);
+        assert_eq!(l7_totals(&st).0, 3);
     }
 }

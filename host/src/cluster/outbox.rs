@@ -90,6 +90,8 @@ pub struct Outbox {
     pub conversations_dropped: u64,
     /// Sent records that left the journal (a restarted hub will lack them).
     pub journal_evicted: u64,
+    /// The next record's number (see [`WireRecord::seq`]).
+    next_seq: u64,
 }
 
 /// What one flush sends.
@@ -129,17 +131,22 @@ impl Outbox {
         self.dirty.insert(key);
     }
 
-    /// Queues a record for the hub; when the queue is full, only its counts.
-    pub fn add_record(&mut self, h: &HostRecord) {
-        self.add_wire(wire_record(h));
+    /// Queues a record for the hub, numbered in this epoch; when the queue
+    /// is full, only its counts.
+    pub fn add_record(&mut self, h: HostRecord) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.add_wire(WireRecord::new(h, seq));
     }
 
-    pub fn add_wire(&mut self, r: WireRecord) {
+    fn add_wire(&mut self, r: WireRecord) {
         if self.records.len() < self.limits.max_records {
             self.records.push_back(r);
             return;
         }
-        let key = (r.tcp, r.src.0, r.dst, r.protocol.clone());
+        let (src, dst) = r.src_dst();
+        let key = (r.tcp, src.0, dst, r.protocol().to_string());
+        let r = r.record;
         if !self.unsampled.contains_key(&key) && self.unsampled.len() >= self.limits.max_conversations {
             self.records_dropped += 1;
             return;
@@ -197,12 +204,6 @@ impl Outbox {
             self.journal_evicted += 1;
         }
     }
-}
-
-/// A record as the hub gets it: endpoints, not workloads (the hub
-/// resolves them with its own identity).
-pub fn wire_record(h: &HostRecord) -> WireRecord {
-    WireRecord::from_l7(crate::records::unresolved_l7(h))
 }
 
 #[cfg(test)]

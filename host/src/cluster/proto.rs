@@ -6,13 +6,16 @@
 //! a reconnect, or by a worker that restarted and counted again) never
 //! counts twice: the hub adds only what a flow's totals grew by.
 
+use crate::plugins::HostRecord;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use trawl_core::record::{L7Record, PluginRef};
-use trawl_core::{Endpoint, L4Proto, Timestamp};
+use trawl_core::engine::ConnInfo;
+use trawl_core::{Endpoint, L4Proto};
+use trawl_sdk::abi::{Dir, Record};
 
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: records carry the SDK record and a sequence number.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -66,69 +69,68 @@ pub struct UnsampledTotals {
     pub last_ts: u64,
 }
 
-/// An L7 record without resolved workloads: the hub resolves them with
-/// its own identity (inventories, Kubernetes API).
+/// A plugin's record as it travels to the hub: the SDK record itself
+/// (postcard all the way, no JSON inside) and the connection it came from.
+/// The hub resolves its ends with its own identity (inventories, the
+/// Kubernetes API).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WireRecord {
-    pub protocol: String,
+    /// The record's number in its worker's counting epoch, from 0. With the
+    /// node and the epoch it names the record: the hub drops a record it
+    /// has by this name (a journal sent again, a replay restarted), never
+    /// by content, so equal requests (pipelined `GET k` twice) both count.
+    pub seq: u64,
     pub tcp: bool,
-    pub method: String,
-    pub summary: String,
-    pub status_code: Option<i64>,
-    pub error: bool,
-    pub request_size: u64,
-    pub response_size: u64,
-    pub elapsed_us: Option<u64>,
-    pub request_ts: Option<u64>,
-    pub response_ts: Option<u64>,
-    pub src: (IpAddr, u16),
-    pub dst: (IpAddr, u16),
-    pub plugin: (String, String, u64),
-    /// Plugin fields as JSON text (postcard carries no self-describing values).
-    pub fields: String,
+    pub client: (IpAddr, u16),
+    pub server: (IpAddr, u16),
+    pub plugin: String,
+    pub plugin_version: String,
+    pub generation: u64,
+    pub record: Record,
 }
 
 impl WireRecord {
-    /// A record whose ends are not resolved, for the wire.
-    pub fn from_l7(r: L7Record) -> Self {
+    /// A plugin record for the wire, numbered `seq`; taken by value.
+    pub fn new(h: HostRecord, seq: u64) -> Self {
         WireRecord {
-            protocol: r.protocol,
-            tcp: r.transport == L4Proto::Tcp,
-            method: r.method,
-            summary: r.summary,
-            status_code: r.status_code,
-            error: r.error,
-            request_size: r.request_size,
-            response_size: r.response_size,
-            elapsed_us: r.elapsed_us,
-            request_ts: r.request_ts.map(|t| t.0),
-            response_ts: r.response_ts.map(|t| t.0),
-            src: (r.src.ip, r.src.port),
-            dst: (r.dst.ip, r.dst.port),
-            plugin: (r.plugin.name, r.plugin.version, r.plugin.generation),
-            fields: serde_json::Value::Object(r.fields).to_string(),
+            seq,
+            tcp: h.conn.l4 == L4Proto::Tcp,
+            client: (h.conn.client.ip, h.conn.client.port),
+            server: (h.conn.server.ip, h.conn.server.port),
+            plugin: h.plugin,
+            plugin_version: h.plugin_version,
+            generation: h.generation,
+            record: h.record,
         }
     }
 
-    /// The record again, its ends left for the receiver to resolve.
-    pub fn into_l7(self) -> L7Record {
-        let end = |(ip, port)| crate::records::unresolved_end(Endpoint { ip, port });
-        L7Record {
-            protocol: self.protocol,
-            transport: if self.tcp { L4Proto::Tcp } else { L4Proto::Udp },
-            method: self.method,
-            summary: self.summary,
-            status_code: self.status_code,
-            error: self.error,
-            request_size: self.request_size,
-            response_size: self.response_size,
-            elapsed_us: self.elapsed_us,
-            request_ts: self.request_ts.map(Timestamp),
-            response_ts: self.response_ts.map(Timestamp),
-            src: end(self.src),
-            dst: end(self.dst),
-            plugin: PluginRef { name: self.plugin.0, version: self.plugin.1, generation: self.plugin.2 },
-            fields: serde_json::from_str(&self.fields).unwrap_or_default(),
+    /// The record's protocol: its own, or else its plugin's name.
+    pub fn protocol(&self) -> &str {
+        if self.record.protocol.is_empty() { &self.plugin } else { &self.record.protocol }
+    }
+
+    /// Who sent the request, and to whom.
+    pub fn src_dst(&self) -> ((IpAddr, u16), (IpAddr, u16)) {
+        match self.record.request_dir {
+            Dir::ToServer => (self.client, self.server),
+            Dir::ToClient => (self.server, self.client),
+        }
+    }
+
+    /// The plugin record again, to become an L7 record on this side.
+    pub fn into_host(self) -> HostRecord {
+        let end = |(ip, port)| Endpoint { ip, port };
+        HostRecord {
+            conn: ConnInfo {
+                id: 0,
+                l4: if self.tcp { L4Proto::Tcp } else { L4Proto::Udp },
+                client: end(self.client),
+                server: end(self.server),
+            },
+            plugin: self.plugin,
+            plugin_version: self.plugin_version,
+            generation: self.generation,
+            record: self.record,
         }
     }
 }

@@ -280,6 +280,10 @@ fn in_part(link: trawl_core::LinkType, frame: &[u8], (i, n): (u32, u32)) -> bool
     (h.finish() % u64::from(n)) as u32 == i
 }
 
+/// How often, in capture time, a replaying worker ticks its plugins and
+/// takes their records.
+const COLLECT_EVERY_NS: u64 = 100_000_000;
+
 /// A replay's counting epoch: the same capture and part count the same
 /// traffic, however often the worker restarts.
 fn replay_epoch(opts: &WorkerOptions) -> String {
@@ -304,13 +308,14 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     health.capturing.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut first: Option<u64> = None;
+    let mut next_collect = 0u64;
     let mut last_flush = Instant::now();
     let mut failure: Option<anyhow::Error> = None;
     let collect = |engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>, out: &mut Outbox| {
         let now = engine.now();
         engine.sink_mut().tick(now);
         for h in engine.sink_mut().take_records() {
-            out.add_record(&h);
+            out.add_record(h);
         }
         for d in engine.take_deltas() {
             out.add_delta(&d);
@@ -331,9 +336,15 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
             wait_until_due(started, Duration::from_nanos(frame.ts.0.saturating_sub(first_ts)), speed, || {});
         }
         engine.process(frame.link, Timestamp(frame.ts.0), frame.data, frame.wire_len);
+        // Plugins tick and records are numbered by capture time, never by
+        // the wall clock: a restarted replay then numbers every record as
+        // before, and the hub drops exactly the ones it has.
+        if frame.ts.0 >= next_collect {
+            next_collect = frame.ts.0.saturating_add(COLLECT_EVERY_NS);
+            collect(&mut engine, &mut out);
+        }
         if last_flush.elapsed() >= Duration::from_millis(100) {
             last_flush = Instant::now();
-            collect(&mut engine, &mut out);
             if let Err(e) = link.flush(&mut out, status(&engine, false)) {
                 failure = Some(e);
             }

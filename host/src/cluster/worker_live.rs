@@ -142,7 +142,7 @@ impl crate::live::LiveSink for WorkerSink {
         let split = self.split.read().unwrap_or_else(PoisonError::into_inner);
         let remote = |ip: &IpAddr| split.as_ref().is_some_and(|s| s.remote_targeted.contains(ip));
         let mut out = self.outbox();
-        for h in records.iter().filter(|h| !remote(&h.conn.client.ip)) {
+        for h in records.into_iter().filter(|h| !remote(&h.conn.client.ip)) {
             out.add_record(h);
         }
     }

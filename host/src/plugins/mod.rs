@@ -14,7 +14,7 @@ pub mod wasm;
 use std::sync::Arc;
 use trawl_sdk::abi::{ConnMeta, DataResult, Dir, L4, PluginInfo, Probe};
 
-pub use dispatch::{DispatchStats, Dispatcher, HostRecord};
+pub use dispatch::{DispatchStats, Dispatcher, HostRecord, Targeting};
 pub use registry::{PluginSet, PluginState, PluginStatus};
 
 /// A plugin misbehaved during a call. Never a panic: a typed error that the

@@ -67,7 +67,10 @@ where
     }
 }
 
-/// The first-party dissectors, linked natively.
+/// The first-party dissectors, linked natively: only in a build with the
+/// `native-plugins` feature (benchmarks of the whole CLI); the product
+/// loads its plugins and never links them.
+#[cfg(feature = "native-plugins")]
 pub fn first_party() -> Vec<LoadedPlugin> {
     vec![
         native_plugin::<trawl_plugin_http::Http>(),

@@ -42,6 +42,10 @@ pub struct PluginStatus {
     pub records: u64,
     pub faults: u64,
     pub detached_connections: u64,
+    /// Calls on connections (not ticks), and the bytes copied into the
+    /// plugin by them.
+    pub calls: u64,
+    pub bytes_in: u64,
     pub last_error: Option<String>,
     /// Port hints, as `tcp/80,udp/53`.
     pub ports: String,
@@ -88,6 +92,8 @@ impl Rejected {
             records: 0,
             faults: 0,
             detached_connections: 0,
+            calls: 0,
+            bytes_in: 0,
             last_error: Some(self.error.to_string()),
             ports: String::new(),
         }

@@ -89,7 +89,7 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
                 })
                 .collect();
             if !on_workers.is_empty() {
-                for field in ["records", "faults", "live_connections", "detached_connections"] {
+                for field in ["records", "faults", "live_connections", "detached_connections", "calls", "bytes_in"] {
                     v[field] = json!(on_workers.iter().map(|(_, x)| x[field].as_u64().unwrap_or(0)).sum::<u64>());
                 }
                 if let Some((id, bad)) = on_workers.iter().find(|(_, x)| x["state"] != "active") {
@@ -131,6 +131,11 @@ pub fn metrics_text(state: &SharedState) -> String {
     counter("records_total", "L7 records from targeted workloads.", c.records);
     counter("records_not_targeted_total", "L7 records dropped by the capture filters.", c.records_not_targeted);
     counter(
+        "streams_not_targeted_total",
+        "Connections neither reassembled nor dissected: no end is a targeted workload.",
+        c.streams_not_targeted,
+    );
+    counter(
         "records_unsampled_total",
         "Requests workers counted without sending them as records (over their queues).",
         c.records_unsampled,
@@ -144,10 +149,15 @@ pub fn metrics_text(state: &SharedState) -> String {
         c.subscribers
     ));
     for p in plugin_entries(&st) {
-        let (name, records, faults) = (p["name"].as_str().unwrap_or(""), &p["records"], &p["faults"]);
-        out.push_str(&format!(
-            "trawl_plugin_records_total{{plugin=\"{name}\"}} {records}\ntrawl_plugin_faults_total{{plugin=\"{name}\"}} {faults}\n",
-        ));
+        let name = p["name"].as_str().unwrap_or("");
+        for (metric, field) in
+            [("records", "records"), ("faults", "faults"), ("calls", "calls"), ("bytes_in", "bytes_in")]
+        {
+            out.push_str(&format!(
+                "trawl_plugin_{metric}_total{{plugin=\"{name}\"}} {}\n",
+                p[field].as_u64().unwrap_or(0)
+            ));
+        }
     }
     out
 }

@@ -6,8 +6,9 @@
 //!
 //! Variables: `src`/`dst` (`ip`, `port`, `name`, `namespace`, `kind`,
 //! `node`, `pod.name`, `pod.namespace`, `service.name`), `namespaces`,
-//! `pods`, `services`, `node_name`, `protocol` and the flags `http`, `grpc`,
-//! `dns`, `redis`, `kafka`, `tcp`, `udp`, the record's `method`, `path`,
+//! `pods`, `services`, `node_name`, `protocol`, a flag named after every
+//! loaded plugin's protocol (`http`, `dns`, … and any plugin's own, such as
+//! `memo`: true on that protocol's records), `tcp`, `udp`, the record's `method`, `path`,
 //! `url`, `summary`, `status_code`, `error`, `elapsed_time` (µs),
 //! `timestamp`, `request_size`, `response_size`, and every field the
 //! plugin reported (`grpc_status`, `redis_key`, …) under its own name.
@@ -17,6 +18,7 @@ use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use trawl_core::l7map::LegendEntry;
 use trawl_core::record::{L7Record, RecordEndpoint};
 
 /// Longest filter accepted.
@@ -113,11 +115,12 @@ impl Filter {
         self.program.is_none()
     }
 
-    /// Whether the record passes.
-    pub fn matches(&self, r: &L7Record) -> bool {
+    /// Whether the record passes. `protocols` are the loaded plugins'
+    /// protocols (the legend): each is a flag, true on its own records.
+    pub fn matches(&self, r: &L7Record, protocols: &[LegendEntry]) -> bool {
         let Some(program) = &self.program else { return true };
         let mut ctx = root().new_inner_scope();
-        for (name, value) in variables(r) {
+        for (name, value) in variables(r, protocols) {
             ctx.add_variable_from_value(name, value);
         }
         matches!(program.execute(&ctx), Ok(Value::Bool(true)))
@@ -160,7 +163,7 @@ fn endpoint(e: &RecordEndpoint) -> Value {
     Value::from(m)
 }
 
-fn variables(r: &L7Record) -> Vec<(String, Value)> {
+fn variables(r: &L7Record, protocols: &[LegendEntry]) -> Vec<(String, Value)> {
     let transport = r.transport.as_str();
     let mut v: Vec<(String, Value)> = Vec::with_capacity(32 + r.fields.len());
     // Plugin fields first: the KFL2 variables bound after them win, since
@@ -194,9 +197,13 @@ fn variables(r: &L7Record) -> Vec<(String, Value)> {
     v.push(("services".into(), collect("service")));
     v.push(("node_name".into(), Value::from(node)));
     v.push(("protocol".into(), Value::from(r.protocol.as_str())));
-    for p in ["http", "grpc", "dns", "redis", "kafka"] {
-        v.push((p.into(), Value::Bool(r.protocol == p)));
+    // Protocol flags come from the plugins, so a new plugin's name is a
+    // flag with no change here; the record's own protocol is one even when
+    // its plugin is loaded elsewhere (a worker's plugin, seen by the hub).
+    for p in protocols.iter().map(|e| e.protocol.as_str()).filter(|p| *p != r.protocol) {
+        v.push((p.into(), Value::Bool(false)));
     }
+    v.push((r.protocol.clone(), Value::Bool(true)));
     v.push(("tcp".into(), Value::Bool(transport == "tcp")));
     v.push(("udp".into(), Value::Bool(transport == "udp")));
     v.push(("method".into(), Value::from(r.method.as_str())));

@@ -13,10 +13,12 @@ pub mod filter;
 pub mod subscription;
 pub mod view;
 
+use crate::plugins::Targeting;
 use crate::plugins::registry::PluginStatus;
 use regex::Regex;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use trawl_core::engine::ConnInfo;
 use trawl_core::l7map::{L7Map, LegendEntry};
 use trawl_core::record::L7Record;
 use trawl_core::{FlowDelta, GroupBy, Identity, L4Map, Timestamp, Workload};
@@ -98,6 +100,27 @@ impl CaptureFilter {
     pub fn admits(&self, src: &Workload, dst: &Workload) -> bool {
         self.is_open() || self.targets(src) || self.targets(dst)
     }
+
+    /// Whether a connection's payload is dissected: either end, resolved
+    /// as of `ts` (the way its records' ends will be), is targeted.
+    pub fn admits_conn(&self, identity: &Identity, conn: &ConnInfo, ts: Timestamp) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let end = |e: trawl_core::Endpoint| identity.resolve_endpoint_status(e.ip, e.port, ts).0;
+        self.admits(&end(conn.client), &end(conn.server))
+    }
+}
+
+/// The service's capture filters and identity as the dispatcher asks them,
+/// once per new connection: untargeted streams are never reassembled nor
+/// dissected.
+pub fn targeting(state: &SharedState) -> Targeting {
+    let state = state.clone();
+    Box::new(move |conn, ts| {
+        let st = lock(&state);
+        st.capture_filter.admits_conn(&st.identity, conn, ts)
+    })
 }
 
 /// Counters for `/metrics` and the UI's status line. Drops are data.
@@ -110,6 +133,8 @@ pub struct Counters {
     pub records: u64,
     /// Records of workloads the capture filters exclude.
     pub records_not_targeted: u64,
+    /// Connections the capture filters kept from reassembly and plugins.
+    pub streams_not_targeted: u64,
     /// Requests known by counts only: workers' records beyond their
     /// queues, which count in the L7 map but not in filtered maps, latency
     /// or top calls.

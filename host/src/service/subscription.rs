@@ -243,7 +243,7 @@ impl Subscription {
         let mut seq = start;
         for r in records.take(FOLD_CHUNK) {
             seq += 1;
-            if self.filter.matches(r) {
+            if self.filter.matches(r, &state.legend) {
                 let at = r.ts();
                 let src = state.identity.resolve(r.src.ip, at);
                 let dst = state.identity.resolve(r.dst.ip, at);

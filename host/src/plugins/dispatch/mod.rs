@@ -70,6 +70,8 @@ pub struct DispatchStats {
     pub detached_by_gap: u64,
     pub detached_by_buffer: u64,
     pub records: u64,
+    /// Connections the capture filters kept from every plugin.
+    pub not_targeted: u64,
 }
 
 enum Queued {
@@ -124,12 +126,22 @@ struct Slot {
     records: u64,
     faults: u64,
     detached: u64,
+    /// Calls on connections (probe, open, data, datagram, close; not ticks)
+    /// and the bytes they copied into the plugin.
+    calls: u64,
+    bytes_in: u64,
     last_error: Option<String>,
 }
+
+/// Decides, once per new connection (at its first packet's time), whether
+/// its payload is dissected at all: the capture filters. A connection it
+/// refuses is never reassembled nor shown to a plugin, and is counted.
+pub type Targeting = Box<dyn FnMut(&ConnInfo, Timestamp) -> bool + Send>;
 
 /// Routes connections to plugins; a [`StreamSink`] for the engine.
 pub struct Dispatcher {
     config: DispatchConfig,
+    targeting: Option<Targeting>,
     slots: Vec<Slot>,
     conns: HashMap<u64, Conn>,
     records: Vec<HostRecord>,
@@ -175,6 +187,7 @@ impl Dispatcher {
     pub fn new(config: DispatchConfig, plugins: impl IntoIterator<Item = SharedPlugin>) -> Self {
         let mut d = Dispatcher {
             config,
+            targeting: None,
             slots: Vec::new(),
             conns: HashMap::new(),
             records: Vec::new(),
@@ -190,6 +203,11 @@ impl Dispatcher {
 
     pub fn stats(&self) -> DispatchStats {
         self.stats
+    }
+
+    /// Dissects only the connections `targeting` admits (all, by default).
+    pub fn set_targeting(&mut self, targeting: Targeting) {
+        self.targeting = Some(targeting);
     }
 
     /// Records produced since the last call.
@@ -223,6 +241,8 @@ impl Dispatcher {
             records: 0,
             faults: 0,
             detached: 0,
+            calls: 0,
+            bytes_in: 0,
             last_error: None,
         });
         generation
@@ -259,6 +279,8 @@ impl Dispatcher {
                 records: s.records,
                 faults: s.faults,
                 detached_connections: s.detached,
+                calls: s.calls,
+                bytes_in: s.bytes_in,
                 last_error: s.last_error.clone(),
                 ports: crate::plugins::registry::port_list(&s.plugin.info),
             })
@@ -330,12 +352,16 @@ impl Dispatcher {
             .collect()
     }
 
-    /// An instance of `slot`, made on demand unless quarantined or backing off.
-    fn instance(&mut self, slot: usize) -> Option<&mut Box<dyn PluginInstance>> {
+    /// An instance of `slot`, made on demand unless quarantined or backing
+    /// off, for one call that hands it `bytes` (counted: calls and bytes
+    /// copied in are what a connection costs a plugin).
+    fn instance(&mut self, slot: usize, bytes: usize) -> Option<&mut Box<dyn PluginInstance>> {
         let s = &mut self.slots[slot];
         if matches!(s.state, PluginState::Quarantined { .. } | PluginState::Retired) {
             return None;
         }
+        s.calls += 1;
+        s.bytes_in += bytes as u64;
         if s.instance.is_none() {
             if s.retry_at.is_some_and(|t| Instant::now() < t) {
                 return None;
@@ -434,7 +460,7 @@ impl Dispatcher {
             return;
         };
         let (info, meta) = (conn.info, conn.meta.clone());
-        let opened = match self.instance(slot) {
+        let opened = match self.instance(slot, 0) {
             Some(inst) => inst.open(id, &meta),
             None => return,
         };
@@ -488,6 +514,7 @@ impl Dispatcher {
         };
         let info = conn.info;
         self.slots[a.slot].live -= 1;
+        self.slots[a.slot].calls += 1;
         let closed = match self.slots[a.slot].instance.as_mut() {
             Some(inst) => inst.close(id, ts),
             None => return,
@@ -574,7 +601,7 @@ impl Dispatcher {
             return Step::Continue;
         }
         let flags = if fin { abi::FLAG_FIN } else { 0 } | if midstream { abi::FLAG_MIDSTREAM } else { 0 };
-        let result = match self.instance(slot) {
+        let result = match self.instance(slot, window.len()) {
             Some(inst) => inst.data(id, dir, flags, ts, &window, 0),
             None => return Step::Stop,
         };
@@ -596,7 +623,7 @@ impl Dispatcher {
             return Step::Stop;
         };
         let slot = a.slot;
-        let result = match self.instance(slot) {
+        let result = match self.instance(slot, bytes.len()) {
             Some(inst) => inst.datagram(id, dir, ts, bytes),
             None => return Step::Stop,
         };
@@ -633,6 +660,12 @@ impl Dispatcher {
 }
 
 impl StreamSink for Dispatcher {
+    fn wants(&mut self, conn: &ConnInfo, ts: Timestamp) -> bool {
+        let wanted = self.targeting.as_mut().is_none_or(|t| t(conn, ts));
+        self.stats.not_targeted += u64::from(!wanted);
+        wanted
+    }
+
     fn on_stream(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, event: StreamEvent<'_>) {
         // Oriented from the connection found below: one lookup per event.
         let raw = dir_of(dir);
@@ -663,7 +696,7 @@ impl StreamSink for Dispatcher {
                             self.close_attached(id, ts);
                             return;
                         }
-                        let result = match self.instance(slot) {
+                        let result = match self.instance(slot, 0) {
                             Some(inst) => inst.data(id, dir, abi::FLAG_GAP, ts, &[], len),
                             None => return,
                         };
