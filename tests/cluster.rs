@@ -296,3 +296,30 @@ fn hub_equals_one_process_on_every_corpus_capture_for_one_two_and_three_workers(
     }
     assert_eq!(compared, captures.len() * 3);
 }
+
+/// `--stay` keeps a finished replay connected until stopped: Ctrl-C and
+/// SIGTERM both stop it cleanly (exit status 0), as they stop every command.
+#[test]
+fn a_staying_worker_stops_cleanly_on_ctrl_c_and_on_sigterm() {
+    let (workers, ui) = (free_port(), free_port());
+    let _hub = hub(workers, ui);
+    for (i, signal) in ["-INT", "-TERM"].into_iter().enumerate() {
+        let node = format!("node-stay-{i}");
+        let mut child = worker(workers, "s3cret", &node, "0/1", "max").arg("--stay").spawn().unwrap();
+        support::wait_for("the replay to finish", || {
+            let health = get(ui, "/api/health");
+            health["workers"].as_object().into_iter().flatten().any(|(_, w)| w["node"] == node && w["done"] == true)
+        });
+        assert!(child.try_wait().unwrap().is_none(), "{node} should stay");
+        Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{node} did not stop on {signal}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{node} on {signal}: {status}");
+    }
+}

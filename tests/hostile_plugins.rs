@@ -47,7 +47,12 @@ fn wat_bytes(b: &[u8]) -> String {
 /// A module whose `trawl_data` body (and optionally probe and ABI version)
 /// is the given text.
 fn module(name: &str, abi: u32, probe_body: &str, data_body: &str) -> Vec<u8> {
-    let info = info(name);
+    module_with(name, &info(name), abi, probe_body, data_body, "")
+}
+
+/// As [`module`], with the plugin's info given and `extra` (data segments,
+/// helper functions) added to the module.
+fn module_with(name: &str, info: &[u8], abi: u32, probe_body: &str, data_body: &str, extra: &str) -> Vec<u8> {
     let ok = ok_result();
     let text = format!(
         r#"(module
@@ -55,6 +60,7 @@ fn module(name: &str, abi: u32, probe_body: &str, data_body: &str) -> Vec<u8> {
   (data (i32.const 1024) "{info}")
   (data (i32.const 4096) "{ok}")
   (data (i32.const 8192) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
+  {extra}
   (func (export "trawl_abi_version") (result i32) (i32.const {abi}))
   (func (export "trawl_alloc") (param i32) (result i32) (i32.const 65536))
   (func (export "trawl_dealloc") (param i32 i32))
@@ -64,7 +70,7 @@ fn module(name: &str, abi: u32, probe_body: &str, data_body: &str) -> Vec<u8> {
   (func (export "trawl_data") (param i64 i32 i32 i64 i32 i32 i64) (result i64) {data_body})
   (func (export "trawl_close") (param i64 i64) (result i64) (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {ok_len})))
 )"#,
-        info = wat_bytes(&info),
+        info = wat_bytes(info),
         ok = wat_bytes(&ok),
         info_len = info.len(),
         ok_len = ok.len(),
@@ -229,36 +235,17 @@ fn memo_module() -> Vec<u8> {
     let encoded = postcard::to_allocvec(&result).unwrap();
     // Status Ok and consumed 0 are one byte each; the rest is the tail.
     let tail = &encoded[2..];
-    let ok = ok_result();
-    let text = format!(
-        r#"(module
-  (memory (export "memory") 32)
-  (data (i32.const 1024) "{info}")
-  (data (i32.const 4096) "{ok}")
-  (data (i32.const 16384) "{tail}")
-  {WAT_VARINT}
-  (func (export "trawl_abi_version") (result i32) (i32.const 1))
-  (func (export "trawl_alloc") (param i32) (result i32) (i32.const 65536))
-  (func (export "trawl_dealloc") (param i32 i32))
-  (func (export "trawl_init") (result i64) (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const {info_len})))
-  (func (export "trawl_probe") (param i32 i32 i32 i32) (result i32) (i32.const 2))
-  (func (export "trawl_open") (param i64 i32 i32) (result i64) (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {ok_len})))
-  (func (export "trawl_data") (param i64 i32 i32 i64 i32 i32 i64) (result i64) (local $end i32)
+    let extra = format!("(data (i32.const 16384) \"{}\")\n  {WAT_VARINT}", wat_bytes(tail));
+    let data_body = format!(
+        "(local $end i32)
     (i32.store8 (i32.const 20000) (i32.const 0))
     (local.set $end (call $varint (i32.const 20001) (local.get 5)))
-    (memory.copy (local.get $end) (i32.const 16384) (i32.const {tail_len}))
-    (local.set $end (i32.add (local.get $end) (i32.const {tail_len})))
-    (i64.or (i64.shl (i64.const 20000) (i64.const 32)) (i64.extend_i32_u (i32.sub (local.get $end) (i32.const 20000)))))
-  (func (export "trawl_close") (param i64 i64) (result i64) (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {ok_len})))
-)"#,
-        info = wat_bytes(&info),
-        ok = wat_bytes(&ok),
-        tail = wat_bytes(tail),
-        info_len = info.len(),
-        ok_len = ok.len(),
-        tail_len = tail.len(),
+    (memory.copy (local.get $end) (i32.const 16384) (i32.const {len}))
+    (local.set $end (i32.add (local.get $end) (i32.const {len})))
+    (i64.or (i64.shl (i64.const 20000) (i64.const 32)) (i64.extend_i32_u (i32.sub (local.get $end) (i32.const 20000))))",
+        len = tail.len()
     );
-    wat::parse_str(&text).unwrap_or_else(|e| panic!("memo: {e}\n{text}"))
+    module_with("memo", &info, 1, MATCH, &data_body, &extra)
 }
 
 /// A plugin's name is a KFL2 flag with no host change: `memo` loaded from

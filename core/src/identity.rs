@@ -173,16 +173,6 @@ impl Identity {
         Self::default()
     }
 
-    /// Number of workloads loaded (pods, services and nodes).
-    pub fn workload_count(&self) -> usize {
-        self.workloads
-    }
-
-    /// Number of distinct IPs with at least one binding.
-    pub fn ip_count(&self) -> usize {
-        self.by_ip.len()
-    }
-
     /// Loads every pod, service and node of an inventory document.
     pub fn load_json(&mut self, text: &str) -> Result<usize, InventoryError> {
         let doc: Value = serde_json::from_str(text)?;

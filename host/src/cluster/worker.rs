@@ -280,6 +280,16 @@ fn in_part(link: trawl_core::LinkType, frame: &[u8], (i, n): (u32, u32)) -> bool
     (h.finish() % u64::from(n)) as u32 == i
 }
 
+/// A flag raised by Ctrl-C (SIGINT) or SIGTERM, for loops that run until
+/// stopped and then leave cleanly (the link closed, exit status 0).
+pub fn stop_on_signals() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("cannot handle Ctrl-C and SIGTERM")?;
+    }
+    Ok(stop)
+}
+
 /// How often, in capture time, a replaying worker ticks its plugins and
 /// takes their records.
 const COLLECT_EVERY_NS: u64 = 100_000_000;
@@ -373,11 +383,13 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         link.close();
     }
     if opts.stay {
-        // Until stopped (SIGTERM), like a live worker.
-        loop {
+        // Until stopped (Ctrl-C or SIGTERM), like a live worker.
+        let stop = stop_on_signals()?;
+        while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
             link.flush(&mut out, status(&engine, true))?;
         }
+        link.close();
     }
     Ok(())
 }

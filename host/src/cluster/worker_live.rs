@@ -184,7 +184,8 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
     health.capturing.store(true, Ordering::Relaxed);
     eprintln!("trawl worker: counting on {} interfaces: {}", counters.attached().len(), counters.attached().join(" "));
     let pods = Arc::new(Mutex::new(counters.pods().to_vec()));
-    let stop = Arc::new(AtomicBool::new(false));
+    // Ctrl-C and SIGTERM stop the capture threads and this loop alike.
+    let stop = super::worker::stop_on_signals()?;
     {
         let (sink, pods, stop) = (sink.clone(), pods.clone(), stop.clone());
         std::thread::Builder::new()
@@ -211,5 +212,6 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         };
         link.flush(&mut sink.outbox(), status)?;
     }
+    link.close();
     Ok(())
 }

@@ -377,11 +377,6 @@ impl WasmInstance {
     fn result(&self, packed: u64, given: usize) -> Result<DataResult, PluginFault> {
         abi::decode_result(self.output(packed)?, given).map_err(PluginFault::BadOutput)
     }
-
-    /// Log calls made by the plugin so far.
-    pub fn log_calls(&self) -> u64 {
-        self.store.data().logs
-    }
 }
 
 impl PluginInstance for WasmInstance {

@@ -198,11 +198,6 @@ impl GraphState {
         }
     }
 
-    pub fn with_record_log(mut self, records: usize) -> Self {
-        self.record_log = records.max(1);
-        self
-    }
-
     pub fn set_legend(&mut self, legend: Vec<LegendEntry>) {
         for m in &mut self.l7 {
             for e in &legend {

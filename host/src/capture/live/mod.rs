@@ -111,8 +111,4 @@ impl LiveCounters {
     pub fn stats(&self) -> EbpfStats {
         self.counters.stats()
     }
-
-    pub fn counter_restarts(&self) -> u64 {
-        self.table.stats().restarts
-    }
 }

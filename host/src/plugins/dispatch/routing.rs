@@ -1,0 +1,350 @@
+//! Connection routing: each connection is probed, attached to a plugin and
+//! fed its bytes (keeping what the plugin has not consumed), its records
+//! collected, and it is detached on a fault, a gap, an overflow or a close.
+
+use super::*;
+
+impl Dispatcher {
+    pub(super) fn conn(&mut self, info: &ConnInfo) -> &mut Conn {
+        self.conns.entry(info.id).or_insert_with(|| {
+            self.stats.connections += 1;
+            Conn {
+                info: *info,
+                meta: ConnMeta {
+                    l4: l4_of(info.l4),
+                    client: info.client.ip,
+                    client_port: info.client.port,
+                    server: info.server.ip,
+                    server_port: info.server.port,
+                    midstream: false,
+                },
+                state: State::Probing(Probing::default()),
+                excluded: Vec::new(),
+                flipped: false,
+            }
+        })
+    }
+
+    pub(super) fn emit(&mut self, slot: usize, conn: &ConnInfo, events: Vec<Event>) {
+        for e in events {
+            match e {
+                Event::Record(record) => {
+                    let s = &mut self.slots[slot];
+                    s.records += 1;
+                    self.stats.records += 1;
+                    self.records.push(HostRecord {
+                        conn: *conn,
+                        plugin: s.plugin.info.name.clone(),
+                        plugin_version: s.plugin.info.version.clone(),
+                        generation: s.generation,
+                        record,
+                    });
+                }
+                Event::Upgrade { protocol } => {
+                    tracing::debug!(conn = conn.id, %protocol, "connection upgraded");
+                }
+            }
+        }
+    }
+
+    pub(super) fn attach(&mut self, id: u64, slot: usize) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let State::Probing(p) = std::mem::replace(&mut conn.state, State::Done) else {
+            return;
+        };
+        let (info, meta) = (conn.info, conn.meta.clone());
+        let opened = match self.instance(slot, 0) {
+            Some(inst) => inst.open(id, &meta),
+            None => return,
+        };
+        match opened {
+            Ok(r) if r.status == Status::Ok => self.emit(slot, &info, r.events),
+            Ok(_) => return,
+            Err(fault) => return self.fault(slot, fault),
+        }
+        self.slots[slot].live += 1;
+        self.stats.attached += 1;
+        tracing::debug!(conn = id, plugin = %self.slots[slot].plugin.info.name, "connection attached");
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.state = State::Attached(Attached { slot, tails: [Vec::new(), Vec::new()], needed: [0, 0] });
+        }
+        for q in p.queue {
+            let step = match q {
+                Queued::Data { dir, ts, bytes, fin } => self.attached_data(id, dir, ts, &bytes, fin),
+                Queued::Datagram { dir, ts, bytes } => self.attached_datagram(id, dir, ts, &bytes),
+            };
+            if let Step::Stop = step {
+                break;
+            }
+        }
+    }
+
+    /// Gives up a connection's plugin and starts probing again, starting
+    /// with `rest`. After a violation the plugin is not asked again; after
+    /// a handover (a CONNECT tunnel, an upgrade) it may be, since a tunnel
+    /// can carry its protocol anew.
+    pub(super) fn reprobe(&mut self, id: u64, slot: usize, ts: u64, dir: Dir, rest: Vec<u8>, exclude: bool) {
+        let name = self.slots[slot].plugin.info.name.clone();
+        self.close_attached(id, ts);
+        if let Some(c) = self.conns.get_mut(&id) {
+            if exclude {
+                c.excluded.push(name);
+            }
+            c.state = State::Probing(Probing::default());
+        }
+        if !rest.is_empty() {
+            self.data(id, dir, ts, &rest, false);
+        }
+    }
+
+    /// Closes the plugin side of an attached connection, keeping its records.
+    pub(super) fn close_attached(&mut self, id: u64, ts: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let State::Attached(a) = std::mem::replace(&mut conn.state, State::Done) else {
+            return;
+        };
+        let info = conn.info;
+        self.slots[a.slot].live -= 1;
+        self.slots[a.slot].calls += 1;
+        let closed = match self.slots[a.slot].instance.as_mut() {
+            Some(inst) => inst.close(id, ts),
+            None => return,
+        };
+        match closed {
+            Ok(r) => self.emit(a.slot, &info, r.events),
+            Err(fault) => self.fault(a.slot, fault),
+        }
+    }
+
+    pub(super) fn handle_result(
+        &mut self,
+        id: u64,
+        slot: usize,
+        dir: Dir,
+        ts: u64,
+        result: Result<DataResult, PluginFault>,
+        window: &[u8],
+    ) -> Step {
+        let info = match self.conns.get(&id) {
+            Some(c) => c.info,
+            None => return Step::Stop,
+        };
+        let r = match result {
+            Ok(r) => r,
+            Err(fault) => {
+                self.fault(slot, fault);
+                return Step::Stop;
+            }
+        };
+        self.emit(slot, &info, r.events);
+        let rest = &window[(r.consumed as usize).min(window.len())..];
+        match r.status {
+            Status::Ok => {
+                let max_buffer = self.slots[slot].plugin.info.max_buffer as usize;
+                if let Some(Conn { state: State::Attached(a), .. }) = self.conns.get_mut(&id) {
+                    let d = dir.code() as usize;
+                    a.tails[d] = rest.to_vec();
+                    a.needed[d] =
+                        (r.needed as usize).max(if r.consumed == 0 && !rest.is_empty() { rest.len() + 1 } else { 0 });
+                    if a.tails[d].len() > max_buffer {
+                        return self.detach_overflow(id, slot, ts);
+                    }
+                }
+                Step::Continue
+            }
+            Status::Violation => {
+                self.stats.violations += 1;
+                self.slots[slot].detached += 1;
+                self.reprobe(id, slot, ts, dir, Vec::new(), true);
+                Step::Stop
+            }
+            Status::Handover => {
+                self.stats.handovers += 1;
+                let rest = rest.to_vec();
+                self.reprobe(id, slot, ts, dir, rest, false);
+                Step::Stop
+            }
+        }
+    }
+
+    pub(super) fn attached_data(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8], fin: bool) -> Step {
+        let Some(Conn { state: State::Attached(a), meta, .. }) = self.conns.get_mut(&id) else {
+            return Step::Stop;
+        };
+        let slot = a.slot;
+        let d = dir.code() as usize;
+        let midstream = meta.midstream;
+        // Most segments arrive with nothing left over from the last call:
+        // hand them over as they are instead of copying them first.
+        let tail = std::mem::take(&mut a.tails[d]);
+        let window: std::borrow::Cow<'_, [u8]> = if tail.is_empty() {
+            std::borrow::Cow::Borrowed(bytes)
+        } else {
+            let mut tail = tail;
+            tail.extend_from_slice(bytes);
+            std::borrow::Cow::Owned(tail)
+        };
+        if !fin && window.len() < a.needed[d] {
+            a.tails[d] = window.into_owned();
+            if a.tails[d].len() > self.slots[slot].plugin.info.max_buffer as usize {
+                return self.detach_overflow(id, slot, ts);
+            }
+            return Step::Continue;
+        }
+        let flags = if fin { abi::FLAG_FIN } else { 0 } | if midstream { abi::FLAG_MIDSTREAM } else { 0 };
+        let result = match self.instance(slot, window.len()) {
+            Some(inst) => inst.data(id, dir, flags, ts, &window, 0),
+            None => return Step::Stop,
+        };
+        self.handle_result(id, slot, dir, ts, result, &window)
+    }
+
+    /// A connection kept more unconsumed bytes than its plugin allows.
+    pub(super) fn detach_overflow(&mut self, id: u64, slot: usize, ts: u64) -> Step {
+        let max_buffer = self.slots[slot].plugin.info.max_buffer;
+        self.stats.detached_by_buffer += 1;
+        self.slots[slot].detached += 1;
+        self.slots[slot].last_error = Some(format!("connection buffered over {max_buffer} bytes"));
+        self.close_attached(id, ts);
+        Step::Stop
+    }
+
+    pub(super) fn attached_datagram(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Step {
+        let Some(Conn { state: State::Attached(a), .. }) = self.conns.get(&id) else {
+            return Step::Stop;
+        };
+        let slot = a.slot;
+        let result = match self.instance(slot, bytes.len()) {
+            Some(inst) => inst.datagram(id, dir, ts, bytes),
+            None => return Step::Stop,
+        };
+        self.handle_result(id, slot, dir, ts, result, bytes)
+    }
+
+    pub(super) fn data(&mut self, id: u64, dir: Dir, ts: u64, bytes: &[u8], fin: bool) {
+        let max = self.config.max_probe_bytes;
+        match self.conns.get_mut(&id).map(|c| &mut c.state) {
+            Some(State::Attached(_)) => {
+                self.attached_data(id, dir, ts, bytes, fin);
+            }
+            Some(State::Probing(p)) => {
+                p.queue.push(Queued::Data { dir, ts, bytes: bytes.to_vec(), fin });
+                p.queued_bytes += bytes.len();
+                let seen = &mut p.seen[dir.code() as usize];
+                let room = max.saturating_sub(seen.len());
+                seen.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                if p.queued_bytes > max * 4 {
+                    // Nobody decided in time; stop holding bytes.
+                    self.stats.unknown += 1;
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.state = State::Done;
+                    }
+                    return;
+                }
+                if !bytes.is_empty() {
+                    self.run_probes(id, dir);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl StreamSink for Dispatcher {
+    fn wants(&mut self, conn: &ConnInfo, ts: Timestamp) -> bool {
+        let wanted = self.targeting.as_mut().is_none_or(|t| t(conn, ts));
+        self.stats.not_targeted += u64::from(!wanted);
+        wanted
+    }
+
+    fn on_stream(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, event: StreamEvent<'_>) {
+        // Oriented from the connection found below: one lookup per event.
+        let raw = dir_of(dir);
+        let ts = ts.as_nanos();
+        self.now = self.now.max(ts);
+        let id = conn.id;
+        match event {
+            StreamEvent::Start { midstream } => {
+                let c = self.conn(conn);
+                c.meta.midstream |= midstream;
+            }
+            StreamEvent::Data { bytes, .. } => {
+                let dir = self.conn(conn).orient(raw);
+                self.data(id, dir, ts, bytes, false);
+            }
+            StreamEvent::Gap { len, .. } => {
+                let c = self.conn(conn);
+                let dir = c.orient(raw);
+                match &mut c.state {
+                    State::Probing(p) => p.seen[dir.code() as usize].clear(),
+                    State::Attached(a) => {
+                        let slot = a.slot;
+                        a.tails[dir.code() as usize].clear();
+                        a.needed[dir.code() as usize] = 0;
+                        if !self.slots[slot].plugin.info.accepts_gaps {
+                            self.stats.detached_by_gap += 1;
+                            self.slots[slot].detached += 1;
+                            self.close_attached(id, ts);
+                            return;
+                        }
+                        let result = match self.instance(slot, 0) {
+                            Some(inst) => inst.data(id, dir, abi::FLAG_GAP, ts, &[], len),
+                            None => return,
+                        };
+                        self.handle_result(id, slot, dir, ts, result, &[]);
+                    }
+                    State::Done => {}
+                }
+            }
+            StreamEvent::Fin | StreamEvent::Rst => {
+                if let Some(dir) = self.conns.get(&id).map(|c| c.orient(raw)) {
+                    self.data(id, dir, ts, &[], true);
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, payload: &[u8]) {
+        let ts = ts.as_nanos();
+        self.now = self.now.max(ts);
+        let id = conn.id;
+        let max = self.config.max_probe_bytes;
+        let c = self.conn(conn);
+        let dir = c.orient(dir_of(dir));
+        match &mut c.state {
+            State::Attached(_) => {
+                self.attached_datagram(id, dir, ts, payload);
+            }
+            State::Probing(p) => {
+                if p.queued_bytes > max {
+                    return;
+                }
+                p.queue.push(Queued::Datagram { dir, ts, bytes: payload.to_vec() });
+                p.queued_bytes += payload.len();
+                // Each datagram is probed on its own.
+                p.seen[dir.code() as usize] = payload.to_vec();
+                self.run_probes(id, dir);
+            }
+            State::Done => {}
+        }
+    }
+
+    fn on_close(&mut self, conn: &ConnInfo) {
+        tracing::debug!(conn = conn.id, "connection closed");
+        // Still undecided at the end: the best weak match is all there is
+        // (a lone request whose reply was never captured, say).
+        let weak = match self.conns.get(&conn.id).map(|c| &c.state) {
+            Some(State::Probing(p)) => p.weak,
+            _ => None,
+        };
+        if let Some(slot) = weak {
+            self.attach(conn.id, slot);
+        }
+        self.close_attached(conn.id, self.now);
+        self.conns.remove(&conn.id);
+    }
+}
