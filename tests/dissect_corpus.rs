@@ -18,7 +18,7 @@
 //!   other protocols to tshark; the DNS plugin declines them too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{records, rows, split};
 

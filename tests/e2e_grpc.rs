@@ -12,7 +12,7 @@
 //! `CI=true`, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{Capture, Killed, free_port, scratch, tools_or_skip, wait_for};
 

@@ -11,7 +11,7 @@
 //! Without them the test skips, except under `CI=true`, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{Capture, Terminated, free_port, scratch, tools_or_skip, wait_for};
 

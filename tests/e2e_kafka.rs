@@ -10,7 +10,7 @@
 //! skips, except under `CI=true`, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{Killed, stop_tcpdump, tcpdump};
 

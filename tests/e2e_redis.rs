@@ -9,7 +9,7 @@
 //! except under `CI=true`, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{Killed, stop_tcpdump, tcpdump, tools_or_skip, wait_for};
 

@@ -8,7 +8,7 @@
 //! in [`TRAWL_KNOWS_BETTER`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{records, rows, split};
 

@@ -11,7 +11,7 @@
 //! same, and the hostile plugin's status says what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! when it was decodable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{rows, split};
 

@@ -7,7 +7,7 @@
 //! at older versions, which is why the header fields are what is compared).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{records, rows, split};
 

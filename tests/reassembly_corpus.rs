@@ -5,7 +5,7 @@
 //! without a panic, with bytes delivered plus gaps equal to stream length.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! `--stats`, and `--emit map` with an inventory and each grouping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@
 //! counts are then compared reversed too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};

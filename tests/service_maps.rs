@@ -7,7 +7,7 @@
 //! in Rust over the records; invalid filters with their positions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,7 +8,7 @@
 //! still bring its copy to the server's map.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

@@ -10,7 +10,7 @@
 //! alert signatures have no trawl counterpart and are skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

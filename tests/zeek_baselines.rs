@@ -9,7 +9,7 @@
 //! and is checked against it in `dissect_corpus`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::records;
 

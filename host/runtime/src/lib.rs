@@ -8,6 +8,7 @@
 pub mod dispatch;
 pub mod embedded;
 pub mod native;
+pub mod records;
 pub mod registry;
 pub mod wasm;
 

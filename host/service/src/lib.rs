@@ -7,14 +7,13 @@
 //! records. A subscription with a display filter folds the records it has
 //! not seen yet into its own L7 map when it is read, so a busy capture
 //! costs subscribers only at their own pace.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod filter;
 pub mod subscription;
 pub mod view;
 
-use crate::plugins::Targeting;
-use crate::plugins::registry::PluginStatus;
 use regex::Regex;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,6 +21,8 @@ use trawl_core::engine::ConnInfo;
 use trawl_core::l7map::{L7Map, LegendEntry};
 use trawl_core::record::L7Record;
 use trawl_core::{FlowDelta, GroupBy, Identity, L4Map, Timestamp, Workload};
+use trawl_runtime::Targeting;
+use trawl_runtime::registry::PluginStatus;
 
 pub use filter::{Filter, FilterError};
 pub use subscription::{MapType, Mode, Subscription, SubscriptionSpec};

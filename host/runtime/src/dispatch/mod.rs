@@ -15,7 +15,7 @@ mod routing;
 mod supervision;
 
 use super::{PluginFault, PluginInstance, SharedPlugin};
-use crate::plugins::registry::{PluginState, PluginStatus};
+use crate::registry::{PluginState, PluginStatus};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use trawl_core::engine::{ConnInfo, StreamSink};

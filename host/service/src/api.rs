@@ -40,7 +40,7 @@ use warp::{Filter, Rejection, Reply};
 pub const TICK: Duration = Duration::from_millis(200);
 
 #[derive(rust_embed::RustEmbed)]
-#[folder = "../web/"]
+#[folder = "../../web/"]
 struct Web;
 
 fn spec_error(e: &SpecError) -> Value {

@@ -2,7 +2,7 @@
 //! flow table guessed its client and server the wrong way round.
 
 use super::{Conn, Dispatcher, Queued, State, opposite};
-use crate::plugins::registry::PluginState;
+use crate::registry::PluginState;
 use trawl_sdk::abi::{Dir, L4, Probe};
 
 impl Conn {

@@ -67,7 +67,7 @@ impl Dispatcher {
                 calls: s.calls,
                 bytes_in: s.bytes_in,
                 last_error: s.last_error.clone(),
-                ports: crate::plugins::registry::port_list(&s.plugin.info),
+                ports: crate::registry::port_list(&s.plugin.info),
             })
             .collect()
     }

@@ -7,6 +7,10 @@
 //!
 //! Everything it creates carries its prefix and is removed when the lab
 //! is dropped: processes, namespaces, veths and bridges.
+#![forbid(unsafe_code)]
+
+pub mod install;
+pub mod workloads;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -167,7 +171,7 @@ impl Lab {
     /// Names of the lab's namespaces and links still present on the host.
     pub fn leftovers(prefix: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(crate::capture::live::discover::NETNS_DIR) {
+        if let Ok(entries) = std::fs::read_dir(trawl_capture::live::discover::NETNS_DIR) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with(&format!("{prefix}-")) {
@@ -196,7 +200,7 @@ impl Lab {
         // Deleting a namespace takes its end of the veth; the host end
         // goes with it, but not always at once, so delete both.
         for name in Self::leftovers(&self.prefix) {
-            if std::path::Path::new(crate::capture::live::discover::NETNS_DIR).join(&name).exists() {
+            if std::path::Path::new(trawl_capture::live::discover::NETNS_DIR).join(&name).exists() {
                 // Processes still inside (started outside this lab) would
                 // keep it alive; `ip netns pids` finds them.
                 if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {

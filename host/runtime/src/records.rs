@@ -1,7 +1,7 @@
 //! Turning what plugins report into L7 records: endpoints, workloads,
 //! latency and plain JSON fields.
 
-use crate::plugins::HostRecord;
+use crate::HostRecord;
 use std::sync::Arc;
 use trawl_core::identity::{Identity, ResolutionStatus};
 use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};

@@ -7,6 +7,7 @@
 //! by kube-runtime, with a fresh list when needed; objects missing from a
 //! re-list were deleted meanwhile and stop resolving from then on, while
 //! traffic seen before still resolves to them.
+#![forbid(unsafe_code)]
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -151,10 +152,16 @@ pub async fn watch(client: Client, base: Identity, mut publish: impl FnMut(Arc<I
     let mut bursts = streams.ready_chunks(512);
     let mut state = KubeIdentity::new(base);
     while let Some(burst) = bursts.next().await {
-        let now = crate::live::wall_now();
+        let now = wall_now();
         for change in burst {
             state.apply(change, now);
         }
         publish(Arc::new(state.identity.clone()), &state);
     }
+}
+
+/// Now, on the wall clock: watch events carry no capture time.
+fn wall_now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp(since_epoch.as_nanos() as u64)
 }

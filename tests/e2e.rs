@@ -1,0 +1,11 @@
+//! End to end against real servers (redis-server, nginx, a Kafka broker,
+//! grpcio) on loopback, captured with tcpdump and checked against the
+//! servers' and clients' own logs. One binary: one link instead of four.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod e2e_grpc;
+mod e2e_http2;
+mod e2e_kafka;
+mod e2e_redis;

@@ -1,0 +1,25 @@
+//! The tests that need neither root nor servers of their own: the capture
+//! corpus against tshark, zeek and the servers' logs, the CLI, the graph
+//! service, hostile plugins, Kubernetes identity, the worker/hub cluster on
+//! loopback and deploy/. One binary: one link instead of seventeen.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod cluster;
+mod deploy;
+mod dissect_corpus;
+mod grpc_corpus;
+mod hostile_plugins;
+mod http2_corpus;
+mod k8s_identity;
+mod k8s_watch;
+mod kafka_corpus;
+mod reassembly_corpus;
+mod redis_corpus;
+mod replay_cli;
+mod replay_corpus;
+mod service_maps;
+mod service_ws;
+mod suricata_verify;
+mod zeek_baselines;
