@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod live;
+pub mod pipeline;
 pub mod replay;
 pub mod replay_l7;
 pub mod serve;

@@ -14,9 +14,10 @@
 use crate::capture::live::LiveCounters;
 use crate::capture::live::discover::PodInterface;
 use crate::capture::live::packet::{PacketRing, wait_any};
+use crate::pipeline::{Batch, Cadence, Pipeline, Report, Sink, TickClock};
 use crate::replay::{ReplayOptions, load_identity};
-use crate::replay_l7::{engine_for, legend, plugins_for};
-use crate::serve::{publish_from, serve_state};
+use crate::replay_l7::plugins_for;
+use crate::serve::{Publisher, serve_state};
 use crate::service::{CaptureFilter, GraphState, SharedState, lock};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -31,15 +32,14 @@ use trawl_core::{LinkType, Timestamp};
 pub trait LiveSink: Send + Sync {
     /// Identity and capture filters: which workloads get payload capture.
     fn targeting(&self) -> (Arc<trawl_core::Identity>, CaptureFilter);
+    /// The legend of the plugins in use at the start.
     fn legend(&self, _entries: Vec<trawl_core::l7map::LegendEntry>) {}
+    /// A plugin loaded later.
+    fn upsert_legend(&self, _entry: trawl_core::l7map::LegendEntry) {}
     fn flows(&self, deltas: &[trawl_core::FlowDelta], stats: trawl_ebpf::EbpfStats, now: Timestamp);
-    /// Takes the engine's records; its own flow deltas are dropped (L4
-    /// comes from the eBPF counters, which see every workload).
-    fn records(
-        &self,
-        engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>,
-        reloader: Option<&crate::plugins::registry::Reloader>,
-    );
+    /// The pipeline's records; its flow deltas are dropped (L4 comes from
+    /// the eBPF counters, which see every workload).
+    fn batch(&self, batch: Batch, report: &Report<'_>);
     fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64);
     /// A new view of the cluster for counting once across nodes (this
     /// node's workload addresses, other nodes'), when it changed.
@@ -72,12 +72,12 @@ impl LiveSink for ServiceSink {
         st.now = st.now.max(now);
     }
 
-    fn records(
-        &self,
-        engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>,
-        reloader: Option<&crate::plugins::registry::Reloader>,
-    ) {
-        publish_from(engine, &self.0, reloader, false);
+    fn upsert_legend(&self, entry: trawl_core::l7map::LegendEntry) {
+        lock(&self.0).upsert_legend(entry);
+    }
+
+    fn batch(&self, batch: Batch, report: &Report<'_>) {
+        Publisher { state: self.0.clone(), with_l4: false }.batch(batch, report);
     }
 
     fn interfaces(&self, counted: Vec<String>, mut payload: Vec<String>, ring_drops: u64) {
@@ -91,6 +91,21 @@ impl LiveSink for ServiceSink {
 
 /// How often the counters are read and the pods listed again.
 const POLL: Duration = Duration::from_secs(1);
+/// How often live records reach the sink.
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+/// A live sink as a pipeline's sink.
+struct LiveOut<'a>(&'a dyn LiveSink);
+
+impl Sink for LiveOut<'_> {
+    fn legend(&mut self, entry: trawl_core::l7map::LegendEntry) {
+        self.0.upsert_legend(entry);
+    }
+
+    fn batch(&mut self, batch: Batch, report: &Report<'_>) {
+        self.0.batch(batch, report);
+    }
+}
 const RESCAN_EVERY: u32 = 3;
 /// Ring size per targeted interface: 8 blocks of 1 MiB.
 const RING_BLOCK: usize = 1 << 20;
@@ -260,15 +275,17 @@ pub fn dissect(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
-    sink.legend(plugins.iter().map(legend).collect());
-    let mut engine = engine_for(&opts.replay, plugins);
+    let cadence = Cadence { wall: Some(PUBLISH_EVERY), ..Cadence::default() };
+    let mut pipeline = Pipeline::new(&opts.replay, plugins, reloader, cadence).with_tick_clock(TickClock::Wall);
+    sink.legend(pipeline.legend());
+    let mut out = LiveOut(sink);
     // The dispatcher asks the filters as of the last retarget: the rings
     // bring only targeted pods' traffic, and of it only the connections
     // with a targeted end are dissected.
     let targets: Arc<Mutex<(Arc<trawl_core::Identity>, CaptureFilter)>> = Arc::new(Mutex::new(sink.targeting()));
     {
         let targets = targets.clone();
-        engine.sink_mut().set_targeting(Box::new(move |conn, ts| {
+        pipeline.set_targeting(Box::new(move |conn, ts| {
             let t = targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             t.1.admits_conn(&t.0, conn, ts)
         }));
@@ -277,7 +294,7 @@ pub fn dissect(
     let mut captured: HashSet<IpAddr> = HashSet::new();
     let mut drops_before: HashMap<String, u64> = HashMap::new();
     let mut retarget = Instant::now() - POLL * RESCAN_EVERY;
-    let mut last_publish = Instant::now();
+    let mut last_interfaces = Instant::now();
     let mut reorder = Reorder::default();
     let mut counted: Vec<String> = Vec::new();
     let mut last_packet = Instant::now();
@@ -323,16 +340,16 @@ pub fn dissect(
         }
         let quiet = last_packet.elapsed() > Duration::from_nanos(REORDER_NS);
         while let Some((ts, frame, wire_len)) = reorder.pop_due(quiet) {
-            engine.process(LinkType::Ethernet, Timestamp(ts), &frame, wire_len);
+            pipeline.frame(LinkType::Ethernet, Timestamp(ts), &frame, wire_len, &mut out);
         }
         if got == 0 {
             wait_any(&rings, 100);
         }
-        if last_publish.elapsed() >= Duration::from_millis(200) {
-            last_publish = Instant::now();
-            // Let connections that went quiet finish their records.
-            engine.sink_mut().tick(wall_now());
-            sink.records(&mut engine, reloader.as_ref());
+        // Plugins tick by the wall clock, so connections that went quiet
+        // finish their records.
+        pipeline.idle(&mut out)?;
+        if last_interfaces.elapsed() >= PUBLISH_EVERY {
+            last_interfaces = Instant::now();
             for r in &mut rings {
                 let d = r.drops();
                 *drops_before.entry(r.iface.clone()).or_default() = d;

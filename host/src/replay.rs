@@ -1,14 +1,15 @@
 //! `trawl replay`: a capture file through the engine, out as flows or a map.
 
-use crate::capture::{CaptureError, CaptureFile};
+use crate::capture::CaptureError;
+use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink};
 use crate::plugins::DispatchStats;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use trawl_core::flow::FlowTableConfig;
-use trawl_core::{Engine, EngineConfig, EngineStats, GroupBy, Identity, L4Map, ServicePorts};
+use trawl_core::{EngineStats, GroupBy, Identity, L4Map};
 
 /// What `trawl replay` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -165,39 +166,15 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         return crate::replay_l7::run(opts, out);
     }
     let identity = load_identity(&opts.inventories)?;
-    let mut capture = CaptureFile::open(&opts.capture)?;
-    let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
-    let mut engine = Engine::l4_only(config, ServicePorts::default());
-    let mut map = L4Map::new(opts.group_by, opts.rate_window_secs);
     let want_map = opts.emit == Emit::Map;
-
-    let started = Instant::now();
-    let mut since_drain = 0u32;
-    let read = capture.for_each_frame(|frame| {
-        engine.process(frame.link, frame.ts, frame.data, frame.wire_len);
-        since_drain += 1;
-        if want_map && since_drain >= 4096 {
-            since_drain = 0;
-            for d in engine.take_deltas() {
-                map.apply_resolved(&d, &identity);
-            }
-        }
-    });
-    engine.finish();
-    let mut records: Vec<_> = engine.flows_mut().drain_finished().collect();
-    let deltas = engine.take_deltas();
-    if want_map {
-        for d in &deltas {
-            map.apply_resolved(d, &identity);
-        }
-    }
-    let elapsed = started.elapsed();
-    let partial = match read {
-        Ok(()) => None,
-        Err(e) if e.is_partial() => Some(e),
-        Err(e) => return Err(e.into()),
-    };
-
+    let mut map = MapSink { map: L4Map::new(opts.group_by, opts.rate_window_secs), identity: &identity, want_map };
+    // No plugins: L4 only, nothing reassembled.
+    let cadence = Cadence { frames: Some(4096), ..Cadence::default() };
+    let mut pipeline = Pipeline::new(opts, Vec::new(), None, cadence);
+    let ran = FileSource::new(&opts.capture).run(&mut pipeline, &mut map, || {})?;
+    let (elapsed, partial) = (ran.elapsed, ran.partial);
+    let map = map.map;
+    let mut records = pipeline.take_finished_flows();
     records.sort_by_key(|r| r.first_ts);
     match opts.emit {
         Emit::Flows => {
@@ -211,7 +188,30 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         }
     }
     out.flush().context("cannot write output")?;
-    Ok(ReplayOutcome { stats: engine.stats(), elapsed, flows_reported: records.len(), dispatch: None, partial })
+    Ok(ReplayOutcome {
+        stats: pipeline.report().stats(),
+        elapsed,
+        flows_reported: records.len(),
+        dispatch: None,
+        partial,
+    })
+}
+
+/// The L4 map of `trawl replay --emit map`.
+struct MapSink<'a> {
+    map: L4Map,
+    identity: &'a Identity,
+    want_map: bool,
+}
+
+impl Sink for MapSink<'_> {
+    fn batch(&mut self, batch: Batch, _report: &Report<'_>) {
+        if self.want_map {
+            for d in &batch.deltas {
+                self.map.apply_resolved(d, self.identity);
+            }
+        }
+    }
 }
 
 pub(crate) fn write_json_line(out: &mut dyn Write, value: &impl Serialize) -> anyhow::Result<()> {

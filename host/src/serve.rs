@@ -3,18 +3,17 @@
 //! serves the web UI and its API while the replay runs.
 
 use crate::capture::CaptureFile;
-use crate::plugins::Dispatcher;
+use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink};
 use crate::records::to_l7;
 use crate::replay::{ReplayOptions, load_identity};
-use crate::replay_l7::{apply_reloads, engine_for, legend, plugins_for, wait_until_due};
+use crate::replay_l7::plugins_for;
 use crate::service::{CaptureFilter, GraphState, SharedState, api, lock};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use trawl_core::Timestamp;
-use trawl_core::engine::Engine;
+use std::time::Duration;
+use trawl_core::l7map::LegendEntry;
 
 /// The capture the demo serves (real nginx, redis-server and dnsmasq in
 /// network namespaces; see `examples/demo/README.md`) and its inventory.
@@ -94,103 +93,59 @@ pub fn serve_state(
 /// Replays the capture (once, or forever with `repeat`) into the service.
 pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
-    lock(state).set_legend(plugins.iter().map(legend).collect());
-    let mut engine = engine_for(&opts.replay, plugins);
-    engine.sink_mut().set_targeting(crate::service::targeting(state));
-    // Each pass is shifted to start after the previous one ended, so time
-    // (and with it flow ages and rate windows) keeps moving forward.
-    let mut offset: u64 = 0;
-    loop {
-        let mut capture = CaptureFile::open(&opts.replay.capture)?;
-        let started = Instant::now();
-        let mut last_publish = Instant::now();
-        let (mut first, mut last): (Option<u64>, u64) = (None, 0);
-        let read = capture.for_each_frame(|frame| {
-            let first_ts = *first.get_or_insert(frame.ts.0);
-            last = last.max(frame.ts.0);
-            let mut publish_due = |engine: &mut Engine<Dispatcher>| {
-                if last_publish.elapsed() >= PUBLISH_EVERY {
-                    publish(engine, state, reloader.as_ref());
-                    last_publish = Instant::now();
-                }
-            };
-            if let Some(speed) = opts.speed {
-                let since_first = Duration::from_nanos(frame.ts.0.saturating_sub(first_ts));
-                wait_until_due(started, since_first, speed, || publish_due(&mut engine));
-            }
-            engine.process(frame.link, Timestamp(frame.ts.0 + offset), frame.data, frame.wire_len);
-            publish_due(&mut engine);
-        });
-        if let Err(e) = read {
-            if !e.is_partial() {
-                return Err(e.into());
-            }
-            tracing::warn!(error = %e, "capture ends early; the records before the cut are kept");
-        }
-        // Each pass ends its flows: the next one replays the same
-        // connections from their start, with sequence numbers starting over.
-        engine.finish();
-        publish(&mut engine, state, reloader.as_ref());
-        if !opts.repeat || first.is_none() {
-            return Ok(());
-        }
-        lock(state).counters.replay_loops += 1;
-        let span = last.saturating_sub(first.unwrap_or(last));
-        offset += span + 1_000_000_000;
-        // At the recorded pace, keep the gap between passes too.
-        if opts.speed.is_some() {
-            std::thread::sleep(Duration::from_secs(1));
-        }
+    let cadence = Cadence { wall: Some(PUBLISH_EVERY), ..Cadence::default() };
+    let mut pipeline = Pipeline::new(&opts.replay, plugins, reloader, cadence);
+    lock(state).set_legend(pipeline.legend());
+    pipeline.set_targeting(crate::service::targeting(state));
+    let mut sink = Publisher { state: state.clone(), with_l4: true };
+    let source = FileSource { speed: opts.speed, repeat: opts.repeat, ..FileSource::new(&opts.replay.capture) };
+    let ran = source.run(&mut pipeline, &mut sink, || lock(state).counters.replay_loops += 1)?;
+    if let Some(e) = ran.partial {
+        tracing::warn!(error = %e, "capture ends early; the records before the cut are kept");
     }
+    Ok(())
 }
 
-/// Hands records, flow deltas, plugin status and counters to the service.
-fn publish(
-    engine: &mut Engine<Dispatcher>,
-    state: &SharedState,
-    reloader: Option<&crate::plugins::registry::Reloader>,
-) {
-    publish_from(engine, state, reloader, true);
+/// The graph service as a pipeline's sink: records (their ends resolved
+/// here), flow deltas, plugin status and counters.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub state: SharedState,
+    /// Without it the flow deltas are dropped: live capture takes L4 from
+    /// the eBPF counters, which see every workload, not only the targeted
+    /// ones, and leaves the packet counters to the live side.
+    pub with_l4: bool,
 }
 
-/// As [`publish`]; without `with_l4` the engine's flow deltas are dropped
-/// (live capture takes L4 from the eBPF counters, which see every
-/// workload, not only the targeted ones) and the packet counters are left
-/// to the live side.
-pub(crate) fn publish_from(
-    engine: &mut Engine<Dispatcher>,
-    state: &SharedState,
-    reloader: Option<&crate::plugins::registry::Reloader>,
-    with_l4: bool,
-) {
-    apply_reloads(engine, reloader, |entry| lock(state).upsert_legend(entry));
-    let now = engine.now();
-    engine.sink_mut().tick(now);
-    let records = engine.sink_mut().take_records();
-    let deltas = engine.take_deltas();
-    let stats = engine.stats();
-    let status = engine.sink().status();
-    let mut st = lock(state);
-    for h in records {
-        let (record, src, dst) = to_l7(h, &st.identity);
-        st.add_record(record, &src, &dst);
+impl Sink for Publisher {
+    fn legend(&mut self, entry: LegendEntry) {
+        lock(&self.state).upsert_legend(entry);
     }
-    if with_l4 {
-        for d in &deltas {
-            st.add_delta(d);
+
+    fn batch(&mut self, batch: Batch, report: &Report<'_>) {
+        let (stats, dispatch, status) = (report.stats(), report.dispatch(), report.plugins());
+        let mut st = lock(&self.state);
+        for h in batch.records {
+            let (record, src, dst) = to_l7(h, &st.identity);
+            st.add_record(record, &src, &dst);
         }
-        st.counters.packets = stats.frames;
-        st.counters.bytes = stats.frame_bytes;
-        st.counters.packets_dropped = stats.skipped_malformed
-            + stats.skipped_non_ip
-            + stats.skipped_other_ip_protocol
-            + stats.skipped_unsupported_link
-            + stats.skipped_unattributed_fragments;
+        if self.with_l4 {
+            for d in &batch.deltas {
+                st.add_delta(d);
+            }
+            st.counters.packets = stats.frames;
+            st.counters.bytes = stats.frame_bytes;
+            st.counters.packets_dropped = stats.skipped_malformed
+                + stats.skipped_non_ip
+                + stats.skipped_other_ip_protocol
+                + stats.skipped_unsupported_link
+                + stats.skipped_unattributed_fragments;
+        }
+        st.counters.plugin_faults = status.iter().map(|p| p.faults).sum();
+        st.counters.streams_not_targeted = dispatch.not_targeted;
+        st.plugins = status;
+        st.now = st.now.max(report.now());
     }
-    st.counters.plugin_faults = status.iter().map(|p| p.faults).sum();
-    st.counters.streams_not_targeted = engine.sink().stats().not_targeted;
-    st.plugins = status;
-    st.now = st.now.max(now);
 }
 
 /// Where `trawl demo` writes its embedded capture for the replay to read.

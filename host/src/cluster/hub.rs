@@ -164,8 +164,9 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     let (plugins, _, _) = crate::replay_l7::plugins_for(&opts.replay)?;
     {
         let mut st = lock(&state);
-        st.set_legend(plugins.iter().map(crate::replay_l7::legend).collect());
-        st.plugins = crate::replay_l7::engine_for(&opts.replay, plugins).sink().status();
+        let pipeline = crate::pipeline::Pipeline::new(&opts.replay, plugins, None, Default::default());
+        st.set_legend(pipeline.legend());
+        st.plugins = pipeline.report().plugins();
     }
     let listener =
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;

@@ -11,9 +11,9 @@
 
 use super::outbox::{Batch, Outbox, OutboxLimits};
 use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, WorkerStatus, read_frame, write_frame};
-use crate::capture::CaptureFile;
+use crate::pipeline::{self, Cadence, FileSource, Pipeline, Report, Sink};
 use crate::replay::ReplayOptions;
-use crate::replay_l7::{engine_for, plugins_for, wait_until_due};
+use crate::replay_l7::plugins_for;
 use crate::service::CaptureFilter;
 use anyhow::{Context, bail};
 use std::hash::{Hash, Hasher};
@@ -22,8 +22,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use trawl_core::Timestamp;
-use trawl_core::decode::{Decoded, decode};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -267,19 +265,6 @@ impl Link {
     }
 }
 
-/// Whether the frame belongs to part `i` of `n`: by a hash of its two
-/// endpoints, the same both ways, so a flow stays in one part.
-fn in_part(link: trawl_core::LinkType, frame: &[u8], (i, n): (u32, u32)) -> bool {
-    if n <= 1 {
-        return true;
-    }
-    let Decoded::Packet(p) = decode(link, frame) else { return i == 0 };
-    let (a, b) = ((p.src, p.src_port), (p.dst, p.dst_port));
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (a.min(b), a.max(b)).hash(&mut h);
-    (h.finish() % u64::from(n)) as u32 == i
-}
-
 /// A flag raised by Ctrl-C (SIGINT) or SIGTERM, for loops that run until
 /// stopped and then leave cleanly (the link closed, exit status 0).
 pub fn stop_on_signals() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
@@ -292,7 +277,7 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
 
 /// How often, in capture time, a replaying worker ticks its plugins and
 /// takes their records.
-const COLLECT_EVERY_NS: u64 = 100_000_000;
+const COLLECT_EVERY: Duration = Duration::from_millis(100);
 
 /// A replay's counting epoch: the same capture and part count the same
 /// traffic, however often the worker restarts.
@@ -303,73 +288,65 @@ fn replay_epoch(opts: &WorkerOptions) -> String {
     format!("replay-{:016x}", h.finish())
 }
 
+/// The worker's side of a replay: records and flow totals into the
+/// outbox, sent to the hub every 100 ms of wall time.
+struct ToHubSink {
+    out: Outbox,
+    link: Link,
+}
+
+impl Sink for ToHubSink {
+    fn batch(&mut self, batch: pipeline::Batch, _report: &Report<'_>) {
+        for h in batch.records {
+            self.out.add_record(h);
+        }
+        for d in &batch.deltas {
+            self.out.add_delta(d);
+        }
+    }
+
+    fn idle(&mut self, report: &Report<'_>) -> anyhow::Result<()> {
+        self.link.flush(&mut self.out, replay_status(report, false)).map(drop)
+    }
+}
+
+fn replay_status(report: &Report<'_>, done: bool) -> WorkerStatus {
+    WorkerStatus {
+        packets: report.stats().frames,
+        done,
+        plugins: serde_json::to_string(&report.plugins()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
 /// Replays this worker's part of the capture to the hub, then waits until
 /// everything is sent (and, with `stay`, keeps the link until stopped).
 pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let (plugins, _reloader, _rejected) = plugins_for(&opts.replay)?;
-    let mut engine = engine_for(&opts.replay, plugins);
+    // Plugins tick and records are numbered by capture time, never by the
+    // wall clock: a restarted replay then numbers every record as before,
+    // and the hub drops exactly the ones it has.
+    let cadence = Cadence { capture: Some(COLLECT_EVERY), ..Cadence::default() };
+    let mut pipeline = Pipeline::new(&opts.replay, plugins, None, cadence);
     let health = Arc::new(WorkerHealth::default());
     if let Some(addr) = opts.health_listen {
         serve_health(addr, health.clone())?;
     }
-    let mut link = Link::new(opts.clone(), Some(replay_epoch(&opts)), health.clone());
-    let mut out = Outbox::new(opts.limits);
-    let mut capture = CaptureFile::open(&opts.replay.capture)?;
+    let link = Link::new(opts.clone(), Some(replay_epoch(&opts)), health.clone());
+    let mut sink = ToHubSink { out: Outbox::new(opts.limits), link };
+    let source = FileSource { speed: opts.speed, part: opts.part, ..FileSource::new(&opts.replay.capture) };
     health.capturing.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    let mut first: Option<u64> = None;
-    let mut next_collect = 0u64;
-    let mut last_flush = Instant::now();
-    let mut failure: Option<anyhow::Error> = None;
-    let collect = |engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>, out: &mut Outbox| {
-        let now = engine.now();
-        engine.sink_mut().tick(now);
-        for h in engine.sink_mut().take_records() {
-            out.add_record(h);
-        }
-        for d in engine.take_deltas() {
-            out.add_delta(&d);
-        }
-    };
-    let status = |engine: &trawl_core::engine::Engine<crate::plugins::Dispatcher>, done: bool| WorkerStatus {
-        packets: engine.stats().frames,
-        done,
-        plugins: serde_json::to_string(&engine.sink().status()).unwrap_or_default(),
-        ..Default::default()
-    };
-    capture.for_each_frame(|frame| {
-        if failure.is_some() || !in_part(frame.link, frame.data, opts.part) {
-            return;
-        }
-        let first_ts = *first.get_or_insert(frame.ts.0);
-        if let Some(speed) = opts.speed {
-            wait_until_due(started, Duration::from_nanos(frame.ts.0.saturating_sub(first_ts)), speed, || {});
-        }
-        engine.process(frame.link, Timestamp(frame.ts.0), frame.data, frame.wire_len);
-        // Plugins tick and records are numbered by capture time, never by
-        // the wall clock: a restarted replay then numbers every record as
-        // before, and the hub drops exactly the ones it has.
-        if frame.ts.0 >= next_collect {
-            next_collect = frame.ts.0.saturating_add(COLLECT_EVERY_NS);
-            collect(&mut engine, &mut out);
-        }
-        if last_flush.elapsed() >= Duration::from_millis(100) {
-            last_flush = Instant::now();
-            if let Err(e) = link.flush(&mut out, status(&engine, false)) {
-                failure = Some(e);
-            }
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
+    let ran = source.run(&mut pipeline, &mut sink, || {})?;
+    if let Some(e) = ran.partial {
+        eprintln!("trawl worker: warning: {e}; everything before it was sent");
     }
-    engine.finish();
-    collect(&mut engine, &mut out);
+    let ToHubSink { mut out, mut link } = sink;
+    let status = |done: bool| replay_status(&pipeline.report(), done);
     // Keep trying until the hub has everything.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last = out.records.is_empty();
-        if link.flush(&mut out, status(&engine, last))? && out.records.is_empty() {
+        if link.flush(&mut out, status(last))? && out.records.is_empty() {
             break;
         }
         if Instant::now() > deadline {
@@ -378,7 +355,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     // One more Status with done set, now that the queue is empty.
-    link.flush(&mut out, status(&engine, true)).context("final status")?;
+    link.flush(&mut out, status(true)).context("final status")?;
     if !opts.stay {
         link.close();
     }
@@ -387,7 +364,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         let stop = stop_on_signals()?;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
-            link.flush(&mut out, status(&engine, true))?;
+            link.flush(&mut out, status(true))?;
         }
         link.close();
     }

@@ -130,15 +130,10 @@ impl crate::live::LiveSink for WorkerSink {
         self.packets.store(stats.packets, Ordering::Relaxed);
     }
 
-    fn records(
-        &self,
-        engine: &mut trawl_core::engine::Engine<crate::plugins::Dispatcher>,
-        _reloader: Option<&crate::plugins::registry::Reloader>,
-    ) {
-        let records = engine.sink_mut().take_records();
-        drop(engine.take_deltas());
+    fn batch(&self, batch: crate::pipeline::Batch, report: &crate::pipeline::Report<'_>) {
+        let records = batch.records;
         *self.plugins.lock().unwrap_or_else(PoisonError::into_inner) =
-            serde_json::to_string(&engine.sink().status()).unwrap_or_default();
+            serde_json::to_string(&report.plugins()).unwrap_or_default();
         let split = self.split.read().unwrap_or_else(PoisonError::into_inner);
         let remote = |ip: &IpAddr| split.as_ref().is_some_and(|s| s.remote_targeted.contains(ip));
         let mut out = self.outbox();

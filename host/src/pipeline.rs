@@ -1,0 +1,365 @@
+//! One pipeline for every mode. A source feeds frames to the engine (flow
+//! table, reassembly, dispatch to the plugins); what comes out goes to a
+//! [`Sink`]. The pipeline alone owns the engine: plugin reloads, ticks and
+//! the collection of records and flow deltas happen here, and no sink ever
+//! touches the engine; sinks get records and deltas by value and read-only
+//! reports.
+//!
+//! Sources: a capture file ([`FileSource`]: paced, at full speed, looped,
+//! or one part of N) and, in `live`, the AF_PACKET rings behind the reorder
+//! buffer. The eBPF counters bypass the engine: they are flow deltas
+//! already.
+
+use crate::capture::{CaptureError, CaptureFile};
+use crate::plugins::registry::{PluginStatus, ReloadEvent, Reloader};
+use crate::plugins::{DispatchStats, Dispatcher, HostRecord, SharedPlugin, Targeting};
+use crate::replay::ReplayOptions;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use trawl_core::decode::{Decoded, decode};
+use trawl_core::l7map::LegendEntry;
+use trawl_core::{Engine, EngineConfig, EngineStats, FlowDelta, LinkType, ServicePorts, Timestamp};
+
+/// How a plugin's protocol appears in map legends.
+pub fn legend(p: &SharedPlugin) -> LegendEntry {
+    LegendEntry {
+        protocol: p.info.name.clone(),
+        abbreviation: p.info.abbreviation.clone(),
+        long_name: p.info.long_name.clone(),
+        color: p.info.color.clone(),
+    }
+}
+
+/// What the engine handed out since the last collection, in the order it
+/// produced it.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<HostRecord>,
+    pub deltas: Vec<FlowDelta>,
+}
+
+/// What the engine and its plugins have done so far, for a sink to read.
+#[derive(Debug)]
+pub struct Report<'a> {
+    engine: &'a Engine<Dispatcher>,
+}
+
+impl Report<'_> {
+    pub fn stats(&self) -> EngineStats {
+        self.engine.stats()
+    }
+
+    pub fn dispatch(&self) -> DispatchStats {
+        self.engine.sink().stats()
+    }
+
+    pub fn plugins(&self) -> Vec<PluginStatus> {
+        self.engine.sink().status()
+    }
+
+    /// The newest capture time seen.
+    pub fn now(&self) -> Timestamp {
+        self.engine.now()
+    }
+}
+
+/// Where a pipeline's results go.
+pub trait Sink {
+    /// A plugin was loaded (at start, or hot-reloaded): its legend entry.
+    fn legend(&mut self, _entry: LegendEntry) {}
+    /// Records and flow deltas collected from the engine.
+    fn batch(&mut self, batch: Batch, report: &Report<'_>);
+    /// Wall-clock housekeeping between frames (a worker sends to its hub);
+    /// an error stops the source.
+    fn idle(&mut self, _report: &Report<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// When the pipeline collects (runs reloads, ticks the plugins, takes
+/// records and deltas): whichever trigger comes first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cadence {
+    /// Every this many frames.
+    pub frames: Option<u32>,
+    /// Every this much capture time: deterministic, so a replay collects
+    /// (and its plugins tick) at the same places every run.
+    pub capture: Option<Duration>,
+    /// Every this much wall-clock time (a paced or live source).
+    pub wall: Option<Duration>,
+}
+
+/// Which clock plugins tick by. Live frames carry wall-clock stamps, and
+/// while none arrives the plugins must still see time pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TickClock {
+    #[default]
+    Capture,
+    Wall,
+}
+
+/// How often a sink's `idle` runs.
+const IDLE_EVERY: Duration = Duration::from_millis(100);
+
+/// The engine, its plugins and the reloader, driven by a source.
+#[derive(Debug)]
+pub struct Pipeline {
+    engine: Engine<Dispatcher>,
+    reloader: Option<Reloader>,
+    cadence: Cadence,
+    clock: TickClock,
+    since_collect: u32,
+    next_capture: u64,
+    last_collect: Instant,
+    last_idle: Instant,
+}
+
+impl Pipeline {
+    /// A pipeline over `plugins` (none: L4 only), their ports as
+    /// service-port hints, and the flow table and dispatch options.
+    pub fn new(opts: &ReplayOptions, plugins: Vec<SharedPlugin>, reloader: Option<Reloader>, cadence: Cadence) -> Self {
+        let mut ports = ServicePorts::default();
+        for p in &plugins {
+            for &port in p.info.tcp_ports.iter().chain(&p.info.udp_ports) {
+                ports.insert(port);
+            }
+        }
+        let l4_only = plugins.is_empty() && reloader.is_none();
+        let mut dispatcher = Dispatcher::new(opts.dispatch.clone(), plugins);
+        if l4_only {
+            // Nothing could dissect a stream: reassemble none.
+            dispatcher.set_targeting(Box::new(|_, _| false));
+        }
+        let config = EngineConfig { flows: opts.flows.clone(), ..EngineConfig::default() };
+        Pipeline {
+            engine: Engine::new(config, ports, dispatcher),
+            reloader,
+            cadence,
+            clock: TickClock::Capture,
+            since_collect: 0,
+            next_capture: 0,
+            last_collect: Instant::now(),
+            last_idle: Instant::now(),
+        }
+    }
+
+    pub fn with_tick_clock(mut self, clock: TickClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Dissects only the connections `targeting` admits.
+    pub fn set_targeting(&mut self, targeting: Targeting) {
+        self.engine.sink_mut().set_targeting(targeting);
+    }
+
+    /// The legend entries of the plugins in use.
+    pub fn legend(&self) -> Vec<LegendEntry> {
+        self.engine.sink().plugins().map(legend).collect()
+    }
+
+    pub fn report(&self) -> Report<'_> {
+        Report { engine: &self.engine }
+    }
+
+    /// Flows that ended, taken from the flow table (`--emit flows`).
+    pub fn take_finished_flows(&mut self) -> Vec<trawl_core::flow::FlowRecord> {
+        self.engine.flows_mut().drain_finished().collect()
+    }
+
+    pub fn flows_created(&self) -> u64 {
+        self.engine.flows().stats().flows_created
+    }
+
+    /// One frame through the engine; collects when the cadence says so.
+    pub fn frame(&mut self, link: LinkType, ts: Timestamp, data: &[u8], wire_len: u32, sink: &mut dyn Sink) {
+        self.engine.process(link, ts, data, wire_len);
+        self.since_collect += 1;
+        let by_frames = self.cadence.frames.is_some_and(|n| self.since_collect >= n);
+        let by_capture = self.cadence.capture.is_some() && ts.0 >= self.next_capture;
+        if by_frames || by_capture || self.wall_due() {
+            if let Some(every) = self.cadence.capture {
+                self.next_capture = ts.0.saturating_add(every.as_nanos() as u64);
+            }
+            self.collect(sink);
+        }
+    }
+
+    fn wall_due(&self) -> bool {
+        self.cadence.wall.is_some_and(|every| self.last_collect.elapsed() >= every)
+    }
+
+    /// Between frames (waiting for a paced frame's time, or for a ring):
+    /// collects when the wall-clock cadence is due, and lets the sink do
+    /// its housekeeping.
+    pub fn idle(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
+        if self.wall_due() {
+            self.collect(sink);
+        }
+        if self.last_idle.elapsed() >= IDLE_EVERY {
+            self.last_idle = Instant::now();
+            sink.idle(&self.report())?;
+        }
+        Ok(())
+    }
+
+    /// Installs what the reloader found, ticks the plugins, and hands the
+    /// records and flow deltas to the sink.
+    pub fn collect(&mut self, sink: &mut dyn Sink) {
+        self.since_collect = 0;
+        self.last_collect = Instant::now();
+        self.apply_reloads(sink);
+        let now = match self.clock {
+            TickClock::Capture => self.engine.now(),
+            TickClock::Wall => crate::live::wall_now(),
+        };
+        self.engine.sink_mut().tick(now);
+        let batch = Batch { records: self.engine.sink_mut().take_records(), deltas: self.engine.take_deltas() };
+        sink.batch(batch, &Report { engine: &self.engine });
+    }
+
+    /// The source is done (or starts over): every flow ends and everything
+    /// left is collected.
+    pub fn finish(&mut self, sink: &mut dyn Sink) {
+        self.engine.finish();
+        self.collect(sink);
+    }
+
+    fn apply_reloads(&mut self, sink: &mut dyn Sink) {
+        let Some(r) = &self.reloader else { return };
+        for event in r.poll() {
+            match event {
+                ReloadEvent::Loaded { path, plugin } => {
+                    tracing::info!(
+                        path = %path.display(),
+                        plugin = %plugin.info.name,
+                        version = %plugin.info.version,
+                        capture_ts = %self.engine.now(),
+                        "hot reload"
+                    );
+                    sink.legend(legend(&plugin));
+                    self.engine.sink_mut().install(plugin);
+                }
+                ReloadEvent::Removed { path, name } => {
+                    tracing::info!(path = %path.display(), plugin = %name, "plugin removed");
+                    self.engine.sink_mut().remove(&name);
+                }
+                ReloadEvent::Rejected(r) => {
+                    eprintln!("warning: plugin {} rejected: {}", r.path.display(), r.error);
+                }
+            }
+        }
+    }
+}
+
+/// A capture file as a source.
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    pub path: PathBuf,
+    /// A multiple of the recorded pace; `None`: as fast as it goes.
+    pub speed: Option<f64>,
+    /// Start over at the end, forever.
+    pub repeat: bool,
+    /// `(i, n)`: only the flows whose endpoint hash is `i` of `n`.
+    pub part: (u32, u32),
+}
+
+/// How a file source ended.
+#[derive(Debug, Default)]
+pub struct FileOutcome {
+    /// Set when the capture ended early; everything before it went through.
+    pub partial: Option<CaptureError>,
+    pub elapsed: Duration,
+}
+
+impl FileSource {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSource { path: path.into(), speed: None, repeat: false, part: (0, 1) }
+    }
+
+    /// Feeds the file through `pipeline` into `sink`: once, or forever with
+    /// `repeat` (each pass shifted to start after the last one ended, so
+    /// time, flow ages and rate windows keep moving forward; `on_loop`
+    /// hears of every new pass). A capture cut short ends the source,
+    /// after everything before the cut went through.
+    pub fn run(
+        &self,
+        pipeline: &mut Pipeline,
+        sink: &mut dyn Sink,
+        mut on_loop: impl FnMut(),
+    ) -> anyhow::Result<FileOutcome> {
+        let started = Instant::now();
+        let mut offset: u64 = 0;
+        loop {
+            let mut capture = CaptureFile::open(&self.path)?;
+            let pass_started = Instant::now();
+            let (mut first, mut last): (Option<u64>, u64) = (None, 0);
+            let mut failure: Option<anyhow::Error> = None;
+            let read = capture.for_each_frame(|frame| {
+                if failure.is_some() || !in_part(frame.link, frame.data, self.part) {
+                    return;
+                }
+                let first_ts = *first.get_or_insert(frame.ts.0);
+                last = last.max(frame.ts.0);
+                if let Some(speed) = self.speed {
+                    let since_first = Duration::from_nanos(frame.ts.0.saturating_sub(first_ts));
+                    wait_until_due(pass_started, since_first, speed, || {
+                        if failure.is_none() {
+                            failure = pipeline.idle(sink).err();
+                        }
+                    });
+                }
+                pipeline.frame(frame.link, Timestamp(frame.ts.0 + offset), frame.data, frame.wire_len, sink);
+                if failure.is_none() {
+                    failure = pipeline.idle(sink).err();
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            // Each pass ends its flows: the next one replays the same
+            // connections from their start, sequence numbers starting over.
+            pipeline.finish(sink);
+            let partial = match read {
+                Ok(()) => None,
+                Err(e) if e.is_partial() => Some(e),
+                Err(e) => return Err(e.into()),
+            };
+            if !self.repeat || first.is_none() || partial.is_some() {
+                return Ok(FileOutcome { partial, elapsed: started.elapsed() });
+            }
+            on_loop();
+            offset += last.saturating_sub(first.unwrap_or(last)) + 1_000_000_000;
+            // At the recorded pace, keep the gap between passes too.
+            if self.speed.is_some() {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Whether the frame belongs to part `i` of `n`: by a hash of its two
+/// endpoints, so both directions of a flow land in the same part. Frames
+/// that are not IP go to part 0.
+pub fn in_part(link: LinkType, frame: &[u8], (i, n): (u32, u32)) -> bool {
+    if n <= 1 {
+        return true;
+    }
+    let Decoded::Packet(p) = decode(link, frame) else { return i == 0 };
+    let (a, b) = ((p.src, p.src_port), (p.dst, p.dst_port));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (a.min(b), a.max(b)).hash(&mut h);
+    (h.finish() % u64::from(n)) as u32 == i
+}
+
+/// Paced replay: waits until `since_first` of capture time, divided by
+/// `speed`, has passed since `started`, running `idle` every 20 ms or so
+/// (saturating: `idle` may itself overrun the deadline).
+pub fn wait_until_due(started: Instant, since_first: Duration, speed: f64, mut idle: impl FnMut()) {
+    let due = since_first.div_f64(speed.max(1e-6));
+    while started.elapsed() < due {
+        idle();
+        std::thread::sleep(due.saturating_sub(started.elapsed()).min(Duration::from_millis(20)));
+    }
+}
