@@ -26,6 +26,7 @@
 //! coalesced deltas; changed edges beyond a delta's byte budget wait for
 //! the next one.
 
+use super::protocol::{ClientMessage, ErrorMessage, ServerMessage};
 use super::subscription::SpecError;
 use super::view::CHANGE_BUDGET;
 use super::{GraphState, SharedState, Subscription, SubscriptionSpec, lock};
@@ -43,14 +44,8 @@ pub const TICK: Duration = Duration::from_millis(200);
 #[folder = "../../web/"]
 struct Web;
 
-fn spec_error(e: &SpecError) -> Value {
-    match e {
-        SpecError::Filter(f) => json!({
-            "type": "error", "error": f.to_string(), "message": f.message,
-            "position": f.position, "line": f.line, "column": f.column,
-        }),
-        SpecError::Grouping(g) => json!({ "type": "error", "error": g }),
-    }
+fn spec_error(e: &SpecError) -> ServerMessage {
+    ServerMessage::Error(e.into())
 }
 
 async fn static_file(tail: warp::path::Tail) -> Result<warp::reply::Response, Rejection> {
@@ -84,9 +79,7 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
             let on_workers: Vec<(&String, &Value)> = st
                 .workers
                 .iter()
-                .flat_map(|(id, w)| {
-                    w["plugins"].as_array().into_iter().flatten().filter(|x| x["name"] == p.name).map(move |x| (id, x))
-                })
+                .flat_map(|(id, w)| w.plugins.iter().filter(|x| x["name"] == p.name).map(move |x| (id, x)))
                 .collect();
             if !on_workers.is_empty() {
                 for field in ["records", "faults", "live_connections", "detached_connections", "calls", "bytes_in"] {
@@ -180,30 +173,32 @@ impl Drop for Subscriber {
 }
 
 /// A client's message: a detail request, or a (new) subscription.
-fn answer(text: &str, state: &SharedState, sub: &mut Option<Subscription>, seq: &mut u64) -> Value {
-    let msg: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return json!({ "type": "error", "error": format!("bad message: {e}") }),
+fn answer(text: &str, state: &SharedState, sub: &mut Option<Subscription>, seq: &mut u64) -> ServerMessage {
+    let msg: ClientMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => return ServerMessage::Error(ErrorMessage::new(format!("bad message: {e}"))),
     };
-    if msg["type"] == "detail" {
-        let id = msg["id"].as_str().unwrap_or_default();
-        let edge = sub.as_mut().and_then(|s| s.edge_detail(&lock(state), id));
-        return json!({ "type": "detail", "id": id, "edge": edge });
-    }
-    // Every subscribe gets exactly one answer, right away: its snapshot,
-    // or an error (and the previous subscription stays).
-    match serde_json::from_value::<SubscriptionSpec>(msg) {
-        Ok(spec) => match Subscription::new(spec) {
+    match msg {
+        ClientMessage::Detail { id } => {
+            let edge = sub.as_mut().and_then(|s| s.edge_detail(&lock(state), &id));
+            ServerMessage::Detail { id, edge }
+        }
+        // Every subscribe gets exactly one answer, right away: its
+        // snapshot, or an error (and the previous subscription stays).
+        ClientMessage::Subscribe(spec) => match Subscription::new(spec) {
             Ok(mut s) => {
                 let map = { s.stream_snapshot(&lock(state)) };
                 *seq += 1;
                 *sub = Some(s);
-                json!({ "type": "snapshot", "seq": *seq, "map": map })
+                ServerMessage::Snapshot { seq: *seq, map }
             }
             Err(e) => spec_error(&e),
         },
-        Err(e) => json!({ "type": "error", "error": format!("bad subscription: {e}") }),
     }
+}
+
+fn text(msg: &ServerMessage) -> Message {
+    Message::text(serde_json::to_string(msg).unwrap_or_default())
 }
 
 async fn subscriber(ws: WebSocket, state: SharedState) {
@@ -222,18 +217,16 @@ async fn subscriber(ws: WebSocket, state: SharedState) {
                 }
                 let Ok(text) = msg.to_str() else { continue };
                 let reply = answer(text, &state, &mut sub, &mut seq);
-                if tx.send(Message::text(reply.to_string())).await.is_err() {
+                if tx.send(self::text(&reply)).await.is_err() {
                     break;
                 }
             }
             _ = tick.tick() => {
                 let Some(s) = sub.as_mut() else { continue };
                 // The lock is held only to diff the map, never across a send.
-                let Some(mut d) = ({ s.stream_delta(&lock(&state), CHANGE_BUDGET) }) else { continue };
+                let Some(Value::Object(changes)) = ({ s.stream_delta(&lock(&state), CHANGE_BUDGET) }) else { continue };
                 seq += 1;
-                d["type"] = json!("delta");
-                d["seq"] = json!(seq);
-                if tx.send(Message::text(d.to_string())).await.is_err() {
+                if tx.send(text(&ServerMessage::Delta { seq, changes })).await.is_err() {
                     break;
                 }
             }

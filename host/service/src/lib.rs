@@ -11,8 +11,10 @@
 
 pub mod api;
 pub mod filter;
+pub mod protocol;
 pub mod subscription;
 pub mod view;
+pub mod workers;
 
 use regex::Regex;
 use std::collections::VecDeque;
@@ -169,7 +171,7 @@ pub struct GraphState {
     /// Live capture: the interfaces counted (eBPF) and captured (payloads).
     pub live: LiveInterfaces,
     /// A hub's workers by `node/worker id`: connected, counters, lag.
-    pub workers: std::collections::BTreeMap<String, serde_json::Value>,
+    pub workers: std::collections::BTreeMap<String, workers::WorkerHealth>,
 }
 
 /// What live capture is attached to, for `/api/health`.

@@ -4,15 +4,11 @@
 
 use super::merge::Merger;
 use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, write_frame};
+use crate::service::workers::WorkerHealth;
 use crate::service::{GraphState, SharedState, lock};
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-
-/// Faults over a worker's plugin list (`GET /api/plugins` entries).
-fn plugin_faults(plugins: &serde_json::Value) -> u64 {
-    plugins.as_array().into_iter().flatten().map(|p| p["faults"].as_u64().unwrap_or(0)).sum()
-}
 
 /// One worker's connection: handshake, then frames until it goes.
 fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mutex<Merger>) -> std::io::Result<()> {
@@ -48,16 +44,19 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
     send_filters(&lock(state))?;
     tracing::info!(peer, node, worker_id, boot_id, "worker connected");
     let id = format!("{node}/{worker_id}");
-    let health = |st: &mut GraphState, f: &dyn Fn(&mut serde_json::Value)| {
-        let h =
-            st.workers.entry(id.clone()).or_insert_with(|| serde_json::json!({ "node": node, "worker_id": worker_id }));
+    let health = |st: &mut GraphState, f: &mut dyn FnMut(&mut WorkerHealth)| {
+        let h = st.workers.entry(id.clone()).or_insert_with(|| WorkerHealth {
+            node: node.clone(),
+            worker_id: worker_id.clone(),
+            ..WorkerHealth::default()
+        });
         f(h);
     };
-    health(&mut lock(state), &|h| {
-        h["connected"] = true.into();
-        h["boot_id"] = boot_id.clone().into();
-        h["epoch"] = epoch.clone().into();
-        h["connections"] = (h["connections"].as_u64().unwrap_or(0) + 1).into();
+    health(&mut lock(state), &mut |h| {
+        h.connected = true;
+        h.boot_id = boot_id.clone();
+        h.epoch = epoch.clone();
+        h.connections += 1;
     });
     let result = loop {
         let msg: ToHub = match read_frame(&mut reader) {
@@ -81,18 +80,16 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
                 m.records(&node, &epoch, r, &mut st);
             }
             ToHub::Status(status) => {
-                let plugins: serde_json::Value = serde_json::from_str(&status.plugins).unwrap_or_default();
+                let plugins: Vec<serde_json::Value> = serde_json::from_str(&status.plugins).unwrap_or_default();
                 // The hub's fault count is the workers': swap this one's old
                 // sum for its new one.
-                let before = st.workers.get(&id).map_or(0, |h| plugin_faults(&h["plugins"]));
-                let after = plugin_faults(&plugins);
-                st.counters.plugin_faults = st.counters.plugin_faults.saturating_sub(before) + after;
-                health(&mut st, &|h| {
-                    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&status) {
-                        h.as_object_mut().into_iter().for_each(|o| o.extend(fields.clone()));
-                    }
-                    h["plugins"] = plugins.clone();
+                let before = st.workers.get(&id).map_or(0, WorkerHealth::plugin_faults);
+                health(&mut st, &mut |h| {
+                    h.counters = status.counters.clone();
+                    h.plugins = plugins.clone();
                 });
+                let after = st.workers.get(&id).map_or(0, WorkerHealth::plugin_faults);
+                st.counters.plugin_faults = st.counters.plugin_faults.saturating_sub(before) + after;
                 if let Err(e) = send_filters(&st) {
                     break Err(e);
                 }
@@ -101,20 +98,20 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
         }
         let (dup, open) = (m.duplicate_records, m.open_flows());
         let now = crate::live::wall_now().0;
-        health(&mut st, &|h| {
-            h["last_seen_ns"] = now.into();
-            h["flows_received"] = (h["flows_received"].as_u64().unwrap_or(0) + flows as u64).into();
-            h["records_received"] = (h["records_received"].as_u64().unwrap_or(0) + records as u64).into();
-            h["duplicate_records"] = dup.into();
-            h["hub_open_flows"] = open.into();
+        health(&mut st, &mut |h| {
+            h.last_seen_ns = now;
+            h.flows_received += flows as u64;
+            h.records_received += records as u64;
+            h.duplicate_records = dup;
+            h.hub_open_flows = open as u64;
             if newest > 0 {
-                h["newest_ts"] = newest.into();
+                h.newest_ts = Some(newest);
                 // How far behind the wall clock the worker's newest packet is.
-                h["lag_ms"] = (now.saturating_sub(newest) / 1_000_000).into();
+                h.lag_ms = Some(now.saturating_sub(newest) / 1_000_000);
             }
         });
     };
-    health(&mut lock(state), &|h| h["connected"] = false.into());
+    health(&mut lock(state), &mut |h| h.connected = false);
     tracing::info!(peer, node, "worker disconnected");
     result
 }

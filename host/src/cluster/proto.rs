@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use trawl_core::engine::ConnInfo;
 use trawl_core::{Endpoint, L4Proto};
 use trawl_sdk::abi::{Dir, Record};
+pub use trawl_service::workers::WorkerCounters;
 
 /// 3: records carry the SDK record and a sequence number.
 pub const PROTOCOL_VERSION: u16 = 3;
@@ -160,20 +161,7 @@ pub enum ToHub {
 /// A worker's own counters, shown in the hub's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStatus {
-    pub packets: u64,
-    pub open_flows: u64,
-    pub conversations: u64,
-    pub records_queued: u64,
-    /// Records folded into counts because the queue was full.
-    pub records_unsampled: u64,
-    /// Records lost outright (the counts too had no room).
-    pub records_dropped: u64,
-    pub conversations_dropped: u64,
-    pub journal_evicted: u64,
-    /// Packets the kernel dropped before capture (AF_PACKET rings).
-    pub ring_drops: u64,
-    /// A replay that has sent everything.
-    pub done: bool,
+    pub counters: WorkerCounters,
     /// The worker's plugins (`GET /api/plugins` entries) as JSON text:
     /// postcard carries no self-describing values.
     pub plugins: String,

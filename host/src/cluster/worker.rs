@@ -10,7 +10,7 @@
 //! the hub counts only as far as they grew.
 
 use super::outbox::{Batch, Outbox, OutboxLimits};
-use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, WorkerStatus, read_frame, write_frame};
+use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, WorkerCounters, WorkerStatus, read_frame, write_frame};
 use crate::pipeline::{self, Cadence, FileSource, Pipeline, Report, Sink};
 use crate::replay::ReplayOptions;
 use crate::replay_l7::plugins_for;
@@ -226,13 +226,13 @@ impl Link {
         }
         let Some(stream) = self.stream.as_mut() else { return Ok(false) };
         let batch: Batch = out.batch(5_000);
-        status.open_flows = out.totals.len() as u64;
-        status.conversations = out.conversations.len() as u64;
-        status.records_queued = out.records.len() as u64;
-        status.records_dropped = out.records_dropped;
-        status.records_unsampled = out.records_unsampled;
-        status.conversations_dropped = out.conversations_dropped;
-        status.journal_evicted = out.journal_evicted;
+        status.counters.open_flows = out.totals.len() as u64;
+        status.counters.conversations = out.conversations.len() as u64;
+        status.counters.records_queued = out.records.len() as u64;
+        status.counters.records_dropped = out.records_dropped;
+        status.counters.records_unsampled = out.records_unsampled;
+        status.counters.conversations_dropped = out.conversations_dropped;
+        status.counters.journal_evicted = out.journal_evicted;
         *self.health.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status.clone();
         let sent = (|| -> std::io::Result<()> {
             for chunk in batch.flows.chunks(20_000) {
@@ -312,10 +312,8 @@ impl Sink for ToHubSink {
 
 fn replay_status(report: &Report<'_>, done: bool) -> WorkerStatus {
     WorkerStatus {
-        packets: report.stats().frames,
-        done,
+        counters: WorkerCounters { packets: report.stats().frames, done, ..Default::default() },
         plugins: serde_json::to_string(&report.plugins()).unwrap_or_default(),
-        ..Default::default()
     }
 }
 

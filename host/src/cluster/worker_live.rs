@@ -8,7 +8,7 @@
 //! count them at their senders' interfaces.
 
 use super::outbox::Outbox;
-use super::proto::WorkerStatus;
+use super::proto::{WorkerCounters, WorkerStatus};
 use super::worker::{Link, WorkerHealth, WorkerOptions, serve_health};
 use crate::live::LiveOptions;
 use crate::service::CaptureFilter;
@@ -200,10 +200,12 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
         sink.take_hub_filters();
         let status = WorkerStatus {
-            packets: sink.packets.load(Ordering::Relaxed),
-            ring_drops: sink.ring_drops.load(Ordering::Relaxed),
+            counters: WorkerCounters {
+                packets: sink.packets.load(Ordering::Relaxed),
+                ring_drops: sink.ring_drops.load(Ordering::Relaxed),
+                ..Default::default()
+            },
             plugins: sink.plugins.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            ..Default::default()
         };
         link.flush(&mut sink.outbox(), status)?;
     }
