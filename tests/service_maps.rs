@@ -11,10 +11,10 @@ use crate::support;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use trawl_host::replay::{ReplayOptions, load_identity};
 use trawl_host::serve::{ServeOptions, feed};
-use trawl_host::service::{CaptureFilter, GraphState, SharedState, Subscription, SubscriptionSpec, lock};
+use trawl_host::service::{CaptureFilter, Graph, GraphState, SharedState, Subscription, SubscriptionSpec, lock};
 
 fn demo() -> (std::path::PathBuf, std::path::PathBuf) {
     let d = support::project_root().join("examples/demo");
@@ -26,7 +26,7 @@ fn service(filter: CaptureFilter) -> SharedState {
     let mut replay = ReplayOptions::new(&pcap);
     replay.inventories = vec![inventory];
     let identity = Arc::new(load_identity(&replay.inventories).unwrap());
-    let state: SharedState = Arc::new(Mutex::new(GraphState::new(identity, filter.clone(), 10)));
+    let state: SharedState = Graph::new(GraphState::new(identity, filter.clone(), 10));
     let opts = ServeOptions {
         replay,
         speed: None,

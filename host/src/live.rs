@@ -18,7 +18,7 @@ use crate::pipeline::{Batch, Cadence, Pipeline, Report, Sink, TickClock};
 use crate::replay::{ReplayOptions, load_identity};
 use crate::replay_l7::plugins_for;
 use crate::serve::{Publisher, serve_state};
-use crate::service::{CaptureFilter, GraphState, SharedState, lock};
+use crate::service::{CaptureFilter, Graph, GraphState, SharedState, lock};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -63,13 +63,15 @@ impl LiveSink for ServiceSink {
     }
 
     fn flows(&self, deltas: &[trawl_core::FlowDelta], stats: trawl_ebpf::EbpfStats, now: Timestamp) {
-        let mut st = lock(&self.0);
-        for d in deltas {
-            st.add_delta(d);
-        }
-        st.counters.packets = stats.packets;
-        st.counters.packets_dropped = stats.skipped + stats.map_full;
-        st.now = st.now.max(now);
+        let deltas = deltas.to_vec();
+        self.0.update(move |st| {
+            for d in &deltas {
+                st.add_delta(d);
+            }
+            st.counters.packets = stats.packets;
+            st.counters.packets_dropped = stats.skipped + stats.map_full;
+            st.now = st.now.max(now);
+        });
     }
 
     fn upsert_legend(&self, entry: trawl_core::l7map::LegendEntry) {
@@ -146,7 +148,7 @@ pub fn watch_kubernetes(
 
 /// [`watch_kubernetes`] into a graph service's identity.
 pub fn watch_kubernetes_into(state: SharedState, base: trawl_core::Identity) -> anyhow::Result<()> {
-    watch_kubernetes(base, move |identity| lock(&state).identity = identity)
+    watch_kubernetes(base, move |identity| state.update(move |st| st.identity = identity))
 }
 
 /// Now, by the wall clock: where live rate windows end.
@@ -159,7 +161,7 @@ pub fn wall_now() -> Timestamp {
 pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
     let identity = Arc::new(load_identity(&opts.replay.inventories)?);
     let state: SharedState =
-        Arc::new(Mutex::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)));
+        Graph::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs));
     if opts.kube {
         let base = load_identity(&opts.replay.inventories)?;
         watch_kubernetes_into(state.clone(), base)?;

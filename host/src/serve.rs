@@ -7,11 +7,11 @@ use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink};
 use crate::records::to_l7;
 use crate::replay::{ReplayOptions, load_identity};
 use crate::replay_l7::plugins_for;
-use crate::service::{CaptureFilter, GraphState, SharedState, api, lock};
+use crate::service::{CaptureFilter, Graph, GraphState, SharedState, api, lock};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use trawl_core::l7map::LegendEntry;
 
@@ -41,7 +41,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     // Fail on a bad capture before anything is served.
     CaptureFile::open(&opts.replay.capture)?;
     let state: SharedState =
-        Arc::new(Mutex::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)));
+        Graph::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs));
     let feeder = {
         let state = state.clone();
         let opts = opts.clone();
@@ -122,29 +122,32 @@ impl Sink for Publisher {
         lock(&self.state).upsert_legend(entry);
     }
 
+    /// Never waits for the service's readers (see `Graph::update`).
     fn batch(&mut self, batch: Batch, report: &Report<'_>) {
-        let (stats, dispatch, status) = (report.stats(), report.dispatch(), report.plugins());
-        let mut st = lock(&self.state);
-        for h in batch.records {
-            let (record, src, dst) = to_l7(h, &st.identity);
-            st.add_record(record, &src, &dst);
-        }
-        if self.with_l4 {
-            for d in &batch.deltas {
-                st.add_delta(d);
+        let (stats, dispatch, status, now) = (report.stats(), report.dispatch(), report.plugins(), report.now());
+        let with_l4 = self.with_l4;
+        self.state.update(move |st| {
+            for h in batch.records {
+                let (record, src, dst) = to_l7(h, &st.identity);
+                st.add_record(record, &src, &dst);
             }
-            st.counters.packets = stats.frames;
-            st.counters.bytes = stats.frame_bytes;
-            st.counters.packets_dropped = stats.skipped_malformed
-                + stats.skipped_non_ip
-                + stats.skipped_other_ip_protocol
-                + stats.skipped_unsupported_link
-                + stats.skipped_unattributed_fragments;
-        }
-        st.counters.plugin_faults = status.iter().map(|p| p.faults).sum();
-        st.counters.streams_not_targeted = dispatch.not_targeted;
-        st.plugins = status;
-        st.now = st.now.max(report.now());
+            if with_l4 {
+                for d in &batch.deltas {
+                    st.add_delta(d);
+                }
+                st.counters.packets = stats.frames;
+                st.counters.bytes = stats.frame_bytes;
+                st.counters.packets_dropped = stats.skipped_malformed
+                    + stats.skipped_non_ip
+                    + stats.skipped_other_ip_protocol
+                    + stats.skipped_unsupported_link
+                    + stats.skipped_unattributed_fragments;
+            }
+            st.counters.plugin_faults = status.iter().map(|p| p.faults).sum();
+            st.counters.streams_not_targeted = dispatch.not_targeted;
+            st.plugins = status;
+            st.now = st.now.max(now);
+        });
     }
 }
 

@@ -18,7 +18,7 @@ pub mod workers;
 
 use regex::Regex;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use trawl_core::engine::ConnInfo;
 use trawl_core::l7map::{L7Map, LegendEntry};
 use trawl_core::record::L7Record;
@@ -301,11 +301,107 @@ impl GraphState {
     }
 }
 
-/// The shared handle the capture side and the API hold.
-pub type SharedState = Arc<std::sync::Mutex<GraphState>>;
+/// A change to the state, queued while someone else holds it.
+type Update = Box<dyn FnOnce(&mut GraphState) + Send>;
 
-/// Locks the state; a panic elsewhere while holding it leaves data that is
-/// still consistent enough to read (counters and maps), so carry on.
-pub fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, GraphState> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The graph state as the capture side, the hub and the API share it.
+///
+/// Ingest never waits on readers: [`Graph::update`] applies a change at
+/// once when the state is free, and otherwise queues it for whoever holds
+/// the state next (a reader applies every queued change, in order, before
+/// it reads). Readers (subscription ticks, `/api/map`) therefore slow
+/// nothing but each other, and always see every change made before they
+/// locked.
+pub struct Graph {
+    state: Mutex<GraphState>,
+    pending: Mutex<Vec<Update>>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").field("pending", &self.pending_len()).finish()
+    }
+}
+
+impl Graph {
+    pub fn new(state: GraphState) -> SharedState {
+        Arc::new(Graph { state: Mutex::new(state), pending: Mutex::new(Vec::new()) })
+    }
+
+    /// Applies `change` now if nobody holds the state, else queues it:
+    /// never waits for a reader.
+    pub fn update(&self, change: impl FnOnce(&mut GraphState) + Send + 'static) {
+        match self.state.try_lock() {
+            Ok(mut st) => {
+                self.apply_pending(&mut st);
+                change(&mut st);
+            }
+            Err(TryLockError::Poisoned(p)) => {
+                let mut st = p.into_inner();
+                self.apply_pending(&mut st);
+                change(&mut st);
+            }
+            Err(TryLockError::WouldBlock) => {
+                self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(Box::new(change));
+            }
+        }
+    }
+
+    /// Changes waiting for the state.
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    fn apply_pending(&self, st: &mut GraphState) {
+        let queued = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for change in queued {
+            change(st);
+        }
+    }
+}
+
+/// The shared handle the capture side and the API hold.
+pub type SharedState = Arc<Graph>;
+
+/// Holds the state, every queued change applied; a panic elsewhere while
+/// holding it leaves data still consistent enough to read (counters and
+/// maps), so carry on.
+pub fn lock(state: &SharedState) -> MutexGuard<'_, GraphState> {
+    let mut st = state.state.lock().unwrap_or_else(PoisonError::into_inner);
+    state.apply_pending(&mut st);
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ingest_never_waits_for_a_reader_and_readers_see_every_change() {
+        let graph = Graph::new(GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10));
+        let reader = lock(&graph);
+        assert_eq!(reader.counters.records, 0);
+        // While a reader holds the state, ingest returns at once (were it
+        // to wait, this would time out: the reader is held until after).
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = {
+            let graph = graph.clone();
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    graph.update(|st| st.counters.records += 1);
+                }
+                done.send(()).unwrap();
+            })
+        };
+        assert!(finished.recv_timeout(Duration::from_secs(10)).is_ok(), "ingest waited for the reader");
+        writer.join().unwrap();
+        assert_eq!(graph.pending_len(), 3, "queued while the state was held");
+        drop(reader);
+        // The next holder applies them, in order, before it reads.
+        assert_eq!(lock(&graph).counters.records, 3);
+        assert_eq!(graph.pending_len(), 0);
+        graph.update(|st| st.counters.records += 1);
+        assert_eq!((graph.pending_len(), lock(&graph).counters.records), (0, 4), "a free state is updated at once");
+    }
 }

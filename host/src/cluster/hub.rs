@@ -5,13 +5,71 @@
 use super::merge::Merger;
 use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, write_frame};
 use crate::service::workers::WorkerHealth;
-use crate::service::{GraphState, SharedState, lock};
+use crate::service::{Graph, GraphState, SharedState, lock};
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// A worker's entry in the service's health.
+fn worker_health<'a>(st: &'a mut GraphState, id: &str, node: &str, worker_id: &str) -> &'a mut WorkerHealth {
+    st.workers.entry(id.to_string()).or_insert_with(|| WorkerHealth {
+        node: node.to_string(),
+        worker_id: worker_id.to_string(),
+        ..WorkerHealth::default()
+    })
+}
+
+/// One frame from worker `id` into the service.
+fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node: &str, epoch: &str) {
+    let mut m = merger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (mut newest, mut flows, mut records) = (0u64, 0usize, 0usize);
+    match msg {
+        ToHub::Flows(t) => {
+            newest = t.iter().map(|f| f.last_ts).max().unwrap_or(0);
+            flows = t.len();
+            m.flows(node, epoch, &t, st);
+        }
+        ToHub::Closed(c) => m.closed(node, epoch, &c, st),
+        ToHub::Unsampled(u) => m.unsampled(node, epoch, &u, st),
+        ToHub::Records(r) => {
+            records = r.len();
+            m.records(node, epoch, r, st);
+        }
+        ToHub::Status(status) => {
+            let plugins: Vec<serde_json::Value> = serde_json::from_str(&status.plugins).unwrap_or_default();
+            // The hub's fault count is the workers': swap this one's old
+            // sum for its new one.
+            let before = st.workers.get(id).map_or(0, WorkerHealth::plugin_faults);
+            let h = worker_health(st, id, node, "");
+            h.counters = status.counters;
+            h.plugins = plugins;
+            let after = h.plugin_faults();
+            st.counters.plugin_faults = st.counters.plugin_faults.saturating_sub(before) + after;
+        }
+        ToHub::Hello { .. } => {}
+    }
+    let (dup, open) = (m.duplicate_records, m.open_flows());
+    let now = crate::live::wall_now().0;
+    let h = worker_health(st, id, node, "");
+    h.last_seen_ns = now;
+    h.flows_received += flows as u64;
+    h.records_received += records as u64;
+    h.duplicate_records = dup;
+    h.hub_open_flows = open as u64;
+    if newest > 0 {
+        h.newest_ts = Some(newest);
+        // How far behind the wall clock the worker's newest packet is.
+        h.lag_ms = Some(now.saturating_sub(newest) / 1_000_000);
+    }
+}
+
 /// One worker's connection: handshake, then frames until it goes.
-fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mutex<Merger>) -> std::io::Result<()> {
+fn worker_conn(
+    stream: TcpStream,
+    token: &str,
+    state: &SharedState,
+    merger: &Arc<Mutex<Merger>>,
+) -> std::io::Result<()> {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -44,74 +102,41 @@ fn worker_conn(stream: TcpStream, token: &str, state: &SharedState, merger: &Mut
     send_filters(&lock(state))?;
     tracing::info!(peer, node, worker_id, boot_id, "worker connected");
     let id = format!("{node}/{worker_id}");
-    let health = |st: &mut GraphState, f: &mut dyn FnMut(&mut WorkerHealth)| {
-        let h = st.workers.entry(id.clone()).or_insert_with(|| WorkerHealth {
-            node: node.clone(),
-            worker_id: worker_id.clone(),
-            ..WorkerHealth::default()
+    {
+        let (id, node, worker_id, boot_id, epoch) = (id.clone(), node.clone(), worker_id, boot_id, epoch.clone());
+        state.update(move |st| {
+            let h = worker_health(st, &id, &node, &worker_id);
+            h.connected = true;
+            h.boot_id = boot_id;
+            h.epoch = epoch;
+            h.connections += 1;
         });
-        f(h);
-    };
-    health(&mut lock(state), &mut |h| {
-        h.connected = true;
-        h.boot_id = boot_id.clone();
-        h.epoch = epoch.clone();
-        h.connections += 1;
-    });
+    }
     let result = loop {
         let msg: ToHub = match read_frame(&mut reader) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(e),
         };
-        let mut st = lock(state);
-        let mut m = merger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (mut newest, mut flows, mut records) = (0u64, 0usize, 0usize);
-        match msg {
-            ToHub::Flows(t) => {
-                newest = t.iter().map(|f| f.last_ts).max().unwrap_or(0);
-                flows = t.len();
-                m.flows(&node, &epoch, &t, &mut st);
-            }
-            ToHub::Closed(c) => m.closed(&node, &epoch, &c, &mut st),
-            ToHub::Unsampled(u) => m.unsampled(&node, &epoch, &u, &mut st),
-            ToHub::Records(r) => {
-                records = r.len();
-                m.records(&node, &epoch, r, &mut st);
-            }
-            ToHub::Status(status) => {
-                let plugins: Vec<serde_json::Value> = serde_json::from_str(&status.plugins).unwrap_or_default();
-                // The hub's fault count is the workers': swap this one's old
-                // sum for its new one.
-                let before = st.workers.get(&id).map_or(0, WorkerHealth::plugin_faults);
-                health(&mut st, &mut |h| {
-                    h.counters = status.counters.clone();
-                    h.plugins = plugins.clone();
-                });
-                let after = st.workers.get(&id).map_or(0, WorkerHealth::plugin_faults);
-                st.counters.plugin_faults = st.counters.plugin_faults.saturating_sub(before) + after;
-                if let Err(e) = send_filters(&st) {
-                    break Err(e);
-                }
-            }
-            ToHub::Hello { .. } => break Err(std::io::Error::other("Hello again mid-connection")),
+        if matches!(msg, ToHub::Hello { .. }) {
+            break Err(std::io::Error::other("Hello again mid-connection"));
         }
-        let (dup, open) = (m.duplicate_records, m.open_flows());
-        let now = crate::live::wall_now().0;
-        health(&mut st, &mut |h| {
-            h.last_seen_ns = now;
-            h.flows_received += flows as u64;
-            h.records_received += records as u64;
-            h.duplicate_records = dup;
-            h.hub_open_flows = open as u64;
-            if newest > 0 {
-                h.newest_ts = Some(newest);
-                // How far behind the wall clock the worker's newest packet is.
-                h.lag_ms = Some(now.saturating_sub(newest) / 1_000_000);
+        let status = matches!(msg, ToHub::Status(_));
+        // Merged without waiting for the service's readers.
+        let (merger, id, node, epoch) = (merger.clone(), id.clone(), node.clone(), epoch.clone());
+        state.update(move |st| merge(msg, st, &merger, &id, &node, &epoch));
+        if status && let Err(e) = send_filters(&lock(state)) {
+            break Err(e);
+        }
+    };
+    {
+        let id = id.clone();
+        state.update(move |st| {
+            if let Some(h) = st.workers.get_mut(&id) {
+                h.connected = false;
             }
         });
-    };
-    health(&mut lock(state), &mut |h| h.connected = false);
+    }
     tracing::info!(peer, node, "worker disconnected");
     result
 }
@@ -149,11 +174,8 @@ pub struct HubOptions {
 pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     let identity = crate::replay::load_identity(&opts.replay.inventories)?;
-    let state: SharedState = Arc::new(Mutex::new(GraphState::new(
-        Arc::new(identity),
-        opts.capture_filter.clone(),
-        opts.replay.rate_window_secs,
-    )));
+    let state: SharedState =
+        Graph::new(GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs));
     if opts.kube {
         crate::live::watch_kubernetes_into(state.clone(), crate::replay::load_identity(&opts.replay.inventories)?)?;
     }
