@@ -12,10 +12,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
 use trawl_core::{Identity, L4Proto, Timestamp};
 use trawl_host::service::view::CHANGE_BUDGET;
-use trawl_host::service::{CaptureFilter, GraphState, Mode, Subscription, SubscriptionSpec};
+use trawl_host::service::{CaptureFilter, Graph, GraphState, Mode, Subscription, SubscriptionSpec, lock};
 
 const WORKLOADS: u32 = 10_000;
 const EDGES: u32 = 100_000;
@@ -115,5 +116,58 @@ fn tick_cost(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tick_cost);
+/// Ingest while a subscriber ticks (rate mode, 100k edges) in a loop on
+/// another thread: one source's report written through `Graph::update`,
+/// which never waits for the reader, against locking the state first (what
+/// every write did before), side by side.
+fn ingest_under_a_reader(c: &mut Criterion) {
+    let graph = Graph::new(cluster());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (graph, stop) = (graph.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut sub =
+                Subscription::new(SubscriptionSpec { mode: Mode::Rate, ..SubscriptionSpec::default() }).unwrap();
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                black_box(sub.stream_delta(&lock(&graph), CHANGE_BUDGET));
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let report = |t: u64| -> Vec<FlowDelta> {
+        (0..EDGES_PER_SOURCE_TICK).map(|k| delta_for((k * 7919 + t as u32) % EDGES, 2_000_000_000 + t)).collect()
+    };
+    let mut g = c.benchmark_group("graph_service_ingest_under_a_reader");
+    g.sample_size(20);
+    let mut t = 0u64;
+    g.bench_function("update_never_waits", |b| {
+        b.iter(|| {
+            t += 1;
+            let deltas = report(t);
+            graph.update(move |st| {
+                for d in &deltas {
+                    st.add_delta(d);
+                }
+            });
+        })
+    });
+    g.bench_function("lock_then_write", |b| {
+        b.iter(|| {
+            t += 1;
+            let deltas = report(t);
+            let mut st = lock(&graph);
+            for d in &deltas {
+                st.add_delta(d);
+            }
+        })
+    });
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    println!("graph_service_ingest_under_a_reader: the reader ticked {reads} times meanwhile");
+}
+
+criterion_group!(benches, tick_cost, ingest_under_a_reader);
 criterion_main!(benches);
