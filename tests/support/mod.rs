@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 /// The test corpus (`TRAWL_CORPUS`, default `../shared/data` beside the
 /// project root). `None` means "skip": the test prints why. Under `CI=true` a
 /// missing corpus is a failure instead.
-pub fn corpus() -> Option<PathBuf> {
+pub(crate) fn corpus() -> Option<PathBuf> {
     let dir = match std::env::var_os("TRAWL_CORPUS") {
         Some(d) => PathBuf::from(d),
         None => project_root().join("../shared/data"),
@@ -26,12 +26,12 @@ pub fn corpus() -> Option<PathBuf> {
     None
 }
 
-pub fn project_root() -> PathBuf {
+pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Every capture under `dir` (sorted), as paths.
-pub fn captures(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn captures(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -51,17 +51,17 @@ pub fn captures(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-pub fn trawl() -> Command {
+pub(crate) fn trawl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trawl"))
 }
 
 /// Runs `trawl` with `args` and returns its output.
-pub fn run_trawl(args: &[&str]) -> Output {
+pub(crate) fn run_trawl(args: &[&str]) -> Output {
     trawl().args(args).output().expect("cannot run trawl")
 }
 
 /// Parses JSON lines.
-pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -70,20 +70,20 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 }
 
 /// `trawl replay CAPTURE --emit records`, parsed; the replay must succeed.
-pub fn records(capture: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn records(capture: &Path) -> Vec<serde_json::Value> {
     let out = run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
     assert!(out.status.success(), "{}: {}", capture.display(), String::from_utf8_lossy(&out.stderr));
     json_lines(&out.stdout)
 }
 
 /// `CAPTURE.expected/NAME` beside a corpus capture, if it exists.
-pub fn expected(capture: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn expected(capture: &Path, name: &str) -> Option<PathBuf> {
     let file = capture.with_file_name(format!("{}.expected/{name}", capture.file_name()?.to_string_lossy()));
     file.is_file().then_some(file)
 }
 
 /// Rows of a tshark TSV export, by column name.
-pub fn rows(tsv: &Path) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn rows(tsv: &Path) -> Vec<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(tsv).unwrap();
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split('\t').map(str::to_string).collect();
@@ -91,12 +91,12 @@ pub fn rows(tsv: &Path) -> Vec<BTreeMap<String, String>> {
 }
 
 /// A tshark field with several occurrences (`-E aggregator=|`).
-pub fn split(v: &str) -> Vec<String> {
+pub(crate) fn split(v: &str) -> Vec<String> {
     if v.is_empty() { Vec::new() } else { v.split('|').map(str::to_string).collect() }
 }
 
 /// A child process that is killed when the test lets go of it.
-pub struct Killed(pub Child);
+pub(crate) struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -108,13 +108,13 @@ impl Drop for Killed {
 /// Starts tcpdump on loopback and returns once it is listening. Immediate
 /// mode: without it packets sit in the kernel ring until a block fills, and
 /// SIGINT can end tcpdump before it writes them.
-pub fn tcpdump(file: &Path, filter: &str) -> Child {
+pub(crate) fn tcpdump(file: &Path, filter: &str) -> Child {
     tcpdump_on("lo", &[], file, filter)
 }
 
 /// Starts tcpdump on `iface` with extra options (such as `-Q in`) and
 /// returns once it is listening.
-pub fn tcpdump_on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Child {
+pub(crate) fn tcpdump_on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Child {
     let mut child = Command::new("tcpdump")
         .args(["-i", iface, "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0"])
         .args(extra)
@@ -140,14 +140,14 @@ pub fn tcpdump_on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Chi
 }
 
 /// Stops tcpdump with SIGINT so it flushes and closes its file.
-pub fn stop_tcpdump(mut child: Child) {
+pub(crate) fn stop_tcpdump(mut child: Child) {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let _ = child.wait();
 }
 
 /// True when running as root (live capture needs it). Otherwise the test
 /// skips, except under `CI=true` (CI runs as root), where it fails.
-pub fn root_or_skip() -> bool {
+pub(crate) fn root_or_skip() -> bool {
     let root = trawl_host::lab::is_root();
     if !root {
         assert!(std::env::var("CI").map_or(true, |v| v != "true"), "live capture tests need root");
@@ -157,13 +157,13 @@ pub fn root_or_skip() -> bool {
 }
 
 /// Whether a command is on PATH.
-pub fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
 }
 
 /// True when every tool is there. Otherwise the test skips, except under
 /// `CI=true`, where a missing tool fails it.
-pub fn tools_or_skip(tools: &[&str]) -> bool {
+pub(crate) fn tools_or_skip(tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
     if missing.is_empty() {
         return true;
@@ -175,7 +175,7 @@ pub fn tools_or_skip(tools: &[&str]) -> bool {
 }
 
 /// Polls until `ready`, failing the test after 15 s.
-pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !ready() {
         assert!(start.elapsed() < std::time::Duration::from_secs(15), "{what} did not come up");
@@ -185,14 +185,14 @@ pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// The Python of the end-to-end tests' virtualenv (`TRAWL_PY`, default
 /// /var/tmp/trawl-py/bin/python), if it can import `modules`.
-pub fn python_with(modules: &str) -> Option<PathBuf> {
+pub(crate) fn python_with(modules: &str) -> Option<PathBuf> {
     let py = std::env::var_os("TRAWL_PY").map_or_else(|| PathBuf::from("/var/tmp/trawl-py/bin/python"), PathBuf::from);
     let ok = Command::new(&py).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
     ok.then_some(py)
 }
 
 /// A fresh scratch directory for one end-to-end test.
-pub fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("trawl-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -200,26 +200,26 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// A loopback port that nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A tcpdump that is stopped (and flushed) when dropped, even when the
 /// test panics first.
-pub struct Capture(Option<Child>);
+pub(crate) struct Capture(Option<Child>);
 
 impl Capture {
-    pub fn start(file: &Path, filter: &str) -> Self {
+    pub(crate) fn start(file: &Path, filter: &str) -> Self {
         Capture(Some(tcpdump(file, filter)))
     }
 
     /// A capture on `iface` with extra tcpdump options.
-    pub fn on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Self {
+    pub(crate) fn on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Self {
         Capture(Some(tcpdump_on(iface, extra, file, filter)))
     }
 
     /// Stops the capture now; the file is complete afterwards.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         if let Some(c) = self.0.take() {
             stop_tcpdump(c);
         }
@@ -237,7 +237,7 @@ impl Drop for Capture {
 /// A server stopped with SIGTERM when dropped, so it can take its worker
 /// processes down with it (SIGKILL would orphan nginx's workers).
 #[derive(Debug)]
-pub struct Terminated(pub Child);
+pub(crate) struct Terminated(pub Child);
 
 impl Drop for Terminated {
     fn drop(&mut self) {
@@ -249,7 +249,7 @@ impl Drop for Terminated {
 /// `trawl serve` on the demo capture with its inventory, listening on a
 /// free loopback port once this returns; `args` add replay options
 /// (`--speed`, `--loop`). Returns the server and its port.
-pub fn serve_demo(args: &[&str]) -> (Terminated, u16) {
+pub(crate) fn serve_demo(args: &[&str]) -> (Terminated, u16) {
     let port = free_port();
     let demo = project_root().join("examples/demo");
     let server = Terminated(
@@ -269,14 +269,14 @@ pub fn serve_demo(args: &[&str]) -> (Terminated, u16) {
 }
 
 /// `GET http://127.0.0.1:PORT/PATH` as JSON (`null` when it fails).
-pub fn get_json(port: u16, path: &str) -> serde_json::Value {
+pub(crate) fn get_json(port: u16, path: &str) -> serde_json::Value {
     let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
 /// The cumulative numbers of a map's edges by edge id (rates left out), for
 /// comparing two servers' maps of the same traffic.
-pub fn map_totals(map: &serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
+pub(crate) fn map_totals(map: &serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
     map["edges"]
         .as_array()
         .into_iter()
@@ -292,7 +292,7 @@ pub fn map_totals(map: &serde_json::Value) -> std::collections::BTreeMap<String,
 
 /// Starts `trawl serve --live` on the namespaces starting with
 /// `netns_prefix` and returns once it listens.
-pub fn serve_live(netns_prefix: &str, inventory: &Path, extra: &[&str]) -> (Terminated, u16) {
+pub(crate) fn serve_live(netns_prefix: &str, inventory: &Path, extra: &[&str]) -> (Terminated, u16) {
     let port = free_port();
     let server = Terminated(
         trawl()

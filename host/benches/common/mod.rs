@@ -6,7 +6,7 @@ use std::sync::Arc;
 use trawl_host::plugins::SharedPlugin;
 use trawl_host::plugins::native::native_plugin;
 
-pub fn native_first_party() -> Vec<SharedPlugin> {
+pub(crate) fn native_first_party() -> Vec<SharedPlugin> {
     vec![
         Arc::new(native_plugin::<trawl_plugin_http::Http>()),
         Arc::new(native_plugin::<trawl_plugin_dns::Dns>()),

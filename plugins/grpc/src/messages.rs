@@ -6,7 +6,7 @@ use trawl_sdk::Dir;
 
 /// Message framing of one direction of one stream.
 #[derive(Debug, Default, Clone)]
-pub struct Framing {
+pub(crate) struct Framing {
     /// Bytes of the 5-byte prefix read so far.
     prefix: [u8; 5],
     prefix_len: u8,
@@ -21,7 +21,7 @@ pub struct Framing {
 }
 
 impl Framing {
-    pub fn feed(&mut self, mut data: &[u8]) {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.lost {
             if self.remaining > 0 {
                 let take = (self.remaining).min(data.len() as u64);
@@ -55,7 +55,7 @@ impl Framing {
 
 /// Both directions of a stream.
 #[derive(Debug, Default)]
-pub struct Messages {
+pub(crate) struct Messages {
     pub request: Framing,
     pub response: Framing,
 }
@@ -90,7 +90,7 @@ impl trawl_h2::StreamExtra for Messages {
 
 /// Whether a DATA payload is exactly whole gRPC messages, the strongest
 /// sign of gRPC on a connection whose headers cannot be decoded.
-pub fn whole_messages(payload: &[u8]) -> bool {
+pub(crate) fn whole_messages(payload: &[u8]) -> bool {
     let mut f = Framing::default();
     f.feed(payload);
     !f.lost && f.messages > 0 && f.remaining == 0 && f.prefix_len == 0

@@ -48,7 +48,7 @@ fn counts(f: &mut BTreeMap<String, Value>, side: &str, framing: &Framing) {
     }
 }
 
-pub fn record(s: &Stream<Messages>) -> Record {
+pub(crate) fn record(s: &Stream<Messages>) -> Record {
     let mut r = trawl_h2::record::stream_record(s);
     let path = s.request_header(":path").unwrap_or_default();
     // "/package.Service/Method"

@@ -1,7 +1,7 @@
 //! HPACK tables from RFC 7541: Appendix A (the static table) and
 //! Appendix B (the Huffman code: `(code, bits)` per symbol, 256 = EOS).
 
-pub const STATIC_TABLE: [(&str, &str); 61] = [
+pub(crate) const STATIC_TABLE: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),
@@ -65,7 +65,7 @@ pub const STATIC_TABLE: [(&str, &str); 61] = [
     ("www-authenticate", ""),
 ];
 
-pub const HUFFMAN_CODES: [(u32, u8); 257] = [
+pub(crate) const HUFFMAN_CODES: [(u32, u8); 257] = [
     (0x1ff8, 13),
     (0x7fffd8, 23),
     (0xfffffe2, 28),

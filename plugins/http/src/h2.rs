@@ -5,9 +5,9 @@
 use trawl_h2::Stream;
 use trawl_sdk::{Record, Value};
 
-pub type H2Conn = trawl_h2::Connection<()>;
+pub(crate) type H2Conn = trawl_h2::Connection<()>;
 
-pub fn record(s: &Stream<()>) -> Record {
+pub(crate) fn record(s: &Stream<()>) -> Record {
     let mut r = trawl_h2::record::stream_record(s);
     r.method = s.request_header(":method").unwrap_or_default().to_string();
     r.summary = s.request_header(":path").unwrap_or_default().to_string();

@@ -11,7 +11,7 @@ const MAX_TRAILERS: usize = 64 * 1024;
 
 /// A parsed request or response head.
 #[derive(Debug, Clone, Default)]
-pub struct Head {
+pub(crate) struct Head {
     pub method: String,
     pub target: String,
     pub version: String,
@@ -52,7 +52,7 @@ fn collect(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
 }
 
 /// `Ok(None)`: the head is not complete yet. `Err`: not an HTTP request.
-pub fn parse_request(bytes: &[u8]) -> Result<Option<Head>, ()> {
+pub(crate) fn parse_request(bytes: &[u8]) -> Result<Option<Head>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match config().parse_request(&mut req, bytes) {
@@ -72,7 +72,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Option<Head>, ()> {
 }
 
 /// `Ok(None)`: the head is not complete yet. `Err`: not an HTTP response.
-pub fn parse_response(bytes: &[u8]) -> Result<Option<Head>, ()> {
+pub(crate) fn parse_response(bytes: &[u8]) -> Result<Option<Head>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match config().parse_response(&mut resp, bytes) {
@@ -109,7 +109,7 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
 /// a truncated version, junk): Wireshark still shows such requests, so
 /// trawl keeps what can be read (`METHOD SP target [SP version]`) and the
 /// headers. `Err` when the head is binary or never ends.
-pub fn parse_request_lenient(bytes: &[u8]) -> Result<Option<Head>, ()> {
+pub(crate) fn parse_request_lenient(bytes: &[u8]) -> Result<Option<Head>, ()> {
     let Some(size) = head_end(bytes) else {
         return if bytes.len() > crate::MAX_HEAD { Err(()) } else { Ok(None) };
     };
@@ -149,7 +149,7 @@ pub fn parse_request_lenient(bytes: &[u8]) -> Result<Option<Head>, ()> {
 }
 
 impl Head {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
@@ -167,7 +167,7 @@ impl Head {
     }
 
     /// How the request's body is framed; `None` when it has none.
-    pub fn request_body(&self) -> Option<BodyState> {
+    pub(crate) fn request_body(&self) -> Option<BodyState> {
         if self.chunked() {
             return Some(BodyState::Chunked(Chunk::Size));
         }
@@ -178,7 +178,7 @@ impl Head {
     }
 
     /// How the response's body is framed, given the request method.
-    pub fn response_body(&self, request_method: &str) -> Option<BodyState> {
+    pub(crate) fn response_body(&self, request_method: &str) -> Option<BodyState> {
         let status = self.status.unwrap_or(0);
         if request_method.eq_ignore_ascii_case("HEAD")
             || (100..200).contains(&status)
@@ -201,7 +201,7 @@ impl Head {
 
 /// Where a chunked body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     DataEnd,
@@ -210,7 +210,7 @@ pub enum Chunk {
 
 /// Body framing state of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyState {
+pub(crate) enum BodyState {
     Length(u64),
     Chunked(Chunk),
     UntilClose,
@@ -218,7 +218,7 @@ pub enum BodyState {
 
 /// Result of feeding body bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// All of `consumed` was used and more is needed: `needed` total bytes
     /// from the start of this input.
     NeedMore { consumed: usize, content: u64, needed: usize },
@@ -234,7 +234,7 @@ fn line_end(bytes: &[u8]) -> Option<usize> {
 
 impl BodyState {
     /// Skips `len` lost bytes if they fall inside known body content.
-    pub fn skip(&mut self, len: u64) -> bool {
+    pub(crate) fn skip(&mut self, len: u64) -> bool {
         match self {
             BodyState::Length(rem) | BodyState::Chunked(Chunk::Data(rem)) if *rem >= len => {
                 *rem -= len;
@@ -246,7 +246,7 @@ impl BodyState {
     }
 
     /// Feeds body bytes; `content` counts body payload without framing.
-    pub fn advance(&mut self, bytes: &[u8]) -> Step {
+    pub(crate) fn advance(&mut self, bytes: &[u8]) -> Step {
         let mut at = 0usize;
         let mut content = 0u64;
         loop {

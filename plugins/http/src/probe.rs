@@ -34,7 +34,7 @@ pub(crate) fn is_token(b: u8) -> bool {
 }
 
 /// Whether `bytes` start an HTTP/1.x request (to server) or response.
-pub fn probe(dir: Dir, bytes: &[u8]) -> Probe {
+pub(crate) fn probe(dir: Dir, bytes: &[u8]) -> Probe {
     if bytes.is_empty() {
         return Probe::NeedMore;
     }
@@ -106,7 +106,7 @@ fn probe_request_line(bytes: &[u8]) -> Probe {
 
 /// Where the next message starts after lost bytes: the start of a line that
 /// probes as a request line (to server) or a status line (to client).
-pub fn find_message_start(dir: Dir, bytes: &[u8]) -> Option<usize> {
+pub(crate) fn find_message_start(dir: Dir, bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
     while at < bytes.len() {
         if (at == 0 || bytes[at - 1] == b'\n') && probe(dir, &bytes[at..]) == Probe::Match {

@@ -45,7 +45,7 @@ fn int32_array(r: &mut Reader<'_>, f: bool) -> Option<()> {
 }
 
 /// Produce (0): responses[name partitions[index error_code …]].
-pub fn produce(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn produce(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     per_partition(r, f, false, |r| {
         r.i32()?;
         let error = r.i16()?;
@@ -71,7 +71,7 @@ pub fn produce(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
 
 /// Fetch (1): [throttle] [error_code session_id] responses[topic
 /// partitions[index error_code …]].
-pub fn fetch(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn fetch(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     if v >= 1 {
         r.i32()?;
     }
@@ -106,7 +106,7 @@ pub fn fetch(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
 }
 
 /// ListOffsets (2): [throttle] topics[name partitions[index error_code …]].
-pub fn list_offsets(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn list_offsets(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     if v >= 2 {
         r.i32()?;
     }
@@ -129,7 +129,7 @@ pub fn list_offsets(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
 }
 
 /// Metadata (3): topics[error_code name … partitions[error_code …]].
-pub fn metadata(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn metadata(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     if v >= 3 {
         r.i32()?;
     }
@@ -180,7 +180,7 @@ pub fn metadata(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
 }
 
 /// OffsetCommit (8): [throttle] topics[name partitions[index error_code]].
-pub fn offset_commit(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn offset_commit(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     if v >= 3 {
         r.i32()?;
     }
@@ -208,7 +208,7 @@ fn offset_fetch_topics(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
 
 /// OffsetFetch (9): per-partition errors, then the group's (v2+); from v8
 /// the same per group.
-pub fn offset_fetch(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn offset_fetch(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     if v >= 3 {
         r.i32()?;
     }
@@ -229,7 +229,7 @@ pub fn offset_fetch(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
 }
 
 /// CreateTopics (19): [throttle] topics[name [topic_id] error_code …].
-pub fn create_topics(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn create_topics(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     if v >= 2 {
         r.i32()?;
     }
@@ -260,7 +260,7 @@ pub fn create_topics(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
 }
 
 /// DeleteTopics (20): [throttle] responses[name [topic_id] error_code …].
-pub fn delete_topics(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
+pub(crate) fn delete_topics(r: &mut Reader<'_>, v: i16, f: bool) -> Option<i16> {
     if v >= 1 {
         r.i32()?;
     }
