@@ -138,7 +138,7 @@ fn swapping_a_plugin_mid_replay() {
     let mut child = support::trawl()
         .args(["replay", capture.to_str().unwrap(), "--emit", "records", "--pace", "1", "--watch", "--plugins"])
         .arg(&plugins)
-        .env("TRAWL_LOG", "trawl_host=info,trawl_runtime=info")
+        .env("TRAWL_LOG", "trawl_host=info,trawl_runtime=info,trawl_pipeline=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,22 +1,19 @@
-//! The modes of the `trawl` CLI (replay, serve, live capture, the demo,
-//! the worker and the hub) wired from the stage crates: `trawl-capture`
-//! (where packets come from), `trawl-runtime` (the plugins),
-//! `trawl-service` (the maps and their API). The engine itself (decode,
-//! flows, reassembly, identity, maps) lives in `trawl-core`.
+//! The `trawl` CLI's library: `trawl demo`'s wiring, and every stage crate
+//! under one roof for the binary, the tests and the benches. The engine
+//! (decode, flows, reassembly, identity, maps) is `trawl-core`; the stages
+//! are `trawl-capture` (where packets come from), `trawl-runtime` (the
+//! plugins), `trawl-service` (the maps and their API), `trawl-k8s`,
+//! `trawl-pipeline` (the pipeline and the replay, serve and live modes) and
+//! `trawl-cluster` (worker and hub).
 #![forbid(unsafe_code)]
 
 pub use trawl_capture as capture;
+pub use trawl_cluster as cluster;
 pub use trawl_k8s as k8s;
 pub use trawl_lab as lab;
+pub use trawl_pipeline::{config, live, pipeline, replay, replay_l7, serve};
 pub use trawl_runtime as plugins;
 pub use trawl_runtime::records;
 pub use trawl_service as service;
 
-pub mod cluster;
-pub mod config;
 pub mod demo;
-pub mod live;
-pub mod pipeline;
-pub mod replay;
-pub mod replay_l7;
-pub mod serve;

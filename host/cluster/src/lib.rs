@@ -1,6 +1,7 @@
 //! The worker/hub split: one `trawl worker` per node captures and
 //! dissects, one `trawl hub` merges them and serves the map. The local
 //! default stays one process (`trawl serve`, `trawl demo`).
+#![forbid(unsafe_code)]
 
 pub mod hub;
 pub mod merge;

@@ -10,16 +10,16 @@
 //! buffer. The eBPF counters bypass the engine: they are flow deltas
 //! already.
 
-use crate::capture::{CaptureError, CaptureFile};
-use crate::plugins::registry::{PluginStatus, ReloadEvent, Reloader};
-use crate::plugins::{DispatchStats, Dispatcher, HostRecord, SharedPlugin, Targeting};
 use crate::replay::ReplayOptions;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use trawl_capture::{CaptureError, CaptureFile};
 use trawl_core::decode::{Decoded, decode};
 use trawl_core::l7map::LegendEntry;
 use trawl_core::{Engine, EngineConfig, EngineStats, FlowDelta, LinkType, ServicePorts, Timestamp};
+use trawl_runtime::registry::{PluginStatus, ReloadEvent, Reloader};
+use trawl_runtime::{DispatchStats, Dispatcher, HostRecord, SharedPlugin, Targeting};
 
 /// How a plugin's protocol appears in map legends.
 pub fn legend(p: &SharedPlugin) -> LegendEntry {

@@ -17,11 +17,11 @@
 //!   records are dropped and counted.
 
 use super::proto::{ClosedTotals, FlowTotals, UnsampledTotals, WireRecord};
-use crate::plugins::HostRecord;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use trawl_core::flow::Orientation;
 use trawl_core::{FlowDelta, L4Proto};
+use trawl_runtime::HostRecord;
 
 pub type FlowKey = (bool, (IpAddr, u16), (IpAddr, u16), u64);
 /// A conversation: transport, client IP, server IP and port.

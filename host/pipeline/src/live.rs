@@ -11,21 +11,21 @@
 //! at the receiver's only when the sender is not captured here), so every
 //! request is dissected once.
 
-use crate::capture::live::LiveCounters;
-use crate::capture::live::discover::PodInterface;
-use crate::capture::live::packet::{PacketRing, wait_any};
 use crate::pipeline::{Batch, Cadence, Pipeline, Report, Sink, TickClock};
 use crate::replay::{ReplayOptions, load_identity};
 use crate::replay_l7::plugins_for;
 use crate::serve::{Publisher, serve_state};
-use crate::service::{CaptureFilter, Graph, GraphState, SharedState, lock};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trawl_capture::live::LiveCounters;
+use trawl_capture::live::discover::PodInterface;
+use trawl_capture::live::packet::{PacketRing, wait_any};
 use trawl_core::{LinkType, Timestamp};
+use trawl_service::{CaptureFilter, Graph, GraphState, SharedState, lock};
 
 /// Where live capture delivers: the graph service (`trawl serve --live`)
 /// or a worker's outbox for the hub (`trawl worker --live`).
@@ -116,7 +116,7 @@ const RING_BLOCKS: usize = 8;
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
     /// How this node's workloads are found.
-    pub discovery: crate::capture::live::discover::Discovery,
+    pub discovery: trawl_capture::live::discover::Discovery,
     /// Inventories, plugins and rate window (the capture path is unused).
     pub replay: ReplayOptions,
     pub listen: SocketAddr,
@@ -138,7 +138,7 @@ pub fn watch_kubernetes(
         .block_on(kube::Client::try_default())
         .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API (in-cluster config or kubeconfig): {e}"))?;
     std::thread::Builder::new().name("kube-watch".into()).spawn(move || {
-        runtime.block_on(crate::k8s::watch(client, base, move |identity, kube| {
+        runtime.block_on(trawl_k8s::watch(client, base, move |identity, kube| {
             tracing::debug!(events = kube.events, namespaces = kube.namespaces.len(), "identity updated from the API");
             publish(identity);
         }));

@@ -22,13 +22,13 @@ use super::outbox::{
     ConversationKey, UnsampledKey, conversation_of, empty_conversation, empty_unsampled, unsampled_key,
 };
 use super::proto::{ClosedTotals, FlowTotals, UnsampledTotals, WireRecord};
-use crate::records::{resolve_ends, unresolved_l7};
-use crate::service::GraphState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
 use trawl_core::{L4Proto, Timestamp};
+use trawl_runtime::records::{resolve_ends, unresolved_l7};
+use trawl_service::GraphState;
 
 /// Record keys remembered to drop resends.
 const SEEN_RECORDS: usize = 2_000_000;
@@ -225,11 +225,11 @@ impl Merger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::outbox::Outbox;
-    use crate::plugins::HostRecord;
-    use crate::service::CaptureFilter;
+    use crate::outbox::Outbox;
     use std::sync::Arc;
     use trawl_core::engine::ConnInfo;
+    use trawl_runtime::HostRecord;
+    use trawl_service::CaptureFilter;
 
     fn state() -> GraphState {
         GraphState::new(Arc::new(trawl_core::Identity::new()), CaptureFilter::default(), 10)
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn records_beyond_the_queue_still_count_and_come_back_to_a_new_hub() {
-        let limits = crate::cluster::outbox::OutboxLimits { max_records: 1, ..Default::default() };
+        let limits = crate::outbox::OutboxLimits { max_records: 1, ..Default::default() };
         let mut out = Outbox::new(limits);
         for i in 0..4 {
             out.add_record(record(i));

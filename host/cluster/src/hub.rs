@@ -4,11 +4,11 @@
 
 use super::merge::Merger;
 use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, write_frame};
-use crate::service::workers::WorkerHealth;
-use crate::service::{Graph, GraphState, SharedState, lock};
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use trawl_service::workers::WorkerHealth;
+use trawl_service::{Graph, GraphState, SharedState, lock};
 
 /// A worker's entry in the service's health.
 fn worker_health<'a>(st: &'a mut GraphState, id: &str, node: &str, worker_id: &str) -> &'a mut WorkerHealth {
@@ -49,7 +49,7 @@ fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node
         ToHub::Hello { .. } => {}
     }
     let (dup, open) = (m.duplicate_records, m.open_flows());
-    let now = crate::live::wall_now().0;
+    let now = trawl_pipeline::live::wall_now().0;
     let h = worker_health(st, id, node, "");
     h.last_seen_ns = now;
     h.flows_received += flows as u64;
@@ -164,8 +164,8 @@ pub struct HubOptions {
     /// Where the UI and API are served.
     pub listen: std::net::SocketAddr,
     /// Inventories, rate window and plugins (whose legend the map uses).
-    pub replay: crate::replay::ReplayOptions,
-    pub capture_filter: crate::service::CaptureFilter,
+    pub replay: trawl_pipeline::replay::ReplayOptions,
+    pub capture_filter: trawl_service::CaptureFilter,
     /// Also take identity from the Kubernetes API.
     pub kube: bool,
 }
@@ -173,17 +173,20 @@ pub struct HubOptions {
 /// Runs the hub until Ctrl-C or SIGTERM.
 pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     use anyhow::Context;
-    let identity = crate::replay::load_identity(&opts.replay.inventories)?;
+    let identity = trawl_pipeline::replay::load_identity(&opts.replay.inventories)?;
     let state: SharedState =
         Graph::new(GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs));
     if opts.kube {
-        crate::live::watch_kubernetes_into(state.clone(), crate::replay::load_identity(&opts.replay.inventories)?)?;
+        trawl_pipeline::live::watch_kubernetes_into(
+            state.clone(),
+            trawl_pipeline::replay::load_identity(&opts.replay.inventories)?,
+        )?;
     }
     // The hub dissects nothing; the plugins' metadata colours the legend.
-    let (plugins, _, _) = crate::replay_l7::plugins_for(&opts.replay)?;
+    let (plugins, _, _) = trawl_pipeline::replay_l7::plugins_for(&opts.replay)?;
     {
         let mut st = lock(&state);
-        let pipeline = crate::pipeline::Pipeline::new(&opts.replay, plugins, None, Default::default());
+        let pipeline = trawl_pipeline::pipeline::Pipeline::new(&opts.replay, plugins, None, Default::default());
         st.set_legend(pipeline.legend());
         st.plugins = pipeline.report().plugins();
     }
@@ -191,5 +194,5 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;
     eprintln!("trawl hub: workers connect to {}", listener.local_addr()?);
     let (token, accept_state) = (opts.token.clone(), state.clone());
-    crate::serve::serve_state(state, opts.listen, "hub-accept", move || accept(listener, token, accept_state))
+    trawl_pipeline::serve::serve_state(state, opts.listen, "hub-accept", move || accept(listener, token, accept_state))
 }

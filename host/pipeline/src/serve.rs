@@ -2,23 +2,23 @@
 //! (or as fast as it reads, or in a loop) into the graph service, which
 //! serves the web UI and its API while the replay runs.
 
-use crate::capture::CaptureFile;
 use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink};
-use crate::records::to_l7;
 use crate::replay::{ReplayOptions, load_identity};
 use crate::replay_l7::plugins_for;
-use crate::service::{CaptureFilter, Graph, GraphState, SharedState, api, lock};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use trawl_capture::CaptureFile;
 use trawl_core::l7map::LegendEntry;
+use trawl_runtime::records::to_l7;
+use trawl_service::{CaptureFilter, Graph, GraphState, SharedState, api, lock};
 
 /// The capture the demo serves (real nginx, redis-server and dnsmasq in
 /// network namespaces; see `examples/demo/README.md`) and its inventory.
-pub const DEMO_CAPTURE: &[u8] = include_bytes!("../../examples/demo/demo.pcap");
-pub const DEMO_INVENTORY: &str = include_str!("../../examples/demo/inventory.json");
+pub const DEMO_CAPTURE: &[u8] = include_bytes!("../../../examples/demo/demo.pcap");
+pub const DEMO_INVENTORY: &str = include_str!("../../../examples/demo/inventory.json");
 
 /// How often the replay hands what it found to the service.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -96,7 +96,7 @@ pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
     let cadence = Cadence { wall: Some(PUBLISH_EVERY), ..Cadence::default() };
     let mut pipeline = Pipeline::new(&opts.replay, plugins, reloader, cadence);
     lock(state).set_legend(pipeline.legend());
-    pipeline.set_targeting(crate::service::targeting(state));
+    pipeline.set_targeting(trawl_service::targeting(state));
     let mut sink = Publisher { state: state.clone(), with_l4: true };
     let source = FileSource { speed: opts.speed, repeat: opts.repeat, ..FileSource::new(&opts.replay.capture) };
     let ran = source.run(&mut pipeline, &mut sink, || lock(state).counters.replay_loops += 1)?;

@@ -6,12 +6,12 @@
 //! a reconnect, or by a worker that restarted and counted again) never
 //! counts twice: the hub adds only what a flow's totals grew by.
 
-use crate::plugins::HostRecord;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use trawl_core::engine::ConnInfo;
 use trawl_core::{Endpoint, L4Proto};
+use trawl_runtime::HostRecord;
 use trawl_sdk::abi::{Dir, Record};
 pub use trawl_service::workers::WorkerCounters;
 

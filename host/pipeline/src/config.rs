@@ -11,10 +11,10 @@
 //!
 //! Command-line flags win over the file where both say something.
 
-use crate::service::CaptureFilter;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::path::Path;
+use trawl_service::CaptureFilter;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

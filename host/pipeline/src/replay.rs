@@ -1,15 +1,15 @@
 //! `trawl replay`: a capture file through the engine, out as flows or a map.
 
-use crate::capture::CaptureError;
 use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink};
-use crate::plugins::DispatchStats;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use trawl_capture::CaptureError;
 use trawl_core::flow::FlowTableConfig;
 use trawl_core::{EngineStats, GroupBy, Identity, L4Map};
+use trawl_runtime::DispatchStats;
 
 /// What `trawl replay` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -55,7 +55,7 @@ pub struct ReplayOptions {
     /// Where to write the plugins' final status as JSON.
     pub plugin_status: Option<PathBuf>,
     /// Fault handling and draining of plugins.
-    pub dispatch: crate::plugins::dispatch::DispatchConfig,
+    pub dispatch: trawl_runtime::dispatch::DispatchConfig,
 }
 
 impl ReplayOptions {

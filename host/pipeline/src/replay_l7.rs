@@ -2,16 +2,16 @@
 //! through the pipeline with reassembly on and the plugins attached.
 
 use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink, legend};
-use crate::plugins::SharedPlugin;
-use crate::plugins::registry::{PluginSet, PluginStatus, Reloader};
-use crate::plugins::wasm::{SandboxLimits, WasmRuntime};
-use crate::records::to_l7;
 use crate::replay::{Emit, ReplayOptions, ReplayOutcome, load_identity, write_json_line};
 use anyhow::Context;
 use std::io::Write;
 use std::time::Duration;
 use trawl_core::l7map::{L7Map, LegendEntry};
 use trawl_core::{Identity, L4Map};
+use trawl_runtime::SharedPlugin;
+use trawl_runtime::records::to_l7;
+use trawl_runtime::registry::{PluginSet, PluginStatus, Reloader};
+use trawl_runtime::wasm::{SandboxLimits, WasmRuntime};
 
 /// Frames between record flushes and plugin housekeeping when not paced.
 const FLUSH_EVERY: u32 = 1024;
@@ -21,7 +21,7 @@ pub fn plugins_for(opts: &ReplayOptions) -> anyhow::Result<(Vec<SharedPlugin>, O
     if opts.native_plugins {
         #[cfg(feature = "native-plugins")]
         {
-            let plugins = crate::plugins::native::first_party().into_iter().map(std::sync::Arc::new).collect();
+            let plugins = trawl_runtime::native::first_party().into_iter().map(std::sync::Arc::new).collect();
             return Ok((only_enabled(plugins, opts.enabled_plugins.as_deref())?, None, Vec::new()));
         }
         #[cfg(not(feature = "native-plugins"))]

@@ -10,14 +10,14 @@
 use super::outbox::Outbox;
 use super::proto::{WorkerCounters, WorkerStatus};
 use super::worker::{Link, WorkerHealth, WorkerOptions, serve_health};
-use crate::live::LiveOptions;
-use crate::service::CaptureFilter;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use trawl_core::{FlowDelta, Identity, Timestamp};
+use trawl_pipeline::live::LiveOptions;
+use trawl_service::CaptureFilter;
 
 /// Who is where, as this worker sees the cluster.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -79,7 +79,7 @@ impl WorkerSink {
     fn refresh(&self) {
         let identity = self.identity.read().unwrap_or_else(PoisonError::into_inner).clone();
         let filter = self.filter.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let new = split(&identity, &self.node, &filter, crate::live::wall_now());
+        let new = split(&identity, &self.node, &filter, trawl_pipeline::live::wall_now());
         let mut current = self.split.write().unwrap_or_else(PoisonError::into_inner);
         if *current != new {
             tracing::debug!(
@@ -108,7 +108,7 @@ impl WorkerSink {
     }
 }
 
-impl crate::live::LiveSink for WorkerSink {
+impl trawl_pipeline::live::LiveSink for WorkerSink {
     fn targeting(&self) -> (Arc<Identity>, CaptureFilter) {
         let identity = self.identity.read().unwrap_or_else(PoisonError::into_inner).clone();
         (identity, self.filter.read().unwrap_or_else(PoisonError::into_inner).clone())
@@ -130,7 +130,7 @@ impl crate::live::LiveSink for WorkerSink {
         self.packets.store(stats.packets, Ordering::Relaxed);
     }
 
-    fn batch(&self, batch: crate::pipeline::Batch, report: &crate::pipeline::Report<'_>) {
+    fn batch(&self, batch: trawl_pipeline::pipeline::Batch, report: &trawl_pipeline::pipeline::Report<'_>) {
         let records = batch.records;
         *self.plugins.lock().unwrap_or_else(PoisonError::into_inner) =
             serde_json::to_string(&report.plugins()).unwrap_or_default();
@@ -149,7 +149,7 @@ impl crate::live::LiveSink for WorkerSink {
 }
 
 pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
-    let identity = Arc::new(crate::replay::load_identity(&live.replay.inventories)?);
+    let identity = Arc::new(trawl_pipeline::replay::load_identity(&live.replay.inventories)?);
     let health = Arc::new(WorkerHealth::default());
     if let Some(addr) = opts.health_listen {
         serve_health(addr, health.clone())?;
@@ -169,11 +169,11 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
     sink.refresh();
     if live.kube {
         let sink = sink.clone();
-        let base = crate::replay::load_identity(&live.replay.inventories)?;
-        crate::live::watch_kubernetes(base, move |identity| sink.set_identity(identity))?;
+        let base = trawl_pipeline::replay::load_identity(&live.replay.inventories)?;
+        trawl_pipeline::live::watch_kubernetes(base, move |identity| sink.set_identity(identity))?;
     }
-    let mut counters = crate::capture::live::LiveCounters::start(&live.discovery, live.max_flows)?;
-    if let Some((local, remote)) = crate::live::LiveSink::cluster(&*sink) {
+    let mut counters = trawl_capture::live::LiveCounters::start(&live.discovery, live.max_flows)?;
+    if let Some((local, remote)) = trawl_pipeline::live::LiveSink::cluster(&*sink) {
         counters.set_cluster(local, remote)?;
     }
     health.capturing.store(true, Ordering::Relaxed);
@@ -185,12 +185,12 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         let (sink, pods, stop) = (sink.clone(), pods.clone(), stop.clone());
         std::thread::Builder::new()
             .name("live-l4".into())
-            .spawn(move || crate::live::count(counters, &*sink, &pods, &stop))?;
+            .spawn(move || trawl_pipeline::live::count(counters, &*sink, &pods, &stop))?;
     }
     {
         let (sink, pods, stop, live) = (sink.clone(), pods.clone(), stop.clone(), live.clone());
         std::thread::Builder::new().name("live-l7".into()).spawn(move || {
-            if let Err(e) = crate::live::dissect(&live, &*sink, &pods, &stop) {
+            if let Err(e) = trawl_pipeline::live::dissect(&live, &*sink, &pods, &stop) {
                 eprintln!("trawl worker: L7 capture stopped: {e:#}");
             }
         })?;

@@ -11,10 +11,6 @@
 
 use super::outbox::{Batch, Outbox, OutboxLimits};
 use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, WorkerCounters, WorkerStatus, read_frame, write_frame};
-use crate::pipeline::{self, Cadence, FileSource, Pipeline, Report, Sink};
-use crate::replay::ReplayOptions;
-use crate::replay_l7::plugins_for;
-use crate::service::CaptureFilter;
 use anyhow::{Context, bail};
 use std::hash::{Hash, Hasher};
 use std::io::BufReader;
@@ -22,6 +18,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trawl_pipeline::pipeline::{self, Cadence, FileSource, Pipeline, Report, Sink};
+use trawl_pipeline::replay::ReplayOptions;
+use trawl_pipeline::replay_l7::plugins_for;
+use trawl_service::CaptureFilter;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -114,7 +114,7 @@ impl Link {
     /// A link not yet connected; the boot id tells the hub this run from
     /// an earlier one of the same worker.
     pub fn new(opts: WorkerOptions, epoch: Option<String>, health: Arc<WorkerHealth>) -> Self {
-        let boot_id = format!("{}-{}", std::process::id(), crate::live::wall_now().0);
+        let boot_id = format!("{}-{}", std::process::id(), trawl_pipeline::live::wall_now().0);
         let epoch = epoch.unwrap_or_else(|| boot_id.clone());
         Link {
             opts,
