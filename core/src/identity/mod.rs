@@ -9,10 +9,11 @@
 mod inventory;
 
 use crate::time::Timestamp;
+use imbl::HashMap;
 pub use inventory::parse_rfc3339;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -180,11 +181,18 @@ impl Identity {
     /// re-list) as of `at`: its addresses stop resolving to it from then
     /// on, and still do for traffic seen before.
     pub fn remove(&mut self, kind: WorkloadKind, namespace: &str, name: &str, at: Timestamp) -> usize {
+        let open = |b: &Binding| {
+            let w = &b.workload;
+            w.kind == kind && w.namespace == namespace && w.name == name && b.until.is_none_or(|u| u > at)
+        };
+        // Only the addresses it held are written: the maps share their
+        // structure with earlier clones, and a write copies what it touches.
+        let held: Vec<IpAddr> =
+            self.by_ip.iter().filter(|(_, list)| list.iter().any(open)).map(|(ip, _)| *ip).collect();
         let mut closed = 0;
-        for list in self.by_ip.values_mut() {
-            for b in list.iter_mut() {
-                let w = &b.workload;
-                if w.kind == kind && w.namespace == namespace && w.name == name && b.until.is_none_or(|u| u > at) {
+        for ip in held {
+            for b in self.by_ip.get_mut(&ip).into_iter().flatten() {
+                if open(b) {
                     b.until = Some(at.max(b.from.unwrap_or(at)));
                     closed += 1;
                 }
