@@ -197,71 +197,6 @@ fn a_restarted_hub_gets_the_same_totals_once_the_workers_reconnect() {
     assert!(live.iter().all(|w| w["done"] == true && w["records_dropped"] == 0), "{health}");
 }
 
-/// An edge's numbers keyed by (source, target, transport or protocol): the
-/// shape `trawl replay --emit map` and the hub's `/api/map` share.
-fn edge_numbers(map: &Value) -> BTreeMap<String, Value> {
-    map["edges"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let keep = ["flows", "to_server", "to_client", "requests", "errors", "request_bytes", "response_bytes"];
-            let numbers: serde_json::Map<String, Value> =
-                keep.iter().filter_map(|k| Some((k.to_string(), e.get(*k)?.clone()))).collect();
-            let kind = e["protocol"].as_str().or(e["l4"].as_str()).unwrap_or("");
-            (format!("{} -> {} {kind}", e["source"], e["target"]), Value::Object(numbers))
-        })
-        .collect()
-}
-
-/// The single-process maps of a capture, L4 and L7.
-fn replay_maps(capture: &std::path::Path) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
-    let map = |extra: &[&str]| {
-        let mut args = vec!["replay", capture.to_str().unwrap(), "--emit", "map"];
-        args.extend(extra);
-        let out = support::run_trawl(&args);
-        // A capture cut short still reports what came before (exit 3).
-        assert!(
-            matches!(out.status.code(), Some(0 | 3)),
-            "{}: {}",
-            capture.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        edge_numbers(&serde_json::from_slice(&out.stdout).unwrap())
-    };
-    (map(&[]), map(&["--map", "l7"]))
-}
-
-/// A hub fed by `n` workers, each replaying part i/n of the capture, once
-/// they have all finished; returns the hub and its UI port.
-fn hub_fed_by(capture: &std::path::Path, n: u32) -> (Terminated, u16) {
-    let (workers, ui) = (free_port(), free_port());
-    let hub = Terminated(
-        support::trawl()
-            .args(["hub", "--workers", &format!("127.0.0.1:{workers}"), "--listen", &format!("127.0.0.1:{ui}")])
-            .args(["--token", "s3cret"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    support::wait_for("trawl hub", || std::net::TcpStream::connect(("127.0.0.1", ui)).is_ok());
-    let runs: Vec<_> = (0..n)
-        .map(|i| {
-            support::trawl()
-                .args(["worker", "--hub", &format!("127.0.0.1:{workers}"), "--token", "s3cret"])
-                .args(["--node", &format!("node-{i}"), "--part", &format!("{i}/{n}"), "--speed", "max", "--replay"])
-                .arg(capture)
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut w in runs {
-        assert!(w.wait().unwrap().success(), "{}: a worker failed", capture.display());
-    }
-    (hub, ui)
-}
-
 /// The cluster equals one process: for every capture of the corpus (the
 /// pipelined Redis of redis-benchmark among them, whose equal requests a
 /// hub deduplicating by content lost), a hub fed by 1, 2 and 3 workers
@@ -273,26 +208,7 @@ fn hub_equals_one_process_on_every_corpus_capture_for_one_two_and_three_workers(
     assert!(captures.len() >= 60, "{} captures", captures.len());
     let mut compared = 0;
     for capture in &captures {
-        let (want_l4, want_l7) = replay_maps(capture);
-        for n in 1..=3 {
-            let (_hub, ui) = hub_fed_by(capture, n);
-            let maps = || {
-                let l4 = edge_numbers(&get(ui, "/api/map?map=l4&group_by=pod"));
-                (l4, edge_numbers(&get(ui, "/api/map?map=l7&group_by=pod")))
-            };
-            // Every worker has finished and the hub has read all they sent;
-            // the last frames may still be merging: give it a moment.
-            let start = Instant::now();
-            let (mut l4, mut l7) = maps();
-            while (l4 != want_l4 || l7 != want_l7) && start.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(200));
-                (l4, l7) = maps();
-            }
-            let health = get(ui, "/api/health");
-            assert_eq!(l4, want_l4, "{}: L4 of a hub with {n} workers", capture.display());
-            assert_eq!(l7, want_l7, "{}: L7 of a hub with {n} workers ({health})", capture.display());
-            compared += 1;
-        }
+        compared += support::cluster::assert_hub_equals_one_process(capture, 1..=3);
     }
     assert_eq!(compared, captures.len() * 3);
 }

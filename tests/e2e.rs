@@ -8,4 +8,5 @@ mod support;
 mod e2e_grpc;
 mod e2e_http2;
 mod e2e_kafka;
+mod e2e_pipelined;
 mod e2e_redis;

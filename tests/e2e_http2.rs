@@ -22,34 +22,22 @@ use std::process::{Command, Stdio};
 
 fn nginx_conf(dir: &Path, port: u16) -> String {
     let d = dir.display();
-    format!(
-        r#"worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    log_format trawl '$remote_port $connection $connection_requests $request_method $request_uri $server_protocol $status $body_bytes_sent';
+    let http = format!(
+        "log_format trawl '$remote_port $connection $connection_requests $request_method $request_uri $server_protocol $status $body_bytes_sent';
     access_log {d}/access.log trawl;
-    types {{ text/html html; text/plain txt; application/octet-stream bin; }}
-    client_body_temp_path {d}/tmp-body;
-    proxy_temp_path {d}/tmp-proxy;
-    fastcgi_temp_path {d}/tmp-fastcgi;
-    uwsgi_temp_path {d}/tmp-uwsgi;
-    scgi_temp_path {d}/tmp-scgi;
-    server {{
-        listen 127.0.0.1:{port} http2;
+    types {{ text/html html; text/plain txt; application/octet-stream bin; }}"
+    );
+    let server = format!(
+        "listen 127.0.0.1:{port} http2;
         root {d}/www;
         gzip on;
         gzip_types text/plain;
         gzip_min_length 64;
         location = /redirect {{ return 302 /index.html; }}
         location = /unavailable {{ return 503; }}
-        location = /upload {{ client_max_body_size 1m; return 201 "stored\n"; }}
-    }}
-}}
-"#
-    )
+        location = /upload {{ client_max_body_size 1m; return 201 \"stored\\n\"; }}"
+    );
+    support::nginx_conf(dir, &http, &server)
 }
 
 /// `(client port, method, uri, status, body bytes)`, one per request.

@@ -2,6 +2,8 @@
 //! running the `trawl` binary.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -308,4 +310,29 @@ pub(crate) fn serve_live(netns_prefix: &str, inventory: &Path, extra: &[&str]) -
     );
     wait_for("trawl serve --live", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     (server, port)
+}
+
+/// An nginx configuration that keeps everything (pid, logs, temp files) in
+/// `dir`, runs in the foreground, and adds `http` lines and one `server`.
+pub(crate) fn nginx_conf(dir: &Path, http: &str, server: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    {http}
+    server {{
+        {server}
+    }}
+}}
+"#
+    )
 }
