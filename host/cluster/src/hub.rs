@@ -7,12 +7,13 @@ use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, write_frame};
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use trawl_runtime::registry::PluginStatus;
 use trawl_service::workers::WorkerHealth;
 use trawl_service::{Graph, GraphState, SharedState, lock};
 
 /// A worker's entry in the service's health.
 fn worker_health<'a>(st: &'a mut GraphState, id: &str, node: &str, worker_id: &str) -> &'a mut WorkerHealth {
-    st.workers.entry(id.to_string()).or_insert_with(|| WorkerHealth {
+    st.workers_mut().entry(id.to_string()).or_insert_with(|| WorkerHealth {
         node: node.to_string(),
         worker_id: worker_id.to_string(),
         ..WorkerHealth::default()
@@ -36,15 +37,17 @@ fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node
             m.records(node, epoch, r, st);
         }
         ToHub::Status(status) => {
-            let plugins: Vec<serde_json::Value> = serde_json::from_str(&status.plugins).unwrap_or_default();
+            let plugins: Vec<serde_json::Value> =
+                status.plugins.into_iter().filter_map(|p| serde_json::to_value(PluginStatus::from(p)).ok()).collect();
             // The hub's fault count is the workers': swap this one's old
             // sum for its new one.
-            let before = st.workers.get(id).map_or(0, WorkerHealth::plugin_faults);
+            let before = st.workers().get(id).map_or(0, WorkerHealth::plugin_faults);
             let h = worker_health(st, id, node, "");
             h.counters = status.counters;
             h.plugins = plugins;
             let after = h.plugin_faults();
-            st.counters.plugin_faults = st.counters.plugin_faults.saturating_sub(before) + after;
+            let faults = st.counters().plugin_faults.saturating_sub(before) + after;
+            st.counters_mut().plugin_faults = faults;
         }
         ToHub::Hello { .. } => {}
     }
@@ -92,7 +95,7 @@ fn worker_conn(
     // them when they change (PUT /api/capture-filters).
     let mut filters_sent = String::new();
     let mut send_filters = |st: &GraphState| -> std::io::Result<()> {
-        let now = st.capture_filter.to_json().to_string();
+        let now = st.capture_filter().to_json().to_string();
         if now != filters_sent {
             write_frame(&mut writer, &ToWorker::CaptureFilters { json: now.clone() })?;
             filters_sent = now;
@@ -132,7 +135,7 @@ fn worker_conn(
     {
         let id = id.clone();
         state.update(move |st| {
-            if let Some(h) = st.workers.get_mut(&id) {
+            if let Some(h) = st.workers_mut().get_mut(&id) {
                 h.connected = false;
             }
         });
@@ -188,7 +191,7 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         let mut st = lock(&state);
         let pipeline = trawl_pipeline::pipeline::Pipeline::new(&opts.replay, plugins, None, Default::default());
         st.set_legend(pipeline.legend());
-        st.plugins = pipeline.report().plugins();
+        st.set_plugins(pipeline.report().plugins());
     }
     let listener =
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;

@@ -201,8 +201,8 @@ impl Merger {
                 continue;
             }
             let at = Timestamp(u.last_ts);
-            let src = state.identity.resolve(u.src, at);
-            let dst = state.identity.resolve_endpoint(u.dst.0, u.dst.1, at);
+            let src = state.identity().resolve(u.src, at);
+            let dst = state.identity().resolve_endpoint(u.dst.0, u.dst.1, at);
             state.add_l7_counts(&u.protocol, &counts, at, &src, &dst);
         }
     }
@@ -216,7 +216,7 @@ impl Merger {
                 continue;
             }
             let mut record = unresolved_l7(r.into_host());
-            let (src_w, dst_w) = resolve_ends(&mut record, &state.identity);
+            let (src_w, dst_w) = resolve_ends(&mut record, state.identity());
             state.add_record(record, &src_w, &dst_w);
         }
     }

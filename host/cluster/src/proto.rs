@@ -12,11 +12,13 @@ use std::net::IpAddr;
 use trawl_core::engine::ConnInfo;
 use trawl_core::{Endpoint, L4Proto};
 use trawl_runtime::HostRecord;
+use trawl_runtime::registry::{PluginState, PluginStatus};
 use trawl_sdk::abi::{Dir, Record};
 pub use trawl_service::workers::WorkerCounters;
 
-/// 3: records carry the SDK record and a sequence number.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 3: records carry the SDK record and a sequence number; 4: worker
+/// status is typed (counters, plugin status).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -158,14 +160,91 @@ pub enum ToHub {
     Status(WorkerStatus),
 }
 
-/// A worker's own counters, shown in the hub's health.
+/// A worker's own counters and plugins, shown in the hub's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub counters: WorkerCounters,
-    /// The worker's plugins (`GET /api/plugins` entries) as JSON text:
-    /// postcard carries no self-describing values.
-    pub plugins: String,
+    pub plugins: Vec<WirePluginStatus>,
 }
+
+/// A plugin's status as a worker sends it: [`PluginStatus`] in a shape
+/// postcard carries (no flattened, internally tagged state).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePluginStatus {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub generation: u64,
+    pub source: String,
+    pub state: WirePluginState,
+    pub live_connections: u64,
+    pub records: u64,
+    pub faults: u64,
+    pub detached_connections: u64,
+    pub calls: u64,
+    pub bytes_in: u64,
+    pub last_error: Option<String>,
+    pub ports: String,
+}
+
+/// [`PluginState`] on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WirePluginState {
+    Active,
+    Draining,
+    Retired,
+    Quarantined(String),
+    Rejected(String),
+}
+
+fn wire_state(state: PluginState) -> WirePluginState {
+    match state {
+        PluginState::Active => WirePluginState::Active,
+        PluginState::Draining => WirePluginState::Draining,
+        PluginState::Retired => WirePluginState::Retired,
+        PluginState::Quarantined { reason } => WirePluginState::Quarantined(reason),
+        PluginState::Rejected { reason } => WirePluginState::Rejected(reason),
+    }
+}
+
+fn host_state(state: WirePluginState) -> PluginState {
+    match state {
+        WirePluginState::Active => PluginState::Active,
+        WirePluginState::Draining => PluginState::Draining,
+        WirePluginState::Retired => PluginState::Retired,
+        WirePluginState::Quarantined(reason) => PluginState::Quarantined { reason },
+        WirePluginState::Rejected(reason) => PluginState::Rejected { reason },
+    }
+}
+
+/// Both directions copy the same fields; only the state changes shape.
+macro_rules! plugin_status_from {
+    ($from:ty => $to:ident, $state:expr) => {
+        impl From<$from> for $to {
+            fn from(p: $from) -> Self {
+                $to {
+                    state: $state(p.state),
+                    name: p.name,
+                    version: p.version,
+                    hash: p.hash,
+                    generation: p.generation,
+                    source: p.source,
+                    live_connections: p.live_connections,
+                    records: p.records,
+                    faults: p.faults,
+                    detached_connections: p.detached_connections,
+                    calls: p.calls,
+                    bytes_in: p.bytes_in,
+                    last_error: p.last_error,
+                    ports: p.ports,
+                }
+            }
+        }
+    };
+}
+
+plugin_status_from!(PluginStatus => WirePluginStatus, wire_state);
+plugin_status_from!(WirePluginStatus => PluginStatus, host_state);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToWorker {
@@ -227,5 +306,34 @@ mod tests {
         huge.extend([0; 8]);
         assert!(read_frame::<ToHub>(&mut huge.as_slice()).is_err());
         assert!(read_frame::<ToHub>(&mut [0u8, 0, 0, 2, 0xff, 0xff].as_slice()).is_err(), "garbage is an error");
+    }
+
+    #[test]
+    fn plugin_status_crosses_the_wire_unchanged() {
+        let status = PluginStatus {
+            name: "memo".into(),
+            version: "1.0.0".into(),
+            hash: "ab".into(),
+            generation: 3,
+            source: "dir".into(),
+            state: PluginState::Quarantined { reason: "trapped 3 times".into() },
+            live_connections: 1,
+            records: 2,
+            faults: 3,
+            detached_connections: 4,
+            calls: 5,
+            bytes_in: 6,
+            last_error: Some("trapped".into()),
+            ports: "tcp/11211".into(),
+        };
+        let msg = ToHub::Status(WorkerStatus {
+            counters: WorkerCounters { packets: 9, ..Default::default() },
+            plugins: vec![status.clone().into()],
+        });
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg).unwrap();
+        let ToHub::Status(back) = read_frame::<ToHub>(&mut buf.as_slice()).unwrap() else { panic!("not a status") };
+        assert_eq!(back.counters.packets, 9);
+        assert_eq!(back.plugins.into_iter().map(PluginStatus::from).collect::<Vec<_>>(), vec![status]);
     }
 }

@@ -313,7 +313,7 @@ impl Sink for ToHubSink {
 fn replay_status(report: &Report<'_>, done: bool) -> WorkerStatus {
     WorkerStatus {
         counters: WorkerCounters { packets: report.stats().frames, done, ..Default::default() },
-        plugins: serde_json::to_string(&report.plugins()).unwrap_or_default(),
+        plugins: report.plugins().into_iter().map(Into::into).collect(),
     }
 }
 

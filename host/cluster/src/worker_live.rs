@@ -8,7 +8,7 @@
 //! count them at their senders' interfaces.
 
 use super::outbox::Outbox;
-use super::proto::{WorkerCounters, WorkerStatus};
+use super::proto::{WirePluginStatus, WorkerCounters, WorkerStatus};
 use super::worker::{Link, WorkerHealth, WorkerOptions, serve_health};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -66,8 +66,8 @@ struct WorkerSink {
     packets: AtomicU64,
     ring_drops: AtomicU64,
     health: Arc<WorkerHealth>,
-    /// The plugins' status as JSON, as of the last records taken.
-    plugins: Mutex<String>,
+    /// The plugins' status, as of the last records taken.
+    plugins: Mutex<Vec<WirePluginStatus>>,
 }
 
 impl WorkerSink {
@@ -133,7 +133,7 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
     fn batch(&self, batch: trawl_pipeline::pipeline::Batch, report: &trawl_pipeline::pipeline::Report<'_>) {
         let records = batch.records;
         *self.plugins.lock().unwrap_or_else(PoisonError::into_inner) =
-            serde_json::to_string(&report.plugins()).unwrap_or_default();
+            report.plugins().into_iter().map(Into::into).collect();
         let split = self.split.read().unwrap_or_else(PoisonError::into_inner);
         let remote = |ip: &IpAddr| split.as_ref().is_some_and(|s| s.remote_targeted.contains(ip));
         let mut out = self.outbox();
@@ -164,7 +164,7 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         packets: AtomicU64::new(0),
         ring_drops: AtomicU64::new(0),
         health: health.clone(),
-        plugins: Mutex::new(String::new()),
+        plugins: Mutex::new(Vec::new()),
     });
     sink.refresh();
     if live.kube {

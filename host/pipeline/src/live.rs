@@ -25,7 +25,7 @@ use trawl_capture::live::LiveCounters;
 use trawl_capture::live::discover::PodInterface;
 use trawl_capture::live::packet::{PacketRing, wait_any};
 use trawl_core::{LinkType, Timestamp};
-use trawl_service::{CaptureFilter, Graph, GraphState, SharedState, lock};
+use trawl_service::{CaptureFilter, Graph, GraphState, LiveInterfaces, SharedState, lock};
 
 /// Where live capture delivers: the graph service (`trawl serve --live`)
 /// or a worker's outbox for the hub (`trawl worker --live`).
@@ -55,7 +55,7 @@ pub struct ServiceSink(pub SharedState);
 impl LiveSink for ServiceSink {
     fn targeting(&self) -> (Arc<trawl_core::Identity>, CaptureFilter) {
         let st = lock(&self.0);
-        (st.identity.clone(), st.capture_filter.clone())
+        (st.identity().clone(), st.capture_filter().clone())
     }
 
     fn legend(&self, entries: Vec<trawl_core::l7map::LegendEntry>) {
@@ -68,9 +68,9 @@ impl LiveSink for ServiceSink {
             for d in &deltas {
                 st.add_delta(d);
             }
-            st.counters.packets = stats.packets;
-            st.counters.packets_dropped = stats.skipped + stats.map_full;
-            st.now = st.now.max(now);
+            st.counters_mut().packets = stats.packets;
+            st.counters_mut().packets_dropped = stats.skipped + stats.map_full;
+            st.advance_to(now);
         });
     }
 
@@ -85,9 +85,8 @@ impl LiveSink for ServiceSink {
     fn interfaces(&self, counted: Vec<String>, mut payload: Vec<String>, ring_drops: u64) {
         payload.sort();
         let mut st = lock(&self.0);
-        st.live.payload = payload;
-        st.live.counted = counted;
-        st.counters.ring_drops = ring_drops;
+        st.set_live(LiveInterfaces { counted, payload });
+        st.counters_mut().ring_drops = ring_drops;
     }
 }
 
@@ -148,7 +147,7 @@ pub fn watch_kubernetes(
 
 /// [`watch_kubernetes`] into a graph service's identity.
 pub fn watch_kubernetes_into(state: SharedState, base: trawl_core::Identity) -> anyhow::Result<()> {
-    watch_kubernetes(base, move |identity| state.update(move |st| st.identity = identity))
+    watch_kubernetes(base, move |identity| state.update(move |st| st.set_identity(identity)))
 }
 
 /// Now, by the wall clock: where live rate windows end.

@@ -99,7 +99,7 @@ pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
     pipeline.set_targeting(trawl_service::targeting(state));
     let mut sink = Publisher { state: state.clone(), with_l4: true };
     let source = FileSource { speed: opts.speed, repeat: opts.repeat, ..FileSource::new(&opts.replay.capture) };
-    let ran = source.run(&mut pipeline, &mut sink, || lock(state).counters.replay_loops += 1)?;
+    let ran = source.run(&mut pipeline, &mut sink, || lock(state).counters_mut().replay_loops += 1)?;
     if let Some(e) = ran.partial {
         tracing::warn!(error = %e, "capture ends early; the records before the cut are kept");
     }
@@ -128,25 +128,25 @@ impl Sink for Publisher {
         let with_l4 = self.with_l4;
         self.state.update(move |st| {
             for h in batch.records {
-                let (record, src, dst) = to_l7(h, &st.identity);
+                let (record, src, dst) = to_l7(h, st.identity());
                 st.add_record(record, &src, &dst);
             }
             if with_l4 {
                 for d in &batch.deltas {
                     st.add_delta(d);
                 }
-                st.counters.packets = stats.frames;
-                st.counters.bytes = stats.frame_bytes;
-                st.counters.packets_dropped = stats.skipped_malformed
+                st.counters_mut().packets = stats.frames;
+                st.counters_mut().bytes = stats.frame_bytes;
+                st.counters_mut().packets_dropped = stats.skipped_malformed
                     + stats.skipped_non_ip
                     + stats.skipped_other_ip_protocol
                     + stats.skipped_unsupported_link
                     + stats.skipped_unattributed_fragments;
             }
-            st.counters.plugin_faults = status.iter().map(|p| p.faults).sum();
-            st.counters.streams_not_targeted = dispatch.not_targeted;
-            st.plugins = status;
-            st.now = st.now.max(now);
+            st.counters_mut().plugin_faults = status.iter().map(|p| p.faults).sum();
+            st.counters_mut().streams_not_targeted = dispatch.not_targeted;
+            st.set_plugins(status);
+            st.advance_to(now);
         });
     }
 }

@@ -154,24 +154,24 @@ pub struct Counters {
 /// Everything subscribers read, behind one lock.
 #[derive(Debug)]
 pub struct GraphState {
-    pub identity: Arc<Identity>,
-    pub capture_filter: CaptureFilter,
-    pub window_secs: u32,
+    identity: Arc<Identity>,
+    capture_filter: CaptureFilter,
+    window_secs: u32,
     l4: Vec<L4Map>,
     l7: Vec<L7Map>,
     /// Recent records, oldest first; `first_seq` numbers the front one.
     records: VecDeque<Arc<L7Record>>,
     first_seq: u64,
     record_log: usize,
-    pub legend: Vec<LegendEntry>,
-    pub plugins: Vec<PluginStatus>,
-    pub counters: Counters,
+    legend: Vec<LegendEntry>,
+    plugins: Vec<PluginStatus>,
+    counters: Counters,
     /// Capture time of the newest input: where rate windows end.
-    pub now: Timestamp,
+    now: Timestamp,
     /// Live capture: the interfaces counted (eBPF) and captured (payloads).
-    pub live: LiveInterfaces,
+    live: LiveInterfaces,
     /// A hub's workers by `node/worker id`: connected, counters, lag.
-    pub workers: std::collections::BTreeMap<String, workers::WorkerHealth>,
+    workers: std::collections::BTreeMap<String, workers::WorkerHealth>,
 }
 
 /// What live capture is attached to, for `/api/health`.
@@ -182,6 +182,75 @@ pub struct LiveInterfaces {
 }
 
 impl GraphState {
+    /// Who an address was, as of a time.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// A newer identity (an inventory reloaded, the Kubernetes API).
+    pub fn set_identity(&mut self, identity: Arc<Identity>) {
+        self.identity = identity;
+    }
+
+    pub fn capture_filter(&self) -> &CaptureFilter {
+        &self.capture_filter
+    }
+
+    pub fn set_capture_filter(&mut self, filter: CaptureFilter) {
+        self.capture_filter = filter;
+    }
+
+    /// The rate window, in seconds.
+    pub fn window_secs(&self) -> u32 {
+        self.window_secs
+    }
+
+    pub fn legend(&self) -> &[LegendEntry] {
+        &self.legend
+    }
+
+    pub fn plugins(&self) -> &[PluginStatus] {
+        &self.plugins
+    }
+
+    pub fn set_plugins(&mut self, plugins: Vec<PluginStatus>) {
+        self.plugins = plugins;
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// Capture time of the newest input: where rate windows end.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Input up to `ts` has arrived (time never goes back).
+    pub fn advance_to(&mut self, ts: Timestamp) {
+        self.now = self.now.max(ts);
+    }
+
+    pub fn live(&self) -> &LiveInterfaces {
+        &self.live
+    }
+
+    pub fn set_live(&mut self, live: LiveInterfaces) {
+        self.live = live;
+    }
+
+    pub fn workers(&self) -> &std::collections::BTreeMap<String, workers::WorkerHealth> {
+        &self.workers
+    }
+
+    pub fn workers_mut(&mut self) -> &mut std::collections::BTreeMap<String, workers::WorkerHealth> {
+        &mut self.workers
+    }
+
     pub fn new(identity: Arc<Identity>, capture_filter: CaptureFilter, window_secs: u32) -> Self {
         GraphState {
             identity,
