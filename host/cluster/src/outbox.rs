@@ -136,17 +136,13 @@ impl Outbox {
     pub fn add_record(&mut self, h: HostRecord) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.add_wire(WireRecord::new(h, seq));
-    }
-
-    fn add_wire(&mut self, r: WireRecord) {
         if self.records.len() < self.limits.max_records {
-            self.records.push_back(r);
+            self.records.push_back(WireRecord::new(h, seq));
             return;
         }
-        let (src, dst) = r.src_dst();
-        let key = (r.tcp, src.0, dst, r.protocol().to_string());
-        let r = r.record;
+        let (src, dst) = h.src_dst();
+        let key = (h.conn.l4 == L4Proto::Tcp, src.ip, (dst.ip, dst.port), h.protocol().to_string());
+        let r = h.record;
         if !self.unsampled.contains_key(&key) && self.unsampled.len() >= self.limits.max_conversations {
             self.records_dropped += 1;
             return;

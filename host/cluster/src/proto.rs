@@ -13,7 +13,7 @@ use trawl_core::engine::ConnInfo;
 use trawl_core::{Endpoint, L4Proto};
 use trawl_runtime::HostRecord;
 use trawl_runtime::registry::{PluginState, PluginStatus};
-use trawl_sdk::abi::{Dir, Record};
+use trawl_sdk::abi::Record;
 pub use trawl_service::workers::WorkerCounters;
 
 /// 3: records carry the SDK record and a sequence number; 4: worker
@@ -104,19 +104,6 @@ impl WireRecord {
             plugin_version: h.plugin_version,
             generation: h.generation,
             record: h.record,
-        }
-    }
-
-    /// The record's protocol: its own, or else its plugin's name.
-    pub fn protocol(&self) -> &str {
-        if self.record.protocol.is_empty() { &self.plugin } else { &self.record.protocol }
-    }
-
-    /// Who sent the request, and to whom.
-    pub fn src_dst(&self) -> ((IpAddr, u16), (IpAddr, u16)) {
-        match self.record.request_dir {
-            Dir::ToServer => (self.client, self.server),
-            Dir::ToClient => (self.server, self.client),
         }
     }
 

@@ -122,10 +122,10 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
         split.as_ref().map(|s| (s.local.clone(), s.remote.clone()))
     }
 
-    fn flows(&self, deltas: &[FlowDelta], stats: trawl_ebpf::EbpfStats, _now: Timestamp) {
+    fn flows(&self, deltas: Vec<FlowDelta>, stats: trawl_ebpf::EbpfStats, _now: Timestamp) {
         let mut out = self.outbox();
         for d in deltas {
-            out.add_delta(d);
+            out.add_delta(&d);
         }
         self.packets.store(stats.packets, Ordering::Relaxed);
     }

@@ -36,7 +36,7 @@ pub trait LiveSink: Send + Sync {
     fn legend(&self, _entries: Vec<trawl_core::l7map::LegendEntry>) {}
     /// A plugin loaded later.
     fn upsert_legend(&self, _entry: trawl_core::l7map::LegendEntry) {}
-    fn flows(&self, deltas: &[trawl_core::FlowDelta], stats: trawl_ebpf::EbpfStats, now: Timestamp);
+    fn flows(&self, deltas: Vec<trawl_core::FlowDelta>, stats: trawl_ebpf::EbpfStats, now: Timestamp);
     /// The pipeline's records; its flow deltas are dropped (L4 comes from
     /// the eBPF counters, which see every workload).
     fn batch(&self, batch: Batch, report: &Report<'_>);
@@ -62,8 +62,7 @@ impl LiveSink for ServiceSink {
         lock(&self.0).set_legend(entries);
     }
 
-    fn flows(&self, deltas: &[trawl_core::FlowDelta], stats: trawl_ebpf::EbpfStats, now: Timestamp) {
-        let deltas = deltas.to_vec();
+    fn flows(&self, deltas: Vec<trawl_core::FlowDelta>, stats: trawl_ebpf::EbpfStats, now: Timestamp) {
         self.0.update(move |st| {
             for d in &deltas {
                 st.add_delta(d);
@@ -92,6 +91,11 @@ impl LiveSink for ServiceSink {
 
 /// How often the counters are read and the pods listed again.
 const POLL: Duration = Duration::from_secs(1);
+const RESCAN_EVERY: u32 = 3;
+/// Ring size per targeted interface: 8 blocks of 1 MiB.
+const RING_BLOCK: usize = 1 << 20;
+const RING_BLOCKS: usize = 8;
+
 /// How often live records reach the sink.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 
@@ -107,10 +111,6 @@ impl Sink for LiveOut<'_> {
         self.0.batch(batch, report);
     }
 }
-const RESCAN_EVERY: u32 = 3;
-/// Ring size per targeted interface: 8 blocks of 1 MiB.
-const RING_BLOCK: usize = 1 << 20;
-const RING_BLOCKS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
@@ -209,7 +209,7 @@ pub fn count(mut counters: LiveCounters, sink: &dyn LiveSink, pods: &Mutex<Vec<P
         }
         let now = wall_now();
         match counters.poll(now) {
-            Ok(deltas) => sink.flows(&deltas, counters.stats(), now),
+            Ok(deltas) => sink.flows(deltas, counters.stats(), now),
             Err(e) => tracing::warn!(error = %e, "cannot read the flow counters"),
         }
     }

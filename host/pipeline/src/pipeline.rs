@@ -101,6 +101,9 @@ pub enum TickClock {
 
 /// How often a sink's `idle` runs.
 const IDLE_EVERY: Duration = Duration::from_millis(100);
+/// Frames between two looks at the wall clock on a source that does not
+/// wait (a replay at full speed), so no clock is read per packet.
+const CLOCK_EVERY: u32 = 64;
 
 /// The engine, its plugins and the reloader, driven by a source.
 #[derive(Debug)]
@@ -178,7 +181,9 @@ impl Pipeline {
         self.since_collect += 1;
         let by_frames = self.cadence.frames.is_some_and(|n| self.since_collect >= n);
         let by_capture = self.cadence.capture.is_some() && ts.0 >= self.next_capture;
-        if by_frames || by_capture || self.wall_due() {
+        // The wall clock is read every CLOCK_EVERY frames, not per packet.
+        let by_wall = self.since_collect.is_multiple_of(CLOCK_EVERY) && self.wall_due();
+        if by_frames || by_capture || by_wall {
             if let Some(every) = self.cadence.capture {
                 self.next_capture = ts.0.saturating_add(every.as_nanos() as u64);
             }
@@ -296,6 +301,7 @@ impl FileSource {
             let pass_started = Instant::now();
             let (mut first, mut last): (Option<u64>, u64) = (None, 0);
             let mut failure: Option<anyhow::Error> = None;
+            let mut frames = 0u32;
             let read = capture.for_each_frame(|frame| {
                 if failure.is_some() || !in_part(frame.link, frame.data, self.part) {
                     return;
@@ -311,7 +317,8 @@ impl FileSource {
                     });
                 }
                 pipeline.frame(frame.link, Timestamp(frame.ts.0 + offset), frame.data, frame.wire_len, sink);
-                if failure.is_none() {
+                frames = frames.wrapping_add(1);
+                if frames.is_multiple_of(CLOCK_EVERY) && failure.is_none() {
                     failure = pipeline.idle(sink).err();
                 }
             });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use trawl_core::identity::{Identity, ResolutionStatus};
 use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
 use trawl_core::{Endpoint, Timestamp, Workload};
-use trawl_sdk::abi::{Dir, Value};
+use trawl_sdk::abi::Value;
 
 /// A plugin's field value as JSON, taken by value: strings move, nothing is copied.
 fn json(v: Value) -> serde_json::Value {
@@ -46,17 +46,15 @@ pub fn unresolved_end(e: Endpoint) -> RecordEndpoint {
 /// them). The one conversion from plugin record to L7 record: it takes the
 /// record by value.
 pub fn unresolved_l7(h: HostRecord) -> L7Record {
+    let (src, dst) = h.src_dst();
+    let protocol = h.protocol().to_string();
     let r = h.record;
-    let (src, dst) = match r.request_dir {
-        Dir::ToServer => (h.conn.client, h.conn.server),
-        Dir::ToClient => (h.conn.server, h.conn.client),
-    };
     let elapsed_us = match (r.request_ts, r.response_ts) {
         (Some(a), Some(b)) if b >= a => Some((b - a) / 1000),
         _ => None,
     };
     L7Record {
-        protocol: if r.protocol.is_empty() { h.plugin.clone() } else { r.protocol },
+        protocol,
         transport: h.conn.l4,
         method: r.method,
         summary: r.summary,

@@ -118,11 +118,18 @@ impl CaptureFilter {
 /// The service's capture filters and identity as the dispatcher asks them,
 /// once per new connection: untargeted streams are never reassembled nor
 /// dissected.
+///
+/// Asked on the capture thread, it never waits for the service's readers:
+/// when the state is held, the filters and identity last seen answer.
 pub fn targeting(state: &SharedState) -> Targeting {
+    let snapshot = |st: &GraphState| (st.identity.clone(), st.capture_filter.clone());
+    let mut seen = snapshot(&lock(state));
     let state = state.clone();
     Box::new(move |conn, ts| {
-        let st = lock(&state);
-        st.capture_filter.admits_conn(&st.identity, conn, ts)
+        if let Some(st) = state.try_lock() {
+            seen = snapshot(&st);
+        }
+        seen.1.admits_conn(&seen.0, conn, ts)
     })
 }
 
@@ -400,20 +407,22 @@ impl Graph {
     /// Applies `change` now if nobody holds the state, else queues it:
     /// never waits for a reader.
     pub fn update(&self, change: impl FnOnce(&mut GraphState) + Send + 'static) {
-        match self.state.try_lock() {
-            Ok(mut st) => {
-                self.apply_pending(&mut st);
-                change(&mut st);
-            }
-            Err(TryLockError::Poisoned(p)) => {
-                let mut st = p.into_inner();
-                self.apply_pending(&mut st);
-                change(&mut st);
-            }
-            Err(TryLockError::WouldBlock) => {
-                self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(Box::new(change));
-            }
+        match self.try_lock() {
+            Some(mut st) => change(&mut st),
+            None => self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(Box::new(change)),
         }
+    }
+
+    /// The state, every queued change applied, if nobody holds it now:
+    /// for callers that must not wait.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, GraphState>> {
+        let mut st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        self.apply_pending(&mut st);
+        Some(st)
     }
 
     /// Changes waiting for the state.

@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use trawl_core::engine::{ConnInfo, StreamSink};
 use trawl_core::reassembly::StreamEvent;
-use trawl_core::{Direction, L4Proto, Timestamp};
+use trawl_core::{Direction, Endpoint, L4Proto, Timestamp};
 use trawl_sdk::abi::{self, ConnMeta, DataResult, Dir, Event, L4, Record, Status};
 
 /// Dispatcher settings.
@@ -57,6 +57,22 @@ pub struct HostRecord {
     pub plugin_version: String,
     pub generation: u64,
     pub record: Record,
+}
+
+impl HostRecord {
+    /// Who sent the request, and to whom: the plugin says which way the
+    /// request went (a DNS flow seen only from its answer, say).
+    pub fn src_dst(&self) -> (Endpoint, Endpoint) {
+        match self.record.request_dir {
+            Dir::ToServer => (self.conn.client, self.conn.server),
+            Dir::ToClient => (self.conn.server, self.conn.client),
+        }
+    }
+
+    /// The record's protocol: its own, or else its plugin's name.
+    pub fn protocol(&self) -> &str {
+        if self.record.protocol.is_empty() { &self.plugin } else { &self.record.protocol }
+    }
 }
 
 /// Connection-level counters. Drops are data.
