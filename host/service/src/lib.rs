@@ -377,6 +377,9 @@ impl GraphState {
     }
 }
 
+/// Changes queued while the state is held, at most.
+pub const MAX_PENDING: usize = 4096;
+
 /// A change to the state, queued while someone else holds it.
 type Update = Box<dyn FnOnce(&mut GraphState) + Send>;
 
@@ -406,11 +409,22 @@ impl Graph {
 
     /// Applies `change` now if nobody holds the state, else queues it:
     /// never waits for a reader.
+    ///
+    /// The queue is bounded: past [`MAX_PENDING`] changes (a reader that
+    /// holds the state far longer than a tick), ingest waits for the state
+    /// rather than grow memory without end.
     pub fn update(&self, change: impl FnOnce(&mut GraphState) + Send + 'static) {
-        match self.try_lock() {
-            Some(mut st) => change(&mut st),
-            None => self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(Box::new(change)),
+        if let Some(mut st) = self.try_lock() {
+            return change(&mut st);
         }
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() < MAX_PENDING {
+            return pending.push(Box::new(change));
+        }
+        drop(pending);
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.apply_pending(&mut st);
+        change(&mut st);
     }
 
     /// The state, every queued change applied, if nobody holds it now:
@@ -481,5 +495,31 @@ mod tests {
         assert_eq!(graph.pending_len(), 0);
         graph.update(|st| st.counters.records += 1);
         assert_eq!((graph.pending_len(), lock(&graph).counters.records), (0, 4), "a free state is updated at once");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_past_it_ingest_waits() {
+        let graph = Graph::new(GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10));
+        let reader = lock(&graph);
+        let (step, steps) = std::sync::mpsc::channel();
+        let writer = {
+            let graph = graph.clone();
+            std::thread::spawn(move || {
+                for _ in 0..MAX_PENDING {
+                    graph.update(|st| st.counters.records += 1);
+                }
+                step.send("queued").unwrap();
+                graph.update(|st| st.counters.records += 1);
+                step.send("applied").unwrap();
+            })
+        };
+        assert_eq!(steps.recv_timeout(Duration::from_secs(10)), Ok("queued"));
+        assert_eq!(graph.pending_len(), MAX_PENDING);
+        // The next change waits for the state instead of queueing.
+        assert!(steps.recv_timeout(Duration::from_millis(200)).is_err(), "the queue grew past its bound");
+        drop(reader);
+        assert_eq!(steps.recv_timeout(Duration::from_secs(10)), Ok("applied"));
+        writer.join().unwrap();
+        assert_eq!(lock(&graph).counters.records, MAX_PENDING as u64 + 1);
     }
 }
