@@ -279,3 +279,63 @@ fn host_network_pods_are_named_by_a_port_only_they_declare() {
     }
     assert!(named > 0, "no hostNetwork pod declares a port of its own");
 }
+
+/// The watchers map typed API objects straight into identity's facts; an
+/// inventory file maps JSON into the same facts. For every pod, service,
+/// node and EndpointSlice in the dumps, both roads give the same facts.
+#[test]
+fn typed_api_objects_give_the_facts_their_json_gives() {
+    use k8s_openapi::api::core::v1::{Node, Pod, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use trawl_core::identity::object_from_json;
+    use trawl_host::k8s::objects;
+
+    let Some(k8s) = k8s_dir() else { return };
+    let mut compared = std::collections::BTreeMap::<String, usize>::new();
+    let mut untyped = 0;
+    for entry in walk(&k8s) {
+        let Ok(docs) = trawl_host::replay::inventory_documents(&entry) else { continue };
+        for doc in docs {
+            let list_kind = doc["kind"].as_str().and_then(|k| k.strip_suffix("List")).map(str::to_string);
+            for item in objects(&doc) {
+                let Some(kind) = item["kind"].as_str().map(str::to_string).or(list_kind.clone()) else { continue };
+                let Some(from_json) = object_from_json(&item, &kind) else { continue };
+                let typed = match kind.as_str() {
+                    "Pod" => serde_json::from_value::<Pod>(item.clone()).map(|p| objects::pod(&p)),
+                    "Service" => serde_json::from_value::<Service>(item.clone()).map(|s| objects::service(&s)),
+                    "Node" => serde_json::from_value::<Node>(item.clone()).map(|n| objects::node(&n)),
+                    "EndpointSlice" => {
+                        serde_json::from_value::<EndpointSlice>(item.clone()).map(|e| objects::endpoint_slice(&e))
+                    }
+                    _ => continue,
+                };
+                // Old dumps can miss fields the typed API requires; those
+                // objects never come from a watcher.
+                let Ok(typed) = typed else {
+                    untyped += 1;
+                    continue;
+                };
+                assert_eq!(typed, from_json, "{kind} in {}", entry.display());
+                *compared.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    eprintln!("compared {compared:?}; {untyped} objects the typed API rejects");
+    for kind in ["Pod", "Service", "Node", "EndpointSlice"] {
+        assert!(compared.get(kind).copied().unwrap_or(0) > 0, "no {kind} compared");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "json" || e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}

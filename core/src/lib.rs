@@ -20,7 +20,7 @@ pub mod time;
 pub use decode::{L4Proto, LinkType};
 pub use engine::{Engine, EngineConfig, EngineStats};
 pub use flow::{DirCounters, Direction, Endpoint, FlowDelta, FlowRecord, Orientation};
-pub use identity::{Identity, Workload, WorkloadKind};
+pub use identity::{Identity, KubeObject, Workload, WorkloadKind};
 pub use map::{GroupBy, L4Map, MapView};
 pub use ports::ServicePorts;
 pub use time::Timestamp;

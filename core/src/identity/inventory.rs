@@ -1,7 +1,9 @@
 //! Inventory parsing: Kubernetes objects (pods, services, nodes,
 //! EndpointSlices, Endpoints) as JSON, in the shapes `kubectl get -o json`
-//! and the API give, turned into the identity's time-bound bindings.
+//! and the API give, turned into the neutral [`KubeObject`] facts, and
+//! those into the identity's time-bound bindings.
 
+use super::objects::*;
 use super::*;
 
 impl Identity {
@@ -35,38 +37,40 @@ impl Identity {
         let mut loaded = 0;
         let mut later = Vec::new();
         for item in items {
-            let kind = kind_of(item);
-            let added = match kind.as_str() {
-                "Pod" => self.add_pod(item),
-                "Service" => self.add_service(item),
-                "Node" => self.add_node(item),
-                "EndpointSlice" | "Endpoints" => {
-                    later.push((kind, item));
-                    false
-                }
-                _ => false,
-            };
-            loaded += usize::from(added);
+            match object_from_json(item, &kind_of(item)) {
+                Some(object) if object.loads_late() => later.push(object),
+                Some(object) => loaded += usize::from(self.load_object(&object)),
+                None => {}
+            }
         }
-        for (kind, item) in later {
-            if kind == "EndpointSlice" { self.add_endpoint_slice(item) } else { self.add_endpoints(item) }
+        for object in &later {
+            self.load_object(object);
         }
         self.workloads += loaded;
         Ok(loaded)
     }
 
+    /// Adds one object's bindings; `true` if it is a workload (pod,
+    /// service or node) rather than endpoints of one.
+    pub fn load_object(&mut self, object: &KubeObject) -> bool {
+        match object {
+            KubeObject::Pod(p) => self.add_pod(p),
+            KubeObject::Service(s) => self.add_service(s),
+            KubeObject::Node(n) => self.add_node(n),
+            KubeObject::Endpoints(e) => {
+                for a in &e.addresses {
+                    self.add_endpoint_address(a, &e.namespace, e.service.as_deref());
+                }
+                false
+            }
+        }
+    }
+
     /// An endpoint address: the pod its `targetRef` names holds it (an
     /// IPv6 address of a dual-stack pod may be known only from here), and
     /// it serves `service`.
-    fn add_endpoint_address(
-        &mut self,
-        ip: &str,
-        target: &Value,
-        node: Option<&str>,
-        namespace: &str,
-        service: Option<&str>,
-    ) {
-        let Ok(addr) = ip.parse::<IpAddr>() else { return };
+    fn add_endpoint_address(&mut self, address: &EndpointAddress, namespace: &str, service: Option<&str>) {
+        let Ok(addr) = address.ip.parse::<IpAddr>() else { return };
         if let Some(service) = service {
             let svc = format!("{namespace}/{service}");
             let list = self.services_of.entry(addr).or_default();
@@ -74,11 +78,8 @@ impl Identity {
                 list.push(svc);
             }
         }
-        if str_at(target, "kind") != Some("Pod") {
-            return;
-        }
-        let Some(name) = str_at(target, "name") else { return };
-        let ns = str_at(target, "namespace").unwrap_or(namespace);
+        let Some((pod_ns, name)) = &address.pod else { return };
+        let ns = pod_ns.as_deref().unwrap_or(namespace);
         let key = format!("{ns}/{name}");
         let binding = match self.pods.get(&key) {
             Some(b) => b.clone(),
@@ -87,8 +88,8 @@ impl Identity {
                     workload: Arc::new(Workload {
                         kind: WorkloadKind::Pod,
                         namespace: ns.to_string(),
-                        name: name.to_string(),
-                        node: node.map(str::to_string),
+                        name: name.clone(),
+                        node: address.node.clone(),
                         labels: BTreeMap::new(),
                         owner: None,
                     }),
@@ -102,90 +103,38 @@ impl Identity {
                 b
             }
         };
-        self.bind(ip, &binding);
+        self.bind(&address.ip, &binding);
     }
 
-    fn add_endpoint_slice(&mut self, slice: &Value) {
-        let meta = &slice["metadata"];
-        let namespace = str_at(meta, "namespace").unwrap_or("default").to_string();
-        let service = meta["labels"]["kubernetes.io/service-name"].as_str().map(str::to_string);
-        for ep in slice["endpoints"].as_array().into_iter().flatten() {
-            for ip in ep["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                self.add_endpoint_address(ip, &ep["targetRef"], str_at(ep, "nodeName"), &namespace, service.as_deref());
-            }
-        }
-    }
-
-    fn add_endpoints(&mut self, endpoints: &Value) {
-        let meta = &endpoints["metadata"];
-        let namespace = str_at(meta, "namespace").unwrap_or("default").to_string();
-        let service = str_at(meta, "name").map(str::to_string);
-        for subset in endpoints["subsets"].as_array().into_iter().flatten() {
-            for field in ["addresses", "notReadyAddresses"] {
-                for a in subset[field].as_array().into_iter().flatten() {
-                    if let Some(ip) = str_at(a, "ip") {
-                        self.add_endpoint_address(
-                            ip,
-                            &a["targetRef"],
-                            str_at(a, "nodeName"),
-                            &namespace,
-                            service.as_deref(),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn add_pod(&mut self, pod: &Value) -> bool {
-        let meta = &pod["metadata"];
-        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace")) else {
+    fn add_pod(&mut self, pod: &PodFacts) -> bool {
+        let meta = &pod.meta;
+        if meta.name.is_empty() || meta.namespace.is_empty() {
             return false;
-        };
-        let status = &pod["status"];
-        let phase = str_at(status, "phase").unwrap_or("");
-        let host_network = pod["spec"]["hostNetwork"].as_bool().unwrap_or(false);
-        let finished = matches!(phase, "Succeeded" | "Failed");
+        }
         let workload = Arc::new(Workload {
             kind: WorkloadKind::Pod,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            node: str_at(&pod["spec"], "nodeName").map(str::to_string),
-            labels: labels(meta),
-            owner: meta["ownerReferences"].as_array().and_then(|refs| {
-                let r = refs.iter().find(|r| r["controller"].as_bool() == Some(true)).or(refs.first())?;
-                Some(format!("{}/{}", str_at(r, "kind")?, str_at(r, "name")?))
-            }),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            node: pod.node.clone(),
+            labels: meta.labels.clone(),
+            owner: pod.owner.clone(),
         });
-        let from = time_at(meta, "creationTimestamp").or_else(|| time_at(status, "startTime"));
-        let until = time_at(meta, "deletionTimestamp").or_else(|| if finished { last_finish(status) } else { None });
-        let rank = if finished {
+        let from = meta.created.or(pod.started);
+        let until = meta.deleted.or(if pod.finished { pod.last_finish } else { None });
+        let rank = if pod.finished {
             Rank::FinishedPod
-        } else if host_network {
+        } else if pod.host_network {
             Rank::HostNetworkPod
         } else {
             Rank::Pod
         };
-        let ports: Arc<[u16]> = if host_network {
-            pod["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
-                .filter_map(|p| p["containerPort"].as_u64().and_then(|n| u16::try_from(n).ok()))
-                .collect()
-        } else {
-            Arc::from([])
-        };
+        let ports: Arc<[u16]> = if pod.host_network { Arc::from(pod.ports.as_slice()) } else { Arc::from([]) };
         let binding = Binding { workload, from, until, rank, ports };
-        let mut ips: Vec<&str> =
-            status["podIPs"].as_array().map(|a| a.iter().filter_map(|p| str_at(p, "ip")).collect()).unwrap_or_default();
-        ips.extend(str_at(status, "podIP"));
         // A hostNetwork pod's IP is its node's: the node names it, even
         // when the inventory holds no Node object.
         let node =
-            if host_network && !finished { str_at(&pod["spec"], "nodeName").map(|n| self.node_named(n)) } else { None };
-        for ip in ips {
+            if pod.host_network && !pod.finished { pod.node.as_deref().map(|n| self.node_named(n)) } else { None };
+        for ip in &pod.ips {
             self.bind(ip, &binding);
             if let Some(node) = &node {
                 self.bind(
@@ -200,78 +149,174 @@ impl Identity {
                 );
             }
         }
-        self.pods.insert(format!("{namespace}/{name}"), binding);
+        self.pods.insert(format!("{}/{}", meta.namespace, meta.name), binding);
         true
     }
 
-    fn add_service(&mut self, svc: &Value) -> bool {
-        let meta = &svc["metadata"];
-        let (Some(name), Some(namespace)) = (str_at(meta, "name"), str_at(meta, "namespace")) else {
+    fn add_service(&mut self, svc: &ServiceFacts) -> bool {
+        let meta = &svc.meta;
+        if meta.name.is_empty() || meta.namespace.is_empty() {
             return false;
-        };
-        let spec = &svc["spec"];
+        }
         let workload = Arc::new(Workload {
             kind: WorkloadKind::Service,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
             node: None,
-            labels: labels(meta),
+            labels: meta.labels.clone(),
             owner: None,
         });
-        let binding = Binding {
-            workload,
-            from: time_at(meta, "creationTimestamp"),
-            until: time_at(meta, "deletionTimestamp"),
-            rank: Rank::Service,
-            ports: Arc::from([]),
-        };
-        let mut ips: Vec<&str> = Vec::new();
-        for field in ["clusterIPs", "externalIPs"] {
-            if let Some(a) = spec[field].as_array() {
-                ips.extend(a.iter().filter_map(Value::as_str));
-            }
-        }
-        ips.extend(str_at(spec, "clusterIP"));
-        if let Some(ingress) = svc["status"]["loadBalancer"]["ingress"].as_array() {
-            ips.extend(ingress.iter().filter_map(|i| str_at(i, "ip")));
-        }
-        for ip in ips {
+        let binding =
+            Binding { workload, from: meta.created, until: meta.deleted, rank: Rank::Service, ports: Arc::from([]) };
+        for ip in &svc.ips {
             self.bind(ip, &binding);
         }
         true
     }
 
-    fn add_node(&mut self, node: &Value) -> bool {
-        let meta = &node["metadata"];
-        let Some(name) = str_at(meta, "name") else {
+    fn add_node(&mut self, node: &NodeFacts) -> bool {
+        let meta = &node.meta;
+        if meta.name.is_empty() {
             return false;
-        };
+        }
         let workload = Arc::new(Workload {
             kind: WorkloadKind::Node,
             namespace: String::new(),
-            name: name.to_string(),
-            node: Some(name.to_string()),
-            labels: labels(meta),
+            name: meta.name.clone(),
+            node: Some(meta.name.clone()),
+            labels: meta.labels.clone(),
             owner: None,
         });
-        self.nodes.insert(name.to_string(), workload.clone());
-        let binding = Binding {
-            workload,
-            from: time_at(meta, "creationTimestamp"),
-            until: time_at(meta, "deletionTimestamp"),
-            rank: Rank::Node,
-            ports: Arc::from([]),
-        };
-        if let Some(addresses) = node["status"]["addresses"].as_array() {
-            for a in addresses {
-                if matches!(str_at(a, "type"), Some("InternalIP" | "ExternalIP"))
-                    && let Some(ip) = str_at(a, "address")
-                {
-                    self.bind(ip, &binding);
+        self.nodes.insert(meta.name.clone(), workload.clone());
+        let binding =
+            Binding { workload, from: meta.created, until: meta.deleted, rank: Rank::Node, ports: Arc::from([]) };
+        for ip in &node.ips {
+            self.bind(ip, &binding);
+        }
+        true
+    }
+}
+
+/// One inventory JSON object as the facts identity uses; `None` for
+/// kinds it does not use.
+pub fn object_from_json(item: &Value, kind: &str) -> Option<KubeObject> {
+    Some(match kind {
+        "Pod" => KubeObject::Pod(pod_from_json(item)),
+        "Service" => KubeObject::Service(service_from_json(item)),
+        "Node" => KubeObject::Node(node_from_json(item)),
+        "EndpointSlice" => KubeObject::Endpoints(endpoint_slice_from_json(item)),
+        "Endpoints" => KubeObject::Endpoints(endpoints_from_json(item)),
+        _ => return None,
+    })
+}
+
+fn meta_from_json(meta: &Value) -> ObjectMeta {
+    ObjectMeta {
+        namespace: str_at(meta, "namespace").unwrap_or("").to_string(),
+        name: str_at(meta, "name").unwrap_or("").to_string(),
+        labels: labels(meta),
+        created: time_at(meta, "creationTimestamp"),
+        deleted: time_at(meta, "deletionTimestamp"),
+    }
+}
+
+fn pod_from_json(pod: &Value) -> PodFacts {
+    let meta = &pod["metadata"];
+    let status = &pod["status"];
+    let spec = &pod["spec"];
+    let finished = matches!(str_at(status, "phase"), Some("Succeeded" | "Failed"));
+    let mut ips: Vec<String> = status["podIPs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| str_at(p, "ip")).map(str::to_string).collect())
+        .unwrap_or_default();
+    ips.extend(str_at(status, "podIP").map(str::to_string));
+    PodFacts {
+        meta: meta_from_json(meta),
+        node: str_at(spec, "nodeName").map(str::to_string),
+        owner: meta["ownerReferences"].as_array().and_then(|refs| {
+            let r = refs.iter().find(|r| r["controller"].as_bool() == Some(true)).or(refs.first())?;
+            Some(format!("{}/{}", str_at(r, "kind")?, str_at(r, "name")?))
+        }),
+        finished,
+        host_network: spec["hostNetwork"].as_bool().unwrap_or(false),
+        ips,
+        ports: spec["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+            .filter_map(|p| p["containerPort"].as_u64().and_then(|n| u16::try_from(n).ok()))
+            .collect(),
+        started: time_at(status, "startTime"),
+        last_finish: if finished { last_finish(status) } else { None },
+    }
+}
+
+fn service_from_json(svc: &Value) -> ServiceFacts {
+    let spec = &svc["spec"];
+    let mut ips: Vec<String> = Vec::new();
+    for field in ["clusterIPs", "externalIPs"] {
+        if let Some(a) = spec[field].as_array() {
+            ips.extend(a.iter().filter_map(Value::as_str).map(str::to_string));
+        }
+    }
+    ips.extend(str_at(spec, "clusterIP").map(str::to_string));
+    if let Some(ingress) = svc["status"]["loadBalancer"]["ingress"].as_array() {
+        ips.extend(ingress.iter().filter_map(|i| str_at(i, "ip")).map(str::to_string));
+    }
+    ServiceFacts { meta: meta_from_json(&svc["metadata"]), ips }
+}
+
+fn node_from_json(node: &Value) -> NodeFacts {
+    let ips = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| matches!(str_at(a, "type"), Some("InternalIP" | "ExternalIP")))
+        .filter_map(|a| str_at(a, "address").map(str::to_string))
+        .collect();
+    NodeFacts { meta: meta_from_json(&node["metadata"]), ips }
+}
+
+fn address_from_json(ip: &str, target: &Value, node: Option<&str>) -> EndpointAddress {
+    let pod = (str_at(target, "kind") == Some("Pod"))
+        .then(|| str_at(target, "name"))
+        .flatten()
+        .map(|name| (str_at(target, "namespace").map(str::to_string), name.to_string()));
+    EndpointAddress { ip: ip.to_string(), node: node.map(str::to_string), pod }
+}
+
+fn endpoint_slice_from_json(slice: &Value) -> EndpointFacts {
+    let meta = &slice["metadata"];
+    let mut addresses = Vec::new();
+    for ep in slice["endpoints"].as_array().into_iter().flatten() {
+        for ip in ep["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            addresses.push(address_from_json(ip, &ep["targetRef"], str_at(ep, "nodeName")));
+        }
+    }
+    EndpointFacts {
+        namespace: str_at(meta, "namespace").unwrap_or("default").to_string(),
+        service: meta["labels"]["kubernetes.io/service-name"].as_str().map(str::to_string),
+        addresses,
+    }
+}
+
+fn endpoints_from_json(endpoints: &Value) -> EndpointFacts {
+    let meta = &endpoints["metadata"];
+    let mut addresses = Vec::new();
+    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+        for field in ["addresses", "notReadyAddresses"] {
+            for a in subset[field].as_array().into_iter().flatten() {
+                if let Some(ip) = str_at(a, "ip") {
+                    addresses.push(address_from_json(ip, &a["targetRef"], str_at(a, "nodeName")));
                 }
             }
         }
-        true
+    }
+    EndpointFacts {
+        namespace: str_at(meta, "namespace").unwrap_or("default").to_string(),
+        service: str_at(meta, "name").map(str::to_string),
+        addresses,
     }
 }
 

@@ -7,10 +7,12 @@
 //! pod that had it when the packet was seen.
 
 mod inventory;
+mod objects;
 
 use crate::time::Timestamp;
 use imbl::HashMap;
-pub use inventory::parse_rfc3339;
+pub use inventory::{object_from_json, parse_rfc3339};
+pub use objects::{EndpointAddress, EndpointFacts, KubeObject, NodeFacts, ObjectMeta, PodFacts, ServiceFacts};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

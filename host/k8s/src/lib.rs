@@ -9,38 +9,56 @@
 //! traffic seen before still resolves to them.
 #![forbid(unsafe_code)]
 
+pub mod objects;
+
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client};
-use serde_json::Value;
+use kube::{Api, Client, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use trawl_core::{Identity, Timestamp, WorkloadKind};
+use trawl_core::{Identity, KubeObject, Timestamp, WorkloadKind};
 
-/// One change from any of the watchers, as JSON.
+/// One object from a watcher: its kind and key, and for the kinds that
+/// name addresses, the facts identity uses.
+#[derive(Debug)]
+struct Object {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    facts: Option<KubeObject>,
+}
+
+impl Object {
+    fn key(&self) -> (String, String) {
+        (self.namespace.clone(), self.name.clone())
+    }
+}
+
+/// One change from any of the watchers.
 #[derive(Debug)]
 enum Change {
-    Apply(&'static str, Value),
-    Delete(&'static str, Value),
+    Apply(Object),
+    Delete(Object),
     Init(&'static str),
-    InitApply(&'static str, Value),
+    InitApply(Object),
     InitDone(&'static str),
 }
 
-fn changes<K>(api: Api<K>, kind: &'static str) -> impl Stream<Item = Change> + Send
+fn changes<K>(api: Api<K>, kind: &'static str, facts: fn(&K) -> Option<KubeObject>) -> impl Stream<Item = Change> + Send
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let json = |k: &K| serde_json::to_value(k).unwrap_or(Value::Null);
+    let object =
+        move |k: K| Object { kind, namespace: k.namespace().unwrap_or_default(), name: k.name_any(), facts: facts(&k) };
     watcher::watcher(api, watcher::Config::default()).default_backoff().filter_map(move |ev| {
         let change = match ev {
-            Ok(Event::Apply(k)) => Some(Change::Apply(kind, json(&k))),
-            Ok(Event::Delete(k)) => Some(Change::Delete(kind, json(&k))),
+            Ok(Event::Apply(k)) => Some(Change::Apply(object(k))),
+            Ok(Event::Delete(k)) => Some(Change::Delete(object(k))),
             Ok(Event::Init) => Some(Change::Init(kind)),
-            Ok(Event::InitApply(k)) => Some(Change::InitApply(kind, json(&k))),
+            Ok(Event::InitApply(k)) => Some(Change::InitApply(object(k))),
             Ok(Event::InitDone) => Some(Change::InitDone(kind)),
             Err(e) => {
                 // The backoff retries; the error is worth a line, not a stop.
@@ -61,11 +79,6 @@ fn workload_kind(kind: &str) -> Option<WorkloadKind> {
     }
 }
 
-fn key(obj: &Value) -> (String, String) {
-    let meta = &obj["metadata"];
-    (meta["namespace"].as_str().unwrap_or("").to_string(), meta["name"].as_str().unwrap_or("").to_string())
-}
-
 /// The identity the watchers build, and what they have seen.
 #[derive(Debug, Default)]
 pub struct KubeIdentity {
@@ -83,37 +96,37 @@ impl KubeIdentity {
         KubeIdentity { identity: base, ..Default::default() }
     }
 
-    fn load(&mut self, kind: &'static str, obj: &Value) {
-        if kind == "Namespace" {
-            let (_, name) = key(obj);
-            self.namespaces.insert(name);
-            return;
-        }
-        if let Err(e) = self.identity.load_value(obj) {
-            tracing::debug!(kind, error = %e, "object not loaded");
+    fn load(&mut self, obj: Object) {
+        match obj.facts {
+            Some(facts) => {
+                self.identity.load_object(&facts);
+            }
+            None if obj.kind == "Namespace" => {
+                self.namespaces.insert(obj.name);
+            }
+            None => {}
         }
     }
 
-    fn forget(&mut self, kind: &'static str, obj: &Value, at: Timestamp) {
-        let (ns, name) = key(obj);
-        if kind == "Namespace" {
-            self.namespaces.remove(&name);
-        } else if let Some(k) = workload_kind(kind) {
-            self.identity.remove(k, &ns, &name, at);
+    fn forget(&mut self, obj: Object, at: Timestamp) {
+        if obj.kind == "Namespace" {
+            self.namespaces.remove(&obj.name);
+        } else if let Some(k) = workload_kind(obj.kind) {
+            self.identity.remove(k, &obj.namespace, &obj.name, at);
         }
     }
 
     fn apply(&mut self, change: Change, now: Timestamp) {
         self.events += 1;
         match change {
-            Change::Apply(kind, obj) => self.load(kind, &obj),
-            Change::Delete(kind, obj) => self.forget(kind, &obj, now),
+            Change::Apply(obj) => self.load(obj),
+            Change::Delete(obj) => self.forget(obj, now),
             Change::Init(kind) => {
                 self.listing.insert(kind, BTreeSet::new());
             }
-            Change::InitApply(kind, obj) => {
-                self.listing.entry(kind).or_default().insert(key(&obj));
-                self.load(kind, &obj);
+            Change::InitApply(obj) => {
+                self.listing.entry(obj.kind).or_default().insert(obj.key());
+                self.load(obj);
             }
             Change::InitDone(kind) => {
                 let listed = self.listing.remove(kind).unwrap_or_default();
@@ -143,11 +156,12 @@ impl KubeIdentity {
 /// identity after each burst of changes. Runs until the task is dropped.
 pub async fn watch(client: Client, base: Identity, mut publish: impl FnMut(Arc<Identity>, &KubeIdentity) + Send) {
     let streams = futures_util::stream::select_all(vec![
-        changes(Api::<Pod>::all(client.clone()), "Pod").boxed(),
-        changes(Api::<Service>::all(client.clone()), "Service").boxed(),
-        changes(Api::<EndpointSlice>::all(client.clone()), "EndpointSlice").boxed(),
-        changes(Api::<Node>::all(client.clone()), "Node").boxed(),
-        changes(Api::<Namespace>::all(client), "Namespace").boxed(),
+        changes(Api::<Pod>::all(client.clone()), "Pod", |p| Some(objects::pod(p))).boxed(),
+        changes(Api::<Service>::all(client.clone()), "Service", |s| Some(objects::service(s))).boxed(),
+        changes(Api::<EndpointSlice>::all(client.clone()), "EndpointSlice", |e| Some(objects::endpoint_slice(e)))
+            .boxed(),
+        changes(Api::<Node>::all(client.clone()), "Node", |n| Some(objects::node(n))).boxed(),
+        changes(Api::<Namespace>::all(client), "Namespace", |_| None).boxed(),
     ]);
     let mut bursts = streams.ready_chunks(512);
     let mut state = KubeIdentity::new(base);
