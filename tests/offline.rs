@@ -6,6 +6,7 @@
 
 mod support;
 
+mod amplification;
 mod cluster;
 mod deploy;
 mod dissect_corpus;

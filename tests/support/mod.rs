@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod cluster;
+pub(crate) mod segments;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -17,8 +17,9 @@ use trawl_sdk::abi::Record;
 pub use trawl_service::workers::WorkerCounters;
 
 /// 3: records carry the SDK record and a sequence number; 4: worker
-/// status is typed (counters, plugin status).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// status is typed (counters, plugin status); 5: plugin status carries
+/// probe and stream bytes (amplification).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -170,6 +171,8 @@ pub struct WirePluginStatus {
     pub detached_connections: u64,
     pub calls: u64,
     pub bytes_in: u64,
+    pub probe_bytes: u64,
+    pub stream_bytes: u64,
     pub last_error: Option<String>,
     pub ports: String,
 }
@@ -222,6 +225,8 @@ macro_rules! plugin_status_from {
                     detached_connections: p.detached_connections,
                     calls: p.calls,
                     bytes_in: p.bytes_in,
+                    probe_bytes: p.probe_bytes,
+                    stream_bytes: p.stream_bytes,
                     last_error: p.last_error,
                     ports: p.ports,
                 }
@@ -310,6 +315,8 @@ mod tests {
             detached_connections: 4,
             calls: 5,
             bytes_in: 6,
+            probe_bytes: 7,
+            stream_bytes: 8,
             last_error: Some("trapped".into()),
             ports: "tcp/11211".into(),
         };

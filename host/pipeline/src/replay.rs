@@ -86,6 +86,8 @@ pub struct ReplayOutcome {
     pub elapsed: Duration,
     pub flows_reported: usize,
     pub dispatch: Option<DispatchStats>,
+    /// Each plugin's final status (L7 replays).
+    pub plugins: Vec<trawl_runtime::registry::PluginStatus>,
     /// Set when the capture ended early; everything before it was reported.
     pub partial: Option<CaptureError>,
 }
@@ -119,6 +121,19 @@ impl ReplayOutcome {
                 )
             })
             .unwrap_or_default()
+            + &self
+                .plugins
+                .iter()
+                .filter_map(|p| {
+                    Some(format!(
+                        "; {}: {} stream bytes, {} copied in, amplification {:.2}",
+                        p.name,
+                        p.stream_bytes,
+                        p.bytes_in,
+                        p.amplification()?
+                    ))
+                })
+                .collect::<String>()
     }
 }
 
@@ -193,6 +208,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         elapsed,
         flows_reported: records.len(),
         dispatch: None,
+        plugins: Vec::new(),
         partial,
     })
 }

@@ -141,8 +141,9 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     }
     output.out.flush().context("cannot write output")?;
     let report = pipeline.report();
+    let plugins = report.plugins();
     if let Some(path) = &opts.plugin_status {
-        let mut status = report.plugins();
+        let mut status = plugins.clone();
         status.extend(rejected);
         let json = serde_json::to_string_pretty(&status)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
@@ -152,6 +153,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         elapsed: ran.elapsed,
         flows_reported: pipeline.flows_created() as usize,
         dispatch: Some(report.dispatch()),
+        plugins,
         partial: ran.partial,
     })
 }

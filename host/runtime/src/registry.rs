@@ -42,13 +42,27 @@ pub struct PluginStatus {
     pub records: u64,
     pub faults: u64,
     pub detached_connections: u64,
-    /// Calls on connections (not ticks), and the bytes copied into the
-    /// plugin by them.
+    /// Calls on connections (not ticks).
     pub calls: u64,
+    /// Bytes copied into the plugin by data and datagram calls.
     pub bytes_in: u64,
+    /// Bytes copied into the plugin by probes.
+    pub probe_bytes: u64,
+    /// Stream bytes of the connections attached to it: what it was given
+    /// to dissect, copied or not.
+    pub stream_bytes: u64,
     pub last_error: Option<String>,
     /// Port hints, as `tcp/80,udp/53`.
     pub ports: String,
+}
+
+impl PluginStatus {
+    /// Bytes copied into the plugin per stream byte it was given: 1 when
+    /// each byte crosses once, below 1 when it skips what it only counts,
+    /// and growing with message size when a parser re-reads its input.
+    pub fn amplification(&self) -> Option<f64> {
+        (self.stream_bytes > 0).then(|| self.bytes_in as f64 / self.stream_bytes as f64)
+    }
 }
 
 /// Port hints of a plugin, for listings.
@@ -94,6 +108,8 @@ impl Rejected {
             detached_connections: 0,
             calls: 0,
             bytes_in: 0,
+            probe_bytes: 0,
+            stream_bytes: 0,
             last_error: Some(self.error.to_string()),
             ports: String::new(),
         }

@@ -82,7 +82,16 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
                 .flat_map(|(id, w)| w.plugins.iter().filter(|x| x["name"] == p.name).map(move |x| (id, x)))
                 .collect();
             if !on_workers.is_empty() {
-                for field in ["records", "faults", "live_connections", "detached_connections", "calls", "bytes_in"] {
+                for field in [
+                    "records",
+                    "faults",
+                    "live_connections",
+                    "detached_connections",
+                    "calls",
+                    "bytes_in",
+                    "probe_bytes",
+                    "stream_bytes",
+                ] {
                     v[field] = json!(on_workers.iter().map(|(_, x)| x[field].as_u64().unwrap_or(0)).sum::<u64>());
                 }
                 if let Some((id, bad)) = on_workers.iter().find(|(_, x)| x["state"] != "active") {
@@ -141,14 +150,35 @@ pub fn metrics_text(state: &SharedState) -> String {
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
         c.subscribers
     ));
-    for p in plugin_entries(&st) {
-        let name = p["name"].as_str().unwrap_or("");
-        for (metric, field) in
-            [("records", "records"), ("faults", "faults"), ("calls", "calls"), ("bytes_in", "bytes_in")]
-        {
+    let plugins = plugin_entries(&st);
+    for (field, help) in [
+        ("records", "Records the plugin produced."),
+        ("faults", "Traps, timeouts, memory and output faults of the plugin."),
+        ("calls", "Calls into the plugin on connections."),
+        ("bytes_in", "Bytes the host copied into the plugin by data and datagram calls."),
+        ("probe_bytes", "Bytes the host copied into the plugin to probe connections."),
+        ("stream_bytes", "Stream bytes of the connections attached to the plugin."),
+    ] {
+        out.push_str(&format!("# HELP trawl_plugin_{field}_total {help}\n# TYPE trawl_plugin_{field}_total counter\n"));
+        for p in &plugins {
+            let name = p["name"].as_str().unwrap_or("");
             out.push_str(&format!(
-                "trawl_plugin_{metric}_total{{plugin=\"{name}\"}} {}\n",
+                "trawl_plugin_{field}_total{{plugin=\"{name}\"}} {}\n",
                 p[field].as_u64().unwrap_or(0)
+            ));
+        }
+    }
+    out.push_str(
+        "# HELP trawl_plugin_amplification Bytes copied into the plugin per stream byte (1: each byte crosses once).\n\
+         # TYPE trawl_plugin_amplification gauge\n",
+    );
+    for p in &plugins {
+        let (copied, given) = (p["bytes_in"].as_u64().unwrap_or(0), p["stream_bytes"].as_u64().unwrap_or(0));
+        if given > 0 {
+            let name = p["name"].as_str().unwrap_or("");
+            out.push_str(&format!(
+                "trawl_plugin_amplification{{plugin=\"{name}\"}} {:.4}\n",
+                copied as f64 / given as f64
             ));
         }
     }

@@ -102,6 +102,8 @@ pub struct RedisConn {
     subscribed: bool,
     resp3: bool,
     pushes: u64,
+    /// Where each direction's current message stands.
+    decoders: [resp::Decoder; 2],
 }
 
 fn upper(b: &[u8]) -> String {
@@ -387,17 +389,20 @@ impl Dissector for Redis {
         bytes: &[u8],
         out: &mut Output,
     ) -> Progress {
-        match resp::parse(bytes) {
-            Parsed::Done(m) => {
+        let clamp = |n: usize| n.min(u32::MAX as usize) as u32;
+        match conn.decoders[dir.code() as usize].feed(bytes) {
+            resp::Step::Done(m, consumed) => {
                 match dir {
                     Dir::ToServer if m.kind == Kind::Inline && m.items.is_empty() => {}
                     Dir::ToServer => conn.command(&m, ts, out),
                     Dir::ToClient => conn.reply(&m, ts, out),
                 }
-                Progress::Done { consumed: m.size as u32 }
+                Progress::Done { consumed: clamp(consumed) }
             }
-            Parsed::NeedMore(n) => Progress::NeedMore { consumed: 0, needed: n.min(u32::MAX as usize) as u32 },
-            Parsed::Desync => Progress::Desync,
+            resp::Step::NeedMore { consumed, needed } => {
+                Progress::NeedMore { consumed: clamp(consumed), needed: clamp(needed) }
+            }
+            resp::Step::Desync => Progress::Desync,
         }
     }
 

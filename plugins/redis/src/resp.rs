@@ -75,28 +75,188 @@ fn text(b: &[u8]) -> Vec<u8> {
     b[..b.len().min(MAX_TEXT)].to_vec()
 }
 
-/// Parses one message at the start of `buf`. `keep` says whether to keep
-/// the first elements of aggregates (only at the top level).
+/// Parses one message at the start of `buf`, statelessly (probes).
 pub fn parse(buf: &[u8]) -> Parsed {
-    match value(buf, 0, 0, true) {
-        Ok(Some((msg, end))) => Parsed::Done(Msg { size: end, ..msg }),
-        Ok(None) => Parsed::NeedMore(buf.len() + 1),
-        Err(Needed(n)) if n > 0 => Parsed::NeedMore(n),
-        Err(_) => Parsed::Desync,
+    match Decoder::default().feed(buf) {
+        Step::Done(msg, _) => Parsed::Done(msg),
+        Step::NeedMore { needed, .. } => Parsed::NeedMore(needed),
+        Step::Desync => Parsed::Desync,
     }
 }
 
-/// `Needed(n)`: the exact total size once known (bulk strings); 0: desync.
-struct Needed(usize);
+/// One step of a [`Decoder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A message ended after the first `usize` bytes of this input.
+    Done(Msg, usize),
+    /// The first `consumed` bytes are in the decoder's state; it cannot go
+    /// on before `needed` bytes (from the start of this input) are there.
+    NeedMore {
+        consumed: usize,
+        needed: usize,
+    },
+    Desync,
+}
 
-type Step = Result<Option<(Msg, usize)>, Needed>;
+/// An aggregate still open.
+#[derive(Debug, Clone)]
+struct Frame {
+    kind: Kind,
+    left: u64,
+    count: u64,
+    items: Vec<Msg>,
+    /// Only the top-level aggregate keeps its first elements.
+    keep: bool,
+}
 
-fn value(buf: &[u8], at: usize, depth: u32, keep: bool) -> Step {
-    if depth > MAX_DEPTH {
-        return Err(Needed(0));
+/// A bulk string still arriving.
+#[derive(Debug, Clone)]
+struct Bulk {
+    kind: Kind,
+    /// Payload bytes still to come; the CRLF after them comes next.
+    left: usize,
+    text: Vec<u8>,
+}
+
+/// A RESP decoder that keeps its place between calls: each element is read
+/// once, whatever the segments, so a 10k-element or deeply nested reply
+/// costs what its bytes cost. Its caller hands it only the bytes after
+/// those it consumed; at most a partial line is handed again.
+#[derive(Debug, Clone, Default)]
+pub struct Decoder {
+    stack: Vec<Frame>,
+    bulk: Option<Bulk>,
+    /// Bytes of the current message consumed by earlier calls.
+    size: usize,
+}
+
+impl Decoder {
+    /// Continues the current message with `buf` (the bytes after those
+    /// already consumed).
+    pub fn feed(&mut self, buf: &[u8]) -> Step {
+        let step = self.step(buf);
+        match &step {
+            Step::Done(..) | Step::Desync => *self = Decoder::default(),
+            Step::NeedMore { consumed, .. } => self.size += consumed,
+        }
+        step
     }
-    let Some(&t) = buf.get(at) else { return Ok(None) };
-    let kind = match t {
+
+    fn step(&mut self, buf: &[u8]) -> Step {
+        let mut at = 0;
+        loop {
+            if let Some(bulk) = &mut self.bulk {
+                let take = bulk.left.min(buf.len() - at);
+                let room = MAX_TEXT.saturating_sub(bulk.text.len());
+                bulk.text.extend_from_slice(&buf[at..at + take.min(room)]);
+                bulk.left -= take;
+                at += take;
+                if bulk.left > 0 || buf.len() - at < 2 {
+                    return Step::NeedMore { consumed: at, needed: at + bulk.left + 2 };
+                }
+                if &buf[at..at + 2] != b"\r\n" {
+                    return Step::Desync;
+                }
+                at += 2;
+                let (kind, text) = (bulk.kind, std::mem::take(&mut bulk.text));
+                self.bulk = None;
+                if let Some(msg) = self.complete(element(kind, text)) {
+                    return Step::Done(Msg { size: self.size + at, ..msg }, at);
+                }
+                continue;
+            }
+            let Some(&t) = buf.get(at) else {
+                return Step::NeedMore { consumed: at, needed: at + 1 };
+            };
+            let depth = self.stack.len();
+            let Some(kind) = kind_of(t) else {
+                if depth > 0 {
+                    return Step::Desync;
+                }
+                return match inline(buf, at) {
+                    Ok(Some((msg, end))) => Step::Done(Msg { size: end, ..msg }, end),
+                    Ok(None) => Step::NeedMore { consumed: at, needed: buf.len() + 1 },
+                    Err(_) => Step::Desync,
+                };
+            };
+            let (l, next) = match line(buf, at + 1) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Step::NeedMore { consumed: at, needed: buf.len() + 1 },
+                Err(()) => return Step::Desync,
+            };
+            let done = match kind {
+                Kind::Simple
+                | Kind::Error
+                | Kind::Integer
+                | Kind::Null
+                | Kind::Double
+                | Kind::Boolean
+                | Kind::BigNumber => element(kind, text(l)),
+                Kind::Bulk | Kind::Verbatim | Kind::BlobError => {
+                    let Some(n) = number(l) else { return Step::Desync };
+                    if n < 0 {
+                        element(Kind::Null, Vec::new())
+                    } else if n as u64 > MAX_BULK {
+                        return Step::Desync;
+                    } else {
+                        self.bulk = Some(Bulk { kind, left: n as usize, text: Vec::new() });
+                        at = next;
+                        continue;
+                    }
+                }
+                _ => {
+                    let Some(n) = number(l) else { return Step::Desync };
+                    let elements = if matches!(kind, Kind::Map | Kind::Attribute) { n as u64 * 2 } else { n as u64 };
+                    if n < 0 {
+                        element(Kind::Null, Vec::new())
+                    } else if elements == 0 {
+                        Msg { kind, text: Vec::new(), items: Vec::new(), count: 0, size: 0 }
+                    } else if depth as u32 >= MAX_DEPTH {
+                        return Step::Desync;
+                    } else {
+                        self.stack.push(Frame {
+                            kind,
+                            left: elements,
+                            count: elements,
+                            items: Vec::new(),
+                            keep: depth == 0,
+                        });
+                        at = next;
+                        continue;
+                    }
+                }
+            };
+            at = next;
+            if let Some(msg) = self.complete(done) {
+                return Step::Done(Msg { size: self.size + at, ..msg }, at);
+            }
+        }
+    }
+
+    /// An element ended: it fills its aggregate, which may end in turn.
+    /// Returns the message once the top level is complete.
+    fn complete(&mut self, mut msg: Msg) -> Option<Msg> {
+        loop {
+            let Some(frame) = self.stack.last_mut() else { return Some(msg) };
+            if frame.keep && frame.items.len() < KEEP_ITEMS {
+                frame.items.push(msg);
+            }
+            frame.left -= 1;
+            if frame.left > 0 {
+                return None;
+            }
+            let done = self.stack.pop()?;
+            msg = Msg { kind: done.kind, text: Vec::new(), items: done.items, count: done.count, size: 0 };
+        }
+    }
+}
+
+fn element(kind: Kind, text: Vec<u8>) -> Msg {
+    Msg { kind, text, items: Vec::new(), count: 0, size: 0 }
+}
+
+fn kind_of(t: u8) -> Option<Kind> {
+    Some(match t {
         b'+' => Kind::Simple,
         b'-' => Kind::Error,
         b':' => Kind::Integer,
@@ -112,71 +272,19 @@ fn value(buf: &[u8], at: usize, depth: u32, keep: bool) -> Step {
         b'~' => Kind::Set,
         b'>' => Kind::Push,
         b'|' => Kind::Attribute,
-        _ if depth == 0 => return inline(buf, at),
-        _ => return Err(Needed(0)),
-    };
-    let Some((l, next)) = line(buf, at + 1).map_err(|()| Needed(0))? else { return Ok(None) };
-    let msg = |text: Vec<u8>| Msg { kind, text, items: Vec::new(), count: 0, size: 0 };
-    match kind {
-        Kind::Simple | Kind::Error | Kind::Integer | Kind::Null | Kind::Double | Kind::Boolean | Kind::BigNumber => {
-            Ok(Some((msg(text(l)), next)))
-        }
-        Kind::Bulk | Kind::Verbatim | Kind::BlobError => {
-            let n = number(l).ok_or(Needed(0))?;
-            if n < 0 {
-                return Ok(Some((Msg { kind: Kind::Null, ..msg(Vec::new()) }, next)));
-            }
-            if n as u64 > MAX_BULK {
-                return Err(Needed(0));
-            }
-            let end = next + n as usize;
-            if buf.len() < end + 2 {
-                return Err(Needed(end + 2));
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(Needed(0));
-            }
-            Ok(Some((msg(text(&buf[next..end])), end + 2)))
-        }
-        Kind::Array | Kind::Map | Kind::Set | Kind::Push | Kind::Attribute => {
-            let n = number(l).ok_or(Needed(0))?;
-            if n < 0 {
-                return Ok(Some((Msg { kind: Kind::Null, ..msg(Vec::new()) }, next)));
-            }
-            let elements = if matches!(kind, Kind::Map | Kind::Attribute) { n as u64 * 2 } else { n as u64 };
-            let mut items = Vec::new();
-            let mut at = next;
-            for i in 0..elements {
-                // Each element takes at least three bytes; a count beyond
-                // what is buffered just means "not yet".
-                if at >= buf.len() {
-                    return Ok(None);
-                }
-                match value(buf, at, depth + 1, false)? {
-                    Some((item, end)) => {
-                        if keep && (i as usize) < KEEP_ITEMS {
-                            items.push(item);
-                        }
-                        at = end;
-                    }
-                    None => return Ok(None),
-                }
-            }
-            Ok(Some((Msg { kind, text: Vec::new(), items, count: elements, size: 0 }, at)))
-        }
-        Kind::Inline => Err(Needed(0)),
-    }
+        _ => return None,
+    })
 }
 
 /// A plain-text command line: words separated by spaces.
-fn inline(buf: &[u8], at: usize) -> Step {
+fn inline(buf: &[u8], at: usize) -> Result<Option<(Msg, usize)>, ()> {
     // Text only: binary bytes mean this is not an inline command, and there
     // is no point waiting for a line end.
     let end = buf[at..].iter().position(|&b| b == b'\n').map_or(buf.len(), |p| at + p);
     if buf[at..end].iter().any(|&b| b == 0 || (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f) {
-        return Err(Needed(0));
+        return Err(());
     }
-    let Some((l, next)) = line(buf, at).map_err(|()| Needed(0))? else { return Ok(None) };
+    let Some((l, next)) = line(buf, at)? else { return Ok(None) };
     let items: Vec<Msg> = l
         .split(|&b| b == b' ' || b == b'\t')
         .filter(|w| !w.is_empty())
@@ -239,5 +347,39 @@ mod tests {
         assert_eq!(parse(b"*1\r\n\x16"), Parsed::Desync);
         let deep = "*1\r\n".repeat(40);
         assert_eq!(parse(deep.as_bytes()), Parsed::Desync);
+    }
+
+    /// Fed in pieces of every size from 1 to 7 bytes, as a host hands them
+    /// over (what was not consumed, then more), the decoder reads the same
+    /// message as from one buffer, and each byte is handed to it at most
+    /// about twice (a partial line is handed again).
+    #[test]
+    fn segments_of_any_size_give_the_same_message_linearly() {
+        let mut nested = b"*3\r\n*2\r\n$3\r\nGET\r\n:1\r\n%1\r\n+k\r\n*1\r\n_\r\n$5\r\nhello\r\n".to_vec();
+        let big = format!("${}\r\n{}\r\n", 3000, "x".repeat(3000));
+        nested.extend_from_slice(big.as_bytes());
+        for message in [&nested[..nested.len() - big.len()], big.as_bytes(), b"PING\r\n", b"*0\r\n"] {
+            let whole = done(message);
+            for piece in 1..=7 {
+                let mut d = Decoder::default();
+                let (mut pending, mut handed, mut got) = (Vec::new(), 0, None);
+                for chunk in message.chunks(piece) {
+                    pending.extend_from_slice(chunk);
+                    handed += pending.len();
+                    match d.feed(&pending) {
+                        Step::Done(m, used) => {
+                            assert_eq!(used, pending.len());
+                            got = Some(m);
+                        }
+                        Step::NeedMore { consumed, .. } => {
+                            pending.drain(..consumed);
+                        }
+                        Step::Desync => panic!("desync at piece {piece}"),
+                    }
+                }
+                assert_eq!(got.as_ref(), Some(&whole), "piece {piece}");
+                assert!(handed <= 2 * message.len() + 16 * piece, "{handed} handed for {}", message.len());
+            }
+        }
     }
 }

@@ -144,10 +144,14 @@ struct Slot {
     records: u64,
     faults: u64,
     detached: u64,
-    /// Calls on connections (probe, open, data, datagram, close; not ticks)
-    /// and the bytes they copied into the plugin.
+    /// Calls on connections (probe, open, data, datagram, close; not ticks).
     calls: u64,
+    /// Bytes copied into the plugin by data and datagram calls, and by
+    /// probes; and the stream bytes its connections carried. `bytes_in /
+    /// stream_bytes` is its amplification: 1 when each byte crosses once.
     bytes_in: u64,
+    probe_bytes: u64,
+    stream_bytes: u64,
     last_error: Option<String>,
 }
 

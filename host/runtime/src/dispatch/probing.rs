@@ -92,7 +92,7 @@ impl Dispatcher {
             }
             // A probe sees at most its declared depth.
             let window = &seen[..seen.len().min(depth.max(1))];
-            let answer = match self.instance(slot, window.len()) {
+            let answer = match self.probe_instance(slot, window.len()) {
                 Some(inst) => inst.probe(l4, dir, window),
                 None => Ok(Probe::NoMatch),
             };
@@ -101,7 +101,7 @@ impl Dispatcher {
             // guess was wrong: turn the connection round.
             if midstream
                 && matches!(answer, Ok(Probe::NoMatch | Probe::MatchWeak))
-                && let Some(inst) = self.instance(slot, window.len())
+                && let Some(inst) = self.probe_instance(slot, window.len())
                 && let Ok(Probe::Match) = inst.probe(l4, opposite(dir), window)
             {
                 flip = true;

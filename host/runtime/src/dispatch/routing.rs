@@ -178,6 +178,7 @@ impl Dispatcher {
         let slot = a.slot;
         let d = dir.code() as usize;
         let midstream = meta.midstream;
+        self.slots[slot].stream_bytes += bytes.len() as u64;
         // Most segments arrive with nothing left over from the last call:
         // hand them over as they are instead of copying them first.
         let tail = std::mem::take(&mut a.tails[d]);
@@ -218,6 +219,7 @@ impl Dispatcher {
             return Step::Stop;
         };
         let slot = a.slot;
+        self.slots[slot].stream_bytes += bytes.len() as u64;
         let result = match self.instance(slot, bytes.len()) {
             Some(inst) => inst.datagram(id, dir, ts, bytes),
             None => return Step::Stop,

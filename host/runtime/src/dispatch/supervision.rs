@@ -28,6 +28,8 @@ impl Dispatcher {
             detached: 0,
             calls: 0,
             bytes_in: 0,
+            probe_bytes: 0,
+            stream_bytes: 0,
             last_error: None,
         });
         generation
@@ -66,6 +68,8 @@ impl Dispatcher {
                 detached_connections: s.detached,
                 calls: s.calls,
                 bytes_in: s.bytes_in,
+                probe_bytes: s.probe_bytes,
+                stream_bytes: s.stream_bytes,
                 last_error: s.last_error.clone(),
                 ports: crate::registry::port_list(&s.plugin.info),
             })
@@ -138,15 +142,25 @@ impl Dispatcher {
     }
 
     /// An instance of `slot`, made on demand unless quarantined or backing
-    /// off, for one call that hands it `bytes` (counted: calls and bytes
-    /// copied in are what a connection costs a plugin).
+    /// off, for one call that copies `bytes` of a stream into it (counted:
+    /// calls and bytes copied in are what a connection costs a plugin).
     pub(super) fn instance(&mut self, slot: usize, bytes: usize) -> Option<&mut Box<dyn PluginInstance>> {
+        self.slots[slot].bytes_in += bytes as u64;
+        self.instance_for(slot)
+    }
+
+    /// As [`Dispatcher::instance`], for a probe that copies `bytes`.
+    pub(super) fn probe_instance(&mut self, slot: usize, bytes: usize) -> Option<&mut Box<dyn PluginInstance>> {
+        self.slots[slot].probe_bytes += bytes as u64;
+        self.instance_for(slot)
+    }
+
+    fn instance_for(&mut self, slot: usize) -> Option<&mut Box<dyn PluginInstance>> {
         let s = &mut self.slots[slot];
         if matches!(s.state, PluginState::Quarantined { .. } | PluginState::Retired) {
             return None;
         }
         s.calls += 1;
-        s.bytes_in += bytes as u64;
         if s.instance.is_none() {
             if s.retry_at.is_some_and(|t| Instant::now() < t) {
                 return None;
