@@ -4,7 +4,12 @@
 # larger capture stitched from them. Needs tshark (wireshark-common tools)
 # and hyperfine (Debian packages); installs them if missing.
 #
-# Usage: scripts/bench-replay.sh [conv|l7|mixed|all]   (default: all)
+# Usage: scripts/bench-replay.sh [conv|l7|mixed|wire|all]   (default: all)
+#
+# `wire` records the wire-size corpus first if it is missing
+# (scripts/record-wire-corpus.sh, as root: MTU 1500 veths, and the same
+# traffic with GSO segments), then runs trawl against tshark on it, wasm
+# against native, and each plugin on MTU segments against GSO segments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PART="${1:-all}"
@@ -75,4 +80,32 @@ hyperfine -N --warmup 2 --runs 10 --export-markdown "$OUT/mixed.md" \
     "$TRAWL replay $MIXED --emit records" \
     "$TRAWL replay $MIXED --emit records --native-plugins" \
     "tshark -n -2 -r $MIXED -Y http||http2||grpc||dns||resp||kafka -T fields -e http.request.method -e http.response.code -e http2.headers.path -e http2.headers.status -e grpc.message_length -e dns.qry.name -e resp.bulk_string.value -e kafka.request_key"
+fi
+
+# Wire-size corpus: the same protocols recorded over an MTU 1500 veth pair.
+if [ "$PART" = all ] || [ "$PART" = wire ]; then
+WIRE_DIR="$OUT/wire"
+[ -f "$WIRE_DIR/wire.pcap" ] || OUT="$WIRE_DIR" scripts/record-wire-corpus.sh
+[ -f "$WIRE_DIR/gso.pcap" ] || OUT="$WIRE_DIR" SEGMENTS=gso scripts/record-wire-corpus.sh
+WIRE="$WIRE_DIR/wire.pcap"
+echo "== $(basename "$WIRE") ($(stat -c %s "$WIRE") bytes, $(capinfos -c "$WIRE" | awk '/Number of packets/ {print $4, $5}') frames)"
+"$TRAWL" replay "$WIRE" --emit records --stats 2>&1 >/dev/null | tr ';' '\n'
+hyperfine -N --warmup 1 --runs 5 --export-markdown "$OUT/wire.md" \
+    "$TRAWL replay $WIRE --emit records" \
+    "$TRAWL replay $WIRE --emit records --native-plugins" \
+    "$TRAWL replay $WIRE" \
+    "tshark -n -2 -r $WIRE -d tcp.port==8080,http2 -d tcp.port==50051,http2 -Y http||http2||grpc||resp||kafka||dns -T fields -e http.request.method -e http.response.code -e http2.headers.path -e http2.headers.status -e grpc.message_length -e dns.qry.name -e resp.bulk_string.value -e kafka.request_key"
+# Each plugin alone, on MTU segments and on GSO (loopback-sized) segments
+# of the same traffic.
+for part in "http:tcp.port==80||tcp.port==8080" "grpc:tcp.port==50051" "redis:tcp.port==6379" \
+    "kafka:tcp.port==9092" "dns:udp.port==53||tcp.port==53"; do
+    name="${part%%:*}" filter="${part#*:}"
+    for seg in wire gso; do
+        [ -f "$WIRE_DIR/$name-$seg.pcap" ] || tshark -r "$WIRE_DIR/$seg.pcap" -Y "$filter" -w "$WIRE_DIR/$name-$seg.pcap"
+    done
+    echo "== $name: $(stat -c %s "$WIRE_DIR/$name-wire.pcap") bytes on MTU segments, $(stat -c %s "$WIRE_DIR/$name-gso.pcap") on GSO segments"
+    hyperfine -N --warmup 1 --runs 5 --export-markdown "$OUT/wire-$name.md" \
+        "$TRAWL replay $WIRE_DIR/$name-wire.pcap --emit records" \
+        "$TRAWL replay $WIRE_DIR/$name-gso.pcap --emit records"
+done
 fi

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The live agent's cost, for docs/benchmarks.md: two pods (network
+# namespaces on a bridge, MTU 1500 veths with the kernel's default offloads,
+# as a CNI makes them) and real load generators, with and without
+# `trawl serve --live` attached:
+#   - nginx serving a small JSON file, h2load over HTTP/1.1 (--h1) and h2c;
+#   - redis-server, redis-benchmark with pipelining;
+#   - iperf3 bulk TCP (the eBPF counters' cost).
+# For each run: the load generator's rate, trawl's CPU time per 1,000
+# requests (utime+stime from /proc), its peak RSS, its ring drops and
+# records (from /metrics). Needs root.
+#
+# Usage: scripts/bench-live.sh [REQUESTS]   (default 100000 per HTTP run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/wire/nginx.sh
+N="${1:-100000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/trawl-target}"
+[ "$(id -u)" = 0 ] || { echo "bench-live: needs root" >&2; exit 1; }
+for pair in h2load:nghttp2-client nginx:nginx-light redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3; do
+    command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair##*:}" >/dev/null; }
+done
+cargo build --release -q -p trawl-host
+TRAWL="$CARGO_TARGET_DIR/release/trawl"
+
+P=tlb BR=tlbbr0 SRV=tlb-srv CLI=tlb-cli SIP=10.79.0.2 CIP=10.79.0.3
+WORK="$(mktemp -d /var/tmp/trawl-live.XXXXXX)"
+PIDS=()
+teardown() {
+    for ns in "$SRV" "$CLI"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
+    sleep 0.2
+    ip netns del "$SRV" 2>/dev/null || true
+    ip netns del "$CLI" 2>/dev/null || true
+    ip link del "$BR" 2>/dev/null || true
+}
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    teardown
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+teardown
+ip link add "$BR" type bridge
+ip link set "$BR" up
+for pod in "$SRV:$SIP:0" "$CLI:$CIP:1"; do
+    IFS=: read -r ns ip i <<<"$pod"
+    ip netns add "$ns"
+    ip link add "${P}v$i" type veth peer name eth0 netns "$ns"
+    ip link set "${P}v$i" master "$BR" mtu 1500 up
+    ip -n "$ns" addr add "$ip/24" dev eth0
+    ip -n "$ns" link set eth0 mtu 1500 up
+    ip -n "$ns" link set lo up
+done
+cat >"$WORK/inventory.json" <<JSON
+{"kind": "List", "apiVersion": "v1", "items": [
+ {"kind": "Pod", "metadata": {"name": "web", "namespace": "bench", "creationTimestamp": "2020-01-01T00:00:00Z"},
+  "spec": {"nodeName": "node-a", "containers": []}, "status": {"phase": "Running", "podIP": "$SIP"}},
+ {"kind": "Pod", "metadata": {"name": "load", "namespace": "bench", "creationTimestamp": "2020-01-01T00:00:00Z"},
+  "spec": {"nodeName": "node-a", "containers": []}, "status": {"phase": "Running", "podIP": "$CIP"}}]}
+JSON
+mkdir -p "$WORK/www"
+python3 -c 'import json; print(json.dumps([{"id": i, "name": f"item-{i}", "price": i * 1.5} for i in range(12)]))' >"$WORK/www/small.json"
+{
+    nginx_conf_head "$WORK"
+    echo "http {"
+    echo "    access_log off;"
+    nginx_temp_paths "$WORK"
+    cat <<NGINX
+    keepalive_requests 1000000;
+    server { listen $SIP:80; listen $SIP:8080 http2; root $WORK/www; }
+}
+NGINX
+} >"$WORK/nginx.conf"
+ip netns exec "$SRV" nginx -c "$WORK/nginx.conf" >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec "$SRV" redis-server --bind "$SIP" --port 6379 --protected-mode no --save "" --appendonly no >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec "$SRV" iperf3 -s -B "$SIP" >/dev/null 2>&1 & PIDS+=($!)
+for port in 80 6379 5201; do
+    for _ in $(seq 100); do ip netns exec "$CLI" bash -c "exec 3<>/dev/tcp/$SIP/$port" 2>/dev/null && break; sleep 0.1; done
+done
+
+TRAWL_PID=""
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+start_trawl() {  # $1: extra arguments
+    # shellcheck disable=SC2086
+    "$TRAWL" serve --live --netns-prefix "$P-" --inventory "$WORK/inventory.json" --listen 127.0.0.1:8898 $1 \
+        >"$WORK/trawl.log" 2>&1 &
+    TRAWL_PID=$!
+    for _ in $(seq 100); do curl -sf http://127.0.0.1:8898/metrics >/dev/null && break; sleep 0.1; done
+    sleep 1
+}
+stop_trawl() {
+    [ -n "$TRAWL_PID" ] && kill "$TRAWL_PID" && wait "$TRAWL_PID" 2>/dev/null || true
+    TRAWL_PID=""
+}
+metric() { curl -s http://127.0.0.1:8898/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+HZ=$(getconf CLK_TCK)
+# run LABEL REQUESTS COMMAND...: the load, and what trawl spent on it.
+run() {
+    local label="$1" requests="$2"; shift 2
+    local before=0 records0=0
+    if [ -n "$TRAWL_PID" ]; then before=$(cpu_ticks "$TRAWL_PID"); records0=$(metric trawl_records_total); fi
+    local rate
+    # h2load: "finished in …, N req/s"; redis-benchmark -q: "SET: N requests
+    # per second" per test (summed); iperf3: the receiver's bitrate.
+    rate=$("$@" 2>&1 | tr '\r' '\n' | awk '
+        /^finished in/ {print $4, "req/s"}
+        /requests per second/ {for (i = 1; i < NF; i++) if ($(i + 1) == "requests") r += $i; n++}
+        /receiver$/ {print $7, $8}
+        END {if (n) printf "%.0f req/s\n", r / n}' | tail -1)
+    if [ -n "$TRAWL_PID" ]; then
+        sleep 2  # the last records reach the graph
+        local cpu=$(( $(cpu_ticks "$TRAWL_PID") - before ))
+        local us_per=$(awk -v c="$cpu" -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", c / hz * 1e6 / n}')
+        local rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$TRAWL_PID/status")
+        printf '| %s | %s | %s µs | %s | %s | %s |\n' "$label" "$rate" "$us_per" \
+            "$(metric trawl_ring_drops_total)" "$(( $(metric trawl_records_total) - records0 ))" "$rss"
+    else
+        printf '| %s | %s | – | – | – | – |\n' "$label" "$rate"
+    fi
+}
+h1() { ip netns exec "$CLI" h2load --h1 -n "$N" -c 16 -t 1 "http://$SIP/small.json"; }
+h2c() { ip netns exec "$CLI" h2load -n "$N" -c 16 -m 8 -t 1 "http://$SIP:8080/small.json"; }
+redis() { ip netns exec "$CLI" redis-benchmark -h "$SIP" -q -n "$N" -c 16 -P 16 -t set,get; }
+bulk() { ip netns exec "$CLI" iperf3 -c "$SIP" -t 10 -f g; }
+
+echo "| run | rate | trawl CPU per request | ring drops | records | trawl peak RSS |"
+echo "|---|---|---|---|---|---|"
+run "HTTP/1.1 (h2load --h1), no trawl" "$N" h1
+run "h2c (h2load), no trawl" "$N" h2c
+run "Redis (redis-benchmark -P 16), no trawl" $((N * 2)) redis
+run "iperf3, no trawl" 1 bulk
+start_trawl "--capture-filter ^$"
+run "HTTP/1.1, trawl L4 only" "$N" h1
+run "iperf3, trawl L4 only" 1 bulk
+stop_trawl
+start_trawl ""
+if [ -n "${PROFILE:-}" ]; then
+    # PROFILE=FILE: a perf profile of trawl during the HTTP/1.1 L7 run.
+    perf record -F 999 -g -o "$PROFILE" -p "$TRAWL_PID" >/dev/null 2>&1 & PERF=$!
+fi
+run "HTTP/1.1, trawl L4 + L7" "$N" h1
+if [ -n "${PROFILE:-}" ]; then kill -INT "$PERF"; wait "$PERF" || true; fi
+run "h2c, trawl L4 + L7" "$N" h2c
+run "Redis, trawl L4 + L7" $((N * 2)) redis
+run "iperf3, trawl L4 + L7" 1 bulk
+stop_trawl
