@@ -15,7 +15,8 @@ use crate::support;
 
 use serde_json::Value;
 use std::path::Path;
-use trawl_sdk::abi::{DataResult, Event, PluginInfo, Status};
+use trawl_sdk::abi::v1::DataResult;
+use trawl_sdk::abi::{Event, PluginInfo, Status};
 
 fn info(name: &str) -> Vec<u8> {
     postcard::to_allocvec(&PluginInfo {
@@ -107,7 +108,8 @@ fn hostile() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         // A Rust panic in a wasm32-unknown-unknown plugin is an abort: `unreachable`.
         ("panic", module("bad-panic", 1, MATCH, "(unreachable)"), "unreachable"),
-        ("abi-v2", module("bad-abi", 2, MATCH, "(unreachable)"), "ABI v2"),
+        // The host speaks v2 and the version before; v3 is the future.
+        ("abi-v3", module("bad-abi", 3, MATCH, "(unreachable)"), "ABI v3"),
     ]
 }
 
@@ -186,7 +188,7 @@ fn hostile_plugins_cannot_hurt_the_host() {
             .unwrap_or_else(|| panic!("{label}: no status for the bad plugin: {:?}", run.status));
         let state = bad["state"].as_str().unwrap();
         let reason = bad["reason"].as_str().or(bad["last_error"].as_str()).unwrap_or_default();
-        if label == "abi-v2" {
+        if label == "abi-v3" {
             assert_eq!(state, "rejected", "{label}: {bad}");
         } else {
             assert_eq!(state, "quarantined", "{label}: {bad}");
@@ -215,7 +217,8 @@ const WAT_VARINT: &str = r#"(func $varint (param $p i32) (param $v i32) (result 
 
 /// `memo`, a plugin no host code knows: it takes Redis's port (outranking
 /// the redis plugin) and reports one `NOTE` record per data call, having
-/// consumed all of it. Its result is postcard written by hand: status Ok,
+/// consumed all of it. It speaks ABI v1, the version before the host's, so
+/// it also shows that v1 plugins keep loading and working. Its result is postcard written by hand: status Ok,
 /// `consumed` (the input's length), then a fixed tail (needed 0 and one
 /// record event).
 fn memo_module() -> Vec<u8> {

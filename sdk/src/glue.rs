@@ -30,7 +30,7 @@ impl<D: Dissector> std::fmt::Debug for Guest<D> {
 }
 
 fn violation(consumed: u32, events: Vec<abi::Event>) -> DataResult {
-    DataResult { status: Status::Violation, consumed, needed: 0, events }
+    DataResult { status: Status::Violation, consumed, needed: 0, skip: 0, events }
 }
 
 impl<D: Dissector> Guest<D> {
@@ -65,7 +65,10 @@ impl<D: Dissector> Guest<D> {
         let len = bytes.len() as u32;
         let mut consumed = 0u32;
         let mut needed = 0u32;
-        while consumed < len {
+        let mut skip = 0u64;
+        // Right after a skip the dissector hears of it even with no bytes.
+        let mut skip_ended = flags & abi::FLAG_SKIPPED != 0;
+        while consumed < len || std::mem::take(&mut skip_ended) {
             match self.dissector.data(state, meta, dir, ts, &bytes[consumed as usize..], &mut out) {
                 Progress::Done { consumed: 0 } => {
                     needed = len - consumed + 1;
@@ -78,12 +81,25 @@ impl<D: Dissector> Guest<D> {
                     needed = n.saturating_sub(c);
                     break;
                 }
+                Progress::Skip { consumed: c, skip: s } => {
+                    consumed += c.min(len - consumed);
+                    let here = u64::from(len - consumed);
+                    if s > here {
+                        // The rest goes by in the host, uncopied.
+                        consumed = len;
+                        skip = s - here;
+                        break;
+                    }
+                    consumed += s as u32;
+                    skip_ended = true;
+                }
                 Progress::Desync => return violation(consumed, out.take()),
                 Progress::Handover { consumed: c } => {
                     return DataResult {
                         status: Status::Handover,
                         consumed: consumed + c.min(len - consumed),
                         needed: 0,
+                        skip: 0,
                         events: out.take(),
                     };
                 }
@@ -93,8 +109,9 @@ impl<D: Dissector> Guest<D> {
             self.dissector.fin(state, meta, dir, ts, &bytes[consumed as usize..], &mut out);
             consumed = len;
             needed = 0;
+            skip = 0;
         }
-        DataResult { status: Status::Ok, consumed, needed, events: out.take() }
+        DataResult { status: Status::Ok, consumed, needed, skip, events: out.take() }
     }
 
     pub fn datagram(&mut self, flow: u64, dir: Dir, ts: u64, bytes: &[u8]) -> DataResult {

@@ -90,6 +90,11 @@ pub enum Progress {
     Desync,
     /// The connection switched protocol (an upgrade); stop here.
     Handover { consumed: u32 },
+    /// `consumed` bytes are done with, and the `skip` bytes after them (in
+    /// this input or still to come) are only to be counted: the host never
+    /// copies them in. Once they have passed, `data` is called again, with
+    /// [`abi::FLAG_SKIPPED`] and the bytes that follow (perhaps none).
+    Skip { consumed: u32, skip: u64 },
 }
 
 /// Collects the events of one call.
@@ -138,7 +143,8 @@ pub trait Dissector: Default + 'static {
     }
 
     /// In-order bytes of one direction, starting with what the previous
-    /// call left unconsumed. Parse as much as is complete.
+    /// call left unconsumed. Parse as much as is complete. `bytes` is empty
+    /// only right after a [`Progress::Skip`] ended.
     fn data(
         &mut self,
         conn: &mut Self::Conn,
@@ -185,7 +191,7 @@ pub fn log(level: u32, message: &str) {
     glue::host_log(level, message);
 }
 
-/// Generates the wasm exports of ABI v1 for a [`Dissector`] type. Call it
+/// Generates the wasm exports of ABI v2 for a [`Dissector`] type. Call it
 /// once per plugin crate. On non-wasm targets it generates nothing, so the
 /// crate can be linked natively next to other plugins.
 #[macro_export]

@@ -1,6 +1,7 @@
 //! Test a dissector natively, the way the host drives it: unconsumed bytes
 //! are kept and offered again with what arrives next, `needed` is honoured,
-//! and a gap drops the incomplete tail.
+//! skipped bytes are counted and never shown, and a gap drops the
+//! incomplete tail.
 //!
 //! ```
 //! # use trawl_sdk::{testing::Session, Dir, L4};
@@ -18,7 +19,7 @@
 //! assert!(s.records.is_empty());
 //! ```
 
-use crate::abi::{ConnMeta, Dir, Event, FLAG_FIN, FLAG_GAP, L4, Record, Status};
+use crate::abi::{ConnMeta, Dir, Event, FLAG_FIN, FLAG_GAP, FLAG_SKIPPED, L4, Record, Status};
 use crate::{Dissector, Guest};
 
 /// One connection through a dissector.
@@ -26,7 +27,11 @@ pub struct Session<D: Dissector> {
     guest: Guest<D>,
     tail: [Vec<u8>; 2],
     needed: [usize; 2],
+    skip: [u64; 2],
     ts: u64,
+    /// Bytes handed to the dissector, and bytes it skipped.
+    pub copied: u64,
+    pub skipped: u64,
     /// Records reported so far.
     pub records: Vec<Record>,
     /// Protocols the connection upgraded to.
@@ -67,7 +72,10 @@ impl<D: Dissector> Session<D> {
             guest,
             tail: [Vec::new(), Vec::new()],
             needed: [0, 0],
+            skip: [0, 0],
             ts: 0,
+            copied: 0,
+            skipped: 0,
             records: Vec::new(),
             upgrades: Vec::new(),
             status: r.status,
@@ -107,9 +115,29 @@ impl<D: Dissector> Session<D> {
         self.send_flags(dir, &[], FLAG_FIN, 0);
     }
 
-    fn send_flags(&mut self, dir: Dir, bytes: &[u8], flags: u32, gap: u64) {
+    fn send_flags(&mut self, dir: Dir, mut bytes: &[u8], mut flags: u32, mut gap: u64) {
         self.ts += 1;
         let i = dir.code() as usize;
+        if self.skip[i] > 0 {
+            // Lost or not, skipped bytes are the dissector's wish.
+            let n = if flags & FLAG_GAP != 0 { gap } else { bytes.len() as u64 }.min(self.skip[i]);
+            self.skip[i] -= n;
+            self.skipped += n;
+            if flags & FLAG_GAP != 0 {
+                gap -= n;
+                if gap == 0 {
+                    flags &= !FLAG_GAP;
+                }
+            } else {
+                bytes = &bytes[n as usize..];
+            }
+            if self.skip[i] > 0 && flags & FLAG_FIN == 0 {
+                return;
+            }
+            if self.skip[i] == 0 {
+                flags |= FLAG_SKIPPED;
+            }
+        }
         if flags & FLAG_GAP != 0 {
             self.tail[i].clear();
         }
@@ -118,11 +146,13 @@ impl<D: Dissector> Session<D> {
             return;
         }
         let input = std::mem::take(&mut self.tail[i]);
+        self.copied += input.len() as u64;
         let r = self.guest.data(1, dir, flags, self.ts, &input, gap);
         self.status = r.status;
         self.take(r.events);
         self.tail[i] = input[(r.consumed as usize).min(input.len())..].to_vec();
         self.needed[i] = r.needed as usize;
+        self.skip[i] = r.skip;
     }
 
     /// One UDP datagram.

@@ -18,7 +18,7 @@ pub use trawl_service::workers::WorkerCounters;
 
 /// 3: records carry the SDK record and a sequence number; 4: worker
 /// status is typed (counters, plugin status); 5: plugin status carries
-/// probe and stream bytes (amplification).
+/// probe, stream and skipped bytes (amplification).
 pub const PROTOCOL_VERSION: u16 = 5;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -173,6 +173,7 @@ pub struct WirePluginStatus {
     pub bytes_in: u64,
     pub probe_bytes: u64,
     pub stream_bytes: u64,
+    pub skipped_bytes: u64,
     pub last_error: Option<String>,
     pub ports: String,
 }
@@ -227,6 +228,7 @@ macro_rules! plugin_status_from {
                     bytes_in: p.bytes_in,
                     probe_bytes: p.probe_bytes,
                     stream_bytes: p.stream_bytes,
+                    skipped_bytes: p.skipped_bytes,
                     last_error: p.last_error,
                     ports: p.ports,
                 }
@@ -317,6 +319,7 @@ mod tests {
             bytes_in: 6,
             probe_bytes: 7,
             stream_bytes: 8,
+            skipped_bytes: 9,
             last_error: Some("trapped".into()),
             ports: "tcp/11211".into(),
         };

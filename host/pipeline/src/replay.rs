@@ -126,10 +126,11 @@ impl ReplayOutcome {
                 .iter()
                 .filter_map(|p| {
                     Some(format!(
-                        "; {}: {} stream bytes, {} copied in, amplification {:.2}",
+                        "; {}: {} stream bytes, {} copied in, {} skipped, amplification {:.2}",
                         p.name,
                         p.stream_bytes,
                         p.bytes_in,
+                        p.skipped_bytes,
                         p.amplification()?
                     ))
                 })

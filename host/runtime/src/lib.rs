@@ -41,8 +41,8 @@ pub enum LoadError {
     Compile(String),
     #[error("missing export `{0}`")]
     MissingExport(String),
-    #[error("speaks plugin ABI v{found}; this host speaks v{expected}")]
-    AbiVersion { found: u32, expected: u32 },
+    #[error("speaks plugin ABI v{found}; this host speaks v{oldest} and v{newest}")]
+    AbiVersion { found: u32, oldest: u32, newest: u32 },
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
     #[error("init failed: {0}")]

@@ -51,6 +51,8 @@ pub struct PluginStatus {
     /// Stream bytes of the connections attached to it: what it was given
     /// to dissect, copied or not.
     pub stream_bytes: u64,
+    /// Of those, the bytes it asked to skip (ABI v2): counted, not copied.
+    pub skipped_bytes: u64,
     pub last_error: Option<String>,
     /// Port hints, as `tcp/80,udp/53`.
     pub ports: String,
@@ -110,6 +112,7 @@ impl Rejected {
             bytes_in: 0,
             probe_bytes: 0,
             stream_bytes: 0,
+            skipped_bytes: 0,
             last_error: Some(self.error.to_string()),
             ports: String::new(),
         }

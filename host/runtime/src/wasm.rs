@@ -1,4 +1,5 @@
-//! The wasmtime sandbox: core wasm modules speaking ABI v1.
+//! The wasmtime sandbox: core wasm modules speaking ABI v2, or v1 (the
+//! version before, still accepted: see `sdk/ABI.md`).
 //!
 //! Every call runs under an epoch deadline, every store under a memory cap,
 //! and every output is bounds-checked, size-capped and decoded as postcard
@@ -109,12 +110,14 @@ impl WasmRuntime {
                 return Err(LoadError::MissingExport(export.into()));
             }
         }
-        let factory = WasmFactory { runtime: Arc::clone(self), module };
+        let mut factory = WasmFactory { runtime: Arc::clone(self), module, abi: abi::ABI_VERSION };
         let mut probe = factory.instantiate_raw()?;
         let version = probe.call_abi_version().map_err(|e| LoadError::Init(e.to_string()))?;
-        if version != abi::ABI_VERSION {
-            return Err(LoadError::AbiVersion { found: version, expected: abi::ABI_VERSION });
+        if !(abi::ABI_OLDEST..=abi::ABI_VERSION).contains(&version) {
+            return Err(LoadError::AbiVersion { found: version, oldest: abi::ABI_OLDEST, newest: abi::ABI_VERSION });
         }
+        factory.abi = version;
+        probe.abi = version;
         let info = probe.call_init().map_err(|e| LoadError::Init(e.to_string()))?;
         if info.name.is_empty() || info.name.len() > 64 {
             return Err(LoadError::Init(format!("bad plugin name {:?}", info.name)));
@@ -173,6 +176,8 @@ impl WasmRuntime {
 struct WasmFactory {
     runtime: Arc<WasmRuntime>,
     module: Module,
+    /// The ABI version the module speaks; its results are decoded so.
+    abi: u32,
 }
 
 impl InstanceFactory for WasmFactory {
@@ -207,6 +212,7 @@ struct Funcs {
 
 /// One instance: a store, its memory and the reused input window.
 pub struct WasmInstance {
+    abi: u32,
     store: Store<HostState>,
     memory: Memory,
     funcs: Funcs,
@@ -282,6 +288,7 @@ impl WasmFactory {
             tick: optional!("trawl_tick"),
         };
         Ok(WasmInstance {
+            abi: self.abi,
             store,
             memory,
             funcs,
@@ -375,7 +382,7 @@ impl WasmInstance {
     }
 
     fn result(&self, packed: u64, given: usize) -> Result<DataResult, PluginFault> {
-        abi::decode_result(self.output(packed)?, given).map_err(PluginFault::BadOutput)
+        abi::decode_result(self.output(packed)?, given, self.abi).map_err(PluginFault::BadOutput)
     }
 }
 
@@ -416,7 +423,7 @@ impl PluginInstance for WasmInstance {
 
     fn datagram(&mut self, conn: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Result<DataResult, PluginFault> {
         let Some(f) = self.funcs.datagram.clone() else {
-            return Ok(DataResult { status: abi::Status::Violation, consumed: 0, needed: 0, events: Vec::new() });
+            return Ok(DataResult { status: abi::Status::Violation, ..DataResult::ok(0, Vec::new()) });
         };
         let (ptr, len) = self.write_input(bytes)?;
         self.arm();

@@ -91,6 +91,7 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
                     "bytes_in",
                     "probe_bytes",
                     "stream_bytes",
+                    "skipped_bytes",
                 ] {
                     v[field] = json!(on_workers.iter().map(|(_, x)| x[field].as_u64().unwrap_or(0)).sum::<u64>());
                 }
@@ -158,6 +159,7 @@ pub fn metrics_text(state: &SharedState) -> String {
         ("bytes_in", "Bytes the host copied into the plugin by data and datagram calls."),
         ("probe_bytes", "Bytes the host copied into the plugin to probe connections."),
         ("stream_bytes", "Stream bytes of the connections attached to the plugin."),
+        ("skipped_bytes", "Stream bytes the plugin asked to skip: counted, never copied in."),
     ] {
         out.push_str(&format!("# HELP trawl_plugin_{field}_total {help}\n# TYPE trawl_plugin_{field}_total counter\n"));
         for p in &plugins {

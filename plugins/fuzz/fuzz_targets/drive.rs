@@ -1,8 +1,8 @@
 //! Drives a dissector the way the host does: random splits of a byte
 //! stream across both directions, unconsumed tails kept, `needed` honoured,
-//! gaps and FINs thrown in. Checks the host's invariants on every result.
+//! skips let go by, gaps and FINs thrown in. Checks the host's invariants on every result.
 
-use trawl_sdk::abi::{FLAG_FIN, FLAG_GAP};
+use trawl_sdk::abi::{FLAG_FIN, FLAG_GAP, FLAG_SKIPPED};
 use trawl_sdk::{ConnMeta, Dir, Dissector, Guest, L4, Status};
 
 pub fn drive<D: Dissector>(data: &[u8], l4: L4) {
@@ -18,6 +18,7 @@ pub fn drive<D: Dissector>(data: &[u8], l4: L4) {
     };
     guest.open(1, meta);
     let mut tails: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut skips = [0u64; 2];
     let mut rest = data;
     while rest.len() >= 2 {
         let (op, len) = (rest[0], usize::from(rest[1]) * 4);
@@ -31,11 +32,23 @@ pub fn drive<D: Dissector>(data: &[u8], l4: L4) {
             assert!(r.consumed as usize <= chunk.len());
             continue;
         }
-        let flags = match op >> 5 {
+        let mut flags = match op >> 5 {
             1 => FLAG_GAP,
             2 => FLAG_FIN,
             _ => 0,
         };
+        let mut chunk = chunk;
+        if skips[i] > 0 && flags & FLAG_GAP == 0 {
+            let n = skips[i].min(chunk.len() as u64);
+            skips[i] -= n;
+            chunk = &chunk[n as usize..];
+            if skips[i] > 0 && flags & FLAG_FIN == 0 {
+                continue;
+            }
+            if skips[i] == 0 {
+                flags |= FLAG_SKIPPED;
+            }
+        }
         if flags & FLAG_GAP != 0 {
             tails[i].clear();
         }
@@ -47,6 +60,8 @@ pub fn drive<D: Dissector>(data: &[u8], l4: L4) {
             return;
         }
         tails[i] = input[r.consumed as usize..].to_vec();
+        skips[i] = r.skip;
+        assert!(r.skip == 0 || tails[i].is_empty(), "a skip starts after everything given");
         if tails[i].len() > max_buffer {
             return;
         }

@@ -5,9 +5,12 @@
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let given = data.first().map_or(0, |b| usize::from(*b) * 16);
-    if let Ok(r) = trawl_sdk::abi::decode_result(data.get(1..).unwrap_or_default(), given) {
-        assert!(r.consumed as usize <= given);
-        assert!(r.events.len() <= trawl_sdk::abi::MAX_EVENTS);
+    // Both shapes the host accepts: ABI v1 (no skip) and v2.
+    for version in [trawl_sdk::abi::ABI_OLDEST, trawl_sdk::abi::ABI_VERSION] {
+        if let Ok(r) = trawl_sdk::abi::decode_result(data.get(1..).unwrap_or_default(), given, version) {
+            assert!(r.consumed as usize <= given);
+            assert!(r.events.len() <= trawl_sdk::abi::MAX_EVENTS);
+        }
     }
     let _ = postcard::from_bytes::<trawl_sdk::PluginInfo>(data);
 });

@@ -366,6 +366,13 @@ fn resync(phase: &mut Phase, dir: Dir, bytes: &[u8]) -> Progress {
 fn apply_body_step(step: Step, target: Option<(&mut u64, &mut u64)>, phase: &mut Phase) -> Progress {
     let (consumed, content) = match step {
         Step::Finished { consumed, content } => (consumed, content),
+        Step::Skip { consumed, content, skip } => {
+            if let Some((wire, len)) = target {
+                *wire += consumed as u64 + skip;
+                *len += content;
+            }
+            return Progress::Skip { consumed: consumed as u32, skip };
+        }
         Step::NeedMore { consumed, content, needed } => {
             if let Some((wire, len)) = target {
                 *wire += consumed as u64;

@@ -224,6 +224,9 @@ pub(crate) enum Step {
     NeedMore { consumed: usize, content: u64, needed: usize },
     /// The body ended after `consumed` bytes.
     Finished { consumed: usize, content: u64 },
+    /// All of `consumed` was used, and the next `skip` bytes are body
+    /// content the host lets go by uncounted by us (they are in `content`).
+    Skip { consumed: usize, content: u64, skip: u64 },
     /// Framing is broken.
     Invalid,
 }
@@ -267,7 +270,10 @@ impl BodyState {
                     if *rem == 0 {
                         return Step::Finished { consumed: at, content };
                     }
-                    return Step::NeedMore { consumed: at, content, needed: at + 1 };
+                    // The rest of the body is only counted: the host lets
+                    // it go by, and the next call finds the body done.
+                    let skip = std::mem::take(rem);
+                    return Step::Skip { consumed: at, content: content + skip, skip };
                 }
                 BodyState::Chunked(Chunk::Size) => {
                     let Some(end) = line_end(rest) else {
@@ -298,7 +304,8 @@ impl BodyState {
                     at += take as usize;
                     content += take;
                     if *rem > 0 {
-                        return Step::NeedMore { consumed: at, content, needed: at + 1 };
+                        let skip = std::mem::take(rem);
+                        return Step::Skip { consumed: at, content: content + skip, skip };
                     }
                     *self = BodyState::Chunked(Chunk::DataEnd);
                 }

@@ -201,3 +201,44 @@ fn malformed_request_lines_still_pair_with_responses() {
         assert_eq!(d.records[0].status_code, Some(400));
     }
 }
+
+/// Bodies are skipped (ABI v2): the host lets them go by uncopied, the
+/// record still carries their exact size, and a loss inside a skipped body
+/// costs the connection nothing.
+#[test]
+fn large_bodies_are_skipped_not_copied() {
+    let body = vec![b'x'; 1 << 20];
+    let mut chunked = Vec::new();
+    for c in body.chunks(10_000) {
+        chunked.extend(format!("{:x}\r\n", c.len()).bytes());
+        chunked.extend_from_slice(c);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let sized = [format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes(), body].concat();
+    let chunked = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), chunked].concat();
+    for response in [&sized, &chunked] {
+        let mut d = new_driver();
+        for _ in 0..2 {
+            d.send(Dir::ToServer, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n");
+            for segment in response.chunks(1448) {
+                d.send(Dir::ToClient, segment);
+            }
+        }
+        assert_eq!(d.records.len(), 2, "both responses end as their bodies do");
+        assert!(d.records.iter().all(|r| r.response_size == response.len() as u64));
+        assert!(d.copied < response.len() as u64 / 5, "copied {} of {}", d.copied, 2 * response.len());
+        assert!(d.skipped > response.len() as u64, "skipped {}", d.skipped);
+    }
+
+    let mut d = new_driver();
+    d.send(Dir::ToServer, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n");
+    d.send(Dir::ToClient, &sized[..3000]);
+    d.gap(Dir::ToClient, 500_000);
+    d.send(Dir::ToClient, &sized[503_000..]);
+    d.send(Dir::ToServer, b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+    d.send(Dir::ToClient, b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(d.status, Status::Ok);
+    let got: Vec<_> = d.records.iter().map(|r| (r.summary.as_str(), status(r))).collect();
+    assert_eq!(got, [("/big", Some(200)), ("/next", Some(204))]);
+}

@@ -402,6 +402,7 @@ impl Dissector for Redis {
             resp::Step::NeedMore { consumed, needed } => {
                 Progress::NeedMore { consumed: clamp(consumed), needed: clamp(needed) }
             }
+            resp::Step::Skip { consumed, skip } => Progress::Skip { consumed: clamp(consumed), skip },
             resp::Step::Desync => Progress::Desync,
         }
     }

@@ -111,6 +111,27 @@ struct Attached {
     slot: usize,
     tails: [Vec<u8>; 2],
     needed: [usize; 2],
+    /// Bytes still to go by uncopied, per direction (ABI v2 skip), and
+    /// whether a skip ended since the last call (its next call says so).
+    skip: [u64; 2],
+    skip_ended: [bool; 2],
+}
+
+impl Attached {
+    fn new(slot: usize) -> Self {
+        Attached { slot, tails: [Vec::new(), Vec::new()], needed: [0, 0], skip: [0, 0], skip_ended: [false, false] }
+    }
+
+    /// Lets up to `len` bytes of direction `d` go by if the plugin asked to
+    /// skip them; returns how many did.
+    fn pass(&mut self, d: usize, len: u64) -> u64 {
+        let n = self.skip[d].min(len);
+        self.skip[d] -= n;
+        if n > 0 && self.skip[d] == 0 {
+            self.skip_ended[d] = true;
+        }
+        n
+    }
 }
 
 enum State {
@@ -152,6 +173,8 @@ struct Slot {
     bytes_in: u64,
     probe_bytes: u64,
     stream_bytes: u64,
+    /// Stream bytes the plugin asked to skip: counted, never copied.
+    skipped_bytes: u64,
     last_error: Option<String>,
 }
 

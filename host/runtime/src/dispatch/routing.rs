@@ -68,7 +68,7 @@ impl Dispatcher {
         self.stats.attached += 1;
         tracing::debug!(conn = id, plugin = %self.slots[slot].plugin.info.name, "connection attached");
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.state = State::Attached(Attached { slot, tails: [Vec::new(), Vec::new()], needed: [0, 0] });
+            conn.state = State::Attached(Attached::new(slot));
         }
         for q in p.queue {
             let step = match q {
@@ -147,6 +147,12 @@ impl Dispatcher {
                 let max_buffer = self.slots[slot].plugin.info.max_buffer as usize;
                 if let Some(Conn { state: State::Attached(a), .. }) = self.conns.get_mut(&id) {
                     let d = dir.code() as usize;
+                    // A skip starts right after the consumed bytes; what of
+                    // it the window already holds goes by here.
+                    a.skip[d] = r.skip;
+                    let passed = a.pass(d, rest.len() as u64);
+                    self.slots[slot].skipped_bytes += passed;
+                    let rest = &rest[passed as usize..];
                     a.tails[d] = rest.to_vec();
                     a.needed[d] =
                         (r.needed as usize).max(if r.consumed == 0 && !rest.is_empty() { rest.len() + 1 } else { 0 });
@@ -179,6 +185,14 @@ impl Dispatcher {
         let d = dir.code() as usize;
         let midstream = meta.midstream;
         self.slots[slot].stream_bytes += bytes.len() as u64;
+        // Bytes the plugin asked to skip are counted and never copied in.
+        let passed = a.pass(d, bytes.len() as u64);
+        self.slots[slot].skipped_bytes += passed;
+        let bytes = &bytes[passed as usize..];
+        if a.skip[d] > 0 && !fin {
+            return Step::Continue;
+        }
+        let skip_ended = std::mem::take(&mut a.skip_ended[d]);
         // Most segments arrive with nothing left over from the last call:
         // hand them over as they are instead of copying them first.
         let tail = std::mem::take(&mut a.tails[d]);
@@ -189,14 +203,16 @@ impl Dispatcher {
             tail.extend_from_slice(bytes);
             std::borrow::Cow::Owned(tail)
         };
-        if !fin && window.len() < a.needed[d] {
+        if !fin && !skip_ended && window.len() < a.needed[d] {
             a.tails[d] = window.into_owned();
             if a.tails[d].len() > self.slots[slot].plugin.info.max_buffer as usize {
                 return self.detach_overflow(id, slot, ts);
             }
             return Step::Continue;
         }
-        let flags = if fin { abi::FLAG_FIN } else { 0 } | if midstream { abi::FLAG_MIDSTREAM } else { 0 };
+        let flags = if fin { abi::FLAG_FIN } else { 0 }
+            | if midstream { abi::FLAG_MIDSTREAM } else { 0 }
+            | if skip_ended { abi::FLAG_SKIPPED } else { 0 };
         let result = match self.instance(slot, window.len()) {
             Some(inst) => inst.data(id, dir, flags, ts, &window, 0),
             None => return Step::Stop,
@@ -285,6 +301,12 @@ impl StreamSink for Dispatcher {
                     State::Probing(p) => p.seen[dir.code() as usize].clear(),
                     State::Attached(a) => {
                         let slot = a.slot;
+                        // Lost bytes the plugin meant to skip anyway lose
+                        // it nothing.
+                        let len = len - a.pass(dir.code() as usize, len);
+                        if len == 0 {
+                            return;
+                        }
                         a.tails[dir.code() as usize].clear();
                         a.needed[dir.code() as usize] = 0;
                         if !self.slots[slot].plugin.info.accepts_gaps {

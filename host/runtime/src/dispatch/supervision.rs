@@ -30,6 +30,7 @@ impl Dispatcher {
             bytes_in: 0,
             probe_bytes: 0,
             stream_bytes: 0,
+            skipped_bytes: 0,
             last_error: None,
         });
         generation
@@ -70,6 +71,7 @@ impl Dispatcher {
                 bytes_in: s.bytes_in,
                 probe_bytes: s.probe_bytes,
                 stream_bytes: s.stream_bytes,
+                skipped_bytes: s.skipped_bytes,
                 last_error: s.last_error.clone(),
                 ports: crate::registry::port_list(&s.plugin.info),
             })
