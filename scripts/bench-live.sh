@@ -109,7 +109,14 @@ run() {
         /receiver$/ {print $7, $8}
         END {if (n) printf "%.0f req/s\n", r / n}' | tail -1)
     if [ -n "$TRAWL_PID" ]; then
-        sleep 2  # the last records reach the graph
+        # Until the L7 thread has caught up: its records stop growing.
+        local last=-1 now
+        for _ in $(seq 60); do
+            sleep 1
+            now=$(metric trawl_records_total)
+            [ "$now" = "$last" ] && break
+            last=$now
+        done
         local cpu=$(( $(cpu_ticks "$TRAWL_PID") - before ))
         local us_per=$(awk -v c="$cpu" -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", c / hz * 1e6 / n}')
         local rss=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$TRAWL_PID/status")
