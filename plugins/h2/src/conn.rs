@@ -22,6 +22,10 @@ pub type Fields = Vec<(String, String)>;
 
 /// Per-stream state a plugin adds; it sees every DATA payload.
 pub trait StreamExtra: Default + std::fmt::Debug {
+    /// Whether DATA payloads are read at all. When not, a DATA frame's
+    /// payload is only counted: the host lets it go by uncopied (ABI v2
+    /// skip).
+    const READS_DATA: bool = true;
     fn data(&mut self, _dir: Dir, _payload: &[u8]) {}
     /// Bytes of this direction were lost (a capture gap): the next DATA
     /// frame may or may not belong where the last one ended.
@@ -31,7 +35,9 @@ pub trait StreamExtra: Default + std::fmt::Debug {
     fn joined(&mut self, _dir: Dir) {}
 }
 
-impl StreamExtra for () {}
+impl StreamExtra for () {
+    const READS_DATA: bool = false;
+}
 
 /// One stream, request and response.
 #[derive(Debug, Default)]
@@ -89,6 +95,14 @@ struct Pending {
     end_stream: bool,
 }
 
+/// A DATA frame whose payload the host is letting go by: what it does once
+/// its last byte has passed.
+#[derive(Debug, Clone, Copy)]
+struct Skipped {
+    stream: u32,
+    end_stream: bool,
+}
+
 /// HTTP/2 state of one connection.
 #[derive(Debug, Default)]
 pub struct Connection<X> {
@@ -99,6 +113,8 @@ pub struct Connection<X> {
     goaway: Option<u32>,
     /// Bytes were lost in this direction: look for the next frame start.
     resync: [bool; 2],
+    /// The DATA frame being skipped, per direction.
+    skipping: [Option<Skipped>; 2],
     /// Streams already reported, newest last: a closed stream never opens
     /// again, so frames that still arrive for one (a client finishing an
     /// upload the server already answered and reset) are not a new stream.
@@ -242,6 +258,7 @@ impl<X: StreamExtra> Connection<X> {
     pub fn gap(&mut self, dir: Dir) {
         let d = dir.code() as usize;
         self.resync[d] = true;
+        self.skipping[d] = None;
         self.preface_done = true;
         self.pending[d] = None;
         self.decoders[d] = hpack::Decoder::new();
@@ -253,6 +270,12 @@ impl<X: StreamExtra> Connection<X> {
     /// Reads one frame (or the preface); finished streams go to `done`.
     pub fn data(&mut self, dir: Dir, ts: u64, bytes: &[u8], done: &mut Vec<Stream<X>>) -> Progress {
         let d = dir.code() as usize;
+        // The first call after a skip: the skipped frame has ended.
+        if let Some(skipped) = self.skipping[d].take()
+            && skipped.end_stream
+        {
+            self.end(dir, skipped.stream, done);
+        }
         if self.resync[d] {
             // Two plausible frames in a row (or one that fills the buffer)
             // mark a frame boundary; the last 8 bytes may start one.
@@ -274,6 +297,10 @@ impl<X: StreamExtra> Connection<X> {
             }
         }
         match frame::parse(bytes) {
+            Parsed::NeedMore(n) if !X::READS_DATA => match frame::data_header(bytes) {
+                Some((f, size, body)) if bytes.len() < size => self.skip_data(dir, ts, f, size, body, bytes.len()),
+                _ => Progress::NeedMore { consumed: 0, needed: n as u32 },
+            },
             Parsed::NeedMore(n) => Progress::NeedMore { consumed: 0, needed: n as u32 },
             Parsed::Invalid => Progress::Desync,
             Parsed::Frame(f, size) => {
@@ -281,6 +308,25 @@ impl<X: StreamExtra> Connection<X> {
                 Progress::Done { consumed: size as u32 }
             }
         }
+    }
+
+    /// A DATA frame of `size` bytes (`body` of them content, padding aside)
+    /// of which `have` are here: counted now, the rest let go by, and its
+    /// END_STREAM applied once it has passed.
+    fn skip_data(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: usize, body: u64, have: usize) -> Progress {
+        let mut counted = Vec::new();
+        let header_only = Frame { payload: &[], flags: f.flags & !frame::END_STREAM, ..f };
+        self.frame(dir, ts, header_only, size as u64, &mut counted);
+        debug_assert!(counted.is_empty(), "a DATA frame without END_STREAM ends no stream");
+        if let Some(s) = self.streams.get_mut(&f.stream) {
+            match dir {
+                Dir::ToServer => s.request_body += body,
+                Dir::ToClient => s.response_body += body,
+            }
+        }
+        self.skipping[dir.code() as usize] =
+            Some(Skipped { stream: f.stream, end_stream: f.flags & frame::END_STREAM != 0 });
+        Progress::Skip { consumed: have as u32, skip: (size - have) as u64 }
     }
 
     fn frame(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: u64, done: &mut Vec<Stream<X>>) {

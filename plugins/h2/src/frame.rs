@@ -57,6 +57,22 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     Parsed::Frame(Frame { kind, flags: buf[4], stream, payload: &buf[9..total] }, total)
 }
 
+/// The header of a DATA frame that is not all here: the frame (without
+/// payload), its total size and its content length (padding excluded).
+/// `None` unless `buf` starts a DATA frame on a stream whose padding
+/// length (if any) is readable.
+pub fn data_header(buf: &[u8]) -> Option<(Frame<'_>, usize, u64)> {
+    if buf.len() < 10 || buf[3] != DATA {
+        return None;
+    }
+    let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+    let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+    let flags = buf[4];
+    let padding = if flags & PADDED != 0 { 1 + usize::from(buf[9]) } else { 0 };
+    let body = len.checked_sub(padding)?;
+    (stream != 0).then_some((Frame { kind: DATA, flags, stream, payload: &[] }, 9 + len, body as u64))
+}
+
 impl<'a> Frame<'a> {
     /// The header block fragment of HEADERS / PUSH_PROMISE / CONTINUATION,
     /// without padding and priority fields. `None` if the lengths lie.

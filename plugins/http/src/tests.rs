@@ -242,3 +242,39 @@ fn large_bodies_are_skipped_not_copied() {
     let got: Vec<_> = d.records.iter().map(|r| (r.summary.as_str(), status(r))).collect();
     assert_eq!(got, [("/big", Some(200)), ("/next", Some(204))]);
 }
+
+/// HTTP/2 DATA payloads are skipped too: counted, never copied, and a
+/// stream ends when its last DATA frame has gone by.
+#[test]
+fn h2_data_frames_are_skipped_not_copied() {
+    let mut d = new_driver();
+    let mut c2s = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    c2s.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    c2s.extend_from_slice(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x85, 0x86]);
+    d.send(Dir::ToServer, &c2s);
+    // :status 200, then 4 DATA frames of 16 KiB, the last one padded (8
+    // bytes) and ending the stream.
+    let mut s2c = vec![0, 0, 1, 1, 4, 0, 0, 0, 1, 0x88];
+    for i in 0..4 {
+        let last = i == 3;
+        let payload_len = 16_384 + if last { 9 } else { 0 };
+        s2c.extend_from_slice(&(payload_len as u32).to_be_bytes()[1..]);
+        s2c.extend_from_slice(&[0, if last { 0x9 } else { 0 }, 0, 0, 0, 1]);
+        if last {
+            s2c.push(8);
+        }
+        s2c.extend(std::iter::repeat_n(b'x', 16_384));
+        if last {
+            s2c.extend_from_slice(&[0; 8]);
+        }
+    }
+    for segment in s2c.chunks(1448) {
+        d.send(Dir::ToClient, segment);
+    }
+    assert_eq!(d.records.len(), 1, "the stream ends with its last frame");
+    let r = &d.records[0];
+    assert_eq!((r.summary.as_str(), status(r)), ("/index.html", Some(200)));
+    assert_eq!(r.response_size, s2c.len() as u64);
+    assert_eq!(r.fields["response_body_size"], Value::Int(4 * 16_384));
+    assert!(d.copied < 2 * 1448 * 4 + c2s.len() as u64, "copied {}", d.copied);
+}
