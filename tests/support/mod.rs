@@ -116,10 +116,13 @@ pub(crate) fn tcpdump(file: &Path, filter: &str) -> Child {
 }
 
 /// Starts tcpdump on `iface` with extra options (such as `-Q in`) and
-/// returns once it is listening.
+/// returns once it is listening. Its kernel buffer is 128 MiB: on a busy
+/// 2-core machine running tests side by side, a 16 MiB buffer of
+/// loopback's 64 KiB packets overflowed and the capture lost packets (the
+/// test then blamed trawl for requests it never saw).
 pub(crate) fn tcpdump_on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Child {
     let mut child = Command::new("tcpdump")
-        .args(["-i", iface, "--immediate-mode", "-B", "16384", "-U", "-n", "-s", "0"])
+        .args(["-i", iface, "--immediate-mode", "-B", "131072", "-U", "-n", "-s", "0"])
         .args(extra)
         .arg("-w")
         .arg(file)

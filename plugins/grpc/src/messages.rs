@@ -60,11 +60,46 @@ pub(crate) struct Messages {
     pub response: Framing,
 }
 
+impl Framing {
+    /// Message bytes still to come once `next` is read: only their count
+    /// matters, so they need not be seen. Counting that stopped needs
+    /// nothing more.
+    fn skippable_after(&self, next: &[u8]) -> u64 {
+        let mut after = self.clone();
+        after.feed(next);
+        if after.lost { u64::MAX } else { after.remaining }
+    }
+}
+
+impl Messages {
+    fn framing(&self, dir: Dir) -> &Framing {
+        match dir {
+            Dir::ToServer => &self.request,
+            Dir::ToClient => &self.response,
+        }
+    }
+
+    fn framing_mut(&mut self, dir: Dir) -> &mut Framing {
+        match dir {
+            Dir::ToServer => &mut self.request,
+            Dir::ToClient => &mut self.response,
+        }
+    }
+}
+
 impl trawl_h2::StreamExtra for Messages {
     fn data(&mut self, dir: Dir, payload: &[u8]) {
-        match dir {
-            Dir::ToServer => self.request.feed(payload),
-            Dir::ToClient => self.response.feed(payload),
+        self.framing_mut(dir).feed(payload);
+    }
+
+    fn skippable_after(&self, dir: Dir, next: &[u8]) -> u64 {
+        self.framing(dir).skippable_after(next)
+    }
+
+    fn skipped(&mut self, dir: Dir, len: u64) {
+        let f = self.framing_mut(dir);
+        if !f.lost {
+            f.remaining -= len.min(f.remaining);
         }
     }
 

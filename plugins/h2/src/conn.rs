@@ -20,13 +20,19 @@ pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
 /// Decoded header fields, in wire order.
 pub type Fields = Vec<(String, String)>;
 
-/// Per-stream state a plugin adds; it sees every DATA payload.
+/// Per-stream state a plugin adds; it sees the DATA payload it needs.
 pub trait StreamExtra: Default + std::fmt::Debug {
-    /// Whether DATA payloads are read at all. When not, a DATA frame's
-    /// payload is only counted: the host lets it go by uncopied (ABI v2
-    /// skip).
-    const READS_DATA: bool = true;
     fn data(&mut self, _dir: Dir, _payload: &[u8]) {}
+    /// How many payload bytes of `dir`, after `next` (which `data` is about
+    /// to get), this extra does not need to see: those are only counted
+    /// ([`StreamExtra::skipped`]) and the host lets them go by uncopied
+    /// (ABI v2 skip). The default reads nothing.
+    fn skippable_after(&self, _dir: Dir, _next: &[u8]) -> u64 {
+        u64::MAX
+    }
+    /// `len` payload bytes of `dir` went by unseen, as `skippable_after`
+    /// allowed.
+    fn skipped(&mut self, _dir: Dir, _len: u64) {}
     /// Bytes of this direction were lost (a capture gap): the next DATA
     /// frame may or may not belong where the last one ended.
     fn gap(&mut self, _dir: Dir) {}
@@ -35,9 +41,7 @@ pub trait StreamExtra: Default + std::fmt::Debug {
     fn joined(&mut self, _dir: Dir) {}
 }
 
-impl StreamExtra for () {
-    const READS_DATA: bool = false;
-}
+impl StreamExtra for () {}
 
 /// One stream, request and response.
 #[derive(Debug, Default)]
@@ -95,12 +99,20 @@ struct Pending {
     end_stream: bool,
 }
 
-/// A DATA frame whose payload the host is letting go by: what it does once
-/// its last byte has passed.
-#[derive(Debug, Clone, Copy)]
+/// A DATA frame whose payload the host is letting go by. It counts only
+/// once its last byte has passed: a capture that ends inside it shows what
+/// was seen, as when the frame is read whole.
+#[derive(Debug, Clone)]
 struct Skipped {
     stream: u32,
-    end_stream: bool,
+    flags: u8,
+    /// Wire size and content length (padding excluded).
+    size: u64,
+    body: u64,
+    /// The content that arrived with the header, and how much followed.
+    here: Vec<u8>,
+    to_come: u64,
+    ts: u64,
 }
 
 /// HTTP/2 state of one connection.
@@ -271,10 +283,8 @@ impl<X: StreamExtra> Connection<X> {
     pub fn data(&mut self, dir: Dir, ts: u64, bytes: &[u8], done: &mut Vec<Stream<X>>) -> Progress {
         let d = dir.code() as usize;
         // The first call after a skip: the skipped frame has ended.
-        if let Some(skipped) = self.skipping[d].take()
-            && skipped.end_stream
-        {
-            self.end(dir, skipped.stream, done);
+        if let Some(skipped) = self.skipping[d].take() {
+            self.skipped_frame(dir, skipped, done);
         }
         if self.resync[d] {
             // Two plausible frames in a row (or one that fills the buffer)
@@ -297,11 +307,17 @@ impl<X: StreamExtra> Connection<X> {
             }
         }
         match frame::parse(bytes) {
-            Parsed::NeedMore(n) if !X::READS_DATA => match frame::data_header(bytes) {
-                Some((f, size, body)) if bytes.len() < size => self.skip_data(dir, ts, f, size, body, bytes.len()),
+            // A DATA header without its first payload byte: one more byte
+            // tells whether the frame can be skipped (its padding length).
+            Parsed::NeedMore(_) if bytes.len() == 9 && bytes[3] == frame::DATA => {
+                Progress::NeedMore { consumed: 0, needed: 10 }
+            }
+            Parsed::NeedMore(n) => match frame::data_header(bytes) {
+                Some((f, size, body)) if bytes.len() < size => self
+                    .skip_data(dir, ts, f, size, body, bytes)
+                    .unwrap_or(Progress::NeedMore { consumed: 0, needed: n as u32 }),
                 _ => Progress::NeedMore { consumed: 0, needed: n as u32 },
             },
-            Parsed::NeedMore(n) => Progress::NeedMore { consumed: 0, needed: n as u32 },
             Parsed::Invalid => Progress::Desync,
             Parsed::Frame(f, size) => {
                 self.frame(dir, ts, f, size as u64, done);
@@ -311,22 +327,55 @@ impl<X: StreamExtra> Connection<X> {
     }
 
     /// A DATA frame of `size` bytes (`body` of them content, padding aside)
-    /// of which `have` are here: counted now, the rest let go by, and its
-    /// END_STREAM applied once it has passed.
-    fn skip_data(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: usize, body: u64, have: usize) -> Progress {
-        let mut counted = Vec::new();
-        let header_only = Frame { payload: &[], flags: f.flags & !frame::END_STREAM, ..f };
-        self.frame(dir, ts, header_only, size as u64, &mut counted);
-        debug_assert!(counted.is_empty(), "a DATA frame without END_STREAM ends no stream");
-        if let Some(s) = self.streams.get_mut(&f.stream) {
-            match dir {
-                Dir::ToServer => s.request_body += body,
-                Dir::ToClient => s.response_body += body,
-            }
+    /// that starts `bytes` but does not fit in them: if its stream's extra
+    /// needs none of the content still to come, the frame is counted now,
+    /// the extra sees the content that is here, the rest goes by uncopied,
+    /// and its END_STREAM applies once it has passed. `None`: wait for the
+    /// whole frame instead.
+    fn skip_data(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: usize, body: u64, bytes: &[u8]) -> Option<Progress> {
+        let start = if f.flags & frame::PADDED != 0 { 10 } else { 9 };
+        let here = &bytes[start.min(bytes.len())..];
+        let here = &here[..here.len().min(body as usize)];
+        let to_come = body - here.len() as u64;
+        // Only a stream already open: a DATA frame that opens one makes its
+        // extra start mid-message, which the full frame path handles.
+        let extra = &self.streams.get(&f.stream)?.extra;
+        if extra.skippable_after(dir, here) < to_come {
+            return None;
         }
-        self.skipping[dir.code() as usize] =
-            Some(Skipped { stream: f.stream, end_stream: f.flags & frame::END_STREAM != 0 });
-        Progress::Skip { consumed: have as u32, skip: (size - have) as u64 }
+        self.skipping[dir.code() as usize] = Some(Skipped {
+            stream: f.stream,
+            flags: f.flags,
+            size: size as u64,
+            body,
+            here: here.to_vec(),
+            to_come,
+            ts,
+        });
+        Some(Progress::Skip { consumed: bytes.len() as u32, skip: (size - bytes.len()) as u64 })
+    }
+
+    /// A skipped DATA frame has passed whole: it counts, and its
+    /// END_STREAM applies.
+    fn skipped_frame(&mut self, dir: Dir, skipped: Skipped, done: &mut Vec<Stream<X>>) {
+        let header_only = Frame {
+            kind: frame::DATA,
+            flags: skipped.flags & !frame::END_STREAM,
+            stream: skipped.stream,
+            payload: &[],
+        };
+        self.frame(dir, skipped.ts, header_only, skipped.size, done);
+        if let Some(s) = self.streams.get_mut(&skipped.stream) {
+            match dir {
+                Dir::ToServer => s.request_body += skipped.body,
+                Dir::ToClient => s.response_body += skipped.body,
+            }
+            s.extra.data(dir, &skipped.here);
+            s.extra.skipped(dir, skipped.to_come);
+        }
+        if skipped.flags & frame::END_STREAM != 0 {
+            self.end(dir, skipped.stream, done);
+        }
     }
 
     fn frame(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: u64, done: &mut Vec<Stream<X>>) {

@@ -72,6 +72,10 @@ pub struct HttpConn {
     head_ts: [Option<u64>; 2],
     /// Set once the connection speaks HTTP/2.
     h2: Option<h2::H2Conn>,
+    /// Body bytes being skipped, per direction: they count once they have
+    /// passed (the next call), so a capture that ends inside a body shows
+    /// what was seen.
+    skipping: [u64; 2],
 }
 
 impl Dissector for Http {
@@ -206,6 +210,11 @@ impl HttpConn {
     }
 
     fn request_data(&mut self, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
+        let skipped = std::mem::take(&mut self.skipping[0]);
+        if let Some(p) = self.req_body_of.and_then(|id| self.pending.iter_mut().find(|p| p.id == id)) {
+            p.body_wire += skipped;
+            p.body_len += skipped;
+        }
         match &mut self.req_phase {
             Phase::Resync => resync(&mut self.req_phase, Dir::ToServer, bytes),
             Phase::Body(body) => {
@@ -213,6 +222,9 @@ impl HttpConn {
                 let p = self.req_body_of.and_then(|id| self.pending.iter_mut().find(|p| p.id == id));
                 let progress =
                     apply_body_step(step, p.map(|p| (&mut p.body_wire, &mut p.body_len)), &mut self.req_phase);
+                if let Progress::Skip { skip, .. } = progress {
+                    self.skipping[0] = skip;
+                }
                 if progress == (Progress::Done { consumed: 0 }) {
                     // The body ended exactly where the bytes begin.
                     return self.request_data(ts, bytes, out);
@@ -264,12 +276,20 @@ impl HttpConn {
     }
 
     fn response_data(&mut self, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
+        let skipped = std::mem::take(&mut self.skipping[1]);
+        if let Some(r) = self.response.as_mut() {
+            r.body_wire += skipped;
+            r.body_len += skipped;
+        }
         match &mut self.resp_phase {
             Phase::Resync => resync(&mut self.resp_phase, Dir::ToClient, bytes),
             Phase::Body(body) => {
                 let step = body.advance(bytes);
                 let target = self.response.as_mut().map(|r| (&mut r.body_wire, &mut r.body_len));
                 let progress = apply_body_step(step, target, &mut self.resp_phase);
+                if let Progress::Skip { skip, .. } = progress {
+                    self.skipping[1] = skip;
+                }
                 if matches!(self.resp_phase, Phase::Head) {
                     self.finish_response(out);
                     if progress == (Progress::Done { consumed: 0 }) {
@@ -367,9 +387,11 @@ fn apply_body_step(step: Step, target: Option<(&mut u64, &mut u64)>, phase: &mut
     let (consumed, content) = match step {
         Step::Finished { consumed, content } => (consumed, content),
         Step::Skip { consumed, content, skip } => {
+            // The skipped bytes count when they have passed (the caller
+            // keeps them until the next call).
             if let Some((wire, len)) = target {
-                *wire += consumed as u64 + skip;
-                *len += content;
+                *wire += consumed as u64;
+                *len += content - skip;
             }
             return Progress::Skip { consumed: consumed as u32, skip };
         }

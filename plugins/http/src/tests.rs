@@ -278,3 +278,16 @@ fn h2_data_frames_are_skipped_not_copied() {
     assert_eq!(r.fields["response_body_size"], Value::Int(4 * 16_384));
     assert!(d.copied < 2 * 1448 * 4 + c2s.len() as u64, "copied {}", d.copied);
 }
+
+/// A capture that ends inside a skipped body counts the bytes it saw, not
+/// the length the head announced.
+#[test]
+fn a_body_cut_short_counts_what_was_seen() {
+    let mut d = new_driver();
+    d.send(Dir::ToServer, b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+    d.send(Dir::ToClient, &[&head[..], &[b'x'; 1000]].concat());
+    d.close();
+    assert_eq!(d.records.len(), 1);
+    assert_eq!(d.records[0].response_size, head.len() as u64 + 1000);
+}
