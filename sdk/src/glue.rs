@@ -1,4 +1,4 @@
-//! The guest side of ABI v1: per-connection state, the `Progress` →
+//! The guest side of ABI v2: per-connection state, the `Progress` →
 //! [`DataResult`] translation, and (on wasm) the raw exports.
 //!
 //! [`Guest`] is also the native entry point: the host's native backend and

@@ -49,7 +49,8 @@ pub enum LoadError {
     Init(String),
 }
 
-/// One running instance of a plugin: the calls of ABI v1.
+/// One running instance of a plugin: the calls of the plugin ABI (v2, or
+/// v1 for older plugins; see `sdk/ABI.md`).
 pub trait PluginInstance: Send {
     fn probe(&mut self, l4: L4, dir: Dir, bytes: &[u8]) -> Result<Probe, PluginFault>;
     fn open(&mut self, conn: u64, meta: &ConnMeta) -> Result<DataResult, PluginFault>;
