@@ -140,8 +140,15 @@ impl RedisConn {
     fn command(&mut self, m: &Msg, ts: u64, out: &mut Output) {
         let Some(first) = m.items.first() else { return };
         let verb = upper(&first.text);
-        let words: Vec<String> = m.items.iter().map(|i| lossy(&i.text)).collect();
-        let mut text = words.join(" ");
+        // The command line as one string, built in place (it is made for
+        // every command, so no word gets a string of its own).
+        let mut text = String::new();
+        for (i, item) in m.items.iter().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            text.push_str(&String::from_utf8_lossy(&item.text));
+        }
         if m.count > m.items.len() as u64 {
             text.push_str(" …");
         }
@@ -153,14 +160,13 @@ impl RedisConn {
             k.truncate(cut);
             k
         });
-        let arg1 = m.items.get(1).map(|a| upper(&a.text));
-        let arg2 = m.items.get(2).map(|a| upper(&a.text));
+        let arg = |i: usize| m.items.get(i).map(|a| upper(&a.text));
         let mut expected = match verb.as_str() {
             "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" => (m.count.saturating_sub(1)).max(1) as u32,
             _ => 1,
         };
-        if verb == "CLIENT" && arg1.as_deref() == Some("REPLY") {
-            match arg2.as_deref() {
+        if verb == "CLIENT" && arg(1).as_deref() == Some("REPLY") {
+            match arg(2).as_deref() {
                 Some("OFF") => {
                     self.mode = ReplyMode::Off;
                     expected = 0;
@@ -199,7 +205,7 @@ impl RedisConn {
             error: None,
         };
         if expected == 0 && self.pending.is_empty() {
-            out.record(record(Some(&cmd), false));
+            out.record(record(cmd, false));
             return;
         }
         // A command with no reply still waits its turn, so records come
@@ -207,7 +213,7 @@ impl RedisConn {
         if self.pending.len() >= MAX_PENDING
             && let Some(old) = self.pending.pop_front()
         {
-            out.record(record(Some(&old), false));
+            out.record(record(old, false));
         }
         self.pending.push_back(cmd);
     }
@@ -253,7 +259,7 @@ impl RedisConn {
             };
             self.next_id += 1;
             c.id = self.next_id;
-            out.record(record(Some(&c), true));
+            out.record(record(c, true));
             return;
         };
         front.response_size += m.size as u64;
@@ -265,10 +271,10 @@ impl RedisConn {
         if front.expected == 0
             && let Some(done) = self.pending.pop_front()
         {
-            out.record(record(Some(&done), true));
+            out.record(record(done, true));
             while self.pending.front().is_some_and(|c| c.expected == 0) {
                 if let Some(silent) = self.pending.pop_front() {
-                    out.record(record(Some(&silent), false));
+                    out.record(record(silent, false));
                 }
             }
         }
@@ -279,35 +285,39 @@ fn error_text(m: &Msg) -> Option<String> {
     matches!(m.kind, Kind::Error | Kind::BlobError).then(|| lossy(&m.text))
 }
 
-fn record(c: Option<&Command>, answered: bool) -> Record {
-    let mut r = Record::default();
+/// The record of a command that is done, taking its strings.
+fn record(c: Command, answered: bool) -> Record {
     let mut f: BTreeMap<String, Value> = BTreeMap::new();
-    if let Some(c) = c {
-        r.transaction_id = c.id;
-        r.method = c.verb.clone();
-        r.summary = c.key.clone().unwrap_or_else(|| c.verb.clone());
-        r.request_size = c.size;
-        r.request_ts = (c.size > 0).then_some(c.ts);
-        r.response_size = c.response_size;
-        r.response_ts = c.response_ts;
-        r.error = c.error.is_some();
-        if !c.verb.is_empty() {
-            f.insert("redis_type".into(), Value::from(c.verb.clone()));
-            f.insert("redis_command".into(), Value::from(c.text.clone()));
-        }
-        if let Some(k) = &c.key {
-            f.insert("redis_key".into(), Value::from(k.clone()));
-        }
-        if let Some(e) = &c.error {
-            f.insert("redis_error".into(), Value::from(e.clone()));
-            let prefix = e.split_whitespace().next().unwrap_or_default();
-            f.insert("redis_error_prefix".into(), Value::from(prefix));
-        }
-        f.insert("redis_request".into(), Value::Bool(c.size > 0));
-        f.insert("redis_response".into(), Value::Bool(answered));
+    if let Some(e) = &c.error {
+        let prefix = e.split_whitespace().next().unwrap_or_default();
+        f.insert("redis_error_prefix".into(), Value::from(prefix));
     }
-    r.fields = f;
-    r
+    f.insert("redis_request".into(), Value::Bool(c.size > 0));
+    f.insert("redis_response".into(), Value::Bool(answered));
+    let error = c.error.is_some();
+    if let Some(e) = c.error {
+        f.insert("redis_error".into(), Value::from(e));
+    }
+    let summary = c.key.clone().unwrap_or_else(|| c.verb.clone());
+    if let Some(k) = c.key {
+        f.insert("redis_key".into(), Value::from(k));
+    }
+    if !c.verb.is_empty() {
+        f.insert("redis_type".into(), Value::from(c.verb.clone()));
+        f.insert("redis_command".into(), Value::from(c.text));
+    }
+    Record {
+        transaction_id: c.id,
+        method: c.verb,
+        summary,
+        request_size: c.size,
+        request_ts: (c.size > 0).then_some(c.ts),
+        response_size: c.response_size,
+        response_ts: c.response_ts,
+        error,
+        fields: f,
+        ..Record::default()
+    }
 }
 
 /// `*<n>\r\n$<len>\r\n<verb>\r\n`: decided on the command name alone, so
@@ -408,8 +418,9 @@ impl Dissector for Redis {
     }
 
     fn close(&mut self, conn: RedisConn, _ts: u64, out: &mut Output) {
-        for c in &conn.pending {
-            out.record(record(Some(c), c.response_size > 0));
+        for c in conn.pending {
+            let answered = c.response_size > 0;
+            out.record(record(c, answered));
         }
     }
 }
