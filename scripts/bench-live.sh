@@ -11,6 +11,7 @@
 # records (from /metrics). Needs root.
 #
 # Usage: scripts/bench-live.sh [REQUESTS]   (default 100000 per HTTP run)
+#        IPERF_ROUNDS=5 scripts/bench-live.sh  (only the counters' iperf3 cost)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/wire/nginx.sh
@@ -131,6 +132,20 @@ h2c() { ip netns exec "$CLI" h2load -n "$N" -c 16 -m 8 -t 1 "http://$SIP:8080/sm
 redis() { ip netns exec "$CLI" redis-benchmark -h "$SIP" -q -n "$N" -c 16 -P 16 -t set,get; }
 bulk() { ip netns exec "$CLI" iperf3 -c "$SIP" -t 10 -f g; }
 
+if [ -n "${IPERF_ROUNDS:-}" ]; then
+    # IPERF_ROUNDS=N: only the eBPF counters' cost, as N alternating pairs
+    # of iperf3 runs without and with `trawl serve --live` (L4 only).
+    echo "| round | iperf3 without trawl | iperf3 with trawl (L4 only) |"
+    echo "|---|---|---|"
+    for round in $(seq "$IPERF_ROUNDS"); do
+        without=$(bulk 2>&1 | awk '/receiver$/ {print $7, $8}')
+        start_trawl "--capture-filter ^$"
+        with=$(bulk 2>&1 | awk '/receiver$/ {print $7, $8}')
+        stop_trawl
+        echo "| $round | $without | $with |"
+    done
+    exit 0
+fi
 echo "| run | rate | trawl CPU per request | ring drops | records | trawl peak RSS |"
 echo "|---|---|---|---|---|---|"
 run "HTTP/1.1 (h2load --h1), no trawl" "$N" h1
