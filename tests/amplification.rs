@@ -254,58 +254,59 @@ fn kafka_frame(body: Vec<u8>) -> Vec<u8> {
     [(body.len() as i32).to_be_bytes().to_vec(), body].concat()
 }
 
+/// A request header: API key, version, correlation id, client id.
+fn kafka_request(api_key: i16, version: i16, correlation: i32) -> Vec<u8> {
+    [
+        api_key.to_be_bytes().to_vec(),
+        version.to_be_bytes().to_vec(),
+        correlation.to_be_bytes().to_vec(),
+        kafka_string("bench"),
+    ]
+    .concat()
+}
+
+/// One topic (`orders`) with one partition (0): the array heads every
+/// Produce and Fetch request and response below starts with.
+fn one_partition() -> Vec<u8> {
+    [1i32.to_be_bytes().to_vec(), kafka_string("orders"), 1i32.to_be_bytes().to_vec(), 0i32.to_be_bytes().to_vec()]
+        .concat()
+}
+
 #[test]
 fn kafka_large_batches_are_linear() {
     let batch = filler(MIB);
-    // Produce v3 with a 1 MiB record set.
-    let mut produce = [0i16.to_be_bytes(), 3i16.to_be_bytes()].concat();
-    produce.extend(1i32.to_be_bytes());
-    produce.extend(kafka_string("bench"));
-    produce.extend((-1i16).to_be_bytes());
-    produce.extend(1i16.to_be_bytes());
-    produce.extend(30_000i32.to_be_bytes());
-    produce.extend(1i32.to_be_bytes());
-    produce.extend(kafka_string("orders"));
-    produce.extend(1i32.to_be_bytes());
-    produce.extend(0i32.to_be_bytes());
-    produce.extend((batch.len() as i32).to_be_bytes());
-    produce.extend_from_slice(&batch);
-    let mut produced = 1i32.to_be_bytes().to_vec();
-    produced.extend(1i32.to_be_bytes());
-    produced.extend(kafka_string("orders"));
-    produced.extend(1i32.to_be_bytes());
-    produced.extend(0i32.to_be_bytes());
-    produced.extend(0i16.to_be_bytes());
-    produced.extend(42i64.to_be_bytes());
-    produced.extend((-1i64).to_be_bytes());
-    produced.extend(0i32.to_be_bytes());
-    // Fetch v4 answered with a 1 MiB record set.
-    let mut fetch = [1i16.to_be_bytes(), 4i16.to_be_bytes()].concat();
-    fetch.extend(2i32.to_be_bytes());
-    fetch.extend(kafka_string("bench"));
-    fetch.extend((-1i32).to_be_bytes());
-    fetch.extend(500i32.to_be_bytes());
-    fetch.extend(1i32.to_be_bytes());
-    fetch.extend((4 * MIB as i32).to_be_bytes());
-    fetch.push(0);
-    fetch.extend(1i32.to_be_bytes());
-    fetch.extend(kafka_string("orders"));
-    fetch.extend(1i32.to_be_bytes());
-    fetch.extend(0i32.to_be_bytes());
-    fetch.extend(0i64.to_be_bytes());
-    fetch.extend((4 * MIB as i32).to_be_bytes());
-    let mut fetched = 2i32.to_be_bytes().to_vec();
-    fetched.extend(0i32.to_be_bytes());
-    fetched.extend(1i32.to_be_bytes());
-    fetched.extend(kafka_string("orders"));
-    fetched.extend(1i32.to_be_bytes());
-    fetched.extend(0i32.to_be_bytes());
-    fetched.extend(0i16.to_be_bytes());
-    fetched.extend(100i64.to_be_bytes());
-    fetched.extend(100i64.to_be_bytes());
-    fetched.extend(0i32.to_be_bytes());
-    fetched.extend((batch.len() as i32).to_be_bytes());
-    fetched.extend_from_slice(&batch);
+    let records = [(batch.len() as i32).to_be_bytes().to_vec(), batch].concat();
+    // Produce v3 with a 1 MiB record set: transactional id null, acks 1,
+    // timeout 30 s.
+    let produce = [
+        kafka_request(0, 3, 1),
+        (-1i16).to_be_bytes().to_vec(),
+        1i16.to_be_bytes().to_vec(),
+        30_000i32.to_be_bytes().to_vec(),
+    ]
+    .concat();
+    let produce = [produce, one_partition(), records.clone()].concat();
+    // Its answer: error 0, base offset 42, no log append time, no throttle.
+    let produced = [1i32.to_be_bytes().to_vec(), one_partition(), 0i16.to_be_bytes().to_vec()].concat();
+    let produced =
+        [produced, 42i64.to_be_bytes().to_vec(), (-1i64).to_be_bytes().to_vec(), 0i32.to_be_bytes().to_vec()].concat();
+    // Fetch v4 (replica -1, 500 ms, at least 1 byte, at most 4 MiB, read
+    // uncommitted) from offset 0, answered with a 1 MiB record set.
+    let limits = [(-1i32).to_be_bytes(), 500i32.to_be_bytes(), 1i32.to_be_bytes(), (4 * MIB as i32).to_be_bytes()];
+    let fetch = [kafka_request(1, 4, 2), limits.concat(), vec![0], one_partition()].concat();
+    let fetch = [fetch, 0i64.to_be_bytes().to_vec(), (4 * MIB as i32).to_be_bytes().to_vec()].concat();
+    // Its answer: no throttle; error 0, high watermark and last stable
+    // offset 100, no aborted transactions.
+    let fetched = [2i32.to_be_bytes().to_vec(), 0i32.to_be_bytes().to_vec(), one_partition()].concat();
+    let fetched = [
+        fetched,
+        0i16.to_be_bytes().to_vec(),
+        100i64.to_be_bytes().to_vec(),
+        100i64.to_be_bytes().to_vec(),
+        0i32.to_be_bytes().to_vec(),
+        records,
+    ]
+    .concat();
     let exchanges = [(kafka_frame(produce), kafka_frame(produced)), (kafka_frame(fetch), kafka_frame(fetched))];
     let r = check("kafka produce and fetch", "kafka", conversation(9092, &exchanges));
     let methods: Vec<&str> = r.iter().map(|r| r["method"].as_str().unwrap_or("")).collect();

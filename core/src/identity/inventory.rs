@@ -39,24 +39,23 @@ impl Identity {
         for item in items {
             match object_from_json(item, &kind_of(item)) {
                 Some(object) if object.loads_late() => later.push(object),
-                Some(object) => loaded += usize::from(self.load_object(&object)),
+                Some(object) => loaded += usize::from(self.load_object(object)),
                 None => {}
             }
         }
-        for object in &later {
+        for object in later {
             self.load_object(object);
         }
-        self.workloads += loaded;
         Ok(loaded)
     }
 
-    /// Adds one object's bindings; `true` if it is a workload (pod,
-    /// service or node) rather than endpoints of one.
-    pub fn load_object(&mut self, object: &KubeObject) -> bool {
+    /// Adds one object's bindings, taking its strings; `true` if it is a
+    /// workload (pod, service or node) rather than endpoints of one.
+    pub fn load_object(&mut self, object: KubeObject) -> bool {
         match object {
             KubeObject::Pod(p) => self.add_pod(p),
-            KubeObject::Service(s) => self.add_service(s),
-            KubeObject::Node(n) => self.add_node(n),
+            KubeObject::Service(s) => self.add_bound(WorkloadKind::Service, s.meta, Rank::Service, &s.ips),
+            KubeObject::Node(n) => self.add_bound(WorkloadKind::Node, n.meta, Rank::Node, &n.ips),
             KubeObject::Endpoints(e) => {
                 for a in &e.addresses {
                     self.add_endpoint_address(a, &e.namespace, e.service.as_deref());
@@ -99,25 +98,25 @@ impl Identity {
                     ports: Arc::from([]),
                 };
                 self.pods.insert(key, b.clone());
-                self.workloads += 1;
                 b
             }
         };
         self.bind(&address.ip, &binding);
     }
 
-    fn add_pod(&mut self, pod: &PodFacts) -> bool {
-        let meta = &pod.meta;
+    fn add_pod(&mut self, pod: PodFacts) -> bool {
+        let meta = pod.meta;
         if meta.name.is_empty() || meta.namespace.is_empty() {
             return false;
         }
+        let key = format!("{}/{}", meta.namespace, meta.name);
         let workload = Arc::new(Workload {
             kind: WorkloadKind::Pod,
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone(),
+            namespace: meta.namespace,
+            name: meta.name,
             node: pod.node.clone(),
-            labels: meta.labels.clone(),
-            owner: pod.owner.clone(),
+            labels: meta.labels,
+            owner: pod.owner,
         });
         let from = meta.created.or(pod.started);
         let until = meta.deleted.or(if pod.finished { pod.last_finish } else { None });
@@ -149,48 +148,30 @@ impl Identity {
                 );
             }
         }
-        self.pods.insert(format!("{}/{}", meta.namespace, meta.name), binding);
+        self.pods.insert(key, binding);
         true
     }
 
-    fn add_service(&mut self, svc: &ServiceFacts) -> bool {
-        let meta = &svc.meta;
-        if meta.name.is_empty() || meta.namespace.is_empty() {
+    /// A Service or a node: the object holds its addresses for its
+    /// lifetime. (A node has no namespace, and names itself as its node.)
+    fn add_bound(&mut self, kind: WorkloadKind, meta: ObjectMeta, rank: Rank, ips: &[String]) -> bool {
+        let is_node = kind == WorkloadKind::Node;
+        if meta.name.is_empty() || (!is_node && meta.namespace.is_empty()) {
             return false;
         }
         let workload = Arc::new(Workload {
-            kind: WorkloadKind::Service,
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone(),
-            node: None,
-            labels: meta.labels.clone(),
+            kind,
+            namespace: if is_node { String::new() } else { meta.namespace },
+            node: is_node.then(|| meta.name.clone()),
+            name: meta.name,
+            labels: meta.labels,
             owner: None,
         });
-        let binding =
-            Binding { workload, from: meta.created, until: meta.deleted, rank: Rank::Service, ports: Arc::from([]) };
-        for ip in &svc.ips {
-            self.bind(ip, &binding);
+        if is_node {
+            self.nodes.insert(workload.name.clone(), workload.clone());
         }
-        true
-    }
-
-    fn add_node(&mut self, node: &NodeFacts) -> bool {
-        let meta = &node.meta;
-        if meta.name.is_empty() {
-            return false;
-        }
-        let workload = Arc::new(Workload {
-            kind: WorkloadKind::Node,
-            namespace: String::new(),
-            name: meta.name.clone(),
-            node: Some(meta.name.clone()),
-            labels: meta.labels.clone(),
-            owner: None,
-        });
-        self.nodes.insert(meta.name.clone(), workload.clone());
-        let binding =
-            Binding { workload, from: meta.created, until: meta.deleted, rank: Rank::Node, ports: Arc::from([]) };
-        for ip in &node.ips {
+        let binding = Binding { workload, from: meta.created, until: meta.deleted, rank, ports: Arc::from([]) };
+        for ip in ips {
             self.bind(ip, &binding);
         }
         true

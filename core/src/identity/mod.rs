@@ -165,7 +165,6 @@ impl Binding {
 #[derive(Clone, Debug, Default)]
 pub struct Identity {
     by_ip: HashMap<IpAddr, Vec<Binding>>,
-    workloads: usize,
     /// Pods by `namespace/name`, for EndpointSlices that name them.
     pods: HashMap<String, Binding>,
     /// Nodes by name, including those only known from their pods.

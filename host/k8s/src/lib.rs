@@ -51,14 +51,19 @@ fn changes<K>(api: Api<K>, kind: &'static str, facts: fn(&K) -> Option<KubeObjec
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let object =
-        move |k: K| Object { kind, namespace: k.namespace().unwrap_or_default(), name: k.name_any(), facts: facts(&k) };
+    // A deleted object is forgotten by its key: its facts are not needed.
+    let object = move |k: K, with_facts: bool| Object {
+        kind,
+        namespace: k.namespace().unwrap_or_default(),
+        name: k.name_any(),
+        facts: if with_facts { facts(&k) } else { None },
+    };
     watcher::watcher(api, watcher::Config::default()).default_backoff().filter_map(move |ev| {
         let change = match ev {
-            Ok(Event::Apply(k)) => Some(Change::Apply(object(k))),
-            Ok(Event::Delete(k)) => Some(Change::Delete(object(k))),
+            Ok(Event::Apply(k)) => Some(Change::Apply(object(k, true))),
+            Ok(Event::Delete(k)) => Some(Change::Delete(object(k, false))),
             Ok(Event::Init) => Some(Change::Init(kind)),
-            Ok(Event::InitApply(k)) => Some(Change::InitApply(object(k))),
+            Ok(Event::InitApply(k)) => Some(Change::InitApply(object(k, true))),
             Ok(Event::InitDone) => Some(Change::InitDone(kind)),
             Err(e) => {
                 // The backoff retries; the error is worth a line, not a stop.
@@ -99,7 +104,7 @@ impl KubeIdentity {
     fn load(&mut self, obj: Object) {
         match obj.facts {
             Some(facts) => {
-                self.identity.load_object(&facts);
+                self.identity.load_object(facts);
             }
             None if obj.kind == "Namespace" => {
                 self.namespaces.insert(obj.name);

@@ -328,10 +328,10 @@ impl<X: StreamExtra> Connection<X> {
 
     /// A DATA frame of `size` bytes (`body` of them content, padding aside)
     /// that starts `bytes` but does not fit in them: if its stream's extra
-    /// needs none of the content still to come, the frame is counted now,
-    /// the extra sees the content that is here, the rest goes by uncopied,
-    /// and its END_STREAM applies once it has passed. `None`: wait for the
-    /// whole frame instead.
+    /// needs none of the content still to come, the rest goes by uncopied,
+    /// and the frame (with the content that is here) counts once it has
+    /// passed ([`Connection::skipped_frame`]). `None`: wait for the whole
+    /// frame instead.
     fn skip_data(&mut self, dir: Dir, ts: u64, f: Frame<'_>, size: usize, body: u64, bytes: &[u8]) -> Option<Progress> {
         let start = if f.flags & frame::PADDED != 0 { 10 } else { 9 };
         let here = &bytes[start.min(bytes.len())..];

@@ -391,7 +391,7 @@ fn apply_body_step(step: Step, target: Option<(&mut u64, &mut u64)>, phase: &mut
             // keeps them until the next call).
             if let Some((wire, len)) = target {
                 *wire += consumed as u64;
-                *len += content - skip;
+                *len += content;
             }
             return Progress::Skip { consumed: consumed as u32, skip };
         }

@@ -224,8 +224,9 @@ pub(crate) enum Step {
     NeedMore { consumed: usize, content: u64, needed: usize },
     /// The body ended after `consumed` bytes.
     Finished { consumed: usize, content: u64 },
-    /// All of `consumed` was used, and the next `skip` bytes are body
-    /// content the host lets go by uncounted by us (they are in `content`).
+    /// All of `consumed` was used (`content` of it body payload), and the
+    /// next `skip` bytes are body content the host lets go by: they count
+    /// once they have passed.
     Skip { consumed: usize, content: u64, skip: u64 },
     /// Framing is broken.
     Invalid,
@@ -273,7 +274,7 @@ impl BodyState {
                     // The rest of the body is only counted: the host lets
                     // it go by, and the next call finds the body done.
                     let skip = std::mem::take(rem);
-                    return Step::Skip { consumed: at, content: content + skip, skip };
+                    return Step::Skip { consumed: at, content, skip };
                 }
                 BodyState::Chunked(Chunk::Size) => {
                     let Some(end) = line_end(rest) else {
@@ -305,7 +306,7 @@ impl BodyState {
                     content += take;
                     if *rem > 0 {
                         let skip = std::mem::take(rem);
-                        return Step::Skip { consumed: at, content: content + skip, skip };
+                        return Step::Skip { consumed: at, content, skip };
                     }
                     *self = BodyState::Chunked(Chunk::DataEnd);
                 }

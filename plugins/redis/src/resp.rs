@@ -144,7 +144,12 @@ impl Decoder {
     pub fn feed(&mut self, buf: &[u8]) -> Step {
         let step = self.step(buf);
         match &step {
-            Step::Done(..) | Step::Desync => *self = Decoder::default(),
+            // Ready for the next message; the stack keeps its capacity.
+            Step::Done(..) | Step::Desync => {
+                self.stack.clear();
+                self.bulk = None;
+                self.size = 0;
+            }
             Step::NeedMore { consumed, .. } => self.size += consumed,
             Step::Skip { consumed, skip } => self.size += consumed + *skip as usize,
         }
