@@ -163,7 +163,7 @@ pub fn metrics_text(state: &SharedState) -> String {
     ] {
         out.push_str(&format!("# HELP trawl_plugin_{field}_total {help}\n# TYPE trawl_plugin_{field}_total counter\n"));
         for p in &plugins {
-            let name = p["name"].as_str().unwrap_or("");
+            let name = label_value(p["name"].as_str().unwrap_or(""));
             out.push_str(&format!(
                 "trawl_plugin_{field}_total{{plugin=\"{name}\"}} {}\n",
                 p[field].as_u64().unwrap_or(0)
@@ -177,7 +177,7 @@ pub fn metrics_text(state: &SharedState) -> String {
     for p in &plugins {
         let (copied, given) = (p["bytes_in"].as_u64().unwrap_or(0), p["stream_bytes"].as_u64().unwrap_or(0));
         if given > 0 {
-            let name = p["name"].as_str().unwrap_or("");
+            let name = label_value(p["name"].as_str().unwrap_or(""));
             out.push_str(&format!(
                 "trawl_plugin_amplification{{plugin=\"{name}\"}} {:.4}\n",
                 copied as f64 / given as f64
@@ -185,6 +185,13 @@ pub fn metrics_text(state: &SharedState) -> String {
         }
     }
     out
+}
+
+/// A Prometheus label value, escaped as the text format asks: a plugin's
+/// name is the plugin's to choose, and a quote or a newline in it must not
+/// end the label or forge a sample.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Counts a subscriber for as long as it is connected.
@@ -360,4 +367,15 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
         .unify()
         .and(health.or(plugins).or(filters_get).or(map).or(metrics).or(ws).or(statics))
         .or(filters_put)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_plugin_name_cannot_forge_a_metric() {
+        let hostile = "x\"} 1\ntrawl_records_total 999\\";
+        let escaped = super::label_value(hostile);
+        assert_eq!(escaped, "x\\\"} 1\\ntrawl_records_total 999\\\\");
+        assert!(!escaped.contains('\n'));
+    }
 }

@@ -106,6 +106,26 @@ pub struct RedisConn {
     decoders: [resp::Decoder; 2],
 }
 
+const REDACTED: &str = "[REDACTED]";
+
+/// Whether word `i` of a command is a secret that records must not show:
+/// AUTH's arguments, the user and password after HELLO's and MIGRATE's
+/// AUTH/AUTH2, and the value CONFIG SET gives a password setting.
+fn is_secret(verb: &str, words: &[Msg], i: usize) -> bool {
+    let before = |k: usize, names: &[&str]| {
+        i.checked_sub(k)
+            .filter(|&j| j > 0)
+            .and_then(|j| words.get(j))
+            .is_some_and(|w| names.iter().any(|n| w.text.eq_ignore_ascii_case(n.as_bytes())))
+    };
+    match verb {
+        "AUTH" => i > 0,
+        "HELLO" | "MIGRATE" => before(1, &["AUTH", "AUTH2"]) || before(2, &["AUTH", "AUTH2"]),
+        "CONFIG" => before(1, &["requirepass", "masterauth", "masteruser"]),
+        _ => false,
+    }
+}
+
 fn upper(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_uppercase()
 }
@@ -147,13 +167,17 @@ impl RedisConn {
             if i > 0 {
                 text.push(' ');
             }
-            text.push_str(&String::from_utf8_lossy(&item.text));
+            if is_secret(&verb, &m.items, i) {
+                text.push_str(REDACTED);
+            } else {
+                text.push_str(&String::from_utf8_lossy(&item.text));
+            }
         }
         if m.count > m.items.len() as u64 {
             text.push_str(" …");
         }
         text.truncate(text.char_indices().nth(MAX_COMMAND_TEXT).map_or(text.len(), |(i, _)| i));
-        let key = m.items.get(1).map(|k| {
+        let key = m.items.get(1).filter(|_| !is_secret(&verb, &m.items, 1)).map(|k| {
             let mut k = lossy(&k.text[..k.text.len().min(MAX_KEY)]);
             // Lossy decoding can grow the text; cut on a char boundary.
             let cut = (0..=MAX_KEY.min(k.len())).rev().find(|&i| k.is_char_boundary(i)).unwrap_or(0);
@@ -518,5 +542,28 @@ mod tests {
         assert_eq!(Redis::probe(L4::Tcp, Dir::ToServer, b"PING\r\n"), Probe::MatchWeak);
         assert_eq!(Redis::probe(L4::Tcp, Dir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::NoMatch);
         assert_eq!(Redis::probe(L4::Tcp, Dir::ToServer, b"\x16\x03\x01"), Probe::NoMatch);
+    }
+
+    #[test]
+    fn passwords_never_reach_records() {
+        let r = run(&[
+            (
+                Dir::ToServer,
+                b"*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$7\r\nhunter2\r\nAUTH hunter2\r\n\
+                  *5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$7\r\nhunter2\r\n\
+                  *4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$7\r\nhunter2\r\n",
+            ),
+            (Dir::ToClient, b"+OK\r\n+OK\r\n%0\r\n+OK\r\n"),
+        ]);
+        assert_eq!(r.len(), 4);
+        for rec in &r {
+            let shown = format!("{} {} {:?}", rec.method, rec.summary, rec.fields);
+            assert!(!shown.contains("hunter2") && !shown.contains("alice"), "{shown}");
+        }
+        assert_eq!(
+            (r[0].summary.as_str(), &r[0].fields["redis_command"]),
+            ("AUTH", &Value::from("AUTH [REDACTED] [REDACTED]"))
+        );
+        assert_eq!(r[3].fields["redis_command"], Value::from("CONFIG SET requirepass [REDACTED]"));
     }
 }
