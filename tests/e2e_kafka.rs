@@ -12,7 +12,7 @@
 
 use crate::support;
 
-use support::{Killed, stop_tcpdump, tcpdump};
+use support::{Capture, Killed};
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
@@ -89,13 +89,12 @@ fn kafka_broker_and_client() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let capture = dir.join("kafka.pcap");
-    let dump = tcpdump(&capture, &format!("tcp port {port}"));
+    let dump = Capture::start(&capture, &format!("tcp port {port}"));
     let log = dir.join("client.log");
     let client = support::project_root().join("tests/e2e/kafka_client.py");
     let status = Command::new(&py).arg(&client).arg(format!("127.0.0.1:{port}")).arg(&log).status().unwrap();
     assert!(status.success(), "kafka client failed");
-    std::thread::sleep(Duration::from_millis(500));
-    stop_tcpdump(dump);
+    dump.stop();
     // The broker is done; stop it so the replay does not compete with it.
     drop(broker);
 

@@ -101,12 +101,23 @@ fn pipelined_equal_requests_all_count_in_one_process_and_through_the_hub() {
 
     let served = std::fs::read_to_string(dir.join("access.log")).unwrap().lines().count();
     assert_eq!(served, HTTP_CONNECTIONS * HTTP_PIPELINED, "nginx's access log");
-    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "map", "--map", "l7"]);
+    let out = support::run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "map", "--map", "l7", "--stats"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(requests_on(&map, "http") as usize, served, "every pipelined HTTP request counts once");
+    // tcpdump's closing counts, to tell a lost capture from a miscount.
+    let counts = std::fs::read_to_string(capture.with_extension("err")).unwrap_or_default();
+    assert_eq!(
+        requests_on(&map, "http") as usize,
+        served,
+        "every pipelined HTTP request counts once; tcpdump: {counts}"
+    );
     // The QUIT is a request too.
-    assert_eq!(requests_on(&map, "redis") as usize, REDIS_PIPELINED + 1, "every pipelined Redis request counts once");
+    assert_eq!(
+        requests_on(&map, "redis") as usize,
+        REDIS_PIPELINED + 1,
+        "every pipelined Redis request counts once; tcpdump: {counts}; stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     assert_eq!(support::cluster::assert_hub_equals_one_process(&capture, 1..=3), 3);
 }

@@ -11,7 +11,7 @@
 
 use crate::support;
 
-use support::{Killed, stop_tcpdump, tcpdump, tools_or_skip, wait_for};
+use support::{Capture, Killed, tools_or_skip, wait_for};
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ fn redis_server_clients_and_benchmark() {
     wait_for("redis-server", || redis_cli(port, &["PING"]).contains("PONG"));
 
     let capture = dir.join("redis.pcap");
-    let dump = tcpdump(&capture, &format!("tcp port {port}"));
+    let dump = Capture::start(&capture, &format!("tcp port {port}"));
     let monitor_log = dir.join("monitor.log");
     let mut monitor = Killed(
         Command::new("redis-cli")
@@ -79,10 +79,9 @@ fn redis_server_clients_and_benchmark() {
         .output()
         .unwrap();
     assert!(bench.status.success());
-    std::thread::sleep(Duration::from_millis(500));
+    dump.stop();
     let _ = monitor.0.kill();
     let _ = monitor.0.wait();
-    stop_tcpdump(dump);
 
     // What the server executed, per client.
     let mut executed: BTreeMap<String, Vec<String>> = BTreeMap::new();

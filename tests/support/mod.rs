@@ -145,6 +145,23 @@ pub(crate) fn tcpdump_on(iface: &str, extra: &[&str], file: &Path, filter: &str)
     child
 }
 
+/// Waits until a capture file has stopped growing for half a second (at
+/// most 15 s). tcpdump writes each packet as it reads it (`-U`), but on
+/// SIGINT it leaves what is still in its kernel ring unread: on CI's busy
+/// two cores, a test's last conversation (written just before the stop)
+/// was lost entirely and the test blamed trawl for requests it never saw.
+pub(crate) fn wait_until_written(file: &Path) {
+    let size = || std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (mut last, mut stable) = (size(), 0);
+    while stable < 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = size();
+        stable = if now == last { stable + 1 } else { 0 };
+        last = now;
+    }
+}
+
 /// Stops tcpdump with SIGINT so it flushes and closes its file.
 pub(crate) fn stop_tcpdump(mut child: Child) {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
@@ -214,21 +231,23 @@ pub(crate) fn free_port() -> u16 {
 
 /// A tcpdump that is stopped (and flushed) when dropped, even when the
 /// test panics first.
-pub(crate) struct Capture(Option<Child>);
+pub(crate) struct Capture(Option<Child>, PathBuf);
 
 impl Capture {
     pub(crate) fn start(file: &Path, filter: &str) -> Self {
-        Capture(Some(tcpdump(file, filter)))
+        Capture(Some(tcpdump(file, filter)), file.to_path_buf())
     }
 
     /// A capture on `iface` with extra tcpdump options.
     pub(crate) fn on(iface: &str, extra: &[&str], file: &Path, filter: &str) -> Self {
-        Capture(Some(tcpdump_on(iface, extra, file, filter)))
+        Capture(Some(tcpdump_on(iface, extra, file, filter)), file.to_path_buf())
     }
 
-    /// Stops the capture now; the file is complete afterwards.
+    /// Stops the capture once tcpdump has written what the kernel gave
+    /// it; the file is complete afterwards.
     pub(crate) fn stop(mut self) {
         if let Some(c) = self.0.take() {
+            wait_until_written(&self.1);
             stop_tcpdump(c);
         }
     }
