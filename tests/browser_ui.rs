@@ -23,6 +23,28 @@ fn get(base: &str, path: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `tests/browser` once its `npm ci` ran; otherwise the test skips (and
+/// fails under `CI=true`).
+fn browser_or_skip() -> Option<std::path::PathBuf> {
+    let browser_dir = project_root().join("tests/browser");
+    if browser_dir.join("node_modules/playwright-core").is_dir() {
+        return Some(browser_dir);
+    }
+    let why = "tests/browser/node_modules missing (scripts/test.sh runs npm ci there)";
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
+    eprintln!("SKIP: {why}");
+    None
+}
+
+/// Runs a playwright script with `args` and the screenshot directory; it
+/// must succeed.
+fn run_script(script: &std::path::Path, args: &[&str], shots: &std::path::Path) {
+    let out = Command::new("node").arg(script).args(args).arg(shots).output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{log}");
+    assert!(out.status.success(), "browser test failed (screenshots in {}):\n{log}", shots.display());
+}
+
 fn count(v: &Value, key: &str) -> usize {
     v[key].as_array().map_or(0, Vec::len)
 }
@@ -32,13 +54,7 @@ fn map_ui_in_headless_chromium() {
     if !tools_or_skip(&["chromium", "node", "curl"]) {
         return;
     }
-    let browser_dir = project_root().join("tests/browser");
-    if !browser_dir.join("node_modules/playwright-core").is_dir() {
-        let why = "tests/browser/node_modules missing (scripts/test.sh runs npm ci there)";
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
-        eprintln!("SKIP: {why}");
-        return;
-    }
+    let Some(browser_dir) = browser_or_skip() else { return };
     let dir = scratch("ui");
     let (_server, port) = support::serve_demo(&["--speed", "max"]);
     let base = format!("http://127.0.0.1:{port}");
@@ -80,15 +96,42 @@ fn map_ui_in_headless_chromium() {
     let shots = target.join("ui-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new("node")
-        .arg(browser_dir.join("map_ui.mjs"))
-        .arg(&base)
-        .arg(&exp_file)
-        .arg(&shots)
-        .output()
-        .unwrap();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{log}");
-    assert!(out.status.success(), "browser test failed (screenshots in {}):\n{log}", shots.display());
+    run_script(&browser_dir.join("map_ui.mjs"), &[&base, exp_file.to_str().unwrap()], &shots);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The UI of a `trawl serve` that needs a token: it prompts for one
+/// (again after a wrong one), then draws the map, and the WebSocket URL
+/// carries no token (it rides in a subprotocol).
+#[test]
+fn the_ui_asks_for_a_token_then_draws_the_map() {
+    if !tools_or_skip(&["chromium", "node", "curl"]) {
+        return;
+    }
+    let Some(browser_dir) = browser_or_skip() else { return };
+    const TOKEN: &str = "ui-read-t0ken";
+    let (_server, port) = support::serve_demo(&["--speed", "max", "--api-token", TOKEN]);
+    let base = format!("http://127.0.0.1:{port}");
+    let authed = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sf", "-H", &format!("Authorization: Bearer {TOKEN}"), &format!("{base}{path}")])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+    };
+    let mut last = Value::Null;
+    wait_for("the replay to finish", || {
+        let now = authed("/api/health")["counters"]["packets"].clone();
+        let done = now == last && now.as_u64().unwrap_or(0) > 0;
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        done
+    });
+    let nodes = count(&authed("/api/map?map=l4&group_by=pod"), "nodes");
+    assert!(nodes >= 4);
+    let target: std::path::PathBuf =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), Into::into);
+    let shots = target.join("ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    run_script(&browser_dir.join("auth_ui.mjs"), &[&base, TOKEN, &nodes.to_string()], &shots);
 }

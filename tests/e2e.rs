@@ -9,4 +9,5 @@ mod e2e_grpc;
 mod e2e_http2;
 mod e2e_kafka;
 mod e2e_pipelined;
+mod e2e_redaction;
 mod e2e_redis;

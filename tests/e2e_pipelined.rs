@@ -15,8 +15,7 @@ use crate::support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use support::{Capture, Killed, Terminated, free_port, scratch, tools_or_skip, wait_for};
+use support::{Capture, free_port, scratch, tools_or_skip, wait_for};
 
 const HTTP_CONNECTIONS: usize = 4;
 const HTTP_PIPELINED: usize = 50;
@@ -61,25 +60,8 @@ fn pipelined_equal_requests_all_count_in_one_process_and_through_the_hub() {
     std::fs::write(dir.join("www/same.txt"), "the same answer\n".repeat(40)).unwrap();
     let (http_port, redis_port) = (free_port(), free_port());
     std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir, http_port)).unwrap();
-    let _nginx = Terminated(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx"),
-    );
-    let _redis = Killed(
-        Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    );
+    let _nginx = support::start_nginx(&dir);
+    let _redis = support::start_redis(&dir, redis_port, &[]);
     wait_for("nginx", || TcpStream::connect(("127.0.0.1", http_port)).is_ok());
     wait_for("redis-server", || TcpStream::connect(("127.0.0.1", redis_port)).is_ok());
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod amplification;
+mod api_auth;
 mod cluster;
 mod deploy;
 mod dissect_corpus;

@@ -31,7 +31,7 @@ fn service(filter: CaptureFilter) -> SharedState {
         replay,
         speed: None,
         repeat: false,
-        listen: "127.0.0.1:0".parse().unwrap(),
+        api: trawl_host::service::auth::Access::loopback("127.0.0.1:0".parse().unwrap()),
         capture_filter: filter,
     };
     feed(&opts, &state).unwrap();

@@ -11,6 +11,7 @@ import { Legend } from './legend.js';
 import { renderDetails } from './details.js';
 import { PluginsView } from './plugins.js';
 import { escapeHtml, fmtCount } from './format.js';
+import { ensureAccess, wsProtocols } from './auth.js';
 
 const $ = (sel) => document.querySelector(sel);
 const $t = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -381,15 +382,18 @@ const conn = {
   attempts: 0,
   timer: null,
 
-  connect() {
+  async connect() {
     clearTimeout(this.timer);
     if (this.adoptEarly()) return;
+    // A refused WebSocket tells the page nothing of why: ask the API first
+    // (it prompts for a token on 401).
+    await ensureAccess();
     const url = new URL('api/ws', document.baseURI);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     setConn('connecting', this.attempts ? 'reconnecting…' : 'connecting…');
     let ws;
     try {
-      ws = new WebSocket(url);
+      ws = new WebSocket(url, wsProtocols());
     } catch {
       this.retry();
       return;

@@ -2,6 +2,7 @@
 // /api/plugins, refreshed while the tab is open.
 
 import { escapeHtml, fmtCount } from './format.js';
+import { apiFetch } from './auth.js';
 
 const REFRESH_MS = 5000;
 
@@ -34,7 +35,7 @@ export class PluginsView {
 
   async load() {
     try {
-      const r = await fetch('api/plugins', { cache: 'no-store' });
+      const r = await apiFetch('api/plugins', { cache: 'no-store' });
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       const list = await r.json();
       this.plugins = Array.isArray(list) ? list : [];

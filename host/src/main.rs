@@ -10,6 +10,8 @@ use trawl_core::GroupBy;
 use trawl_host::capture::live::discover::Discovery;
 use trawl_host::config::{Config, merge_capture_filter};
 use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
+use trawl_host::service::auth::Access;
+use trawl_sdk::redact::{Level, Policy};
 
 /// trawl draws live L4/L7 workload maps from captured traffic.
 #[derive(Debug, Parser)]
@@ -105,6 +107,8 @@ struct WorkerArgs {
     /// A directory of `*.wasm` plugins, added to the embedded ones. May repeat.
     #[arg(long = "plugins", value_name = "DIR")]
     plugin_dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    redact: RedactArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -229,6 +233,20 @@ struct ServiceArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:8899")]
     listen: std::net::SocketAddr,
+    /// Token that grants reading the API: maps, records, details, plugins, metrics.
+    #[arg(long, env = "TRAWL_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    api_token: Option<String>,
+    /// Token that grants reading and changing: capture filters too.
+    #[arg(long, env = "TRAWL_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    admin_token: Option<String>,
+    /// With no token, on loopback: another Host name to accept (the API refuses
+    /// others, which stops DNS rebinding). May repeat.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Serve the API without a token on a non-loopback address: anyone who can
+    /// reach it reads every request and can retarget dissection.
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// A directory of `*.wasm` plugins, added to the embedded ones and
     /// watched for changes (hot reload). May repeat.
     #[arg(long = "plugins", value_name = "DIR")]
@@ -248,6 +266,34 @@ struct ServiceArgs {
     /// Capture filters and plugins from a file (YAML or JSON; a ConfigMap). Flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    redact: RedactArgs,
+}
+
+/// What records may show: `--redact` and `--redact-header`.
+#[derive(Debug, Clone, clap::Args)]
+struct RedactArgs {
+    /// What to hide from records, at the source: `default` hides credentials,
+    /// tokens, cookies and query values; `strict` hides values and previews
+    /// too; `off` hides nothing.
+    #[arg(long, value_name = "LEVEL", default_value = "default", value_parser = parse_redact)]
+    redact: Level,
+    /// One more header whose value is secret (any case). May repeat.
+    #[arg(long = "redact-header", value_name = "NAME")]
+    redact_headers: Vec<String>,
+}
+
+impl RedactArgs {
+    fn policy(&self) -> Policy {
+        if self.redact == Level::Off {
+            eprintln!("trawl: --redact off: records show credentials, tokens and cookies as sent");
+        }
+        Policy::new(self.redact, &self.redact_headers)
+    }
+}
+
+fn parse_redact(s: &str) -> Result<Level, String> {
+    s.parse()
 }
 
 /// Replay speed.
@@ -322,6 +368,8 @@ struct ReplayArgs {
     /// Write the plugins' final status (state, faults, records) as JSON here.
     #[arg(long, value_name = "FILE")]
     plugin_status: Option<PathBuf>,
+    #[command(flatten)]
+    redact: RedactArgs,
 }
 
 fn parse_group_by(s: &str) -> Result<GroupBy, String> {
@@ -367,6 +415,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.native_plugins = args.native_plugins;
             opts.plugin_status = args.plugin_status;
             opts.dispatch.backoff = std::time::Duration::from_millis(args.plugin_backoff_ms);
+            opts.dispatch.redact = args.redact.policy();
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let outcome = replay::run(&opts, &mut out).context("replay failed")?;
@@ -395,9 +444,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if args.replay { Some("--replay".to_string()) } else { trawl_host::demo::live_unavailable() };
             match why_not_live {
                 None => {
-                    let (_, capture_filter, listen) = service_options(PathBuf::new(), Vec::new(), args.common.clone())?;
-                    let a = args.common;
-                    trawl_host::demo::run(listen, a.plugin_dirs, capture_filter, a.rate_window)?;
+                    let (replay, capture_filter, api) = service_options(PathBuf::new(), Vec::new(), args.common)?;
+                    trawl_host::demo::run(api, replay, capture_filter)?;
                 }
                 Some(why) if args.live => anyhow::bail!("cannot run the live demo: {why}"),
                 Some(why) => {
@@ -416,6 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replay.plugin_dirs = a.plugin_dirs;
             replay.inventories = a.inventory;
             replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
+            replay.dispatch.redact = a.redact.policy();
             let opts = trawl_host::cluster::worker::WorkerOptions {
                 hub: a.hub,
                 token: token(a.token)?,
@@ -437,7 +486,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let live = trawl_host::live::LiveOptions {
                     discovery: a.source.discovery(),
                     replay,
-                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    api: Access::loopback(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                     capture_filter: merge_capture_filter(flags, config.as_ref())?,
                     max_flows: a.max_flows,
                     kube: a.kube,
@@ -450,11 +499,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Hub(a) => {
             let token = token(a.token)?;
-            let (replay, capture_filter, listen) = service_options(PathBuf::new(), a.inventory, a.common)?;
+            let (replay, capture_filter, api) = service_options(PathBuf::new(), a.inventory, a.common)?;
             trawl_host::cluster::hub::run(trawl_host::cluster::hub::HubOptions {
                 workers: a.workers,
                 token,
-                listen,
+                api,
                 replay,
                 capture_filter,
                 kube: a.kube,
@@ -538,7 +587,7 @@ fn service_options(
     capture: PathBuf,
     inventory: Vec<PathBuf>,
     a: ServiceArgs,
-) -> anyhow::Result<(ReplayOptions, trawl_host::service::CaptureFilter, std::net::SocketAddr)> {
+) -> anyhow::Result<(ReplayOptions, trawl_host::service::CaptureFilter, Access)> {
     let config = a.config.as_deref().map(Config::load).transpose()?;
     let mut replay = ReplayOptions::new(capture);
     replay.inventories = inventory;
@@ -546,22 +595,31 @@ fn service_options(
     replay.watch = !a.plugin_dirs.is_empty();
     replay.plugin_dirs = a.plugin_dirs;
     replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
+    replay.dispatch.redact = a.redact.policy();
     let flags = capture_filter(a.capture_filter, a.namespaces, a.exclude_namespaces)?;
     let capture_filter = merge_capture_filter(flags, config.as_ref())?;
-    Ok((replay, capture_filter, a.listen))
+    let access = Access::new(a.listen, a.api_token, a.admin_token, a.allowed_hosts, a.insecure_no_auth)?;
+    if a.insecure_no_auth && !access.has_tokens() && !a.listen.ip().is_loopback() {
+        eprintln!(
+            "trawl: WARNING: --insecure-no-auth: the API on {} is open to anyone who can reach it, \
+             who can read every request and retarget dissection",
+            a.listen
+        );
+    }
+    Ok((replay, capture_filter, access))
 }
 
 fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, a: ServiceArgs) -> anyhow::Result<()> {
-    let (replay, capture_filter, listen) = service_options(capture, inventory, a)?;
-    trawl_host::serve::run(trawl_host::serve::ServeOptions { replay, speed: speed.0, repeat, listen, capture_filter })
+    let (replay, capture_filter, api) = service_options(capture, inventory, a)?;
+    trawl_host::serve::run(trawl_host::serve::ServeOptions { replay, speed: speed.0, repeat, api, capture_filter })
 }
 
 fn serve_live(discovery: Discovery, kube: bool, inventory: Vec<PathBuf>, a: ServiceArgs) -> anyhow::Result<()> {
-    let (replay, capture_filter, listen) = service_options(PathBuf::new(), inventory, a)?;
+    let (replay, capture_filter, api) = service_options(PathBuf::new(), inventory, a)?;
     trawl_host::live::run(trawl_host::live::LiveOptions {
         discovery,
         replay,
-        listen,
+        api,
         capture_filter,
         max_flows: 65_536,
         kube,

@@ -47,6 +47,12 @@ impl<D: Dissector> Guest<D> {
         self.conns.len()
     }
 
+    /// The host's settings for this plugin: for now, its redaction policy
+    /// (see [`crate::redact`]).
+    pub fn configure(&mut self, config: crate::redact::PluginConfig) {
+        crate::redact::set_policy(config.redact);
+    }
+
     pub fn open(&mut self, conn: u64, meta: ConnMeta) -> DataResult {
         let state = self.dissector.open(&meta);
         self.conns.insert(conn, (meta, state));
@@ -201,6 +207,17 @@ mod wasm {
 
         pub fn export_info(&mut self) -> u64 {
             self.emit(&D::info())
+        }
+
+        /// 0 when the settings were taken, 1 when they could not be read.
+        pub fn export_configure(&mut self, ptr: u32, len: u32) -> u32 {
+            match postcard::from_bytes::<crate::redact::PluginConfig>(input(ptr, len)) {
+                Ok(config) => {
+                    self.configure(config);
+                    0
+                }
+                Err(_) => 1,
+            }
         }
 
         pub fn export_open(&mut self, conn: u64, ptr: u32, len: u32) -> u64 {

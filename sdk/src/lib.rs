@@ -73,6 +73,7 @@
 pub mod abi;
 #[doc(hidden)]
 pub mod glue;
+pub mod redact;
 pub mod testing;
 
 pub use abi::{ConnMeta, DataResult, Dir, Event, L4, PluginInfo, Probe, Record, Status, Value};
@@ -222,6 +223,10 @@ macro_rules! export_dissector {
             #[unsafe(no_mangle)]
             pub extern "C" fn trawl_init() -> u64 {
                 with(|g| g.export_info())
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_configure(ptr: u32, len: u32) -> u32 {
+                with(|g| g.export_configure(ptr, len))
             }
             #[unsafe(no_mangle)]
             pub extern "C" fn trawl_probe(l4: u32, dir: u32, ptr: u32, len: u32) -> u32 {

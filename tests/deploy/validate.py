@@ -58,6 +58,7 @@ variants = {
         "plugins": ["http", "dns"],
         "image": {"tag": "dev"},
         "hub": {"service": {"type": "NodePort"}, "tolerations": [{"operator": "Exists"}]},
+        "networkPolicy": {"apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
     },
 }
 rendered = {}
@@ -111,8 +112,38 @@ for where, docs in [("manifests", manifests)] + [(f"chart ({v})", d) for v, d in
         if set(rule["verbs"]) - {"get", "list", "watch"} or {"secrets", "configmaps"} & set(rule["resources"]):
             problems.append(f"{where}: ClusterRole rule goes beyond reading workloads: {rule}")
 secret = objects(rendered["defaults"])[("Secret", "trawl-token")]
-if len(secret["data"]["token"]) < 40:
-    problems.append("the chart's generated token is too short")
+for key in ["token", "api-token", "admin-token"]:
+    if len(secret["data"].get(key, "")) < 40:
+        problems.append(f"the chart's generated {key} is missing or too short")
+if len({secret["data"].get(k) for k in ["token", "api-token", "admin-token"]}) != 3:
+    problems.append("the chart's three tokens must differ")
+
+# Access: the hub's API needs tokens (it refuses to start on 0.0.0.0
+# without), its probes are the open /healthz and /readyz, the worker's
+# health binds the pod's address, and a NetworkPolicy guards the hub.
+for where, docs in [("manifests", manifests)] + [(f"chart ({v})", d) for v, d in rendered.items()]:
+    hub = container(docs, "Deployment", "trawl-hub")
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("key") for e in hub.get("env", [])}
+    if env.get("TRAWL_API_TOKEN") != "api-token" or env.get("TRAWL_ADMIN_TOKEN") != "admin-token":
+        problems.append(f"{where}: the hub does not take its API tokens from the Secret: {env}")
+    probes = {hub[p]["httpGet"]["path"] for p in ["readinessProbe", "livenessProbe"]}
+    if probes != {"/readyz", "/healthz"}:
+        problems.append(f"{where}: the hub's probes must be the open /readyz and /healthz, not {probes}")
+    worker = container(docs, "DaemonSet", "trawl-worker")
+    health = [a for a in worker["args"] if a.startswith("--health-listen=")]
+    if not health or not health[0].startswith("--health-listen=$(POD_IP):"):
+        problems.append(f"{where}: the worker's health must bind the pod's address: {health}")
+    policy = objects(docs).get(("NetworkPolicy", "trawl-hub"))
+    if not policy:
+        problems.append(f"{where}: no NetworkPolicy guards the hub")
+    else:
+        rules = policy["spec"]["ingress"]
+        open_rules = [r for r in rules if not r.get("from") and {p["port"] for p in r["ports"]} != {9797}]
+        if open_rules:
+            problems.append(f"{where}: the hub's NetworkPolicy lets anyone reach more than the worker port: {open_rules}")
+api_rules = [r for r in objects(rendered["netns"])[("NetworkPolicy", "trawl-hub")]["spec"]["ingress"] if r.get("from")]
+if not api_rules or api_rules[0]["ports"][0]["port"] != 8899:
+    problems.append("networkPolicy.apiFrom does not let its peers reach the API")
 if ("Secret", "trawl-token") in objects(rendered["netns"]):
     problems.append("with existingSecret the chart must not make a Secret")
 

@@ -73,8 +73,12 @@ pub(crate) fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 }
 
 /// `trawl replay CAPTURE --emit records`, parsed; the replay must succeed.
+///
+/// Redaction is off: these records are compared with what tshark, zeek and
+/// the servers' logs saw, query values and all (`e2e_redaction` checks
+/// what redaction hides).
 pub(crate) fn records(capture: &Path) -> Vec<serde_json::Value> {
-    let out = run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records"]);
+    let out = run_trawl(&["replay", capture.to_str().unwrap(), "--emit", "records", "--redact", "off"]);
     assert!(out.status.success(), "{}: {}", capture.display(), String::from_utf8_lossy(&out.stderr));
     json_lines(&out.stdout)
 }
@@ -337,6 +341,36 @@ pub(crate) fn serve_live(netns_prefix: &str, inventory: &Path, extra: &[&str]) -
 
 /// An nginx configuration that keeps everything (pid, logs, temp files) in
 /// `dir`, runs in the foreground, and adds `http` lines and one `server`.
+/// nginx with `DIR/nginx.conf` (see [`nginx_conf`]), prefix `dir`;
+/// stopped with SIGTERM when dropped.
+pub(crate) fn start_nginx(dir: &Path) -> Terminated {
+    Terminated(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    )
+}
+
+/// redis-server on loopback `port`, nothing saved, files in `dir`, with
+/// `extra` arguments (`--requirepass`, say).
+pub(crate) fn start_redis(dir: &Path, port: u16, extra: &[&str]) -> Killed {
+    Killed(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    )
+}
+
 pub(crate) fn nginx_conf(dir: &Path, http: &str, server: &str) -> String {
     let d = dir.display();
     format!(

@@ -164,8 +164,8 @@ pub struct HubOptions {
     /// Where workers connect.
     pub workers: std::net::SocketAddr,
     pub token: String,
-    /// Where the UI and API are served.
-    pub listen: std::net::SocketAddr,
+    /// Where the UI and API are served, and who may use them.
+    pub api: trawl_service::auth::Access,
     /// Inventories, rate window and plugins (whose legend the map uses).
     pub replay: trawl_pipeline::replay::ReplayOptions,
     pub capture_filter: trawl_service::CaptureFilter,
@@ -197,5 +197,7 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;
     eprintln!("trawl hub: workers connect to {}", listener.local_addr()?);
     let (token, accept_state) = (opts.token.clone(), state.clone());
-    trawl_pipeline::serve::serve_state(state, opts.listen, "hub-accept", move || accept(listener, token, accept_state))
+    trawl_pipeline::serve::serve_state(state, opts.api.clone(), "hub-accept", move || {
+        accept(listener, token, accept_state)
+    })
 }

@@ -17,7 +17,7 @@ use crate::replay_l7::plugins_for;
 use crate::serve::{Publisher, serve_state};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,7 +118,8 @@ pub struct LiveOptions {
     pub discovery: trawl_capture::live::discover::Discovery,
     /// Inventories, plugins and rate window (the capture path is unused).
     pub replay: ReplayOptions,
-    pub listen: SocketAddr,
+    /// Where the API listens, and who may use it.
+    pub api: trawl_service::auth::Access,
     pub capture_filter: CaptureFilter,
     pub max_flows: u32,
     /// Also take identity from the Kubernetes API (in-cluster config or
@@ -185,7 +186,7 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
         let (sink, stop) = (ServiceSink(state.clone()), stop.clone());
         move || count(counters, &sink, &pods, &stop)
     };
-    let served = serve_state(state, opts.listen, "live-l4", feeder);
+    let served = serve_state(state, opts.api.clone(), "live-l4", feeder);
     stop.store(true, Ordering::Relaxed);
     let _ = l7.join();
     served

@@ -6,13 +6,13 @@ use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink};
 use crate::replay::{ReplayOptions, load_identity};
 use crate::replay_l7::plugins_for;
 use anyhow::Context;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use trawl_capture::CaptureFile;
 use trawl_core::l7map::LegendEntry;
 use trawl_runtime::records::to_l7;
+use trawl_service::auth::Access;
 use trawl_service::{CaptureFilter, Graph, GraphState, SharedState, api, lock};
 
 /// The capture the demo serves (real nginx, redis-server and dnsmasq in
@@ -31,7 +31,8 @@ pub struct ServeOptions {
     pub speed: Option<f64>,
     /// Start over at the end, with time carrying on.
     pub repeat: bool,
-    pub listen: SocketAddr,
+    /// Where the API listens, and who may use it.
+    pub api: Access,
     pub capture_filter: CaptureFilter,
 }
 
@@ -51,14 +52,14 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
             }
         }
     };
-    serve_state(state, opts.listen, "replay", feeder)
+    serve_state(state, opts.api.clone(), "replay", feeder)
 }
 
-/// Serves `state` on `listen` until Ctrl-C (or SIGTERM), with `feeder`
-/// filling it on a thread of its own.
+/// Serves `state` on the API's address, under its access rules, until
+/// Ctrl-C (or SIGTERM), with `feeder` filling it on a thread of its own.
 pub fn serve_state(
     state: SharedState,
-    listen: SocketAddr,
+    mut api: Access,
     feeder_name: &str,
     feeder: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -67,14 +68,17 @@ pub fn serve_state(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let listen = api.listen();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    eprintln!("trawl: serving the map on http://{addr}/ (Ctrl-C stops)");
+    api.set_listen(addr);
+    let how = if api.has_tokens() { "tokens needed" } else { "open: no token configured" };
+    eprintln!("trawl: serving the map on http://{addr}/ ({how}; Ctrl-C stops)");
     let feeder = std::thread::Builder::new().name(feeder_name.into()).spawn(feeder)?;
     runtime.block_on(async move {
-        warp::serve(api::routes(state))
+        warp::serve(api::routes(state, api))
             .incoming(listener)
             .graceful(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -52,6 +52,11 @@ pub enum LoadError {
 /// One running instance of a plugin: the calls of the plugin ABI (v2, or
 /// v1 for older plugins; see `sdk/ABI.md`).
 pub trait PluginInstance: Send {
+    /// The host's settings (redaction), once, before any traffic. A plugin
+    /// without the optional export ignores them.
+    fn configure(&mut self, _config: &trawl_sdk::redact::PluginConfig) -> Result<(), PluginFault> {
+        Ok(())
+    }
     fn probe(&mut self, l4: L4, dir: Dir, bytes: &[u8]) -> Result<Probe, PluginFault>;
     fn open(&mut self, conn: u64, meta: &ConnMeta) -> Result<DataResult, PluginFault>;
     #[allow(clippy::too_many_arguments)]

@@ -14,6 +14,10 @@ impl<D: Dissector + Send> PluginInstance for NativeInstance<D>
 where
     D::Conn: Send,
 {
+    fn configure(&mut self, config: &trawl_sdk::redact::PluginConfig) -> Result<(), PluginFault> {
+        self.guest.configure(config.clone());
+        Ok(())
+    }
     fn probe(&mut self, l4: L4, dir: Dir, bytes: &[u8]) -> Result<Probe, PluginFault> {
         Ok(Guest::<D>::probe(l4, dir, bytes))
     }

@@ -202,6 +202,7 @@ struct Funcs {
     alloc: TypedFunc<u32, u32>,
     dealloc: Option<TypedFunc<(u32, u32), ()>>,
     init: Packed,
+    configure: Option<TypedFunc<(u32, u32), u32>>,
     probe: TypedFunc<(u32, u32, u32, u32), u32>,
     open: TypedFunc<(u64, u32, u32), u64>,
     data: DataFn,
@@ -280,6 +281,7 @@ impl WasmFactory {
             alloc: func!("trawl_alloc"),
             dealloc: optional!("trawl_dealloc"),
             init: func!("trawl_init"),
+            configure: optional!("trawl_configure"),
             probe: func!("trawl_probe"),
             open: func!("trawl_open"),
             data: func!("trawl_data"),
@@ -387,6 +389,19 @@ impl WasmInstance {
 }
 
 impl PluginInstance for WasmInstance {
+    fn configure(&mut self, config: &trawl_sdk::redact::PluginConfig) -> Result<(), PluginFault> {
+        let Some(f) = self.funcs.configure.clone() else {
+            return Ok(());
+        };
+        let bytes = postcard::to_allocvec(config).map_err(|e| PluginFault::BadOutput(e.to_string()))?;
+        let (ptr, len) = self.write_input(&bytes)?;
+        self.arm();
+        match f.call(&mut self.store, (ptr, len)).map_err(|e| self.fault(e))? {
+            0 => Ok(()),
+            code => Err(PluginFault::BadOutput(format!("configure answered {code}"))),
+        }
+    }
+
     fn probe(&mut self, l4: L4, dir: Dir, bytes: &[u8]) -> Result<Probe, PluginFault> {
         let (ptr, len) = self.write_input(bytes)?;
         self.arm();

@@ -26,12 +26,14 @@
 //! coalesced deltas; changed edges beyond a delta's byte budget wait for
 //! the next one.
 
+use super::auth::{Access, Denied, Need, WS_PROTOCOL, offers_ws_protocol};
 use super::protocol::{ClientMessage, ErrorMessage, ServerMessage};
 use super::subscription::SpecError;
 use super::view::CHANGE_BUDGET;
 use super::{GraphState, SharedState, Subscription, SubscriptionSpec, lock};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 use warp::http::StatusCode;
 use warp::ws::{Message, WebSocket, Ws};
@@ -284,28 +286,68 @@ fn with_state(state: SharedState) -> impl Filter<Extract = (SharedState,), Error
     warp::any().map(move || state.clone())
 }
 
-/// Every route of the service.
-pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let health = warp::path!("api" / "health").and(with_state(state.clone())).map(|s: SharedState| {
-        let st = lock(&s);
-        warp::reply::json(&json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "capture_time_ns": st.now.0,
-            "counters": &st.counters,
-            "live": &st.live,
-            "workers": &st.workers,
-            "capture_filters": st.capture_filter.to_json(),
-        }))
+/// Passes a request that may do what it `need`s; otherwise rejects it
+/// with [`Denied`], which [`refusal`] turns into 401 or 403.
+fn guard(access: Arc<Access>, need: Need) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::header::optional::<String>("host"))
+        .and_then(move |auth: Option<String>, protocols: Option<String>, host: Option<String>| {
+            let checked = access.check(need, auth.as_deref(), protocols.as_deref(), host.as_deref());
+            async move { checked.map_err(warp::reject::custom) }
+        })
+        .untuple_one()
+}
+
+/// A refused request's answer: its status, a reason naming no secret, and
+/// (for 401) the scheme to authenticate with.
+async fn refusal(err: Rejection) -> Result<warp::reply::Response, Rejection> {
+    let Some(denied) = err.find::<Denied>() else { return Err(err) };
+    let body = warp::reply::json(&json!({"error": denied.reason()}));
+    let mut reply = warp::reply::with_status(body, denied.status()).into_response();
+    if *denied == Denied::Unauthenticated {
+        reply.headers_mut().insert("www-authenticate", warp::http::HeaderValue::from_static("Bearer realm=\"trawl\""));
+    }
+    Ok(reply)
+}
+
+/// Every route of the service, under `access`'s rules.
+pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let access = Arc::new(access);
+    let read = guard(access.clone(), Need::Read);
+    // Probes: open, and they say nothing about traffic.
+    let healthz = warp::path!("healthz").map(|| "ok");
+    let readyz = warp::path!("readyz").map(|| "ready");
+    let whoami = warp::path!("api" / "whoami").and(read.clone()).map({
+        let access = access.clone();
+        move || warp::reply::json(&json!({"authenticated": access.has_tokens()}))
     });
+    let health =
+        warp::path!("api" / "health").and(read.clone()).and(with_state(state.clone())).map(|s: SharedState| {
+            let st = lock(&s);
+            warp::reply::json(&json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "capture_time_ns": st.now.0,
+                "counters": &st.counters,
+                "live": &st.live,
+                "workers": &st.workers,
+                "capture_filters": st.capture_filter.to_json(),
+            }))
+        });
     let filters_get = warp::path!("api" / "capture-filters")
+        .and(read.clone())
         .and(with_state(state.clone()))
         .map(|s: SharedState| warp::reply::json(&lock(&s).capture_filter.to_json()));
     let plugins = warp::path!("api" / "plugins")
+        .and(read.clone())
         .and(with_state(state.clone()))
         .map(|s: SharedState| warp::reply::json(&plugins_json(&s)));
-    let map = warp::path!("api" / "map").and(warp::query::<SubscriptionSpec>()).and(with_state(state.clone())).map(
-        |spec: SubscriptionSpec, s: SharedState| match Subscription::new(spec) {
+    let map = warp::path!("api" / "map")
+        .and(read.clone())
+        .and(warp::query::<SubscriptionSpec>())
+        .and(with_state(state.clone()))
+        .map(|spec: SubscriptionSpec, s: SharedState| match Subscription::new(spec) {
             Ok(mut sub) => {
                 // A filtered L7 map reads the record log in chunks, letting
                 // go of the lock between them.
@@ -316,30 +358,40 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
                 warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
             }
             Err(e) => warp::reply::with_status(warp::reply::json(&spec_error(&e)), StatusCode::BAD_REQUEST),
-        },
-    );
+        });
     let metrics = warp::path!("metrics")
+        .and(read.clone())
         .and(with_state(state.clone()))
         .map(|s: SharedState| warp::reply::with_header(metrics_text(&s), "content-type", "text/plain; version=0.0.4"));
     let ws = warp::path!("api" / "ws")
+        .and(read)
         .and(warp::ws())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(with_state(state.clone()))
-        .map(|ws: Ws, origin: Option<String>, host: Option<String>, s: SharedState| {
+        .map(|ws: Ws, origin: Option<String>, host: Option<String>, protocols: Option<String>, s: SharedState| {
             // Browsers send Origin: only pages served by trawl itself may
             // read the map (another site open in the same browser may not).
             if !same_origin(origin.as_deref(), host.as_deref()) {
                 return warp::reply::with_status("cross-origin WebSocket refused", StatusCode::FORBIDDEN)
                     .into_response();
             }
-            ws.on_upgrade(move |socket| subscriber(socket, s)).into_response()
+            let mut reply = ws.on_upgrade(move |socket| subscriber(socket, s)).into_response();
+            // A browser that offered subprotocols (the token rides in one)
+            // closes a connection whose answer names none.
+            if offers_ws_protocol(protocols.as_deref()) {
+                reply.headers_mut().insert("sec-websocket-protocol", warp::http::HeaderValue::from_static(WS_PROTOCOL));
+            }
+            reply
         });
     let statics = warp::path::tail().and_then(static_file);
-    // Changing what is dissected: JSON only, which a page on another site
-    // cannot send without the browser asking first (and being refused).
+    // Changing what is dissected: the admin token, and JSON only, which a
+    // page on another site cannot send without the browser asking first
+    // (and being refused).
     let filters_put = warp::put()
         .and(warp::path!("api" / "capture-filters"))
+        .and(guard(access, Need::Admin))
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
         .and(warp::body::content_length_limit(64 * 1024))
@@ -365,8 +417,11 @@ pub fn routes(state: SharedState) -> impl Filter<Extract = (impl Reply,), Error 
     warp::get()
         .or(warp::head())
         .unify()
-        .and(health.or(plugins).or(filters_get).or(map).or(metrics).or(ws).or(statics))
+        .and(
+            healthz.or(readyz).or(whoami).or(health).or(plugins).or(filters_get).or(map).or(metrics).or(ws).or(statics),
+        )
         .or(filters_put)
+        .recover(refusal)
 }
 
 #[cfg(test)]

@@ -8,9 +8,8 @@ pub use trawl_lab::workloads;
 use crate::live::{LiveOptions, run as run_live_service};
 use crate::replay::ReplayOptions;
 use crate::service::CaptureFilter;
+use crate::service::auth::Access;
 use anyhow::{Context, Result};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -36,12 +35,7 @@ pub fn live_unavailable() -> Option<String> {
 
 /// The live demo: builds the lab, starts its servers and clients, serves
 /// the live map until Ctrl-C or SIGTERM, then removes everything it made.
-pub fn run(
-    listen: SocketAddr,
-    plugin_dirs: Vec<PathBuf>,
-    capture_filter: CaptureFilter,
-    rate_window: u32,
-) -> Result<()> {
+pub fn run(api: Access, mut replay: ReplayOptions, capture_filter: CaptureFilter) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("trawl-live-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut lab = Lab::create(DEMO_PREFIX, 2, &workloads::demo_pods())?;
@@ -71,15 +65,11 @@ pub fn run(
             }
         })?
     };
-    let mut replay = ReplayOptions::new(PathBuf::new());
     replay.inventories = vec![inventory];
-    replay.rate_window_secs = rate_window;
-    replay.watch = !plugin_dirs.is_empty();
-    replay.plugin_dirs = plugin_dirs;
     let served = run_live_service(LiveOptions {
         discovery: crate::capture::live::discover::Discovery::Netns { prefix: Arc::as_ref(&lab).netns_prefix() },
         replay,
-        listen,
+        api,
         capture_filter,
         max_flows: 65_536,
         kube: false,

@@ -56,7 +56,7 @@ pub(crate) fn record(s: &Stream<Messages>) -> Record {
     let grpc_status = s.trailer_or_response("grpc-status").and_then(|v| v.trim().parse::<i64>().ok());
     let http_status = s.status();
     r.method = method.to_string();
-    r.summary = path.to_string();
+    r.summary = trawl_h2::record::request_target(s);
     r.status_code = grpc_status;
     r.error =
         grpc_status.is_some_and(|c| c != 0) || http_status.is_some_and(|c| c != 200) || s.rst.is_some_and(|c| c != 0);

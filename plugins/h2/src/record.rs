@@ -3,22 +3,22 @@
 
 use crate::conn::Stream;
 use std::collections::BTreeMap;
-use trawl_sdk::{Record, Value};
+use trawl_sdk::{Record, Value, redact};
 
-/// Header fields whose values never leave the plugin.
-const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "set-cookie", "proxy-authorization"];
-
-/// Regular (non-pseudo) header fields as a map, secrets redacted.
+/// Regular (non-pseudo) header fields as a map, secrets redacted
+/// (`trawl_sdk::redact`: gRPC's `authorization` metadata too).
 pub fn header_map(h: &[(String, String)]) -> Value {
     Value::Map(
         h.iter()
             .filter(|(n, _)| !n.starts_with(':'))
-            .map(|(n, v)| {
-                let v = if SECRET_HEADERS.contains(&n.as_str()) { "[REDACTED]".to_string() } else { v.clone() };
-                (n.clone(), Value::from(v))
-            })
+            .map(|(n, v)| (n.clone(), Value::from(redact::header_value(n, v).into_owned())))
             .collect(),
     )
+}
+
+/// The request's `:path` as records may show it (query values redacted).
+pub fn request_target<X>(s: &Stream<X>) -> String {
+    redact::target(s.request_header(":path").unwrap_or_default()).into_owned()
 }
 
 /// A record with the stream's sizes, times and HTTP/2 fields filled in;
@@ -31,6 +31,8 @@ pub fn stream_record<X>(s: &Stream<X>) -> Record {
         f.insert("method".into(), Value::from(m));
     }
     if let Some(path) = s.request_header(":path").filter(|p| !p.is_empty()) {
+        let path = redact::target(path);
+        let path = path.as_ref();
         let (p, q) = path.split_once('?').unwrap_or((path, ""));
         f.insert("path".into(), Value::from(p));
         f.insert("query_string".into(), Value::from(q));

@@ -10,7 +10,7 @@ pub(crate) type H2Conn = trawl_h2::Connection<()>;
 pub(crate) fn record(s: &Stream<()>) -> Record {
     let mut r = trawl_h2::record::stream_record(s);
     r.method = s.request_header(":method").unwrap_or_default().to_string();
-    r.summary = s.request_header(":path").unwrap_or_default().to_string();
+    r.summary = trawl_h2::record::request_target(s);
     let status = s.status();
     r.status_code = status;
     r.error = status.is_some_and(|c| c >= 400) || s.rst.is_some_and(|c| c != 0);

@@ -13,7 +13,7 @@ mod probe;
 
 use message::{BodyState, Head, Step};
 use std::collections::{BTreeMap, VecDeque};
-use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value, redact};
 
 /// Heads larger than this are not HTTP (or not worth keeping).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -414,24 +414,18 @@ fn apply_body_step(step: Step, target: Option<(&mut u64, &mut u64)>, phase: &mut
     Progress::Done { consumed: consumed as u32 }
 }
 
-const REDACTED: &str = "[REDACTED]";
-
+/// The header fields as a map, secrets redacted (`trawl_sdk::redact`).
 fn headers_value(head: &Head) -> Value {
     let mut map: BTreeMap<String, Value> = BTreeMap::new();
     for (name, value) in &head.headers {
-        let lower = name.to_ascii_lowercase();
-        let value = if matches!(lower.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie") {
-            REDACTED.to_string()
-        } else {
-            value.clone()
-        };
+        let value = redact::header_value(name, value);
         match map.get_mut(name) {
             Some(Value::Str(existing)) => {
                 existing.push_str(", ");
                 existing.push_str(&value);
             }
             _ => {
-                map.insert(name.clone(), Value::Str(value));
+                map.insert(name.clone(), Value::Str(value.into_owned()));
             }
         }
     }
@@ -443,7 +437,8 @@ fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
     let mut fields: BTreeMap<String, Value> = BTreeMap::new();
     let mut r = Record::default();
     if let Some(p) = req {
-        let target = p.head.target.as_str();
+        let target = redact::target(p.head.target.as_str());
+        let target = target.as_ref();
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         r.transaction_id = p.id;
         r.method = p.head.method.clone();

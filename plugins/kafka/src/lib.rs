@@ -241,6 +241,28 @@ mod tests {
         frame(&b)
     }
 
+    /// SaslAuthenticate v1 carries the credentials (PLAIN: `\0user\0password`)
+    /// as its auth bytes: nothing of them may reach a record.
+    #[test]
+    fn sasl_authenticate_bytes_never_reach_records() {
+        let mut s = trawl_sdk::testing::Session::<Kafka>::tcp(9092);
+        let mut b = vec![0, 36, 0, 1];
+        b.extend_from_slice(&5i32.to_be_bytes());
+        b.extend_from_slice(&[0, 3, b'c', b'l', b'i']);
+        let auth = b"\0alice\0s3cr3t-PLAIN";
+        b.extend_from_slice(&(auth.len() as i32).to_be_bytes());
+        b.extend_from_slice(auth);
+        s.send(Dir::ToServer, &frame(&b));
+        let mut resp = 5i32.to_be_bytes().to_vec();
+        resp.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        s.send(Dir::ToClient, &frame(&resp));
+        s.close();
+        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.records[0].method, "SaslAuthenticate");
+        let shown = format!("{:?}", s.records);
+        assert!(!shown.contains("s3cr3t") && !shown.contains("alice"), "{shown}");
+    }
+
     #[test]
     fn pairs_by_correlation_id_out_of_order() {
         let mut s = trawl_sdk::testing::Session::<Kafka>::tcp(9092);

@@ -9,6 +9,7 @@ pub mod resp;
 
 use resp::{Kind, Msg, Parsed};
 use std::collections::{BTreeMap, VecDeque};
+use trawl_sdk::redact::{self, Level};
 use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
 
 /// Commands waiting for replies; beyond this the oldest is reported unanswered.
@@ -106,11 +107,11 @@ pub struct RedisConn {
     decoders: [resp::Decoder; 2],
 }
 
-const REDACTED: &str = "[REDACTED]";
-
 /// Whether word `i` of a command is a secret that records must not show:
 /// AUTH's arguments, the user and password after HELLO's and MIGRATE's
-/// AUTH/AUTH2, and the value CONFIG SET gives a password setting.
+/// AUTH/AUTH2, the value CONFIG SET gives any parameter whose name has
+/// `pass` or `auth` in it, and ACL SETUSER's password rules (`>pw`, `<pw`,
+/// `#hash`, `!hash`).
 fn is_secret(verb: &str, words: &[Msg], i: usize) -> bool {
     let before = |k: usize, names: &[&str]| {
         i.checked_sub(k)
@@ -118,10 +119,20 @@ fn is_secret(verb: &str, words: &[Msg], i: usize) -> bool {
             .and_then(|j| words.get(j))
             .is_some_and(|w| names.iter().any(|n| w.text.eq_ignore_ascii_case(n.as_bytes())))
     };
+    let word = |j: usize| words.get(j).map(|w| w.text.to_ascii_lowercase()).unwrap_or_default();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     match verb {
         "AUTH" => i > 0,
         "HELLO" | "MIGRATE" => before(1, &["AUTH", "AUTH2"]) || before(2, &["AUTH", "AUTH2"]),
-        "CONFIG" => before(1, &["requirepass", "masterauth", "masteruser"]),
+        // CONFIG SET name value [name value …]
+        "CONFIG" => {
+            word(1) == b"set" && i >= 3 && (i - 3).is_multiple_of(2) && {
+                let name = word(i - 1);
+                contains(&name, b"pass") || contains(&name, b"auth")
+            }
+        }
+        // ACL SETUSER name rule…
+        "ACL" => word(1) == b"setuser" && i >= 3 && matches!(word(i).first(), Some(b'>' | b'<' | b'#' | b'!')),
         _ => false,
     }
 }
@@ -160,24 +171,28 @@ impl RedisConn {
     fn command(&mut self, m: &Msg, ts: u64, out: &mut Output) {
         let Some(first) = m.items.first() else { return };
         let verb = upper(&first.text);
+        let (redacting, strict) = redact::with_policy(|p| (p.level != Level::Off, p.level == Level::Strict));
+        let secret = |i: usize| redacting && is_secret(&verb, &m.items, i);
         // The command line as one string, built in place (it is made for
-        // every command, so no word gets a string of its own).
+        // every command, so no word gets a string of its own). Strict
+        // redaction keeps the verb and the key, never the values.
+        let shown = if strict { m.items.len().min(2) } else { m.items.len() };
         let mut text = String::new();
-        for (i, item) in m.items.iter().enumerate() {
+        for (i, item) in m.items.iter().take(shown).enumerate() {
             if i > 0 {
                 text.push(' ');
             }
-            if is_secret(&verb, &m.items, i) {
-                text.push_str(REDACTED);
+            if secret(i) {
+                text.push_str(redact::REDACTED);
             } else {
                 text.push_str(&String::from_utf8_lossy(&item.text));
             }
         }
-        if m.count > m.items.len() as u64 {
+        if m.count > shown as u64 {
             text.push_str(" …");
         }
         text.truncate(text.char_indices().nth(MAX_COMMAND_TEXT).map_or(text.len(), |(i, _)| i));
-        let key = m.items.get(1).filter(|_| !is_secret(&verb, &m.items, 1)).map(|k| {
+        let key = m.items.get(1).filter(|_| !secret(1)).map(|k| {
             let mut k = lossy(&k.text[..k.text.len().min(MAX_KEY)]);
             // Lossy decoding can grow the text; cut on a char boundary.
             let cut = (0..=MAX_KEY.min(k.len())).rev().find(|&i| k.is_char_boundary(i)).unwrap_or(0);
@@ -551,11 +566,13 @@ mod tests {
                 Dir::ToServer,
                 b"*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$7\r\nhunter2\r\nAUTH hunter2\r\n\
                   *5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$7\r\nhunter2\r\n\
-                  *4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$7\r\nhunter2\r\n",
+                  *4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$7\r\nhunter2\r\n\
+                  *6\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$9\r\nmaxmemory\r\n$2\r\n10\r\n$10\r\nmasterauth\r\n$7\r\nhunter2\r\n\
+                  *5\r\n$3\r\nACL\r\n$7\r\nSETUSER\r\n$3\r\nbob\r\n$2\r\non\r\n$8\r\n>hunter2\r\n",
             ),
-            (Dir::ToClient, b"+OK\r\n+OK\r\n%0\r\n+OK\r\n"),
+            (Dir::ToClient, b"+OK\r\n+OK\r\n%0\r\n+OK\r\n+OK\r\n+OK\r\n"),
         ]);
-        assert_eq!(r.len(), 4);
+        assert_eq!(r.len(), 6, "{r:#?}");
         for rec in &r {
             let shown = format!("{} {} {:?}", rec.method, rec.summary, rec.fields);
             assert!(!shown.contains("hunter2") && !shown.contains("alice"), "{shown}");
@@ -565,5 +582,7 @@ mod tests {
             ("AUTH", &Value::from("AUTH [REDACTED] [REDACTED]"))
         );
         assert_eq!(r[3].fields["redis_command"], Value::from("CONFIG SET requirepass [REDACTED]"));
+        assert_eq!(r[4].fields["redis_command"], Value::from("CONFIG SET maxmemory 10 masterauth [REDACTED]"));
+        assert_eq!(r[5].fields["redis_command"], Value::from("ACL SETUSER bob on [REDACTED]"));
     }
 }

@@ -5,7 +5,7 @@
 
 const MAX_DEPTH: u32 = 32;
 const MAX_TEXT: usize = 256;
-const KEEP_ITEMS: usize = 4;
+const KEEP_ITEMS: usize = 8;
 /// Longest simple line (type byte to CRLF) accepted.
 const MAX_LINE: usize = 64 * 1024;
 /// Largest bulk string accepted (Redis's own proto-max-bulk-len default).

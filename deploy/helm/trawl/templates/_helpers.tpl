@@ -28,3 +28,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
 {{- end }}
+
+{{- define "trawl.apiTokenEnv" -}}
+- name: TRAWL_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "trawl.secretName" . }}
+      key: api-token
+- name: TRAWL_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "trawl.secretName" . }}
+      key: admin-token
+{{- end }}

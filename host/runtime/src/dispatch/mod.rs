@@ -35,6 +35,9 @@ pub struct DispatchConfig {
     pub drain_deadline: Duration,
     /// Bytes a connection may queue while it is being probed.
     pub max_probe_bytes: usize,
+    /// What plugins are asked to redact, and what the host scrubs from
+    /// every record again.
+    pub redact: trawl_sdk::redact::Policy,
 }
 
 impl Default for DispatchConfig {
@@ -45,6 +48,7 @@ impl Default for DispatchConfig {
             backoff: Duration::from_millis(50),
             drain_deadline: Duration::from_secs(30),
             max_probe_bytes: 16 * 1024,
+            redact: trawl_sdk::redact::Policy::default(),
         }
     }
 }

@@ -28,7 +28,10 @@ impl Dispatcher {
     pub(super) fn emit(&mut self, slot: usize, conn: &ConnInfo, events: Vec<Event>) {
         for e in events {
             match e {
-                Event::Record(record) => {
+                Event::Record(mut record) => {
+                    // The second line: whatever the plugin did, the
+                    // operator's redaction holds.
+                    self.config.redact.scrub_record(&mut record);
                     let s = &mut self.slots[slot];
                     s.records += 1;
                     self.stats.records += 1;

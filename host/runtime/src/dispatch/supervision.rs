@@ -167,7 +167,12 @@ impl Dispatcher {
             if s.retry_at.is_some_and(|t| Instant::now() < t) {
                 return None;
             }
-            match s.plugin.factory.instantiate() {
+            let configured = s.plugin.factory.instantiate().and_then(|mut i| {
+                let config = trawl_sdk::redact::PluginConfig { redact: self.config.redact.clone() };
+                i.configure(&config).map_err(|f| super::super::LoadError::Init(format!("configure: {f}")))?;
+                Ok(i)
+            });
+            match configured {
                 Ok(i) => s.instance = Some(i),
                 Err(e) => {
                     s.last_error = Some(e.to_string());

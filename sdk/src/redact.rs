@@ -1,0 +1,361 @@
+//! Redaction: secrets never leave the plugin that sees them.
+//!
+//! Every first-party plugin builds its records with these helpers, and a
+//! third-party plugin should too. The host sets the [`Policy`] once per
+//! instance (the optional `trawl_configure` export, see `sdk/ABI.md`), and
+//! applies [`Policy::scrub_record`] to every record again, as a second line
+//! for plugins that do not redact.
+//!
+//! At the default level:
+//! - the values of `Authorization`, `Proxy-Authorization`, `Cookie` and
+//!   `Set-Cookie` (cookie names and an authorization's scheme kept), and of
+//!   any header whose name contains `token`, `secret`, `key`, `pass`,
+//!   `auth` or `session`, in any case, plus the names the operator adds;
+//! - URL query values, names kept (`?user=[REDACTED]&page=[REDACTED]`),
+//!   and the credentials of a URL's `user:password@`; paths stay.
+//!
+//! `strict` also tells plugins to drop values and previews (a Redis
+//! command's arguments past its key, say); `off` redacts nothing.
+
+use crate::abi::{Record, Value};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::RwLock;
+
+/// What a redacted value becomes.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Header names whose values are always secret.
+const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+
+/// A header is secret when its name contains one of these.
+const SECRET_WORDS: &[&str] = &["token", "secret", "key", "pass", "auth", "session"];
+
+/// How much to redact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Level {
+    /// Nothing: for a lab, never for a cluster.
+    Off,
+    /// Credentials, tokens, cookies and query values.
+    #[default]
+    Default,
+    /// The default, and values and previews as well.
+    Strict,
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Level::Off),
+            "default" => Ok(Level::Default),
+            "strict" => Ok(Level::Strict),
+            other => Err(format!("unknown redaction level {other:?} (strict, default or off)")),
+        }
+    }
+}
+
+/// The redaction a host asks of its plugins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub level: Level,
+    /// More header names whose values are secret, lower case.
+    pub headers: Vec<String>,
+}
+
+/// What the host hands a plugin's optional `trawl_configure` export.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginConfig {
+    pub redact: Policy,
+}
+
+static POLICY: RwLock<Option<Policy>> = RwLock::new(None);
+
+/// Sets the policy of this plugin (the SDK's glue calls it for
+/// `trawl_configure`; a natively linked plugin shares its process's).
+pub fn set_policy(policy: Policy) {
+    *POLICY.write().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+}
+
+/// Runs `f` with the current policy (the default until the host sets one).
+pub fn with_policy<R>(f: impl FnOnce(&Policy) -> R) -> R {
+    let guard = POLICY.read().unwrap_or_else(|e| e.into_inner());
+    match guard.as_ref() {
+        Some(p) => f(p),
+        None => f(&Policy::default()),
+    }
+}
+
+/// The value of header `name` as records may show it.
+pub fn header_value<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
+    with_policy(|p| p.header_value(name, value))
+}
+
+/// A request target (`/path?query`, or absolute form) as records may show it.
+pub fn target(target: &str) -> Cow<'_, str> {
+    with_policy(|p| p.target(target))
+}
+
+/// A query string (without its `?`) as records may show it.
+pub fn query(query: &str) -> Cow<'_, str> {
+    with_policy(|p| p.query(query))
+}
+
+/// Whether values and previews are dropped as well.
+pub fn strict() -> bool {
+    with_policy(|p| p.level == Level::Strict)
+}
+
+/// Whether anything is redacted at all.
+pub fn enabled() -> bool {
+    with_policy(|p| p.level != Level::Off)
+}
+
+impl Policy {
+    pub fn new(level: Level, headers: &[String]) -> Self {
+        Policy { level, headers: headers.iter().map(|h| h.trim().to_ascii_lowercase()).collect() }
+    }
+
+    /// Whether header `name`'s value is secret.
+    pub fn secret_header(&self, name: &str) -> bool {
+        if self.level == Level::Off || name.starts_with(':') {
+            return false;
+        }
+        let lower = name.to_ascii_lowercase();
+        SECRET_HEADERS.contains(&lower.as_str())
+            || SECRET_WORDS.iter().any(|w| lower.contains(w))
+            || self.headers.contains(&lower)
+    }
+
+    /// The value of header `name` as records may show it: cookie names and
+    /// an authorization's scheme stay, so a reader still sees what kind of
+    /// credential went by.
+    pub fn header_value<'a>(&self, name: &str, value: &'a str) -> Cow<'a, str> {
+        if !self.secret_header(name) {
+            return Cow::Borrowed(value);
+        }
+        let lower = name.to_ascii_lowercase();
+        Cow::Owned(match lower.as_str() {
+            "cookie" => cookie_names(value, "; "),
+            "set-cookie" => {
+                // `name=value; Path=/; HttpOnly`: the attributes are not secret.
+                let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
+                let mut out = cookie_names(pair, "");
+                if !attributes.is_empty() {
+                    out.push(';');
+                    out.push_str(attributes);
+                }
+                out
+            }
+            "authorization" | "proxy-authorization" => match value.trim().split_once(' ') {
+                Some((scheme, _))
+                    if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+                {
+                    format!("{scheme} {REDACTED}")
+                }
+                _ => REDACTED.to_string(),
+            },
+            _ => REDACTED.to_string(),
+        })
+    }
+
+    /// A query string (without its `?`): every value redacted, names kept.
+    pub fn query<'a>(&self, query: &'a str) -> Cow<'a, str> {
+        if self.level == Level::Off || !query.contains('=') {
+            return Cow::Borrowed(query);
+        }
+        let mut out = String::with_capacity(query.len());
+        for (i, part) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match part.split_once('=') {
+                Some((name, value)) if !value.is_empty() => {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(part),
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// A request target: the path stays; query values and a URL's
+    /// `user:password@` are redacted; a fragment is dropped.
+    pub fn target<'a>(&self, target: &'a str) -> Cow<'a, str> {
+        if self.level == Level::Off {
+            return Cow::Borrowed(target);
+        }
+        let without_fragment = target.split_once('#').map_or(target, |(t, _)| t);
+        let (path, query) = match without_fragment.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (without_fragment, None),
+        };
+        let path = self.userinfo(path);
+        let query = query.map(|q| self.query(q));
+        if matches!(path, Cow::Borrowed(_))
+            && query.as_ref().is_none_or(|q| matches!(q, Cow::Borrowed(_)))
+            && without_fragment.len() == target.len()
+        {
+            return Cow::Borrowed(target);
+        }
+        let mut out = path.into_owned();
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(&q);
+        }
+        Cow::Owned(out)
+    }
+
+    /// `scheme://user:password@host/…` with the credentials redacted.
+    fn userinfo<'a>(&self, url: &'a str) -> Cow<'a, str> {
+        let Some((scheme, rest)) = url.split_once("://") else { return Cow::Borrowed(url) };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => Cow::Owned(format!("{scheme}://{REDACTED}{}", &rest[at..])),
+            None => Cow::Borrowed(url),
+        }
+    }
+
+    /// The host's second line, for plugins that do not redact: the
+    /// header rules on every map field named `*headers`, `*trailers` or
+    /// `*metadata`, and the query rules on `url`, `query_string` and a
+    /// summary that is a request target.
+    pub fn scrub_record(&self, record: &mut Record) {
+        if self.level == Level::Off {
+            return;
+        }
+        if (record.summary.starts_with('/') || record.summary.contains("://"))
+            && let Cow::Owned(s) = self.target(&record.summary)
+        {
+            record.summary = s;
+        }
+        for (key, value) in record.fields.iter_mut() {
+            let key = key.as_str();
+            if key.ends_with("headers") || key.ends_with("trailers") || key.ends_with("metadata") {
+                if let Value::Map(m) = value {
+                    for (name, v) in m.iter_mut() {
+                        self.scrub_header(name, v);
+                    }
+                }
+            } else if key == "url" || key == "uri" || key == "target" {
+                if let Value::Str(s) = value
+                    && let Cow::Owned(t) = self.target(s)
+                {
+                    *s = t;
+                }
+            } else if (key == "query_string" || key == "query")
+                && let Value::Str(s) = value
+                && let Cow::Owned(q) = self.query(s)
+            {
+                *s = q;
+            }
+        }
+    }
+
+    fn scrub_header(&self, name: &str, value: &mut Value) {
+        match value {
+            Value::Str(s) => {
+                if let Cow::Owned(r) = self.header_value(name, s)
+                    && r != *s
+                {
+                    *s = r;
+                }
+            }
+            Value::List(items) => items.iter_mut().for_each(|v| self.scrub_header(name, v)),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Map(_) => {
+                if self.secret_header(name) {
+                    *value = Value::from(REDACTED);
+                }
+            }
+        }
+    }
+}
+
+/// `a=1; b=2` as `a=[REDACTED]; b=[REDACTED]`, idempotent.
+fn cookie_names(value: &str, sep: &str) -> String {
+    let mut out = String::new();
+    for (i, pair) in value.split(';').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        match pair.split_once('=') {
+            Some((name, _)) => {
+                out.push_str(name.trim());
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            None => out.push_str(REDACTED),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn default() -> Policy {
+        Policy::default()
+    }
+
+    #[test]
+    fn secret_headers_any_case_and_by_word() {
+        let p = Policy::new(Level::Default, &["X-Tenant".to_string()]);
+        for name in ["Authorization", "COOKIE", "x-api-key", "X-Auth-Token", "Session-Id", "x-tenant", "X-Password"] {
+            assert!(p.secret_header(name), "{name}");
+        }
+        for name in ["content-type", "host", ":authority", "user-agent", "accept"] {
+            assert!(!p.secret_header(name), "{name}");
+        }
+        assert!(!Policy::new(Level::Off, &[]).secret_header("authorization"));
+    }
+
+    #[test]
+    fn header_values_keep_scheme_and_cookie_names() {
+        let p = default();
+        assert_eq!(p.header_value("Authorization", "Bearer abc.def"), "Bearer [REDACTED]");
+        assert_eq!(p.header_value("authorization", "Basic dXNlcjpwYXNz"), "Basic [REDACTED]");
+        assert_eq!(p.header_value("authorization", "opaque"), "[REDACTED]");
+        assert_eq!(p.header_value("Cookie", "sid=s3cr3t; theme=dark"), "sid=[REDACTED]; theme=[REDACTED]");
+        assert_eq!(p.header_value("Set-Cookie", "sid=s3cr3t; Path=/; HttpOnly"), "sid=[REDACTED]; Path=/; HttpOnly");
+        assert_eq!(p.header_value("X-Api-Key", "k-123"), "[REDACTED]");
+        assert_eq!(p.header_value("Accept", "*/*"), "*/*");
+    }
+
+    #[test]
+    fn targets_keep_paths_and_names() {
+        let p = default();
+        assert_eq!(p.target("/a/b?user=alice&page=2"), "/a/b?user=[REDACTED]&page=[REDACTED]");
+        assert_eq!(p.target("/a/b?flag&x="), "/a/b?flag&x=");
+        assert_eq!(p.target("/plain"), "/plain");
+        assert!(matches!(p.target("/plain"), Cow::Borrowed(_)));
+        assert_eq!(p.target("http://bob:hunter2@example.com/x?t=1"), "http://[REDACTED]@example.com/x?t=[REDACTED]");
+        assert_eq!(p.target("/x#frag"), "/x");
+        assert_eq!(Policy::new(Level::Off, &[]).target("/x?t=1"), "/x?t=1");
+    }
+
+    #[test]
+    fn the_second_line_scrubs_what_it_recognises_and_is_idempotent() {
+        let p = default();
+        let mut headers = BTreeMap::new();
+        headers.insert("X-Api-Key".to_string(), Value::from("k-123"));
+        headers.insert("Accept".to_string(), Value::from("*/*"));
+        let mut r = Record { summary: "/q?token=abc".into(), ..Record::default() };
+        r.fields.insert("request_headers".into(), Value::Map(headers));
+        r.fields.insert("url".into(), Value::from("/q?token=abc"));
+        r.fields.insert("query_string".into(), Value::from("token=abc"));
+        p.scrub_record(&mut r);
+        let once = r.clone();
+        p.scrub_record(&mut r);
+        assert_eq!(r, once);
+        assert_eq!(r.summary, "/q?token=[REDACTED]");
+        assert_eq!(r.fields["url"], Value::from("/q?token=[REDACTED]"));
+        assert_eq!(r.fields["query_string"], Value::from("token=[REDACTED]"));
+        let Value::Map(h) = &r.fields["request_headers"] else { panic!() };
+        assert_eq!(h["X-Api-Key"], Value::from(REDACTED));
+        assert_eq!(h["Accept"], Value::from("*/*"));
+    }
+}
