@@ -112,7 +112,7 @@ fn hub_with_three_workers_equals_one_process_and_survives_a_worker_restart() {
     let refused = worker(workers, "wrong", "node-x", "0/3", "max").stderr(Stdio::piped()).output().unwrap();
     assert!(!refused.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("wrong token"),
+        String::from_utf8_lossy(&refused.stderr).contains("refused this worker: wrong credential"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );

@@ -32,6 +32,19 @@ fn manifests_and_chart_validate_and_their_config_runs() {
     assert!(problems.is_empty(), "deploy/ has problems:\n{}", serde_json::to_string_pretty(problems).unwrap());
     assert!(report["validated"].as_u64().unwrap() >= 20, "{report}");
 
+    // The certificates the chart and deploy/hub-tls.sh make work: a hub
+    // serves them, and a worker checking them against their CA, by the
+    // name the worker DaemonSet dials, connects and is counted.
+    let chart_tls = std::path::PathBuf::from(report["chart_tls"].as_str().unwrap());
+    assert_hub_tls_works(&chart_tls, "chart");
+    let script_tls = out_dir.join("script-tls");
+    let made =
+        Command::new("sh").arg(project_root().join("deploy/hub-tls.sh")).env("OUT", &script_tls).output().unwrap();
+    assert!(made.status.success(), "hub-tls.sh: {}", String::from_utf8_lossy(&made.stderr));
+    let secret = String::from_utf8_lossy(&made.stdout);
+    assert!(secret.contains("name: trawl-hub-tls") && secret.contains("tls.key:"), "{secret}");
+    assert_hub_tls_works(&script_tls, "hub-tls.sh");
+
     for (name, c) in report["configs"].as_object().unwrap() {
         let ui = free_port();
         let _hub = Terminated(
@@ -63,6 +76,38 @@ fn manifests_and_chart_validate_and_their_config_runs() {
         assert_eq!(filters["namespaces"], cf["namespaces"], "{name}");
         assert_eq!(filters["exclude_namespaces"], cf["exclude_namespaces"], "{name}");
     }
+}
+
+/// A hub with `dir`'s `tls.crt`/`tls.key` takes a worker that trusts
+/// `dir`'s `ca.crt` and dials `trawl-hub.trawl.svc`.
+fn assert_hub_tls_works(dir: &std::path::Path, what: &str) {
+    let (workers, ui) = (free_port(), free_port());
+    let creds = dir.join("nodes");
+    std::fs::write(&creds, "node-1 n0de-cred\n").unwrap();
+    let _hub = Terminated(
+        support::trawl()
+            .args(["hub", "--workers", &format!("127.0.0.1:{workers}"), "--listen", &format!("127.0.0.1:{ui}")])
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .arg("--node-credentials")
+            .arg(&creds)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_for("trawl hub", || std::net::TcpStream::connect(("127.0.0.1", ui)).is_ok());
+    let out = support::trawl()
+        .args(["worker", "--hub", &format!("127.0.0.1:{workers}"), "--node", "node-1", "--token", "n0de-cred"])
+        .arg("--hub-ca")
+        .arg(dir.join("ca.crt"))
+        .args(["--hub-name", "trawl-hub.trawl.svc", "--speed", "max", "--replay"])
+        .arg(project_root().join("examples/demo/demo.pcap"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{what}: a worker over TLS failed: {}", String::from_utf8_lossy(&out.stderr));
+    support::wait_for(what, || get(ui, "/api/map?map=l4")["edges"].as_array().is_some_and(|e| !e.is_empty()));
 }
 
 /// The image is built the way the README tells a user to build.

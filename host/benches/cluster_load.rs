@@ -91,6 +91,8 @@ fn worker_options(hub: &str, w: u32) -> WorkerOptions {
     WorkerOptions {
         hub: hub.to_string(),
         token: "bench".into(),
+        token_file: None,
+        tls: None,
         node: format!("node-{w}"),
         worker_id: format!("w{w}"),
         replay: trawl_host::replay::ReplayOptions::new(""),

@@ -13,6 +13,8 @@ use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
 use trawl_host::service::auth::Access;
 use trawl_sdk::redact::{Level, Policy};
 
+mod transport;
+
 /// trawl draws live L4/L7 workload maps from captured traffic.
 #[derive(Debug, Parser)]
 #[command(name = "trawl", version, about)]
@@ -40,22 +42,13 @@ enum Command {
     Hub(HubArgs),
 }
 
-/// The shared secret between workers and hub: `--token`, or `TRAWL_TOKEN`.
-fn token(flag: Option<String>) -> anyhow::Result<String> {
-    match flag.or_else(|| std::env::var("TRAWL_TOKEN").ok()).filter(|t| !t.is_empty()) {
-        Some(t) => Ok(t),
-        None => anyhow::bail!("a shared token is needed: --token or TRAWL_TOKEN"),
-    }
-}
-
 #[derive(Debug, clap::Args)]
 struct WorkerArgs {
     /// The hub's worker address, HOST:PORT (a Kubernetes Service name works).
     #[arg(long, value_name = "HOST:PORT")]
     hub: String,
-    /// Shared secret (or TRAWL_TOKEN).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    transport: transport::WorkerTransportArgs,
     /// This node's name.
     #[arg(long)]
     node: String,
@@ -116,9 +109,8 @@ struct HubArgs {
     /// Where workers connect.
     #[arg(long, default_value = "0.0.0.0:9797")]
     workers: std::net::SocketAddr,
-    /// Shared secret (or TRAWL_TOKEN).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    transport: transport::HubTransportArgs,
     /// Workload inventory. May repeat.
     #[arg(long, value_name = "FILE")]
     inventory: Vec<PathBuf>,
@@ -465,9 +457,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replay.inventories = a.inventory;
             replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
             replay.dispatch.redact = a.redact.policy();
+            let (token, token_file, tls) = a.transport.settings(&a.hub)?;
             let opts = trawl_host::cluster::worker::WorkerOptions {
                 hub: a.hub,
-                token: token(a.token)?,
+                token,
+                token_file,
+                tls,
                 node: a.node,
                 worker_id: a.worker_id.unwrap_or_else(|| std::process::id().to_string()),
                 replay: replay.clone(),
@@ -498,11 +493,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Hub(a) => {
-            let token = token(a.token)?;
+            let access = a.transport.access(a.workers)?;
             let (replay, capture_filter, api) = service_options(PathBuf::new(), a.inventory, a.common)?;
             trawl_host::cluster::hub::run(trawl_host::cluster::hub::HubOptions {
                 workers: a.workers,
-                token,
+                access,
                 api,
                 replay,
                 capture_filter,

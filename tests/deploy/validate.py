@@ -54,6 +54,7 @@ variants = {
     "netns": {
         "worker": {"discovery": "netns"},
         "existingSecret": "my-token",
+        "hubTls": {"existingSecret": "my-hub-tls"},
         "captureFilters": {"podRegex": "^front", "namespaces": ["shop"], "excludeNamespaces": []},
         "plugins": ["http", "dns"],
         "image": {"tag": "dev"},
@@ -79,7 +80,7 @@ problems += [f"helm lint: {e}" for e in report.get("errors") or []]
 # Secret; the manifests leave that to kubectl and make the Namespace).
 chart_docs = rendered["defaults"]
 want = set(objects(manifests)) - {("Namespace", "trawl")}
-got = set(objects(chart_docs)) - {("Secret", "trawl-token")}
+got = set(objects(chart_docs)) - {("Secret", "trawl-token"), ("Secret", "trawl-hub-tls")}
 if want != got:
     problems.append(f"chart and manifests differ: only in manifests {sorted(want - got)}, only in chart {sorted(got - want)}")
 else:
@@ -112,11 +113,25 @@ for where, docs in [("manifests", manifests)] + [(f"chart ({v})", d) for v, d in
         if set(rule["verbs"]) - {"get", "list", "watch"} or {"secrets", "configmaps"} & set(rule["resources"]):
             problems.append(f"{where}: ClusterRole rule goes beyond reading workloads: {rule}")
 secret = objects(rendered["defaults"])[("Secret", "trawl-token")]
-for key in ["token", "api-token", "admin-token"]:
+for key in ["api-token", "admin-token"]:
     if len(secret["data"].get(key, "")) < 40:
         problems.append(f"the chart's generated {key} is missing or too short")
-if len({secret["data"].get(k) for k in ["token", "api-token", "admin-token"]}) != 3:
-    problems.append("the chart's three tokens must differ")
+if secret["data"].get("api-token") == secret["data"].get("admin-token"):
+    problems.append("the chart's two API tokens must differ")
+
+# The chart's hub certificate, for the caller to start a TLS hub with.
+import base64  # noqa: E402
+
+tls_secret = objects(rendered["defaults"]).get(("Secret", "trawl-hub-tls"))
+tls_dir = out_dir / "chart-tls"
+tls_dir.mkdir(exist_ok=True)
+if not tls_secret:
+    problems.append("the chart makes no hub certificate")
+else:
+    for key in ["ca.crt", "tls.crt", "tls.key"]:
+        (tls_dir / key).write_bytes(base64.b64decode(tls_secret["data"][key]))
+if ("Secret", "trawl-hub-tls") in objects(rendered["netns"]) or ("Secret", "my-hub-tls") in objects(rendered["netns"]):
+    problems.append("with hubTls.existingSecret the chart must not make a certificate")
 
 # Access: the hub's API needs tokens (it refuses to start on 0.0.0.0
 # without), its probes are the open /healthz and /readyz, the worker's
@@ -129,7 +144,32 @@ for where, docs in [("manifests", manifests)] + [(f"chart ({v})", d) for v, d in
     probes = {hub[p]["httpGet"]["path"] for p in ["readinessProbe", "livenessProbe"]}
     if probes != {"/readyz", "/healthz"}:
         problems.append(f"{where}: the hub's probes must be the open /readyz and /healthz, not {probes}")
+    for flag in ["--tls-cert=", "--tls-key=", "--kube-auth"]:
+        if not any(a.startswith(flag) for a in hub["args"]):
+            problems.append(f"{where}: the hub lacks {flag}")
+    if "TRAWL_TOKEN" in env:
+        problems.append(f"{where}: a shared worker token would let any worker speak for any node")
     worker = container(docs, "DaemonSet", "trawl-worker")
+    for flag in ["--hub-ca=", "--token-file="]:
+        if not any(a.startswith(flag) for a in worker["args"]):
+            problems.append(f"{where}: the worker lacks {flag}")
+    pod_volumes = {v["name"]: v for v in objects(docs)[("DaemonSet", "trawl-worker")]["spec"]["template"]["spec"]["volumes"]}
+    sources = pod_volumes.get("hub-token", {}).get("projected", {}).get("sources", [])
+    if not any(x.get("serviceAccountToken", {}).get("audience") == "trawl-hub" for x in sources):
+        problems.append(f"{where}: the worker has no projected token for the audience trawl-hub")
+    if [i["key"] for i in pod_volumes.get("hub-ca", {}).get("secret", {}).get("items", [])] != ["ca.crt"]:
+        problems.append(f"{where}: the worker must mount the hub's CA and nothing else of its Secret")
+    hub_sa = objects(docs)[("Deployment", "trawl-hub")]["spec"]["template"]["spec"]["serviceAccountName"]
+    worker_sa = objects(docs)[("DaemonSet", "trawl-worker")]["spec"]["template"]["spec"]["serviceAccountName"]
+    review = {("ClusterRoleBinding", n) for (k, n) in objects(docs) if k == "ClusterRoleBinding"}
+    reviewers = set()
+    for _, n in review:
+        b = objects(docs)[("ClusterRoleBinding", n)]
+        role = objects(docs)[("ClusterRole", b["roleRef"]["name"])]
+        if any("tokenreviews" in r["resources"] for r in role["rules"]):
+            reviewers |= {x["name"] for x in b["subjects"]}
+    if reviewers != {hub_sa} or hub_sa == worker_sa:
+        problems.append(f"{where}: only the hub's own account may review tokens: {reviewers}, hub {hub_sa}, worker {worker_sa}")
     health = [a for a in worker["args"] if a.startswith("--health-listen=")]
     if not health or not health[0].startswith("--health-listen=$(POD_IP):"):
         problems.append(f"{where}: the worker's health must bind the pod's address: {health}")
@@ -154,4 +194,4 @@ for where, docs in [("manifests", manifests), ("chart-defaults", rendered["defau
     path.write_text(text)
     configs[where] = {"path": str(path), "config": yaml.safe_load(text)}
 
-print(json.dumps({"problems": problems, "configs": configs, "validated": len(manifests) + sum(map(len, rendered.values()))}))
+print(json.dumps({"problems": problems, "configs": configs, "chart_tls": str(tls_dir), "validated": len(manifests) + sum(map(len, rendered.values()))}))

@@ -2,9 +2,9 @@
 //! nothing counts twice: [`super::merge`]), shows each worker's health, and
 //! hands workers its capture filters.
 
+use super::auth::WorkerAuth;
 use super::merge::Merger;
-use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, write_frame};
-use std::io::BufReader;
+use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, read_frame_limited, write_frame};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use trawl_runtime::registry::PluginStatus;
@@ -66,17 +66,31 @@ fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node
     }
 }
 
+/// How the hub lets workers in: TLS (unless it stays on loopback) and
+/// the credentials that prove a worker's node.
+#[derive(Clone, Debug)]
+pub struct WorkerAccess {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: WorkerAuth,
+}
+
+/// A `Hello` is small: a worker that sends more before proving itself is
+/// refused before the hub allocates it.
+const MAX_HELLO: usize = 64 * 1024;
+
 /// One worker's connection: handshake, then frames until it goes.
 fn worker_conn(
     stream: TcpStream,
-    token: &str,
+    access: &WorkerAccess,
     state: &SharedState,
     merger: &Arc<Mutex<Merger>>,
 ) -> std::io::Result<()> {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let hello: ToHub = read_frame(&mut reader)?;
+    let (mut reader, mut writer) = match &access.tls {
+        Some(config) => super::tls::accept(stream, config.clone())?,
+        None => super::tls::plain(stream)?,
+    };
+    let hello: ToHub = read_frame_limited(&mut reader, MAX_HELLO)?;
     let ToHub::Hello { version, node, worker_id, boot_id, epoch, token: theirs } = hello else {
         return Err(std::io::Error::other("the first frame was not Hello"));
     };
@@ -85,9 +99,9 @@ fn worker_conn(
         write_frame(&mut writer, &refuse(format!("protocol version {version}; this hub speaks {PROTOCOL_VERSION}")))?;
         return Ok(());
     }
-    if theirs != token {
-        tracing::warn!(peer, node, "worker refused: wrong token");
-        write_frame(&mut writer, &refuse("wrong token".into()))?;
+    if let Err(why) = access.auth.check(&node, &theirs) {
+        tracing::warn!(peer, node, reason = %why, "worker refused");
+        write_frame(&mut writer, &refuse(why))?;
         return Ok(());
     }
     write_frame(&mut writer, &ToWorker::Welcome { version: PROTOCOL_VERSION })?;
@@ -145,13 +159,13 @@ fn worker_conn(
 }
 
 /// Accepts workers on `listener` forever, a thread each.
-pub fn accept(listener: TcpListener, token: String, state: SharedState) {
+pub fn accept(listener: TcpListener, access: WorkerAccess, state: SharedState) {
     let merger = Arc::new(Mutex::new(Merger::default()));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let (token, state, merger) = (token.clone(), state.clone(), merger.clone());
+        let (access, state, merger) = (access.clone(), state.clone(), merger.clone());
         let _ = std::thread::Builder::new().name("hub-worker".into()).spawn(move || {
-            if let Err(e) = worker_conn(stream, &token, &state, &merger) {
+            if let Err(e) = worker_conn(stream, &access, &state, &merger) {
                 tracing::warn!(error = %e, "worker connection failed");
             }
         });
@@ -163,7 +177,7 @@ pub fn accept(listener: TcpListener, token: String, state: SharedState) {
 pub struct HubOptions {
     /// Where workers connect.
     pub workers: std::net::SocketAddr,
-    pub token: String,
+    pub access: WorkerAccess,
     /// Where the UI and API are served, and who may use them.
     pub api: trawl_service::auth::Access,
     /// Inventories, rate window and plugins (whose legend the map uses).
@@ -195,9 +209,10 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     }
     let listener =
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;
-    eprintln!("trawl hub: workers connect to {}", listener.local_addr()?);
-    let (token, accept_state) = (opts.token.clone(), state.clone());
+    let how = if opts.access.tls.is_some() { "TLS" } else { "plain TCP" };
+    eprintln!("trawl hub: workers connect to {} ({how})", listener.local_addr()?);
+    let (access, accept_state) = (opts.access.clone(), state.clone());
     trawl_pipeline::serve::serve_state(state, opts.api.clone(), "hub-accept", move || {
-        accept(listener, token, accept_state)
+        accept(listener, access, accept_state)
     })
 }

@@ -3,9 +3,11 @@
 //! default stays one process (`trawl serve`, `trawl demo`).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod hub;
 pub mod merge;
 pub mod outbox;
 pub mod proto;
+pub mod tls;
 pub mod worker;
 pub mod worker_live;

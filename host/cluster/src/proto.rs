@@ -268,10 +268,16 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> 
 
 /// Reads one frame, refusing oversized ones before allocating.
 pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result<T> {
+    read_frame_limited(r, MAX_FRAME)
+}
+
+/// Reads one frame of at most `limit` bytes, refusing a bigger one before
+/// allocating.
+pub fn read_frame_limited<T: for<'de> Deserialize<'de>>(r: &mut impl Read, limit: usize) -> io::Result<T> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > limit {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes is over the limit")));
     }
     let mut buf = vec![0u8; len];

@@ -11,9 +11,9 @@
 
 use super::outbox::{Batch, Outbox, OutboxLimits};
 use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, WorkerCounters, WorkerStatus, read_frame, write_frame};
+use super::tls::WriteHalf;
 use anyhow::{Context, bail};
 use std::hash::{Hash, Hasher};
-use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,14 @@ pub struct WorkerOptions {
     /// The hub's worker address, `HOST:PORT` (a Service name is looked up
     /// again on every connect).
     pub hub: String,
+    /// The credential the worker presents: the shared token, this node's
+    /// own, or (read again on every connect, as it rotates) a Kubernetes
+    /// ServiceAccount token from `token_file`.
     pub token: String,
+    pub token_file: Option<std::path::PathBuf>,
+    /// TLS to the hub: the CA that signed its certificate, and the name it
+    /// must carry. `None`: plain TCP (loopback, or insisted on).
+    pub tls: Option<HubTls>,
     pub node: String,
     pub worker_id: String,
     /// The capture and plugins (inventories are the hub's business).
@@ -43,6 +50,19 @@ pub struct WorkerOptions {
     pub stay: bool,
     /// Where `/healthz` and `/readyz` are served (the DaemonSet's probes).
     pub health_listen: Option<SocketAddr>,
+}
+
+/// How a worker checks the hub it talks to.
+#[derive(Clone)]
+pub struct HubTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for HubTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubTls").field("name", &self.name).finish()
+    }
 }
 
 /// What the worker's probes and the hub's health show.
@@ -102,7 +122,7 @@ pub struct Link {
     opts: WorkerOptions,
     boot_id: String,
     epoch: String,
-    stream: Option<TcpStream>,
+    stream: Option<WriteHalf>,
     next_try: Instant,
     backoff: Duration,
     pub health: Arc<WorkerHealth>,
@@ -128,7 +148,7 @@ impl Link {
         }
     }
 
-    fn connect(&mut self) -> anyhow::Result<TcpStream> {
+    fn connect(&mut self) -> anyhow::Result<WriteHalf> {
         let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(self.opts.hub.as_str())
             .with_context(|| format!("cannot resolve the hub address {}", self.opts.hub))?
             .collect();
@@ -150,7 +170,18 @@ impl Link {
                 last.map_or("no address".into(), |e| e.to_string())
             )
         };
-        let mut w = stream.try_clone()?;
+        let (mut reader, mut w) = match &self.opts.tls {
+            Some(tls) => super::tls::connect(stream, tls.config.clone(), tls.name.clone())
+                .with_context(|| format!("TLS to the hub at {} failed", self.opts.hub))?,
+            None => super::tls::plain(stream)?,
+        };
+        let token = match &self.opts.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the worker's credential {}", path.display()))?
+                .trim()
+                .to_string(),
+            None => self.opts.token.clone(),
+        };
         write_frame(
             &mut w,
             &ToHub::Hello {
@@ -159,10 +190,9 @@ impl Link {
                 worker_id: self.opts.worker_id.clone(),
                 boot_id: self.boot_id.clone(),
                 epoch: self.epoch.clone(),
-                token: self.opts.token.clone(),
+                token,
             },
         )?;
-        let mut reader = BufReader::new(stream.try_clone()?);
         match read_frame::<ToWorker>(&mut reader)? {
             ToWorker::Welcome { .. } => {}
             ToWorker::Refused { reason } => bail!("the hub refused this worker: {reason}"),
@@ -184,7 +214,7 @@ impl Link {
                 }
             }
         })?);
-        Ok(stream)
+        Ok(w)
     }
 
     /// Closes the connection once the hub has read everything: this side
@@ -192,8 +222,8 @@ impl Link {
     /// (Exiting with unread bytes from the hub would reset the connection,
     /// and a reset can throw away frames the hub has not read yet.)
     pub fn close(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            let _ = stream.shutdown(std::net::Shutdown::Write);
+        if let Some(mut stream) = self.stream.take() {
+            stream.close();
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.reader.as_ref().is_some_and(|r| !r.is_finished()) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -215,7 +245,7 @@ impl Link {
                     self.health.connected.store(true, Ordering::Relaxed);
                     out.resend_all();
                 }
-                Err(e) if e.to_string().contains("refused this worker") => return Err(e),
+                Err(e) if is_final(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, hub = %self.opts.hub, "cannot reach the hub; retrying");
                     self.next_try = Instant::now() + self.backoff;
@@ -263,6 +293,25 @@ impl Link {
             }
         }
     }
+}
+
+/// Errors that trying again cannot mend: the hub refused this worker's
+/// credential, or the hub's certificate is not one the worker trusts.
+fn is_final(e: &anyhow::Error) -> bool {
+    e.to_string().contains("refused this worker")
+        || e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| {
+                    matches!(
+                        r,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                            | rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)
+                    )
+                })
+        })
 }
 
 /// A flag raised by Ctrl-C (SIGINT) or SIGTERM, for loops that run until

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod objects;
+pub mod review;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};

@@ -19,14 +19,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ .Values.existingSecret | default (printf "%s-token" .Release.Name) }}
 {{- end }}
 
-{{- define "trawl.tokenEnv" -}}
-- name: TRAWL_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "trawl.secretName" . }}
-      key: token
+{{- define "trawl.logEnv" -}}
 - name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
+{{- end }}
+
+{{- define "trawl.hubTlsSecret" -}}
+{{ .Values.hubTls.existingSecret | default (printf "%s-hub-tls" .Release.Name) }}
 {{- end }}
 
 {{- define "trawl.apiTokenEnv" -}}
