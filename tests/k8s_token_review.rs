@@ -115,7 +115,7 @@ fn a_service_account_token_proves_its_node() {
     let Some(pod) = the_tokens_pod("kind-worker-7") else { return };
     let (auth, seen) = auth_with(fixture("tokenreview-bound.json"), pod.clone(), "my-serviceaccount");
     assert_eq!(auth.check(NODE, TOKEN), Ok(()));
-    let why = auth.check("another-node", TOKEN).unwrap_err();
+    let why = auth.check("another-node", TOKEN).unwrap_err().reason().to_string();
     assert!(why.contains(&format!("node {NODE}, not another-node")), "{why}");
     let asked = seen.lock().unwrap()[0].clone();
     assert_eq!(asked["spec"]["token"], TOKEN);
@@ -135,9 +135,9 @@ fn a_service_account_token_proves_its_node() {
 #[test]
 fn expired_tokens_and_other_accounts_are_refused() {
     let (auth, _) = auth_with(fixture("tokenreview-invalid.json"), Value::Null, "my-serviceaccount");
-    let why = auth.check(NODE, TOKEN).unwrap_err();
+    let why = auth.check(NODE, TOKEN).unwrap_err().reason().to_string();
     assert!(why.contains("did not authenticate") && why.contains("has expired"), "{why}");
     let (auth, _) = auth_with(fixture("tokenreview-bound.json"), Value::Null, "trawl");
-    let why = auth.check(NODE, TOKEN).unwrap_err();
+    let why = auth.check(NODE, TOKEN).unwrap_err().reason().to_string();
     assert!(why.contains("not to the workers' ServiceAccount"), "{why}");
 }

@@ -92,7 +92,9 @@ struct WorkerArgs {
     #[arg(long, conflicts_with = "live")]
     stay: bool,
     /// Serve /healthz and /readyz here (for Kubernetes probes).
-    #[arg(long, value_name = "ADDR")]
+    /// (`IP:PORT`; an IPv6 address may come without brackets, as the
+    /// downward API's `$(POD_IP)` gives it.)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     health_listen: Option<std::net::SocketAddr>,
     /// Capture filters and plugins from a file (YAML or JSON; a ConfigMap). Flags win.
     #[arg(long, value_name = "FILE")]
@@ -119,6 +121,17 @@ struct HubArgs {
     kube: bool,
     #[command(flatten)]
     common: ServiceArgs,
+}
+
+/// `IP:PORT`, `[IPv6]:PORT` or an IPv6 address and port without brackets.
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let (ip, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not IP:PORT"))?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("{s:?} is not IP:PORT"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{s:?} has no valid port"))?;
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 fn parse_part(s: &str) -> Result<(u32, u32), String> {

@@ -58,7 +58,7 @@ impl HubTransportArgs {
             "workers need a way in: --token (or TRAWL_TOKEN), --node-credentials or --kube-auth"
         );
         let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            (Some(cert), Some(key)) => Some(Arc::new(tls::server_files(cert, key)?)),
             _ => None,
         };
         if tls.is_none() && !workers.ip().is_loopback() {
@@ -102,7 +102,7 @@ impl WorkerTransportArgs {
         let host = hub.rsplit_once(':').map_or(hub, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
         let tls = match &self.hub_ca {
             Some(ca) => Some(HubTls {
-                config: tls::client_config(ca)?,
+                config: Arc::new(tls::client_files(ca)?),
                 name: tls::server_name(self.hub_name.as_deref().unwrap_or(host))?,
             }),
             None => None,

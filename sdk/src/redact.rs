@@ -31,6 +31,35 @@ const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cooki
 /// A header is secret when its name contains one of these.
 const SECRET_WORDS: &[&str] = &["token", "secret", "key", "pass", "auth", "session"];
 
+/// Headers whose value is a URL: its query values and credentials are
+/// redacted as a request target's are (an OAuth `?code=` in a redirect).
+const URL_HEADERS: &[&str] = &["location", "referer", "content-location", "origin", "link"];
+
+/// Under `strict`, the only headers whose values stay.
+const STRICT_KEEP: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "server",
+    "date",
+    "cache-control",
+    "connection",
+    "te",
+    "grpc-status",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "grpc-timeout",
+];
+
+/// Cookie attributes, kept after a `Set-Cookie`'s redacted value.
+const COOKIE_ATTRIBUTES: &[&str] =
+    &["path", "domain", "expires", "max-age", "secure", "httponly", "samesite", "partitioned", "priority"];
+
 /// How much to redact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Level {
@@ -125,25 +154,45 @@ impl Policy {
         SECRET_HEADERS.contains(&lower.as_str())
             || SECRET_WORDS.iter().any(|w| lower.contains(w))
             || self.headers.contains(&lower)
+            || (self.level == Level::Strict
+                && !STRICT_KEEP.contains(&lower.as_str())
+                && !URL_HEADERS.contains(&lower.as_str()))
     }
 
     /// The value of header `name` as records may show it: cookie names and
     /// an authorization's scheme stay, so a reader still sees what kind of
     /// credential went by.
     pub fn header_value<'a>(&self, name: &str, value: &'a str) -> Cow<'a, str> {
-        if !self.secret_header(name) {
+        if self.level == Level::Off {
             return Cow::Borrowed(value);
         }
         let lower = name.to_ascii_lowercase();
+        if URL_HEADERS.contains(&lower.as_str()) {
+            return self.target(value);
+        }
+        if lower == "sec-websocket-protocol" {
+            // A browser's WebSocket carries its token here (trawl's own
+            // UI, Kubernetes' `base64url.bearer.authorization.k8s.io.…`).
+            return self.subprotocols(value);
+        }
+        if !self.secret_header(name) {
+            return Cow::Borrowed(value);
+        }
         Cow::Owned(match lower.as_str() {
             "cookie" => cookie_names(value, "; "),
             "set-cookie" => {
                 // `name=value; Path=/; HttpOnly`: the attributes are not secret.
                 let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
                 let mut out = cookie_names(pair, "");
-                if !attributes.is_empty() {
-                    out.push(';');
-                    out.push_str(attributes);
+                for attribute in attributes.split(';').map(str::trim).filter(|a| !a.is_empty()) {
+                    let name = attribute.split('=').next().unwrap_or_default().trim().to_ascii_lowercase();
+                    out.push_str("; ");
+                    // A second `=` is another cookie joined on (`Path=/, b=…`).
+                    if COOKIE_ATTRIBUTES.contains(&name.as_str()) && attribute.matches('=').count() <= 1 {
+                        out.push_str(attribute);
+                    } else {
+                        out.push_str(REDACTED);
+                    }
                 }
                 out
             }
@@ -160,8 +209,19 @@ impl Policy {
     }
 
     /// A query string (without its `?`): every value redacted, names kept.
+    /// A part without `=` is kept only when it reads as a flag (a short
+    /// word without digits); otherwise it may be a bare token.
     pub fn query<'a>(&self, query: &'a str) -> Cow<'a, str> {
-        if self.level == Level::Off || !query.contains('=') {
+        if self.level == Level::Off {
+            return Cow::Borrowed(query);
+        }
+        let flag = |p: &str| {
+            p.is_empty()
+                || (self.level != Level::Strict
+                    && p.len() <= 16
+                    && p.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_'))
+        };
+        if !query.contains('=') && query.split('&').all(flag) {
             return Cow::Borrowed(query);
         }
         let mut out = String::with_capacity(query.len());
@@ -175,10 +235,26 @@ impl Policy {
                     out.push('=');
                     out.push_str(REDACTED);
                 }
-                _ => out.push_str(part),
+                Some(_) => out.push_str(part),
+                None if flag(part) => out.push_str(part),
+                None => out.push_str(REDACTED),
             }
         }
         Cow::Owned(out)
+    }
+
+    /// A `Sec-WebSocket-Protocol` list with every entry that carries a
+    /// credential redacted.
+    fn subprotocols<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        let secret = |p: &str| {
+            let l = p.to_ascii_lowercase();
+            l.contains("bearer") || l.contains("token") || l.contains("auth")
+        };
+        if !value.split(',').any(|p| secret(p.trim())) {
+            return Cow::Borrowed(value);
+        }
+        let parts: Vec<&str> = value.split(',').map(str::trim).map(|p| if secret(p) { REDACTED } else { p }).collect();
+        Cow::Owned(parts.join(", "))
     }
 
     /// A request target: the path stays; query values and a URL's
@@ -226,10 +302,16 @@ impl Policy {
         if self.level == Level::Off {
             return;
         }
-        if (record.summary.starts_with('/') || record.summary.contains("://"))
-            && let Cow::Owned(s) = self.target(&record.summary)
-        {
-            record.summary = s;
+        if record.summary.contains('?') || record.summary.contains("://") {
+            // A request target anywhere in it (`GET /x?token=…`).
+            let words: Vec<Cow<'_, str>> = record
+                .summary
+                .split(' ')
+                .map(|w| if w.contains('?') || w.contains("://") { self.target(w) } else { Cow::Borrowed(w) })
+                .collect();
+            if words.iter().any(|w| matches!(w, Cow::Owned(_))) {
+                record.summary = words.join(" ");
+            }
         }
         for (key, value) in record.fields.iter_mut() {
             let key = key.as_str();
@@ -239,7 +321,7 @@ impl Policy {
                         self.scrub_header(name, v);
                     }
                 }
-            } else if key == "url" || key == "uri" || key == "target" {
+            } else if matches!(key, "url" | "uri" | "target" | "path") {
                 if let Value::Str(s) = value
                     && let Cow::Owned(t) = self.target(s)
                 {
@@ -321,6 +403,14 @@ mod tests {
         assert_eq!(p.header_value("authorization", "opaque"), "[REDACTED]");
         assert_eq!(p.header_value("Cookie", "sid=s3cr3t; theme=dark"), "sid=[REDACTED]; theme=[REDACTED]");
         assert_eq!(p.header_value("Set-Cookie", "sid=s3cr3t; Path=/; HttpOnly"), "sid=[REDACTED]; Path=/; HttpOnly");
+        // Two cookies joined into one value: the second is not an attribute.
+        assert_eq!(p.header_value("Set-Cookie", "a=1; Path=/, b=SECRET"), "a=[REDACTED]; [REDACTED]");
+        assert_eq!(p.header_value("Location", "/cb?code=abc&state=x"), "/cb?code=[REDACTED]&state=[REDACTED]");
+        assert_eq!(p.header_value("Referer", "http://u:pw@h/p?t=1"), "http://[REDACTED]@h/p?t=[REDACTED]");
+        assert_eq!(p.header_value("Sec-WebSocket-Protocol", "trawl, trawl.bearer.c2VjcmV0"), "trawl, [REDACTED]");
+        let strict = Policy::new(Level::Strict, &[]);
+        assert_eq!(strict.header_value("X-Request-Id", "abc"), "[REDACTED]");
+        assert_eq!(strict.header_value("Content-Type", "text/html"), "text/html");
         assert_eq!(p.header_value("X-Api-Key", "k-123"), "[REDACTED]");
         assert_eq!(p.header_value("Accept", "*/*"), "*/*");
     }
@@ -330,6 +420,8 @@ mod tests {
         let p = default();
         assert_eq!(p.target("/a/b?user=alice&page=2"), "/a/b?user=[REDACTED]&page=[REDACTED]");
         assert_eq!(p.target("/a/b?flag&x="), "/a/b?flag&x=");
+        assert_eq!(p.target("/a?eyJhbGciOi1234"), "/a?[REDACTED]");
+        assert_eq!(p.target("/a?debug&AbCdEf0123456789xyz"), "/a?debug&[REDACTED]");
         assert_eq!(p.target("/plain"), "/plain");
         assert!(matches!(p.target("/plain"), Cow::Borrowed(_)));
         assert_eq!(p.target("http://bob:hunter2@example.com/x?t=1"), "http://[REDACTED]@example.com/x?t=[REDACTED]");
@@ -343,7 +435,8 @@ mod tests {
         let mut headers = BTreeMap::new();
         headers.insert("X-Api-Key".to_string(), Value::from("k-123"));
         headers.insert("Accept".to_string(), Value::from("*/*"));
-        let mut r = Record { summary: "/q?token=abc".into(), ..Record::default() };
+        let mut r = Record { summary: "GET /q?token=abc".into(), ..Record::default() };
+        r.fields.insert("path".into(), Value::from("/q?token=abc"));
         r.fields.insert("request_headers".into(), Value::Map(headers));
         r.fields.insert("url".into(), Value::from("/q?token=abc"));
         r.fields.insert("query_string".into(), Value::from("token=abc"));
@@ -351,7 +444,8 @@ mod tests {
         let once = r.clone();
         p.scrub_record(&mut r);
         assert_eq!(r, once);
-        assert_eq!(r.summary, "/q?token=[REDACTED]");
+        assert_eq!(r.summary, "GET /q?token=[REDACTED]");
+        assert_eq!(r.fields["path"], Value::from("/q?token=[REDACTED]"));
         assert_eq!(r.fields["url"], Value::from("/q?token=[REDACTED]"));
         assert_eq!(r.fields["query_string"], Value::from("token=[REDACTED]"));
         let Value::Map(h) = &r.fields["request_headers"] else { panic!() };

@@ -25,9 +25,27 @@ fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// Why a worker is not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its credential does not prove its node: told so, and it stops.
+    Final(String),
+    /// It cannot be checked now (the API server did not answer): the
+    /// connection closes and the worker tries again.
+    Retry(String),
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Final(r) | Refusal::Retry(r) => r,
+        }
+    }
+}
+
 /// Tells the node a ServiceAccount token belongs to.
 pub trait Reviewer: Send + Sync {
-    fn node_of(&self, token: &str) -> Result<String, String>;
+    fn node_of(&self, token: &str) -> Result<String, Refusal>;
 }
 
 /// The hub's rules for workers.
@@ -58,7 +76,13 @@ impl WorkerAuth {
         let text = std::fs::read_to_string(file)
             .map_err(|e| anyhow::anyhow!("cannot read node credentials {}: {e}", file.display()))?;
         for (i, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or_default().trim();
+            // `#` starts a comment at the start of a line or after a space,
+            // so a credential may hold one.
+            let line = match line.find(" #").or_else(|| line.trim_start().starts_with('#').then_some(0)) {
+                Some(i) => &line[..i],
+                None => line,
+            }
+            .trim();
             if line.is_empty() {
                 continue;
             }
@@ -84,7 +108,7 @@ impl WorkerAuth {
 
     /// Whether `credential` lets a worker speak for `node`; otherwise why
     /// not, in words that name no secret.
-    pub fn check(&self, node: &str, credential: &str) -> Result<(), String> {
+    pub fn check(&self, node: &str, credential: &str) -> Result<(), Refusal> {
         if let Some(reviewer) = &self.reviewer
             && looks_like_jwt(credential)
         {
@@ -92,25 +116,18 @@ impl WorkerAuth {
             return if proven == node {
                 Ok(())
             } else {
-                Err(format!("the ServiceAccount token is of a pod on node {proven}, not {node}"))
+                Err(Refusal::Final(format!("the ServiceAccount token is of a pod on node {proven}, not {node}")))
             };
         }
         let given = digest(credential);
-        if let Some(own) = self.nodes.get(node) {
-            if equal(own, &given) {
-                return Ok(());
-            }
-        } else if self.nodes.values().any(|c| equal(c, &given)) {
-            return Err(format!("that credential is another node's, not {node}'s"));
-        }
-        if self.shared.as_ref().is_some_and(|s| equal(s, &given)) {
+        if self.nodes.get(node).is_some_and(|own| equal(own, &given))
+            || self.shared.as_ref().is_some_and(|s| equal(s, &given))
+        {
             return Ok(());
         }
-        Err(if self.nodes.contains_key(node) {
-            format!("wrong credential for node {node}")
-        } else {
-            "wrong credential".to_string()
-        })
+        // The same words whether or not the credential is some other
+        // node's: a refusal tells nothing about which credentials exist.
+        Err(Refusal::Final(format!("wrong credential for node {node}")))
     }
 }
 
@@ -131,6 +148,28 @@ pub struct KubeReviewer {
     namespace: String,
     account: String,
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    budget: Mutex<Budget>,
+}
+
+/// At most [`REVIEWS_PER_SECOND`] TokenReviews a second: anyone who
+/// reaches the worker port can send JWT-shaped junk, and the API server is
+/// not theirs to load.
+#[derive(Debug)]
+struct Budget {
+    second: Instant,
+    used: u32,
+}
+
+const REVIEWS_PER_SECOND: u32 = 20;
+
+impl Budget {
+    fn take(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.second) >= Duration::from_secs(1) {
+            (self.second, self.used) = (now, 0);
+        }
+        self.used += 1;
+        self.used <= REVIEWS_PER_SECOND
+    }
 }
 
 impl std::fmt::Debug for KubeReviewer {
@@ -168,12 +207,13 @@ impl KubeReviewer {
             namespace: namespace.into(),
             account: account.into(),
             cache: Mutex::new(HashMap::new()),
+            budget: Mutex::new(Budget { second: Instant::now(), used: 0 }),
         }
     }
 }
 
 impl Reviewer for KubeReviewer {
-    fn node_of(&self, token: &str) -> Result<String, String> {
+    fn node_of(&self, token: &str) -> Result<String, Refusal> {
         let key = digest(token);
         let now = Instant::now();
         {
@@ -185,11 +225,17 @@ impl Reviewer for KubeReviewer {
         }
         let review =
             trawl_k8s::review::review_token(self.client.clone(), token, &self.audience, &self.namespace, &self.account);
+        if !self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(now) {
+            return Err(Refusal::Retry("too many TokenReviews this second".into()));
+        }
         let reviewed = self
             .runtime
             .block_on(async { tokio::time::timeout(REVIEW_TIMEOUT, review).await })
-            .map_err(|_| "the API server did not answer the TokenReview in time".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| Refusal::Retry("the API server did not answer the TokenReview in time".into()))?
+            .map_err(|e| match e {
+                trawl_k8s::review::ReviewError::Api(_) => Refusal::Retry(e.to_string()),
+                _ => Refusal::Final(e.to_string()),
+            })?;
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, (reviewed.node.clone(), now));
         Ok(reviewed.node)
     }
@@ -201,7 +247,7 @@ mod tests {
 
     struct Fixed(&'static str);
     impl Reviewer for Fixed {
-        fn node_of(&self, _token: &str) -> Result<String, String> {
+        fn node_of(&self, _token: &str) -> Result<String, Refusal> {
             Ok(self.0.to_string())
         }
     }
@@ -213,8 +259,8 @@ mod tests {
         let auth = WorkerAuth::new(None).with_node_credentials(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(auth.check("node-a", "aaa"), Ok(()));
-        assert!(auth.check("node-a", "bbb").unwrap_err().contains("wrong credential for node node-a"));
-        assert!(auth.check("node-c", "bbb").unwrap_err().contains("another node's"));
+        assert_eq!(auth.check("node-a", "bbb"), Err(Refusal::Final("wrong credential for node node-a".into())));
+        assert_eq!(auth.check("node-c", "bbb"), Err(Refusal::Final("wrong credential for node node-c".into())));
         assert!(auth.check("node-c", "zzz").is_err());
         let shared = WorkerAuth::new(Some("s".into()));
         assert_eq!(shared.check("any", "s"), Ok(()));
@@ -225,7 +271,7 @@ mod tests {
     fn a_service_account_token_proves_its_pods_node() {
         let auth = WorkerAuth::new(None).with_reviewer(Arc::new(Fixed("node-a")));
         assert_eq!(auth.check("node-a", "aaa.bbb.ccc"), Ok(()));
-        assert!(auth.check("node-b", "aaa.bbb.ccc").unwrap_err().contains("node node-a, not node-b"));
+        assert!(auth.check("node-b", "aaa.bbb.ccc").unwrap_err().reason().contains("node node-a, not node-b"));
         assert!(auth.check("node-a", "not-a-jwt").is_err());
     }
 }

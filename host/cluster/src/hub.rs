@@ -2,7 +2,7 @@
 //! nothing counts twice: [`super::merge`]), shows each worker's health, and
 //! hands workers its capture filters.
 
-use super::auth::WorkerAuth;
+use super::auth::{Refusal, WorkerAuth};
 use super::merge::Merger;
 use super::proto::{PROTOCOL_VERSION, ToHub, ToWorker, read_frame, read_frame_limited, write_frame};
 use std::net::{TcpListener, TcpStream};
@@ -70,24 +70,44 @@ fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node
 /// the credentials that prove a worker's node.
 #[derive(Clone, Debug)]
 pub struct WorkerAccess {
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<Arc<super::tls::Reloading<rustls::ServerConfig>>>,
     pub auth: WorkerAuth,
 }
+
+/// Connections that have not proved themselves yet, at most: beyond, new
+/// ones are closed at once (each holds a thread until its Hello is
+/// checked, within [`HELLO_TIMEOUT`]).
+const MAX_UNPROVEN: usize = 64;
+/// A connection must have sent its Hello within this long.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A `Hello` is small: a worker that sends more before proving itself is
 /// refused before the hub allocates it.
 const MAX_HELLO: usize = 64 * 1024;
 
 /// One worker's connection: handshake, then frames until it goes.
+/// Counts a connection among the unproven until it is dropped.
+struct Unproven(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn worker_conn(
     stream: TcpStream,
     access: &WorkerAccess,
     state: &SharedState,
     merger: &Arc<Mutex<Merger>>,
+    unproven: Unproven,
 ) -> std::io::Result<()> {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    // Until the worker has proved itself, every read has a deadline.
+    stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
+    let socket = stream.try_clone()?;
     let (mut reader, mut writer) = match &access.tls {
-        Some(config) => super::tls::accept(stream, config.clone())?,
+        Some(config) => super::tls::accept(stream, config.get())?,
         None => super::tls::plain(stream)?,
     };
     let hello: ToHub = read_frame_limited(&mut reader, MAX_HELLO)?;
@@ -99,11 +119,22 @@ fn worker_conn(
         write_frame(&mut writer, &refuse(format!("protocol version {version}; this hub speaks {PROTOCOL_VERSION}")))?;
         return Ok(());
     }
-    if let Err(why) = access.auth.check(&node, &theirs) {
-        tracing::warn!(peer, node, reason = %why, "worker refused");
-        write_frame(&mut writer, &refuse(why))?;
-        return Ok(());
+    match access.auth.check(&node, &theirs) {
+        Ok(()) => {}
+        Err(Refusal::Final(why)) => {
+            tracing::warn!(peer, node, reason = %why, "worker refused");
+            write_frame(&mut writer, &refuse(why))?;
+            return Ok(());
+        }
+        // Not the worker's fault (the API server did not answer): close,
+        // and the worker tries again with backoff.
+        Err(Refusal::Retry(why)) => {
+            tracing::warn!(peer, node, reason = %why, "cannot check the worker now; it will retry");
+            return Ok(());
+        }
     }
+    socket.set_read_timeout(None)?;
+    drop(unproven);
     write_frame(&mut writer, &ToWorker::Welcome { version: PROTOCOL_VERSION })?;
     // Workers dissect what the hub's capture filters target, and follow
     // them when they change (PUT /api/capture-filters).
@@ -161,11 +192,18 @@ fn worker_conn(
 /// Accepts workers on `listener` forever, a thread each.
 pub fn accept(listener: TcpListener, access: WorkerAccess, state: SharedState) {
     let merger = Arc::new(Mutex::new(Merger::default()));
+    let unproven = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let (access, state, merger) = (access.clone(), state.clone(), merger.clone());
+        if unproven.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_UNPROVEN {
+            unproven.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!("too many connections still proving themselves; one closed");
+            continue;
+        }
+        let (access, state, merger, unproven) = (access.clone(), state.clone(), merger.clone(), unproven.clone());
         let _ = std::thread::Builder::new().name("hub-worker".into()).spawn(move || {
-            if let Err(e) = worker_conn(stream, &access, &state, &merger) {
+            let proven = Unproven(unproven);
+            if let Err(e) = worker_conn(stream, &access, &state, &merger, proven) {
                 tracing::warn!(error = %e, "worker connection failed");
             }
         });

@@ -55,7 +55,7 @@ pub struct WorkerOptions {
 /// How a worker checks the hub it talks to.
 #[derive(Clone)]
 pub struct HubTls {
-    pub config: Arc<rustls::ClientConfig>,
+    pub config: Arc<super::tls::Reloading<rustls::ClientConfig>>,
     pub name: rustls::pki_types::ServerName<'static>,
 }
 
@@ -171,7 +171,7 @@ impl Link {
             )
         };
         let (mut reader, mut w) = match &self.opts.tls {
-            Some(tls) => super::tls::connect(stream, tls.config.clone(), tls.name.clone())
+            Some(tls) => super::tls::connect(stream, tls.config.get(), tls.name.clone())
                 .with_context(|| format!("TLS to the hub at {} failed", self.opts.hub))?,
             None => super::tls::plain(stream)?,
         };

@@ -60,7 +60,9 @@ pub async fn review_token(
     if status.authenticated != Some(true) {
         return Err(ReviewError::NotAuthenticated(status.error.unwrap_or_else(|| "not authenticated".into())));
     }
-    if !status.audiences.as_ref().is_none_or(|a| a.iter().any(|x| x == audience)) {
+    // A client that names audiences must see them confirmed: an
+    // authenticator that ignores audiences answers without them.
+    if !status.audiences.as_ref().is_some_and(|a| a.iter().any(|x| x == audience)) {
         return Err(ReviewError::NotAuthenticated(format!("not for the audience {audience}")));
     }
     let user = status.user.unwrap_or_default();

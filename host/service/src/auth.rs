@@ -80,6 +80,9 @@ pub struct Access {
     /// Host names (with or without a port) accepted when no token is set.
     hosts: Vec<String>,
     listen: SocketAddr,
+    /// Open off loopback (`--insecure-no-auth`): the operator chose
+    /// reachability, so the Host check would only break it.
+    open_network: bool,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -112,12 +115,13 @@ impl Access {
             admin: admin.as_deref().map(digest),
             hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
             listen,
+            open_network: !listen.ip().is_loopback(),
         })
     }
 
     /// Open on loopback, with no token: what tests and `trawl demo` use.
     pub fn loopback(listen: SocketAddr) -> Self {
-        Access { read: None, admin: None, hosts: Vec::new(), listen }
+        Access { read: None, admin: None, hosts: Vec::new(), listen, open_network: false }
     }
 
     /// Whether any token is configured.
@@ -144,7 +148,7 @@ impl Access {
         host: Option<&str>,
     ) -> Result<(), Denied> {
         if !self.has_tokens() {
-            return if self.host_allowed(host) { Ok(()) } else { Err(Denied::WrongHost) };
+            return if self.open_network || self.host_allowed(host) { Ok(()) } else { Err(Denied::WrongHost) };
         }
         let token = bearer(authorization).or_else(|| ws_protocols.and_then(ws_bearer));
         let Some(token) = token else { return Err(Denied::Unauthenticated) };

@@ -110,7 +110,8 @@ pub struct RedisConn {
 /// Whether word `i` of a command is a secret that records must not show:
 /// AUTH's arguments, the user and password after HELLO's and MIGRATE's
 /// AUTH/AUTH2, the value CONFIG SET gives any parameter whose name has
-/// `pass` or `auth` in it, and ACL SETUSER's password rules (`>pw`, `<pw`,
+/// `pass` or `auth` in it (and `masteruser`), SENTINEL SET's `auth-pass`
+/// and `auth-user`, and ACL SETUSER's password rules (`>pw`, `<pw`,
 /// `#hash`, `!hash`).
 fn is_secret(verb: &str, words: &[Msg], i: usize) -> bool {
     let before = |k: usize, names: &[&str]| {
@@ -127,6 +128,13 @@ fn is_secret(verb: &str, words: &[Msg], i: usize) -> bool {
         // CONFIG SET name value [name value …]
         "CONFIG" => {
             word(1) == b"set" && i >= 3 && (i - 3).is_multiple_of(2) && {
+                let name = word(i - 1);
+                contains(&name, b"pass") || contains(&name, b"auth") || name == b"masteruser"
+            }
+        }
+        // SENTINEL SET master option value [option value …] (auth-pass, auth-user)
+        "SENTINEL" => {
+            word(1) == b"set" && i >= 4 && i.is_multiple_of(2) && {
                 let name = word(i - 1);
                 contains(&name, b"pass") || contains(&name, b"auth")
             }

@@ -34,9 +34,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretKeyRef:
       name: {{ include "trawl.secretName" . }}
       key: api-token
+      # Missing: the hub refuses to start and says why, rather than
+      # waiting for a key that never comes.
+      optional: true
 - name: TRAWL_ADMIN_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "trawl.secretName" . }}
       key: admin-token
+      optional: true
 {{- end }}
