@@ -11,30 +11,11 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use support::{Terminated, free_port, project_root, scratch, wait_for};
-
-/// A CA, and a certificate it signed for `names`: (CA PEM, cert PEM, key PEM).
-fn certificates(names: &[&str]) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "trawl test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use trawl_host::cluster::tls::test_certs;
 
 /// A replaying worker for `node` with extra arguments; its exit and stderr.
 fn worker(workers: u16, node: &str, args: &[&str]) -> (bool, String) {
@@ -71,13 +52,11 @@ fn connected_nodes(ui: u16) -> Vec<String> {
 #[test]
 fn workers_prove_their_node_over_tls() {
     let dir = scratch("cluster-tls");
-    let (ca, cert, key) = certificates(&["trawl-hub.test"]);
-    let (other_ca, _, _) = certificates(&["trawl-hub.test"]);
-    let ca = write(&dir, "ca.pem", &ca);
-    let other_ca = write(&dir, "other-ca.pem", &other_ca);
-    let cert = write(&dir, "hub.pem", &cert);
-    let key = write(&dir, "hub-key.pem", &key);
-    let creds = write(&dir, "nodes", "node-a cred-aaa\nnode-b cred-bbb\n");
+    let files = test_certs::write(&dir.join("hub"), &["trawl-hub.test"]);
+    let other_ca = test_certs::write(&dir.join("other"), &["trawl-hub.test"]).ca;
+    let (ca, cert, key) = (files.ca, files.cert, files.key);
+    let creds = dir.join("nodes");
+    std::fs::write(&creds, "node-a cred-aaa\nnode-b cred-bbb\n").unwrap();
     let (workers, ui) = (free_port(), free_port());
     let _hub = Terminated(
         support::trawl()

@@ -15,7 +15,8 @@
 //!    loaded).
 //!
 //! Run: `cargo bench -p trawl-host --bench cluster_load` (`-- --quick`
-//! for a short run).
+//! for a short run; `-- --tls` runs the hub load twice, plain TCP and then
+//! TLS, to compare what TLS costs the hub).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use futures_util::{SinkExt, StreamExt};
@@ -29,7 +30,8 @@ use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
 use trawl_core::{L4Proto, ServicePorts, Timestamp};
 use trawl_host::cluster::outbox::{Outbox, OutboxLimits};
 use trawl_host::cluster::proto::WorkerStatus;
-use trawl_host::cluster::worker::{Link, WorkerHealth, WorkerOptions};
+use trawl_host::cluster::tls;
+use trawl_host::cluster::worker::{HubTls, Link, WorkerHealth, WorkerOptions};
 
 const WORKLOADS: u32 = 10_000;
 const WORKERS: u32 = 200;
@@ -130,34 +132,48 @@ fn watch_map(ui: u16, seconds: u64) -> (Duration, Vec<Duration>, usize) {
     })
 }
 
+/// A CA and a hub certificate for `localhost` in a scratch directory:
+/// (directory, the workers' TLS settings).
+fn tls_files() -> (std::path::PathBuf, HubTls) {
+    let dir = std::env::temp_dir().join(format!("trawl-bench-tls-{}", std::process::id()));
+    let files = tls::test_certs::write(&dir, &["localhost"]);
+    let hub_tls = HubTls {
+        config: Arc::new(tls::client_files(&files.ca).unwrap()),
+        name: tls::server_name("localhost").unwrap(),
+    };
+    (dir, hub_tls)
+}
+
 /// A real `trawl hub` on free loopback ports, once it serves: the process,
-/// its worker port and its UI port.
-fn spawn_hub() -> (Killed, u16, u16) {
+/// its worker port and its UI port. With `tls`, workers connect over TLS
+/// with the certificate in that directory.
+fn spawn_hub(tls: Option<&std::path::Path>) -> (Killed, u16, u16) {
     let (workers_port, ui) = (free_port(), free_port());
-    let hub = Killed(
-        Command::new(env!("CARGO_BIN_EXE_trawl"))
-            .args(["hub", "--token", "bench", "--workers", &format!("127.0.0.1:{workers_port}")])
-            .args(["--listen", &format!("127.0.0.1:{ui}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
+    cmd.args(["hub", "--token", "bench", "--workers", &format!("127.0.0.1:{workers_port}")])
+        .args(["--listen", &format!("127.0.0.1:{ui}")]);
+    if let Some(dir) = tls {
+        cmd.arg("--tls-cert").arg(dir.join("cert.pem")).arg("--tls-key").arg(dir.join("key.pem"));
+    }
+    let hub = Killed(cmd.stderr(Stdio::null()).spawn().unwrap());
     while std::net::TcpStream::connect(("127.0.0.1", ui)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
     (hub, workers_port, ui)
 }
 
-fn hub_under_load(quick: bool) {
-    let (hub, workers_port, ui) = spawn_hub();
+fn hub_under_load(quick: bool, tls: Option<(&std::path::Path, &HubTls)>) {
+    let (hub, workers_port, ui) = spawn_hub(tls.map(|(dir, _)| dir));
     let pid = hub.0.id();
     let hub_addr = format!("127.0.0.1:{workers_port}");
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..WORKERS)
         .map(|w| {
             let (hub_addr, stop) = (hub_addr.clone(), stop.clone());
+            let mut opts = worker_options(&hub_addr, w);
+            opts.tls = tls.map(|(_, t)| t.clone());
             std::thread::spawn(move || {
-                let mut link = Link::new(worker_options(&hub_addr, w), None, Arc::new(WorkerHealth::default()));
+                let mut link = Link::new(opts, None, Arc::new(WorkerHealth::default()));
                 let mut out = Outbox::new(OutboxLimits::default());
                 let mut round = 0u64;
                 // Spread the workers over the second, as real ones are.
@@ -189,8 +205,9 @@ fn hub_under_load(quick: bool) {
     g.sort_by(f64::total_cmp);
     let pct = |p: f64| g.get(((g.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
     println!(
-        "hub, {WORKERS} workers x {FLOWS_PER_WORKER} flows ({} flows, {WORKLOADS} workloads), every flow growing each second:",
-        WORKERS * FLOWS_PER_WORKER
+        "hub, {WORKERS} workers x {FLOWS_PER_WORKER} flows ({} flows, {WORKLOADS} workloads), every flow growing each second, workers over {}:",
+        WORKERS * FLOWS_PER_WORKER,
+        if tls.is_some() { "TLS" } else { "plain TCP" }
     );
     println!("  hub CPU: {:.2} cores (of the measured {measure} s)", cpu);
     println!("  hub RSS: {:.0} MiB now, {:.0} MiB peak", rss as f64 / 1024.0, hwm as f64 / 1024.0);
@@ -207,7 +224,7 @@ fn hub_under_load(quick: bool) {
 
 fn worker_memory() {
     // A real worker process, idle after a replay, with its plugins loaded.
-    let (_hub, workers_port, _) = spawn_hub();
+    let (_hub, workers_port, _) = spawn_hub(None);
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/demo.pcap");
     let worker = Killed(
         Command::new(env!("CARGO_BIN_EXE_trawl"))
@@ -278,6 +295,14 @@ fn main() {
         println!("cluster_load: run with `cargo bench -p trawl-host --bench cluster_load`");
         return;
     }
+    if std::env::args().any(|a| a == "--tls") {
+        // Side by side in one run: the same load over plain TCP, then TLS.
+        hub_under_load(quick, None);
+        let (dir, hub_tls) = tls_files();
+        hub_under_load(quick, Some((&dir, &hub_tls)));
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     worker_memory();
-    hub_under_load(quick);
+    hub_under_load(quick, None);
 }

@@ -319,6 +319,42 @@ impl Write for TlsWriter {
     }
 }
 
+/// A CA of its own and a certificate it signs, written as PEM files, for
+/// tests and benches (feature `test-certs`).
+#[cfg(any(test, feature = "test-certs"))]
+pub mod test_certs {
+    use std::path::{Path, PathBuf};
+
+    /// Files of one CA and the certificate it signed.
+    #[derive(Debug, Clone)]
+    pub struct Files {
+        pub ca: PathBuf,
+        pub cert: PathBuf,
+        pub key: PathBuf,
+    }
+
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`: a fresh CA and
+    /// a certificate for `names` that it signed.
+    #[allow(clippy::unwrap_used)]
+    pub fn write(dir: &Path, names: &[&str]) -> Files {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "trawl test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let files = Files { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        std::fs::write(&files.ca, ca_cert.pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,21 +362,8 @@ mod tests {
 
     /// A server and a client configuration for `localhost`, from one CA.
     fn configs(dir: &Path) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert =
-            rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-        (
-            server_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap(),
-            client_config(&dir.join("ca.pem")).unwrap(),
-        )
+        let f = test_certs::write(dir, &["localhost"]);
+        (server_config(&f.cert, &f.key).unwrap(), client_config(&f.ca).unwrap())
     }
 
     fn pair() -> ((ReadHalf, WriteHalf), (ReadHalf, WriteHalf), TcpStream) {
