@@ -1,6 +1,8 @@
 //! Broken and hostile plugins next to the good ones: an infinite loop in
-//! `data`, a trap in `probe`, a memory bomb, a 100 MB output, invalid
-//! postcard, a wrong ABI version and a panic. Each is a core wasm module
+//! `data`, a trap in `probe`, a memory bomb, a table bomb, a 100 MB
+//! output, invalid postcard, a depth bomb (500k nested lists), an event
+//! bomb (900k events in one answer), a wrong ABI version and a panic; and
+//! a plugin declaring a 4 GiB `max_buffer`. Each is a core wasm module
 //! built here from text, speaking ABI v1 just well enough to be loaded.
 //!
 //! The demo capture carries HTTP, DNS and Redis. The hostile plugin claims
@@ -106,11 +108,91 @@ fn hostile() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             module("bad-postcard", 1, MATCH, "(i64.or (i64.shl (i64.const 8192) (i64.const 32)) (i64.const 12))"),
             "invalid postcard",
         ),
+        (
+            "table-bomb",
+            // Grow a table until the sandbox says no, then abort.
+            module_with(
+                "bad-table",
+                &info("bad-table"),
+                1,
+                MATCH,
+                "(loop $l (br_if $l (i32.ne (table.grow $t (ref.null func) (i32.const 100000)) (i32.const -1)))) (unreachable)",
+                "(table $t 1 funcref)",
+            ),
+            "trapped",
+        ),
+        ("depth-bomb", depth_bomb(), "nested deeper than 32"),
+        ("event-bomb", event_bomb(), "more than 65536 events"),
         // A Rust panic in a wasm32-unknown-unknown plugin is an abort: `unreachable`.
         ("panic", module("bad-panic", 1, MATCH, "(unreachable)"), "unreachable"),
         // The host speaks v2 and the version before; v3 is the future.
         ("abi-v3", module("bad-abi", 3, MATCH, "(unreachable)"), "ABI v3"),
     ]
+}
+
+/// Where the bombs below keep their answer: past the input window (64 KiB
+/// at 65536) and within the module's 2 MiB of memory.
+const ANSWER_AT: usize = 262_144;
+
+/// Answers `data` with `answer` (bytes at [`ANSWER_AT`]).
+fn answering(name: &str, answer: &[u8]) -> Vec<u8> {
+    let extra = format!("(data (i32.const {ANSWER_AT}) \"{}\")", wat_bytes(answer));
+    let body = format!("(i64.or (i64.shl (i64.const {ANSWER_AT}) (i64.const 32)) (i64.const {}))", answer.len());
+    module_with(name, &info(name), 1, MATCH, &body, &extra)
+}
+
+/// One record whose field is 500,000 one-element lists deep, as postcard
+/// writes it (variant 5, length 1, …, then Null): decoding it recursively
+/// without a depth limit overflowed the host's stack.
+fn depth_bomb() -> Vec<u8> {
+    let record = trawl_sdk::abi::Record {
+        fields: [("x".to_string(), trawl_sdk::abi::Value::Null)].into(),
+        ..Default::default()
+    };
+    let mut answer = postcard::to_allocvec(&DataResult {
+        status: Status::Ok,
+        consumed: 0,
+        needed: 0,
+        events: vec![Event::Record(record)],
+    })
+    .unwrap();
+    // The last byte is the field's Null: make it the bomb.
+    answer.pop();
+    for _ in 0..500_000 {
+        answer.extend_from_slice(&[5, 1]);
+    }
+    answer.push(0);
+    answering("bad-depth", &answer)
+}
+
+/// 900,000 `Upgrade` events of two bytes each: decoded, they were about a
+/// hundred times their size.
+fn event_bomb() -> Vec<u8> {
+    const EVENTS: u32 = 900_000;
+    // Status Ok, consumed 0, needed 0, then the count as a varint.
+    let mut header = vec![0u8, 0, 0];
+    let mut n = EVENTS;
+    while n >= 128 {
+        header.push((n as u8 & 127) | 128);
+        n >>= 7;
+    }
+    header.push(n as u8);
+    let start = ANSWER_AT - header.len();
+    let len = header.len() + 2 * EVENTS as usize;
+    // The events (variant 1, empty protocol: bytes 1, 0) are written by a
+    // loop, not carried as 1.8 MB of module text.
+    let body = format!(
+        "(local $p i32)
+    (local.set $p (i32.const {ANSWER_AT}))
+    (loop $l
+      (i32.store16 (local.get $p) (i32.const 1))
+      (local.set $p (i32.add (local.get $p) (i32.const 2)))
+      (br_if $l (i32.lt_u (local.get $p) (i32.const {end}))))
+    (i64.or (i64.shl (i64.const {start}) (i64.const 32)) (i64.const {len}))",
+        end = ANSWER_AT + 2 * EVENTS as usize,
+    );
+    let extra = format!("(data (i32.const {start}) \"{}\")", wat_bytes(&header));
+    module_with("bad-events", &info("bad-events"), 1, MATCH, &body, &extra)
 }
 
 struct Run {
@@ -202,6 +284,38 @@ fn hostile_plugins_cannot_hurt_the_host() {
             }
         }
     }
+}
+
+/// A plugin that declares a 4 GiB `max_buffer` and asks for all of it
+/// before it parses anything is held to the host's limit (a quarter of
+/// its 64 MiB): the connection that would have kept gigabytes is detached
+/// at 16 MiB, and says so, and the host, the other connections and the L4
+/// counts go on.
+#[test]
+fn a_plugin_cannot_declare_its_way_past_the_buffer_limit() {
+    use crate::support::segments::{Conversation, write_pcap};
+    let mut greedy = postcard::from_bytes::<PluginInfo>(&info("greedy")).unwrap();
+    greedy.max_buffer = u32::MAX;
+    let greedy = postcard::to_allocvec(&greedy).unwrap();
+    let wait = postcard::to_allocvec(&DataResult { status: Status::Ok, consumed: 0, needed: u32::MAX, events: vec![] })
+        .unwrap();
+    let extra = format!("(data (i32.const {ANSWER_AT}) \"{}\")", wat_bytes(&wait));
+    let body = format!("(i64.or (i64.shl (i64.const {ANSWER_AT}) (i64.const 32)) (i64.const {}))", wait.len());
+    let dir = support::scratch("greedy");
+    std::fs::write(dir.join("greedy.wasm"), module_with("greedy", &greedy, 1, MATCH, &body, &extra)).unwrap();
+    // 24 MiB from a client to port 6379, in MTU-sized segments.
+    let mut c = Conversation::open(([10, 0, 0, 1].into(), 40_000), ([10, 0, 0, 2].into(), 6379), 1_700_000_000_000_000);
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..24 {
+        c.send(true, &chunk);
+    }
+    let capture = dir.join("flood.pcap");
+    write_pcap(&capture, &c.close());
+    let run = replay(&capture, Some(&dir), &dir.join("status.json"));
+    let status = run.status.iter().find(|s| s["name"] == "greedy").unwrap();
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("buffered over 16777216 bytes"), "{status}");
+    assert!(run.stats.contains("1 flows") || run.stats.contains(" 1 flow"), "{}", run.stats);
 }
 
 /// LEB128, as postcard writes a `u32`.

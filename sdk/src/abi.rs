@@ -181,7 +181,35 @@ pub struct DataResult {
     /// copies in: a body the plugin only measures. The call after they
     /// have passed carries [`FLAG_SKIPPED`].
     pub skip: u64,
+    #[serde(deserialize_with = "bounded_events")]
     pub events: Vec<Event>,
+}
+
+/// Events, refused before they are decoded when there are more than
+/// [`MAX_EVENTS`]: a few bytes each would otherwise become gigabytes.
+fn bounded_events<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
+    struct Events;
+    impl<'de> serde::de::Visitor<'de> for Events {
+        type Value = Vec<Event>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_EVENTS} events")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Event>, A::Error> {
+            let too_many = || crate::value::refuse(format!("more than {MAX_EVENTS} events in one call"));
+            if seq.size_hint().is_some_and(|n| n > MAX_EVENTS) {
+                return Err(too_many());
+            }
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            while let Some(e) = seq.next_element()? {
+                if out.len() == MAX_EVENTS {
+                    return Err(too_many());
+                }
+                out.push(e);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Events)
 }
 
 impl DataResult {
@@ -201,6 +229,7 @@ pub mod v1 {
         pub status: Status,
         pub consumed: u32,
         pub needed: u32,
+        #[serde(deserialize_with = "super::bounded_events")]
         pub events: Vec<Event>,
     }
 
@@ -250,8 +279,9 @@ pub struct Record {
     pub fields: BTreeMap<String, Value>,
 }
 
-/// A field value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A field value. Decoding is bounded (see [`crate::value`]): nesting at
+/// most 32 deep.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -305,17 +335,24 @@ pub fn unpack(v: u64) -> (u32, u32) {
 
 /// Most events one call may report.
 pub const MAX_EVENTS: usize = 65_536;
+/// Most field values (at any depth) one call's output may hold.
+pub const MAX_VALUES: usize = 1 << 20;
 
 /// Decodes and checks what a `data`-like call returned: postcard bytes from
 /// untrusted guest memory, in the shape of the plugin's ABI `version`.
 /// `given` is how many input bytes the call had.
 pub fn decode_result(bytes: &[u8], given: usize, version: u32) -> Result<DataResult, String> {
-    let invalid = |e: postcard::Error| format!("invalid postcard: {e}");
-    let r: DataResult = if version == 1 {
-        postcard::from_bytes::<v1::DataResult>(bytes).map_err(invalid)?.into()
-    } else {
-        postcard::from_bytes(bytes).map_err(invalid)?
-    };
+    let _ = crate::value::take_refusal();
+    let invalid =
+        |e: postcard::Error| format!("invalid postcard: {}", crate::value::take_refusal().unwrap_or(e.to_string()));
+    let r: DataResult = crate::value::decode_bounded(MAX_VALUES, || {
+        if version == 1 {
+            postcard::from_bytes::<v1::DataResult>(bytes).map(Into::into)
+        } else {
+            postcard::from_bytes(bytes)
+        }
+    })
+    .map_err(invalid)?;
     if r.consumed as usize > given {
         return Err(format!("consumed {} of {given} bytes", r.consumed));
     }

@@ -75,6 +75,7 @@ pub mod abi;
 pub mod glue;
 pub mod redact;
 pub mod testing;
+pub mod value;
 
 pub use abi::{ConnMeta, DataResult, Dir, Event, L4, PluginInfo, Probe, Record, Status, Value};
 pub use glue::Guest;

@@ -33,6 +33,10 @@ impl Default for SandboxLimits {
     }
 }
 
+/// Most elements of a plugin's tables (function tables: a Rust plugin has
+/// a few hundred); unset, wasmtime lets a table grow without bound.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
 /// Load-time calls may take this many times the per-call deadline.
 const LOAD_DEADLINE_FACTOR: u64 = 25;
 
@@ -118,10 +122,11 @@ impl WasmRuntime {
         }
         factory.abi = version;
         probe.abi = version;
-        let info = probe.call_init().map_err(|e| LoadError::Init(e.to_string()))?;
+        let mut info = probe.call_init().map_err(|e| LoadError::Init(e.to_string()))?;
         if info.name.is_empty() || info.name.len() > 64 {
             return Err(LoadError::Init(format!("bad plugin name {:?}", info.name)));
         }
+        clamp_info(&mut info, &self.limits);
         Ok(LoadedPlugin { info, hash, source, factory: Box::new(factory) })
     }
 }
@@ -169,6 +174,43 @@ impl WasmRuntime {
         let tmp = dir.join(format!("{hash}.cwasm.{}", std::process::id()));
         if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, dir.join(format!("{hash}.cwasm"))).is_err() {
             let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// Most bytes a plugin may have the host keep for one connection
+/// direction, whatever it declares: a quarter of its memory, since the
+/// whole window is copied into that memory.
+fn max_buffer_for(limits: &SandboxLimits) -> u32 {
+    u32::try_from(limits.memory_bytes / 4).unwrap_or(u32::MAX)
+}
+
+/// Most bytes a probe may ask to see.
+const MAX_PROBE_DEPTH: u32 = 64 * 1024;
+/// Most ports a plugin may claim, per transport.
+const MAX_PORTS: usize = 64;
+/// Longest legend text (abbreviation, long name, colour, version).
+const MAX_TEXT: usize = 64;
+
+/// Holds what a plugin declares about itself to the host's limits: a
+/// plugin's word is not the host's budget.
+pub fn clamp_info(info: &mut PluginInfo, limits: &SandboxLimits) {
+    let before = (info.max_buffer, info.probe_depth);
+    info.max_buffer = info.max_buffer.min(max_buffer_for(limits));
+    info.probe_depth = info.probe_depth.min(MAX_PROBE_DEPTH);
+    if before != (info.max_buffer, info.probe_depth) {
+        tracing::warn!(
+            plugin = %info.name,
+            max_buffer = before.0,
+            probe_depth = before.1,
+            "plugin asked for more than the host allows; held to its limits"
+        );
+    }
+    info.tcp_ports.truncate(MAX_PORTS);
+    info.udp_ports.truncate(MAX_PORTS);
+    for text in [&mut info.version, &mut info.abbreviation, &mut info.long_name, &mut info.color] {
+        if let Some((cut, _)) = text.char_indices().nth(MAX_TEXT) {
+            text.truncate(cut);
         }
     }
 }
@@ -237,6 +279,7 @@ impl WasmFactory {
                 .memory_size(limits.memory_bytes)
                 .instances(1)
                 .tables(4)
+                .table_elements(MAX_TABLE_ELEMENTS)
                 .memories(1)
                 .build(),
             logs: 0,

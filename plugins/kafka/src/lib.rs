@@ -14,6 +14,13 @@ use wire::Reader;
 
 /// Largest message accepted (Kafka's own `socket.request.max.bytes` default).
 const MAX_MESSAGE: usize = 100 * 1024 * 1024;
+/// Messages up to this size are read whole. A bigger one (a Produce or
+/// Fetch with large record batches) is read as far as [`HEAD`], which holds
+/// its header and the topics, and the rest is skipped: counted, never
+/// copied into the plugin (a whole 100 MiB message would not even fit in
+/// the sandbox's memory).
+const WHOLE: usize = 1 << 20;
+const HEAD: usize = 64 * 1024;
 /// Requests awaiting responses per connection.
 const MAX_PENDING: usize = 4096;
 
@@ -156,7 +163,7 @@ impl Dissector for Kafka {
             priority: 5,
             probe_depth: 64,
             accepts_gaps: false,
-            max_buffer: 128 << 20,
+            max_buffer: (WHOLE + 4) as u32,
         }
     }
 
@@ -197,15 +204,21 @@ impl Dissector for Kafka {
             return Progress::Desync;
         }
         let total = 4 + len as usize;
-        if bytes.len() < total {
-            return Progress::NeedMore { consumed: 0, needed: total as u32 };
+        // A large message: its head now, the rest skipped.
+        let read = if total > WHOLE { 4 + HEAD } else { total };
+        if bytes.len() < read {
+            return Progress::NeedMore { consumed: 0, needed: read as u32 };
         }
-        let msg = &bytes[4..total];
+        let msg = &bytes[4..read];
         let ok = match dir {
             Dir::ToServer => conn.request(msg, total as u64, ts, out),
             Dir::ToClient => conn.response(msg, total as u64, ts, out),
         };
-        if ok { Progress::Done { consumed: total as u32 } } else { Progress::Desync }
+        match (ok, read < total) {
+            (false, _) => Progress::Desync,
+            (true, false) => Progress::Done { consumed: total as u32 },
+            (true, true) => Progress::Skip { consumed: read as u32, skip: (total - read) as u64 },
+        }
     }
 
     fn close(&mut self, conn: KafkaConn, _ts: u64, out: &mut Output) {
@@ -261,6 +274,32 @@ mod tests {
         assert_eq!(s.records[0].method, "SaslAuthenticate");
         let shown = format!("{:?}", s.records);
         assert!(!shown.contains("s3cr3t") && !shown.contains("alice"), "{shown}");
+    }
+
+    /// A 3 MiB Produce is read as far as its head and the rest skipped:
+    /// its record carries the topic and its whole size, and the response
+    /// after it still pairs.
+    #[test]
+    fn large_messages_keep_their_head_and_skip_the_rest() {
+        let mut s = trawl_sdk::testing::Session::<Kafka>::tcp(9092);
+        // Produce v3: transactional_id (null), acks, timeout, one topic.
+        let mut b = vec![0, 0, 0, 3];
+        b.extend_from_slice(&9i32.to_be_bytes());
+        b.extend_from_slice(&[0, 3, b'c', b'l', b'i', 0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30]);
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&[0, 6]);
+        b.extend_from_slice(b"orders");
+        b.resize(3 << 20, 0x42);
+        let request = frame(&b);
+        // As the wire gives it: MTU-sized segments.
+        for segment in request.chunks(1448) {
+            s.send(Dir::ToServer, segment);
+        }
+        s.send(Dir::ToClient, &frame(&9i32.to_be_bytes()));
+        assert_eq!(s.records.len(), 1);
+        assert_eq!((s.records[0].method.as_str(), s.records[0].summary.as_str()), ("Produce", "orders"));
+        assert_eq!(s.records[0].request_size, request.len() as u64);
+        assert!(s.copied < 2 * HEAD as u64 + 64, "copied {} of {} bytes", s.copied, request.len());
     }
 
     #[test]
