@@ -385,7 +385,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG").unwrap_or_else(|_| "warn".into()))
+        // TRAWL_LOG, else RUST_LOG (what Kubernetes manifests usually set).
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let cli = Cli::parse();
     match run(cli) {

@@ -343,7 +343,8 @@ fn guess_kind(item: &Value) -> &'static str {
 }
 
 /// Parses the RFC 3339 timestamps Kubernetes writes (`2024-01-02T03:04:05Z`,
-/// optionally with fractional seconds or a numeric offset).
+/// optionally with fractional seconds or a numeric offset). Total: any
+/// text, ASCII or not, is a timestamp or `None`, never a panic.
 pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
@@ -355,7 +356,7 @@ pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     let mut nanos = 0i64;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
@@ -368,7 +369,7 @@ pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") => {
+        _ if rest.len() == 6 && matches!(rest.get(..1), Some("+" | "-")) => {
             let h: i64 = rest.get(1..3)?.parse().ok()?;
             let m: i64 = rest.get(4..6)?.parse().ok()?;
             let sign = if rest.starts_with('-') { -1 } else { 1 };

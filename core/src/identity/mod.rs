@@ -330,6 +330,12 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
         assert_eq!(parse_rfc3339("2024-03-01T12:00:00Z").map(|t| t.0 / 1_000_000_000), Some(1_709_294_400));
         assert_eq!(parse_rfc3339("2024-03-01T13:00:00.5+01:00"), Some(Timestamp(1_709_294_400_500_000_000)));
+        // Non-ASCII where digits or the offset belong: None, not a panic.
+        for text in
+            ["2024-03-01T12:00:0é0Z", "2024-03-01T12:00:00€000", "2024-03-01T12:00:00.é", "２０２４-03-01T12:00:00Z"]
+        {
+            assert_eq!(parse_rfc3339(text), None, "{text}");
+        }
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     }

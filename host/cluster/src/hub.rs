@@ -78,6 +78,8 @@ pub struct WorkerAccess {
 /// ones are closed at once (each holds a thread until its Hello is
 /// checked, within [`HELLO_TIMEOUT`]).
 const MAX_UNPROVEN: usize = 64;
+/// A proven worker silent this long is taken for gone.
+const WORKER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// A connection must have sent its Hello within this long.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -133,21 +135,25 @@ fn worker_conn(
             return Ok(());
         }
     }
-    socket.set_read_timeout(None)?;
+    // A proven worker sends its status at least every few seconds; one
+    // silent for this long is gone, and its thread is let go.
+    socket.set_read_timeout(Some(WORKER_IDLE_TIMEOUT))?;
     drop(unproven);
     write_frame(&mut writer, &ToWorker::Welcome { version: PROTOCOL_VERSION })?;
     // Workers dissect what the hub's capture filters target, and follow
     // them when they change (PUT /api/capture-filters).
+    // The filters are read under the lock and sent after it is let go: a
+    // worker that does not read must never hold up ingest or the API.
     let mut filters_sent = String::new();
-    let mut send_filters = |st: &GraphState| -> std::io::Result<()> {
-        let now = st.capture_filter().to_json().to_string();
+    let mut send_filters = |state: &SharedState| -> std::io::Result<()> {
+        let now = { lock(state).capture_filter().to_json().to_string() };
         if now != filters_sent {
             write_frame(&mut writer, &ToWorker::CaptureFilters { json: now.clone() })?;
             filters_sent = now;
         }
         Ok(())
     };
-    send_filters(&lock(state))?;
+    send_filters(state)?;
     tracing::info!(peer, node, worker_id, boot_id, "worker connected");
     let id = format!("{node}/{worker_id}");
     {
@@ -173,7 +179,7 @@ fn worker_conn(
         // Merged without waiting for the service's readers.
         let (merger, id, node, epoch) = (merger.clone(), id.clone(), node.clone(), epoch.clone());
         state.update(move |st| merge(msg, st, &merger, &id, &node, &epoch));
-        if status && let Err(e) = send_filters(&lock(state)) {
+        if status && let Err(e) = send_filters(state) {
             break Err(e);
         }
     };
@@ -193,8 +199,22 @@ fn worker_conn(
 pub fn accept(listener: TcpListener, access: WorkerAccess, state: SharedState) {
     let merger = Arc::new(Mutex::new(Merger::default()));
     let unproven = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut backoff = std::time::Duration::from_millis(10);
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(s) => {
+                backoff = std::time::Duration::from_millis(10);
+                s
+            }
+            // Out of file descriptors (EMFILE) or memory: wait, rather
+            // than spin on a listener that stays readable.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a worker connection; backing off");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
         if unproven.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_UNPROVEN {
             unproven.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             tracing::warn!("too many connections still proving themselves; one closed");

@@ -7,6 +7,7 @@
 
 pub mod dispatch;
 pub mod embedded;
+mod module_cache;
 pub mod native;
 pub mod records;
 pub mod registry;

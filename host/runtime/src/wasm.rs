@@ -131,49 +131,30 @@ impl WasmRuntime {
     }
 }
 
-/// Where compiled modules are kept between runs: `TRAWL_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/trawl/modules`, else `~/.cache/trawl/modules`.
-fn disk_cache_dir() -> Option<std::path::PathBuf> {
-    let dir = match std::env::var_os("TRAWL_CACHE_DIR") {
-        Some(d) if d.is_empty() => return None,
-        Some(d) => std::path::PathBuf::from(d),
-        None => match std::env::var_os("XDG_CACHE_HOME") {
-            Some(x) => std::path::PathBuf::from(x).join("trawl/modules"),
-            None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/trawl/modules"),
-        },
-    };
-    std::fs::create_dir_all(&dir).ok()?;
-    Some(dir)
-}
-
 impl WasmRuntime {
     fn load_disk_cache(&self, hash: &str) -> Option<Module> {
-        let path = disk_cache_dir()?.join(format!("{hash}.cwasm"));
-        if !path.is_file() {
-            return None;
-        }
-        // SAFETY: the file is one `store_disk_cache` wrote with
-        // `Module::serialize` from the module whose sha256 names it, in a
-        // cache directory owned by this user. wasmtime checks its header
-        // (version, target, engine settings) and refuses a mismatch, in
-        // which case the module is compiled afresh.
+        let bytes = super::module_cache::load(hash)?;
+        // SAFETY: these bytes are what `store_disk_cache` wrote with
+        // `Module::serialize` for the module whose sha256 names them,
+        // checked against a MAC keyed with a secret only this user can
+        // read, from a directory only this user can write (see
+        // `module_cache`). wasmtime also checks their header (version,
+        // target, engine settings) and refuses a mismatch, in which case
+        // the module is compiled afresh.
         #[allow(unsafe_code)]
-        let module = unsafe { Module::deserialize_file(&self.engine, &path) };
+        let module = unsafe { Module::deserialize(&self.engine, &bytes) };
         match module {
             Ok(m) => Some(m),
             Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "stale compiled module ignored");
+                tracing::debug!(hash, error = %e, "stale compiled module ignored");
                 None
             }
         }
     }
 
     fn store_disk_cache(&self, hash: &str, module: &Module) {
-        let Some(dir) = disk_cache_dir() else { return };
-        let Ok(bytes) = module.serialize() else { return };
-        let tmp = dir.join(format!("{hash}.cwasm.{}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, dir.join(format!("{hash}.cwasm"))).is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if let Ok(bytes) = module.serialize() {
+            super::module_cache::store(hash, &bytes);
         }
     }
 }

@@ -41,6 +41,14 @@ use warp::{Filter, Rejection, Reply};
 
 /// Most often a subscriber gets an update (5 per second).
 pub const TICK: Duration = Duration::from_millis(200);
+/// Largest message a client may send: a subscription or a detail request
+/// is a few hundred bytes.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// Most WebSocket subscribers at once; beyond, 503.
+pub const MAX_SUBSCRIBERS: u64 = 256;
+/// Client messages answered per second per connection; the rest are
+/// refused with an error, and a client that keeps on is disconnected.
+pub const MAX_CLIENT_MESSAGES_PER_SECOND: u32 = 20;
 
 #[derive(rust_embed::RustEmbed)]
 #[folder = "../../web/"]
@@ -125,11 +133,17 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
 pub fn metrics_text(state: &SharedState) -> String {
     let st = lock(state);
     let c = &st.counters;
+    // On a hub the packets and drops are the workers': summed here, and
+    // per worker below.
+    let from_workers =
+        |f: fn(&super::workers::WorkerCounters) -> u64| -> u64 { st.workers.values().map(|w| f(&w.counters)).sum() };
+    let packets = c.packets.max(from_workers(|w| w.packets));
+    let ring_drops = c.ring_drops.max(from_workers(|w| w.ring_drops));
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
         out.push_str(&format!("# HELP trawl_{name} {help}\n# TYPE trawl_{name} counter\ntrawl_{name} {v}\n"));
     };
-    counter("packets_received_total", "Packets read from the capture.", c.packets);
+    counter("packets_received_total", "Packets read from the capture (on a hub: by every worker).", packets);
     counter("bytes_received_total", "Bytes of the packets read.", c.bytes);
     counter("packets_dropped_total", "Packets skipped: malformed, non-IP or unsupported.", c.packets_dropped);
     counter("flows_total", "Flows that ended.", c.flows);
@@ -148,11 +162,12 @@ pub fn metrics_text(state: &SharedState) -> String {
     counter("records_matched_pairs_total", "Records with both a request and a response.", c.matched_pairs);
     counter("plugin_faults_total", "Plugin traps, timeouts, memory and output faults.", c.plugin_faults);
     counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);
-    counter("ring_drops_total", "Packets the live payload rings dropped because they were full.", c.ring_drops);
+    counter("ring_drops_total", "Packets the live payload rings dropped because they were full.", ring_drops);
     out.push_str(&format!(
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
         c.subscribers
     ));
+    worker_metrics(&st, &mut out);
     let plugins = plugin_entries(&st);
     for (field, help) in [
         ("records", "Records the plugin produced."),
@@ -187,6 +202,36 @@ pub fn metrics_text(state: &SharedState) -> String {
         }
     }
     out
+}
+
+/// Each worker's own counters on a hub, labelled by node and worker: where
+/// packets were read and where anything was dropped or shed.
+fn worker_metrics(st: &GraphState, out: &mut String) {
+    if st.workers.is_empty() {
+        return;
+    }
+    type Field = fn(&super::workers::WorkerCounters) -> u64;
+    let fields: [(&str, &str, Field); 6] = [
+        ("packets", "Packets the worker read.", |w| w.packets),
+        ("ring_drops", "Packets the worker's payload rings dropped because they were full.", |w| w.ring_drops),
+        ("records_unsampled", "Requests the worker counted without sending them as records.", |w| w.records_unsampled),
+        ("records_dropped", "Records the worker lost outright (its counts had no room either).", |w| w.records_dropped),
+        ("conversations_dropped", "Closed-flow conversations the worker could not keep.", |w| w.conversations_dropped),
+        ("journal_evicted", "Sent records the worker's journal let go before a hub restart could ask again.", |w| {
+            w.journal_evicted
+        }),
+    ];
+    for (name, help, f) in fields {
+        out.push_str(&format!("# HELP trawl_worker_{name}_total {help}\n# TYPE trawl_worker_{name}_total counter\n"));
+        for w in st.workers.values() {
+            out.push_str(&format!(
+                "trawl_worker_{name}_total{{node=\"{}\",worker=\"{}\"}} {}\n",
+                label_value(&w.node),
+                label_value(&w.worker_id),
+                f(&w.counters)
+            ));
+        }
+    }
 }
 
 /// A Prometheus label value, escaped as the text format asks: a plugin's
@@ -249,6 +294,7 @@ async fn subscriber(ws: WebSocket, state: SharedState) {
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (mut second, mut this_second) = (tokio::time::Instant::now(), 0u32);
     loop {
         tokio::select! {
             msg = rx.next() => {
@@ -257,7 +303,21 @@ async fn subscriber(ws: WebSocket, state: SharedState) {
                     break;
                 }
                 let Ok(text) = msg.to_str() else { continue };
-                let reply = answer(text, &state, &mut sub, &mut seq);
+                let now = tokio::time::Instant::now();
+                if now.duration_since(second) >= Duration::from_secs(1) {
+                    (second, this_second) = (now, 0);
+                }
+                this_second += 1;
+                if this_second > 5 * MAX_CLIENT_MESSAGES_PER_SECOND {
+                    break;
+                }
+                let reply = if this_second > MAX_CLIENT_MESSAGES_PER_SECOND {
+                    ServerMessage::Error(ErrorMessage::new(format!(
+                        "more than {MAX_CLIENT_MESSAGES_PER_SECOND} messages a second: this one is not answered"
+                    )))
+                } else {
+                    answer(text, &state, &mut sub, &mut seq)
+                };
                 if tx.send(self::text(&reply)).await.is_err() {
                     break;
                 }
@@ -377,6 +437,11 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
                 return warp::reply::with_status("cross-origin WebSocket refused", StatusCode::FORBIDDEN)
                     .into_response();
             }
+            if lock(&s).counters.subscribers >= MAX_SUBSCRIBERS {
+                return warp::reply::with_status("too many map subscribers", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response();
+            }
+            let ws = ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE);
             let mut reply = ws.on_upgrade(move |socket| subscriber(socket, s)).into_response();
             // A browser that offered subprotocols (the token rides in one)
             // closes a connection whose answer names none.

@@ -23,6 +23,61 @@ use trawl_core::record::{L7Record, RecordEndpoint};
 
 /// Longest filter accepted.
 pub const MAX_FILTER_LEN: usize = 4096;
+/// Most nodes a filter's syntax tree may have.
+pub const MAX_FILTER_NODES: usize = 512;
+/// Deepest nesting of comprehensions (`all`, `exists`, `exists_one`,
+/// `map`, `filter`): each level multiplies the work per record.
+pub const MAX_COMPREHENSION_NESTING: usize = 2;
+
+/// Size and comprehension nesting of an expression: what bounds the work
+/// one evaluation can do (with no loops but comprehensions, a tree of `n`
+/// nodes and nesting `k` over lists of `m` elements does about `n·m^k`).
+fn cost(e: &cel::parser::Expression) -> (usize, usize) {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut nodes = 0;
+    let mut deepest = 0;
+    // Iterative, so a deep expression cannot overflow the stack here.
+    let mut stack = vec![(e, 0usize)];
+    while let Some((e, nesting)) = stack.pop() {
+        nodes += 1;
+        deepest = deepest.max(nesting);
+        match &e.expr {
+            Expr::Call(c) => {
+                stack.extend(c.target.iter().map(|t| (t.as_ref(), nesting)));
+                stack.extend(c.args.iter().map(|a| (a, nesting)));
+            }
+            Expr::Comprehension(c) => {
+                stack.push((&c.iter_range, nesting));
+                for inner in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                    stack.push((inner, nesting + 1));
+                }
+            }
+            Expr::List(l) => stack.extend(l.elements.iter().map(|x| (x, nesting))),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        stack.push((&me.key, nesting));
+                        stack.push((&me.value, nesting));
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(f) => stack.push((&f.value, nesting)),
+                        EntryExpr::MapEntry(me) => {
+                            stack.push((&me.key, nesting));
+                            stack.push((&me.value, nesting));
+                        }
+                    }
+                }
+            }
+            Expr::Select(s) => stack.push((&s.operand, nesting)),
+            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+        }
+    }
+    (nodes, deepest)
+}
 
 /// A filter that did not compile: what is wrong, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
@@ -97,7 +152,19 @@ impl Filter {
             });
         }
         match Program::compile(source) {
-            Ok(p) => Ok(Filter { source: source.to_string(), program: Some(Arc::new(p)) }),
+            Ok(p) => {
+                let (nodes, nesting) = cost(p.expression());
+                let refuse = |message: String| Err(FilterError { message, line: 1, column: 1, position: 0 });
+                if nodes > MAX_FILTER_NODES {
+                    return refuse(format!("filter too large: {nodes} terms, at most {MAX_FILTER_NODES}"));
+                }
+                if nesting > MAX_COMPREHENSION_NESTING {
+                    return refuse(format!(
+                        "filter too costly: comprehensions (all, exists, map, filter) nested {nesting} deep, at most {MAX_COMPREHENSION_NESTING}"
+                    ));
+                }
+                Ok(Filter { source: source.to_string(), program: Some(Arc::new(p)) })
+            }
             Err(errors) => {
                 let first = errors.errors.first();
                 let (line, column) = first.map_or((1, 1), |e| (e.pos.0.max(1) as u32, e.pos.1.max(1) as u32));
@@ -217,4 +284,23 @@ fn variables(r: &L7Record, protocols: &[LegendEntry]) -> Vec<(String, Value)> {
     v.push(("request_size".into(), Value::Int(r.request_size as i64)));
     v.push(("response_size".into(), Value::Int(r.response_size as i64)));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costly_filters_are_refused_with_the_reason() {
+        assert!(Filter::compile("http && status_code >= 500").is_ok());
+        assert!(Filter::compile(r#"pods.exists(p, p.startsWith("front"))"#).is_ok());
+        assert!(Filter::compile("[1, 2].all(x, [3, 4].exists(y, x < y))").is_ok());
+        let nested = "[1].all(a, [2].all(b, [3].all(c, a < b && b < c)))";
+        let e = Filter::compile(nested).unwrap_err();
+        assert!(e.message.contains("nested 3 deep"), "{e}");
+        let eight = (0..8).fold("true".to_string(), |inner, i| format!("[1,2,3].all(x{i}, {inner})"));
+        assert!(Filter::compile(&eight).unwrap_err().message.contains("too costly"));
+        let wide = (0..200).map(|i| format!("a=={i}")).collect::<Vec<_>>().join("||");
+        assert!(Filter::compile(&wide).unwrap_err().message.contains("too large"));
+    }
 }

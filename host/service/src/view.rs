@@ -192,6 +192,9 @@ struct Sent {
 
 /// One client's view: what it was sent, so the next delta is the
 /// difference.
+/// Most edges any client is shown.
+pub const MAX_EDGES_CAP: usize = 50_000;
+
 #[derive(Debug)]
 pub struct ClientView {
     max_edges: usize,
@@ -203,9 +206,11 @@ pub struct ClientView {
 }
 
 impl ClientView {
+    /// A view of at most `max_edges` edges, held to between 1 and
+    /// [`MAX_EDGES_CAP`] (a client cannot ask for the whole of a huge map).
     pub fn new(max_edges: usize) -> Self {
         ClientView {
-            max_edges: if max_edges == 0 { usize::MAX } else { max_edges },
+            max_edges: max_edges.clamp(1, MAX_EDGES_CAP),
             edges: HashMap::new(),
             nodes: HashMap::new(),
             legend: Value::Null,
@@ -578,7 +583,7 @@ mod tests {
             traffic(&mut map, i, 100);
         }
         let now = Timestamp(1_000_000_000);
-        let mut view = ClientView::new(0);
+        let mut view = ClientView::new(MAX_EDGES_CAP);
         let mut copy = Copy::snapshot(&view.snapshot(Source::L4(&map), TOTALS, now, json!([])));
         for i in 1..=40 {
             traffic(&mut map, i, u64::from(i) * 10);
@@ -594,7 +599,7 @@ mod tests {
         while let Some(d) = view.delta(Source::L4(&map), TOTALS, now, json!([]), 1_000) {
             copy.apply(&d);
         }
-        let truth = Copy::snapshot(&ClientView::new(0).snapshot(Source::L4(&map), TOTALS, now, json!([])));
+        let truth = Copy::snapshot(&ClientView::new(MAX_EDGES_CAP).snapshot(Source::L4(&map), TOTALS, now, json!([])));
         assert_eq!(copy.edges, truth.edges);
         assert_eq!(copy.nodes, truth.nodes);
     }

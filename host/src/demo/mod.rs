@@ -33,11 +33,30 @@ pub fn live_unavailable() -> Option<String> {
     None
 }
 
+/// A directory for the demo's helpers and inventory that this process
+/// made and only its user can enter: a name in the shared temp directory
+/// that someone else made first is passed over, never used (mkdtemp's
+/// rule).
+fn private_dir() -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut seed = std::process::id() as u64 ^ crate::live::wall_now().0;
+    for _ in 0..100 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let dir = base.join(format!("trawl-live-demo-{:016x}", seed));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    anyhow::bail!("cannot make a private directory in {}", base.display())
+}
+
 /// The live demo: builds the lab, starts its servers and clients, serves
 /// the live map until Ctrl-C or SIGTERM, then removes everything it made.
 pub fn run(api: Access, mut replay: ReplayOptions, capture_filter: CaptureFilter) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("trawl-live-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = private_dir()?;
     let mut lab = Lab::create(DEMO_PREFIX, 2, &workloads::demo_pods())?;
     workloads::start_servers(&mut lab, &dir)?;
     match workloads::python() {
