@@ -245,9 +245,16 @@ fn label_value(v: &str) -> String {
 struct Subscriber(SharedState);
 
 impl Subscriber {
-    fn new(state: SharedState) -> Self {
-        lock(&state).counters.subscribers += 1;
-        Subscriber(state)
+    /// A place among the subscribers, if one is free: taken when the
+    /// upgrade is answered (so the cap holds however many connect at
+    /// once), given back when the connection ends or never upgrades.
+    fn reserve(state: &SharedState) -> Option<Self> {
+        let mut st = lock(state);
+        if st.counters.subscribers >= MAX_SUBSCRIBERS {
+            return None;
+        }
+        st.counters.subscribers += 1;
+        Some(Subscriber(state.clone()))
     }
 }
 
@@ -287,8 +294,7 @@ fn text(msg: &ServerMessage) -> Message {
     Message::text(serde_json::to_string(msg).unwrap_or_default())
 }
 
-async fn subscriber(ws: WebSocket, state: SharedState) {
-    let _count = Subscriber::new(state.clone());
+async fn subscriber(ws: WebSocket, state: SharedState, _place: Subscriber) {
     let (mut tx, mut rx) = ws.split();
     let mut sub: Option<Subscription> = None;
     let mut seq: u64 = 0;
@@ -437,12 +443,12 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
                 return warp::reply::with_status("cross-origin WebSocket refused", StatusCode::FORBIDDEN)
                     .into_response();
             }
-            if lock(&s).counters.subscribers >= MAX_SUBSCRIBERS {
+            let Some(place) = Subscriber::reserve(&s) else {
                 return warp::reply::with_status("too many map subscribers", StatusCode::SERVICE_UNAVAILABLE)
                     .into_response();
-            }
+            };
             let ws = ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE);
-            let mut reply = ws.on_upgrade(move |socket| subscriber(socket, s)).into_response();
+            let mut reply = ws.on_upgrade(move |socket| subscriber(socket, s, place)).into_response();
             // A browser that offered subprotocols (the token rides in one)
             // closes a connection whose answer names none.
             if offers_ws_protocol(protocols.as_deref()) {
