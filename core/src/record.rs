@@ -57,7 +57,34 @@ pub struct PluginRef {
     pub generation: u64,
 }
 
+/// About how many bytes a JSON value holds in memory.
+fn json_size(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => 32 + s.len(),
+        serde_json::Value::Array(a) => 32 + a.iter().map(json_size).sum::<usize>(),
+        serde_json::Value::Object(o) => 32 + o.iter().map(|(k, v)| 64 + k.len() + json_size(v)).sum::<usize>(),
+        _ => 32,
+    }
+}
+
 impl L7Record {
+    /// About how many bytes this record holds in memory: what the record
+    /// log's byte budget counts.
+    pub fn approx_size(&self) -> usize {
+        let end = |e: &RecordEndpoint| {
+            e.workload.as_ref().map_or(0, |w| 96 + w.kind.len() + w.namespace.len() + w.name.len())
+        };
+        std::mem::size_of::<L7Record>()
+            + self.protocol.len()
+            + self.method.len()
+            + self.summary.len()
+            + self.plugin.name.len()
+            + self.plugin.version.len()
+            + end(&self.src)
+            + end(&self.dst)
+            + self.fields.iter().map(|(k, v)| 64 + k.len() + json_size(v)).sum::<usize>()
+    }
+
     /// The time the exchange is filed under: its request, else its response.
     pub fn ts(&self) -> Timestamp {
         self.request_ts.or(self.response_ts).unwrap_or_default()

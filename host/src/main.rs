@@ -78,6 +78,12 @@ struct WorkerArgs {
     /// Records kept after sending, so a restarted hub gets them again.
     #[arg(long, default_value_t = 100_000)]
     journal: usize,
+    /// Bytes the queued records may hold, in MiB; beyond, only their counts go.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    max_record_mib: usize,
+    /// Bytes the journal may hold, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    journal_mib: usize,
     /// Conversations whose closed flows are kept for a restarted hub.
     #[arg(long, default_value_t = 100_000)]
     max_conversations: usize,
@@ -490,6 +496,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     max_records: a.max_records,
                     journal: a.journal,
                     max_conversations: a.max_conversations,
+                    max_record_bytes: a.max_record_mib << 20,
+                    journal_bytes: a.journal_mib << 20,
                 },
                 stay: a.stay,
                 health_listen: a.health_listen,

@@ -292,6 +292,30 @@ pub enum Value {
     Map(BTreeMap<String, Value>),
 }
 
+impl Value {
+    /// About how many bytes this value holds in memory (and, within a
+    /// small factor, on the wire): what byte budgets count.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 16,
+            Value::Str(s) => 24 + s.len(),
+            Value::List(l) => 24 + l.iter().map(Value::approx_size).sum::<usize>(),
+            Value::Map(m) => 24 + m.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum::<usize>(),
+        }
+    }
+}
+
+impl Record {
+    /// About how many bytes this record holds (see [`Value::approx_size`]).
+    pub fn approx_size(&self) -> usize {
+        std::mem::size_of::<Record>()
+            + self.protocol.len()
+            + self.method.len()
+            + self.summary.len()
+            + self.fields.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum::<usize>()
+    }
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
         Value::Str(s.to_string())

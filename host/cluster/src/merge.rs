@@ -256,7 +256,7 @@ mod tests {
 
     /// Sends the outbox to the hub the way `Link::flush` does.
     fn flush(out: &mut Outbox, hub: &mut Merger, st: &mut GraphState) {
-        let batch = out.batch(100);
+        let batch = out.batch(100, usize::MAX);
         hub.flows("n", "e", &batch.flows, st);
         hub.closed("n", "e", &batch.closed, st);
         hub.records("n", "e", batch.records.clone(), st);
@@ -349,7 +349,7 @@ mod tests {
         let (mut hub, mut st) = (Merger::default(), state());
         let mut out = Outbox::default();
         out.add_delta(&delta(1000, 1, 100, true));
-        let batch = out.batch(10);
+        let batch = out.batch(10, usize::MAX);
         hub.flows("n", "e", &batch.flows, &mut st);
         // The connection broke before the worker knew it was sent.
         hub.flows("n", "e", &batch.flows, &mut st);
@@ -372,7 +372,7 @@ mod tests {
         // Another epoch (a live worker restarted) numbers from 0 again.
         let mut again = Outbox::default();
         again.add_record(record(0));
-        let batch = again.batch(10);
+        let batch = again.batch(10, usize::MAX);
         hub.records("n", "e2", batch.records, &mut st);
         assert_eq!(l7_totals(&st).0, 3);
     }

@@ -44,13 +44,23 @@ pub struct OutboxLimits {
     pub max_records: usize,
     /// Records kept after sending, for a hub that restarts.
     pub journal: usize,
+    /// Bytes the queued records may hold; beyond, only their counts go.
+    pub max_record_bytes: usize,
+    /// Bytes the journal may hold.
+    pub journal_bytes: usize,
     /// Conversations whose closed flows are kept for a hub that restarts.
     pub max_conversations: usize,
 }
 
 impl Default for OutboxLimits {
     fn default() -> Self {
-        OutboxLimits { max_records: 100_000, journal: 100_000, max_conversations: 100_000 }
+        OutboxLimits {
+            max_records: 100_000,
+            journal: 100_000,
+            max_conversations: 100_000,
+            max_record_bytes: 64 << 20,
+            journal_bytes: 64 << 20,
+        }
     }
 }
 
@@ -92,6 +102,17 @@ pub struct Outbox {
     pub journal_evicted: u64,
     /// The next record's number (see [`WireRecord::seq`]).
     next_seq: u64,
+    /// Bytes held by `records` and by `journal` (approximate).
+    queued_bytes: usize,
+    journal_held: usize,
+}
+
+/// A record bigger than this is never queued whole (it could not share a
+/// frame with others): its counts go instead.
+pub const MAX_RECORD_SIZE: usize = 1 << 20;
+
+fn size(r: &WireRecord) -> usize {
+    r.record.approx_size() + r.plugin.len() + r.plugin_version.len() + 64
 }
 
 /// What one flush sends.
@@ -136,7 +157,12 @@ impl Outbox {
     pub fn add_record(&mut self, h: HostRecord) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        if self.records.len() < self.limits.max_records {
+        let bytes = h.record.approx_size() + h.plugin.len() + h.plugin_version.len() + 64;
+        if self.records.len() < self.limits.max_records
+            && self.queued_bytes + bytes <= self.limits.max_record_bytes
+            && bytes <= MAX_RECORD_SIZE
+        {
+            self.queued_bytes += bytes;
             self.records.push_back(WireRecord::new(h, seq));
             return;
         }
@@ -165,14 +191,29 @@ impl Outbox {
         for r in self.journal.drain(..).rev() {
             self.records.push_front(r);
         }
+        self.queued_bytes += std::mem::take(&mut self.journal_held);
     }
 
-    /// What is due, at most `max_records` records of it.
-    pub fn batch(&self, max_records: usize) -> Batch {
+    /// What is due: at most `max_records` records of it, and of those no
+    /// more than fit in `max_bytes` (at least one), so a batch of records
+    /// always fits in a frame.
+    pub fn batch(&self, max_records: usize, max_bytes: usize) -> Batch {
+        let mut bytes = 0;
+        let records = self
+            .records
+            .iter()
+            .take(max_records)
+            .take_while(|r| {
+                let first = bytes == 0;
+                bytes += size(r);
+                first || bytes <= max_bytes
+            })
+            .cloned()
+            .collect();
         Batch {
             flows: self.dirty.iter().filter_map(|k| self.totals.get(k).cloned()).collect(),
             closed: self.conversations_dirty.iter().filter_map(|k| self.conversations.get(k).cloned()).collect(),
-            records: self.records.iter().take(max_records).cloned().collect(),
+            records,
             unsampled: self.unsampled_dirty.iter().filter_map(|k| self.unsampled.get(k).cloned()).collect(),
         }
     }
@@ -194,9 +235,15 @@ impl Outbox {
             fold(self.conversations.entry(conv).or_insert_with(|| empty_conversation(conv)), &t);
         }
         let n = batch.records.len().min(self.records.len());
-        self.journal.extend(self.records.drain(..n));
-        while self.journal.len() > self.limits.journal {
-            self.journal.pop_front();
+        for r in self.records.drain(..n) {
+            let bytes = size(&r);
+            self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+            self.journal_held += bytes;
+            self.journal.push_back(r);
+        }
+        while self.journal.len() > self.limits.journal || self.journal_held > self.limits.journal_bytes {
+            let Some(r) = self.journal.pop_front() else { break };
+            self.journal_held = self.journal_held.saturating_sub(size(&r));
             self.journal_evicted += 1;
         }
     }
@@ -205,6 +252,47 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trawl_core::engine::ConnInfo;
+    use trawl_sdk::abi::Record;
+
+    fn record(summary_len: usize) -> HostRecord {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        HostRecord {
+            conn: ConnInfo {
+                id: 1,
+                l4: L4Proto::Tcp,
+                client: Endpoint { ip: ip("10.0.0.1"), port: 1000 },
+                server: Endpoint { ip: ip("10.0.0.2"), port: 80 },
+            },
+            plugin: "http".into(),
+            plugin_version: "1".into(),
+            generation: 0,
+            record: Record { summary: "x".repeat(summary_len), request_size: 10, ..Record::default() },
+        }
+    }
+
+    /// Queue and journal are bounded in bytes as well as in count, a batch
+    /// fits its byte budget, and what does not fit is counted, not lost.
+    #[test]
+    fn records_are_bounded_in_bytes_and_batches_fit_a_frame() {
+        let limits = OutboxLimits { max_record_bytes: 1 << 20, journal_bytes: 1 << 20, ..Default::default() };
+        let mut out = Outbox::new(limits);
+        for _ in 0..100 {
+            out.add_record(record(64 * 1024));
+        }
+        assert!(out.records.len() < 20, "{} records queued", out.records.len());
+        assert_eq!(out.records.len() as u64 + out.records_unsampled, 100, "the rest are counted");
+        out.add_record(record(2 << 20));
+        assert_eq!(out.records_unsampled + out.records.len() as u64, 101, "a record over 1 MiB is counted");
+        let batch = out.batch(5_000, 256 * 1024);
+        assert!((1..=4).contains(&batch.records.len()), "{}", batch.records.len());
+        out.sent(&batch);
+        for _ in 0..10 {
+            let b = out.batch(5_000, 256 * 1024);
+            out.sent(&b);
+        }
+        assert!(out.journal.iter().map(size).sum::<usize>() <= 1 << 20);
+    }
     use trawl_core::Timestamp;
     use trawl_core::flow::{DirCounters, Endpoint};
 
@@ -229,23 +317,26 @@ mod tests {
         out.add_delta(&delta(1000, 1, 100, true));
         out.add_delta(&delta(1001, 5, 50, true));
         out.add_delta(&delta(1002, 9, 7, false));
-        let batch = out.batch(10);
+        let batch = out.batch(10, usize::MAX);
         assert_eq!(batch.flows.len(), 3, "closed flows go once with their final totals");
         out.sent(&batch);
         assert_eq!(out.totals.len(), 1, "only the open flow is kept whole");
         let conv = out.conversations.values().next().unwrap();
         assert_eq!((conv.flows, conv.to_server[1], conv.first_ts), (2, 150, 1));
-        assert!(out.batch(10).flows.is_empty() && out.batch(10).closed.is_empty(), "nothing new is due");
+        assert!(
+            out.batch(10, usize::MAX).flows.is_empty() && out.batch(10, usize::MAX).closed.is_empty(),
+            "nothing new is due"
+        );
 
         out.resend_all();
-        let again = out.batch(10);
+        let again = out.batch(10, usize::MAX);
         assert_eq!((again.flows.len(), again.closed.len()), (1, 1));
 
         // A conversation over the bound is counted, not kept.
         let mut other = delta(1003, 11, 1, true);
         other.server.port = 443;
         out.add_delta(&other);
-        out.sent(&out.batch(10));
+        out.sent(&out.batch(10, usize::MAX));
         assert_eq!((out.conversations.len(), out.conversations_dropped), (1, 1));
     }
 }

@@ -255,7 +255,8 @@ impl Link {
             }
         }
         let Some(stream) = self.stream.as_mut() else { return Ok(false) };
-        let batch: Batch = out.batch(5_000);
+        // Records go in batches that fit a frame with room to spare.
+        let batch: Batch = out.batch(5_000, super::proto::MAX_FRAME / 2);
         status.counters.open_flows = out.totals.len() as u64;
         status.counters.conversations = out.conversations.len() as u64;
         status.counters.records_queued = out.records.len() as u64;

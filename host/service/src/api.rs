@@ -163,6 +163,11 @@ pub fn metrics_text(state: &SharedState) -> String {
     counter("plugin_faults_total", "Plugin traps, timeouts, memory and output faults.", c.plugin_faults);
     counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);
     counter("ring_drops_total", "Packets the live payload rings dropped because they were full.", ring_drops);
+    counter(
+        "records_log_evicted_total",
+        "Records that left the record log for its count or byte budget (counted in the maps; a filter set later sees fewer).",
+        c.records_log_evicted,
+    );
     out.push_str(&format!(
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
         c.subscribers

@@ -32,6 +32,9 @@ pub use subscription::{MapType, Mode, Subscription, SubscriptionSpec};
 
 /// L7 records kept for subscriptions that start (or change filter) later.
 pub const DEFAULT_RECORD_LOG: usize = 200_000;
+/// Bytes those records may hold: small requests fill the count, large
+/// ones this (200k records of 5.7 KB each held 1.1 GiB).
+pub const DEFAULT_RECORD_LOG_BYTES: usize = 128 << 20;
 
 const GROUPINGS: [GroupBy; 3] = [GroupBy::Pod, GroupBy::Namespace, GroupBy::Node];
 
@@ -157,6 +160,9 @@ pub struct Counters {
     pub replay_loops: u64,
     /// Live payload capture: packets the AF_PACKET rings dropped (full).
     pub ring_drops: u64,
+    /// Records that left the log for its count or byte budget (their
+    /// counts stay in the maps).
+    pub records_log_evicted: u64,
 }
 
 /// Everything subscribers read, behind one lock.
@@ -168,9 +174,12 @@ pub struct GraphState {
     l4: Vec<L4Map>,
     l7: Vec<L7Map>,
     /// Recent records, oldest first; `first_seq` numbers the front one.
-    records: VecDeque<Arc<L7Record>>,
+    records: VecDeque<(Arc<L7Record>, usize)>,
     first_seq: u64,
     record_log: usize,
+    record_log_bytes: usize,
+    /// Bytes the record log holds now.
+    records_held: usize,
     legend: Vec<LegendEntry>,
     plugins: Vec<PluginStatus>,
     counters: Counters,
@@ -269,6 +278,8 @@ impl GraphState {
             records: VecDeque::new(),
             first_seq: 0,
             record_log: DEFAULT_RECORD_LOG,
+            record_log_bytes: DEFAULT_RECORD_LOG_BYTES,
+            records_held: 0,
             legend: Vec::new(),
             plugins: Vec::new(),
             counters: Counters::default(),
@@ -328,10 +339,16 @@ impl GraphState {
             m.apply(&r, src, dst);
         }
         self.now = self.now.max(r.ts());
-        self.records.push_back(Arc::new(r));
-        if self.records.len() > self.record_log {
-            self.records.pop_front();
+        let bytes = r.approx_size();
+        self.records_held += bytes;
+        self.records.push_back((Arc::new(r), bytes));
+        // Counts are in the maps already: leaving the log only means a
+        // subscription that starts later folds fewer records in.
+        while self.records.len() > self.record_log || self.records_held > self.record_log_bytes {
+            let Some((_, b)) = self.records.pop_front() else { break };
+            self.records_held -= b;
             self.first_seq += 1;
+            self.counters.records_log_evicted += 1;
         }
     }
 
@@ -374,7 +391,7 @@ impl GraphState {
     pub fn records_since(&self, seq: u64) -> (u64, impl Iterator<Item = &Arc<L7Record>>) {
         let start = seq.max(self.first_seq);
         let skip = (start - self.first_seq) as usize;
-        (start, self.records.iter().skip(skip))
+        (start, self.records.iter().skip(skip).map(|(r, _)| r))
     }
 }
 
@@ -496,6 +513,40 @@ mod tests {
         assert_eq!(graph.pending_len(), 0);
         graph.update(|st| st.counters.records += 1);
         assert_eq!((graph.pending_len(), lock(&graph).counters.records), (0, 4), "a free state is updated at once");
+    }
+
+    /// The record log holds at most its byte budget, however few records
+    /// that is, and says how many it let go; the maps keep every count.
+    #[test]
+    fn the_record_log_is_bounded_in_bytes() {
+        use trawl_core::engine::ConnInfo;
+        use trawl_core::{Endpoint, L4Proto};
+        let identity = Arc::new(Identity::new());
+        let mut st = GraphState::new(identity.clone(), CaptureFilter::default(), 10);
+        st.record_log_bytes = 1 << 20;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        for i in 0..100u64 {
+            let mut record = trawl_sdk::abi::Record { summary: "x".repeat(60 * 1024), ..Default::default() };
+            record.request_ts = Some(1_000 + i);
+            let h = trawl_runtime::HostRecord {
+                conn: ConnInfo {
+                    id: i,
+                    l4: L4Proto::Tcp,
+                    client: Endpoint { ip: ip("10.0.0.1"), port: 1000 },
+                    server: Endpoint { ip: ip("10.0.0.2"), port: 80 },
+                },
+                plugin: "http".into(),
+                plugin_version: "1".into(),
+                generation: 0,
+                record,
+            };
+            let (r, src, dst) = trawl_runtime::records::to_l7(h, &identity);
+            st.add_record(r, &src, &dst);
+        }
+        assert!(st.records_held <= 1 << 20, "{} bytes held", st.records_held);
+        assert!(st.records.len() < 20 && !st.records.is_empty(), "{} records", st.records.len());
+        assert_eq!(st.counters.records_log_evicted as usize + st.records.len(), 100);
+        assert_eq!(st.counters.records, 100, "every record counted");
     }
 
     #[test]
