@@ -252,23 +252,13 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trawl_core::engine::ConnInfo;
     use trawl_sdk::abi::Record;
 
     fn record(summary_len: usize) -> HostRecord {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        HostRecord {
-            conn: ConnInfo {
-                id: 1,
-                l4: L4Proto::Tcp,
-                client: Endpoint { ip: ip("10.0.0.1"), port: 1000 },
-                server: Endpoint { ip: ip("10.0.0.2"), port: 80 },
-            },
-            plugin: "http".into(),
-            plugin_version: "1".into(),
-            generation: 0,
-            record: Record { summary: "x".repeat(summary_len), request_size: 10, ..Record::default() },
-        }
+        let record = Record { summary: "x".repeat(summary_len), request_size: 10, ..Record::default() };
+        let (client, server) = (Endpoint { ip: ip("10.0.0.1"), port: 1000 }, Endpoint { ip: ip("10.0.0.2"), port: 80 });
+        HostRecord::tcp(client, server, "http", "1", record)
     }
 
     /// Queue and journal are bounded in bytes as well as in count, a batch

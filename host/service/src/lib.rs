@@ -519,8 +519,7 @@ mod tests {
     /// that is, and says how many it let go; the maps keep every count.
     #[test]
     fn the_record_log_is_bounded_in_bytes() {
-        use trawl_core::engine::ConnInfo;
-        use trawl_core::{Endpoint, L4Proto};
+        use trawl_core::Endpoint;
         let identity = Arc::new(Identity::new());
         let mut st = GraphState::new(identity.clone(), CaptureFilter::default(), 10);
         st.record_log_bytes = 1 << 20;
@@ -528,18 +527,9 @@ mod tests {
         for i in 0..100u64 {
             let mut record = trawl_sdk::abi::Record { summary: "x".repeat(60 * 1024), ..Default::default() };
             record.request_ts = Some(1_000 + i);
-            let h = trawl_runtime::HostRecord {
-                conn: ConnInfo {
-                    id: i,
-                    l4: L4Proto::Tcp,
-                    client: Endpoint { ip: ip("10.0.0.1"), port: 1000 },
-                    server: Endpoint { ip: ip("10.0.0.2"), port: 80 },
-                },
-                plugin: "http".into(),
-                plugin_version: "1".into(),
-                generation: 0,
-                record,
-            };
+            let (client, server) =
+                (Endpoint { ip: ip("10.0.0.1"), port: 1000 }, Endpoint { ip: ip("10.0.0.2"), port: 80 });
+            let h = trawl_runtime::HostRecord::tcp(client, server, "http", "1", record);
             let (r, src, dst) = trawl_runtime::records::to_l7(h, &identity);
             st.add_record(r, &src, &dst);
         }

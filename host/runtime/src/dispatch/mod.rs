@@ -64,6 +64,18 @@ pub struct HostRecord {
 }
 
 impl HostRecord {
+    /// A record of a TCP connection from `client` to `server`, as plugin
+    /// `plugin` (version `version`, first generation) reported it.
+    pub fn tcp(client: Endpoint, server: Endpoint, plugin: &str, version: &str, record: Record) -> Self {
+        HostRecord {
+            conn: ConnInfo { id: 0, l4: L4Proto::Tcp, client, server },
+            plugin: plugin.into(),
+            plugin_version: version.into(),
+            generation: 0,
+            record,
+        }
+    }
+
     /// Who sent the request, and to whom: the plugin says which way the
     /// request went (a DNS flow seen only from its answer, say).
     pub fn src_dst(&self) -> (Endpoint, Endpoint) {
