@@ -48,9 +48,12 @@ struct Interface {
     offset_secs: u64,
 }
 
+/// Where a capture's bytes come from: a file, or memory (fuzzing, tests).
+type Source = Box<dyn Read + Send>;
+
 enum Format {
-    Pcap { reader: PcapReader<BufReader<File>>, link: LinkType, nanos: bool },
-    PcapNg { reader: PcapNgReader<BufReader<File>>, interfaces: Vec<Interface> },
+    Pcap { reader: PcapReader<BufReader<Source>>, link: LinkType, nanos: bool },
+    PcapNg { reader: PcapNgReader<BufReader<Source>>, interfaces: Vec<Interface> },
 }
 
 /// A capture file, read frame by frame.
@@ -94,7 +97,20 @@ impl CaptureFile {
             return Err(not_capture());
         }
         let file = File::open(&path).map_err(open_err)?;
-        let reader = BufReader::with_capacity(1 << 16, file);
+        Self::with_source(path, magic, Box::new(file))
+    }
+
+    /// A capture held in memory, `name` standing for its path in errors.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self, CaptureError> {
+        let path = PathBuf::from(name);
+        let Some(magic) = bytes.first_chunk::<4>().copied() else {
+            return Err(CaptureError::NotACapture { path, magic: "fewer than 4 bytes".into() });
+        };
+        Self::with_source(path, magic, Box::new(std::io::Cursor::new(bytes)))
+    }
+
+    fn with_source(path: PathBuf, magic: [u8; 4], source: Source) -> Result<Self, CaptureError> {
+        let reader = BufReader::with_capacity(1 << 16, source);
         let header_err = |e: PcapError| match e {
             PcapError::IncompleteBuffer | PcapError::IoError(_) => CaptureError::Truncated {
                 path: path.clone(),
@@ -111,7 +127,8 @@ impl CaptureFile {
         } else if magic == PCAPNG_MAGIC {
             Format::PcapNg { reader: PcapNgReader::new(reader).map_err(header_err)?, interfaces: Vec::new() }
         } else {
-            return Err(not_capture());
+            let magic = magic.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+            return Err(CaptureError::NotACapture { path, magic });
         };
         Ok(CaptureFile { path, format, frames: 0, last_ts: Timestamp::ZERO })
     }
