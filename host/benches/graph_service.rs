@@ -132,6 +132,11 @@ fn ingest_under_a_reader(c: &mut Criterion) {
             while !stop.load(Ordering::Relaxed) {
                 black_box(sub.stream_delta(&lock(&graph), CHANGE_BUDGET));
                 reads += 1;
+                // A moment between ticks (real subscribers tick every 200
+                // ms): without it, a reader that takes the lock again at
+                // once can starve `lock_then_write` for good, as it did a
+                // debug build on a busy CI box.
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             reads
         })
