@@ -147,16 +147,19 @@ impl Policy {
 
     /// Whether header `name`'s value is secret.
     pub fn secret_header(&self, name: &str) -> bool {
-        if self.level == Level::Off || name.starts_with(':') {
+        let mut buf = [0u8; 64];
+        self.secret_lower(&lowered(name, &mut buf))
+    }
+
+    /// [`Self::secret_header`] of a name already in lower case.
+    fn secret_lower(&self, lower: &str) -> bool {
+        if self.level == Level::Off || lower.starts_with(':') {
             return false;
         }
-        let lower = name.to_ascii_lowercase();
-        SECRET_HEADERS.contains(&lower.as_str())
+        SECRET_HEADERS.contains(&lower)
             || SECRET_WORDS.iter().any(|w| lower.contains(w))
-            || self.headers.contains(&lower)
-            || (self.level == Level::Strict
-                && !STRICT_KEEP.contains(&lower.as_str())
-                && !URL_HEADERS.contains(&lower.as_str()))
+            || self.headers.iter().any(|h| h == lower)
+            || (self.level == Level::Strict && !STRICT_KEEP.contains(&lower) && !URL_HEADERS.contains(&lower))
     }
 
     /// The value of header `name` as records may show it: cookie names and
@@ -166,8 +169,10 @@ impl Policy {
         if self.level == Level::Off {
             return Cow::Borrowed(value);
         }
-        let lower = name.to_ascii_lowercase();
-        if URL_HEADERS.contains(&lower.as_str()) {
+        let mut buf = [0u8; 64];
+        let lower = lowered(name, &mut buf);
+        let lower: &str = &lower;
+        if URL_HEADERS.contains(&lower) {
             return self.target(value);
         }
         if lower == "sec-websocket-protocol" {
@@ -175,10 +180,10 @@ impl Policy {
             // UI, Kubernetes' `base64url.bearer.authorization.k8s.io.…`).
             return self.subprotocols(value);
         }
-        if !self.secret_header(name) {
+        if !self.secret_lower(lower) {
             return Cow::Borrowed(value);
         }
-        Cow::Owned(match lower.as_str() {
+        Cow::Owned(match lower {
             "cookie" => cookie_names(value, "; "),
             "set-cookie" => {
                 // `name=value; Path=/; HttpOnly`: the attributes are not secret.
@@ -352,6 +357,23 @@ impl Policy {
                 }
             }
         }
+    }
+}
+
+/// `name` in ASCII lower case: in `buf` when it fits (header names
+/// nearly always do, so checking a header allocates nothing).
+fn lowered<'a>(name: &'a str, buf: &'a mut [u8; 64]) -> Cow<'a, str> {
+    if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Cow::Borrowed(name);
+    }
+    match buf.get_mut(..name.len()) {
+        Some(out) => {
+            out.copy_from_slice(name.as_bytes());
+            out.make_ascii_lowercase();
+            // ASCII case changes keep UTF-8 valid.
+            Cow::Borrowed(std::str::from_utf8(out).unwrap_or(name))
+        }
+        None => Cow::Owned(name.to_ascii_lowercase()),
     }
 }
 

@@ -10,20 +10,11 @@
 //! After the handshake the node is fixed for the connection: frames carry
 //! no node of their own, so a worker cannot send for another one.
 
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.ct_eq(b).into()
-}
+use trawl_service::auth::{digest, equal};
 
 /// Why a worker is not let in.
 #[derive(Debug, Clone, PartialEq, Eq)]

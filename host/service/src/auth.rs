@@ -85,11 +85,14 @@ pub struct Access {
     open_network: bool,
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// A secret as it is kept and compared: its SHA-256 digest, so that
+/// comparing leaks neither its bytes nor its length.
+pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+/// Whether two digests are equal, in constant time.
+pub fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.ct_eq(b).into()
 }
 

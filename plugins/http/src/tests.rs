@@ -120,13 +120,19 @@ fn other_upgrades_hand_over() {
     assert_eq!(d.upgrades, ["websocket"]);
 }
 
+/// The h2c client preface, an empty SETTINGS, and HEADERS on stream 1:
+/// GET /index.html http (static 2, 5, 6), END_STREAM|END_HEADERS.
+fn preface_and_get() -> Vec<u8> {
+    let mut c2s = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    c2s.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    c2s.extend_from_slice(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x85, 0x86]);
+    c2s
+}
+
 #[test]
 fn prior_knowledge_h2c_streams() {
     let mut d = new_driver();
-    let mut c2s = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    c2s.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    // HEADERS stream 1: GET /index.html http (static 2, 5, 6), END_STREAM|END_HEADERS.
-    c2s.extend_from_slice(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x85, 0x86]);
+    let mut c2s = preface_and_get();
     // HEADERS stream 3: POST / (static 3, 4), END_HEADERS; DATA with END_STREAM.
     c2s.extend_from_slice(&[0, 0, 2, 1, 4, 0, 0, 0, 3, 0x83, 0x84, 0, 0, 2, 0, 1, 0, 0, 0, 3, b'h', b'i']);
     d.bytewise(Dir::ToServer, &c2s);
@@ -248,9 +254,7 @@ fn large_bodies_are_skipped_not_copied() {
 #[test]
 fn h2_data_frames_are_skipped_not_copied() {
     let mut d = new_driver();
-    let mut c2s = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    c2s.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    c2s.extend_from_slice(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x85, 0x86]);
+    let c2s = preface_and_get();
     d.send(Dir::ToServer, &c2s);
     // :status 200, then 4 DATA frames of 16 KiB, the last one padded (8
     // bytes) and ending the stream.
