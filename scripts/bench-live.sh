@@ -17,56 +17,17 @@ cd "$(dirname "$0")/.."
 . scripts/wire/nginx.sh
 N="${1:-100000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/trawl-target}"
-[ "$(id -u)" = 0 ] || { echo "bench-live: needs root" >&2; exit 1; }
-for pair in h2load:nghttp2-client nginx:nginx-light redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3; do
-    command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair##*:}" >/dev/null; }
-done
-cargo build --release -q -p trawl-host
-TRAWL="$CARGO_TARGET_DIR/release/trawl"
+. scripts/wire/lab.sh
+lab_prepare bench-live h2load:nghttp2-client nginx:nginx-light redis-server:redis-server redis-benchmark:redis-tools iperf3:iperf3
 
 P=tlb BR=tlbbr0 SRV=tlb-srv CLI=tlb-cli SIP=10.79.0.2 CIP=10.79.0.3
 WORK="$(mktemp -d /var/tmp/trawl-live.XXXXXX)"
-PIDS=()
-teardown() {
-    for ns in "$SRV" "$CLI"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-    sleep 0.2
-    ip netns del "$SRV" 2>/dev/null || true
-    ip netns del "$CLI" 2>/dev/null || true
-    ip link del "$BR" 2>/dev/null || true
-}
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.5
-    teardown
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-teardown
-ip link add "$BR" type bridge
-ip link set "$BR" up
-for pod in "$SRV:$SIP:0" "$CLI:$CIP:1"; do
-    IFS=: read -r ns ip i <<<"$pod"
-    ip netns add "$ns"
-    ip link add "${P}v$i" type veth peer name eth0 netns "$ns"
-    ip link set "${P}v$i" master "$BR" mtu 1500 up
-    ip -n "$ns" addr add "$ip/24" dev eth0
-    ip -n "$ns" link set eth0 mtu 1500 up
-    ip -n "$ns" link set lo up
-done
-cat >"$WORK/inventory.json" <<JSON
-{"kind": "List", "apiVersion": "v1", "items": [
- {"kind": "Pod", "metadata": {"name": "web", "namespace": "bench", "creationTimestamp": "2020-01-01T00:00:00Z"},
-  "spec": {"nodeName": "node-a", "containers": []}, "status": {"phase": "Running", "podIP": "$SIP"}},
- {"kind": "Pod", "metadata": {"name": "load", "namespace": "bench", "creationTimestamp": "2020-01-01T00:00:00Z"},
-  "spec": {"nodeName": "node-a", "containers": []}, "status": {"phase": "Running", "podIP": "$CIP"}}]}
-JSON
+trap lab_cleanup EXIT
+lab_up bench
 mkdir -p "$WORK/www"
 python3 -c 'import json; print(json.dumps([{"id": i, "name": f"item-{i}", "price": i * 1.5} for i in range(12)]))' >"$WORK/www/small.json"
 {
-    nginx_conf_head "$WORK"
-    echo "http {"
-    echo "    access_log off;"
-    nginx_temp_paths "$WORK"
+    nginx_http_head "$WORK"
     cat <<NGINX
     keepalive_requests 1000000;
     server { listen $SIP:80; listen $SIP:8080 http2; root $WORK/www; }
@@ -76,9 +37,7 @@ NGINX
 ip netns exec "$SRV" nginx -c "$WORK/nginx.conf" >/dev/null 2>&1 & PIDS+=($!)
 ip netns exec "$SRV" redis-server --bind "$SIP" --port 6379 --protected-mode no --save "" --appendonly no >/dev/null 2>&1 & PIDS+=($!)
 ip netns exec "$SRV" iperf3 -s -B "$SIP" >/dev/null 2>&1 & PIDS+=($!)
-for port in 80 6379 5201; do
-    for _ in $(seq 100); do ip netns exec "$CLI" bash -c "exec 3<>/dev/tcp/$SIP/$port" 2>/dev/null && break; sleep 0.1; done
-done
+for port in 80 6379 5201; do wait_port "$port"; done
 
 TRAWL_PID=""
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -402,3 +402,71 @@ fn a_plugin_from_a_directory_is_a_kfl2_flag_by_its_name() {
     let entry = plugins.as_array().unwrap().iter().find(|p| p["name"] == "memo").cloned().unwrap_or_default();
     assert_eq!((entry["state"].as_str(), entry["abbreviation"].as_str()), (Some("active"), Some("MEMO")), "{plugins}");
 }
+
+/// `curl -X POST` with an optional bearer token; the HTTP status.
+fn post(port: u16, path: &str, token: Option<&str>) -> u16 {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = c.arg(format!("http://127.0.0.1:{port}{path}")).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap()
+}
+
+/// A plugin quarantined for trapping comes back when an operator resets
+/// it (admin token only): on probation, so its next trap sends it straight
+/// back, which its status then says.
+#[test]
+fn an_operator_takes_a_quarantined_plugin_back() {
+    let dir = support::scratch("reset");
+    std::fs::write(dir.join("bad-trap.wasm"), module("bad-trap", 1, MATCH, "(unreachable)")).unwrap();
+    let dir = dir.display().to_string();
+    let (_serve, port) = support::serve_demo(&[
+        "--speed",
+        "max",
+        "--loop",
+        "--plugins",
+        &dir,
+        "--api-token",
+        "reader",
+        "--admin-token",
+        "admin",
+    ]);
+    let plugin = || -> Value {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "-H", "Authorization: Bearer reader", &format!("http://127.0.0.1:{port}/api/plugins")])
+            .output()
+            .unwrap();
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        list.as_array().and_then(|l| l.iter().find(|p| p["name"] == "bad-trap").cloned()).unwrap_or(Value::Null)
+    };
+    support::wait_for("the plugin quarantined", || plugin()["state"] == "quarantined");
+    let before = plugin();
+    assert!(before["reason"].as_str().unwrap_or_default().contains("trying again in"), "{before}");
+    assert_eq!(post(port, "/api/plugins/bad-trap/reset", None), 401);
+    assert_eq!(post(port, "/api/plugins/bad-trap/reset", Some("reader")), 403);
+    assert_eq!(post(port, "/api/plugins/no-such-plugin/reset", Some("admin")), 404);
+    assert_eq!(post(port, "/api/plugins/bad-trap/reset", Some("admin")), 202);
+    support::wait_for("the reset plugin to fault on probation", || {
+        plugin()["reason"].as_str().is_some_and(|r| r.contains("probation"))
+    });
+    let after = plugin();
+    assert!(after["faults"].as_u64() > before["faults"].as_u64(), "it ran again: {after}");
+}
+
+/// A module over the size limit is refused before it is read whole or
+/// compiled, and says why; the run goes on without it.
+#[test]
+fn an_oversized_module_is_refused_unread() {
+    let dir = support::scratch("oversized");
+    let mut huge = b"\0asm\x01\0\0\0".to_vec();
+    huge.resize(17 << 20, 0);
+    std::fs::write(dir.join("huge.wasm"), &huge).unwrap();
+    let capture = support::project_root().join("examples/demo/demo.pcap");
+    let run = replay(&capture, Some(&dir), &dir.join("status.json"));
+    let huge = run.status.iter().find(|s| s["name"] == "huge").unwrap_or_else(|| panic!("{:?}", run.status));
+    assert_eq!(huge["state"], "rejected", "{huge}");
+    assert!(huge["reason"].as_str().unwrap_or_default().contains("module limit"), "{huge}");
+    assert!(!run.records.is_empty(), "the embedded plugins still ran");
+}

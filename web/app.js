@@ -10,6 +10,7 @@ import { GraphView, L4_COLORS, edgeProtocol } from './graph-view.js';
 import { Legend } from './legend.js';
 import { renderDetails } from './details.js';
 import { PluginsView } from './plugins.js';
+import { LossWatch } from './losses.js';
 import { escapeHtml, fmtCount } from './format.js';
 import { ensureAccess, wsProtocols } from './auth.js';
 
@@ -621,4 +622,5 @@ showTab(state.tab);
 writeUrl();
 updateUi();
 plugins.load();
+new LossWatch($t('loss-warning')).start();
 conn.connect();

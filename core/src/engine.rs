@@ -26,6 +26,8 @@ pub struct EngineStats {
     /// Fragments counted into their flow.
     pub fragments: u64,
     pub truncated_payloads: u64,
+    /// Bytes all connections' reassemblers hold now, waiting for holes.
+    pub reassembly_held_bytes: u64,
     pub flow_table: FlowTableStats,
     pub reassembly: ReassemblyStats,
 }
@@ -83,6 +85,10 @@ pub struct EngineConfig {
     pub tick_nanos: u64,
     /// Fragment datagrams remembered while waiting for their other fragments.
     pub max_fragment_datagrams: usize,
+    /// Bytes all connections together may hold waiting for holes to fill;
+    /// beyond it, the connection that crossed it gives up its holes (they
+    /// become gaps, counted in `reassembly.budget_releases`).
+    pub max_reassembly_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +98,7 @@ impl Default for EngineConfig {
             reassembly: ReassemblyConfig::default(),
             tick_nanos: NANOS_PER_SEC,
             max_fragment_datagrams: 4096,
+            max_reassembly_bytes: 32 << 20,
         }
     }
 }
@@ -110,6 +117,8 @@ pub struct Engine<S: StreamSink = NoStreams> {
     now: Timestamp,
     next_tick: Option<Timestamp>,
     deltas: Vec<FlowDelta>,
+    /// Bytes held by every reassembler, against `max_reassembly_bytes`.
+    reassembly_held: usize,
 }
 
 impl Engine<NoStreams> {
@@ -132,12 +141,14 @@ impl<S: StreamSink> Engine<S> {
             now: Timestamp::ZERO,
             next_tick: None,
             deltas: Vec::new(),
+            reassembly_held: 0,
         }
     }
 
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats;
         s.flow_table = self.table.stats();
+        s.reassembly_held_bytes = self.reassembly_held as u64;
         s
     }
 
@@ -289,13 +300,25 @@ impl<S: StreamSink> Engine<S> {
                     rst: tcp.flags.rst(),
                     payload: if p.payload_truncated() { &[] } else { p.payload },
                 };
+                let peer_dir = match dir {
+                    Direction::ToServer => Direction::ToClient,
+                    Direction::ToClient => Direction::ToServer,
+                };
+                let held_before = dirs[0].buffered_bytes() + dirs[1].buffered_bytes();
                 dirs[own].segment(seg, &mut |ev| sink.on_stream(&info, dir, ts, ev));
                 if tcp.flags.ack() {
-                    let peer_dir = match dir {
-                        Direction::ToServer => Direction::ToClient,
-                        Direction::ToClient => Direction::ToServer,
-                    };
                     dirs[peer].peer_ack(tcp.ack, &mut |ev| sink.on_stream(&info, peer_dir, ts, ev));
+                }
+                let held_after = dirs[0].buffered_bytes() + dirs[1].buffered_bytes();
+                self.reassembly_held = (self.reassembly_held + held_after).saturating_sub(held_before);
+                // Only this connection grew the total, so its giving up its
+                // holes brings the total back under the budget.
+                if self.reassembly_held > self.config.max_reassembly_bytes {
+                    dirs[own].release(&mut |ev| sink.on_stream(&info, dir, ts, ev));
+                    dirs[peer].release(&mut |ev| sink.on_stream(&info, peer_dir, ts, ev));
+                    self.stats.reassembly.budget_releases += 1;
+                    self.reassembly_held = self.reassembly_held.saturating_sub(held_after);
+                    tracing::trace!(conn = info.id, held = held_after, "reassembly budget: holes given up");
                 }
             }
             _ => sink.on_datagram(&info, hit.dir, ts, p.payload),
@@ -320,6 +343,8 @@ impl<S: StreamSink> Engine<S> {
         let info = conn.info;
         let ts = self.now;
         if let Some(dirs) = conn.tcp.as_mut() {
+            let held = dirs[0].buffered_bytes() + dirs[1].buffered_bytes();
+            self.reassembly_held = self.reassembly_held.saturating_sub(held);
             let sink = &mut self.sink;
             for (i, dir) in [Direction::ToServer, Direction::ToClient].into_iter().enumerate() {
                 dirs[i].flush(&mut |ev| sink.on_stream(&info, dir, ts, ev));
@@ -358,3 +383,7 @@ impl<S: StreamSink> Engine<S> {
         self.table.collect_deltas(&mut self.deltas);
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -52,6 +52,9 @@ pub struct ReassemblyStats {
     pub out_of_window_segments: u64,
     /// Bytes after the FIN.
     pub after_fin_bytes: u64,
+    /// Times this direction gave up waiting for its holes because the
+    /// engine's reassembly budget (across all connections) ran out.
+    pub budget_releases: u64,
 }
 
 /// One TCP segment, as the reassembler sees it.
@@ -187,6 +190,22 @@ impl StreamReassembler {
             self.resolve_holes(emit);
             self.maybe_fin(emit);
         }
+    }
+
+    /// Gives up waiting for the holes: everything buffered is delivered
+    /// now, each hole as a gap (the engine's reassembly budget ran out).
+    pub fn release(&mut self, emit: &mut dyn FnMut(StreamEvent<'_>)) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.stats.budget_releases += 1;
+        while let Some((&at, _)) = self.pending.first_key_value() {
+            if at > self.offset {
+                self.gap(at - self.offset, emit);
+            }
+            self.drain(emit);
+        }
+        self.maybe_fin(emit);
     }
 
     /// Delivers everything buffered, marking holes as gaps (end of flow).

@@ -174,16 +174,16 @@ fn hub_under_load(quick: bool, tls: Option<(&std::path::Path, &HubTls)>) {
             opts.tls = tls.map(|(_, t)| t.clone());
             std::thread::spawn(move || {
                 let mut link = Link::new(opts, None, Arc::new(WorkerHealth::default()));
-                let mut out = Outbox::new(OutboxLimits::default());
+                let mut out = std::sync::Mutex::new(Outbox::new(OutboxLimits::default()));
                 let mut round = 0u64;
                 // Spread the workers over the second, as real ones are.
                 std::thread::sleep(Duration::from_millis(u64::from(w) * 5));
                 while !stop.load(Ordering::Relaxed) {
                     let began = Instant::now();
                     for j in 0..FLOWS_PER_WORKER {
-                        out.add_delta(&flow(w, j, round));
+                        out.get_mut().unwrap().add_delta(&flow(w, j, round));
                     }
-                    link.flush(&mut out, WorkerStatus::default()).unwrap();
+                    link.flush(&out, WorkerStatus::default()).unwrap();
                     round += 1;
                     std::thread::sleep(Duration::from_secs(1).saturating_sub(began.elapsed()));
                 }

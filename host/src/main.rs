@@ -125,6 +125,10 @@ struct HubArgs {
     /// Take workload identity from the Kubernetes API too, kept current by watches.
     #[arg(long)]
     kube: bool,
+    /// Seconds a silent worker's state (open flows, conversations, health
+    /// entry) is kept; a worker back within this long adds nothing twice.
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    worker_grace: u64,
     #[command(flatten)]
     common: ServiceArgs,
 }
@@ -206,6 +210,11 @@ struct ServeArgs {
     /// watches on pods, services, endpointslices, nodes and namespaces.
     #[arg(long, requires = "live")]
     kube: bool,
+    /// With --live: room in the kernel's flow map (directional flows), and
+    /// the most connections the L7 side tracks (the least recently active
+    /// is evicted beyond it, and counted).
+    #[arg(long, default_value_t = 65_536, requires = "live", value_parser = clap::value_parser!(u32).range(1..))]
+    max_flows: u32,
     /// Start over at the end of the capture (time keeps moving forward).
     #[arg(long = "loop")]
     repeat: bool,
@@ -447,7 +456,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             match args.source.replay {
                 Some(capture) => serve(capture, args.inventory, args.speed, args.repeat, args.common)?,
-                None => serve_live(args.source.discovery(), args.kube, args.inventory, args.common)?,
+                None => serve_live(args.source.discovery(), args.kube, args.max_flows, args.inventory, args.common)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -528,6 +537,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replay,
                 capture_filter,
                 kube: a.kube,
+                worker_grace: std::time::Duration::from_secs(a.worker_grace),
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -635,14 +645,13 @@ fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, 
     trawl_host::serve::run(trawl_host::serve::ServeOptions { replay, speed: speed.0, repeat, api, capture_filter })
 }
 
-fn serve_live(discovery: Discovery, kube: bool, inventory: Vec<PathBuf>, a: ServiceArgs) -> anyhow::Result<()> {
+fn serve_live(
+    discovery: Discovery,
+    kube: bool,
+    max_flows: u32,
+    inventory: Vec<PathBuf>,
+    a: ServiceArgs,
+) -> anyhow::Result<()> {
     let (replay, capture_filter, api) = service_options(PathBuf::new(), inventory, a)?;
-    trawl_host::live::run(trawl_host::live::LiveOptions {
-        discovery,
-        replay,
-        api,
-        capture_filter,
-        max_flows: 65_536,
-        kube,
-    })
+    trawl_host::live::run(trawl_host::live::LiveOptions { discovery, replay, api, capture_filter, max_flows, kube })
 }

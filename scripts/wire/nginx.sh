@@ -15,3 +15,11 @@ NGINX
 nginx_temp_paths() {
     for kind in client_body proxy fastcgi uwsgi scgi; do echo "    ${kind}_temp_path $1/$kind;"; done
 }
+
+# An nginx.conf up to the inside of its http block (no access log), under $1.
+nginx_http_head() {
+    nginx_conf_head "$1"
+    echo "http {"
+    echo "    access_log off;"
+    nginx_temp_paths "$1"
+}

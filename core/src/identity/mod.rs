@@ -205,6 +205,28 @@ impl Identity {
         closed
     }
 
+    /// Forgets bindings that ended before `before`: no record that late
+    /// will ask for them, and a cluster that churns pods would otherwise
+    /// keep every address it ever handed out. Returns how many went.
+    pub fn prune_closed(&mut self, before: Timestamp) -> usize {
+        let ended = |b: &Binding| b.until.is_some_and(|u| u < before);
+        let stale: Vec<IpAddr> =
+            self.by_ip.iter().filter(|(_, list)| list.iter().any(ended)).map(|(ip, _)| *ip).collect();
+        let mut pruned = 0;
+        for ip in stale {
+            if let Some(list) = self.by_ip.get_mut(&ip) {
+                let n = list.len();
+                list.retain(|b| !ended(b));
+                pruned += n - list.len();
+                if list.is_empty() {
+                    self.by_ip.remove(&ip);
+                    self.services_of.remove(&ip);
+                }
+            }
+        }
+        pruned
+    }
+
     /// Every pod, service and node with an address that resolves to it at
     /// `ts`, as `(kind, namespace, name)`: what a re-list compares with.
     pub fn objects_at(&self, ts: Timestamp) -> std::collections::BTreeSet<(WorkloadKind, String, String)> {
@@ -373,6 +395,10 @@ mod tests {
         assert_eq!(node.kind, WorkloadKind::Node);
         assert_eq!(id.resolve("8.8.8.8".parse().unwrap(), Timestamp(0)).namespace, NAMESPACE_PUBLIC);
         assert_eq!(id.resolve(ip, t("2024-01-01T02:00:00Z")).owner.as_deref(), Some("ReplicaSet/rs-1"));
+        assert_eq!(id.prune_closed(t("2024-01-01T00:59:00Z")), 0, "the old pod's binding ends later");
+        assert_eq!(id.prune_closed(t("2024-01-01T01:30:00Z")), 1);
+        assert_eq!(id.resolve(ip, t("2024-01-01T00:30:00Z")).kind, WorkloadKind::External, "forgotten");
+        assert_eq!(id.resolve(ip, t("2024-01-01T02:00:00Z")).name, "new", "the open binding stays");
     }
 
     #[test]

@@ -20,8 +20,9 @@ fn worker_health<'a>(st: &'a mut GraphState, id: &str, node: &str, worker_id: &s
     })
 }
 
-/// One frame from worker `id` into the service.
-fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node: &str, epoch: &str) {
+/// One frame from worker `id` into the service (public for the fuzz
+/// target, which feeds it whatever frames decode).
+pub fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node: &str, epoch: &str) {
     let mut m = merger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (mut newest, mut flows, mut records) = (0u64, 0usize, 0usize);
     match msg {
@@ -50,6 +51,12 @@ fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, node
             st.counters_mut().plugin_faults = faults;
         }
         ToHub::Hello { .. } => {}
+    }
+    m.seen(node, epoch, std::time::Instant::now());
+    if !m.sweep(std::time::Instant::now()).is_empty() {
+        // Workers gone as long leave the health list too.
+        let (now, grace) = (trawl_pipeline::live::wall_now().0, m.grace().as_nanos() as u64);
+        st.workers_mut().retain(|_, h| h.connected || now.saturating_sub(h.last_seen_ns) <= grace);
     }
     let (dup, open) = (m.duplicate_records, m.open_flows());
     let now = trawl_pipeline::live::wall_now().0;
@@ -145,12 +152,21 @@ fn worker_conn(
     // The filters are read under the lock and sent after it is let go: a
     // worker that does not read must never hold up ingest or the API.
     let mut filters_sent = String::new();
+    // Plugin resets asked for before this worker connected are not its.
+    let mut resets_from = lock(state).plugin_resets_since(u64::MAX).1;
     let mut send_filters = |state: &SharedState| -> std::io::Result<()> {
-        let now = { lock(state).capture_filter().to_json().to_string() };
+        let (now, (resets, next)) = {
+            let st = lock(state);
+            (st.capture_filter().to_json().to_string(), st.plugin_resets_since(resets_from))
+        };
         if now != filters_sent {
             write_frame(&mut writer, &ToWorker::CaptureFilters { json: now.clone() })?;
             filters_sent = now;
         }
+        for name in resets {
+            write_frame(&mut writer, &ToWorker::ResetPlugin { name })?;
+        }
+        resets_from = next;
         Ok(())
     };
     send_filters(state)?;
@@ -195,9 +211,10 @@ fn worker_conn(
     result
 }
 
-/// Accepts workers on `listener` forever, a thread each.
-pub fn accept(listener: TcpListener, access: WorkerAccess, state: SharedState) {
-    let merger = Arc::new(Mutex::new(Merger::default()));
+/// Accepts workers on `listener` forever, a thread each; the state of
+/// workers silent for `grace` is let go.
+pub fn accept(listener: TcpListener, access: WorkerAccess, state: SharedState, grace: std::time::Duration) {
+    let merger = Arc::new(Mutex::new(Merger::with_grace(grace)));
     let unproven = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut backoff = std::time::Duration::from_millis(10);
     for stream in listener.incoming() {
@@ -243,6 +260,9 @@ pub struct HubOptions {
     pub capture_filter: trawl_service::CaptureFilter,
     /// Also take identity from the Kubernetes API.
     pub kube: bool,
+    /// How long a silent worker's state (its epoch's open flows and
+    /// conversations, its entry in the health) is kept.
+    pub worker_grace: std::time::Duration,
 }
 
 /// Runs the hub until Ctrl-C or SIGTERM.
@@ -269,8 +289,8 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;
     let how = if opts.access.tls.is_some() { "TLS" } else { "plain TCP" };
     eprintln!("trawl hub: workers connect to {} ({how})", listener.local_addr()?);
-    let (access, accept_state) = (opts.access.clone(), state.clone());
+    let (access, accept_state, grace) = (opts.access.clone(), state.clone(), opts.worker_grace);
     trawl_pipeline::serve::serve_state(state, opts.api.clone(), "hub-accept", move || {
-        accept(listener, access, accept_state)
+        accept(listener, access, accept_state, grace)
     })
 }

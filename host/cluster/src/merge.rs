@@ -25,6 +25,7 @@ use super::proto::{ClosedTotals, FlowTotals, UnsampledTotals, WireRecord};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 use trawl_core::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
 use trawl_core::{L4Proto, Timestamp};
 use trawl_runtime::records::{resolve_ends, unresolved_l7};
@@ -35,7 +36,16 @@ const SEEN_RECORDS: usize = 2_000_000;
 /// Closed flows remembered to drop resent closes.
 const SEEN_CLOSED: usize = 1_000_000;
 
-type FlowKey = (String, bool, (IpAddr, u16), (IpAddr, u16), u64);
+/// Node, epoch, TCP or not, client, server, first packet time.
+type FlowKey = (String, String, bool, (IpAddr, u16), (IpAddr, u16), u64);
+
+/// How long the state of a worker's epoch outlives its last frame: its
+/// open flows, conversations and request totals, which a reconnect within
+/// this long finds again (a resend adds nothing). A replay run again with
+/// the same epoch after longer counts again.
+pub const EPOCH_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How often stale epochs are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A set that forgets its oldest entries beyond a bound.
 #[derive(Debug, Default)]
@@ -67,9 +77,15 @@ fn hash_of(v: impl Hash) -> u64 {
 }
 
 /// What the hub has merged so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Merger {
     open: HashMap<FlowKey, FlowTotals>,
+    /// When each (node, epoch) last sent anything.
+    last_seen: HashMap<(String, String), Instant>,
+    last_sweep: Instant,
+    grace: Duration,
+    /// Epochs whose state was let go, over the hub's life.
+    pub epochs_evicted: u64,
     closed: Recent,
     conversations: HashMap<(String, String, ConversationKey), ClosedTotals>,
     unsampled: HashMap<(String, String, UnsampledKey), UnsampledTotals>,
@@ -96,16 +112,87 @@ fn raise(acc: &mut [u64; 3], to: [u64; 3]) {
     }
 }
 
+impl Default for Merger {
+    fn default() -> Self {
+        Merger::with_grace(EPOCH_GRACE)
+    }
+}
+
 impl Merger {
+    /// A merger that lets an epoch's state go `grace` after its last frame.
+    pub fn with_grace(grace: Duration) -> Self {
+        Merger {
+            open: HashMap::new(),
+            last_seen: HashMap::new(),
+            last_sweep: Instant::now(),
+            grace,
+            epochs_evicted: 0,
+            closed: Recent::default(),
+            conversations: HashMap::new(),
+            unsampled: HashMap::new(),
+            records_seen: Recent::default(),
+            duplicate_records: 0,
+            duplicate_closes: 0,
+        }
+    }
+
     /// Flows open now (memory follows these, not every flow ever seen).
     pub fn open_flows(&self) -> usize {
         self.open.len()
     }
 
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Epochs the hub holds state for.
+    pub fn epochs(&self) -> usize {
+        self.last_seen.len()
+    }
+
+    /// Notes that `(node, epoch)` sent a frame at `now`.
+    pub fn seen(&mut self, node: &str, epoch: &str, now: Instant) {
+        match self.last_seen.get_mut(&(node.to_string(), epoch.to_string())) {
+            Some(t) => *t = now,
+            None => {
+                self.last_seen.insert((node.to_string(), epoch.to_string()), now);
+            }
+        }
+    }
+
+    /// Lets go of the epochs silent for longer than the grace period (a
+    /// worker that restarted has a new epoch; one that is gone sends
+    /// nothing): their open flows, conversations and request totals.
+    /// Looks at most every few seconds; returns the epochs let go.
+    pub fn sweep(&mut self, now: Instant) -> Vec<(String, String)> {
+        if now.saturating_duration_since(self.last_sweep) < SWEEP_EVERY {
+            return Vec::new();
+        }
+        self.last_sweep = now;
+        let grace = self.grace;
+        let stale: HashSet<(String, String)> = self
+            .last_seen
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) > grace)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if stale.is_empty() {
+            return Vec::new();
+        }
+        let gone = |node: &String, epoch: &String| stale.contains(&(node.clone(), epoch.clone()));
+        self.open.retain(|(node, epoch, ..), _| !gone(node, epoch));
+        self.conversations.retain(|(node, epoch, _), _| !gone(node, epoch));
+        self.unsampled.retain(|(node, epoch, _), _| !gone(node, epoch));
+        self.last_seen.retain(|k, _| !stale.contains(k));
+        self.epochs_evicted += stale.len() as u64;
+        tracing::info!(epochs = stale.len(), open_flows = self.open.len(), "let go of the state of silent workers");
+        stale.into_iter().collect()
+    }
+
     /// Adds what each flow's totals grew by since this hub last saw them.
     pub fn flows(&mut self, node: &str, epoch: &str, totals: &[FlowTotals], state: &mut GraphState) {
         for t in totals {
-            let key = (node.to_string(), t.tcp, t.client, t.server, t.first_ts);
+            let key = (node.to_string(), epoch.to_string(), t.tcp, t.client, t.server, t.first_ts);
             let id = hash_of(&key);
             if self.closed.set.contains(&id) {
                 self.duplicate_closes += u64::from(t.closed);
@@ -375,5 +462,31 @@ mod tests {
         let batch = again.batch(10, usize::MAX);
         hub.records("n", "e2", batch.records, &mut st);
         assert_eq!(l7_totals(&st).0, 3);
+    }
+
+    #[test]
+    fn a_silent_epoch_is_let_go_after_the_grace_period_and_counts_stay() {
+        let grace = Duration::from_secs(60);
+        let (mut hub, mut st) = (Merger::with_grace(grace), state());
+        let t0 = Instant::now();
+        let mut old = Outbox::default();
+        old.add_delta(&delta(1000, 1, 100, false));
+        old.add_delta(&delta(1001, 2, 10, true));
+        let batch = old.batch(10, usize::MAX);
+        hub.flows("n", "e1", &batch.flows, &mut st);
+        hub.closed("n", "e1", &batch.closed, &mut st);
+        hub.seen("n", "e1", t0);
+        let counted = totals(&st);
+        // The worker restarted: a new epoch keeps talking.
+        let mut new = Outbox::default();
+        new.add_delta(&delta(2000, 5, 7, false));
+        hub.flows("n", "e2", &new.batch(10, usize::MAX).flows, &mut st);
+        hub.seen("n", "e2", t0 + grace);
+        assert_eq!((hub.open_flows(), hub.epochs()), (2, 2));
+        assert!(hub.sweep(t0 + grace / 2).is_empty(), "within the grace period");
+        let gone = hub.sweep(t0 + grace + SWEEP_EVERY * 2);
+        assert_eq!(gone, vec![("n".to_string(), "e1".to_string())]);
+        assert_eq!((hub.open_flows(), hub.epochs(), hub.epochs_evicted), (1, 1, 1));
+        assert_eq!(totals(&st).1, counted.1 + 8, "what was counted stays counted");
     }
 }

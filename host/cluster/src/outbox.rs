@@ -79,6 +79,10 @@ pub fn conversation_of(t: &FlowTotals) -> ConversationKey {
     (t.tcp, t.client.0, t.server)
 }
 
+fn conversation_of_closed(c: &ClosedTotals) -> ConversationKey {
+    (c.tcp, c.client, c.server)
+}
+
 pub fn empty_conversation((tcp, client, server): ConversationKey) -> ClosedTotals {
     ClosedTotals { tcp, client, server, flows: 0, first_ts: 0, last_ts: 0, to_server: [0; 3], to_client: [0; 3] }
 }
@@ -219,12 +223,32 @@ impl Outbox {
     }
 
     /// The hub has `batch`: closed flows fold into their conversations and
-    /// sent records move to the journal.
+    /// sent records move to the journal. What changed since the batch was
+    /// taken (the outbox is not locked while a batch is written) stays
+    /// due.
     pub fn sent(&mut self, batch: &Batch) {
-        self.dirty.clear();
-        self.conversations_dirty.clear();
-        self.unsampled_dirty.clear();
-        let closed: Vec<FlowKey> = self.totals.iter().filter(|(_, t)| t.closed).map(|(k, _)| *k).collect();
+        let mut closed: Vec<FlowKey> = Vec::new();
+        for f in &batch.flows {
+            let key = (f.tcp, f.client, f.server, f.first_ts);
+            if self.totals.get(&key) == Some(f) {
+                self.dirty.remove(&key);
+                if f.closed {
+                    closed.push(key);
+                }
+            }
+        }
+        for c in &batch.closed {
+            let key = conversation_of_closed(c);
+            if self.conversations.get(&key) == Some(c) {
+                self.conversations_dirty.remove(&key);
+            }
+        }
+        for u in &batch.unsampled {
+            let key = unsampled_key(u);
+            if self.unsampled.get(&key) == Some(u) {
+                self.unsampled_dirty.remove(&key);
+            }
+        }
         for k in closed {
             let Some(t) = self.totals.remove(&k) else { continue };
             let conv = conversation_of(&t);
@@ -328,5 +352,22 @@ mod tests {
         out.add_delta(&other);
         out.sent(&out.batch(10, usize::MAX));
         assert_eq!((out.conversations.len(), out.conversations_dropped), (1, 1));
+    }
+
+    #[test]
+    fn what_changes_while_a_batch_is_written_stays_due() {
+        let mut out = Outbox::default();
+        out.add_delta(&delta(1000, 1, 100, false));
+        out.add_record(record(10));
+        let batch = out.batch(10, usize::MAX);
+        // The outbox is not locked while the batch goes out: capture adds.
+        out.add_delta(&delta(1000, 1, 60, false));
+        out.add_delta(&delta(1001, 2, 5, true));
+        out.add_record(record(10));
+        out.sent(&batch);
+        let next = out.batch(10, usize::MAX);
+        assert_eq!(next.flows.len(), 2, "the grown flow and the new one are still due");
+        assert_eq!(next.records.len(), 1, "the record added meanwhile is still queued");
+        assert_eq!(out.journal.len(), 1);
     }
 }

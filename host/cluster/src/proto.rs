@@ -18,8 +18,9 @@ pub use trawl_service::workers::WorkerCounters;
 
 /// 3: records carry the SDK record and a sequence number; 4: worker
 /// status is typed (counters, plugin status); 5: plugin status carries
-/// probe, stream and skipped bytes (amplification).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// probe, stream and skipped bytes (amplification); 6: worker counters
+/// carry losses by cause, and the hub can reset a quarantined plugin.
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -252,6 +253,10 @@ pub enum ToWorker {
     /// sent after Welcome and whenever they change.
     CaptureFilters {
         json: String,
+    },
+    /// An operator asked to take this plugin out of quarantine.
+    ResetPlugin {
+        name: String,
     },
 }
 

@@ -75,6 +75,15 @@ pub struct WorkerHealth {
     pub status: Mutex<WorkerStatus>,
     /// Capture filters the hub sent, not yet taken by the capture.
     pub hub_filters: Mutex<Option<CaptureFilter>>,
+    /// Plugins the hub asked to take out of quarantine, not yet taken.
+    pub hub_resets: Mutex<Vec<String>>,
+}
+
+impl WorkerHealth {
+    /// The plugin resets the hub asked for since the last call.
+    pub fn take_resets(&self) -> Vec<String> {
+        std::mem::take(&mut *self.hub_resets.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 impl WorkerHealth {
@@ -196,21 +205,33 @@ impl Link {
         match read_frame::<ToWorker>(&mut reader)? {
             ToWorker::Welcome { .. } => {}
             ToWorker::Refused { reason } => bail!("the hub refused this worker: {reason}"),
-            ToWorker::CaptureFilters { .. } => bail!("the hub sent capture filters before Welcome"),
+            ToWorker::CaptureFilters { .. } | ToWorker::ResetPlugin { .. } => {
+                bail!("the hub sent something other than Welcome first")
+            }
         }
         // What the hub says after Welcome (capture filters) is read on a
         // thread of its own until the connection goes.
         let health = self.health.clone();
         self.reader = Some(std::thread::Builder::new().name("hub-reader".into()).spawn(move || {
             while let Ok(msg) = read_frame::<ToWorker>(&mut reader) {
-                if let ToWorker::CaptureFilters { json } = msg {
-                    let parsed = serde_json::from_str(&json).map_err(|e| e.to_string());
-                    match parsed.and_then(|v| CaptureFilter::from_json(&v)) {
-                        Ok(f) => {
-                            *health.hub_filters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(f)
+                match msg {
+                    ToWorker::CaptureFilters { json } => {
+                        let parsed = serde_json::from_str(&json).map_err(|e| e.to_string());
+                        match parsed.and_then(|v| CaptureFilter::from_json(&v)) {
+                            Ok(f) => {
+                                *health.hub_filters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(f)
+                            }
+                            Err(e) => tracing::warn!(error = e, "the hub sent capture filters that do not parse"),
                         }
-                        Err(e) => tracing::warn!(error = e, "the hub sent capture filters that do not parse"),
                     }
+                    ToWorker::ResetPlugin { name } => {
+                        let mut resets = health.hub_resets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        // A hub that floods resets gets the newest few.
+                        if resets.len() < 64 {
+                            resets.push(name);
+                        }
+                    }
+                    ToWorker::Welcome { .. } | ToWorker::Refused { .. } => {}
                 }
             }
         })?);
@@ -233,7 +254,10 @@ impl Link {
     }
 
     /// Sends what is due; on a broken link, keeps it for the next try.
-    pub fn flush(&mut self, out: &mut Outbox, mut status: WorkerStatus) -> anyhow::Result<bool> {
+    /// The outbox is locked to take a batch and to mark it sent, never
+    /// while writing: capture keeps adding to it while a slow hub reads.
+    pub fn flush(&mut self, shared: &Mutex<Outbox>, mut status: WorkerStatus) -> anyhow::Result<bool> {
+        let lock = || shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.stream.is_none() {
             if Instant::now() < self.next_try {
                 return Ok(false);
@@ -243,7 +267,7 @@ impl Link {
                     self.stream = Some(s);
                     self.backoff = Duration::from_millis(200);
                     self.health.connected.store(true, Ordering::Relaxed);
-                    out.resend_all();
+                    lock().resend_all();
                 }
                 Err(e) if is_final(&e) => return Err(e),
                 Err(e) => {
@@ -255,15 +279,18 @@ impl Link {
             }
         }
         let Some(stream) = self.stream.as_mut() else { return Ok(false) };
-        // Records go in batches that fit a frame with room to spare.
-        let batch: Batch = out.batch(5_000, super::proto::MAX_FRAME / 2);
-        status.counters.open_flows = out.totals.len() as u64;
-        status.counters.conversations = out.conversations.len() as u64;
-        status.counters.records_queued = out.records.len() as u64;
-        status.counters.records_dropped = out.records_dropped;
-        status.counters.records_unsampled = out.records_unsampled;
-        status.counters.conversations_dropped = out.conversations_dropped;
-        status.counters.journal_evicted = out.journal_evicted;
+        let batch: Batch = {
+            let out = lock();
+            status.counters.open_flows = out.totals.len() as u64;
+            status.counters.conversations = out.conversations.len() as u64;
+            status.counters.records_queued = out.records.len() as u64;
+            status.counters.records_dropped = out.records_dropped;
+            status.counters.records_unsampled = out.records_unsampled;
+            status.counters.conversations_dropped = out.conversations_dropped;
+            status.counters.journal_evicted = out.journal_evicted;
+            // Records go in batches that fit a frame with room to spare.
+            out.batch(5_000, super::proto::MAX_FRAME / 2)
+        };
         *self.health.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status.clone();
         let sent = (|| -> std::io::Result<()> {
             for chunk in batch.flows.chunks(20_000) {
@@ -282,7 +309,7 @@ impl Link {
         })();
         match sent {
             Ok(()) => {
-                out.sent(&batch);
+                lock().sent(&batch);
                 self.health.flushes.fetch_add(1, Ordering::Relaxed);
                 Ok(true)
             }
@@ -341,28 +368,38 @@ fn replay_epoch(opts: &WorkerOptions) -> String {
 /// The worker's side of a replay: records and flow totals into the
 /// outbox, sent to the hub every 100 ms of wall time.
 struct ToHubSink {
-    out: Outbox,
+    out: Mutex<Outbox>,
     link: Link,
 }
 
 impl Sink for ToHubSink {
     fn batch(&mut self, batch: pipeline::Batch, _report: &Report<'_>) {
         for h in batch.records {
-            self.out.add_record(h);
+            self.out.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).add_record(h);
         }
         for d in &batch.deltas {
-            self.out.add_delta(d);
+            self.out.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).add_delta(d);
         }
     }
 
     fn idle(&mut self, report: &Report<'_>) -> anyhow::Result<()> {
-        self.link.flush(&mut self.out, replay_status(report, false)).map(drop)
+        self.link.flush(&self.out, replay_status(report, false)).map(drop)
+    }
+
+    fn plugin_resets(&mut self) -> Vec<String> {
+        self.link.health.take_resets()
     }
 }
 
 fn replay_status(report: &Report<'_>, done: bool) -> WorkerStatus {
     WorkerStatus {
-        counters: WorkerCounters { packets: report.stats().frames, done, ..Default::default() },
+        counters: WorkerCounters {
+            packets: report.stats().frames,
+            bytes: report.stats().frame_bytes,
+            done,
+            losses: report.losses(),
+            ..Default::default()
+        },
         plugins: report.plugins().into_iter().map(Into::into).collect(),
     }
 }
@@ -381,20 +418,21 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         serve_health(addr, health.clone())?;
     }
     let link = Link::new(opts.clone(), Some(replay_epoch(&opts)), health.clone());
-    let mut sink = ToHubSink { out: Outbox::new(opts.limits), link };
+    let mut sink = ToHubSink { out: Mutex::new(Outbox::new(opts.limits)), link };
     let source = FileSource { speed: opts.speed, part: opts.part, ..FileSource::new(&opts.replay.capture) };
     health.capturing.store(true, Ordering::Relaxed);
     let ran = source.run(&mut pipeline, &mut sink, || {})?;
     if let Some(e) = ran.partial {
         eprintln!("trawl worker: warning: {e}; everything before it was sent");
     }
-    let ToHubSink { mut out, mut link } = sink;
+    let ToHubSink { out, mut link } = sink;
     let status = |done: bool| replay_status(&pipeline.report(), done);
+    let drained = || out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).records.is_empty();
     // Keep trying until the hub has everything.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let last = out.records.is_empty();
-        if link.flush(&mut out, status(last))? && out.records.is_empty() {
+        let last = drained();
+        if link.flush(&out, status(last))? && drained() {
             break;
         }
         if Instant::now() > deadline {
@@ -403,7 +441,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     // One more Status with done set, now that the queue is empty.
-    link.flush(&mut out, status(true)).context("final status")?;
+    link.flush(&out, status(true)).context("final status")?;
     if !opts.stay {
         link.close();
     }
@@ -412,7 +450,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         let stop = stop_on_signals()?;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
-            link.flush(&mut out, status(true))?;
+            link.flush(&out, status(true))?;
         }
         link.close();
     }

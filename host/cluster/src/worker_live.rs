@@ -64,10 +64,13 @@ struct WorkerSink {
     /// The split changed and the counters have not taken it yet.
     split_changed: AtomicBool,
     packets: AtomicU64,
+    /// Bytes of the flows counted, as the hub's `/metrics` sums them.
+    bytes: AtomicU64,
     ring_drops: AtomicU64,
     health: Arc<WorkerHealth>,
     /// The plugins' status, as of the last records taken.
     plugins: Mutex<Vec<WirePluginStatus>>,
+    losses: Mutex<trawl_service::workers::Losses>,
 }
 
 impl WorkerSink {
@@ -123,17 +126,21 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
     }
 
     fn flows(&self, deltas: Vec<FlowDelta>, stats: trawl_ebpf::EbpfStats, _now: Timestamp) {
+        let bytes: u64 = deltas.iter().map(|d| d.to_server.bytes + d.to_client.bytes).sum();
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut out = self.outbox();
         for d in deltas {
             out.add_delta(&d);
         }
         self.packets.store(stats.packets, Ordering::Relaxed);
+        self.losses.lock().unwrap_or_else(PoisonError::into_inner).ebpf_map_full = stats.map_full;
     }
 
     fn batch(&self, batch: trawl_pipeline::pipeline::Batch, report: &trawl_pipeline::pipeline::Report<'_>) {
         let records = batch.records;
         *self.plugins.lock().unwrap_or_else(PoisonError::into_inner) =
             report.plugins().into_iter().map(Into::into).collect();
+        self.losses.lock().unwrap_or_else(PoisonError::into_inner).set_engine(&report.losses());
         let split = self.split.read().unwrap_or_else(PoisonError::into_inner);
         let remote = |ip: &IpAddr| split.as_ref().is_some_and(|s| s.remote_targeted.contains(ip));
         let mut out = self.outbox();
@@ -142,9 +149,14 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
         }
     }
 
-    fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64) {
+    fn plugin_resets(&self) -> Vec<String> {
+        self.health.take_resets()
+    }
+
+    fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64, reorder_overflow: u64) {
         tracing::debug!(counted = counted.len(), payload = payload.len(), ring_drops, "live interfaces");
         self.ring_drops.store(ring_drops, Ordering::Relaxed);
+        self.losses.lock().unwrap_or_else(PoisonError::into_inner).reorder_overflow = reorder_overflow;
     }
 }
 
@@ -162,9 +174,11 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         split: RwLock::new(None),
         split_changed: AtomicBool::new(false),
         packets: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
         ring_drops: AtomicU64::new(0),
         health: health.clone(),
         plugins: Mutex::new(Vec::new()),
+        losses: Mutex::new(Default::default()),
     });
     sink.refresh();
     if live.kube {
@@ -202,12 +216,14 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         let status = WorkerStatus {
             counters: WorkerCounters {
                 packets: sink.packets.load(Ordering::Relaxed),
+                bytes: sink.bytes.load(Ordering::Relaxed),
                 ring_drops: sink.ring_drops.load(Ordering::Relaxed),
+                losses: *sink.losses.lock().unwrap_or_else(PoisonError::into_inner),
                 ..Default::default()
             },
             plugins: sink.plugins.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         };
-        link.flush(&mut sink.outbox(), status)?;
+        link.flush(&sink.out, status)?;
     }
     link.close();
     Ok(())

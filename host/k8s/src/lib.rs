@@ -176,9 +176,16 @@ pub async fn watch(client: Client, base: Identity, mut publish: impl FnMut(Arc<I
         for change in burst {
             state.apply(change, now);
         }
+        // Records reach the map at most this late (a worker's queue and
+        // journal, a hub restart): older closed bindings can go.
+        state.identity.prune_closed(Timestamp(now.0.saturating_sub(BINDING_GRACE_NS)));
         publish(Arc::new(state.identity.clone()), &state);
     }
 }
+
+/// How long an address keeps naming a deleted object, for records that
+/// arrive late.
+const BINDING_GRACE_NS: u64 = 30 * 60 * 1_000_000_000;
 
 /// Now, on the wall clock: watch events carry no capture time.
 fn wall_now() -> Timestamp {

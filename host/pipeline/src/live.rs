@@ -40,7 +40,14 @@ pub trait LiveSink: Send + Sync {
     /// The pipeline's records; its flow deltas are dropped (L4 comes from
     /// the eBPF counters, which see every workload).
     fn batch(&self, batch: Batch, report: &Report<'_>);
-    fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64);
+    /// The interfaces counted and captured, and what capture lost: packets
+    /// the rings dropped and packets the reorder buffer let go early.
+    fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64, reorder_overflow: u64);
+    /// Plugins an operator asked to take out of quarantine since the last
+    /// call.
+    fn plugin_resets(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// A new view of the cluster for counting once across nodes (this
     /// node's workload addresses, other nodes'), when it changed.
     fn cluster(&self) -> Option<(Vec<IpAddr>, Vec<IpAddr>)> {
@@ -66,9 +73,11 @@ impl LiveSink for ServiceSink {
         self.0.update(move |st| {
             for d in &deltas {
                 st.add_delta(d);
+                st.counters_mut().bytes += d.to_server.bytes + d.to_client.bytes;
             }
             st.counters_mut().packets = stats.packets;
             st.counters_mut().packets_dropped = stats.skipped + stats.map_full;
+            st.counters_mut().losses.ebpf_map_full = stats.map_full;
             st.advance_to(now);
         });
     }
@@ -77,15 +86,20 @@ impl LiveSink for ServiceSink {
         lock(&self.0).upsert_legend(entry);
     }
 
+    fn plugin_resets(&self) -> Vec<String> {
+        lock(&self.0).take_plugin_resets()
+    }
+
     fn batch(&self, batch: Batch, report: &Report<'_>) {
         Publisher { state: self.0.clone(), with_l4: false }.batch(batch, report);
     }
 
-    fn interfaces(&self, counted: Vec<String>, mut payload: Vec<String>, ring_drops: u64) {
+    fn interfaces(&self, counted: Vec<String>, mut payload: Vec<String>, ring_drops: u64, reorder_overflow: u64) {
         payload.sort();
         let mut st = lock(&self.0);
         st.set_live(LiveInterfaces { counted, payload });
         st.counters_mut().ring_drops = ring_drops;
+        st.counters_mut().losses.reorder_overflow = reorder_overflow;
     }
 }
 
@@ -109,6 +123,10 @@ impl Sink for LiveOut<'_> {
 
     fn batch(&mut self, batch: Batch, report: &Report<'_>) {
         self.0.batch(batch, report);
+    }
+
+    fn plugin_resets(&mut self) -> Vec<String> {
+        self.0.plugin_resets()
     }
 }
 
@@ -236,6 +254,23 @@ fn frame_source(frame: &[u8]) -> Option<IpAddr> {
 const REORDER_NS: u64 = 250_000_000;
 /// Packets held at most; beyond this the oldest go on regardless.
 const REORDER_MAX: usize = 100_000;
+/// Bytes of packets held at most (a flood of full-sized frames reaches
+/// this long before the packet cap).
+const REORDER_MAX_BYTES: usize = 16 << 20;
+
+/// The live L7 flow table: `--max-flows` connections at most (the least
+/// recently active goes first), idle ones ended as the eBPF counters end
+/// theirs. TCP gets longer: a keep-alive connection idle for a minute
+/// would otherwise come back mid-stream, and some protocols (HTTP/2's
+/// header compression) cannot be picked up there.
+pub fn live_flow_config(max_flows: u32) -> trawl_core::flow::FlowTableConfig {
+    trawl_core::flow::FlowTableConfig {
+        max_flows: max_flows.max(1),
+        udp_idle_timeout_secs: trawl_capture::live::IDLE_FLOW_SECS,
+        tcp_idle_timeout_secs: 5 * 60,
+        ..trawl_core::flow::FlowTableConfig::default()
+    }
+}
 
 /// Puts packets from several rings back in time order. Each ring is in
 /// order, but one pod's SYN can sit in its ring's block while the other
@@ -244,25 +279,43 @@ const REORDER_MAX: usize = 100_000;
 /// A held packet: timestamp, arrival order, frame, wire length.
 type Held = (u64, u64, Vec<u8>, u32);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Reorder {
     heap: BinaryHeap<Reverse<Held>>,
     newest: u64,
     seq: u64,
+    bytes: usize,
+    max_bytes: usize,
+    /// Packets let go before their time because the buffer was full.
+    overflow: u64,
+}
+
+impl Default for Reorder {
+    fn default() -> Self {
+        Reorder { heap: BinaryHeap::new(), newest: 0, seq: 0, bytes: 0, max_bytes: REORDER_MAX_BYTES, overflow: 0 }
+    }
 }
 
 impl Reorder {
     fn push(&mut self, ts: u64, frame: &[u8], wire_len: u32) {
         self.seq += 1;
         self.newest = self.newest.max(ts);
+        self.bytes += frame.len();
         self.heap.push(Reverse((ts, self.seq, frame.to_vec(), wire_len)));
     }
 
-    /// The oldest packet if it has waited long enough (or `all`).
+    /// The oldest packet if it has waited long enough (or `all`), or if
+    /// the buffer is over its packet or byte budget (counted).
     fn pop_due(&mut self, all: bool) -> Option<(u64, Vec<u8>, u32)> {
         let Reverse((ts, ..)) = self.heap.peek()?;
-        if all || ts.saturating_add(REORDER_NS) <= self.newest || self.heap.len() > REORDER_MAX {
+        let due = all || ts.saturating_add(REORDER_NS) <= self.newest;
+        let over = self.heap.len() > REORDER_MAX || self.bytes > self.max_bytes;
+        if due || over {
+            if !due {
+                self.overflow += 1;
+            }
             let Reverse((ts, _, frame, wire_len)) = self.heap.pop()?;
+            self.bytes -= frame.len();
             return Some((ts, frame, wire_len));
         }
         None
@@ -278,7 +331,9 @@ pub fn dissect(
 ) -> anyhow::Result<()> {
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
     let cadence = Cadence { wall: Some(PUBLISH_EVERY), ..Cadence::default() };
-    let mut pipeline = Pipeline::new(&opts.replay, plugins, reloader, cadence).with_tick_clock(TickClock::Wall);
+    let mut replay = opts.replay.clone();
+    replay.flows = live_flow_config(opts.max_flows);
+    let mut pipeline = Pipeline::new(&replay, plugins, reloader, cadence).with_tick_clock(TickClock::Wall);
     sink.legend(pipeline.legend());
     let mut out = LiveOut(sink);
     // The dispatcher asks the filters as of the last retarget: the rings
@@ -357,7 +412,8 @@ pub fn dissect(
                 *drops_before.entry(r.iface.clone()).or_default() = d;
             }
             let dropped = drops_before.values().sum();
-            sink.interfaces(counted.clone(), rings.iter().map(|r| r.iface.clone()).collect(), dropped);
+            let payload = rings.iter().map(|r| r.iface.clone()).collect();
+            sink.interfaces(counted.clone(), payload, dropped, reorder.overflow);
         }
     }
     Ok(())
@@ -378,6 +434,16 @@ mod tests {
         assert_eq!(r.pop_due(false), None);
         assert_eq!(r.pop_due(true).map(|p| p.1), Some(b"c".to_vec()));
         assert_eq!(r.pop_due(true).map(|p| p.1), Some(b"d".to_vec()));
+    }
+
+    #[test]
+    fn a_full_reorder_buffer_lets_the_oldest_go_and_counts_it() {
+        let mut r = Reorder { max_bytes: 10, ..Reorder::default() };
+        r.push(100, &[0; 6], 6);
+        r.push(200, &[0; 6], 6);
+        assert_eq!(r.pop_due(false).map(|p| p.0), Some(100), "12 bytes held, over 10");
+        assert_eq!(r.pop_due(false), None, "6 bytes: within the budget, and not yet due");
+        assert_eq!(r.overflow, 1);
     }
 
     #[test]

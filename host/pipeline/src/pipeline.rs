@@ -62,6 +62,21 @@ impl Report<'_> {
     pub fn now(&self) -> Timestamp {
         self.engine.now()
     }
+
+    /// What the engine and the plugins lost so far, by cause.
+    pub fn losses(&self) -> trawl_service::workers::Losses {
+        let (stats, dispatch) = (self.stats(), self.dispatch());
+        trawl_service::workers::Losses {
+            flows_evicted: stats.flow_table.flows_evicted,
+            reassembly_gaps: stats.reassembly.gaps,
+            reassembly_budget_releases: stats.reassembly.budget_releases,
+            plugin_detaches: dispatch.detached_by_fault
+                + dispatch.detached_by_gap
+                + dispatch.detached_by_buffer
+                + dispatch.detached_by_budget,
+            ..Default::default()
+        }
+    }
 }
 
 /// Where a pipeline's results go.
@@ -70,6 +85,11 @@ pub trait Sink {
     fn legend(&mut self, _entry: LegendEntry) {}
     /// Records and flow deltas collected from the engine.
     fn batch(&mut self, batch: Batch, report: &Report<'_>);
+    /// Plugins an operator asked to take out of quarantine since the last
+    /// call (`POST /api/plugins/NAME/reset`, here or through a hub).
+    fn plugin_resets(&mut self) -> Vec<String> {
+        Vec::new()
+    }
     /// Wall-clock housekeeping between frames (a worker sends to its hub);
     /// an error stops the source.
     fn idle(&mut self, _report: &Report<'_>) -> anyhow::Result<()> {
@@ -215,6 +235,10 @@ impl Pipeline {
         self.since_collect = 0;
         self.last_collect = Instant::now();
         self.apply_reloads(sink);
+        for name in sink.plugin_resets() {
+            let n = self.engine.sink_mut().reset(&name);
+            tracing::info!(plugin = %name, generations = n, "plugin reset");
+        }
         let now = match self.clock {
             TickClock::Capture => self.engine.now(),
             TickClock::Wall => crate::live::wall_now(),

@@ -126,9 +126,14 @@ impl Sink for Publisher {
         lock(&self.state).upsert_legend(entry);
     }
 
+    fn plugin_resets(&mut self) -> Vec<String> {
+        lock(&self.state).take_plugin_resets()
+    }
+
     /// Never waits for the service's readers (see `Graph::update`).
     fn batch(&mut self, batch: Batch, report: &Report<'_>) {
         let (stats, dispatch, status, now) = (report.stats(), report.dispatch(), report.plugins(), report.now());
+        let losses = report.losses();
         let with_l4 = self.with_l4;
         self.state.update(move |st| {
             for h in batch.records {
@@ -149,6 +154,7 @@ impl Sink for Publisher {
             }
             st.counters_mut().plugin_faults = status.iter().map(|p| p.faults).sum();
             st.counters_mut().streams_not_targeted = dispatch.not_targeted;
+            st.counters_mut().losses.set_engine(&losses);
             st.set_plugins(status);
             st.advance_to(now);
         });

@@ -100,7 +100,7 @@ impl Rejected {
         PluginStatus {
             name: self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             version: String::new(),
-            hash: std::fs::read(&self.path).map(|b| super::wasm::content_hash(&b)).unwrap_or_default(),
+            hash: read_module(&self.path).map(|b| super::wasm::content_hash(&b)).unwrap_or_default(),
             generation: 0,
             source: self.path.display().to_string(),
             state: PluginState::Rejected { reason: self.error.to_string() },
@@ -134,9 +134,23 @@ fn is_wasm(path: &Path) -> bool {
 
 /// Reads and loads one plugin file.
 pub fn load_file(runtime: &Arc<WasmRuntime>, path: &Path) -> Result<LoadedPlugin, LoadError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| LoadError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    let bytes = read_module(path)?;
     runtime.load(&bytes, PluginSource::File(path.to_path_buf()))
+}
+
+/// A module file's bytes, refusing one over the size limit before reading
+/// it (a plugin directory is not trusted to hold only small files).
+fn read_module(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let read_error = |reason: String| LoadError::Read { path: path.display().to_string(), reason };
+    let file = std::fs::File::open(path).map_err(|e| read_error(e.to_string()))?;
+    let limit = super::wasm::MAX_MODULE_BYTES as u64;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| read_error(e.to_string()))?;
+    if bytes.len() as u64 > limit {
+        return Err(read_error(format!("larger than the {limit}-byte module limit")));
+    }
+    Ok(bytes)
 }
 
 impl PluginSet {
@@ -243,7 +257,7 @@ impl Reloader {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let path = entry.path();
                 if is_wasm(&path)
-                    && let Ok(bytes) = std::fs::read(&path)
+                    && let Ok(bytes) = read_module(&path)
                     && let Ok(p) = runtime.load(&bytes, PluginSource::File(path.clone()))
                 {
                     names.insert(path, (p.info.name.clone(), p.hash.clone()));
@@ -278,8 +292,14 @@ fn compile_loop(
                 }
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
+            let bytes = match read_module(&path) {
+                Ok(b) => b,
+                Err(error) => {
+                    if tx.send(ReloadEvent::Rejected(Rejected { path, error })).is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let hash = super::wasm::content_hash(&bytes);
             if names.get(&path).is_some_and(|(_, h)| *h == hash) {

@@ -69,6 +69,12 @@ pub fn content_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The largest module accepted. Compile time grows with the code (a
+/// first-party plugin is well under 1 MiB), and wasmparser's own limits
+/// (function count, function body size, locals) bound the rest. Compiling
+/// happens at start and on the reload thread, never on the packet path.
+pub const MAX_MODULE_BYTES: usize = 16 << 20;
+
 impl WasmRuntime {
     pub fn new(limits: SandboxLimits) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
@@ -92,6 +98,12 @@ impl WasmRuntime {
     /// Compiles (or finds in the cache), instantiates once to check the ABI
     /// version and read the plugin's info.
     pub fn load(self: &Arc<Self>, bytes: &[u8], source: PluginSource) -> Result<LoadedPlugin, LoadError> {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(LoadError::Compile(format!(
+                "the module is {} bytes, over the {MAX_MODULE_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
         let hash = content_hash(bytes);
         let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
         let module = match cached {

@@ -30,6 +30,7 @@ use super::auth::{Access, Denied, Need, WS_PROTOCOL, offers_ws_protocol};
 use super::protocol::{ClientMessage, ErrorMessage, ServerMessage};
 use super::subscription::SpecError;
 use super::view::CHANGE_BUDGET;
+use super::workers::WorkerHealth;
 use super::{GraphState, SharedState, Subscription, SubscriptionSpec, lock};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -138,13 +139,14 @@ pub fn metrics_text(state: &SharedState) -> String {
     let from_workers =
         |f: fn(&super::workers::WorkerCounters) -> u64| -> u64 { st.workers.values().map(|w| f(&w.counters)).sum() };
     let packets = c.packets.max(from_workers(|w| w.packets));
+    let bytes = c.bytes.max(from_workers(|w| w.bytes));
     let ring_drops = c.ring_drops.max(from_workers(|w| w.ring_drops));
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
         out.push_str(&format!("# HELP trawl_{name} {help}\n# TYPE trawl_{name} counter\ntrawl_{name} {v}\n"));
     };
     counter("packets_received_total", "Packets read from the capture (on a hub: by every worker).", packets);
-    counter("bytes_received_total", "Bytes of the packets read.", c.bytes);
+    counter("bytes_received_total", "Bytes of the packets read.", bytes);
     counter("packets_dropped_total", "Packets skipped: malformed, non-IP or unsupported.", c.packets_dropped);
     counter("flows_total", "Flows that ended.", c.flows);
     counter("records_total", "L7 records from targeted workloads.", c.records);
@@ -168,6 +170,14 @@ pub fn metrics_text(state: &SharedState) -> String {
         "Records that left the record log for its count or byte budget (counted in the maps; a filter set later sees fewer).",
         c.records_log_evicted,
     );
+    // Losses by cause: this process's own, or on a hub the workers' sum.
+    let mut losses = c.losses;
+    for w in st.workers.values() {
+        losses.add(&w.counters.losses);
+    }
+    for (name, help, f) in super::workers::Losses::FIELDS {
+        counter(&format!("{name}_total"), help, f(&losses));
+    }
     out.push_str(&format!(
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
         c.subscribers
@@ -216,8 +226,9 @@ fn worker_metrics(st: &GraphState, out: &mut String) {
         return;
     }
     type Field = fn(&super::workers::WorkerCounters) -> u64;
-    let fields: [(&str, &str, Field); 6] = [
+    let fields: [(&str, &str, Field); 7] = [
         ("packets", "Packets the worker read.", |w| w.packets),
+        ("bytes", "Bytes of the packets the worker read.", |w| w.bytes),
         ("ring_drops", "Packets the worker's payload rings dropped because they were full.", |w| w.ring_drops),
         ("records_unsampled", "Requests the worker counted without sending them as records.", |w| w.records_unsampled),
         ("records_dropped", "Records the worker lost outright (its counts had no room either).", |w| w.records_dropped),
@@ -226,16 +237,22 @@ fn worker_metrics(st: &GraphState, out: &mut String) {
             w.journal_evicted
         }),
     ];
-    for (name, help, f) in fields {
+    let per_worker = |out: &mut String, name: &str, help: &str, v: &dyn Fn(&WorkerHealth) -> u64| {
         out.push_str(&format!("# HELP trawl_worker_{name}_total {help}\n# TYPE trawl_worker_{name}_total counter\n"));
         for w in st.workers.values() {
             out.push_str(&format!(
                 "trawl_worker_{name}_total{{node=\"{}\",worker=\"{}\"}} {}\n",
                 label_value(&w.node),
                 label_value(&w.worker_id),
-                f(&w.counters)
+                v(w)
             ));
         }
+    };
+    for (name, help, f) in fields {
+        per_worker(out, name, help, &|w| f(&w.counters));
+    }
+    for (name, help, f) in super::workers::Losses::FIELDS {
+        per_worker(out, name, help, &|w| f(&w.counters.losses));
     }
 }
 
@@ -329,7 +346,7 @@ async fn subscriber(ws: WebSocket, state: SharedState, _place: Subscriber) {
                 } else {
                     answer(text, &state, &mut sub, &mut seq)
                 };
-                if tx.send(self::text(&reply)).await.is_err() {
+                if !send_within(&mut tx, self::text(&reply)).await {
                     break;
                 }
             }
@@ -338,10 +355,29 @@ async fn subscriber(ws: WebSocket, state: SharedState, _place: Subscriber) {
                 // The lock is held only to diff the map, never across a send.
                 let Some(Value::Object(changes)) = ({ s.stream_delta(&lock(&state), CHANGE_BUDGET) }) else { continue };
                 seq += 1;
-                if tx.send(text(&ServerMessage::Delta { seq, changes })).await.is_err() {
+                if !send_within(&mut tx, text(&ServerMessage::Delta { seq, changes })).await {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// A subscriber that has not taken a message within this long is let go:
+/// each holds at most one message in flight (a send waits until the socket
+/// takes it), and a client that stops reading must not keep its place
+/// among the subscribers, or its snapshot in memory, for ever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one message, waiting at most [`SEND_TIMEOUT`]; false when the
+/// subscriber is gone or too slow.
+async fn send_within(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, msg: Message) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::warn!("a map subscriber took no message for 30 s; disconnected");
+            false
         }
     }
 }
@@ -465,6 +501,32 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
     // Changing what is dissected: the admin token, and JSON only, which a
     // page on another site cannot send without the browser asking first
     // (and being refused).
+    // Taking a plugin out of quarantine now, rather than at the end of its
+    // wait: the admin token, and never from another site's page.
+    let plugin_reset = warp::post()
+        .and(warp::path!("api" / "plugins" / String / "reset"))
+        .and(guard(access.clone(), Need::Admin))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and(with_state(state.clone()))
+        .map(|name: String, origin: Option<String>, host: Option<String>, s: SharedState| {
+            if !same_origin(origin.as_deref(), host.as_deref()) {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "cross-origin request refused"})),
+                    StatusCode::FORBIDDEN,
+                );
+            }
+            let mut st = lock(&s);
+            if !st.knows_plugin(&name) {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": format!("no plugin named {name:?}")})),
+                    StatusCode::NOT_FOUND,
+                );
+            }
+            st.request_plugin_reset(&name);
+            tracing::info!(plugin = %name, "plugin reset requested");
+            warp::reply::with_status(warp::reply::json(&json!({"reset": name})), StatusCode::ACCEPTED)
+        });
     let filters_put = warp::put()
         .and(warp::path!("api" / "capture-filters"))
         .and(guard(access, Need::Admin))
@@ -497,6 +559,7 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
             healthz.or(readyz).or(whoami).or(health).or(plugins).or(filters_get).or(map).or(metrics).or(ws).or(statics),
         )
         .or(filters_put)
+        .or(plugin_reset)
         .recover(refusal)
 }
 

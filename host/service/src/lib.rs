@@ -163,6 +163,9 @@ pub struct Counters {
     /// Records that left the log for its count or byte budget (their
     /// counts stay in the maps).
     pub records_log_evicted: u64,
+    /// What capture and dissection lost, by cause (on a hub, the
+    /// workers' sum is in `/metrics` and each worker's in its health).
+    pub losses: workers::Losses,
 }
 
 /// Everything subscribers read, behind one lock.
@@ -189,7 +192,22 @@ pub struct GraphState {
     live: LiveInterfaces,
     /// A hub's workers by `node/worker id`: connected, counters, lag.
     workers: std::collections::BTreeMap<String, workers::WorkerHealth>,
+    /// Plugins an operator asked to take out of quarantine: for this
+    /// process's pipeline, and numbered for a hub's workers.
+    resets: PluginResets,
 }
+
+/// Requests to take a plugin out of quarantine (`POST
+/// /api/plugins/NAME/reset`), as a pipeline here and each worker of a hub
+/// pick them up. Bounded: only the newest few are kept.
+#[derive(Debug, Default)]
+struct PluginResets {
+    local: Vec<String>,
+    numbered: VecDeque<(u64, String)>,
+    next: u64,
+}
+
+const PLUGIN_RESETS_KEPT: usize = 64;
 
 /// What live capture is attached to, for `/api/health`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -232,6 +250,39 @@ impl GraphState {
 
     pub fn set_plugins(&mut self, plugins: Vec<PluginStatus>) {
         self.plugins = plugins;
+    }
+
+    /// Whether a plugin of this name runs here or on any worker.
+    pub fn knows_plugin(&self, name: &str) -> bool {
+        self.plugins.iter().any(|p| p.name == name)
+            || self.workers.values().any(|w| w.plugins.iter().any(|p| p["name"] == name))
+    }
+
+    /// Asks every pipeline (this process's, and each worker's through a
+    /// hub) to take plugin `name` out of quarantine.
+    pub fn request_plugin_reset(&mut self, name: &str) {
+        let r = &mut self.resets;
+        if r.local.len() < PLUGIN_RESETS_KEPT {
+            r.local.push(name.to_string());
+        }
+        r.numbered.push_back((r.next, name.to_string()));
+        r.next += 1;
+        while r.numbered.len() > PLUGIN_RESETS_KEPT {
+            r.numbered.pop_front();
+        }
+    }
+
+    /// The resets asked for since the last call, for this process's
+    /// pipeline.
+    pub fn take_plugin_resets(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.resets.local)
+    }
+
+    /// The resets numbered `from` and later, and the number to ask from
+    /// next time (a hub's connection to one worker keeps its own).
+    pub fn plugin_resets_since(&self, from: u64) -> (Vec<String>, u64) {
+        let names = self.resets.numbered.iter().filter(|(n, _)| *n >= from).map(|(_, name)| name.clone()).collect();
+        (names, self.resets.next)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -282,6 +333,7 @@ impl GraphState {
             records_held: 0,
             legend: Vec::new(),
             plugins: Vec::new(),
+            resets: PluginResets::default(),
             counters: Counters::default(),
             now: Timestamp::ZERO,
             live: LiveInterfaces::default(),

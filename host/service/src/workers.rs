@@ -7,6 +7,7 @@ use serde_json::Value;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerCounters {
     pub packets: u64,
+    pub bytes: u64,
     pub open_flows: u64,
     pub conversations: u64,
     pub records_queued: u64,
@@ -20,6 +21,71 @@ pub struct WorkerCounters {
     pub ring_drops: u64,
     /// A replay that has sent everything.
     pub done: bool,
+    pub losses: Losses,
+}
+
+/// What capture and dissection lost or shed on the way, by cause, so a
+/// thin map can be told from a quiet cluster. Drops are data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Losses {
+    /// Flows the kernel's flow map had no room for: their packets are
+    /// not in the L4 map.
+    pub ebpf_map_full: u64,
+    /// Connections the L7 flow table let go to make room (`--max-flows`):
+    /// their next bytes start mid-stream.
+    pub flows_evicted: u64,
+    /// Holes in reassembled streams: bytes never captured.
+    pub reassembly_gaps: u64,
+    /// Times a connection gave up waiting for its holes because all
+    /// connections together held the reassembly budget.
+    pub reassembly_budget_releases: u64,
+    /// Connections a plugin let go of: a fault, a gap it could not cross,
+    /// or a message over its buffer.
+    pub plugin_detaches: u64,
+    /// Packets the live reorder buffer let go early, over its budget.
+    pub reorder_overflow: u64,
+}
+
+/// A loss cause: its metric name, what it means, and its count.
+pub type LossField = (&'static str, &'static str, fn(&Losses) -> u64);
+
+impl Losses {
+    /// Each cause with its name and what it means, for `/metrics`.
+    pub const FIELDS: [LossField; 6] = [
+        ("ebpf_map_full", "Flows the kernel's eBPF flow map had no room for (uncounted in L4).", |l| l.ebpf_map_full),
+        ("flows_evicted", "Connections the L7 flow table evicted to stay within --max-flows.", |l| l.flows_evicted),
+        ("reassembly_gaps", "Holes in reassembled TCP streams (bytes never captured).", |l| l.reassembly_gaps),
+        (
+            "reassembly_budget_releases",
+            "Connections that gave up their out-of-order bytes because the reassembly budget was full.",
+            |l| l.reassembly_budget_releases,
+        ),
+        ("plugin_detaches", "Connections detached from their plugin (fault, gap or buffer over the limit).", |l| {
+            l.plugin_detaches
+        }),
+        ("reorder_overflow", "Packets the live reorder buffer released early because it was over its budget.", |l| {
+            l.reorder_overflow
+        }),
+    ];
+
+    /// The engine's share (from a pipeline's report), keeping the
+    /// capture-side causes (eBPF map, reorder buffer) as they are.
+    pub fn set_engine(&mut self, engine: &Losses) {
+        self.flows_evicted = engine.flows_evicted;
+        self.reassembly_gaps = engine.reassembly_gaps;
+        self.reassembly_budget_releases = engine.reassembly_budget_releases;
+        self.plugin_detaches = engine.plugin_detaches;
+    }
+
+    /// Field-wise sum (a hub's total over its workers).
+    pub fn add(&mut self, o: &Losses) {
+        self.ebpf_map_full += o.ebpf_map_full;
+        self.flows_evicted += o.flows_evicted;
+        self.reassembly_gaps += o.reassembly_gaps;
+        self.reassembly_budget_releases += o.reassembly_budget_releases;
+        self.plugin_detaches += o.plugin_detaches;
+        self.reorder_overflow += o.reorder_overflow;
+    }
 }
 
 /// One worker's health on the hub.

@@ -5,10 +5,13 @@
 //! every plugin by priority) until one matches; its bytes are queued
 //! meanwhile and replayed into the winner. The host keeps what a plugin did
 //! not consume and calls again once `needed` bytes are there. A protocol
-//! violation detaches the plugin and the stream is probed again. A fault
-//! (trap, timeout, bad output) drops the instance, detaches only its
-//! connections, and re-instantiates it with backoff, until too many faults
-//! in a window quarantine it.
+//! violation detaches the plugin and the stream is probed again. Bad
+//! output (malformed, too deep, too much) detaches only the connection
+//! that produced it: the instance is intact. A trap or a timeout leaves
+//! the instance's memory in an unknown state, so it is dropped with its
+//! connections and re-instantiated with backoff. Too many faults in a
+//! window quarantine the plugin; it is tried again after a growing wait
+//! (or at once on `POST /api/plugins/NAME/reset`), on probation.
 
 mod probing;
 mod routing;
@@ -31,10 +34,17 @@ pub struct DispatchConfig {
     pub quarantine_window: Duration,
     /// First re-instantiation delay after a fault; doubles each time.
     pub backoff: Duration,
+    /// How long a quarantined plugin waits before it is tried again (on
+    /// probation: one fault within `quarantine_window` sends it back);
+    /// doubles with each quarantine, up to 64 times.
+    pub quarantine_retry: Duration,
     /// Connections still on a replaced plugin are closed after this long.
     pub drain_deadline: Duration,
     /// Bytes a connection may queue while it is being probed.
     pub max_probe_bytes: usize,
+    /// Bytes all connections together may hold (probe queues, unconsumed
+    /// tails); the connection that crosses it is let go and counted.
+    pub max_held_bytes: usize,
     /// What plugins are asked to redact, and what the host scrubs from
     /// every record again.
     pub redact: trawl_sdk::redact::Policy,
@@ -46,8 +56,10 @@ impl Default for DispatchConfig {
             quarantine_after: 3,
             quarantine_window: Duration::from_secs(60),
             backoff: Duration::from_millis(50),
+            quarantine_retry: Duration::from_secs(30),
             drain_deadline: Duration::from_secs(30),
             max_probe_bytes: 16 * 1024,
+            max_held_bytes: 64 << 20,
             redact: trawl_sdk::redact::Policy::default(),
         }
     }
@@ -103,6 +115,9 @@ pub struct DispatchStats {
     pub detached_by_fault: u64,
     pub detached_by_gap: u64,
     pub detached_by_buffer: u64,
+    /// Connections let go because all of them together held the dispatch
+    /// byte budget.
+    pub detached_by_budget: u64,
     pub records: u64,
     /// Connections the capture filters kept from every plugin.
     pub not_targeted: u64,
@@ -166,6 +181,19 @@ struct Conn {
     /// The flow table guessed client and server the wrong way round (no
     /// handshake seen); a plugin recognised a request going the other way.
     flipped: bool,
+    /// Bytes it held at the last count (see `Dispatcher::account`).
+    held: usize,
+}
+
+impl Conn {
+    /// Bytes this connection holds in the host now.
+    fn buffered(&self) -> usize {
+        match &self.state {
+            State::Probing(p) => p.queued_bytes + p.seen[0].len() + p.seen[1].len(),
+            State::Attached(a) => a.tails[0].len() + a.tails[1].len(),
+            State::Done => 0,
+        }
+    }
 }
 
 struct Slot {
@@ -176,7 +204,13 @@ struct Slot {
     draining_since: Option<Instant>,
     crashes: VecDeque<Instant>,
     consecutive_faults: u32,
+    /// When an instance may be made again (after a fault's backoff, or at
+    /// the end of a quarantine).
     retry_at: Option<Instant>,
+    /// Quarantines so far (each one waits twice as long as the last).
+    quarantines: u32,
+    /// Back from quarantine: a fault before this sends it back at once.
+    probation_until: Option<Instant>,
     live: u64,
     records: u64,
     faults: u64,
@@ -210,6 +244,8 @@ pub struct Dispatcher {
     next_generation: u64,
     /// Capture time of the newest event, for calls that have none.
     now: u64,
+    /// Bytes all connections hold (see `Dispatcher::account`).
+    held: usize,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -255,6 +291,7 @@ impl Dispatcher {
             stats: DispatchStats::default(),
             next_generation: 1,
             now: 0,
+            held: 0,
         };
         for p in plugins {
             d.install(p);
@@ -281,3 +318,6 @@ impl Dispatcher {
         self.slots.iter().filter(|s| s.state != PluginState::Retired).map(|s| &s.plugin)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -55,6 +55,7 @@ impl Dispatcher {
 
     /// Probes with what a connection has shown so far; attaches on a match.
     pub(super) fn run_probes(&mut self, id: u64, dir: Dir) {
+        self.wake_quarantined();
         let d = dir.code() as usize;
         // Borrow the probe state out of the connection for the loop (the
         // loop needs `self` for instances), and put it back after.
@@ -130,7 +131,7 @@ impl Dispatcher {
                     }
                 }
                 Err(fault) => {
-                    self.fault(slot, fault);
+                    self.fault(slot, fault, Some(id));
                     candidates.remove(i);
                 }
             }

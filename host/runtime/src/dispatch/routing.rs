@@ -21,6 +21,7 @@ impl Dispatcher {
                 state: State::Probing(Probing::default()),
                 excluded: Vec::new(),
                 flipped: false,
+                held: 0,
             }
         })
     }
@@ -65,7 +66,7 @@ impl Dispatcher {
         match opened {
             Ok(r) if r.status == Status::Ok => self.emit(slot, &info, r.events),
             Ok(_) => return,
-            Err(fault) => return self.fault(slot, fault),
+            Err(fault) => return self.fault(slot, fault, Some(id)),
         }
         self.slots[slot].live += 1;
         self.stats.attached += 1;
@@ -119,7 +120,7 @@ impl Dispatcher {
         };
         match closed {
             Ok(r) => self.emit(a.slot, &info, r.events),
-            Err(fault) => self.fault(a.slot, fault),
+            Err(fault) => self.fault(a.slot, fault, Some(id)),
         }
     }
 
@@ -139,7 +140,7 @@ impl Dispatcher {
         let r = match result {
             Ok(r) => r,
             Err(fault) => {
-                self.fault(slot, fault);
+                self.fault(slot, fault, Some(id));
                 return Step::Stop;
             }
         };
@@ -223,6 +224,35 @@ impl Dispatcher {
         self.handle_result(id, slot, dir, ts, result, &window)
     }
 
+    /// Keeps the count of bytes all connections hold (probe queues and
+    /// unconsumed tails) in step with connection `id`, and lets `id` go
+    /// when that count is over the budget: the connection that crossed it,
+    /// not one that was there first.
+    pub(super) fn account(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let now = c.buffered();
+        self.held = (self.held + now).saturating_sub(c.held);
+        c.held = now;
+        if self.held <= self.config.max_held_bytes {
+            return;
+        }
+        self.held -= now;
+        c.held = 0;
+        self.stats.detached_by_budget += 1;
+        match &c.state {
+            State::Attached(a) => {
+                let slot = a.slot;
+                self.slots[slot].detached += 1;
+                self.slots[slot].last_error =
+                    Some(format!("connection let go: all connections held over {} bytes", self.config.max_held_bytes));
+                self.close_attached(id, self.now);
+            }
+            State::Probing(_) => c.state = State::Done,
+            State::Done => {}
+        }
+        tracing::debug!(conn = id, held = self.held, "dispatch byte budget: connection let go");
+    }
+
     /// A connection kept more unconsumed bytes than its plugin allows.
     pub(super) fn detach_overflow(&mut self, id: u64, slot: usize, ts: u64) -> Step {
         let max_buffer = self.slots[slot].plugin.info.max_buffer;
@@ -296,6 +326,7 @@ impl StreamSink for Dispatcher {
             StreamEvent::Data { bytes, .. } => {
                 let dir = self.conn(conn).orient(raw);
                 self.data(id, dir, ts, bytes, false);
+                self.account(id);
             }
             StreamEvent::Gap { len, .. } => {
                 let c = self.conn(conn);
@@ -355,6 +386,7 @@ impl StreamSink for Dispatcher {
                 // Each datagram is probed on its own.
                 p.seen[dir.code() as usize] = payload.to_vec();
                 self.run_probes(id, dir);
+                self.account(id);
             }
             State::Done => {}
         }
@@ -372,6 +404,8 @@ impl StreamSink for Dispatcher {
             self.attach(conn.id, slot);
         }
         self.close_attached(conn.id, self.now);
-        self.conns.remove(&conn.id);
+        if let Some(c) = self.conns.remove(&conn.id) {
+            self.held = self.held.saturating_sub(c.held);
+        }
     }
 }

@@ -22,6 +22,8 @@ impl Dispatcher {
             crashes: VecDeque::new(),
             consecutive_faults: 0,
             retry_at: None,
+            quarantines: 0,
+            probation_until: None,
             live: 0,
             records: 0,
             faults: 0,
@@ -103,7 +105,7 @@ impl Dispatcher {
                         self.emit(slot, &info, r.events);
                     }
                 }
-                Err(fault) => self.fault(slot, fault),
+                Err(fault) => self.fault(slot, fault, None),
             }
         }
         let deadline = self.config.drain_deadline;
@@ -157,6 +159,27 @@ impl Dispatcher {
         self.instance_for(slot)
     }
 
+    /// Quarantined plugins whose wait is over are active again, on
+    /// probation for a quarantine window.
+    pub(super) fn wake_quarantined(&mut self) {
+        let window = self.config.quarantine_window;
+        let mut now = None;
+        for s in &mut self.slots {
+            if !matches!(s.state, PluginState::Quarantined { .. }) {
+                continue;
+            }
+            let now = *now.get_or_insert_with(Instant::now);
+            if s.retry_at.is_some_and(|t| now >= t) {
+                tracing::info!(plugin = %s.plugin.info.name, generation = s.generation, "plugin out of quarantine, on probation");
+                s.state = PluginState::Active;
+                s.crashes.clear();
+                s.consecutive_faults = 0;
+                s.retry_at = None;
+                s.probation_until = Some(now + window);
+            }
+        }
+    }
+
     fn instance_for(&mut self, slot: usize) -> Option<&mut Box<dyn PluginInstance>> {
         let s = &mut self.slots[slot];
         if matches!(s.state, PluginState::Quarantined { .. } | PluginState::Retired) {
@@ -176,7 +199,12 @@ impl Dispatcher {
                 Ok(i) => s.instance = Some(i),
                 Err(e) => {
                     s.last_error = Some(e.to_string());
-                    s.state = PluginState::Quarantined { reason: format!("cannot instantiate: {e}") };
+                    let wait = quarantine_wait(self.config.quarantine_retry, s.quarantines);
+                    s.quarantines += 1;
+                    s.retry_at = Some(Instant::now() + wait);
+                    s.state = PluginState::Quarantined {
+                        reason: format!("cannot instantiate: {e}; trying again in {}s", wait.as_secs()),
+                    };
                     return None;
                 }
             }
@@ -184,28 +212,74 @@ impl Dispatcher {
         s.instance.as_mut()
     }
 
-    pub(super) fn fault(&mut self, slot: usize, fault: PluginFault) {
+    /// Takes a quarantined plugin back at once (`POST
+    /// /api/plugins/NAME/reset`): active, its fault history forgotten.
+    /// Returns how many generations were reset.
+    pub fn reset(&mut self, name: &str) -> usize {
+        let mut n = 0;
+        for s in &mut self.slots {
+            if s.plugin.info.name == name && matches!(s.state, PluginState::Quarantined { .. }) {
+                tracing::info!(plugin = name, generation = s.generation, "plugin reset by an operator");
+                s.state = PluginState::Active;
+                s.crashes.clear();
+                s.consecutive_faults = 0;
+                s.quarantines = 0;
+                s.retry_at = None;
+                s.probation_until = None;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// A plugin faulted, on connection `conn` if a connection call did it.
+    pub(super) fn fault(&mut self, slot: usize, fault: PluginFault, conn: Option<u64>) {
         let now = Instant::now();
         let config = self.config.clone();
         let s = &mut self.slots[slot];
         tracing::warn!(plugin = %s.plugin.info.name, generation = s.generation, %fault, "plugin fault");
-        s.instance = None;
         s.faults += 1;
         s.last_error = Some(fault.to_string());
         s.crashes.push_back(now);
         while s.crashes.front().is_some_and(|t| now.duration_since(*t) > config.quarantine_window) {
             s.crashes.pop_front();
         }
-        if s.crashes.len() >= config.quarantine_after {
-            s.state = PluginState::Quarantined {
-                reason: format!("{} faults within {:?}; last: {fault}", s.crashes.len(), config.quarantine_window),
+        // Output the host refused leaves the instance as it was: only the
+        // connection that produced it goes. A trap or a timeout may have
+        // left the instance's memory half-written: it goes, and with it
+        // every connection it held.
+        let instance_intact = matches!(fault, PluginFault::BadOutput(_) | PluginFault::OutputTooLarge(_));
+        let on_probation = s.probation_until.is_some_and(|t| now < t);
+        let quarantined = on_probation || s.crashes.len() >= config.quarantine_after;
+        if quarantined {
+            let wait = quarantine_wait(config.quarantine_retry, s.quarantines);
+            s.quarantines += 1;
+            s.retry_at = Some(now + wait);
+            s.probation_until = None;
+            let why = if on_probation {
+                "a fault on probation".to_string()
+            } else {
+                format!("{} faults within {:?}", s.crashes.len(), config.quarantine_window)
             };
-        } else {
+            s.state = PluginState::Quarantined {
+                reason: format!("{why}; last: {fault}; trying again in {}s", wait.as_secs()),
+            };
+            s.instance = None;
+        } else if !instance_intact {
+            s.instance = None;
             let backoff = config.backoff.saturating_mul(1 << s.consecutive_faults.min(10));
             s.retry_at = Some(now + backoff);
             s.consecutive_faults += 1;
         }
-        let ids = self.conns_on(slot);
+        let ids = if quarantined || !instance_intact {
+            self.conns_on(slot)
+        } else {
+            conn.filter(
+                |id| matches!(self.conns.get(id), Some(Conn { state: State::Attached(a), .. }) if a.slot == slot),
+            )
+            .into_iter()
+            .collect()
+        };
         for id in ids {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.state = State::Done;
@@ -215,4 +289,9 @@ impl Dispatcher {
             self.stats.detached_by_fault += 1;
         }
     }
+}
+
+/// How long the `n`th quarantine (from 0) lasts: `first`, doubling.
+fn quarantine_wait(first: Duration, n: u32) -> Duration {
+    first.saturating_mul(1 << n.min(6))
 }

@@ -1,0 +1,161 @@
+//! Supervision with a scripted plugin: which faults detach what, and how a
+//! quarantined plugin comes back.
+
+use super::*;
+use crate::{InstanceFactory, LoadError, LoadedPlugin, PluginSource};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use trawl_core::engine::StreamSink;
+use trawl_sdk::abi::{PluginInfo, Probe};
+
+/// Matches everything; `data` on a connection whose first byte is `b'!'`
+/// answers with output the host refuses, and on `b'T'` traps. With
+/// `needs`, it asks for that many bytes before it parses anything.
+struct Scripted {
+    needs: u32,
+}
+
+impl PluginInstance for Scripted {
+    fn probe(&mut self, _: L4, _: Dir, _: &[u8]) -> Result<Probe, PluginFault> {
+        Ok(Probe::Match)
+    }
+    fn open(&mut self, _: u64, _: &ConnMeta) -> Result<DataResult, PluginFault> {
+        Ok(DataResult::ok(0, vec![]))
+    }
+    fn data(&mut self, _: u64, _: Dir, _: u32, _: u64, bytes: &[u8], _: u64) -> Result<DataResult, PluginFault> {
+        if self.needs > 0 {
+            return Ok(DataResult { status: Status::Ok, consumed: 0, needed: self.needs, skip: 0, events: vec![] });
+        }
+        match bytes.first() {
+            Some(b'!') => Err(PluginFault::BadOutput("nested 500000 deep".into())),
+            Some(b'T') => Err(PluginFault::Trap("unreachable".into())),
+            _ => Ok(DataResult::ok(bytes.len() as u32, vec![])),
+        }
+    }
+    fn datagram(&mut self, _: u64, _: Dir, _: u64, _: &[u8]) -> Result<DataResult, PluginFault> {
+        Ok(DataResult::ok(0, vec![]))
+    }
+    fn close(&mut self, _: u64, _: u64) -> Result<DataResult, PluginFault> {
+        Ok(DataResult::ok(0, vec![]))
+    }
+    fn tick(&mut self, _: u64) -> Result<DataResult, PluginFault> {
+        Ok(DataResult::ok(0, vec![]))
+    }
+}
+
+/// Counts its instances; each needs `.1` bytes (see [`Scripted`]).
+struct Factory(Arc<AtomicU32>, u32);
+
+impl InstanceFactory for Factory {
+    fn instantiate(&self) -> Result<Box<dyn PluginInstance>, LoadError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(Scripted { needs: self.1 }))
+    }
+}
+
+fn plugin(instances: Arc<AtomicU32>) -> SharedPlugin {
+    plugin_needing(instances, 0)
+}
+
+fn plugin_needing(instances: Arc<AtomicU32>, needs: u32) -> SharedPlugin {
+    Arc::new(LoadedPlugin {
+        info: PluginInfo {
+            name: "scripted".into(),
+            version: "1".into(),
+            abbreviation: "S".into(),
+            long_name: "Scripted".into(),
+            color: "#000000".into(),
+            tcp_ports: vec![],
+            udp_ports: vec![],
+            priority: 0,
+            probe_depth: 64,
+            accepts_gaps: true,
+            max_buffer: 1 << 16,
+        },
+        hash: "test".into(),
+        source: PluginSource::Native,
+        factory: Box::new(Factory(instances, needs)),
+    })
+}
+
+fn conn(id: u64) -> ConnInfo {
+    let ep = |port| Endpoint { ip: std::net::Ipv4Addr::LOCALHOST.into(), port };
+    ConnInfo { id, l4: L4Proto::Tcp, client: ep(40000 + id as u16), server: ep(80) }
+}
+
+fn send(d: &mut Dispatcher, id: u64, bytes: &[u8]) {
+    let c = conn(id);
+    if d.wants(&c, Timestamp(1)) {
+        d.on_stream(&c, Direction::ToServer, Timestamp(1), StreamEvent::Start { midstream: false });
+    }
+    d.on_stream(&c, Direction::ToServer, Timestamp(2), StreamEvent::Data { offset: 0, bytes });
+}
+
+fn status(d: &Dispatcher) -> PluginStatus {
+    d.status().into_iter().next().unwrap_or_else(|| panic!("no status"))
+}
+
+#[test]
+fn bad_output_detaches_only_its_connection_and_a_trap_detaches_all() {
+    let instances = Arc::new(AtomicU32::new(0));
+    let config = DispatchConfig { backoff: Duration::ZERO, ..DispatchConfig::default() };
+    let mut d = Dispatcher::new(config, [plugin(instances.clone())]);
+    for id in 1..=3 {
+        send(&mut d, id, b"GET");
+    }
+    assert_eq!(status(&d).live_connections, 3);
+    send(&mut d, 4, b"!bomb");
+    let s = status(&d);
+    assert_eq!((s.live_connections, s.detached_connections, s.faults), (3, 1, 1), "{s:?}");
+    assert_eq!(instances.load(Ordering::SeqCst), 1, "the instance was kept");
+    send(&mut d, 5, b"Trap");
+    let s = status(&d);
+    assert_eq!((s.live_connections, s.detached_connections, s.faults), (0, 5, 2), "{s:?}");
+}
+
+#[test]
+fn a_quarantined_plugin_comes_back_after_its_wait_or_on_reset() {
+    let instances = Arc::new(AtomicU32::new(0));
+    let config = DispatchConfig {
+        backoff: Duration::ZERO,
+        quarantine_retry: Duration::from_millis(50),
+        ..DispatchConfig::default()
+    };
+    let mut d = Dispatcher::new(config, [plugin(instances)]);
+    for id in 1..=3 {
+        send(&mut d, id, b"!");
+    }
+    let s = status(&d);
+    assert!(matches!(&s.state, PluginState::Quarantined { reason } if reason.contains("trying again in")), "{s:?}");
+    send(&mut d, 10, b"GET");
+    assert_eq!(status(&d).live_connections, 0, "quarantined: nothing attaches");
+    std::thread::sleep(Duration::from_millis(60));
+    send(&mut d, 11, b"GET");
+    let s = status(&d);
+    assert_eq!((s.state.clone(), s.live_connections), (PluginState::Active, 1), "back after the wait");
+    // On probation, one fault sends it back, for twice as long.
+    send(&mut d, 12, b"!");
+    let s = status(&d);
+    assert!(matches!(&s.state, PluginState::Quarantined { reason } if reason.contains("probation")), "{s:?}");
+    assert_eq!(d.reset("other"), 0);
+    assert_eq!(d.reset("scripted"), 1, "an operator takes it back at once");
+    send(&mut d, 13, b"GET");
+    assert_eq!(status(&d).state, PluginState::Active);
+    assert_eq!(status(&d).live_connections, 1);
+}
+
+#[test]
+fn connections_that_cross_the_dispatch_budget_are_let_go_and_counted() {
+    let config = DispatchConfig { max_held_bytes: 250, ..DispatchConfig::default() };
+    let mut d = Dispatcher::new(config, [plugin_needing(Arc::new(AtomicU32::new(0)), 1000)]);
+    for id in 1..=3 {
+        send(&mut d, id, &[b'x'; 100]);
+    }
+    assert_eq!(d.stats().detached_by_budget, 1, "the third crossed 250 bytes");
+    assert_eq!(d.held, 200);
+    assert_eq!(status(&d).live_connections, 2);
+    for id in 1..=3 {
+        d.on_close(&conn(id));
+    }
+    assert_eq!(d.held, 0, "closed connections hold nothing");
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Soak tests of issue 16, for docs/benchmarks.md. Each is bounded in time.
+# A hub and a live worker run as the manifests run them: the worker in a
+# cgroup whose memory.max is its manifest limit (256 MiB), the hub in one
+# of 1 GiB, so going over is an OOM kill, not a number to squint at.
+#   syn-flood   hping3 SYN flood from random sources at a targeted pod
+#   big-heads   HTTP/1.1 requests with 60 KiB heads at nginx (h2load)
+#   reconnects  1,000 worker runs (each a new node and epoch) against one
+#               hub with a short --worker-grace
+# For each: the worker's and hub's peak memory, whether they lived, the
+# hub's memory before and after, and the losses the hub's /metrics shows.
+# Needs root.
+#
+# Usage: scripts/soak.sh [SECONDS] [RECONNECTS]   (defaults: 60, 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/wire/nginx.sh
+SECS="${1:-60}"
+RECONNECTS="${2:-1000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/trawl-target}"
+. scripts/wire/lab.sh
+lab_prepare soak h2load:nghttp2-client nginx:nginx-light hping3:hping3
+
+P=tsk BR=tskbr0 SRV=tsk-srv CLI=tsk-cli SIP=10.78.0.2 CIP=10.78.0.3
+WORK="$(mktemp -d /var/tmp/trawl-soak.XXXXXX)"
+# The memory controller: cgroup v2 where it is enabled, else v1.
+if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    CG=/sys/fs/cgroup/trawl-soak LIMIT=memory.max PEAK=memory.peak
+else
+    CG=/sys/fs/cgroup/memory/trawl-soak LIMIT=memory.limit_in_bytes PEAK=memory.max_usage_in_bytes
+fi
+cleanup() {
+    lab_cleanup
+    for g in worker hub; do rmdir "$CG/$g" 2>/dev/null || true; done
+    rmdir "$CG" 2>/dev/null || true
+}
+trap cleanup EXIT
+lab_up soak
+mkdir -p "$WORK/www"
+echo '{"ok": true}' >"$WORK/www/small.json"
+{
+    nginx_http_head "$WORK"
+    cat <<NGINX
+    keepalive_requests 1000000;
+    large_client_header_buffers 4 64k;
+    server { listen $SIP:80; root $WORK/www; }
+}
+NGINX
+} >"$WORK/nginx.conf"
+ip netns exec "$SRV" nginx -c "$WORK/nginx.conf" >/dev/null 2>&1 & PIDS+=($!)
+wait_port 80
+
+# Cgroups with the manifests' limits.
+mkdir -p "$CG"
+echo "+memory" >"$CG/cgroup.subtree_control" 2>/dev/null || true
+mkdir -p "$CG/worker" "$CG/hub"
+echo $((256 << 20)) >"$CG/worker/$LIMIT"
+echo $((1 << 30)) >"$CG/hub/$LIMIT"
+
+HUB_UI=8896 HUB_WORKERS=9796
+# in_cgroup GROUP COMMAND...: runs COMMAND in the background inside GROUP.
+in_cgroup() {
+    local group="$1"; shift
+    bash -c "echo \$\$ >$CG/$group/cgroup.procs && exec \"\$@\"" _ "$@" &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+in_cgroup hub "$TRAWL" hub --token soak --workers "127.0.0.1:$HUB_WORKERS" --listen "127.0.0.1:$HUB_UI" \
+    --inventory "$WORK/inventory.json" --worker-grace 5 2>"$WORK/hub.log"
+HUB_PID=$LAST_PID
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HUB_UI/healthz" >/dev/null && break; sleep 0.1; done
+start_worker() {
+    in_cgroup worker "$TRAWL" worker --live --hub "127.0.0.1:$HUB_WORKERS" --token soak --node node-a \
+        --netns-prefix "$P-" --inventory "$WORK/inventory.json" 2>>"$WORK/worker.log"
+    WORKER_PID=$LAST_PID
+    sleep 4
+}
+metric() { curl -s "http://127.0.0.1:$HUB_UI/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+rss() { awk '/VmRSS/ {printf "%.0f MiB", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo gone; }
+mib() { awk '{printf "%.0f MiB", $1 / 1048576}' "$1"; }
+alive() { kill -0 "$1" 2>/dev/null && echo alive || echo "DEAD (see dmesg for an OOM kill)"; }
+losses() {
+    printf 'ebpf_map_full %s, flows_evicted %s, budget_releases %s, gaps %s, detaches %s, reorder %s, ring_drops %s, unsampled %s' \
+        "$(metric trawl_ebpf_map_full_total)" "$(metric trawl_flows_evicted_total)" \
+        "$(metric trawl_reassembly_budget_releases_total)" "$(metric trawl_reassembly_gaps_total)" \
+        "$(metric trawl_plugin_detaches_total)" "$(metric trawl_reorder_overflow_total)" \
+        "$(metric trawl_ring_drops_total)" "$(metric trawl_records_unsampled_total)"
+}
+report() {  # LABEL HUB_RSS_BEFORE
+    echo "| $1 | $(alive "$WORKER_PID" worker) | $(mib "$CG/worker/$PEAK") | $(alive "$HUB_PID" hub) | $2 → $(rss "$HUB_PID") | $(losses) |"
+}
+
+echo "| soak ($SECS s) | worker | worker peak (limit 256 MiB) | hub | hub RSS before → after | losses (hub /metrics) |"
+echo "|---|---|---|---|---|---|"
+
+start_worker
+before=$(rss "$HUB_PID")
+ip netns exec "$CLI" timeout "$SECS" hping3 -S -p 80 --flood --rand-source "$SIP" >/dev/null 2>&1 || true
+sleep 3
+report "SYN flood, random sources, at web:80 (hping3 --flood)" "$before"
+
+before=$(rss "$HUB_PID")
+pad=$(head -c 45000 /dev/zero | base64 -w0 | head -c 61000)
+ip netns exec "$CLI" timeout "$SECS" h2load --h1 -D "$SECS" -c 16 -t 1 -H "x-pad: $pad" \
+    "http://$SIP/small.json" >"$WORK/h2load.log" 2>&1 || true
+sleep 3
+report "60 KiB heads, HTTP/1.1 (h2load, $(awk '/^requests:/ {print $4}' "$WORK/h2load.log") done)" "$before"
+kill "$WORKER_PID" 2>/dev/null || true
+wait "$WORKER_PID" 2>/dev/null || true
+
+# Reconnects: a replay worker per run, each its own node (a new epoch),
+# two at a time; the hub forgets each after --worker-grace.
+before=$(rss "$HUB_PID")
+CAPTURE=examples/demo/demo.pcap
+run_one() {
+    "$TRAWL" worker --hub "127.0.0.1:$HUB_WORKERS" --token soak --node "churn-$1" --speed max --replay "$CAPTURE" \
+        >/dev/null 2>&1 || echo "worker $1 failed" >&2
+}
+for i in $(seq 1 2 "$RECONNECTS"); do
+    run_one "$i" & a=$!
+    run_one "$((i + 1))" & b=$!
+    wait "$a" "$b"
+    [ $((i % 200)) = 1 ] && echo "  after $i runs: hub RSS $(rss "$HUB_PID"), workers listed $(curl -s "http://127.0.0.1:$HUB_UI/api/health" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["workers"]))')" >&2
+done
+sleep 12
+listed=$(curl -s "http://127.0.0.1:$HUB_UI/api/health" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["workers"]))')
+echo "| $RECONNECTS worker runs (replay, a new node each) | – | – | $(alive "$HUB_PID" hub) | $before → $(rss "$HUB_PID"), peak $(mib "$CG/hub/$PEAK"); workers listed after the grace: $listed | – |"
