@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Soak tests of issue 16, for docs/benchmarks.md. Each is bounded in time.
-# A hub and a live worker run as the manifests run them: the worker in a
-# cgroup whose memory.max is its manifest limit (256 MiB), the hub in one
-# of 1 GiB, so going over is an OOM kill, not a number to squint at.
+# A hub and a live worker run as the manifests run them
+# (deploy/manifests): the worker in a memory cgroup of its limit (512 MiB)
+# with its flags (--max-flows 65536, 32 MiB each of queued and sent
+# records), the hub in one of 1 GiB, so going over is an OOM kill, not a
+# number to squint at.
 #   syn-flood   hping3 SYN flood from random sources at a targeted pod
 #   big-heads   HTTP/1.1 requests with 60 KiB heads at nginx (h2load)
 #   reconnects  1,000 worker runs (each a new node and epoch) against one
@@ -30,6 +32,8 @@ else
     CG=/sys/fs/cgroup/memory/trawl-soak LIMIT=memory.limit_in_bytes PEAK=memory.max_usage_in_bytes
 fi
 cleanup() {
+    # The hub's and worker's logs outlive the run, for a look afterwards.
+    mkdir -p /var/tmp/trawl-soak-logs && cp "$WORK"/*.log /var/tmp/trawl-soak-logs/ 2>/dev/null || true
     lab_cleanup
     for g in worker hub; do rmdir "$CG/$g" 2>/dev/null || true; done
     rmdir "$CG" 2>/dev/null || true
@@ -54,7 +58,7 @@ wait_port 80
 mkdir -p "$CG"
 echo "+memory" >"$CG/cgroup.subtree_control" 2>/dev/null || true
 mkdir -p "$CG/worker" "$CG/hub"
-echo $((256 << 20)) >"$CG/worker/$LIMIT"
+echo $((512 << 20)) >"$CG/worker/$LIMIT"
 echo $((1 << 30)) >"$CG/hub/$LIMIT"
 
 HUB_UI=8896 HUB_WORKERS=9796
@@ -65,46 +69,48 @@ in_cgroup() {
     PIDS+=($!)
     LAST_PID=$!
 }
-in_cgroup hub "$TRAWL" hub --token soak --workers "127.0.0.1:$HUB_WORKERS" --listen "127.0.0.1:$HUB_UI" \
-    --inventory "$WORK/inventory.json" --worker-grace 5 2>"$WORK/hub.log"
+RUST_LOG=info in_cgroup hub "$TRAWL" hub --token soak --workers "127.0.0.1:$HUB_WORKERS" --listen "127.0.0.1:$HUB_UI" \
+    --inventory "$WORK/inventory.json" --worker-grace 5 --record-log-mib 16 2>"$WORK/hub.log"
 HUB_PID=$LAST_PID
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HUB_UI/healthz" >/dev/null && break; sleep 0.1; done
 start_worker() {
     in_cgroup worker "$TRAWL" worker --live --hub "127.0.0.1:$HUB_WORKERS" --token soak --node node-a \
-        --netns-prefix "$P-" --inventory "$WORK/inventory.json" 2>>"$WORK/worker.log"
+        --netns-prefix "$P-" --inventory "$WORK/inventory.json" \
+        --max-flows 65536 --max-record-mib 32 --journal-mib 32 2>>"$WORK/worker.log"
     WORKER_PID=$LAST_PID
     sleep 4
 }
 metric() { curl -s "http://127.0.0.1:$HUB_UI/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 rss() { awk '/VmRSS/ {printf "%.0f MiB", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo gone; }
+hwm() { awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo gone; }
 mib() { awk '{printf "%.0f MiB", $1 / 1048576}' "$1"; }
 alive() { kill -0 "$1" 2>/dev/null && echo alive || echo "DEAD (see dmesg for an OOM kill)"; }
 losses() {
-    printf 'ebpf_map_full %s, flows_evicted %s, budget_releases %s, gaps %s, detaches %s, reorder %s, ring_drops %s, unsampled %s' \
-        "$(metric trawl_ebpf_map_full_total)" "$(metric trawl_flows_evicted_total)" \
+    printf 'ebpf_map_full %s, ebpf_evicted %s, flows_evicted %s, budget_releases %s, gaps %s, detaches %s, reorder %s, ring_drops %s, unsampled %s' \
+        "$(metric trawl_ebpf_map_full_total)" "$(metric trawl_ebpf_evicted_total)" "$(metric trawl_flows_evicted_total)" \
         "$(metric trawl_reassembly_budget_releases_total)" "$(metric trawl_reassembly_gaps_total)" \
         "$(metric trawl_plugin_detaches_total)" "$(metric trawl_reorder_overflow_total)" \
         "$(metric trawl_ring_drops_total)" "$(metric trawl_records_unsampled_total)"
 }
 report() {  # LABEL HUB_RSS_BEFORE
-    echo "| $1 | $(alive "$WORKER_PID" worker) | $(mib "$CG/worker/$PEAK") | $(alive "$HUB_PID" hub) | $2 → $(rss "$HUB_PID") | $(losses) |"
+    echo "| $1 | $(alive "$WORKER_PID" worker) | $(hwm "$WORKER_PID") (cgroup, with page cache and socket buffers: $(mib "$CG/worker/$PEAK")) | $(alive "$HUB_PID" hub) | $2 → $(rss "$HUB_PID") (peak $(hwm "$HUB_PID")) | $(losses) |"
 }
 
-echo "| soak ($SECS s) | worker | worker peak (limit 256 MiB) | hub | hub RSS before → after | losses (hub /metrics) |"
+echo "| soak ($SECS s) | worker | worker peak RSS (limit 512 MiB) | hub | hub RSS before → after | losses (hub /metrics) |"
 echo "|---|---|---|---|---|---|"
 
 start_worker
 before=$(rss "$HUB_PID")
-ip netns exec "$CLI" timeout "$SECS" hping3 -S -p 80 --flood --rand-source "$SIP" >/dev/null 2>&1 || true
+[ "$SECS" -gt 0 ] && ip netns exec "$CLI" timeout "$SECS" hping3 -S -p 80 --flood --rand-source "$SIP" >/dev/null 2>&1 || true
 sleep 3
 report "SYN flood, random sources, at web:80 (hping3 --flood)" "$before"
 
 before=$(rss "$HUB_PID")
-pad=$(head -c 45000 /dev/zero | base64 -w0 | head -c 61000)
-ip netns exec "$CLI" timeout "$SECS" h2load --h1 -D "$SECS" -c 16 -t 1 -H "x-pad: $pad" \
+pad=$(head -c 46000 /dev/zero | base64 -w0 | head -c 61000)
+ip netns exec "$CLI" timeout $((SECS + 30)) h2load --h1 -D "$SECS" -c 16 -t 1 -H "x-pad: $pad" \
     "http://$SIP/small.json" >"$WORK/h2load.log" 2>&1 || true
 sleep 3
-report "60 KiB heads, HTTP/1.1 (h2load, $(awk '/^requests:/ {print $4}' "$WORK/h2load.log") done)" "$before"
+report "60 KiB heads, HTTP/1.1 (h2load, $(awk '/^requests:/ {print $6}' "$WORK/h2load.log") done)" "$before"
 kill "$WORKER_PID" 2>/dev/null || true
 wait "$WORKER_PID" 2>/dev/null || true
 
@@ -124,4 +130,4 @@ for i in $(seq 1 2 "$RECONNECTS"); do
 done
 sleep 12
 listed=$(curl -s "http://127.0.0.1:$HUB_UI/api/health" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["workers"]))')
-echo "| $RECONNECTS worker runs (replay, a new node each) | – | – | $(alive "$HUB_PID" hub) | $before → $(rss "$HUB_PID"), peak $(mib "$CG/hub/$PEAK"); workers listed after the grace: $listed | – |"
+echo "| $RECONNECTS worker runs (replay, a new node each) | – | – | $(alive "$HUB_PID" hub) | $before → $(rss "$HUB_PID") (peak $(hwm "$HUB_PID")); workers listed after the grace: $listed | – |"

@@ -12,6 +12,7 @@ const POLL_MS = 5000;
 const CAUSES = {
   ring_drops: 'packets the capture rings dropped (full)',
   ebpf_map_full: 'flows the eBPF flow map had no room for',
+  ebpf_evicted: 'flows the full eBPF flow map evicted',
   flows_evicted: 'connections evicted from the L7 flow table (--max-flows)',
   reassembly_gaps: 'holes in reassembled streams',
   reassembly_budget_releases: 'connections that gave up out-of-order bytes (reassembly budget)',
@@ -19,6 +20,7 @@ const CAUSES = {
   reorder_overflow: 'packets released early by the reorder buffer',
   records_dropped: 'records a worker lost outright',
   conversations_dropped: 'closed-flow conversations a worker could not keep',
+  flows_dropped: 'flows a worker lost (its outbox was full)',
   journal_evicted: 'sent records a worker could no longer resend',
 };
 

@@ -46,6 +46,8 @@ struct Pair {
     fin: [bool; 2],
     /// When this pair last grew, by the readings' own clock.
     changed: Timestamp,
+    /// The last round of readings that had it.
+    round: u64,
 }
 
 /// Counter readings that went backwards: the counter restarted (an LRU
@@ -54,6 +56,10 @@ struct Pair {
 pub struct CounterStats {
     pub restarts: u64,
     pub flows: usize,
+    /// Flows gone from a complete reading that were not let go here: the
+    /// kernel's LRU map evicted them (full), and what they carried since
+    /// the last reading is lost.
+    pub evicted: u64,
 }
 
 /// A flow [`CounterTable::expire`] let go of.
@@ -69,13 +75,14 @@ pub struct ExpiredFlow {
 #[derive(Debug, Default)]
 pub struct CounterTable {
     pairs: HashMap<PairKey, Pair>,
+    round: u64,
     ports: ServicePorts,
     stats: CounterStats,
 }
 
 impl CounterTable {
     pub fn new(ports: ServicePorts) -> Self {
-        CounterTable { pairs: HashMap::new(), ports, stats: CounterStats::default() }
+        CounterTable { pairs: HashMap::new(), round: 0, ports, stats: CounterStats::default() }
     }
 
     pub fn stats(&self) -> CounterStats {
@@ -85,6 +92,7 @@ impl CounterTable {
     /// Folds one round of readings in and returns what grew, one delta per
     /// flow that did.
     pub fn update(&mut self, readings: impl IntoIterator<Item = DirectionalReading>) -> Vec<FlowDelta> {
+        self.round += 1;
         let mut grown: HashMap<PairKey, [DirCounters; 2]> = HashMap::new();
         for r in readings {
             let forward = (r.src.ip, r.src.port) <= (r.dst.ip, r.dst.port);
@@ -105,6 +113,7 @@ impl CounterTable {
                 }
             };
             pair.counted[dir] = r.counters;
+            pair.round = self.round;
             pair.first_ts = Some(pair.first_ts.map_or(r.first_ts, |t| t.min(r.first_ts)));
             pair.last_ts = pair.last_ts.max(r.last_ts);
             pair.fin[dir] |= r.fin;
@@ -122,6 +131,22 @@ impl CounterTable {
         let mut out: Vec<FlowDelta> =
             grown.into_iter().filter_map(|(key, g)| Some(self.delta(&key, self.pairs.get(&key)?, g, false))).collect();
         out.sort_by_key(|d| (d.first_ts, d.client.ip, d.client.port, d.server.ip, d.server.port));
+        out
+    }
+
+    /// After an [`update`](Self::update) with every flow the map holds:
+    /// forgets the flows it did not have (the kernel's LRU map evicted
+    /// them when full), each with a closing delta, and counts them. Keeps
+    /// this table no bigger than the map, however fast flows churn.
+    pub fn forget_unread(&mut self) -> Vec<FlowDelta> {
+        let round = self.round;
+        let gone: Vec<PairKey> = self.pairs.iter().filter(|(_, p)| p.round != round).map(|(k, _)| *k).collect();
+        self.stats.evicted += gone.len() as u64;
+        let mut out = Vec::with_capacity(gone.len());
+        for key in gone {
+            let Some(pair) = self.pairs.remove(&key) else { continue };
+            out.push(self.delta(&key, &pair, [DirCounters::default(); 2], true));
+        }
         out
     }
 
@@ -220,5 +245,17 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert!(gone[0].closing.closed && gone[0].closing.to_server.packets == 0);
         assert_eq!(t.stats().flows, 0);
+    }
+
+    #[test]
+    fn flows_the_kernel_map_evicted_are_closed_and_counted() {
+        let mut t = CounterTable::new(ServicePorts::default());
+        let (c, s, d) = (ep("10.0.0.1", 40000), ep("10.0.0.2", 80), ep("10.0.0.3", 80));
+        t.update([reading(c, s, 3, true), reading(c, d, 2, true)]);
+        assert!(t.forget_unread().is_empty(), "both were read");
+        t.update([reading(c, s, 4, true)]);
+        let gone = t.forget_unread();
+        assert_eq!((gone.len(), gone[0].server, gone[0].closed), (1, d, true));
+        assert_eq!((t.stats().evicted, t.stats().flows), (1, 1));
     }
 }

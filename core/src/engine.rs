@@ -119,6 +119,8 @@ pub struct Engine<S: StreamSink = NoStreams> {
     deltas: Vec<FlowDelta>,
     /// Bytes held by every reassembler, against `max_reassembly_bytes`.
     reassembly_held: usize,
+    /// Whether flow deltas are gathered for [`Engine::take_deltas`].
+    export_deltas: bool,
 }
 
 impl Engine<NoStreams> {
@@ -142,6 +144,7 @@ impl<S: StreamSink> Engine<S> {
             next_tick: None,
             deltas: Vec::new(),
             reassembly_held: 0,
+            export_deltas: true,
         }
     }
 
@@ -367,8 +370,22 @@ impl<S: StreamSink> Engine<S> {
     pub fn tick(&mut self) {
         self.table.expire(self.now);
         self.settle_removed();
-        self.table.collect_deltas(&mut self.deltas);
+        self.gather_deltas();
         self.next_tick = Some(self.now.add_nanos(self.config.tick_nanos));
+    }
+
+    /// Stops gathering flow deltas (nobody takes them: live L7 capture,
+    /// whose L4 numbers come from the eBPF counters).
+    pub fn set_export_deltas(&mut self, export: bool) {
+        self.export_deltas = export;
+    }
+
+    fn gather_deltas(&mut self) {
+        if self.export_deltas {
+            self.table.collect_deltas(&mut self.deltas);
+        } else {
+            self.table.discard_deltas();
+        }
     }
 
     /// Deltas exported so far; the caller takes them.
@@ -380,7 +397,7 @@ impl<S: StreamSink> Engine<S> {
     pub fn finish(&mut self) {
         self.table.finish_all();
         self.settle_removed();
-        self.table.collect_deltas(&mut self.deltas);
+        self.gather_deltas();
     }
 }
 

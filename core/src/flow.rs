@@ -272,6 +272,10 @@ pub struct FlowTableConfig {
     pub tcp_idle_timeout_secs: u64,
     /// How long a closed TCP flow is kept to catch late segments.
     pub tcp_closed_linger_secs: u64,
+    /// Keep a record of every flow that ends, for
+    /// [`FlowTable::drain_finished`] (`trawl replay --emit flows`). Off
+    /// by default: a long-running table would keep them all.
+    pub keep_finished: bool,
 }
 
 impl Default for FlowTableConfig {
@@ -283,6 +287,7 @@ impl Default for FlowTableConfig {
             // still be one connection; Linux keepalive probes after 2 h.
             tcp_idle_timeout_secs: 2 * 3600,
             tcp_closed_linger_secs: 60,
+            keep_finished: false,
         }
     }
 }
@@ -577,7 +582,9 @@ impl FlowTable {
         self.len -= 1;
         let delta = flow.take_delta(true);
         self.deltas.push(delta);
-        self.finished.push(flow.record(end));
+        if self.config.keep_finished {
+            self.finished.push(flow.record(end));
+        }
     }
 
     /// Ends flows that have been idle past their timeout, oldest first.
@@ -601,6 +608,12 @@ impl FlowTable {
     /// `out`, along with the final deltas of flows that ended meanwhile.
     pub fn collect_deltas(&mut self, out: &mut Vec<FlowDelta>) {
         out.append(&mut self.deltas);
+        self.take_dirty(|delta| out.push(delta));
+    }
+
+    /// Takes the pending delta of every flow that grew, most recent first
+    /// (dirty flows sit at the head of the list).
+    fn take_dirty(&mut self, mut each: impl FnMut(FlowDelta)) {
         let mut slot = self.head;
         while slot != NIL {
             let flow = self.flow_mut(slot);
@@ -608,10 +621,17 @@ impl FlowTable {
                 break;
             }
             let next = flow.next;
-            let delta = flow.take_delta(false);
-            out.push(delta);
+            each(flow.take_delta(false));
             slot = next;
         }
+    }
+
+    /// As [`collect_deltas`](Self::collect_deltas), for a table whose
+    /// deltas nobody wants (live L7, where the L4 numbers come from the
+    /// eBPF counters): lets them go without gathering them.
+    pub fn discard_deltas(&mut self) {
+        self.deltas.clear();
+        self.take_dirty(drop);
     }
 
     /// Slots freed since the last call, so side tables keyed by slot can
@@ -659,7 +679,10 @@ mod tests {
     }
 
     fn table(max: u32) -> FlowTable {
-        FlowTable::new(FlowTableConfig { max_flows: max, ..Default::default() }, ServicePorts::default())
+        FlowTable::new(
+            FlowTableConfig { max_flows: max, keep_finished: true, ..Default::default() },
+            ServicePorts::default(),
+        )
     }
 
     const S: u8 = TcpFlags::SYN;

@@ -90,6 +90,9 @@ pub struct EbpfStats {
     pub skipped: u64,
     /// Flows that could not be added to the map.
     pub map_full: u64,
+    /// Flows the full LRU map evicted (seen as gone between two reads;
+    /// filled in by the reader, not the programs).
+    pub evicted: u64,
 }
 
 /// One read of the flow map.
@@ -266,7 +269,7 @@ impl FlowCounters {
         let Some(map) = self.ebpf.map("stats") else { return EbpfStats::default() };
         let Ok(map) = PerCpuArray::<&MapData, u64>::try_from(map) else { return EbpfStats::default() };
         let sum = |i: u32| map.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-        EbpfStats { packets: sum(0), skipped: sum(1), map_full: sum(2) }
+        EbpfStats { packets: sum(0), skipped: sum(1), map_full: sum(2), evicted: 0 }
     }
 }
 

@@ -286,6 +286,11 @@ struct ServiceArgs {
     /// Capture filters and plugins from a file (YAML or JSON; a ConfigMap). Flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// MiB of recent records kept for filters and subscriptions set later
+    /// (the maps keep every count; `records_log_evicted_total` counts what
+    /// leaves).
+    #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    record_log_mib: u64,
     #[command(flatten)]
     redact: RedactArgs,
 }
@@ -507,6 +512,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     max_conversations: a.max_conversations,
                     max_record_bytes: a.max_record_mib << 20,
                     journal_bytes: a.journal_mib << 20,
+                    // Live: the kernel map's flows, open and just closed,
+                    // with room for the hub to fall behind. A replay is
+                    // finite and its flows are the capture's.
+                    max_flows: if a.source.live { (a.max_flows as usize).saturating_mul(4) } else { usize::MAX },
                 },
                 stay: a.stay,
                 health_listen: a.health_listen,
@@ -627,6 +636,7 @@ fn service_options(
     replay.plugin_dirs = a.plugin_dirs;
     replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
     replay.dispatch.redact = a.redact.policy();
+    replay.record_log_bytes = (a.record_log_mib as usize) << 20;
     let flags = capture_filter(a.capture_filter, a.namespaces, a.exclude_namespaces)?;
     let capture_filter = merge_capture_filter(flags, config.as_ref())?;
     let access = Access::new(a.listen, a.api_token, a.admin_token, a.allowed_hosts, a.insecure_no_auth)?;

@@ -53,11 +53,6 @@ pub fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, 
         ToHub::Hello { .. } => {}
     }
     m.seen(node, epoch, std::time::Instant::now());
-    if !m.sweep(std::time::Instant::now()).is_empty() {
-        // Workers gone as long leave the health list too.
-        let (now, grace) = (trawl_pipeline::live::wall_now().0, m.grace().as_nanos() as u64);
-        st.workers_mut().retain(|_, h| h.connected || now.saturating_sub(h.last_seen_ns) <= grace);
-    }
     let (dup, open) = (m.duplicate_records, m.open_flows());
     let now = trawl_pipeline::live::wall_now().0;
     let h = worker_health(st, id, node, "");
@@ -215,6 +210,27 @@ fn worker_conn(
 /// workers silent for `grace` is let go.
 pub fn accept(listener: TcpListener, access: WorkerAccess, state: SharedState, grace: std::time::Duration) {
     let merger = Arc::new(Mutex::new(Merger::with_grace(grace)));
+    {
+        // On a timer, not on frames: a hub whose workers all went quiet
+        // must still let go of them.
+        let (merger, state) = (merger.clone(), state.clone());
+        let _ = std::thread::Builder::new().name("hub-sweep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(super::merge::SWEEP_EVERY);
+                let gone =
+                    merger.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sweep(std::time::Instant::now());
+                if gone.is_empty() {
+                    continue;
+                }
+                // Workers gone as long leave the health list too.
+                let grace = grace.as_nanos() as u64;
+                state.update(move |st| {
+                    let now = trawl_pipeline::live::wall_now().0;
+                    st.workers_mut().retain(|_, h| h.connected || now.saturating_sub(h.last_seen_ns) <= grace);
+                });
+            }
+        });
+    }
     let unproven = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut backoff = std::time::Duration::from_millis(10);
     for stream in listener.incoming() {
@@ -269,8 +285,10 @@ pub struct HubOptions {
 pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     let identity = trawl_pipeline::replay::load_identity(&opts.replay.inventories)?;
-    let state: SharedState =
-        Graph::new(GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs));
+    let state: SharedState = Graph::new(
+        GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs)
+            .with_record_log_bytes(opts.replay.record_log_bytes),
+    );
     if opts.kube {
         trawl_pipeline::live::watch_kubernetes_into(
             state.clone(),

@@ -44,8 +44,14 @@ type FlowKey = (String, String, bool, (IpAddr, u16), (IpAddr, u16), u64);
 /// this long finds again (a resend adds nothing). A replay run again with
 /// the same epoch after longer counts again.
 pub const EPOCH_GRACE: Duration = Duration::from_secs(10 * 60);
+/// Conversations the hub keeps per worker epoch, as many as a worker
+/// keeps by default (`--max-conversations`), and like the worker the first
+/// ones: a flood of random sources must not fill the hub. Beyond, closed
+/// flows still count; a hub restart could not ask for them again anyway.
+pub const MAX_CONVERSATIONS_PER_EPOCH: usize = 100_000;
+
 /// How often stale epochs are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A set that forgets its oldest entries beyond a bound.
 #[derive(Debug, Default)]
@@ -86,6 +92,11 @@ pub struct Merger {
     grace: Duration,
     /// Epochs whose state was let go, over the hub's life.
     pub epochs_evicted: u64,
+    /// Conversations kept per (node, epoch).
+    conversations_per_epoch: HashMap<(String, String), usize>,
+    /// Closed flows not folded into a conversation: their epoch had its
+    /// most conversations already.
+    pub conversations_unkept: u64,
     closed: Recent,
     conversations: HashMap<(String, String, ConversationKey), ClosedTotals>,
     unsampled: HashMap<(String, String, UnsampledKey), UnsampledTotals>,
@@ -127,6 +138,8 @@ impl Merger {
             last_sweep: Instant::now(),
             grace,
             epochs_evicted: 0,
+            conversations_per_epoch: HashMap::new(),
+            conversations_unkept: 0,
             closed: Recent::default(),
             conversations: HashMap::new(),
             unsampled: HashMap::new(),
@@ -183,6 +196,7 @@ impl Merger {
         self.open.retain(|(node, epoch, ..), _| !gone(node, epoch));
         self.conversations.retain(|(node, epoch, _), _| !gone(node, epoch));
         self.unsampled.retain(|(node, epoch, _), _| !gone(node, epoch));
+        self.conversations_per_epoch.retain(|k, _| !stale.contains(k));
         self.last_seen.retain(|k, _| !stale.contains(k));
         self.epochs_evicted += stale.len() as u64;
         tracing::info!(epochs = stale.len(), open_flows = self.open.len(), "let go of the state of silent workers");
@@ -212,11 +226,10 @@ impl Merger {
                 let Some(last) = self.open.remove(&key) else { continue };
                 self.closed.insert(id, SEEN_CLOSED);
                 let conv = conversation_of(&last);
-                let entry = self
-                    .conversations
-                    .entry((node.to_string(), epoch.to_string(), conv))
-                    .or_insert_with(|| empty_conversation(conv));
-                fold(entry, &last);
+                match self.conversation(node, epoch, conv) {
+                    Some(entry) => fold(entry, &last),
+                    None => self.conversations_unkept += 1,
+                }
             } else if s[0] == 0 && c[0] == 0 {
                 continue;
             }
@@ -237,8 +250,10 @@ impl Merger {
     /// Adds what a worker's conversations have that this hub lacks.
     pub fn closed(&mut self, node: &str, epoch: &str, convs: &[ClosedTotals], state: &mut GraphState) {
         for c in convs {
-            let key = (node.to_string(), epoch.to_string(), (c.tcp, c.client, c.server));
-            let have = self.conversations.entry(key).or_insert_with(|| empty_conversation((c.tcp, c.client, c.server)));
+            let Some(have) = self.conversation(node, epoch, (c.tcp, c.client, c.server)) else {
+                self.conversations_unkept += 1;
+                continue;
+            };
             let (s, cl) = (grown(c.to_server, have.to_server), grown(c.to_client, have.to_client));
             let flows = c.flows.saturating_sub(have.flows);
             raise(&mut have.to_server, c.to_server);
@@ -262,6 +277,19 @@ impl Merger {
             };
             state.add_closing(&delta, flows);
         }
+    }
+
+    /// The hub's copy of a conversation, made if the epoch has room.
+    fn conversation(&mut self, node: &str, epoch: &str, conv: ConversationKey) -> Option<&mut ClosedTotals> {
+        let key = (node.to_string(), epoch.to_string(), conv);
+        if !self.conversations.contains_key(&key) {
+            let kept = self.conversations_per_epoch.entry((node.to_string(), epoch.to_string())).or_default();
+            if *kept >= MAX_CONVERSATIONS_PER_EPOCH {
+                return None;
+            }
+            *kept += 1;
+        }
+        Some(self.conversations.entry(key).or_insert_with(|| empty_conversation(conv)))
     }
 
     /// Adds the requests a worker counted beyond its record queue, as far
@@ -488,5 +516,30 @@ mod tests {
         assert_eq!(gone, vec![("n".to_string(), "e1".to_string())]);
         assert_eq!((hub.open_flows(), hub.epochs(), hub.epochs_evicted), (1, 1, 1));
         assert_eq!(totals(&st).1, counted.1 + 8, "what was counted stays counted");
+    }
+
+    #[test]
+    fn an_epoch_keeps_at_most_its_conversations_and_still_counts_the_rest() {
+        let (mut hub, mut st) = (Merger::default(), state());
+        let closed: Vec<FlowTotals> = (0..MAX_CONVERSATIONS_PER_EPOCH as u32 + 10)
+            .map(|i| {
+                let client = (IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), 40000);
+                FlowTotals {
+                    tcp: true,
+                    client,
+                    server: ("10.255.0.1".parse().unwrap(), 80),
+                    first_ts: 1,
+                    last_ts: 2,
+                    to_server: [1, 10, 50],
+                    to_client: [0; 3],
+                    syn: true,
+                    closed: true,
+                }
+            })
+            .collect();
+        hub.flows("n", "e", &closed, &mut st);
+        assert_eq!(hub.conversations.len(), MAX_CONVERSATIONS_PER_EPOCH);
+        assert_eq!(hub.conversations_unkept, 10);
+        assert_eq!(st.counters().flows, closed.len() as u64, "every closed flow counted");
     }
 }

@@ -50,6 +50,10 @@ pub struct OutboxLimits {
     pub journal_bytes: usize,
     /// Conversations whose closed flows are kept for a hub that restarts.
     pub max_conversations: usize,
+    /// Flows whose totals are kept (open ones, and closed ones not yet
+    /// sent); beyond, a new flow is dropped and counted. Reached only when
+    /// the hub cannot keep up or is away while flows churn.
+    pub max_flows: usize,
 }
 
 impl Default for OutboxLimits {
@@ -58,6 +62,7 @@ impl Default for OutboxLimits {
             max_records: 100_000,
             journal: 100_000,
             max_conversations: 100_000,
+            max_flows: 262_144,
             max_record_bytes: 64 << 20,
             journal_bytes: 64 << 20,
         }
@@ -102,6 +107,8 @@ pub struct Outbox {
     pub records_dropped: u64,
     /// Closed flows not kept for a restarted hub (too many conversations).
     pub conversations_dropped: u64,
+    /// Flows not kept: the outbox held `max_flows` already.
+    pub flows_dropped: u64,
     /// Sent records that left the journal (a restarted hub will lack them).
     pub journal_evicted: u64,
     /// The next record's number (see [`WireRecord::seq`]).
@@ -135,6 +142,10 @@ impl Outbox {
 
     pub fn add_delta(&mut self, d: &FlowDelta) {
         let key = (d.l4 == L4Proto::Tcp, (d.client.ip, d.client.port), (d.server.ip, d.server.port), d.first_ts.0);
+        if self.totals.len() >= self.limits.max_flows && !self.totals.contains_key(&key) {
+            self.flows_dropped += 1;
+            return;
+        }
         let t = self.totals.entry(key).or_insert_with(|| FlowTotals {
             tcp: key.0,
             client: key.1,
@@ -369,5 +380,16 @@ mod tests {
         assert_eq!(next.flows.len(), 2, "the grown flow and the new one are still due");
         assert_eq!(next.records.len(), 1, "the record added meanwhile is still queued");
         assert_eq!(out.journal.len(), 1);
+    }
+
+    #[test]
+    fn flows_beyond_the_outbox_bound_are_dropped_and_counted() {
+        let mut out = Outbox::new(OutboxLimits { max_flows: 2, ..Default::default() });
+        out.add_delta(&delta(1000, 1, 100, false));
+        out.add_delta(&delta(1001, 2, 100, true));
+        out.add_delta(&delta(1002, 3, 100, false));
+        out.add_delta(&delta(1000, 1, 50, false));
+        assert_eq!((out.totals.len(), out.flows_dropped), (2, 1), "the third is dropped, the first still grows");
+        assert_eq!(out.totals.values().map(|t| t.to_server[1]).sum::<u64>(), 250);
     }
 }

@@ -287,6 +287,7 @@ impl Link {
             status.counters.records_dropped = out.records_dropped;
             status.counters.records_unsampled = out.records_unsampled;
             status.counters.conversations_dropped = out.conversations_dropped;
+            status.counters.flows_dropped = out.flows_dropped;
             status.counters.journal_evicted = out.journal_evicted;
             // Records go in batches that fit a frame with room to spare.
             out.batch(5_000, super::proto::MAX_FRAME / 2)

@@ -133,7 +133,9 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
             out.add_delta(&d);
         }
         self.packets.store(stats.packets, Ordering::Relaxed);
-        self.losses.lock().unwrap_or_else(PoisonError::into_inner).ebpf_map_full = stats.map_full;
+        let mut losses = self.losses.lock().unwrap_or_else(PoisonError::into_inner);
+        losses.ebpf_map_full = stats.map_full;
+        losses.ebpf_evicted = stats.evicted;
     }
 
     fn batch(&self, batch: trawl_pipeline::pipeline::Batch, report: &trawl_pipeline::pipeline::Report<'_>) {

@@ -78,6 +78,7 @@ impl LiveSink for ServiceSink {
             st.counters_mut().packets = stats.packets;
             st.counters_mut().packets_dropped = stats.skipped + stats.map_full;
             st.counters_mut().losses.ebpf_map_full = stats.map_full;
+            st.counters_mut().losses.ebpf_evicted = stats.evicted;
             st.advance_to(now);
         });
     }
@@ -178,8 +179,10 @@ pub fn wall_now() -> Timestamp {
 /// Starts the counters (failing at once if eBPF cannot run), then serves.
 pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
     let identity = Arc::new(load_identity(&opts.replay.inventories)?);
-    let state: SharedState =
-        Graph::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs));
+    let state: SharedState = Graph::new(
+        GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
+            .with_record_log_bytes(opts.replay.record_log_bytes),
+    );
     if opts.kube {
         let base = load_identity(&opts.replay.inventories)?;
         watch_kubernetes_into(state.clone(), base)?;
@@ -333,7 +336,8 @@ pub fn dissect(
     let cadence = Cadence { wall: Some(PUBLISH_EVERY), ..Cadence::default() };
     let mut replay = opts.replay.clone();
     replay.flows = live_flow_config(opts.max_flows);
-    let mut pipeline = Pipeline::new(&replay, plugins, reloader, cadence).with_tick_clock(TickClock::Wall);
+    let mut pipeline =
+        Pipeline::new(&replay, plugins, reloader, cadence).with_tick_clock(TickClock::Wall).without_flow_deltas();
     sink.legend(pipeline.legend());
     let mut out = LiveOut(sink);
     // The dispatcher asks the filters as of the last retarget: the rings

@@ -172,6 +172,13 @@ impl Pipeline {
         self
     }
 
+    /// Gathers no flow deltas: live L7 capture, whose L4 numbers come from
+    /// the eBPF counters, would drop them anyway.
+    pub fn without_flow_deltas(mut self) -> Self {
+        self.engine.set_export_deltas(false);
+        self
+    }
+
     /// Dissects only the connections `targeting` admits.
     pub fn set_targeting(&mut self, targeting: Targeting) {
         self.engine.sink_mut().set_targeting(targeting);

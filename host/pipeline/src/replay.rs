@@ -56,6 +56,9 @@ pub struct ReplayOptions {
     pub plugin_status: Option<PathBuf>,
     /// Fault handling and draining of plugins.
     pub dispatch: trawl_runtime::dispatch::DispatchConfig,
+    /// Bytes of recent records the graph service keeps for filters set
+    /// later (its maps keep every count regardless).
+    pub record_log_bytes: usize,
 }
 
 impl ReplayOptions {
@@ -75,6 +78,7 @@ impl ReplayOptions {
             watch: false,
             plugin_status: None,
             dispatch: Default::default(),
+            record_log_bytes: trawl_service::DEFAULT_RECORD_LOG_BYTES,
         }
     }
 }
@@ -186,7 +190,10 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     let mut map = MapSink { map: L4Map::new(opts.group_by, opts.rate_window_secs), identity: &identity, want_map };
     // No plugins: L4 only, nothing reassembled.
     let cadence = Cadence { frames: Some(4096), ..Cadence::default() };
-    let mut pipeline = Pipeline::new(opts, Vec::new(), None, cadence);
+    // A replay reports its flows: the table keeps the ended ones.
+    let mut with_records = opts.clone();
+    with_records.flows.keep_finished = true;
+    let mut pipeline = Pipeline::new(&with_records, Vec::new(), None, cadence);
     let ran = FileSource::new(&opts.capture).run(&mut pipeline, &mut map, || {})?;
     let (elapsed, partial) = (ran.elapsed, ran.partial);
     let map = map.map;

@@ -41,8 +41,10 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let identity = Arc::new(load_identity(&opts.replay.inventories)?);
     // Fail on a bad capture before anything is served.
     CaptureFile::open(&opts.replay.capture)?;
-    let state: SharedState =
-        Graph::new(GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs));
+    let state: SharedState = Graph::new(
+        GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
+            .with_record_log_bytes(opts.replay.record_log_bytes),
+    );
     let feeder = {
         let state = state.clone();
         let opts = opts.clone();

@@ -163,6 +163,11 @@ pub fn metrics_text(state: &SharedState) -> String {
     );
     counter("records_matched_pairs_total", "Records with both a request and a response.", c.matched_pairs);
     counter("plugin_faults_total", "Plugin traps, timeouts, memory and output faults.", c.plugin_faults);
+    counter(
+        "external_addresses_folded_total",
+        "Flows and records drawn on an 'other addresses' node: the maps already name 4,096 outside addresses.",
+        c.external_addresses_folded,
+    );
     counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);
     counter("ring_drops_total", "Packets the live payload rings dropped because they were full.", ring_drops);
     counter(
@@ -226,13 +231,16 @@ fn worker_metrics(st: &GraphState, out: &mut String) {
         return;
     }
     type Field = fn(&super::workers::WorkerCounters) -> u64;
-    let fields: [(&str, &str, Field); 7] = [
+    let fields: [(&str, &str, Field); 8] = [
         ("packets", "Packets the worker read.", |w| w.packets),
         ("bytes", "Bytes of the packets the worker read.", |w| w.bytes),
         ("ring_drops", "Packets the worker's payload rings dropped because they were full.", |w| w.ring_drops),
         ("records_unsampled", "Requests the worker counted without sending them as records.", |w| w.records_unsampled),
         ("records_dropped", "Records the worker lost outright (its counts had no room either).", |w| w.records_dropped),
         ("conversations_dropped", "Closed-flow conversations the worker could not keep.", |w| w.conversations_dropped),
+        ("flows_dropped", "Flows the worker lost outright: its outbox was full (the hub away or behind).", |w| {
+            w.flows_dropped
+        }),
         ("journal_evicted", "Sent records the worker's journal let go before a hub restart could ask again.", |w| {
             w.journal_evicted
         }),

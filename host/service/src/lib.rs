@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod externals;
 pub mod filter;
 pub mod protocol;
 pub mod subscription;
@@ -163,6 +164,9 @@ pub struct Counters {
     /// Records that left the log for its count or byte budget (their
     /// counts stay in the maps).
     pub records_log_evicted: u64,
+    /// Flows and records drawn on an `other addresses` node because the
+    /// maps already name as many outside addresses as they keep apart.
+    pub external_addresses_folded: u64,
     /// What capture and dissection lost, by cause (on a hub, the
     /// workers' sum is in `/metrics` and each worker's in its health).
     pub losses: workers::Losses,
@@ -195,6 +199,7 @@ pub struct GraphState {
     /// Plugins an operator asked to take out of quarantine: for this
     /// process's pipeline, and numbered for a hub's workers.
     resets: PluginResets,
+    externals: externals::Externals,
 }
 
 /// Requests to take a plugin out of quarantine (`POST
@@ -334,11 +339,19 @@ impl GraphState {
             legend: Vec::new(),
             plugins: Vec::new(),
             resets: PluginResets::default(),
+            externals: externals::Externals::default(),
             counters: Counters::default(),
             now: Timestamp::ZERO,
             live: LiveInterfaces::default(),
             workers: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Keeps at most `bytes` of recent records for subscriptions that start
+    /// later (`--record-log-mib`).
+    pub fn with_record_log_bytes(mut self, bytes: usize) -> Self {
+        self.record_log_bytes = bytes;
+        self
     }
 
     pub fn set_legend(&mut self, legend: Vec<LegendEntry>) {
@@ -369,9 +382,11 @@ impl GraphState {
     pub fn add_closing(&mut self, d: &FlowDelta, closed_flows: u64) {
         let client = self.identity.resolve(d.client.ip, d.first_ts);
         let server = self.identity.resolve_endpoint(d.server.ip, d.server.port, d.first_ts);
+        let (client, server) = (self.externals.fold(&client), self.externals.fold(&server));
         for m in &mut self.l4 {
             m.apply_closing(d, &client, &server, closed_flows);
         }
+        self.counters.external_addresses_folded = self.externals.folded;
         self.counters.flows += closed_flows;
         self.now = self.now.max(d.last_ts);
     }
@@ -387,9 +402,11 @@ impl GraphState {
         if r.response_ts.is_some() && r.request_ts.is_some() {
             self.counters.matched_pairs += 1;
         }
+        let (src, dst) = (self.externals.fold(src), self.externals.fold(dst));
         for m in &mut self.l7 {
-            m.apply(&r, src, dst);
+            m.apply(&r, &src, &dst);
         }
+        self.counters.external_addresses_folded = self.externals.folded;
         self.now = self.now.max(r.ts());
         let bytes = r.approx_size();
         self.records_held += bytes;
@@ -419,9 +436,11 @@ impl GraphState {
         }
         self.counters.records += counts.requests;
         self.counters.records_unsampled += counts.requests;
+        let (src, dst) = (self.externals.fold(src), self.externals.fold(dst));
         for m in &mut self.l7 {
-            m.apply_counts(protocol, counts, ts, src, dst);
+            m.apply_counts(protocol, counts, ts, &src, &dst);
         }
+        self.counters.external_addresses_folded = self.externals.folded;
         self.now = self.now.max(ts);
     }
 

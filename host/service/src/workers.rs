@@ -16,6 +16,9 @@ pub struct WorkerCounters {
     /// Records lost outright (the counts too had no room).
     pub records_dropped: u64,
     pub conversations_dropped: u64,
+    /// Flows lost outright: the worker's outbox held its most flows (the
+    /// hub away or behind while flows churned).
+    pub flows_dropped: u64,
     pub journal_evicted: u64,
     /// Packets the kernel dropped before capture (AF_PACKET rings).
     pub ring_drops: u64,
@@ -31,6 +34,9 @@ pub struct Losses {
     /// Flows the kernel's flow map had no room for: their packets are
     /// not in the L4 map.
     pub ebpf_map_full: u64,
+    /// Flows the kernel's full (LRU) flow map evicted: what they carried
+    /// since the last read is not in the L4 map.
+    pub ebpf_evicted: u64,
     /// Connections the L7 flow table let go to make room (`--max-flows`):
     /// their next bytes start mid-stream.
     pub flows_evicted: u64,
@@ -51,8 +57,11 @@ pub type LossField = (&'static str, &'static str, fn(&Losses) -> u64);
 
 impl Losses {
     /// Each cause with its name and what it means, for `/metrics`.
-    pub const FIELDS: [LossField; 6] = [
+    pub const FIELDS: [LossField; 7] = [
         ("ebpf_map_full", "Flows the kernel's eBPF flow map had no room for (uncounted in L4).", |l| l.ebpf_map_full),
+        ("ebpf_evicted", "Flows the kernel's full eBPF flow map evicted (their latest packets uncounted).", |l| {
+            l.ebpf_evicted
+        }),
         ("flows_evicted", "Connections the L7 flow table evicted to stay within --max-flows.", |l| l.flows_evicted),
         ("reassembly_gaps", "Holes in reassembled TCP streams (bytes never captured).", |l| l.reassembly_gaps),
         (
@@ -80,6 +89,7 @@ impl Losses {
     /// Field-wise sum (a hub's total over its workers).
     pub fn add(&mut self, o: &Losses) {
         self.ebpf_map_full += o.ebpf_map_full;
+        self.ebpf_evicted += o.ebpf_evicted;
         self.flows_evicted += o.flows_evicted;
         self.reassembly_gaps += o.reassembly_gaps;
         self.reassembly_budget_releases += o.reassembly_budget_releases;

@@ -100,6 +100,9 @@ impl LiveCounters {
     /// longer than [`IDLE_FLOW_SECS`] (dropped from the kernel map too).
     pub fn poll(&mut self, now: Timestamp) -> Result<Vec<FlowDelta>> {
         let mut deltas = self.table.update(self.counters.read()?);
+        // The read had every flow in the map: the ones it lacked were
+        // evicted by the kernel (a full LRU map), and end here too.
+        deltas.extend(self.table.forget_unread());
         let idle_before = Timestamp(now.0.saturating_sub(IDLE_FLOW_SECS * 1_000_000_000));
         for gone in self.table.expire(idle_before) {
             self.counters.forget(gone.l4, gone.a, gone.b);
@@ -109,6 +112,6 @@ impl LiveCounters {
     }
 
     pub fn stats(&self) -> EbpfStats {
-        self.counters.stats()
+        EbpfStats { evicted: self.table.stats().evicted, ..self.counters.stats() }
     }
 }

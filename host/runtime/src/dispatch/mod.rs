@@ -246,6 +246,8 @@ pub struct Dispatcher {
     now: u64,
     /// Bytes all connections hold (see `Dispatcher::account`).
     held: usize,
+    /// Connections that started mid-stream and have no state yet.
+    midstream: std::collections::HashSet<u64>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -292,6 +294,7 @@ impl Dispatcher {
             next_generation: 1,
             now: 0,
             held: 0,
+            midstream: std::collections::HashSet::new(),
         };
         for p in plugins {
             d.install(p);

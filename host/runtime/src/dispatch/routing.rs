@@ -5,7 +5,11 @@
 use super::*;
 
 impl Dispatcher {
+    /// A connection's state, made when its first bytes (or gap, or end)
+    /// come: a SYN alone costs the dispatcher nothing, so a SYN flood does
+    /// not fill it.
     pub(super) fn conn(&mut self, info: &ConnInfo) -> &mut Conn {
+        let midstream = &mut self.midstream;
         self.conns.entry(info.id).or_insert_with(|| {
             self.stats.connections += 1;
             Conn {
@@ -16,7 +20,7 @@ impl Dispatcher {
                     client_port: info.client.port,
                     server: info.server.ip,
                     server_port: info.server.port,
-                    midstream: false,
+                    midstream: midstream.remove(&info.id),
                 },
                 state: State::Probing(Probing::default()),
                 excluded: Vec::new(),
@@ -319,10 +323,13 @@ impl StreamSink for Dispatcher {
         self.now = self.now.max(ts);
         let id = conn.id;
         match event {
-            StreamEvent::Start { midstream } => {
-                let c = self.conn(conn);
-                c.meta.midstream |= midstream;
-            }
+            StreamEvent::Start { midstream } => match self.conns.get_mut(&id) {
+                Some(c) => c.meta.midstream |= midstream,
+                None if midstream => {
+                    self.midstream.insert(id);
+                }
+                None => {}
+            },
             StreamEvent::Data { bytes, .. } => {
                 let dir = self.conn(conn).orient(raw);
                 self.data(id, dir, ts, bytes, false);
@@ -404,6 +411,7 @@ impl StreamSink for Dispatcher {
             self.attach(conn.id, slot);
         }
         self.close_attached(conn.id, self.now);
+        self.midstream.remove(&conn.id);
         if let Some(c) = self.conns.remove(&conn.id) {
             self.held = self.held.saturating_sub(c.held);
         }
