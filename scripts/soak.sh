@@ -99,28 +99,40 @@ report() {  # LABEL HUB_RSS_BEFORE
 echo "| soak ($SECS s) | worker | worker peak RSS (limit 512 MiB) | hub | hub RSS before → after | losses (hub /metrics) |"
 echo "|---|---|---|---|---|---|"
 
+# A fresh worker for each flood, so each peak is that flood's.
+stop_worker() {
+    kill "$WORKER_PID" 2>/dev/null || true
+    wait "$WORKER_PID" 2>/dev/null || true
+    echo 0 >"$CG/worker/$PEAK" 2>/dev/null || true
+}
+
 start_worker
 before=$(rss "$HUB_PID")
 [ "$SECS" -gt 0 ] && ip netns exec "$CLI" timeout "$SECS" hping3 -S -p 80 --flood --rand-source "$SIP" >/dev/null 2>&1 || true
 sleep 3
 report "SYN flood, random sources, at web:80 (hping3 --flood)" "$before"
+stop_worker
 
+start_worker
 before=$(rss "$HUB_PID")
 pad=$(head -c 46000 /dev/zero | base64 -w0 | head -c 61000)
 ip netns exec "$CLI" timeout $((SECS + 30)) h2load --h1 -D "$SECS" -c 16 -t 1 -H "x-pad: $pad" \
     "http://$SIP/small.json" >"$WORK/h2load.log" 2>&1 || true
 sleep 3
 report "60 KiB heads, HTTP/1.1 (h2load, $(awk '/^requests:/ {print $6}' "$WORK/h2load.log") done)" "$before"
-kill "$WORKER_PID" 2>/dev/null || true
-wait "$WORKER_PID" 2>/dev/null || true
+stop_worker
 
-# Reconnects: a replay worker per run, each its own node (a new epoch),
-# two at a time; the hub forgets each after --worker-grace.
+# Reconnects: a worker restarted over and over on two nodes, two at a
+# time. Each run replays the demo capture through its own hard link of it,
+# so each is a new epoch, as a restarted live worker is; the hub forgets
+# each after --worker-grace.
 before=$(rss "$HUB_PID")
-CAPTURE=examples/demo/demo.pcap
 run_one() {
-    "$TRAWL" worker --hub "127.0.0.1:$HUB_WORKERS" --token soak --node "churn-$1" --speed max --replay "$CAPTURE" \
-        >/dev/null 2>&1 || echo "worker $1 failed" >&2
+    local capture="$WORK/run-$1.pcap"
+    ln -f examples/demo/demo.pcap "$capture" 2>/dev/null || cp examples/demo/demo.pcap "$capture"
+    "$TRAWL" worker --hub "127.0.0.1:$HUB_WORKERS" --token soak --node "churn-$(($1 % 2))" --speed max \
+        --replay "$capture" >/dev/null 2>&1 || echo "worker $1 failed" >&2
+    rm -f "$capture"
 }
 for i in $(seq 1 2 "$RECONNECTS"); do
     run_one "$i" & a=$!
@@ -130,4 +142,4 @@ for i in $(seq 1 2 "$RECONNECTS"); do
 done
 sleep 12
 listed=$(curl -s "http://127.0.0.1:$HUB_UI/api/health" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["workers"]))')
-echo "| $RECONNECTS worker runs (replay, a new node each) | – | – | $(alive "$HUB_PID" hub) | $before → $(rss "$HUB_PID") (peak $(hwm "$HUB_PID")); workers listed after the grace: $listed | – |"
+echo "| $RECONNECTS worker restarts (replay, a new epoch each, on 2 nodes) | – | – | $(alive "$HUB_PID" hub) | $before → $(rss "$HUB_PID") (peak $(hwm "$HUB_PID")); workers listed after the grace: $listed | – |"

@@ -225,8 +225,7 @@ pub fn accept(listener: TcpListener, access: WorkerAccess, state: SharedState, g
                 // Workers gone as long leave the health list too.
                 let grace = grace.as_nanos() as u64;
                 state.update(move |st| {
-                    let now = trawl_pipeline::live::wall_now().0;
-                    st.workers_mut().retain(|_, h| h.connected || now.saturating_sub(h.last_seen_ns) <= grace);
+                    st.prune_workers(trawl_pipeline::live::wall_now().0.saturating_sub(grace));
                 });
             }
         });

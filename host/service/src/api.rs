@@ -136,8 +136,10 @@ pub fn metrics_text(state: &SharedState) -> String {
     let c = &st.counters;
     // On a hub the packets and drops are the workers': summed here, and
     // per worker below.
-    let from_workers =
-        |f: fn(&super::workers::WorkerCounters) -> u64| -> u64 { st.workers.values().map(|w| f(&w.counters)).sum() };
+    // Workers the hub let go still count, so these never go back.
+    let from_workers = |f: fn(&super::workers::WorkerCounters) -> u64| -> u64 {
+        st.workers.values().map(|w| f(&w.counters)).sum::<u64>() + f(&st.workers_gone)
+    };
     let packets = c.packets.max(from_workers(|w| w.packets));
     let bytes = c.bytes.max(from_workers(|w| w.bytes));
     let ring_drops = c.ring_drops.max(from_workers(|w| w.ring_drops));
@@ -177,6 +179,7 @@ pub fn metrics_text(state: &SharedState) -> String {
     );
     // Losses by cause: this process's own, or on a hub the workers' sum.
     let mut losses = c.losses;
+    losses.add(&st.workers_gone.losses);
     for w in st.workers.values() {
         losses.add(&w.counters.losses);
     }

@@ -196,6 +196,7 @@ pub struct GraphState {
     live: LiveInterfaces,
     /// A hub's workers by `node/worker id`: connected, counters, lag.
     workers: std::collections::BTreeMap<String, workers::WorkerHealth>,
+    workers_gone: workers::WorkerCounters,
     /// Plugins an operator asked to take out of quarantine: for this
     /// process's pipeline, and numbered for a hub's workers.
     resets: PluginResets,
@@ -324,6 +325,29 @@ impl GraphState {
         &mut self.workers
     }
 
+    /// Lets go of workers disconnected and silent since before `silent_since`
+    /// (wall-clock ns). What they counted stays in the hub's totals, so
+    /// `/metrics` counters never go back.
+    pub fn prune_workers(&mut self, silent_since: u64) -> usize {
+        let gone: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, h)| !h.connected && h.last_seen_ns < silent_since)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            if let Some(h) = self.workers.remove(id) {
+                self.workers_gone.add_totals(&h.counters);
+            }
+        }
+        gone.len()
+    }
+
+    /// What the workers the hub let go had counted.
+    pub fn workers_gone(&self) -> &workers::WorkerCounters {
+        &self.workers_gone
+    }
+
     pub fn new(identity: Arc<Identity>, capture_filter: CaptureFilter, window_secs: u32) -> Self {
         GraphState {
             identity,
@@ -344,6 +368,7 @@ impl GraphState {
             now: Timestamp::ZERO,
             live: LiveInterfaces::default(),
             workers: std::collections::BTreeMap::new(),
+            workers_gone: workers::WorkerCounters::default(),
         }
     }
 
@@ -584,6 +609,23 @@ mod tests {
         assert_eq!(graph.pending_len(), 0);
         graph.update(|st| st.counters.records += 1);
         assert_eq!((graph.pending_len(), lock(&graph).counters.records), (0, 4), "a free state is updated at once");
+    }
+
+    /// A worker the hub lets go of leaves its counts in the totals.
+    #[test]
+    fn workers_let_go_still_count() {
+        let mut st = GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10);
+        for (id, connected, seen) in [("a/1", false, 10), ("a/2", true, 10), ("b/1", false, 100)] {
+            let mut h = workers::WorkerHealth { connected, last_seen_ns: seen, ..Default::default() };
+            h.counters.packets = 7;
+            h.counters.losses.ebpf_evicted = 2;
+            st.workers_mut().insert(id.into(), h);
+        }
+        assert_eq!(st.prune_workers(50), 1, "only the silent, disconnected one goes");
+        assert_eq!((st.workers_gone().packets, st.workers_gone().losses.ebpf_evicted), (7, 2));
+        let text = api::metrics_text(&Graph::new(st));
+        assert!(text.contains("trawl_packets_received_total 21"), "{text}");
+        assert!(text.contains("trawl_ebpf_evicted_total 6"), "{text}");
     }
 
     /// The record log holds at most its byte budget, however few records

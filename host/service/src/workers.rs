@@ -27,6 +27,22 @@ pub struct WorkerCounters {
     pub losses: Losses,
 }
 
+impl WorkerCounters {
+    /// Adds the counters of a worker the hub let go (its gauges, such as
+    /// open flows and queued records, are not summed: they are gone).
+    pub fn add_totals(&mut self, o: &WorkerCounters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.records_unsampled += o.records_unsampled;
+        self.records_dropped += o.records_dropped;
+        self.conversations_dropped += o.conversations_dropped;
+        self.flows_dropped += o.flows_dropped;
+        self.journal_evicted += o.journal_evicted;
+        self.ring_drops += o.ring_drops;
+        self.losses.add(&o.losses);
+    }
+}
+
 /// What capture and dissection lost or shed on the way, by cause, so a
 /// thin map can be told from a quiet cluster. Drops are data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
