@@ -135,3 +135,61 @@ fn the_ui_asks_for_a_token_then_draws_the_map() {
     std::fs::create_dir_all(&shots).unwrap();
     run_script(&browser_dir.join("auth_ui.mjs"), &[&base, TOKEN, &nodes.to_string()], &shots);
 }
+
+/// The header warns when losses grow: a real `trawl hub`, and a client
+/// speaking the worker protocol whose status reports packets the reorder
+/// buffer let go, growing once the page is open.
+#[test]
+fn the_ui_warns_when_losses_grow() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use trawl_host::cluster::proto::{PROTOCOL_VERSION, ToHub, WorkerCounters, WorkerStatus, write_frame};
+    if !tools_or_skip(&["chromium", "node", "curl"]) {
+        return;
+    }
+    let Some(browser_dir) = browser_or_skip() else { return };
+    let (workers, ui) = (support::free_port(), support::free_port());
+    let _hub = support::Terminated(
+        support::trawl()
+            .args(["hub", "--token", "w0rker", "--workers", &format!("127.0.0.1:{workers}")])
+            .args(["--listen", &format!("127.0.0.1:{ui}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("trawl hub", || std::net::TcpStream::connect(("127.0.0.1", ui)).is_ok());
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", workers)).unwrap();
+            let hello = ToHub::Hello {
+                version: PROTOCOL_VERSION,
+                node: "node-x".into(),
+                worker_id: "w1".into(),
+                boot_id: "b".into(),
+                epoch: "e".into(),
+                token: "w0rker".into(),
+            };
+            write_frame(&mut s, &hello).unwrap();
+            let started = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                // Nothing lost for the page's first look, then more and more.
+                let lost = started.elapsed().as_secs().saturating_sub(6) * 10;
+                let mut counters = WorkerCounters::default();
+                counters.losses.reorder_overflow = lost;
+                let status = ToHub::Status(WorkerStatus { counters, plugins: Vec::new() });
+                if write_frame(&mut s, &status).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+    };
+    let target: std::path::PathBuf =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), Into::into);
+    let shots = target.join("ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    run_script(&browser_dir.join("losses_ui.mjs"), &[&format!("http://127.0.0.1:{ui}")], &shots);
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+}
