@@ -407,11 +407,11 @@ impl GraphState {
     pub fn add_closing(&mut self, d: &FlowDelta, closed_flows: u64) {
         let client = self.identity.resolve(d.client.ip, d.first_ts);
         let server = self.identity.resolve_endpoint(d.server.ip, d.server.port, d.first_ts);
-        let (client, server) = (self.externals.fold(&client), self.externals.fold(&server));
+        let folded = &mut self.counters.external_addresses_folded;
+        let (client, server) = (self.externals.fold(&client, folded), self.externals.fold(&server, folded));
         for m in &mut self.l4 {
             m.apply_closing(d, &client, &server, closed_flows);
         }
-        self.counters.external_addresses_folded = self.externals.folded;
         self.counters.flows += closed_flows;
         self.now = self.now.max(d.last_ts);
     }
@@ -427,11 +427,11 @@ impl GraphState {
         if r.response_ts.is_some() && r.request_ts.is_some() {
             self.counters.matched_pairs += 1;
         }
-        let (src, dst) = (self.externals.fold(src), self.externals.fold(dst));
+        let folded = &mut self.counters.external_addresses_folded;
+        let (src, dst) = (self.externals.fold(src, folded), self.externals.fold(dst, folded));
         for m in &mut self.l7 {
             m.apply(&r, &src, &dst);
         }
-        self.counters.external_addresses_folded = self.externals.folded;
         self.now = self.now.max(r.ts());
         let bytes = r.approx_size();
         self.records_held += bytes;
@@ -461,11 +461,11 @@ impl GraphState {
         }
         self.counters.records += counts.requests;
         self.counters.records_unsampled += counts.requests;
-        let (src, dst) = (self.externals.fold(src), self.externals.fold(dst));
+        let folded = &mut self.counters.external_addresses_folded;
+        let (src, dst) = (self.externals.fold(src, folded), self.externals.fold(dst, folded));
         for m in &mut self.l7 {
             m.apply_counts(protocol, counts, ts, &src, &dst);
         }
-        self.counters.external_addresses_folded = self.externals.folded;
         self.now = self.now.max(ts);
     }
 
