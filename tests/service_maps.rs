@@ -40,6 +40,10 @@ fn service(filter: CaptureFilter) -> SharedState {
 
 fn snapshot(state: &SharedState, spec: SubscriptionSpec) -> Value {
     let mut sub = Subscription::new(spec).unwrap();
+    // A filtered map reads the record log a few milliseconds at a time.
+    while !sub.caught_up(&lock(state)) {
+        sub.fold(&lock(state));
+    }
     sub.snapshot(&lock(state))
 }
 

@@ -1,8 +1,8 @@
 //! Capture files: classic pcap (µs and ns) and pcapng, read with `pcap-file`.
 
-use pcap_file::pcap::PcapReader;
+use pcap_file::pcap::{PcapParser, PcapReader, RawPcapPacket};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::pcapng::{Block, PcapNgParser, PcapNgReader};
 use pcap_file::{PcapError, TsResolution};
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -52,8 +52,30 @@ struct Interface {
 type Source = Box<dyn Read + Send>;
 
 enum Format {
-    Pcap { reader: PcapReader<BufReader<Source>>, link: LinkType, nanos: bool },
-    PcapNg { reader: PcapNgReader<BufReader<Source>>, interfaces: Vec<Interface> },
+    Pcap {
+        reader: PcapReader<BufReader<Source>>,
+        link: LinkType,
+        nanos: bool,
+    },
+    PcapNg {
+        reader: PcapNgReader<BufReader<Source>>,
+        interfaces: Vec<Interface>,
+    },
+    /// Held in memory and parsed in place: `pcap-file`'s readers allocate
+    /// an 8 MB buffer each, which dominates reading a small capture.
+    PcapBytes {
+        bytes: Vec<u8>,
+        pos: usize,
+        parser: PcapParser,
+        link: LinkType,
+        nanos: bool,
+    },
+    PcapNgBytes {
+        bytes: Vec<u8>,
+        pos: usize,
+        parser: PcapNgParser,
+        interfaces: Vec<Interface>,
+    },
 }
 
 /// A capture file, read frame by frame.
@@ -87,11 +109,7 @@ impl CaptureFile {
         let got = read_up_to(&mut file, &mut magic).map_err(open_err)?;
         let not_capture = || CaptureError::NotACapture {
             path: path.clone(),
-            magic: if got == 0 {
-                "nothing: the file is empty".to_string()
-            } else {
-                magic[..got].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
-            },
+            magic: if got == 0 { "nothing: the file is empty".to_string() } else { hex(&magic[..got]) },
         };
         if got < 4 {
             return Err(not_capture());
@@ -106,19 +124,23 @@ impl CaptureFile {
         let Some(magic) = bytes.first_chunk::<4>().copied() else {
             return Err(CaptureError::NotACapture { path, magic: "fewer than 4 bytes".into() });
         };
-        Self::with_source(path, magic, Box::new(std::io::Cursor::new(bytes)))
+        let format = if PCAP_MAGICS.contains(&magic) {
+            let (rest, parser) = PcapParser::new(&bytes).map_err(|e| header_error(&path, e))?;
+            let (pos, header) = (bytes.len() - rest.len(), parser.header());
+            let link = LinkType::from_linktype(u32::from(header.datalink));
+            Format::PcapBytes { pos, parser, link, nanos: header.ts_resolution == TsResolution::NanoSecond, bytes }
+        } else if magic == PCAPNG_MAGIC {
+            let (rest, parser) = PcapNgParser::new(&bytes).map_err(|e| header_error(&path, e))?;
+            Format::PcapNgBytes { pos: bytes.len() - rest.len(), parser, interfaces: Vec::new(), bytes }
+        } else {
+            return Err(CaptureError::NotACapture { path, magic: hex(&magic) });
+        };
+        Ok(CaptureFile { path, format, frames: 0, last_ts: Timestamp::ZERO })
     }
 
     fn with_source(path: PathBuf, magic: [u8; 4], source: Source) -> Result<Self, CaptureError> {
         let reader = BufReader::with_capacity(1 << 16, source);
-        let header_err = |e: PcapError| match e {
-            PcapError::IncompleteBuffer | PcapError::IoError(_) => CaptureError::Truncated {
-                path: path.clone(),
-                frames: 0,
-                detail: "the file header is incomplete".into(),
-            },
-            other => CaptureError::Corrupt { path: path.clone(), frames: 0, detail: other.to_string() },
-        };
+        let header_err = |e: PcapError| header_error(&path, e);
         let format = if PCAP_MAGICS.contains(&magic) {
             let reader = PcapReader::new(reader).map_err(header_err)?;
             let header = reader.header();
@@ -127,8 +149,7 @@ impl CaptureFile {
         } else if magic == PCAPNG_MAGIC {
             Format::PcapNg { reader: PcapNgReader::new(reader).map_err(header_err)?, interfaces: Vec::new() }
         } else {
-            let magic = magic.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
-            return Err(CaptureError::NotACapture { path, magic });
+            return Err(CaptureError::NotACapture { path, magic: hex(&magic) });
         };
         Ok(CaptureFile { path, format, frames: 0, last_ts: Timestamp::ZERO })
     }
@@ -142,112 +163,160 @@ impl CaptureFile {
         self.frames
     }
 
-    fn error(&self, e: PcapError) -> CaptureError {
-        match e {
-            PcapError::IncompleteBuffer => CaptureError::Truncated {
-                path: self.path.clone(),
-                frames: self.frames,
-                detail: "end of file inside a record".into(),
-            },
-            PcapError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => CaptureError::Truncated {
-                path: self.path.clone(),
-                frames: self.frames,
-                detail: "end of file inside a record".into(),
-            },
-            other => CaptureError::Corrupt { path: self.path.clone(), frames: self.frames, detail: other.to_string() },
-        }
-    }
-
     /// Calls `f` for every frame until the end of the file or an error.
     pub fn for_each_frame(&mut self, mut f: impl FnMut(Frame<'_>)) -> Result<(), CaptureError> {
         loop {
-            let step = match &mut self.format {
+            // Ok(true): a frame; Ok(false): a block that carries none.
+            let step: Result<bool, Fault> = match &mut self.format {
                 Format::Pcap { reader, link, nanos } => match reader.next_raw_packet() {
                     None => return Ok(()),
-                    Some(Err(e)) => Err(e),
+                    Some(Err(e)) => Err(Fault::Parse(e)),
                     Some(Ok(p)) => {
-                        let frac = if *nanos { p.ts_frac } else { p.ts_frac.saturating_mul(1000) };
-                        let ts = Timestamp::from_secs_nanos(u64::from(p.ts_sec), frac);
-                        let (data, wire_len) = wire_frame(&p.data, p.orig_len);
-                        f(Frame { link: *link, ts, data, wire_len });
+                        f(pcap_frame(&p, *link, *nanos));
                         Ok(true)
                     }
                 },
+                Format::PcapBytes { bytes, pos, parser, link, nanos } => {
+                    let Some(rest) = bytes.get(*pos..).filter(|rest| !rest.is_empty()) else { return Ok(()) };
+                    match parser.next_raw_packet(rest) {
+                        Err(e) => Err(Fault::Parse(e)),
+                        Ok((after, p)) => {
+                            *pos = bytes.len() - after.len();
+                            f(pcap_frame(&p, *link, *nanos));
+                            Ok(true)
+                        }
+                    }
+                }
                 Format::PcapNg { reader, interfaces } => match reader.next_block() {
                     None => return Ok(()),
-                    Some(Err(e)) => Err(e),
-                    Some(Ok(block)) => Ok(match block {
-                        Block::SectionHeader(_) => {
-                            interfaces.clear();
-                            false
-                        }
-                        Block::InterfaceDescription(idb) => {
-                            let mut iface = Interface {
-                                link: LinkType::from_linktype(u32::from(idb.linktype)),
-                                units_per_sec: 1_000_000,
-                                offset_secs: 0,
-                            };
-                            for opt in &idb.options {
-                                match opt {
-                                    InterfaceDescriptionOption::IfTsResol(r) => {
-                                        iface.units_per_sec = units_per_sec(*r);
-                                    }
-                                    InterfaceDescriptionOption::IfTsOffset(o) => iface.offset_secs = *o,
-                                    _ => {}
-                                }
-                            }
-                            interfaces.push(iface);
-                            false
-                        }
-                        Block::EnhancedPacket(epb) => {
-                            let Some(iface) = interfaces.get(epb.interface_id as usize).copied() else {
-                                return Err(CaptureError::Corrupt {
-                                    path: self.path.clone(),
-                                    frames: self.frames,
-                                    detail: format!(
-                                        "packet names interface {} that was never described",
-                                        epb.interface_id
-                                    ),
-                                });
-                            };
-                            // pcap-file hands over the raw 64-bit count as "nanoseconds".
-                            let raw = epb.timestamp.as_nanos() as u64;
-                            let ts = scale_ts(raw, iface);
-                            self.last_ts = ts;
-                            let (data, wire_len) = wire_frame(&epb.data, epb.original_len);
-                            f(Frame { link: iface.link, ts, data, wire_len });
-                            true
-                        }
-                        Block::SimplePacket(spb) => {
-                            // No timestamp: it happened no earlier than the last frame.
-                            let link = interfaces.first().map_or(LinkType::Ethernet, |i| i.link);
-                            let (data, wire_len) = wire_frame(&spb.data, spb.original_len);
-                            f(Frame { link, ts: self.last_ts, data, wire_len });
-                            true
-                        }
-                        Block::Packet(pb) => {
-                            let iface = interfaces.get(usize::from(pb.interface_id)).copied().unwrap_or(Interface {
-                                link: LinkType::Ethernet,
-                                units_per_sec: 1_000_000,
-                                offset_secs: 0,
-                            });
-                            let ts = scale_ts(pb.timestamp, iface);
-                            self.last_ts = ts;
-                            let (data, wire_len) = wire_frame(&pb.data, pb.original_len);
-                            f(Frame { link: iface.link, ts, data, wire_len });
-                            true
-                        }
-                        _ => false,
-                    }),
+                    Some(Err(e)) => Err(Fault::Parse(e)),
+                    Some(Ok(block)) => pcapng_block(block, interfaces, &mut self.last_ts, &mut f),
                 },
+                Format::PcapNgBytes { bytes, pos, parser, interfaces } => {
+                    let Some(rest) = bytes.get(*pos..).filter(|rest| !rest.is_empty()) else { return Ok(()) };
+                    match parser.next_block(rest) {
+                        Err(e) => Err(Fault::Parse(e)),
+                        Ok((after, block)) => {
+                            *pos = bytes.len() - after.len();
+                            pcapng_block(block, interfaces, &mut self.last_ts, &mut f)
+                        }
+                    }
+                }
             };
             match step {
                 Ok(true) => self.frames += 1,
                 Ok(false) => {}
-                Err(e) => return Err(self.error(e)),
+                Err(fault) => return Err(record_error(&self.path, self.frames, fault)),
             }
         }
     }
+}
+
+/// Why reading stopped before the end.
+enum Fault {
+    Parse(PcapError),
+    Corrupt(String),
+}
+
+fn header_error(path: &Path, e: PcapError) -> CaptureError {
+    match e {
+        PcapError::IncompleteBuffer | PcapError::IoError(_) => CaptureError::Truncated {
+            path: path.to_path_buf(),
+            frames: 0,
+            detail: "the file header is incomplete".into(),
+        },
+        other => CaptureError::Corrupt { path: path.to_path_buf(), frames: 0, detail: other.to_string() },
+    }
+}
+
+fn record_error(path: &Path, frames: u64, fault: Fault) -> CaptureError {
+    let path = path.to_path_buf();
+    let truncated =
+        || CaptureError::Truncated { path: path.clone(), frames, detail: "end of file inside a record".into() };
+    match fault {
+        Fault::Parse(PcapError::IncompleteBuffer) => truncated(),
+        Fault::Parse(PcapError::IoError(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => truncated(),
+        Fault::Parse(other) => CaptureError::Corrupt { path, frames, detail: other.to_string() },
+        Fault::Corrupt(detail) => CaptureError::Corrupt { path, frames, detail },
+    }
+}
+
+fn pcap_frame<'a>(p: &'a RawPcapPacket<'_>, link: LinkType, nanos: bool) -> Frame<'a> {
+    let frac = if nanos { p.ts_frac } else { p.ts_frac.saturating_mul(1000) };
+    let ts = Timestamp::from_secs_nanos(u64::from(p.ts_sec), frac);
+    let (data, wire_len) = wire_frame(&p.data, p.orig_len);
+    Frame { link, ts, data, wire_len }
+}
+
+/// Handles one pcapng block: interfaces are remembered, packets handed to
+/// `f`. Ok(true) when the block carried a frame.
+fn pcapng_block(
+    block: Block<'_>,
+    interfaces: &mut Vec<Interface>,
+    last_ts: &mut Timestamp,
+    f: &mut impl FnMut(Frame<'_>),
+) -> Result<bool, Fault> {
+    Ok(match block {
+        Block::SectionHeader(_) => {
+            interfaces.clear();
+            false
+        }
+        Block::InterfaceDescription(idb) => {
+            let mut iface = Interface {
+                link: LinkType::from_linktype(u32::from(idb.linktype)),
+                units_per_sec: 1_000_000,
+                offset_secs: 0,
+            };
+            for opt in &idb.options {
+                match opt {
+                    InterfaceDescriptionOption::IfTsResol(r) => iface.units_per_sec = units_per_sec(*r),
+                    InterfaceDescriptionOption::IfTsOffset(o) => iface.offset_secs = *o,
+                    _ => {}
+                }
+            }
+            interfaces.push(iface);
+            false
+        }
+        Block::EnhancedPacket(epb) => {
+            let Some(iface) = interfaces.get(epb.interface_id as usize).copied() else {
+                return Err(Fault::Corrupt(format!(
+                    "packet names interface {} that was never described",
+                    epb.interface_id
+                )));
+            };
+            // pcap-file hands over the raw 64-bit count as "nanoseconds".
+            let raw = epb.timestamp.as_nanos() as u64;
+            let ts = scale_ts(raw, iface);
+            *last_ts = ts;
+            let (data, wire_len) = wire_frame(&epb.data, epb.original_len);
+            f(Frame { link: iface.link, ts, data, wire_len });
+            true
+        }
+        Block::SimplePacket(spb) => {
+            // No timestamp: it happened no earlier than the last frame.
+            let link = interfaces.first().map_or(LinkType::Ethernet, |i| i.link);
+            let (data, wire_len) = wire_frame(&spb.data, spb.original_len);
+            f(Frame { link, ts: *last_ts, data, wire_len });
+            true
+        }
+        Block::Packet(pb) => {
+            let iface = interfaces.get(usize::from(pb.interface_id)).copied().unwrap_or(Interface {
+                link: LinkType::Ethernet,
+                units_per_sec: 1_000_000,
+                offset_secs: 0,
+            });
+            let ts = scale_ts(pb.timestamp, iface);
+            *last_ts = ts;
+            let (data, wire_len) = wire_frame(&pb.data, pb.original_len);
+            f(Frame { link: iface.link, ts, data, wire_len });
+            true
+        }
+        _ => false,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
 /// The bytes and wire length of a record. A record that holds more bytes
@@ -294,5 +363,42 @@ mod tests {
         assert_eq!(units_per_sec(0x80 | 10), 1024);
         let iface = Interface { link: LinkType::Ethernet, units_per_sec: 1_000_000, offset_secs: 0 };
         assert_eq!(scale_ts(1_500_000, iface), Timestamp(1_500_000_000));
+    }
+
+    /// (frames, bytes, first and last timestamp, how reading ended)
+    fn summary(mut file: CaptureFile) -> (u64, usize, Vec<Timestamp>, String) {
+        let (mut bytes, mut ts) = (0, Vec::new());
+        let end = file.for_each_frame(|frame| {
+            bytes += frame.data.len();
+            ts.push(frame.ts);
+        });
+        ts.drain(1..ts.len().saturating_sub(1));
+        (file.frames(), bytes, ts, end.map_or_else(|e| e.to_string(), |()| "ok".into()))
+    }
+
+    /// Reading from memory parses in place, from a file through a reader:
+    /// both read the same frames, and a capture cut short ends the same way.
+    #[test]
+    fn memory_and_file_read_the_same_frames() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/public/ndpi");
+        let scratch = std::env::temp_dir().join(format!("trawl-capture-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).unwrap();
+        for name in ["dns.pcap", "resp.pcap", "http.pcapng", "kafka.pcapng"] {
+            let Ok(bytes) = std::fs::read(data.join(name)) else {
+                eprintln!("skipping {name}: ../shared/data is not here");
+                continue;
+            };
+            for cut in [bytes.len(), bytes.len() - 7, bytes.len() / 2] {
+                let path = scratch.join(name);
+                std::fs::write(&path, &bytes[..cut]).unwrap();
+                let from_file = summary(CaptureFile::open(&path).unwrap());
+                let path = path.to_str().unwrap();
+                let from_memory = summary(CaptureFile::from_bytes(path, bytes[..cut].to_vec()).unwrap());
+                assert_eq!(from_memory, from_file, "{name} cut at {cut}");
+                assert!(from_file.0 > 0, "{name} cut at {cut} read nothing");
+                assert_eq!(from_file.3 == "ok", cut == bytes.len(), "{name} cut at {cut}: {}", from_file.3);
+            }
+        }
+        std::fs::remove_dir_all(&scratch).unwrap();
     }
 }

@@ -40,6 +40,8 @@ pub enum LoadError {
     Read { path: String, reason: String },
     #[error("not a valid wasm module: {0}")]
     Compile(String),
+    #[error("{0}")]
+    CompileDeadline(String),
     #[error("missing export `{0}`")]
     MissingExport(String),
     #[error("speaks plugin ABI v{found}; this host speaks v{oldest} and v{newest}")]

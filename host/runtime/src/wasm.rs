@@ -8,8 +8,8 @@
 use super::{InstanceFactory, LoadError, LoadedPlugin, PluginFault, PluginInstance, PluginSource};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use trawl_sdk::abi::{self, ConnMeta, DataResult, Dir, L4, PluginInfo, Probe};
 use wasmtime::{
@@ -25,11 +25,18 @@ pub struct SandboxLimits {
     pub call_deadline: Duration,
     /// Largest output one call may return.
     pub max_output: u32,
+    /// Longest a new module may take to compile before it is refused.
+    pub compile_deadline: Duration,
 }
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        SandboxLimits { memory_bytes: 64 << 20, call_deadline: Duration::from_millis(200), max_output: 16 << 20 }
+        SandboxLimits {
+            memory_bytes: 64 << 20,
+            call_deadline: Duration::from_millis(200),
+            max_output: 16 << 20,
+            compile_deadline: Duration::from_secs(60),
+        }
     }
 }
 
@@ -50,6 +57,8 @@ pub struct WasmRuntime {
     limits: SandboxLimits,
     cache: Mutex<HashMap<String, Module>>,
     stop: Arc<AtomicBool>,
+    /// Compiles that overran the deadline and still run.
+    overrunning: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -88,7 +97,13 @@ impl WasmRuntime {
                 ticker.increment_epoch();
             }
         })?;
-        Ok(Arc::new(WasmRuntime { engine, limits, cache: Mutex::new(HashMap::new()), stop }))
+        Ok(Arc::new(WasmRuntime {
+            engine,
+            limits,
+            cache: Mutex::new(HashMap::new()),
+            stop,
+            overrunning: Arc::new(AtomicUsize::new(0)),
+        }))
     }
 
     pub fn limits(&self) -> SandboxLimits {
@@ -112,7 +127,7 @@ impl WasmRuntime {
                 let m = match self.load_disk_cache(&hash) {
                     Some(m) => m,
                     None => {
-                        let m = Module::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                        let m = self.compile(bytes)?;
                         self.store_disk_cache(&hash, &m);
                         m
                     }
@@ -143,7 +158,65 @@ impl WasmRuntime {
     }
 }
 
+/// Compiles that overran the deadline and may still run at once: past
+/// these, new modules are refused until one finishes (each does: the
+/// compiler is linear in the code, and the code is bounded).
+pub const MAX_OVERRUNNING_COMPILES: usize = 2;
+
+/// A compile's result, handed from its thread to whoever waits for it.
+#[derive(Default)]
+struct CompileSlot {
+    result: Option<Result<Module, String>>,
+    abandoned: bool,
+}
+
 impl WasmRuntime {
+    /// Compiles on a thread of its own, waiting at most the compile
+    /// deadline: wasmtime cannot stop a compile, so one that overruns is
+    /// left to finish in the background, its result dropped, while the
+    /// caller (start-up, or the reload thread) goes on.
+    fn compile(&self, bytes: &[u8]) -> Result<Module, LoadError> {
+        let running = self.overrunning.load(Ordering::Acquire);
+        if running >= MAX_OVERRUNNING_COMPILES {
+            return Err(LoadError::CompileDeadline(format!(
+                "{running} modules that overran the compile deadline are still compiling; try again once they finish"
+            )));
+        }
+        let slot = Arc::new((Mutex::new(CompileSlot::default()), Condvar::new()));
+        let (engine, bytes_owned, theirs, overrunning) =
+            (self.engine.clone(), bytes.to_vec(), Arc::clone(&slot), Arc::clone(&self.overrunning));
+        std::thread::Builder::new()
+            .name("trawl-compile".into())
+            .spawn(move || {
+                let result = Module::new(&engine, &bytes_owned).map_err(|e| format!("{e:#}"));
+                let (lock, done) = &*theirs;
+                let mut slot = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.abandoned {
+                    overrunning.fetch_sub(1, Ordering::AcqRel);
+                } else {
+                    slot.result = Some(result);
+                    done.notify_all();
+                }
+            })
+            .map_err(|e| LoadError::Compile(format!("cannot start a compile thread: {e}")))?;
+        let (lock, done) = &*slot;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut guard, _) = done
+            .wait_timeout_while(guard, self.limits.compile_deadline, |s| s.result.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        match guard.result.take() {
+            Some(result) => result.map_err(LoadError::Compile),
+            None => {
+                guard.abandoned = true;
+                self.overrunning.fetch_add(1, Ordering::AcqRel);
+                Err(LoadError::CompileDeadline(format!(
+                    "compiling took longer than {} s; the module is refused",
+                    self.limits.compile_deadline.as_secs_f64()
+                )))
+            }
+        }
+    }
+
     fn load_disk_cache(&self, hash: &str) -> Option<Module> {
         let bytes = super::module_cache::load(hash)?;
         // SAFETY: these bytes are what `store_disk_cache` wrote with
@@ -498,5 +571,44 @@ impl PluginInstance for WasmInstance {
         self.arm();
         let packed = f.call(&mut self.store, ts).map_err(|e| self.fault(e))?;
         self.result(packed, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module that takes a while to compile: one long function.
+    fn slow_module(seed: u32) -> Vec<u8> {
+        let body: String =
+            (0..4_000).map(|i| format!("(local.set 0 (i32.add (local.get 0) (i32.const {})))", i ^ seed)).collect();
+        wat::parse_str(format!("(module (func (param i32) {body}))")).unwrap()
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(std::time::Instant::now() < until, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A compile past the deadline is refused with a clear error and left
+    /// to finish in the background; a few such may run, no more; once they
+    /// finish, compiling goes on as before.
+    #[test]
+    fn a_compile_past_its_deadline_is_refused_and_bounded() {
+        let limits = SandboxLimits { compile_deadline: Duration::from_millis(1), ..Default::default() };
+        let runtime = WasmRuntime::new(limits).unwrap();
+        for seed in 0..MAX_OVERRUNNING_COMPILES as u32 {
+            let Err(err) = runtime.compile(&slow_module(seed)) else { panic!("compiled within 1 ms") };
+            assert!(err.to_string().contains("compiling took longer than 0.001 s"), "{err}");
+        }
+        let Err(err) = runtime.compile(&slow_module(99)) else { panic!("compiled within 1 ms") };
+        assert!(err.to_string().contains("2 modules that overran the compile deadline are still compiling"), "{err}");
+        wait_until("overrunning compiles finish", || runtime.overrunning.load(Ordering::Acquire) == 0);
+        let generous = WasmRuntime::new(SandboxLimits::default()).unwrap();
+        assert!(generous.compile(&slow_module(7)).is_ok());
+        assert!(matches!(generous.compile(b"not wasm"), Err(LoadError::Compile(_))));
     }
 }

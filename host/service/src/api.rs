@@ -55,6 +55,42 @@ pub const MAX_CLIENT_MESSAGES_PER_SECOND: u32 = 20;
 #[folder = "../../web/"]
 struct Web;
 
+/// Longest a filtered `GET /api/map` may spend on its filter.
+pub const MAP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `GET /api/map`: the whole map, a filtered L7 map read from the record
+/// log in chunks, letting go of the lock between them; a filter too slow
+/// to read the log within `deadline` is answered 503 with how far it got.
+pub fn map_reply(
+    spec: SubscriptionSpec,
+    s: &SharedState,
+    deadline: Duration,
+) -> warp::reply::WithStatus<warp::reply::Json> {
+    let mut sub = match Subscription::new(spec) {
+        Ok(sub) => sub,
+        Err(e) => return warp::reply::with_status(warp::reply::json(&spec_error(&e)), StatusCode::BAD_REQUEST),
+    };
+    let began = std::time::Instant::now();
+    loop {
+        let st = lock(s);
+        if sub.caught_up(&st) {
+            break;
+        }
+        if began.elapsed() >= deadline {
+            let (read, log) = sub.progress(&st);
+            let error = format!(
+                "filter too slow: it read {read} of {log} records in {} s; narrow it or use the live map",
+                deadline.as_secs_f64()
+            );
+            let body = json!({"error": error, "records_read": read, "records_in_log": log});
+            return warp::reply::with_status(warp::reply::json(&body), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        sub.fold(&st);
+    }
+    let v = sub.snapshot(&lock(s));
+    warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
+}
+
 fn spec_error(e: &SpecError) -> ServerMessage {
     ServerMessage::Error(e.into())
 }
@@ -465,17 +501,14 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
         .and(read.clone())
         .and(warp::query::<SubscriptionSpec>())
         .and(with_state(state.clone()))
-        .map(|spec: SubscriptionSpec, s: SharedState| match Subscription::new(spec) {
-            Ok(mut sub) => {
-                // A filtered L7 map reads the record log in chunks, letting
-                // go of the lock between them.
-                while !sub.caught_up(&lock(&s)) {
-                    sub.fold(&lock(&s));
-                }
-                let v = { sub.snapshot(&lock(&s)) };
-                warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
-            }
-            Err(e) => warp::reply::with_status(warp::reply::json(&spec_error(&e)), StatusCode::BAD_REQUEST),
+        .and_then(|spec: SubscriptionSpec, s: SharedState| async move {
+            // Folding a filtered map is CPU work: keep it off the threads
+            // that answer every other request.
+            let reply = tokio::task::spawn_blocking(move || map_reply(spec, &s, MAP_DEADLINE)).await;
+            Ok::<_, Rejection>(reply.unwrap_or_else(|e| {
+                let error = json!({"error": format!("the map could not be built: {e}")});
+                warp::reply::with_status(warp::reply::json(&error), StatusCode::INTERNAL_SERVER_ERROR)
+            }))
         });
     let metrics = warp::path!("metrics")
         .and(read.clone())

@@ -578,6 +578,22 @@ pub fn lock(state: &SharedState) -> MutexGuard<'_, GraphState> {
     st
 }
 
+/// Adds `n` HTTP records between two addresses, one a millisecond, each
+/// with the summary `summary(i)`.
+#[cfg(test)]
+pub(crate) fn add_http_records(st: &mut GraphState, n: u64, summary: impl Fn(u64) -> String) {
+    use trawl_core::Endpoint;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let identity = Arc::clone(&st.identity);
+    for i in 0..n {
+        let record = trawl_sdk::abi::Record { summary: summary(i), request_ts: Some(1_000 + i), ..Default::default() };
+        let (client, server) = (Endpoint { ip: ip("10.0.0.1"), port: 1000 }, Endpoint { ip: ip("10.0.0.2"), port: 80 });
+        let h = trawl_runtime::HostRecord::tcp(client, server, "http", "1", record);
+        let (r, src, dst) = trawl_runtime::records::to_l7(h, &identity);
+        st.add_record(r, &src, &dst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,20 +648,9 @@ mod tests {
     /// that is, and says how many it let go; the maps keep every count.
     #[test]
     fn the_record_log_is_bounded_in_bytes() {
-        use trawl_core::Endpoint;
-        let identity = Arc::new(Identity::new());
-        let mut st = GraphState::new(identity.clone(), CaptureFilter::default(), 10);
+        let mut st = GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10);
         st.record_log_bytes = 1 << 20;
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        for i in 0..100u64 {
-            let mut record = trawl_sdk::abi::Record { summary: "x".repeat(60 * 1024), ..Default::default() };
-            record.request_ts = Some(1_000 + i);
-            let (client, server) =
-                (Endpoint { ip: ip("10.0.0.1"), port: 1000 }, Endpoint { ip: ip("10.0.0.2"), port: 80 });
-            let h = trawl_runtime::HostRecord::tcp(client, server, "http", "1", record);
-            let (r, src, dst) = trawl_runtime::records::to_l7(h, &identity);
-            st.add_record(r, &src, &dst);
-        }
+        add_http_records(&mut st, 100, |_| "x".repeat(60 * 1024));
         assert!(st.records_held <= 1 << 20, "{} bytes held", st.records_held);
         assert!(st.records.len() < 20 && !st.records.is_empty(), "{} records", st.records.len());
         assert_eq!(st.counters.records_log_evicted as usize + st.records.len(), 100);

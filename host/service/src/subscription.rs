@@ -6,6 +6,7 @@ use super::view::{ClientView, DEFAULT_MAX_EDGES, Source, Weighing};
 use super::{GraphState, slot};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 use trawl_core::GroupBy;
 use trawl_core::l7map::L7Map;
 
@@ -20,6 +21,10 @@ pub enum MapType {
 /// Records a filtered subscription evaluates per read: bounds how long one
 /// read holds the service lock (a few milliseconds of CEL).
 pub const FOLD_CHUNK: usize = 2_000;
+
+/// Time one read may spend evaluating a filter, whatever the records cost:
+/// a filter over long lists stops early and goes on at the next read.
+pub const FOLD_BUDGET: Duration = Duration::from_millis(5);
 
 /// Whether edge weights are totals since the start or rates over the window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,9 +232,15 @@ impl Subscription {
     }
 
     /// Folds records this subscription has not seen into its filtered map,
-    /// at most [`FOLD_CHUNK`] per call so the service lock is never held
-    /// for long; returns the map (see [`Subscription::caught_up`]).
+    /// at most [`FOLD_CHUNK`] records or [`FOLD_BUDGET`] per call so the
+    /// service lock is never held for long; returns the map (see
+    /// [`Subscription::caught_up`]).
     pub fn fold(&mut self, state: &GraphState) -> &L7Map {
+        self.fold_within(state, FOLD_BUDGET)
+    }
+
+    /// [`Subscription::fold`] with a given time budget.
+    pub fn fold_within(&mut self, state: &GraphState, budget: Duration) -> &L7Map {
         let (map, next) = self.filtered.get_or_insert_with(|| (L7Map::with_window(self.group, state.window_secs), 0));
         // Plugins loaded later bring their legend entries along.
         for e in &state.legend {
@@ -241,7 +252,12 @@ impl Subscription {
             self.missed += start - *next;
         }
         let mut seq = start;
-        for r in records.take(FOLD_CHUNK) {
+        let began = Instant::now();
+        for (i, r) in records.take(FOLD_CHUNK).enumerate() {
+            // Reading the clock costs about as much as a cheap filter.
+            if i > 0 && i % 32 == 0 && began.elapsed() >= budget {
+                break;
+            }
             seq += 1;
             if self.filter.matches(r, &state.legend) {
                 let at = r.ts();
@@ -260,6 +276,14 @@ impl Subscription {
         self.filter.is_all()
             || self.spec.map == MapType::L4
             || self.filtered.as_ref().is_some_and(|(_, next)| *next >= state.next_seq())
+    }
+
+    /// Records of the log this subscription's filter has read, and records
+    /// the log holds now.
+    pub fn progress(&self, state: &GraphState) -> (u64, u64) {
+        let first = state.records_since(0).0;
+        let next = self.filtered.as_ref().map_or(first, |(_, next)| (*next).max(first));
+        (next - first, state.next_seq() - first)
     }
 
     fn included(&self, request: f64, response: f64) -> f64 {
@@ -326,5 +350,57 @@ impl Subscription {
     #[doc(hidden)]
     pub fn slot(&self) -> usize {
         slot(self.group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CaptureFilter, Identity};
+    use std::sync::Arc;
+
+    fn state_with_records(n: u64) -> GraphState {
+        let mut st = GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10);
+        crate::add_http_records(&mut st, n, |i| format!("GET /{i}"));
+        st
+    }
+
+    /// A read spends at most its time budget on the filter and goes on from
+    /// there at the next read: with no time at all, each read still takes
+    /// one step of 32 records, and the map ends with every match.
+    #[test]
+    fn a_filtered_read_stops_at_its_time_budget_and_resumes() {
+        let st = state_with_records(100);
+        let spec = SubscriptionSpec { map: MapType::L7, filter: "http".into(), ..Default::default() };
+        let mut sub = Subscription::new(spec).unwrap();
+        let mut reads = 0;
+        while !sub.caught_up(&st) {
+            sub.fold_within(&st, Duration::ZERO);
+            reads += 1;
+            assert!(reads <= 4, "a read made no progress");
+        }
+        assert_eq!(reads, 4, "32 records per read when out of time");
+        let requests: f64 =
+            sub.snapshot(&st)["edges"].as_array().unwrap().iter().map(|e| e["requests"].as_f64().unwrap()).sum();
+        assert_eq!(requests, 100.0, "every record folded in once");
+        // With time to spare, one read takes a whole chunk.
+        let mut sub =
+            Subscription::new(SubscriptionSpec { map: MapType::L7, filter: "http".into(), ..Default::default() })
+                .unwrap();
+        sub.fold_within(&st, Duration::from_secs(60));
+        assert!(sub.caught_up(&st));
+        assert_eq!(sub.progress(&st), (100, 100));
+    }
+
+    /// `GET /api/map` with a filter that cannot read the log in time is
+    /// answered 503, not held for as long as the filter takes.
+    #[test]
+    fn a_map_request_past_its_deadline_is_refused() {
+        use warp::Reply;
+        let graph = crate::Graph::new(state_with_records(100));
+        let spec = || SubscriptionSpec { map: MapType::L7, filter: "http".into(), ..Default::default() };
+        let status = |deadline| crate::api::map_reply(spec(), &graph, deadline).into_response().status();
+        assert_eq!(status(Duration::ZERO), warp::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(Duration::from_secs(60)), warp::http::StatusCode::OK);
     }
 }
