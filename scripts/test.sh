@@ -11,7 +11,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 need=()
 for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools tcpdump:tcpdump \
     nginx:nginx-light curl:curl nghttp:nghttp2-client chromium:chromium clang:clang ip:iproute2 \
-    dnsmasq:dnsmasq-base dig:bind9-dnsutils; do
+    dnsmasq:dnsmasq-base dig:bind9-dnsutils tshark:tshark nft:nftables \
+    ethtool:ethtool; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 # The eBPF programs are C, built by ebpf/build.rs with clang and libbpf's headers.

@@ -1,6 +1,8 @@
 //! End to end against real servers (redis-server, nginx, a Kafka broker,
 //! grpcio) on loopback, captured with tcpdump and checked against the
-//! servers' and clients' own logs. One binary: one link instead of four.
+//! servers' and clients' own logs; and TCP health in a netns lab with
+//! `tc netem`, checked against tshark's analysis. One binary: one link
+//! instead of five.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -11,3 +13,4 @@ mod e2e_kafka;
 mod e2e_pipelined;
 mod e2e_redaction;
 mod e2e_redis;
+mod tcp_health;

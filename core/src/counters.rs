@@ -182,6 +182,8 @@ impl CounterTable {
             last_ts: pair.last_ts,
             orientation,
             closed,
+            // The kernel's flow counters carry no TCP health yet.
+            health: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::decode::{DecodedPacket, L4Proto, TcpFlags};
 use crate::ports::ServicePorts;
+use crate::tcp_health::{TcpHealth, TcpHealthDelta};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use hashbrown::HashTable;
 use serde::Serialize;
@@ -109,10 +110,13 @@ const STATE_CLIENT_IS_B: u8 = 0x80;
 
 const NIL: u32 = u32::MAX;
 
-/// A flow entry. Kept at or under 150 bytes; see `flow_entry_size` test.
+/// A flow entry. Kept at or under 184 bytes (150 before TCP health); see
+/// `flow_entry_size` test.
 #[derive(Clone, Debug)]
 pub struct Flow {
     key: FlowKey,
+    /// Retransmissions, resets, failed connect, handshake RTT (TCP).
+    health: TcpHealth,
     /// `[a→b, b→a]`.
     counters: [DirCounters; 2],
     pending: [Pending; 2],
@@ -134,6 +138,11 @@ pub enum Direction {
 impl Flow {
     fn client_is_a(&self) -> bool {
         self.state & STATE_CLIENT_IS_B == 0
+    }
+
+    /// The client's side: 0 for `a`, 1 for `b`.
+    fn client_side(&self) -> usize {
+        if self.client_is_a() { 0 } else { 1 }
     }
 
     fn side_index(&self, dir: Direction) -> usize {
@@ -191,6 +200,7 @@ impl Flow {
                 syn: self.state & (STATE_SYN_A | STATE_SYN_B) != 0,
                 fin: self.state & (STATE_FIN_A | STATE_FIN_B) != 0,
                 rst: self.state & STATE_RST != 0,
+                health: self.health.summary(self.client_side()),
             }),
             end,
         }
@@ -210,6 +220,7 @@ impl Flow {
         let to_server = take(&mut self.pending[ts_side]);
         let to_client = take(&mut self.pending[tc_side]);
         self.state &= !STATE_DIRTY;
+        let health = self.health.take_delta(self.client_side());
         FlowDelta {
             l4: self.key.l4,
             client: self.client(),
@@ -220,16 +231,19 @@ impl Flow {
             last_ts: self.last_ts,
             orientation: self.orientation(),
             closed,
+            health,
         }
     }
 }
 
-/// TCP flags seen over a flow's life.
+/// TCP flags seen over a flow's life, and its health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpSummary {
     pub syn: bool,
     pub fin: bool,
     pub rst: bool,
+    #[serde(flatten)]
+    pub health: TcpHealthDelta,
 }
 
 /// A flow as reported once it ends (or when the capture ends).
@@ -262,6 +276,8 @@ pub struct FlowDelta {
     pub orientation: Orientation,
     /// The flow has left the table; no more deltas follow for it.
     pub closed: bool,
+    /// TCP health since the previous delta.
+    pub health: TcpHealthDelta,
 }
 
 /// Limits and timeouts of the flow table.
@@ -409,8 +425,10 @@ impl FlowTable {
         self.touch(slot);
         let flow = self.flow_mut(slot);
         let side = if src_is_a { 0 } else { 1 };
-        if p.l4 == L4Proto::Tcp {
+        if let Some(tcp) = p.tcp.filter(|_| p.l4 == L4Proto::Tcp) {
             Self::track_tcp(flow, side, flags);
+            let (client, first) = (flow.client_side(), flow.first_ts);
+            flow.health.observe(side, client, tcp, p.wire_payload_len, ts, first);
         }
         let c = &mut flow.counters[side];
         c.packets += 1;
@@ -496,6 +514,7 @@ impl FlowTable {
         }
         let flow = Flow {
             key,
+            health: TcpHealth::default(),
             counters: [DirCounters::default(); 2],
             pending: [Pending::default(); 2],
             first_ts: ts,
@@ -580,6 +599,7 @@ impl FlowTable {
         self.free.push(slot);
         self.removed.push(slot);
         self.len -= 1;
+        flow.health.end();
         let delta = flow.take_delta(true);
         self.deltas.push(delta);
         if self.config.keep_finished {
@@ -691,8 +711,8 @@ mod tests {
 
     #[test]
     fn flow_entry_size() {
-        assert!(std::mem::size_of::<Flow>() <= 150, "{}", std::mem::size_of::<Flow>());
-        assert!(std::mem::size_of::<Option<Flow>>() <= 150);
+        assert!(std::mem::size_of::<Flow>() <= 184, "{}", std::mem::size_of::<Flow>());
+        assert!(std::mem::size_of::<Option<Flow>>() <= 184);
     }
 
     #[test]

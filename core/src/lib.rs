@@ -15,6 +15,7 @@ pub mod map;
 pub mod ports;
 pub mod reassembly;
 pub mod record;
+pub mod tcp_health;
 pub mod time;
 
 pub use decode::{L4Proto, LinkType};
@@ -23,4 +24,5 @@ pub use flow::{DirCounters, Direction, Endpoint, FlowDelta, FlowRecord, Orientat
 pub use identity::{Identity, KubeObject, Workload, WorkloadKind};
 pub use map::{GroupBy, L4Map, MapView};
 pub use ports::ServicePorts;
+pub use tcp_health::TcpHealthDelta;
 pub use time::Timestamp;

@@ -4,6 +4,7 @@
 use crate::decode::L4Proto;
 use crate::flow::{DirCounters, FlowDelta};
 use crate::identity::{Identity, Workload, WorkloadKind};
+use crate::tcp_health::{EdgeHealth, HealthView};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use petgraph::stable_graph::StableDiGraph;
 pub use petgraph::stable_graph::{EdgeIndex, NodeIndex};
@@ -165,6 +166,8 @@ pub struct L4Edge {
     pub to_server: DirCounters,
     pub to_client: DirCounters,
     pub window: RateWindow,
+    /// TCP only: retransmissions, resets, failed connects, handshake RTT.
+    pub health: EdgeHealth,
 }
 
 /// JSON form of an edge.
@@ -177,6 +180,9 @@ pub struct EdgeView {
     pub to_server: DirCounters,
     pub to_client: DirCounters,
     pub rate: RateView,
+    /// TCP edges only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_health: Option<HealthView>,
 }
 
 /// Rates of an edge at the time the view was taken.
@@ -249,6 +255,7 @@ impl L4Map {
                     to_server: DirCounters::default(),
                     to_client: DirCounters::default(),
                     window: RateWindow::new(window),
+                    health: EdgeHealth::default(),
                 },
             )
         });
@@ -257,6 +264,7 @@ impl L4Map {
             e.to_server.add(&d.to_server);
             e.to_client.add(&d.to_client);
             e.window.add(d.last_ts, &d.to_server, &d.to_client);
+            e.health.add(&d.health);
         }
         self.latest = self.latest.max(d.last_ts);
     }
@@ -294,6 +302,7 @@ impl L4Map {
             to_server: e.to_server,
             to_client: e.to_client,
             rate: RateView { window_secs: self.window_secs, to_server, to_client },
+            tcp_health: (e.l4 == L4Proto::Tcp).then(|| e.health.view()),
         })
     }
 
@@ -322,6 +331,7 @@ mod tests {
             last_ts: Timestamp(ts),
             orientation: Orientation::Syn,
             closed,
+            health: Default::default(),
         }
     }
 

@@ -61,6 +61,7 @@ fn flow(w: u32, j: u32, round: u64) -> FlowDelta {
         last_ts: Timestamp(ts),
         orientation: Orientation::Syn,
         closed: false,
+        health: Default::default(),
     }
 }
 

@@ -43,6 +43,7 @@ fn delta_for(e: u32, ts: u64) -> FlowDelta {
         last_ts: Timestamp(ts),
         orientation: Orientation::Syn,
         closed: false,
+        health: Default::default(),
     }
 }
 

@@ -243,6 +243,7 @@ impl Merger {
                 last_ts: Timestamp(t.last_ts),
                 orientation: if t.syn { Orientation::Syn } else { Orientation::Inferred },
                 closed: t.closed,
+                health: Default::default(),
             });
         }
     }
@@ -274,6 +275,7 @@ impl Merger {
                 last_ts: Timestamp(c.last_ts),
                 orientation: Orientation::Inferred,
                 closed: flows > 0,
+                health: Default::default(),
             };
             state.add_closing(&delta, flows);
         }
@@ -361,6 +363,7 @@ mod tests {
             last_ts: Timestamp(first + 10),
             orientation: Orientation::Syn,
             closed,
+            health: Default::default(),
         }
     }
 

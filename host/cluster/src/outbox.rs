@@ -333,6 +333,7 @@ mod tests {
             last_ts: Timestamp(first + 1),
             orientation: Orientation::Syn,
             closed,
+            health: Default::default(),
         }
     }
 

@@ -485,6 +485,7 @@ mod tests {
             last_ts: Timestamp(1_000_000_000),
             orientation: Orientation::Syn,
             closed: false,
+            health: Default::default(),
         };
         map.apply_resolved(&d, &Identity::new());
     }
