@@ -7,6 +7,7 @@
 
 pub mod counters;
 pub mod decode;
+pub mod diff;
 pub mod engine;
 pub mod flow;
 pub mod identity;

@@ -395,6 +395,45 @@ struct ReplayArgs {
     plugin_status: Option<PathBuf>,
     #[command(flatten)]
     redact: RedactArgs,
+    /// The capture after a change: `--emit diff` prints which edges it
+    /// added, removed and changed against FILE's map (of `--map`'s kind).
+    #[arg(long, value_name = "AFTER")]
+    diff: Option<PathBuf>,
+    #[command(flatten)]
+    thresholds: DiffArgs,
+}
+
+/// When `--emit diff` calls a difference a change (defaults ignore noise).
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// A rate changed when one side is this share more than the other [0.5].
+    #[arg(long, value_name = "SHARE")]
+    diff_min_change: Option<f64>,
+    /// Requests an edge needs on both sides before its request rate, error
+    /// rate and latency are compared [10].
+    #[arg(long, value_name = "N")]
+    diff_min_requests: Option<u64>,
+    /// Least change of the error rate, as a share of requests [0.02].
+    #[arg(long, value_name = "SHARE")]
+    diff_min_error_points: Option<f64>,
+    /// Least change of p99 latency [5].
+    #[arg(long, value_name = "MS")]
+    diff_min_latency_ms: Option<f64>,
+    /// Bytes an edge needs before its byte rate is compared [65536].
+    #[arg(long, value_name = "BYTES")]
+    diff_min_bytes: Option<u64>,
+}
+
+impl DiffArgs {
+    fn thresholds(&self) -> trawl_core::diff::Thresholds {
+        let mut t = trawl_core::diff::Thresholds::default();
+        t.min_change = self.diff_min_change.unwrap_or(t.min_change);
+        t.min_requests = self.diff_min_requests.unwrap_or(t.min_requests);
+        t.min_error_points = self.diff_min_error_points.unwrap_or(t.min_error_points);
+        t.min_latency_ms = self.diff_min_latency_ms.unwrap_or(t.min_latency_ms);
+        t.min_bytes = self.diff_min_bytes.unwrap_or(t.min_bytes);
+        t
+    }
 }
 
 fn parse_group_by(s: &str) -> Result<GroupBy, String> {
@@ -446,6 +485,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.plugin_status = args.plugin_status;
             opts.dispatch.backoff = std::time::Duration::from_millis(args.plugin_backoff_ms);
             opts.dispatch.redact = args.redact.policy();
+            opts.diff_against = args.diff;
+            opts.diff_thresholds = args.thresholds.thresholds();
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let outcome = replay::run(&opts, &mut out).context("replay failed")?;

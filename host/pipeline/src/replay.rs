@@ -20,6 +20,9 @@ pub enum Emit {
     Map,
     /// One JSON line per L7 record (request/response pair).
     Records,
+    /// One JSON document: what changed from this capture's map to that of
+    /// the `--diff` capture.
+    Diff,
 }
 
 /// Which map `--emit map` draws.
@@ -59,6 +62,10 @@ pub struct ReplayOptions {
     /// Bytes of recent records the graph service keeps for filters set
     /// later (its maps keep every count regardless).
     pub record_log_bytes: usize,
+    /// `--emit diff`: the capture after the change, and when a difference
+    /// counts as one.
+    pub diff_against: Option<PathBuf>,
+    pub diff_thresholds: trawl_core::diff::Thresholds,
 }
 
 impl ReplayOptions {
@@ -79,6 +86,8 @@ impl ReplayOptions {
             plugin_status: None,
             dispatch: Default::default(),
             record_log_bytes: trawl_service::DEFAULT_RECORD_LOG_BYTES,
+            diff_against: None,
+            diff_thresholds: Default::default(),
         }
     }
 }
@@ -182,6 +191,10 @@ pub fn load_identity(paths: &[PathBuf]) -> anyhow::Result<Identity> {
 /// part-way is not: everything before the break is written, and the break
 /// comes back in [`ReplayOutcome::partial`].
 pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
+    if opts.emit == Emit::Diff {
+        let after = opts.diff_against.as_deref().context("--emit diff needs --diff AFTER.pcap")?;
+        return crate::diff::run(opts, after, out);
+    }
     if opts.emit == Emit::Records || (opts.emit == Emit::Map && opts.map == MapKind::L7) {
         return crate::replay_l7::run(opts, out);
     }
@@ -205,7 +218,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
                 write_json_line(out, r)?;
             }
         }
-        Emit::Map | Emit::Records => {
+        Emit::Map | Emit::Records | Emit::Diff => {
             serde_json::to_writer_pretty(&mut *out, &map.view()).context("cannot write map")?;
             writeln!(out).context("cannot write map")?;
         }
