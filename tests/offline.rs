@@ -21,6 +21,7 @@ mod k8s_identity;
 mod k8s_token_review;
 mod k8s_watch;
 mod kafka_corpus;
+mod plugin_fields;
 mod reassembly_corpus;
 mod redis_corpus;
 mod replay_cli;

@@ -149,6 +149,24 @@ async fn subscribe_snapshot_deltas_and_a_slow_reader() {
     }
     assert_eq!(m["type"], "error", "{m}");
     assert_eq!((m["line"].as_u64(), m["column"].as_u64()), (Some(1), Some(15)), "{m}");
+    // A misspelt name would match nothing: the plugins declare their
+    // fields, so it is refused with the closest ones, where it stands.
+    subscribe(&mut ws, json!({ "map": "l7", "filter": "dns && dns_rcode == 'NXDOMAIN'" })).await;
+    let mut m = next(&mut ws).await;
+    while m["type"] == "delta" {
+        m = next(&mut ws).await;
+    }
+    assert_eq!(m["type"], "error", "{m}");
+    let message = "unknown variable `dns_rcode`; did you mean one of `dns_rcode_name`, `dns_opcode`?";
+    assert_eq!(m["message"], message, "{m}");
+    assert_eq!((m["line"].as_u64(), m["column"].as_u64(), m["position"].as_u64()), (Some(1), Some(8), Some(7)), "{m}");
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-G", &format!("http://127.0.0.1:{port}/api/map")])
+        .args(["--data-urlencode", "map=l7", "--data-urlencode", "filter=status_cod >= 500"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.ends_with("\n400") && text.contains("did you mean `status_code`?"), "{text}");
     ws.close(None).await.unwrap();
 
     // The slow reader: rate-mode L4 changes every tick. It reads the

@@ -11,7 +11,8 @@
 //!
 //! - retransmissions on the lossy edge only, as many as tshark flags
 //!   (`tcp.analysis.retransmission`), at most those plus what it calls
-//!   out of order (trawl does not split them by timing);
+//!   out of order (trawl does not split them by timing: in a cluster a
+//!   fast retransmission comes within tshark's 3 ms out-of-order window);
 //! - the refused connect on the clean edge;
 //! - handshake RTTs equal to tshark's `tcp.analysis.initial_rtt`, and on
 //!   the slow edge within 10 % of the delay.
@@ -168,7 +169,10 @@ fn tcp_health_follows_loss_delay_and_refusals_as_tshark_sees_them() {
         if server == "lossy" {
             assert!(n(&h["retransmits_to_client"]) > 0, "the lossy server sent again: {h}");
         } else {
-            assert_eq!(ours, 0, "{server} lost nothing: {h}");
+            // Nothing was lost; a veth may still reorder a segment now and
+            // then, which trawl counts with the retransmissions (as the
+            // bound above allows) and tshark as out of order.
+            assert_eq!(*retransmitted, 0, "{server} lost nothing");
         }
         // Handshake RTT: the same handshakes, the same mean, to the µs.
         assert_eq!(n(&h["handshakes"]), rtts.len() as u64, "{server}: {h}");

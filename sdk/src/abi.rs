@@ -11,6 +11,7 @@
 //! | `trawl_alloc` | `(len: i32) -> i32` | a buffer of `len` bytes for the host to write input into |
 //! | `trawl_dealloc` | `(ptr: i32, len: i32)` | frees a buffer from `trawl_alloc` |
 //! | `trawl_init` | `() -> i64` | packed [`PluginInfo`] |
+//! | `trawl_fields` | `() -> i64` | optional: packed postcard `Option<Vec<String>>`, the names of the fields its records carry |
 //! | `trawl_configure` | `(ptr, len) -> i32` | optional: the host's [`crate::redact::PluginConfig`]; 0 taken, 1 unreadable |
 //! | `trawl_probe` | `(l4, dir, ptr, len) -> i32` | a [`Probe`] code; stateless |
 //! | `trawl_open` | `(conn: i64, ptr, len) -> i64` | packed [`DataResult`]; input is a [`ConnMeta`] |

@@ -209,6 +209,11 @@ mod wasm {
             self.emit(&D::info())
         }
 
+        /// Packed postcard `Option<Vec<String>>`: the declared fields.
+        pub fn export_fields(&mut self) -> u64 {
+            self.emit(&D::fields())
+        }
+
         /// 0 when the settings were taken, 1 when they could not be read.
         pub fn export_configure(&mut self, ptr: u32, len: u32) -> u32 {
             match postcard::from_bytes::<crate::redact::PluginConfig>(input(ptr, len)) {

@@ -135,6 +135,14 @@ pub trait Dissector: Default + 'static {
     /// Who the plugin is; called once when the host loads it.
     fn info() -> PluginInfo;
 
+    /// The names of the fields its records carry (the keys of
+    /// [`abi::Record::fields`]), so the display filter knows them before
+    /// any record arrives and can name a misspelt one. `None` (the
+    /// default): not declared, and the host checks no names.
+    fn fields() -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Is this the plugin's protocol? Stateless: `bytes` are the first
     /// bytes the host saw in direction `dir`.
     fn probe(l4: L4, dir: Dir, bytes: &[u8]) -> Probe;
@@ -224,6 +232,10 @@ macro_rules! export_dissector {
             #[unsafe(no_mangle)]
             pub extern "C" fn trawl_init() -> u64 {
                 with(|g| g.export_info())
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn trawl_fields() -> u64 {
+                with(|g| g.export_fields())
             }
             #[unsafe(no_mangle)]
             pub extern "C" fn trawl_configure(ptr: u32, len: u32) -> u32 {

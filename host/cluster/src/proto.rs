@@ -19,8 +19,9 @@ pub use trawl_service::workers::WorkerCounters;
 /// 3: records carry the SDK record and a sequence number; 4: worker
 /// status is typed (counters, plugin status); 5: plugin status carries
 /// probe, stream and skipped bytes (amplification); 6: worker counters
-/// carry losses by cause, and the hub can reset a quarantined plugin.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// carry losses by cause, and the hub can reset a quarantined plugin; 7:
+/// plugin status carries the fields a plugin declares.
+pub const PROTOCOL_VERSION: u16 = 7;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -177,6 +178,7 @@ pub struct WirePluginStatus {
     pub skipped_bytes: u64,
     pub last_error: Option<String>,
     pub ports: String,
+    pub fields: Option<Vec<String>>,
 }
 
 /// [`PluginState`] on the wire.
@@ -232,6 +234,7 @@ macro_rules! plugin_status_from {
                     skipped_bytes: p.skipped_bytes,
                     last_error: p.last_error,
                     ports: p.ports,
+                    fields: p.fields,
                 }
             }
         }
@@ -333,6 +336,7 @@ mod tests {
             skipped_bytes: 9,
             last_error: Some("trapped".into()),
             ports: "tcp/11211".into(),
+            fields: Some(vec!["memo_key".into()]),
         };
         let msg = ToHub::Status(WorkerStatus {
             counters: WorkerCounters { packets: 9, ..Default::default() },

@@ -106,6 +106,8 @@ pub trait InstanceFactory: Send + Sync {
 /// A plugin ready to instantiate: its info, identity and factory.
 pub struct LoadedPlugin {
     pub info: PluginInfo,
+    /// The fields its records carry, if it declares them (`trawl_fields`).
+    pub fields: Option<Vec<String>>,
     /// sha256 of the module bytes (or a fixed tag for native plugins).
     pub hash: String,
     pub source: PluginSource,

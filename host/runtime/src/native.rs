@@ -66,6 +66,7 @@ where
     LoadedPlugin {
         hash: format!("native:{}:{}", info.name, info.version),
         info,
+        fields: D::fields().map(|names| names.iter().map(|n| n.to_string()).collect()),
         source: PluginSource::Native,
         factory: Box::new(NativeFactory::<D>(PhantomData)),
     }

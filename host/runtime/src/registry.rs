@@ -56,6 +56,9 @@ pub struct PluginStatus {
     pub last_error: Option<String>,
     /// Port hints, as `tcp/80,udp/53`.
     pub ports: String,
+    /// The fields its records carry, if it declares them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
 }
 
 impl PluginStatus {
@@ -115,6 +118,7 @@ impl Rejected {
             skipped_bytes: 0,
             last_error: Some(self.error.to_string()),
             ports: String::new(),
+            fields: None,
         }
     }
 }

@@ -44,6 +44,10 @@ impl Default for SandboxLimits {
 /// a few hundred); unset, wasmtime lets a table grow without bound.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
+/// Most field names a plugin may declare, and their longest.
+const MAX_FIELDS: usize = 1024;
+const MAX_FIELD_NAME: usize = 64;
+
 /// Load-time calls may take this many times the per-call deadline.
 const LOAD_DEADLINE_FACTOR: u64 = 25;
 
@@ -154,7 +158,8 @@ impl WasmRuntime {
             return Err(LoadError::Init(format!("bad plugin name {:?}", info.name)));
         }
         clamp_info(&mut info, &self.limits);
-        Ok(LoadedPlugin { info, hash, source, factory: Box::new(factory) })
+        let fields = probe.call_fields().map_err(|e| LoadError::Init(format!("fields: {e}")))?;
+        Ok(LoadedPlugin { info, fields, hash, source, factory: Box::new(factory) })
     }
 }
 
@@ -310,6 +315,7 @@ struct Funcs {
     alloc: TypedFunc<u32, u32>,
     dealloc: Option<TypedFunc<(u32, u32), ()>>,
     init: Packed,
+    fields: Option<Packed>,
     configure: Option<TypedFunc<(u32, u32), u32>>,
     probe: TypedFunc<(u32, u32, u32, u32), u32>,
     open: TypedFunc<(u64, u32, u32), u64>,
@@ -390,6 +396,7 @@ impl WasmFactory {
             alloc: func!("trawl_alloc"),
             dealloc: optional!("trawl_dealloc"),
             init: func!("trawl_init"),
+            fields: optional!("trawl_fields"),
             configure: optional!("trawl_configure"),
             probe: func!("trawl_probe"),
             open: func!("trawl_open"),
@@ -442,6 +449,23 @@ impl WasmInstance {
         self.arm_for_load();
         let f = self.funcs.abi_version.clone();
         f.call(&mut self.store, ()).map_err(|e| self.fault(e))
+    }
+
+    /// The fields the plugin declares, held to [`MAX_FIELDS`] names of
+    /// [`MAX_FIELD_NAME`] identifier characters (others are dropped).
+    fn call_fields(&mut self) -> Result<Option<Vec<String>>, PluginFault> {
+        let Some(f) = self.funcs.fields.clone() else { return Ok(None) };
+        self.arm_for_load();
+        let packed = f.call(&mut self.store, ()).map_err(|e| self.fault(e))?;
+        let names: Option<Vec<String>> = self.decode(packed)?;
+        Ok(names.map(|names| {
+            let identifier = |n: &String| {
+                n.len() <= MAX_FIELD_NAME
+                    && n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            names.into_iter().filter(identifier).take(MAX_FIELDS).collect()
+        }))
     }
 
     fn call_init(&mut self) -> Result<PluginInfo, PluginFault> {

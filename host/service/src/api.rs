@@ -55,6 +55,13 @@ pub const MAX_CLIENT_MESSAGES_PER_SECOND: u32 = 20;
 #[folder = "../../web/"]
 struct Web;
 
+/// The names a filter may use now. (A function of its own so the lock is
+/// let go before the subscription reads the state: a guard held in a
+/// `match` scrutinee lives to the end of the match.)
+fn vocabulary(state: &SharedState) -> super::vocabulary::Vocabulary {
+    lock(state).vocabulary()
+}
+
 /// Longest a filtered `GET /api/map` may spend on its filter.
 pub const MAP_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -66,7 +73,7 @@ pub fn map_reply(
     s: &SharedState,
     deadline: Duration,
 ) -> warp::reply::WithStatus<warp::reply::Json> {
-    let mut sub = match Subscription::new(spec) {
+    let mut sub = match Subscription::checked(spec, &vocabulary(s)) {
         Ok(sub) => sub,
         Err(e) => return warp::reply::with_status(warp::reply::json(&spec_error(&e)), StatusCode::BAD_REQUEST),
     };
@@ -347,7 +354,7 @@ fn answer(text: &str, state: &SharedState, sub: &mut Option<Subscription>, seq: 
         }
         // Every subscribe gets exactly one answer, right away: its
         // snapshot, or an error (and the previous subscription stays).
-        ClientMessage::Subscribe(spec) => match Subscription::new(spec) {
+        ClientMessage::Subscribe(spec) => match Subscription::checked(spec, &vocabulary(state)) {
             Ok(mut s) => {
                 let map = { s.stream_snapshot(&lock(state)) };
                 *seq += 1;

@@ -122,6 +122,18 @@ fn root() -> &'static Context<'static, 'static> {
     })
 }
 
+/// Where `word` first stands on its own in `source` (not inside a longer
+/// name or a string).
+fn word_at(source: &str, word: &str) -> Option<usize> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    source.match_indices(word).map(|(at, _)| at).find(|&at| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + word.len()..].chars().next();
+        let quotes = source[..at].matches(['"', '\'']).count();
+        !before.is_some_and(|c| is_name(c) || c == '.') && !after.is_some_and(is_name) && quotes.is_multiple_of(2)
+    })
+}
+
 fn byte_offset(source: &str, line: u32, column: u32) -> usize {
     let mut offset = 0;
     for (i, l) in source.split_inclusive('\n').enumerate() {
@@ -172,6 +184,23 @@ impl Filter {
                 Err(FilterError { message, line, column, position: byte_offset(source, line, column) })
             }
         }
+    }
+
+    /// As [`Filter::compile`], refusing a variable outside `vocabulary`
+    /// (see [`crate::vocabulary`]), with the closest known ones.
+    pub fn compile_in(source: &str, vocabulary: &crate::vocabulary::Vocabulary) -> Result<Self, FilterError> {
+        let filter = Self::compile(source)?;
+        let Some(program) = filter.program.as_ref().filter(|_| vocabulary.is_closed()) else { return Ok(filter) };
+        for name in crate::vocabulary::free_names(program.expression()) {
+            if let Some(message) = vocabulary.unknown(&name) {
+                let position = word_at(source, &name).unwrap_or(0);
+                let before = &source[..position];
+                let line = before.matches('\n').count() as u32 + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+                return Err(FilterError { message, line, column, position });
+            }
+        }
+        Ok(filter)
     }
 
     pub fn source(&self) -> &str {

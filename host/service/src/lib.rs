@@ -16,6 +16,7 @@ pub mod filter;
 pub mod protocol;
 pub mod subscription;
 pub mod view;
+pub mod vocabulary;
 pub mod workers;
 
 use regex::Regex;
@@ -256,6 +257,25 @@ impl GraphState {
 
     pub fn set_plugins(&mut self, plugins: Vec<PluginStatus>) {
         self.plugins = plugins;
+    }
+
+    /// The names a display filter may use: KFL2's, the protocols, and the
+    /// fields the plugins here and on every worker declare (rejected
+    /// plugins produce nothing and do not count).
+    pub fn vocabulary(&self) -> vocabulary::Vocabulary {
+        let mut plugins: Vec<(String, Option<Vec<String>>)> = self
+            .plugins
+            .iter()
+            .filter(|p| !matches!(p.state, trawl_runtime::registry::PluginState::Rejected { .. }))
+            .map(|p| (p.name.clone(), p.fields.clone()))
+            .collect();
+        for p in self.workers.values().flat_map(|w| &w.plugins).filter(|p| p["state"] != "rejected") {
+            let fields =
+                p["fields"].as_array().map(|f| f.iter().filter_map(|n| n.as_str().map(str::to_string)).collect());
+            plugins.push((p["name"].as_str().unwrap_or_default().to_string(), fields));
+        }
+        vocabulary::Vocabulary::new(plugins.iter().map(|(name, fields)| (name.as_str(), fields.as_deref())))
+            .with_names(self.legend.iter().map(|l| l.protocol.clone()))
     }
 
     /// Whether a plugin of this name runs here or on any worker.

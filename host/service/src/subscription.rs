@@ -112,8 +112,14 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn new(spec: SubscriptionSpec) -> Result<Self, SpecError> {
+        Self::checked(spec, &crate::vocabulary::Vocabulary::open())
+    }
+
+    /// As [`Subscription::new`], its filter held to `vocabulary`: a name
+    /// no plugin declares is refused, with the closest known ones.
+    pub fn checked(spec: SubscriptionSpec, vocabulary: &crate::vocabulary::Vocabulary) -> Result<Self, SpecError> {
         let group: GroupBy = spec.group_by.parse().map_err(SpecError::Grouping)?;
-        let filter = Filter::compile(&spec.filter)?;
+        let filter = Filter::compile_in(&spec.filter, vocabulary)?;
         let view = ClientView::new(spec.max_edges);
         Ok(Subscription { spec, group, filter, filtered: None, missed: 0, view })
     }

@@ -181,7 +181,34 @@ fn plausible(msg: &[u8]) -> Probe {
     }
 }
 
+/// The fields this plugin's records carry (`Dissector::fields`): what
+/// the display filter knows before any record arrives.
+pub const FIELDS: &[&str] = &[
+    "dns_additional_count",
+    "dns_additional_records",
+    "dns_answer_records",
+    "dns_answers",
+    "dns_authoritative",
+    "dns_authority_count",
+    "dns_authority_records",
+    "dns_duplicate",
+    "dns_id",
+    "dns_opcode",
+    "dns_question_types",
+    "dns_questions",
+    "dns_rcode_name",
+    "dns_recursion_desired",
+    "dns_request",
+    "dns_response",
+    "dns_truncated",
+    "status_code",
+];
+
 impl Dissector for Dns {
+    fn fields() -> Option<&'static [&'static str]> {
+        Some(FIELDS)
+    }
+
     type Conn = DnsConn;
 
     fn info() -> PluginInfo {

@@ -41,7 +41,45 @@ fn data_is_grpc(bytes: &[u8]) -> bool {
     false
 }
 
+/// The fields this plugin's records carry (`Dissector::fields`): what
+/// the display filter knows before any record arrives.
+pub const FIELDS: &[&str] = &[
+    "content_type",
+    "goaway_code",
+    "grpc_compressed",
+    "grpc_encoding",
+    "grpc_message",
+    "grpc_method",
+    "grpc_request_message_bytes",
+    "grpc_request_messages",
+    "grpc_response_message_bytes",
+    "grpc_response_messages",
+    "grpc_service",
+    "grpc_status",
+    "grpc_status_name",
+    "grpc_streaming",
+    "headers_undecodable",
+    "host",
+    "http_version",
+    "method",
+    "path",
+    "query_string",
+    "request_body_size",
+    "request_headers",
+    "response_body_size",
+    "response_headers",
+    "response_trailers",
+    "rst_stream_code",
+    "status_code",
+    "stream_id",
+    "url",
+];
+
 impl Dissector for Grpc {
+    fn fields() -> Option<&'static [&'static str]> {
+        Some(FIELDS)
+    }
+
     type Conn = GrpcConn;
 
     fn info() -> PluginInfo {

@@ -78,7 +78,38 @@ pub struct HttpConn {
     skipping: [u64; 2],
 }
 
+/// The fields this plugin's records carry (`Dissector::fields`): what
+/// the display filter knows before any record arrives.
+pub const FIELDS: &[&str] = &[
+    "goaway_code",
+    "grpc_status",
+    "headers_undecodable",
+    "host",
+    "http_version",
+    "interim_status",
+    "malformed_request",
+    "method",
+    "path",
+    "query_string",
+    "request_body_size",
+    "request_header_size",
+    "request_headers",
+    "response_body_size",
+    "response_header_size",
+    "response_headers",
+    "rst_stream_code",
+    "status_code",
+    "status_phrase",
+    "stream_id",
+    "upgrade",
+    "url",
+];
+
 impl Dissector for Http {
+    fn fields() -> Option<&'static [&'static str]> {
+        Some(FIELDS)
+    }
+
     type Conn = HttpConn;
 
     fn info() -> PluginInfo {

@@ -148,7 +148,25 @@ impl KafkaConn {
     }
 }
 
+/// The fields this plugin's records carry (`Dissector::fields`): what
+/// the display filter knows before any record arrives.
+pub const FIELDS: &[&str] = &[
+    "kafka_api_key",
+    "kafka_api_key_name",
+    "kafka_api_version",
+    "kafka_client_id",
+    "kafka_correlation_id",
+    "kafka_error_code",
+    "kafka_group",
+    "kafka_request_summary",
+    "kafka_topics",
+];
+
 impl Dissector for Kafka {
+    fn fields() -> Option<&'static [&'static str]> {
+        Some(FIELDS)
+    }
+
     type Conn = KafkaConn;
 
     fn info() -> PluginInfo {

@@ -389,7 +389,23 @@ fn probe_command(bytes: &[u8]) -> Probe {
     }
 }
 
+/// The fields this plugin's records carry (`Dissector::fields`): what
+/// the display filter knows before any record arrives.
+pub const FIELDS: &[&str] = &[
+    "redis_command",
+    "redis_error",
+    "redis_error_prefix",
+    "redis_key",
+    "redis_request",
+    "redis_response",
+    "redis_type",
+];
+
 impl Dissector for Redis {
+    fn fields() -> Option<&'static [&'static str]> {
+        Some(FIELDS)
+    }
+
     type Conn = RedisConn;
 
     fn info() -> PluginInfo {

@@ -76,6 +76,7 @@ impl Dispatcher {
                 skipped_bytes: s.skipped_bytes,
                 last_error: s.last_error.clone(),
                 ports: crate::registry::port_list(&s.plugin.info),
+                fields: s.plugin.fields.clone(),
             })
             .collect()
     }

@@ -59,6 +59,7 @@ fn plugin(instances: Arc<AtomicU32>) -> SharedPlugin {
 
 fn plugin_needing(instances: Arc<AtomicU32>, needs: u32) -> SharedPlugin {
     Arc::new(LoadedPlugin {
+        fields: None,
         info: PluginInfo {
             name: "scripted".into(),
             version: "1".into(),
