@@ -40,6 +40,7 @@ function readUrl() {
     include_request: bool('include_request'),
     include_response: bool('include_response'),
     hidden: { ns: list('hide_ns'), node: list('hide_node'), proto: list('hide_proto') },
+    errors_only: q.has('errors_only') && !/^(0|false|no|off)$/i.test(q.get('errors_only')),
     tab: q.get('tab') === 'plugins' ? 'plugins' : 'map',
   };
 }
@@ -76,6 +77,7 @@ function writeUrl() {
   for (const [k, key] of [['ns', 'hide_ns'], ['node', 'hide_node'], ['proto', 'hide_proto']]) {
     if (state.hidden[k].size) q.set(key, [...state.hidden[k]].sort().join(','));
   }
+  if (state.errors_only) q.set('errors_only', 'true');
   if (state.tab !== 'map') q.set('tab', state.tab);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
@@ -140,7 +142,14 @@ const legend = new Legend($t('legend'), {
   onReset: () => {
     for (const k of ['ns', 'node', 'proto']) setHidden(k, new Set());
   },
+  onErrorsOnly: (on) => {
+    state.errors_only = on;
+    view.setErrorsOnly(on);
+    writeUrl();
+    updateUi();
+  },
 });
+view.setErrorsOnly(state.errors_only);
 
 const plugins = new PluginsView($t('plugins-view'), { onPlugins });
 
@@ -188,7 +197,7 @@ function updateUi() {
   if (state.map === 'l4') for (const m of Object.values(L4_META)) protos.set(m.protocol, { ...m, count: 0 });
   else for (const m of legendMeta.values()) protos.set(m.protocol, { ...m, count: 0 });
   for (const [p, n] of census.protos) protos.set(p, { ...(protoInfo(p) || { protocol: p, color: 'var(--muted)' }), protocol: p, count: n });
-  legend.update({ protocols: [...protos.values()], ns: census.ns, nodes: census.nodes, hidden: state.hidden });
+  legend.update({ protocols: [...protos.values()], ns: census.ns, nodes: census.nodes, hidden: state.hidden, errorsOnly: state.errors_only });
 
   const n = view.graph.order;
   const e = view.graph.size;
@@ -572,6 +581,9 @@ window.__trawl = {
     return totals && { ...totals };
   },
   edgeProtocols: () => view.edgeIds().map((id) => edgeProtocol(view.edge(id))),
+  edgeHealth: (id) => view.edgeHealth(id),
+  nodeHealth: (id) => view.nodeHealth(id),
+  edgeColor: (id) => (view.graph.hasEdge(id) ? view.graph.getEdgeAttribute(id, 'color') : null),
   nodePosition: (id) => (view.graph.hasNode(id) ? { x: view.graph.getNodeAttribute(id, 'x'), y: view.graph.getNodeAttribute(id, 'y') } : null),
   // Same path as a click on the canvas.
   selectEdge: (id) => view.selectEdge(id),

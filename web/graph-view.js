@@ -7,13 +7,27 @@
 // reducers, so they never touch the graph data.
 
 import { Layout } from './layout.js';
-import { fmtBytes, fmtCount, fmtRate, hashColor, mixColor } from './format.js';
+import { fmtBytes, fmtCount, fmtRate, hashColor } from './format.js';
 
 const { Graph } = window.graphology;
 const Sigma = window.Sigma;
 
 export const L4_COLORS = { tcp: '#7b8794', udp: '#a0907c' };
-const ERROR_TINT = '#e02424';
+// Kiali's defaults: an L7 edge is degraded from 0.1 % errors and failing
+// from 20 %. Health is drawn as a halo under the edge (and a ring around
+// the server it points at), so the edge keeps its protocol's colour.
+export const HEALTH_THRESHOLDS = { degraded: 0.001, failing: 0.2 };
+export const HEALTH_COLORS = { degraded: '#f59e0b', failing: '#e02424' };
+const HEALTH_RANK = { ok: 0, degraded: 1, failing: 2 };
+
+// 'ok', 'degraded' or 'failing', by the edge's error rate (L7 edges only).
+export function edgeHealth(e, t = HEALTH_THRESHOLDS) {
+  if (!e || !e.protocol || !e.requests) return 'ok';
+  const ratio = (e.errors || 0) / e.requests;
+  if (ratio >= t.failing) return 'failing';
+  if (ratio >= t.degraded) return 'degraded';
+  return 'ok';
+}
 const EXTERNAL_GROUP = '~external';
 const EXTERNAL_COLOR = '#9aa5b1';
 // Edge labels turn into noise past this many edges.
@@ -49,6 +63,7 @@ export class GraphView {
     this.protoInfo = protoInfo;
     this.style = { map: 'l4', group_by: 'pod', mode: 'cumulative', bandwidth: true, include_request: true, include_response: true };
     this.hidden = { ns: new Set(), node: new Set(), proto: new Set() };
+    this.errorsOnly = false;
     this.selection = null;
     this.themeName = 'light';
     this.theme = THEMES.light;
@@ -251,18 +266,11 @@ export class GraphView {
     const proto = edgeProtocol(e);
     const w = this.edgeWeight(e);
     const size = Math.min(14, 1 + 1.5 * Math.log10(1 + Math.max(0, w.value)));
-    let color;
-    if (e.protocol) {
-      color = this.protoInfo(proto)?.color || hashColor(proto, 45);
-      const ratio = e.requests ? (e.errors || 0) / e.requests : 0;
-      if (ratio >= 0.05) color = mixColor(color, ERROR_TINT, Math.min(0.8, 0.2 + ratio * 1.5));
-    } else {
-      color = L4_COLORS[proto] || L4_COLORS.tcp;
-    }
+    const color = e.protocol ? this.protoInfo(proto)?.color || hashColor(proto, 45) : L4_COLORS[proto] || L4_COLORS.tcp;
     let label;
     if (w.unit === 'B') label = w.rate ? fmtRate(w.value, 'B') : fmtBytes(w.value);
     else label = w.rate ? fmtRate(w.value, w.unit) : `${fmtCount(w.value)} ${w.unit}`;
-    return { size, color, label, type: e.source === e.target ? 'line' : 'arrow' };
+    return { size, color, label, health: edgeHealth(e), type: e.source === e.target ? 'line' : 'arrow' };
   }
 
   // Leaves the edge picking pass out of the next renders until the
@@ -310,8 +318,34 @@ export class GraphView {
 
   isEdgeHidden(e) {
     const g = this.graph;
-    if (this.hidden.proto.has(edgeProtocol(g.getEdgeAttribute(e, 'raw')))) return true;
+    const raw = g.getEdgeAttribute(e, 'raw');
+    if (this.hidden.proto.has(edgeProtocol(raw))) return true;
+    if (this.errorsOnly && edgeHealth(raw) === 'ok') return true;
     return this.isNodeHidden(g.getNodeAttribute(g.source(e), 'raw')) || this.isNodeHidden(g.getNodeAttribute(g.target(e), 'raw'));
+  }
+
+  // "Errors only": hide every edge whose health is ok.
+  setErrorsOnly(on) {
+    if (this.errorsOnly === !!on) return;
+    this.errorsOnly = !!on;
+    this.sigma.refresh();
+    this.#keepSelectionValid();
+  }
+
+  // The health of an edge as drawn ('ok', 'degraded', 'failing').
+  edgeHealth(id) {
+    return this.graph.hasEdge(id) ? edgeHealth(this.graph.getEdgeAttribute(id, 'raw')) : null;
+  }
+
+  // The worst health of the visible edges into a node.
+  nodeHealth(id) {
+    let worst = 'ok';
+    if (!this.graph.hasNode(id)) return null;
+    this.graph.forEachInEdge(id, (e, a) => {
+      const h = edgeHealth(a.raw);
+      if (HEALTH_RANK[h] > HEALTH_RANK[worst] && !this.isEdgeHidden(e)) worst = h;
+    });
+    return worst;
   }
 
   // kind: 'ns' | 'node' | 'proto'; names: the full new hidden set.
@@ -523,7 +557,41 @@ export class GraphView {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, width, height);
     if (this.style.group_by === 'pod') this.#drawGroups(ctx);
+    this.#drawHealth(ctx);
     this.#drawSelfLoops(ctx);
+  }
+
+  // Halos under unhealthy edges, and a ring around each server they point
+  // at, in the health colour: the edge itself keeps its protocol's colour.
+  #drawHealth(ctx) {
+    const servers = new Map();
+    ctx.lineCap = 'round';
+    this.graph.forEachEdge((e, a, s, t) => {
+      const h = a.health;
+      if (!h || h === 'ok') return;
+      const d = this.sigma.getEdgeDisplayData(e);
+      if (!d || d.hidden || d.color === this.theme.dim) return;
+      if (HEALTH_RANK[h] > HEALTH_RANK[servers.get(t) || 'ok']) servers.set(t, h);
+      if (s === t) return;
+      const p = this.sigma.graphToViewport(this.graph.getNodeAttributes(s));
+      const q = this.sigma.graphToViewport(this.graph.getNodeAttributes(t));
+      ctx.beginPath();
+      ctx.moveTo(p.x, p.y);
+      ctx.lineTo(q.x, q.y);
+      ctx.strokeStyle = HEALTH_COLORS[h] + '80';
+      ctx.lineWidth = this.sigma.scaleSize(d.size) + 7;
+      ctx.stroke();
+    });
+    for (const [node, h] of servers) {
+      const n = this.sigma.getNodeDisplayData(node);
+      if (!n || n.hidden) continue;
+      const p = this.sigma.graphToViewport(this.graph.getNodeAttributes(node));
+      ctx.beginPath();
+      ctx.arc(p.x, p.y, this.sigma.scaleSize(n.size) + 4, 0, 2 * Math.PI);
+      ctx.strokeStyle = HEALTH_COLORS[h];
+      ctx.lineWidth = 3;
+      ctx.stroke();
+    }
   }
 
   #drawGroups(ctx) {

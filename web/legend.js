@@ -5,6 +5,7 @@
 // a click that started on its predecessor.
 
 import { escapeHtml, fmtCount, hashColor } from './format.js';
+import { HEALTH_COLORS } from './graph-view.js';
 
 const KINDS = [
   { kind: 'proto', title: 'Protocols', testid: 'legend-proto-' },
@@ -13,8 +14,8 @@ const KINDS = [
 ];
 
 export class Legend {
-  // onToggle(kind, newHiddenSet), onHideAll(), onReset()
-  constructor(root, { onToggle, onHideAll, onReset }) {
+  // onToggle(kind, newHiddenSet), onHideAll(), onReset(), onErrorsOnly(bool)
+  constructor(root, { onToggle, onHideAll, onReset, onErrorsOnly }) {
     this.root = root;
     this.hidden = { ns: new Set(), node: new Set(), proto: new Set() };
     this.lists = {};
@@ -29,6 +30,22 @@ export class Legend {
       this.sections[k.kind] = sec;
       this.lists[k.kind] = { ul: sec.querySelector('ul'), items: new Map(), testid: k.testid };
     }
+    // Health: what the halos mean, and a switch to show only unhealthy
+    // edges. Edges keep their protocol's colour; health is drawn around.
+    const health = document.createElement('section');
+    health.className = 'legend-section';
+    health.dataset.kind = 'health';
+    health.innerHTML =
+      '<h3>Health</h3>' +
+      '<ul class="legend-list health-key" data-testid="legend-health">' +
+      `<li title="0.1 % of requests or more failed"><span class="swatch halo" style="--halo:${HEALTH_COLORS.degraded}"></span>Degraded: ≥ 0.1 % errors</li>` +
+      `<li title="20 % of requests or more failed"><span class="swatch halo" style="--halo:${HEALTH_COLORS.failing}"></span>Failing: ≥ 20 % errors</li>` +
+      '</ul>' +
+      '<p class="legend-note">A halo under an edge, and a ring around the server it calls; the edge keeps its protocol\'s colour.</p>' +
+      '<label class="legend-switch"><input type="checkbox" data-testid="errors-only"> Errors only</label>';
+    root.appendChild(health);
+    this.errorsOnly = health.querySelector('[data-testid="errors-only"]');
+    this.errorsOnly.addEventListener('change', () => onErrorsOnly?.(this.errorsOnly.checked));
     const actions = document.createElement('div');
     actions.className = 'legend-actions';
     actions.innerHTML =
@@ -50,8 +67,9 @@ export class Legend {
 
   // protocols: [{ protocol, abbreviation, long_name, color, count }]
   // ns, nodes: Map name -> graph node count; hidden: { ns, node, proto }
-  update({ protocols, ns, nodes, hidden }) {
+  update({ protocols, ns, nodes, hidden, errorsOnly }) {
     this.hidden = hidden;
+    this.errorsOnly.checked = !!errorsOnly;
     this.#sync('proto', protocols.map((p) => ({
       name: p.protocol,
       label: p.abbreviation || p.protocol.toUpperCase(),

@@ -264,6 +264,51 @@ await check('hiding a namespace in the legend removes its nodes and edges', ['na
   await waitFor('visible nodes after second reset', () => window.__trawl.visibleNodeCount(), null, model.nodes);
 });
 
+await check('health halos follow the error rate, and edges keep their protocol colour', [], async () => {
+  await open('map=l7&group_by=pod');
+  const model = await restMap('map=l7&group_by=pod');
+  await waitFor('L7 edges drawn', () => window.__trawl.edgeCount(), null, model.edges.length);
+  // Kiali's defaults: degraded from 0.1 % errors, failing from 20 %.
+  const want = (e) => {
+    const r = e.requests ? e.errors / e.requests : 0;
+    return r >= 0.2 ? 'failing' : r >= 0.001 ? 'degraded' : 'ok';
+  };
+  const unhealthy = model.edges.filter((e) => want(e) !== 'ok');
+  assert(unhealthy.length > 0 && unhealthy.length < model.edges.length, 'the demo has healthy and unhealthy edges');
+  for (const e of model.edges) {
+    const got = await page.evaluate((id) => window.__trawl.edgeHealth(id), e.id);
+    assert(got === want(e), `${e.id}: ${e.errors}/${e.requests} errors drawn as ${got}, not ${want(e)}`);
+    const color = await page.evaluate((id) => window.__trawl.edgeColor(id), e.id);
+    const legendColor = (model.legend.find((l) => l.protocol === e.protocol) || {}).color;
+    assert(color === legendColor, `${e.id} is ${color}, not its protocol's ${legendColor}`);
+    if (want(e) === 'failing') {
+      const ring = await page.evaluate((id) => window.__trawl.nodeHealth(id), e.target);
+      assert(ring === 'failing', `the server ${e.target} of a failing edge has health ${ring}`);
+    }
+  }
+  // The halos are drawn: red pixels on the layer under the edges.
+  const red = await page.evaluate(() => {
+    const view = window.__trawl;
+    view.drawnPixels('edges');
+    const c = document.querySelector('[data-testid="graph"] canvas.sigma-groups');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] > 170 && d[i + 1] < 100 && d[i + 2] < 100 && d[i + 3] > 60) n++;
+    return n;
+  });
+  assert(red > 50, `only ${red} red halo pixels`);
+  const legendText = await page.textContent(T('legend-health'));
+  assert(/Degraded/.test(legendText) && /Failing/.test(legendText), `the legend does not explain health: ${legendText}`);
+  await shot('l7-health');
+  // Errors only: just the unhealthy edges stay, and the URL keeps it.
+  await page.check(T('errors-only'));
+  await waitFor('only unhealthy edges visible', () => window.__trawl.visibleEdgeIds().sort(), null, unhealthy.map((e) => e.id).sort());
+  assert(new URL(page.url()).searchParams.get('errors_only') === 'true', `URL does not carry errors only: ${page.url()}`);
+  await shot('l7-errors-only');
+  await page.uncheck(T('errors-only'));
+  await waitFor('every edge visible again', () => window.__trawl.visibleEdgeCount(), null, model.edges.length);
+});
+
 await check('filter "dns" leaves only DNS edges', ['dns_edges'], async () => {
   await open('map=l7&group_by=pod');
   await submitFilter('dns');
