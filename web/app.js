@@ -197,7 +197,7 @@ function updateUi() {
   if (state.map === 'l4') for (const m of Object.values(L4_META)) protos.set(m.protocol, { ...m, count: 0 });
   else for (const m of legendMeta.values()) protos.set(m.protocol, { ...m, count: 0 });
   for (const [p, n] of census.protos) protos.set(p, { ...(protoInfo(p) || { protocol: p, color: 'var(--muted)' }), protocol: p, count: n });
-  legend.update({ protocols: [...protos.values()], ns: census.ns, nodes: census.nodes, hidden: state.hidden, errorsOnly: state.errors_only });
+  legend.update({ protocols: [...protos.values()], ns: census.ns, nodes: census.nodes, hidden: state.hidden, errorsOnly: state.errors_only, map: view.style.map });
 
   const n = view.graph.order;
   const e = view.graph.size;
@@ -496,6 +496,10 @@ function onMessage(msg) {
     for (const m of snap.legend || []) if (m && m.protocol) legendMeta.set(String(m.protocol).toLowerCase(), m);
     const relayout = !applied || applied.group_by !== sub.group_by;
     view.setStyle({ map: sub.map, group_by: sub.group_by, ...visuals() });
+    if (snap.health) {
+      view.setHealthThresholds(snap.health);
+      legend.setHealthThresholds(view.healthThresholds);
+    }
     view.loadSnapshot(snap, relayout);
     performance.mark('trawl:snapshot-loaded');
     totals = snap.totals || null;

@@ -74,6 +74,23 @@ function l4Html(e) {
         row(`${key}_ip_bytes`, 'IP bytes', d.ip_bytes, fmtBytes(d.ip_bytes), exact(d.ip_bytes)),
     );
   h += dir('to_server', 'Client → server', ts) + dir('to_client', 'Server → client', tc);
+  const th = e.tcp_health;
+  if (th) {
+    const packets = (ts.packets || 0) + (tc.packets || 0);
+    const resent = (th.retransmits_to_server || 0) + (th.retransmits_to_client || 0);
+    h += section(
+      'TCP health',
+      row('retransmits', 'Sent again', resent, fmtCount(resent), packets ? ` <span class="muted small">(${fmtPercent(resent, packets)} of packets)</span>` : '') +
+        row('retransmits_to_server', 'by the client', th.retransmits_to_server, fmtCount(th.retransmits_to_server)) +
+        row('retransmits_to_client', 'by the server', th.retransmits_to_client, fmtCount(th.retransmits_to_client)) +
+        row('resets_by_client', 'Resets by client', th.resets_by_client, fmtCount(th.resets_by_client)) +
+        row('resets_by_server', 'Resets by server', th.resets_by_server, fmtCount(th.resets_by_server)) +
+        row('failed_connects', 'Failed connects', th.failed_connects, fmtCount(th.failed_connects)) +
+        (th.handshakes
+          ? row('handshake_rtt_mean', 'Handshake RTT', th.handshake_rtt_ms_mean, fmtMicros(Math.round(th.handshake_rtt_ms_mean * 1000)), ` <span class="muted small">(max ${fmtMicros(Math.round(th.handshake_rtt_ms_max * 1000))}, ${fmtCount(th.handshakes)} timed)</span>`)
+          : ''),
+    );
+  }
   const r = e.rate;
   if (r) {
     h += section(

@@ -64,6 +64,7 @@ export class GraphView {
     this.style = { map: 'l4', group_by: 'pod', mode: 'cumulative', bandwidth: true, include_request: true, include_response: true };
     this.hidden = { ns: new Set(), node: new Set(), proto: new Set() };
     this.errorsOnly = false;
+    this.healthThresholds = HEALTH_THRESHOLDS;
     this.selection = null;
     this.themeName = 'light';
     this.theme = THEMES.light;
@@ -270,7 +271,7 @@ export class GraphView {
     let label;
     if (w.unit === 'B') label = w.rate ? fmtRate(w.value, 'B') : fmtBytes(w.value);
     else label = w.rate ? fmtRate(w.value, w.unit) : `${fmtCount(w.value)} ${w.unit}`;
-    return { size, color, label, health: edgeHealth(e), type: e.source === e.target ? 'line' : 'arrow' };
+    return { size, color, label, health: edgeHealth(e, this.healthThresholds), type: e.source === e.target ? 'line' : 'arrow' };
   }
 
   // Leaves the edge picking pass out of the next renders until the
@@ -320,8 +321,17 @@ export class GraphView {
     const g = this.graph;
     const raw = g.getEdgeAttribute(e, 'raw');
     if (this.hidden.proto.has(edgeProtocol(raw))) return true;
-    if (this.errorsOnly && edgeHealth(raw) === 'ok') return true;
+    if (this.errorsOnly && edgeHealth(raw, this.healthThresholds) === 'ok') return true;
     return this.isNodeHidden(g.getNodeAttribute(g.source(e), 'raw')) || this.isNodeHidden(g.getNodeAttribute(g.target(e), 'raw'));
+  }
+
+  // The server's thresholds (`--health`), sent with each snapshot.
+  setHealthThresholds(t) {
+    if (!t || !(t.degraded > 0) || !(t.failing > t.degraded)) return;
+    if (t.degraded === this.healthThresholds.degraded && t.failing === this.healthThresholds.failing) return;
+    this.healthThresholds = { degraded: t.degraded, failing: t.failing };
+    this.graph.forEachEdge((e, a) => this.graph.setEdgeAttribute(e, 'health', edgeHealth(a.raw, this.healthThresholds)));
+    this.sigma.refresh();
   }
 
   // "Errors only": hide every edge whose health is ok.
@@ -334,7 +344,7 @@ export class GraphView {
 
   // The health of an edge as drawn ('ok', 'degraded', 'failing').
   edgeHealth(id) {
-    return this.graph.hasEdge(id) ? edgeHealth(this.graph.getEdgeAttribute(id, 'raw')) : null;
+    return this.graph.hasEdge(id) ? edgeHealth(this.graph.getEdgeAttribute(id, 'raw'), this.healthThresholds) : null;
   }
 
   // The worst health of the visible edges into a node.
@@ -342,7 +352,7 @@ export class GraphView {
     let worst = 'ok';
     if (!this.graph.hasNode(id)) return null;
     this.graph.forEachInEdge(id, (e, a) => {
-      const h = edgeHealth(a.raw);
+      const h = edgeHealth(a.raw, this.healthThresholds);
       if (HEALTH_RANK[h] > HEALTH_RANK[worst] && !this.isEdgeHidden(e)) worst = h;
     });
     return worst;

@@ -5,7 +5,7 @@
 // a click that started on its predecessor.
 
 import { escapeHtml, fmtCount, hashColor } from './format.js';
-import { HEALTH_COLORS } from './graph-view.js';
+import { HEALTH_COLORS, HEALTH_THRESHOLDS } from './graph-view.js';
 
 const KINDS = [
   { kind: 'proto', title: 'Protocols', testid: 'legend-proto-' },
@@ -38,12 +38,15 @@ export class Legend {
     health.innerHTML =
       '<h3>Health</h3>' +
       '<ul class="legend-list health-key" data-testid="legend-health">' +
-      `<li title="0.1 % of requests or more failed"><span class="swatch halo" style="--halo:${HEALTH_COLORS.degraded}"></span>Degraded: ≥ 0.1 % errors</li>` +
-      `<li title="20 % of requests or more failed"><span class="swatch halo" style="--halo:${HEALTH_COLORS.failing}"></span>Failing: ≥ 20 % errors</li>` +
+      `<li><span class="swatch halo" style="--halo:${HEALTH_COLORS.degraded}"></span><span data-health="degraded"></span></li>` +
+      `<li><span class="swatch halo" style="--halo:${HEALTH_COLORS.failing}"></span><span data-health="failing"></span></li>` +
       '</ul>' +
       '<p class="legend-note">A halo under an edge, and a ring around the server it calls; the edge keeps its protocol\'s colour.</p>' +
       '<label class="legend-switch"><input type="checkbox" data-testid="errors-only"> Errors only</label>';
     root.appendChild(health);
+    this.healthSection = health;
+    this.healthLabels = { degraded: health.querySelector('[data-health="degraded"]'), failing: health.querySelector('[data-health="failing"]') };
+    this.setHealthThresholds(HEALTH_THRESHOLDS);
     this.errorsOnly = health.querySelector('[data-testid="errors-only"]');
     this.errorsOnly.addEventListener('change', () => onErrorsOnly?.(this.errorsOnly.checked));
     const actions = document.createElement('div');
@@ -65,10 +68,19 @@ export class Legend {
     });
   }
 
+  // The thresholds in words: "Degraded: ≥ 0.1 % errors".
+  setHealthThresholds(t) {
+    const pct = (x) => `${+(x * 100).toPrecision(3)} %`;
+    this.healthLabels.degraded.textContent = `Degraded: ≥ ${pct(t.degraded)} errors`;
+    this.healthLabels.failing.textContent = `Failing: ≥ ${pct(t.failing)} errors`;
+  }
+
   // protocols: [{ protocol, abbreviation, long_name, color, count }]
   // ns, nodes: Map name -> graph node count; hidden: { ns, node, proto }
-  update({ protocols, ns, nodes, hidden, errorsOnly }) {
+  update({ protocols, ns, nodes, hidden, errorsOnly, map }) {
     this.hidden = hidden;
+    // Health is an L7 measure (error rates); L4 health is in the details.
+    this.healthSection.hidden = map !== 'l7';
     this.errorsOnly.checked = !!errorsOnly;
     this.#sync('proto', protocols.map((p) => ({
       name: p.protocol,

@@ -291,6 +291,10 @@ struct ServiceArgs {
     /// leaves).
     #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     record_log_mib: u64,
+    /// When the map calls an L7 edge degraded and failing, in percent of
+    /// requests that failed (Kiali's defaults).
+    #[arg(long, value_name = "DEGRADED,FAILING", default_value = "0.1,20")]
+    health: trawl_host::service::HealthThresholds,
     #[command(flatten)]
     redact: RedactArgs,
 }
@@ -678,6 +682,7 @@ fn service_options(
     replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
     replay.dispatch.redact = a.redact.policy();
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
+    replay.health = a.health;
     let flags = capture_filter(a.capture_filter, a.namespaces, a.exclude_namespaces)?;
     let capture_filter = merge_capture_filter(flags, config.as_ref())?;
     let access = Access::new(a.listen, a.api_token, a.admin_token, a.allowed_hosts, a.insecure_no_auth)?;

@@ -268,10 +268,12 @@ await check('health halos follow the error rate, and edges keep their protocol c
   await open('map=l7&group_by=pod');
   const model = await restMap('map=l7&group_by=pod');
   await waitFor('L7 edges drawn', () => window.__trawl.edgeCount(), null, model.edges.length);
-  // Kiali's defaults: degraded from 0.1 % errors, failing from 20 %.
+  // The server's thresholds (`--health`; Kiali's defaults 0.1 % and 20 %).
+  const t = model.health;
+  assert(t && t.degraded === 0.001 && t.failing === 0.2, `thresholds ${JSON.stringify(t)}`);
   const want = (e) => {
     const r = e.requests ? e.errors / e.requests : 0;
-    return r >= 0.2 ? 'failing' : r >= 0.001 ? 'degraded' : 'ok';
+    return r >= t.failing ? 'failing' : r >= t.degraded ? 'degraded' : 'ok';
   };
   const unhealthy = model.edges.filter((e) => want(e) !== 'ok');
   assert(unhealthy.length > 0 && unhealthy.length < model.edges.length, 'the demo has healthy and unhealthy edges');
@@ -398,7 +400,11 @@ await check('clicking an edge shows its metrics in the details panel', ['edge_to
     ? [['requests', (e) => e.requests], ['errors', (e) => e.errors], ['request_bytes', (e) => e.request_bytes], ['response_bytes', (e) => e.response_bytes],
        ['latency_p50', (e) => e.latency_us?.p50], ['latency_p95', (e) => e.latency_us?.p95], ['latency_p99', (e) => e.latency_us?.p99]]
     : [['flows', (e) => e.flows], ['to_server_packets', (e) => e.to_server?.packets], ['to_server_bytes', (e) => e.to_server?.bytes],
-       ['to_client_packets', (e) => e.to_client?.packets], ['to_client_bytes', (e) => e.to_client?.bytes]];
+       ['to_client_packets', (e) => e.to_client?.packets], ['to_client_bytes', (e) => e.to_client?.bytes],
+       // A TCP edge's health (the flow table's, in replay).
+       ...(restEdge.tcp_health ? [['retransmits_to_server', (e) => e.tcp_health?.retransmits_to_server],
+         ['retransmits_to_client', (e) => e.tcp_health?.retransmits_to_client], ['resets_by_server', (e) => e.tcp_health?.resets_by_server],
+         ['failed_connects', (e) => e.tcp_health?.failed_connects]] : [])];
   const shown = await page.evaluate((ks) => {
     const out = {};
     for (const k of ks) {
@@ -407,7 +413,8 @@ await check('clicking an edge shows its metrics in the details panel', ['edge_to
     }
     return { out, edge: window.__trawl.edge(document.querySelector('[data-testid="details-panel"]').dataset.selectedId) };
   }, keys.map(([k]) => k));
-  const counters = new Set(['requests', 'errors', 'request_bytes', 'response_bytes', 'flows', 'to_server_packets', 'to_server_bytes', 'to_client_packets', 'to_client_bytes']);
+  const counters = new Set(['requests', 'errors', 'request_bytes', 'response_bytes', 'flows', 'to_server_packets', 'to_server_bytes', 'to_client_packets', 'to_client_bytes',
+    'retransmits_to_server', 'retransmits_to_client', 'resets_by_server', 'failed_connects']);
   for (const [k, get] of keys) {
     const s = shown.out[k];
     assert(s, `details panel has no ${k}`);
@@ -446,6 +453,28 @@ await check('clicking an edge shows its metrics in the details panel', ['edge_to
     const same = new Set([restEdge.source, restEdge.target]);
     assert(same.has(picked.source) && same.has(picked.target), `mouse click selected ${sel.id}, not an edge between ${[...same].join(' and ')}`);
   }
+});
+
+await check('an L4 edge shows its TCP health in the details panel', [], async () => {
+  const snap = await restMap('map=l4&group_by=pod&mode=cumulative');
+  const edge = (snap.edges || []).find((e) => e.l4 === 'tcp' && e.tcp_health && e.source !== e.target);
+  assert(edge, 'no TCP edge with health on the L4 map');
+  await open('map=l4&group_by=pod');
+  await waitFor(`edge ${edge.id} on the map`, (e) => window.__trawl.edgeIds().includes(e), edge.id);
+  assert(await page.evaluate((e) => window.__trawl.selectEdge(e), edge.id), 'selectEdge returned false');
+  await page.waitForSelector(`${T('details-panel')}[data-detail="ready"]`);
+  for (const k of ['retransmits_to_server', 'retransmits_to_client', 'resets_by_client', 'resets_by_server', 'failed_connects']) {
+    const v = await page.getAttribute(`${T('details-panel')} ${T(`detail-${k}`)}`, 'data-value').catch(() => null);
+    assert(v !== null, `the panel has no ${k}`);
+    // Counters only grow while the demo loops.
+    assert(Number(v) >= edge.tcp_health[k], `${k}: panel ${v}, API ${edge.tcp_health[k]}`);
+  }
+  if (edge.tcp_health.handshakes) {
+    const rtt = await page.getAttribute(`${T('details-panel')} ${T('detail-handshake_rtt_mean')}`, 'data-value');
+    assert(Number(rtt) > 0, `handshake RTT ${rtt}`);
+  }
+  await shot('l4-tcp-health');
+  await page.evaluate(() => window.__trawl.clearSelection());
 });
 
 await check('plugins tab lists the plugins', [], async () => {

@@ -286,7 +286,8 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     let identity = trawl_pipeline::replay::load_identity(&opts.replay.inventories)?;
     let state: SharedState = Graph::new(
         GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs)
-            .with_record_log_bytes(opts.replay.record_log_bytes),
+            .with_record_log_bytes(opts.replay.record_log_bytes)
+            .with_health(opts.replay.health),
     );
     if opts.kube {
         trawl_pipeline::live::watch_kubernetes_into(

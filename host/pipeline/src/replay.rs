@@ -65,6 +65,8 @@ pub struct ReplayOptions {
     /// `--emit diff`: the capture after the change, and when a difference
     /// counts as one.
     pub diff_against: Option<PathBuf>,
+    /// What the served map calls degraded and failing (`--health`).
+    pub health: trawl_service::HealthThresholds,
     pub diff_thresholds: trawl_core::diff::Thresholds,
 }
 
@@ -87,6 +89,7 @@ impl ReplayOptions {
             dispatch: Default::default(),
             record_log_bytes: trawl_service::DEFAULT_RECORD_LOG_BYTES,
             diff_against: None,
+            health: Default::default(),
             diff_thresholds: Default::default(),
         }
     }

@@ -43,7 +43,8 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     CaptureFile::open(&opts.replay.capture)?;
     let state: SharedState = Graph::new(
         GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
-            .with_record_log_bytes(opts.replay.record_log_bytes),
+            .with_record_log_bytes(opts.replay.record_log_bytes)
+            .with_health(opts.replay.health),
     );
     let feeder = {
         let state = state.clone();

@@ -38,6 +38,36 @@ pub const DEFAULT_RECORD_LOG: usize = 200_000;
 /// ones this (200k records of 5.7 KB each held 1.1 GiB).
 pub const DEFAULT_RECORD_LOG_BYTES: usize = 128 << 20;
 
+/// When the map calls an L7 edge degraded or failing, by its share of
+/// errors (`--health`; Kiali's defaults: 0.1 % and 20 %). Sent with every
+/// snapshot so the UI draws what the operator set.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct HealthThresholds {
+    pub degraded: f64,
+    pub failing: f64,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds { degraded: 0.001, failing: 0.2 }
+    }
+}
+
+impl std::str::FromStr for HealthThresholds {
+    type Err = String;
+
+    /// `DEGRADED,FAILING` in percent of requests: `0.1,20`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid health thresholds {s:?}: DEGRADED,FAILING in percent, as 0.1,20");
+        let (d, f) = s.split_once(',').ok_or_else(bad)?;
+        let (d, f): (f64, f64) = (d.trim().parse().map_err(|_| bad())?, f.trim().parse().map_err(|_| bad())?);
+        if !(d > 0.0 && d < f && f <= 100.0) {
+            return Err(format!("invalid health thresholds {s:?}: need 0 < degraded < failing <= 100"));
+        }
+        Ok(HealthThresholds { degraded: d / 100.0, failing: f / 100.0 })
+    }
+}
+
 const GROUPINGS: [GroupBy; 3] = [GroupBy::Pod, GroupBy::Namespace, GroupBy::Node];
 
 fn slot(g: GroupBy) -> usize {
@@ -186,6 +216,8 @@ pub struct GraphState {
     first_seq: u64,
     record_log: usize,
     record_log_bytes: usize,
+    /// What the UI calls degraded and failing.
+    pub health: HealthThresholds,
     /// Bytes the record log holds now.
     records_held: usize,
     legend: Vec<LegendEntry>,
@@ -379,6 +411,7 @@ impl GraphState {
             first_seq: 0,
             record_log: DEFAULT_RECORD_LOG,
             record_log_bytes: DEFAULT_RECORD_LOG_BYTES,
+            health: HealthThresholds::default(),
             records_held: 0,
             legend: Vec::new(),
             plugins: Vec::new(),
@@ -396,6 +429,11 @@ impl GraphState {
     /// later (`--record-log-mib`).
     pub fn with_record_log_bytes(mut self, bytes: usize) -> Self {
         self.record_log_bytes = bytes;
+        self
+    }
+
+    pub fn with_health(mut self, health: HealthThresholds) -> Self {
+        self.health = health;
         self
     }
 
@@ -645,6 +683,15 @@ mod tests {
         assert_eq!(graph.pending_len(), 0);
         graph.update(|st| st.counters.records += 1);
         assert_eq!((graph.pending_len(), lock(&graph).counters.records), (0, 4), "a free state is updated at once");
+    }
+
+    #[test]
+    fn health_thresholds_are_percent_pairs() {
+        assert_eq!("0.1,20".parse(), Ok(HealthThresholds::default()));
+        assert_eq!("1, 50".parse(), Ok(HealthThresholds { degraded: 0.01, failing: 0.5 }));
+        for bad in ["20,0.1", "0,20", "1,101", "1", "a,b"] {
+            assert!(bad.parse::<HealthThresholds>().is_err(), "{bad}");
+        }
     }
 
     /// A worker the hub lets go of leaves its counts in the totals.

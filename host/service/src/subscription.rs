@@ -158,6 +158,7 @@ impl Subscription {
         let (src, legend) = self.source(state);
         let mut v = view.snapshot(src, w, state.now, legend);
         self.view = view;
+        v["health"] = json!(state.health);
         if self.missed > 0 {
             v["records_missed"] = json!(self.missed);
         }
@@ -215,6 +216,7 @@ impl Subscription {
                     }
                 }
                 v["legend"] = json!([]);
+                v["health"] = json!(state.health);
                 v
             }
             MapType::L7 => {
@@ -232,6 +234,7 @@ impl Subscription {
                 if self.missed > 0 {
                     v["records_missed"] = json!(self.missed);
                 }
+                v["health"] = json!(state.health);
                 v
             }
         }
