@@ -494,7 +494,9 @@ function onMessage(msg) {
     const sub = conn.pending.shift() || applied || subscription();
     const snap = msg.map || { nodes: [], edges: [], legend: [] };
     for (const m of snap.legend || []) if (m && m.protocol) legendMeta.set(String(m.protocol).toLowerCase(), m);
-    const relayout = !applied || applied.group_by !== sub.group_by;
+    // A new grouping, map or filter is a new picture: lay it out afresh and
+    // fit the camera to it (live updates to the same view keep positions).
+    const relayout = !applied || ['group_by', 'map', 'filter'].some((k) => applied[k] !== sub[k]);
     view.setStyle({ map: sub.map, group_by: sub.group_by, ...visuals() });
     if (snap.health) {
       view.setHealthThresholds(snap.health);
@@ -587,6 +589,10 @@ window.__trawl = {
   edgeProtocols: () => view.edgeIds().map((id) => edgeProtocol(view.edge(id))),
   edgeHealth: (id) => view.edgeHealth(id),
   nodeHealth: (id) => view.nodeHealth(id),
+  labelledEdgeIds: () => view.labelledEdgeIds(),
+  setLabelsAtFit: (n) => view.setLabelsAtFit(n),
+  edgeSize: (id) => (view.graph.hasEdge(id) ? view.graph.getEdgeAttribute(id, 'size') : null),
+  zoomBy: (ratio) => view.sigma.getCamera().setState({ ratio }),
   edgeColor: (id) => (view.graph.hasEdge(id) ? view.graph.getEdgeAttribute(id, 'color') : null),
   nodePosition: (id) => (view.graph.hasNode(id) ? { x: view.graph.getNodeAttribute(id, 'x'), y: view.graph.getNodeAttribute(id, 'y') } : null),
   // Same path as a click on the canvas.

@@ -32,6 +32,9 @@ const EXTERNAL_GROUP = '~external';
 const EXTERNAL_COLOR = '#9aa5b1';
 // Edge labels turn into noise past this many edges.
 const EDGE_LABEL_LIMIT = 250;
+// Labels give way: at the fitted zoom only the heaviest edges keep theirs;
+// each halving of the zoom ratio shows twice as many.
+const EDGE_LABELS_AT_FIT = 12;
 
 const THEMES = {
   light: { label: '#1f2933', edgeLabel: '#52606d', dim: '#dde2e8', hoverBg: '#ffffff', groupText: '#52606d' },
@@ -103,6 +106,18 @@ export class GraphView {
     // has no primitive for either.
     this.overlay = this.sigma.createCanvas('groups', { beforeLayer: 'edges', style: { pointerEvents: 'none' } });
     this.sigma.on('afterRender', () => this.#drawOverlay());
+    // Which edges keep a label depends on the zoom: re-run the reducers
+    // when the budget changes (a power of two of the zoom ratio).
+    this.labelRank = new Map();
+    this.labelsAtFit = EDGE_LABELS_AT_FIT;
+    this.labelBudget = EDGE_LABELS_AT_FIT;
+    this.sigma.getCamera().on('updated', (cam) => {
+      const budget = this.#labelBudgetAt(cam.ratio);
+      if (budget !== this.labelBudget && this.sigma.getSetting('renderEdgeLabels')) {
+        this.labelBudget = budget;
+        this.sigma.refresh({ skipIndexation: true });
+      }
+    });
 
     this.sigma.on('clickNode', ({ node }) => this.selectNode(node));
     this.sigma.on('clickEdge', ({ edge }) => this.selectEdge(edge));
@@ -149,6 +164,7 @@ export class GraphView {
       const resumePicking = this.#pauseEdgePicking();
       this.sigma.setGraph(g);
       this.sigma.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+      this.labelBudget = this.#labelBudgetAt(1);
       performance.mark('trawl:graph-set');
       // Edges become clickable a frame after the map is on screen.
       requestAnimationFrame(() => requestAnimationFrame(() => {
@@ -186,6 +202,7 @@ export class GraphView {
     }
     if ((d.nodes_added || []).length && this.#fitBBox(false)) this.sigma.refresh({ schedule: true });
     if (['nodes_added', 'nodes_removed', 'edges_added', 'edges_removed'].some((k) => (d[k] || []).length)) this.#updateEdgeLabelSetting();
+    else if ((d.edges_changed || []).length) this.#rankEdgeLabels();
     this.#keepSelectionValid();
   }
 
@@ -296,7 +313,28 @@ export class GraphView {
     };
   }
 
+  #labelBudgetAt(ratio) {
+    const halvings = Math.max(0, Math.round(-Math.log2(Math.max(ratio, 1e-3))));
+    return this.labelsAtFit * 2 ** Math.min(halvings, 10);
+  }
+
+  // How many edges keep their label at the fitted zoom (tests set it low
+  // to see labels give way on a small map).
+  setLabelsAtFit(n) {
+    this.labelsAtFit = n;
+    this.labelBudget = this.#labelBudgetAt(this.sigma.getCamera().ratio);
+    this.sigma.refresh({ skipIndexation: true });
+  }
+
+  // Edges by weight, heaviest first: the first `labelBudget` keep labels.
+  #rankEdgeLabels() {
+    const edges = this.graph.mapEdges((e, a) => [e, a.size || 0]);
+    edges.sort((x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : 1));
+    this.labelRank = new Map(edges.map(([e], i) => [e, i]));
+  }
+
   #updateEdgeLabelSetting() {
+    this.#rankEdgeLabels();
     const want = this.graph.size <= EDGE_LABEL_LIMIT;
     if (this.sigma.getSetting('renderEdgeLabels') !== want) this.sigma.setSetting('renderEdgeLabels', want);
     // Dense labels help a small map (pods of a namespace sit close) and
@@ -340,6 +378,16 @@ export class GraphView {
     this.errorsOnly = !!on;
     this.sigma.refresh();
     this.#keepSelectionValid();
+  }
+
+  // Edges whose label is drawn now (visible, and within the label budget
+  // or picked out by the selection).
+  labelledEdgeIds() {
+    if (!this.sigma.getSetting('renderEdgeLabels')) return [];
+    return this.graph.filterEdges((e) => {
+      const d = this.sigma.getEdgeDisplayData(e);
+      return d && !d.hidden && !!d.label;
+    });
   }
 
   // The health of an edge as drawn ('ok', 'degraded', 'failing').
@@ -439,7 +487,7 @@ export class GraphView {
   #reduceEdge(e, attrs) {
     if (this.isEdgeHidden(e)) return { ...attrs, hidden: true };
     const s = this.selection;
-    if (!s) return attrs;
+    if (!s) return (this.labelRank.get(e) ?? 0) < this.labelBudget ? attrs : { ...attrs, label: '' };
     if (s.type === 'edge' && e === s.id) return { ...attrs, size: attrs.size * 1.3 + 2, zIndex: 2, forceLabel: true };
     if (s.type === 'node') {
       const g = this.graph;

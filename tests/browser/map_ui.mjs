@@ -311,6 +311,44 @@ await check('health halos follow the error rate, and edges keep their protocol c
   await waitFor('every edge visible again', () => window.__trawl.visibleEdgeCount(), null, model.edges.length);
 });
 
+await check('labels give way: the heaviest edges keep theirs, zooming in shows more', [], async () => {
+  await open('map=l4&group_by=pod');
+  const model = await restMap('map=l4&group_by=pod');
+  await waitFor('edges drawn', () => window.__trawl.edgeCount(), null, model.edges.length);
+  assert(model.edges.length > 2, 'the demo has more than two edges');
+  await page.evaluate(() => window.__trawl.setLabelsAtFit(2));
+  await page.evaluate(() => window.__trawl.zoomBy(1));
+  const heaviest = await page.evaluate(() => {
+    const ids = window.__trawl.visibleEdgeIds();
+    return ids.map((id) => [id, window.__trawl.edgeSize(id)]).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 2).map((x) => x[0]).sort();
+  });
+  await waitFor('only the two heaviest edges labelled', () => window.__trawl.labelledEdgeIds().sort(), null, heaviest);
+  await page.evaluate(() => window.__trawl.zoomBy(0.25));
+  await waitFor('zoomed in: every edge labelled', () => window.__trawl.labelledEdgeIds().length, null, model.edges.length);
+  await page.evaluate(() => window.__trawl.setLabelsAtFit(12));
+});
+
+await check('a new filter is laid out afresh and fills the canvas', ['dns_edges'], async () => {
+  await open('map=l7&group_by=pod');
+  await submitFilter('dns');
+  await waitApplied({ map: 'l7', filter: 'dns' });
+  await waitFor('DNS edge count', () => window.__trawl.edgeCount(), null, exp.dns_edges);
+  await page.waitForTimeout(400);
+  const fit = await page.evaluate(() => {
+    const r = document.querySelector('[data-testid="graph"]').getBoundingClientRect();
+    const pts = window.__trawl.visibleNodeIds().map((id) => window.__trawl.nodeClientPoint(id));
+    const xs = pts.map((p) => p.x);
+    const ys = pts.map((p) => p.y);
+    const cx = (Math.min(...xs) + Math.max(...xs)) / 2 - r.left;
+    const cy = (Math.min(...ys) + Math.max(...ys)) / 2 - r.top;
+    const span = Math.max((Math.max(...xs) - Math.min(...xs)) / r.width, (Math.max(...ys) - Math.min(...ys)) / r.height);
+    return { dx: Math.abs(cx / r.width - 0.5), dy: Math.abs(cy / r.height - 0.5), span };
+  });
+  assert(fit.dx < 0.15 && fit.dy < 0.15, `the filtered map is off centre: ${JSON.stringify(fit)}`);
+  assert(fit.span > 0.25, `the filtered map is drawn small: ${JSON.stringify(fit)}`);
+  await shot('filter-fit');
+});
+
 await check('filter "dns" leaves only DNS edges', ['dns_edges'], async () => {
   await open('map=l7&group_by=pod');
   await submitFilter('dns');
