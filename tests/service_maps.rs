@@ -272,6 +272,8 @@ fn kfl2_filters_select_the_right_edges() {
         ("src.name.matches('^front') && dst.pod.namespace == 'shop'", |r| {
             s(r, &["src", "workload", "name"]).starts_with("front") && s(r, &["dst", "workload", "namespace"]) == "shop"
         }),
+        // the virtual host asked for (HTTP/1 Host, HTTP/2 :authority)
+        ("authority.endsWith(':8080')", |r| r["fields"]["host"].as_str().is_some_and(|h| h.ends_with(":8080"))),
         ("node_name == 'node-b'", |r| {
             let dst = s(r, &["dst", "workload", "node"]);
             (if dst.is_empty() { s(r, &["src", "workload", "node"]) } else { dst }) == "node-b"

@@ -305,6 +305,9 @@ fn variables(r: &L7Record, protocols: &[LegendEntry]) -> Vec<(String, Value)> {
     v.push(("method".into(), Value::from(r.method.as_str())));
     v.push(("path".into(), Value::from(path)));
     v.push(("url".into(), Value::from(url)));
+    // The virtual host asked for: HTTP/1's Host, HTTP/2's :authority (both
+    // the plugins' `host` field), as sent.
+    v.push(("authority".into(), field_str("host").map_or(Value::Null, Value::from)));
     v.push(("summary".into(), Value::from(r.summary.as_str())));
     v.push(("status_code".into(), r.status_code.map_or(Value::Null, Value::Int)));
     v.push(("error".into(), Value::Bool(r.error)));

@@ -23,6 +23,7 @@ pub const BUILTIN: &[&str] = &[
     "method",
     "path",
     "url",
+    "authority",
     "summary",
     "status_code",
     "error",
