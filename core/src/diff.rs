@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// When a difference between two edges is a change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,20 +168,24 @@ fn listed(id: &str, edge: &Value) -> Value {
 /// after, with `reasons` (`[{reason, before, after}]`). Nodes are those
 /// of either map. Edges without traffic count as absent.
 pub fn diff(before: Window<'_>, after: Window<'_>, t: &Thresholds) -> Value {
-    let edges = |w: &Window<'_>| -> BTreeMap<String, (Measures, Value)> {
+    // Edges are borrowed, and only those listed are copied out.
+    fn edges<'a>(w: &Window<'a>) -> HashMap<String, (Measures, &'a Value)> {
         let list = w.map["edges"].as_array().map(Vec::as_slice).unwrap_or_default();
         list.iter()
             .map(|e| (measures(e), e))
             .filter(|((_, m), _)| m.bytes > 0.0 || m.requests > 0.0 || m.packets > 0.0)
-            .map(|((id, m), e)| (id, (m, e.clone())))
+            .map(|((id, m), e)| (id, (m, e)))
             .collect()
-    };
+    }
     let (old, new) = (edges(&before), edges(&after));
     let (bs, as_) = (before.secs.max(1e-3), after.secs.max(1e-3));
-    let removed: Vec<Value> =
-        old.iter().filter(|(id, _)| !new.contains_key(*id)).map(|(id, (_, e))| listed(id, e)).collect();
-    let added: Vec<Value> =
-        new.iter().filter(|(id, _)| !old.contains_key(*id)).map(|(id, (_, e))| listed(id, e)).collect();
+    let sorted = |mut v: Vec<Value>| {
+        v.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        v
+    };
+    let removed =
+        sorted(old.iter().filter(|(id, _)| !new.contains_key(*id)).map(|(id, (_, e))| listed(id, e)).collect());
+    let added = sorted(new.iter().filter(|(id, _)| !old.contains_key(*id)).map(|(id, (_, e))| listed(id, e)).collect());
     let mut changed = Vec::new();
     for (id, (a, edge)) in &new {
         let Some((b, _)) = old.get(id) else { continue };
@@ -192,20 +196,20 @@ pub fn diff(before: Window<'_>, after: Window<'_>, t: &Thresholds) -> Value {
             changed.push(v);
         }
     }
-    let mut nodes = BTreeMap::new();
+    let mut nodes: BTreeMap<&str, &Value> = BTreeMap::new();
     for w in [&before, &after] {
         for n in w.map["nodes"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            nodes.entry(n["id"].as_str().unwrap_or("").to_string()).or_insert_with(|| n.clone());
+            nodes.entry(n["id"].as_str().unwrap_or("")).or_insert(n);
         }
     }
     json!({
         "before": {"secs": round(before.secs)},
         "after": {"secs": round(after.secs)},
         "thresholds": t,
-        "nodes": nodes.into_values().collect::<Vec<_>>(),
+        "nodes": nodes.into_values().cloned().collect::<Vec<_>>(),
         "added": added,
         "removed": removed,
-        "changed": changed,
+        "changed": sorted(changed),
     })
 }
 
