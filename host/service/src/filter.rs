@@ -29,11 +29,47 @@ pub const MAX_FILTER_NODES: usize = 512;
 /// `map`, `filter`): each level multiplies the work per record.
 pub const MAX_COMPREHENSION_NESTING: usize = 2;
 
+/// The sub-expressions of `e`, each with whether it is a comprehension's
+/// body (runs once per element) rather than evaluated once. Shared by
+/// every walk over a filter's tree.
+pub(crate) fn children(e: &cel::parser::Expression) -> Vec<(&cel::parser::Expression, bool)> {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut out = Vec::new();
+    match &e.expr {
+        Expr::Call(c) => {
+            out.extend(c.target.iter().map(|t| (t.as_ref(), false)));
+            out.extend(c.args.iter().map(|a| (a, false)));
+        }
+        Expr::Comprehension(c) => {
+            out.push((&c.iter_range, false));
+            out.extend([&c.accu_init, &c.loop_cond, &c.loop_step, &c.result].map(|x| (x, true)));
+        }
+        Expr::List(l) => out.extend(l.elements.iter().map(|x| (x, false))),
+        Expr::Map(m) => {
+            for entry in &m.entries {
+                if let EntryExpr::MapEntry(me) = &entry.expr {
+                    out.extend([(&me.key, false), (&me.value, false)]);
+                }
+            }
+        }
+        Expr::Struct(st) => {
+            for entry in &st.entries {
+                match &entry.expr {
+                    EntryExpr::StructField(f) => out.push((&f.value, false)),
+                    EntryExpr::MapEntry(me) => out.extend([(&me.key, false), (&me.value, false)]),
+                }
+            }
+        }
+        Expr::Select(sel) => out.push((&sel.operand, false)),
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+    }
+    out
+}
+
 /// Size and comprehension nesting of an expression: what bounds the work
 /// one evaluation can do (with no loops but comprehensions, a tree of `n`
 /// nodes and nesting `k` over lists of `m` elements does about `n·m^k`).
 fn cost(e: &cel::parser::Expression) -> (usize, usize) {
-    use cel::common::ast::{EntryExpr, Expr};
     let mut nodes = 0;
     let mut deepest = 0;
     // Iterative, so a deep expression cannot overflow the stack here.
@@ -41,40 +77,7 @@ fn cost(e: &cel::parser::Expression) -> (usize, usize) {
     while let Some((e, nesting)) = stack.pop() {
         nodes += 1;
         deepest = deepest.max(nesting);
-        match &e.expr {
-            Expr::Call(c) => {
-                stack.extend(c.target.iter().map(|t| (t.as_ref(), nesting)));
-                stack.extend(c.args.iter().map(|a| (a, nesting)));
-            }
-            Expr::Comprehension(c) => {
-                stack.push((&c.iter_range, nesting));
-                for inner in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
-                    stack.push((inner, nesting + 1));
-                }
-            }
-            Expr::List(l) => stack.extend(l.elements.iter().map(|x| (x, nesting))),
-            Expr::Map(m) => {
-                for entry in &m.entries {
-                    if let EntryExpr::MapEntry(me) = &entry.expr {
-                        stack.push((&me.key, nesting));
-                        stack.push((&me.value, nesting));
-                    }
-                }
-            }
-            Expr::Struct(s) => {
-                for entry in &s.entries {
-                    match &entry.expr {
-                        EntryExpr::StructField(f) => stack.push((&f.value, nesting)),
-                        EntryExpr::MapEntry(me) => {
-                            stack.push((&me.key, nesting));
-                            stack.push((&me.value, nesting));
-                        }
-                    }
-                }
-            }
-            Expr::Select(s) => stack.push((&s.operand, nesting)),
-            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
-        }
+        stack.extend(children(e).into_iter().map(|(c, body)| (c, nesting + usize::from(body))));
     }
     (nodes, deepest)
 }

@@ -119,42 +119,21 @@ fn likeness(typed: &str, known: &str) -> f64 {
 
 /// The names an expression reads that no comprehension in it binds.
 pub fn free_names(e: &cel::parser::Expression) -> Vec<String> {
-    use cel::common::ast::{EntryExpr, Expr};
+    use cel::common::ast::Expr;
     let (mut used, mut bound) = (Vec::new(), BTreeSet::new());
     // Iterative: a deep expression cannot overflow the stack here.
     let mut stack = vec![e];
     while let Some(e) = stack.pop() {
         match &e.expr {
             Expr::Ident(name) => used.push(name.clone()),
-            Expr::Call(c) => {
-                stack.extend(c.target.iter().map(|t| t.as_ref()));
-                stack.extend(c.args.iter());
-            }
             Expr::Comprehension(c) => {
                 bound.insert(c.iter_var.clone());
                 bound.extend(c.iter_var2.clone());
                 bound.insert(c.accu_var.clone());
-                stack.extend([&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]);
             }
-            Expr::List(l) => stack.extend(l.elements.iter()),
-            Expr::Map(m) => {
-                for entry in &m.entries {
-                    if let EntryExpr::MapEntry(me) = &entry.expr {
-                        stack.extend([&me.key, &me.value]);
-                    }
-                }
-            }
-            Expr::Struct(s) => {
-                for entry in &s.entries {
-                    match &entry.expr {
-                        EntryExpr::StructField(f) => stack.push(&f.value),
-                        EntryExpr::MapEntry(me) => stack.extend([&me.key, &me.value]),
-                    }
-                }
-            }
-            Expr::Select(s) => stack.push(&s.operand),
-            Expr::Unspecified | Expr::Literal(_) => {}
+            _ => {}
         }
+        stack.extend(crate::filter::children(e).into_iter().map(|(c, _)| c));
     }
     let mut seen = BTreeSet::new();
     used.into_iter().filter(|n| !bound.contains(n) && seen.insert(n.clone())).collect()
