@@ -193,3 +193,49 @@ fn the_ui_warns_when_losses_grow() {
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
 }
+
+/// Time travel and compare mode: a `trawl serve` replaying two phases of
+/// real HTTP traffic from a netns lab (needs root); the browser steps from
+/// the after window back to the before one and forward again (the map
+/// follows, nodes keep their places), compares the two (added green,
+/// removed grey and dashed, worse red with the reason on hover, the rest
+/// faded) and goes live again.
+#[test]
+fn time_travel_and_compare_in_chromium() {
+    if !support::root_or_skip() || !tools_or_skip(&["chromium", "node", "curl", "tcpdump", "python3", "mergecap"]) {
+        return;
+    }
+    let Some(browser_dir) = browser_or_skip() else { return };
+    let dir = scratch("ui-history");
+    let phases = support::phases::record(&dir, &format!("uh{}", std::process::id() % 100_000));
+    let both = support::phases::merged(&phases, &dir);
+    let port = support::free_port();
+    let _server = support::Terminated(
+        support::trawl()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--speed", "max", "--replay"])
+            .arg(&both)
+            .arg("--inventory")
+            .arg(&phases.inventory)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let b = phases.boundary;
+    // The replay has ended and history holds both windows.
+    wait_for("history of both phases", || {
+        let n = |from: u64| {
+            let out = Command::new("curl")
+                .args(["-sf", &format!("{base}/api/map?map=l7&from={from}&to={}", from + 10)])
+                .output()
+                .unwrap();
+            serde_json::from_slice::<Value>(&out.stdout).map_or(0, |v| count(&v, "edges"))
+        };
+        n(b - 10) == 4 && n(b) == 4
+    });
+    let target: std::path::PathBuf =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), Into::into);
+    let shots = target.join("ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    run_script(&browser_dir.join("history_ui.mjs"), &[&base, &b.to_string()], &shots);
+}

@@ -6,44 +6,9 @@
 //! exactly those four edges, with the right reasons; the L4 diff only the
 //! edge that went and the one that came.
 
-use crate::support::{self, Capture, scratch, tools_or_skip};
+use crate::support::{self, scratch, tools_or_skip};
 use serde_json::Value;
 use std::path::Path;
-use trawl_host::lab::{Lab, PodSpec};
-
-/// An HTTP/1.1 server on ADDR:8080: `/fail` answers 500, `/slow` answers
-/// 50 ms late, anything else 200; always a 1,000-byte body.
-const SERVER_PY: &str = r#"
-import http.server, sys, time
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        if self.path.startswith('/slow'):
-            time.sleep(0.05)
-        body = b'x' * 1000
-        self.send_response(500 if self.path.startswith('/fail') else 200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((sys.argv[1], 8080), Handler).serve_forever()
-"#;
-
-/// Twenty rounds, one every 100 ms, each a new connection to every
-/// ADDR/PATH argument: the same pace before and after, so rates compare.
-const CLIENT_PY: &str = r#"
-import http.client, sys, time
-targets = [a.split('/', 1) for a in sys.argv[1:]]
-start = time.monotonic()
-for i in range(20):
-    time.sleep(max(0.0, start + i * 0.1 - time.monotonic()))
-    for host, path in targets:
-        c = http.client.HTTPConnection(host, 8080, timeout=5)
-        c.request('GET', '/' + path)
-        c.getresponse().read()
-        c.close()
-"#;
 
 fn diff(before: &Path, after: &Path, inventory: &Path, map: &str) -> Value {
     let (b, a, inv) = (before.to_str().unwrap(), after.to_str().unwrap(), inventory.to_str().unwrap());
@@ -67,46 +32,11 @@ fn a_diff_of_two_captures_names_the_edges_that_changed_and_why() {
         return;
     }
     let dir = scratch("map-diff");
-    let prefix = format!("md{}", std::process::id() % 100_000);
-    let servers = ["gone", "new", "flaky", "slow", "steady"];
-    let pods: Vec<PodSpec> = std::iter::once("client")
-        .chain(servers)
-        .map(|name| PodSpec { name: name.into(), namespace: "shop".into(), node: 0 })
-        .collect();
-    let mut lab = Lab::create(&prefix, 1, &pods).unwrap();
-    let ip = |lab: &Lab, pod: &str| lab.pod(pod).ip.to_string();
-    for pod in servers {
-        let addr = ip(&lab, pod);
-        lab.spawn(pod, "python3", &["-c", SERVER_PY, &addr]).unwrap();
-    }
-    let run = |targets: &[(&str, &str)]| {
-        let args: Vec<String> = targets.iter().map(|(pod, path)| format!("{}/{path}", ip(&lab, pod))).collect();
-        let mut cmd = lab.command("client", "python3");
-        cmd.args(["-c", CLIENT_PY]).args(&args);
-        assert!(cmd.status().unwrap().success(), "client {args:?}");
-    };
-    support::wait_for("the servers", || {
-        servers.iter().all(|pod| {
-            lab.command("client", "python3")
-                .args(["-c", CLIENT_PY.replace("range(20)", "range(1)").as_str(), &format!("{}/ok", ip(&lab, pod))])
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-    });
-    let record = |name: &str, targets: &[(&str, &str)]| {
-        let file = dir.join(name);
-        let dump = Capture::on(&lab.pod("client").host_iface, &[], &file, "tcp port 8080");
-        run(targets);
-        dump.stop();
-        file
-    };
-    let before = record("before.pcap", &[("gone", "ok"), ("flaky", "ok"), ("slow", "ok"), ("steady", "ok")]);
-    let after = record("after.pcap", &[("new", "ok"), ("flaky", "fail"), ("slow", "slow"), ("steady", "ok")]);
-    let inventory = dir.join("inventory.json");
-    std::fs::write(&inventory, serde_json::to_vec(&lab.inventory()).unwrap()).unwrap();
+    let phases = support::phases::record(&dir, &format!("md{}", std::process::id() % 100_000));
+    let (before, after, inventory) = (&phases.before, &phases.after, &phases.inventory);
 
     let edge = |server: &str, kind: &str| format!("pod/shop/client|pod/shop/{server}|{kind}");
-    let l7 = diff(&before, &after, &inventory, "l7");
+    let l7 = diff(before, after, inventory, "l7");
     assert_eq!(ids(&l7, "removed"), [edge("gone", "http")], "{l7}");
     assert_eq!(ids(&l7, "added"), [edge("new", "http")], "{l7}");
     assert_eq!(ids(&l7, "changed"), [edge("flaky", "http"), edge("slow", "http")], "steady is unchanged: {l7}");
@@ -120,10 +50,99 @@ fn a_diff_of_two_captures_names_the_edges_that_changed_and_why() {
         assert!(node_ids.contains(&format!("pod/shop/{pod}").as_str()), "{node_ids:?}");
     }
 
-    let l4 = diff(&before, &after, &inventory, "l4");
+    let l4 = diff(before, after, inventory, "l4");
     assert_eq!(ids(&l4, "removed"), [edge("gone", "tcp")], "{l4}");
     assert_eq!(ids(&l4, "added"), [edge("new", "tcp")], "{l4}");
     assert_eq!(ids(&l4, "changed"), Vec::<String>::new(), "the same connections and bytes: {l4}");
-    drop(lab);
-    assert!(Lab::leftovers(&prefix).is_empty(), "the lab is gone");
+    history_over_the_api(&dir, &phases, &l7);
+}
+
+/// The first and last packet of a capture, in unix seconds (the last
+/// rounded up): the window it fills.
+fn span(capture: &Path) -> (u64, u64) {
+    let mut file = trawl_host::capture::CaptureFile::open(capture).unwrap();
+    let (mut first, mut last) = (u64::MAX, 0);
+    file.for_each_frame(|f| {
+        first = first.min(f.ts.as_nanos());
+        last = last.max(f.ts.as_nanos());
+    })
+    .unwrap();
+    (first / 1_000_000_000, last.div_ceil(1_000_000_000))
+}
+
+/// A hub fed the capture of both phases, by one worker: its history
+/// answers the same diff over the API as the captures offline, its map of
+/// a window equals a replay of only that window's packets, and restarted
+/// on the same history it answers the same past window.
+fn history_over_the_api(dir: &Path, phases: &support::phases::Phases, offline: &Value) {
+    if !tools_or_skip(&["mergecap"]) {
+        return;
+    }
+    let (before, after, inventory) = (&phases.before, &phases.after, &phases.inventory);
+    let both = support::phases::merged(phases, dir);
+    let (history, workers) = (dir.join("history"), support::free_port());
+    let hub = |ui: u16| {
+        support::Terminated(
+            support::trawl()
+                .args(["hub", "--workers", &format!("127.0.0.1:{workers}"), "--listen", &format!("127.0.0.1:{ui}")])
+                .args(["--token", "s3cret", "--inventory", inventory.to_str().unwrap()])
+                // One worker replays in order: nothing comes late.
+                .args(["--history-grace", "0", "--history-dir", history.to_str().unwrap()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let ui = support::free_port();
+    let first = hub(ui);
+    support::wait_for("trawl hub", || std::net::TcpStream::connect(("127.0.0.1", ui)).is_ok());
+    let worker = support::trawl()
+        .args(["worker", "--hub", &format!("127.0.0.1:{workers}"), "--token", "s3cret", "--node", "n0"])
+        .args(["--speed", "max", "--replay", both.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(worker.success(), "the worker");
+    let ((b0, b1), (a0, a1)) = (span(before), span(after));
+    let total = |m: &Value| m["edges"].as_array().map_or(0, |e| e.iter().filter_map(|e| e["requests"].as_u64()).sum());
+    // The worker is done; the hub may still be merging what it sent.
+    support::wait_for("the hub's history to hold every request", || {
+        let live = total(&support::get_json(ui, "/api/map?map=l7"));
+        live > 0 && live == total(&support::get_json(ui, &format!("/api/map?map=l7&from={b0}&to={a1}")))
+    });
+
+    let api = support::get_json(ui, &format!("/api/diff?map=l7&before={b0},{b1}&after={a0},{a1}"));
+    for list in ["added", "removed", "changed"] {
+        assert_eq!(ids(&api, list), ids(offline, list), "{list} over the API: {api}");
+    }
+    for e in ids(offline, "changed") {
+        assert_eq!(reasons(&api, &e), reasons(offline, &e), "{api}");
+    }
+    let edges = support::cluster::edge_numbers;
+    let window = support::get_json(ui, &format!("/api/map?map=l7&from={a0}&to={a1}"));
+    let replay = |capture: &Path, map: &str| {
+        let (c, inv) = (capture.to_str().unwrap(), inventory.to_str().unwrap());
+        let out = support::run_trawl(&["replay", c, "--emit", "map", "--map", map, "--inventory", inv]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        edges(&serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let only_after = replay(after, "l7");
+    assert_eq!(edges(&window), only_after, "the window's map is a replay of its packets alone: {window}");
+    let window_l4 = support::get_json(ui, &format!("/api/map?map=l4&from={b0}&to={b1}"));
+    let only_before = replay(before, "l4");
+    assert_eq!(edges(&window_l4), only_before, "{window_l4}");
+
+    // Restarted on the same history, the hub answers the same past window.
+    let past = |ui| {
+        let l4 = support::get_json(ui, &format!("/api/map?map=l4&from={b0}&to={b1}"));
+        let l7 = support::get_json(ui, &format!("/api/map?map=l7&group_by=namespace&from={b0}&to={b1}"));
+        (edges(&l4), edges(&l7), l7["window"].clone())
+    };
+    let was = past(ui);
+    drop(first);
+    let ui = support::free_port();
+    let _second = hub(ui);
+    support::wait_for("trawl hub again", || std::net::TcpStream::connect(("127.0.0.1", ui)).is_ok());
+    assert!(!was.0.is_empty() && !was.1.is_empty(), "{was:?}");
+    assert_eq!(past(ui), was, "a restarted hub answers the same past window");
 }

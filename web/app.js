@@ -12,7 +12,8 @@ import { renderDetails } from './details.js';
 import { PluginsView } from './plugins.js';
 import { LossWatch } from './losses.js';
 import { escapeHtml, fmtCount } from './format.js';
-import { ensureAccess, wsProtocols } from './auth.js';
+import { apiFetch, ensureAccess, wsProtocols } from './auth.js';
+import { TimeBar } from './timebar.js';
 
 const $ = (sel) => document.querySelector(sel);
 const $t = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -42,13 +43,24 @@ function readUrl() {
     hidden: { ns: list('hide_ns'), node: list('hide_node'), proto: list('hide_proto') },
     errors_only: q.has('errors_only') && !/^(0|false|no|off)$/i.test(q.get('errors_only')),
     tab: q.get('tab') === 'plugins' ? 'plugins' : 'map',
+    // A past window (unix seconds), or null: live.
+    window: windowFrom(q),
+    compare: q.has('compare') && !/^(0|false|no|off)$/i.test(q.get('compare')),
   };
+}
+
+function windowFrom(q) {
+  const from = Number(q.get('from'));
+  const to = Number(q.get('to'));
+  return q.has('from') && q.has('to') && Number.isFinite(from) && Number.isFinite(to) && from < to ? { from, to } : null;
 }
 
 const state = readUrl();
 
 // The last subscription the server accepted, and feed bookkeeping.
 let applied = null;
+// What history covered of the window shown (null: live).
+let windowShown = null;
 let lastSeq = 0;
 const counters = { snapshots: 0, deltas: 0, errors: 0 };
 let lastError = null;
@@ -78,13 +90,21 @@ function writeUrl() {
     if (state.hidden[k].size) q.set(key, [...state.hidden[k]].sort().join(','));
   }
   if (state.errors_only) q.set('errors_only', 'true');
+  if (state.window) {
+    q.set('from', String(state.window.from));
+    q.set('to', String(state.window.to));
+  }
+  if (state.compare) q.set('compare', 'true');
   if (state.tab !== 'map') q.set('tab', state.tab);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
 function subscription() {
   const { map, group_by, filter, mode, bandwidth, include_request, include_response } = state;
-  return { type: 'subscribe', map, group_by, filter, mode, bandwidth, include_request, include_response };
+  const sub = { type: 'subscribe', map, group_by, filter, mode, bandwidth, include_request, include_response };
+  // A past window: the server answers with its map once, from history.
+  if (state.window) Object.assign(sub, { from: String(state.window.from), to: String(state.window.to) });
+  return sub;
 }
 
 // ---- protocol metadata -------------------------------------------------
@@ -153,6 +173,48 @@ view.setErrorsOnly(state.errors_only);
 
 const plugins = new PluginsView($t('plugins-view'), { onPlugins });
 
+const timebar = new TimeBar({
+  onChange: (w) => {
+    state.window = w;
+    writeUrl();
+    conn.subscribe();
+  },
+  onCompare: (on) => {
+    state.compare = on;
+    writeUrl();
+    loadCompare();
+  },
+});
+timebar.restore({ ...(state.window || {}), compare: state.compare });
+
+// Compare mode: the diff of the window shown against the one before it,
+// drawn over the window's map. Answers to older requests are ignored.
+let compareAsked = 0;
+let compareDiff = null;
+async function loadCompare() {
+  const ask = ++compareAsked;
+  const w = applied?.from ? { from: Number(applied.from), to: Number(applied.to) } : null;
+  if (!state.compare || !w) {
+    compareDiff = null;
+    view.setCompare(null);
+    updateUi();
+    return;
+  }
+  const span = w.to - w.from;
+  const q = new URLSearchParams({ map: applied.map, group_by: applied.group_by, before: `${w.from - span},${w.from}`, after: `${w.from},${w.to}` });
+  if (applied.filter) q.set('filter', applied.filter);
+  try {
+    const r = await apiFetch(`api/diff?${q}`, { cache: 'no-store' });
+    const diff = await r.json();
+    if (ask !== compareAsked) return;
+    compareDiff = r.ok ? diff : null;
+    view.setCompare(compareDiff);
+  } catch {
+    if (ask === compareAsked) view.setCompare(null);
+  }
+  updateUi();
+}
+
 function setHidden(kind, set) {
   state.hidden[kind] = set;
   view.setHidden(kind, set);
@@ -197,7 +259,7 @@ function updateUi() {
   if (state.map === 'l4') for (const m of Object.values(L4_META)) protos.set(m.protocol, { ...m, count: 0 });
   else for (const m of legendMeta.values()) protos.set(m.protocol, { ...m, count: 0 });
   for (const [p, n] of census.protos) protos.set(p, { ...(protoInfo(p) || { protocol: p, color: 'var(--muted)' }), protocol: p, count: n });
-  legend.update({ protocols: [...protos.values()], ns: census.ns, nodes: census.nodes, hidden: state.hidden, errorsOnly: state.errors_only, map: view.style.map });
+  legend.update({ protocols: [...protos.values()], ns: census.ns, nodes: census.nodes, hidden: state.hidden, errorsOnly: state.errors_only, map: view.style.map, comparing: !!compareDiff });
 
   const n = view.graph.order;
   const e = view.graph.size;
@@ -208,7 +270,9 @@ function updateUi() {
     `<span data-testid="stat-nodes">${fmtCount(vn)}${vn !== n ? ` / ${fmtCount(n)}` : ''}</span> nodes · ` +
     `<span data-testid="stat-edges">${fmtCount(ve)}${ve !== e ? ` / ${fmtCount(e)}` : ''}</span> edges` +
     (hidden ? ' <span class="muted">(some hidden)</span>' : '') +
-    (applied ? `<br>showing ${escapeHtml(applied.map.toUpperCase())} by ${escapeHtml(applied.group_by)}${applied.filter ? ` · <span class="mono">${escapeHtml(applied.filter)}</span>` : ''}` : '');
+    (applied ? `<br>showing ${escapeHtml(applied.map.toUpperCase())} by ${escapeHtml(applied.group_by)}${applied.filter ? ` · <span class="mono">${escapeHtml(applied.filter)}</span>` : ''}` : '') +
+    (windowShown ? `<br><span data-testid="window-shown">history ${fmtCount(windowShown.secs ?? windowShown.to - windowShown.from)} s at ${fmtCount(windowShown.resolution_secs)} s steps</span>` : '') +
+    (compareDiff ? `<br><span data-testid="compare-stats">${fmtCount(compareDiff.added.length)} added · ${fmtCount(compareDiff.removed.length)} removed · ${fmtCount(compareDiff.changed.length)} changed</span>` : '');
 
   const banner = $t('large-map-banner');
   const cut = totals && totals.edges > totals.edges_shown;
@@ -506,6 +570,8 @@ function onMessage(msg) {
     performance.mark('trawl:snapshot-loaded');
     totals = snap.totals || null;
     applied = sub;
+    windowShown = snap.window || null;
+    if (state.compare || compareDiff) loadCompare();
     conn.attempts = 0;
     if (Number.isFinite(msg.seq)) lastSeq = msg.seq;
     counters.snapshots++;
@@ -533,6 +599,8 @@ function onMessage(msg) {
     if (sub && applied) {
       // The server kept the old subscription; so do we.
       state.filter = applied.filter;
+      state.window = applied.from ? { from: Number(applied.from), to: Number(applied.to) } : null;
+      timebar.restore({ ...(state.window || {}), compare: state.compare });
       writeUrl();
     } else if (sub && !applied) {
       // Nothing is subscribed yet (e.g. a shared URL with a bad filter):
@@ -588,6 +656,17 @@ window.__trawl = {
   },
   edgeProtocols: () => view.edgeIds().map((id) => edgeProtocol(view.edge(id))),
   edgeHealth: (id) => view.edgeHealth(id),
+  compareStatus: (id) => view.compareStatus(id),
+  // The colour sigma draws an edge in (null: not drawn by sigma).
+  edgeDisplayColor: (id) => {
+    const d = view.sigma.getEdgeDisplayData(id);
+    return d && !d.hidden ? d.color : null;
+  },
+  compareReasons: (id) => view.compareReasons(id),
+  get window() {
+    return windowShown && { ...windowShown };
+  },
+  timeStep: (dir) => timebar.step(dir),
   nodeHealth: (id) => view.nodeHealth(id),
   labelledEdgeIds: () => view.labelledEdgeIds(),
   setLabelsAtFit: (n) => view.setLabelsAtFit(n),

@@ -9,6 +9,8 @@
 import { Layout } from './layout.js';
 import { fmtBytes, fmtCount, fmtRate, hashColor } from './format.js';
 
+import { COMPARE_COLORS, changeKind, reasonText } from './compare.js';
+
 const { Graph } = window.graphology;
 const Sigma = window.Sigma;
 
@@ -72,6 +74,8 @@ export class GraphView {
     this.themeName = 'light';
     this.theme = THEMES.light;
     this.droppedEdges = 0;
+    // Compare mode: edge id -> {status, reasons}; null when off.
+    this.compare = null;
     this.bbox = null;
     this.graph = newGraph();
     this.layout = new Layout();
@@ -122,8 +126,14 @@ export class GraphView {
     this.sigma.on('clickNode', ({ node }) => this.selectNode(node));
     this.sigma.on('clickEdge', ({ edge }) => this.selectEdge(edge));
     this.sigma.on('clickStage', () => this.clearSelection());
-    this.sigma.on('enterEdge', () => container.classList.add('pointer'));
-    this.sigma.on('leaveEdge', () => container.classList.remove('pointer'));
+    this.sigma.on('enterEdge', ({ edge, event }) => {
+      container.classList.add('pointer');
+      this.#showTip(edge, event);
+    });
+    this.sigma.on('leaveEdge', () => {
+      container.classList.remove('pointer');
+      this.#showTip(null);
+    });
     this.sigma.on('enterNode', () => container.classList.add('pointer'));
     this.sigma.on('leaveNode', () => container.classList.remove('pointer'));
   }
@@ -220,7 +230,8 @@ export class GraphView {
   #upsertEdge(e, added) {
     if (this.graph.hasEdge(e.id)) {
       const raw = { ...this.graph.getEdgeAttribute(e.id, 'raw'), ...e };
-      this.graph.mergeEdgeAttributes(e.id, { ...this.#edgeVisual(raw), raw });
+      // A removed edge drawn by compare mode is real again once the map has it.
+      this.graph.mergeEdgeAttributes(e.id, { ...this.#edgeVisual(raw), raw, ghost: false });
       return;
     }
     if (!this.graph.hasNode(e.source) || !this.graph.hasNode(e.target)) {
@@ -486,6 +497,7 @@ export class GraphView {
 
   #reduceEdge(e, attrs) {
     if (this.isEdgeHidden(e)) return { ...attrs, hidden: true };
+    if (this.compare) attrs = this.#compareLook(e, attrs);
     const s = this.selection;
     if (!s) return (this.labelRank.get(e) ?? 0) < this.labelBudget ? attrs : { ...attrs, label: '' };
     if (s.type === 'edge' && e === s.id) return { ...attrs, size: attrs.size * 1.3 + 2, zIndex: 2, forceLabel: true };
@@ -494,6 +506,96 @@ export class GraphView {
       if (g.source(e) === s.id || g.target(e) === s.id) return { ...attrs, zIndex: 1, forceLabel: true };
     }
     return { ...attrs, color: this.theme.dim, label: '', zIndex: 0 };
+  }
+
+  // ---- compare mode ----------------------------------------------------
+
+  // diff: `/api/diff`'s answer (added, removed, changed), or null to end
+  // compare mode. Removed edges are drawn (grey, dashed) between the
+  // nodes they joined; unchanged ones fade so changes stand out.
+  setCompare(diff) {
+    for (const id of this.graph.filterEdges((_e, a) => a.ghost)) this.graph.dropEdge(id);
+    if (!diff) {
+      this.compare = null;
+      this.sigma.refresh();
+      return;
+    }
+    const compare = new Map();
+    for (const e of diff.added || []) compare.set(e.id, { status: 'added' });
+    for (const e of diff.changed || []) compare.set(e.id, { status: changeKind(e.reasons), reasons: e.reasons });
+    for (const e of diff.removed || []) {
+      compare.set(e.id, { status: 'removed' });
+      for (const n of diff.nodes || []) if ((n.id === e.source || n.id === e.target) && !this.graph.hasNode(n.id)) this.#upsertNode(n, true);
+      if (!this.graph.hasEdge(e.id) && this.graph.hasNode(e.source) && this.graph.hasNode(e.target)) {
+        this.graph.addEdgeWithKey(e.id, e.source, e.target, { ...this.#edgeVisual(e), raw: e, ghost: true });
+      }
+    }
+    this.compare = compare;
+    this.sigma.refresh();
+  }
+
+  // How an edge reads in compare mode: 'added', 'removed', 'worse',
+  // 'changed' or 'same'.
+  compareStatus(id) {
+    if (!this.compare || !this.graph.hasEdge(id)) return null;
+    return this.compare.get(id)?.status || 'same';
+  }
+
+  compareReasons(id) {
+    return this.compare?.get(id)?.reasons || [];
+  }
+
+  #compareLook(e, attrs) {
+    const c = this.compare.get(e);
+    if (!c) return { ...attrs, color: this.theme.dim, label: '', zIndex: 0 };
+    // WebGL draws no dashes: the overlay draws a removed edge instead.
+    if (c.status === 'removed') return { ...attrs, hidden: true, color: COMPARE_COLORS.removed };
+    const label = c.status === 'added' ? 'new' : (c.reasons || []).map((r) => r.reason.replace(/_/g, ' ')).join(', ');
+    return { ...attrs, color: COMPARE_COLORS[c.status], label, zIndex: 2, forceLabel: true };
+  }
+
+  #showTip(edge, event) {
+    const tip = this.container.parentElement?.querySelector('[data-testid="edge-tip"]');
+    if (!tip) return;
+    const c = edge && this.compare?.get(edge);
+    if (!c) {
+      tip.hidden = true;
+      return;
+    }
+    const what = { added: 'New in this window', removed: 'Gone in this window', worse: 'Worse than before', changed: 'Changed' }[c.status];
+    tip.textContent = [what, ...(c.reasons || []).map(reasonText)].join(' · ');
+    tip.dataset.edge = edge;
+    tip.hidden = false;
+    const x = event?.x ?? 0;
+    const y = event?.y ?? 0;
+    tip.style.left = `${x + 14}px`;
+    tip.style.top = `${y + 14}px`;
+  }
+
+  // Removed edges, dashed, under the (transparent) edges sigma draws.
+  #drawCompare(ctx) {
+    if (!this.compare) return;
+    // Butt caps: round ones (the health halos') would fill the gaps.
+    ctx.lineCap = 'butt';
+    ctx.setLineDash([8, 6]);
+    this.graph.forEachEdge((e, _a, s, t) => {
+      if (this.compare.get(e)?.status !== 'removed' || s === t || this.isEdgeHidden(e)) return;
+      const d = this.graph.getEdgeAttributes(e);
+      const p = this.sigma.graphToViewport(this.graph.getNodeAttributes(s));
+      const q = this.sigma.graphToViewport(this.graph.getNodeAttributes(t));
+      ctx.beginPath();
+      ctx.moveTo(p.x, p.y);
+      ctx.lineTo(q.x, q.y);
+      ctx.strokeStyle = COMPARE_COLORS.removed;
+      ctx.lineWidth = Math.max(1.5, this.sigma.scaleSize(d.size));
+      ctx.stroke();
+      // "removed", where sigma would have put the label.
+      ctx.fillStyle = this.theme.edgeLabel;
+      ctx.font = '10px system-ui, -apple-system, "Segoe UI", sans-serif';
+      ctx.textAlign = 'center';
+      ctx.fillText('removed', (p.x + q.x) / 2, (p.y + q.y) / 2 - 6);
+    });
+    ctx.setLineDash([]);
   }
 
   // ---- queries (legend, details, tests) --------------------------------
@@ -515,6 +617,8 @@ export class GraphView {
 
   visibleEdgeIds() {
     return this.graph.filterEdges((e) => {
+      // A removed edge in compare mode is drawn by the overlay.
+      if (this.compare?.get(e)?.status === 'removed') return !this.isEdgeHidden(e);
       const d = this.sigma.getEdgeDisplayData(e);
       return d ? !d.hidden : !this.isEdgeHidden(e);
     });
@@ -615,7 +719,8 @@ export class GraphView {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, width, height);
     if (this.style.group_by === 'pod') this.#drawGroups(ctx);
-    this.#drawHealth(ctx);
+    if (this.compare) this.#drawCompare(ctx);
+    else this.#drawHealth(ctx);
     this.#drawSelfLoops(ctx);
   }
 

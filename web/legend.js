@@ -6,6 +6,7 @@
 
 import { escapeHtml, fmtCount, hashColor } from './format.js';
 import { HEALTH_COLORS, HEALTH_THRESHOLDS } from './graph-view.js';
+import { COMPARE_COLORS } from './compare.js';
 
 const KINDS = [
   { kind: 'proto', title: 'Protocols', testid: 'legend-proto-' },
@@ -49,6 +50,24 @@ export class Legend {
     this.setHealthThresholds(HEALTH_THRESHOLDS);
     this.errorsOnly = health.querySelector('[data-testid="errors-only"]');
     this.errorsOnly.addEventListener('change', () => onErrorsOnly?.(this.errorsOnly.checked));
+    // Compare mode: what the colours mean while it is on.
+    const compare = document.createElement('section');
+    compare.className = 'legend-section';
+    compare.dataset.kind = 'compare';
+    compare.hidden = true;
+    const key = (color, text, dashed = false) =>
+      `<li><span class="swatch line${dashed ? ' dashed' : ''}" style="--line:${color}"></span>${text}</li>`;
+    compare.innerHTML =
+      '<h3>Compared with the window before</h3>' +
+      '<ul class="legend-list" data-testid="legend-compare">' +
+      key(COMPARE_COLORS.added, 'Added') +
+      key(COMPARE_COLORS.removed, 'Removed', true) +
+      key(COMPARE_COLORS.worse, 'Worse: errors, latency or TCP trouble up') +
+      key(COMPARE_COLORS.changed, 'Changed: rate or volume') +
+      '</ul>' +
+      '<p class="legend-note">Unchanged edges are faded. Hover an edge for the reasons, before → after.</p>';
+    root.appendChild(compare);
+    this.compareSection = compare;
     const actions = document.createElement('div');
     actions.className = 'legend-actions';
     actions.innerHTML =
@@ -77,10 +96,12 @@ export class Legend {
 
   // protocols: [{ protocol, abbreviation, long_name, color, count }]
   // ns, nodes: Map name -> graph node count; hidden: { ns, node, proto }
-  update({ protocols, ns, nodes, hidden, errorsOnly, map }) {
+  update({ protocols, ns, nodes, hidden, errorsOnly, map, comparing = false }) {
     this.hidden = hidden;
     // Health is an L7 measure (error rates); L4 health is in the details.
-    this.healthSection.hidden = map !== 'l7';
+    // In compare mode, colours say what changed instead.
+    this.healthSection.hidden = map !== 'l7' || comparing;
+    this.compareSection.hidden = !comparing;
     this.errorsOnly.checked = !!errorsOnly;
     this.#sync('proto', protocols.map((p) => ({
       name: p.protocol,

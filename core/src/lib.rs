@@ -10,6 +10,7 @@ pub mod decode;
 pub mod diff;
 pub mod engine;
 pub mod flow;
+pub mod history;
 pub mod identity;
 pub mod l7map;
 pub mod map;

@@ -133,6 +133,27 @@ struct HubArgs {
     common: ServiceArgs,
 }
 
+/// A size in bytes: `1048576`, `64M`, `1G`, `512KiB`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}: expected a number, optionally with K, M or G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("invalid size {s:?}: unit must be K, M, G or T")),
+    };
+    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(|| format!("size {s:?} is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("size {s:?} is too small: history needs at least 1M"));
+    }
+    Ok(bytes)
+}
+
 /// `IP:PORT`, `[IPv6]:PORT` or an IPv6 address and port without brackets.
 fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     if let Ok(a) = s.parse() {
@@ -295,6 +316,19 @@ struct ServiceArgs {
     /// requests that failed (Kiali's defaults).
     #[arg(long, value_name = "DEGRADED,FAILING", default_value = "0.1,20")]
     health: trawl_host::service::HealthThresholds,
+    /// Keep the map's history (each edge per 10 s, 1 min and 10 min) in
+    /// DIR, so a restart keeps it. Without it, history lives in a temporary
+    /// file removed at exit.
+    #[arg(long, value_name = "DIR", env = "TRAWL_HISTORY_DIR")]
+    history_dir: Option<PathBuf>,
+    /// Disk the history may take (the oldest tier goes first beyond it):
+    /// bytes, or with K, M, G (KiB, MiB, GiB).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    history_bytes: u64,
+    /// Seconds a history interval waits past its end for late data (a
+    /// worker's lag, a slow response); later data is counted, not added.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    history_grace: u64,
     #[command(flatten)]
     redact: RedactArgs,
 }
@@ -683,6 +717,11 @@ fn service_options(
     replay.dispatch.redact = a.redact.policy();
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
     replay.health = a.health;
+    replay.history = trawl_host::service::history::HistoryConfig {
+        dir: a.history_dir,
+        budget: a.history_bytes,
+        grace_secs: a.history_grace,
+    };
     let flags = capture_filter(a.capture_filter, a.namespaces, a.exclude_namespaces)?;
     let capture_filter = merge_capture_filter(flags, config.as_ref())?;
     let access = Access::new(a.listen, a.api_token, a.admin_token, a.allowed_hosts, a.insecure_no_auth)?;

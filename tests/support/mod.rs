@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod cluster;
+pub(crate) mod phases;
 pub(crate) mod segments;
 
 use std::collections::BTreeMap;

@@ -287,7 +287,8 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     let state: SharedState = Graph::new(
         GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs)
             .with_record_log_bytes(opts.replay.record_log_bytes)
-            .with_health(opts.replay.health),
+            .with_health(opts.replay.health)
+            .with_history(trawl_pipeline::serve::open_history(&opts.replay.history)?),
     );
     if opts.kube {
         trawl_pipeline::live::watch_kubernetes_into(

@@ -182,7 +182,8 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
     let state: SharedState = Graph::new(
         GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
             .with_record_log_bytes(opts.replay.record_log_bytes)
-            .with_health(opts.replay.health),
+            .with_health(opts.replay.health)
+            .with_history(crate::serve::open_history(&opts.replay.history)?),
     );
     if opts.kube {
         let base = load_identity(&opts.replay.inventories)?;

@@ -68,6 +68,9 @@ pub struct ReplayOptions {
     /// What the served map calls degraded and failing (`--health`).
     pub health: trawl_service::HealthThresholds,
     pub diff_thresholds: trawl_core::diff::Thresholds,
+    /// Where the served map keeps its history, and how much
+    /// (`--history-dir`, `--history-bytes`).
+    pub history: trawl_service::history::HistoryConfig,
 }
 
 impl ReplayOptions {
@@ -91,6 +94,7 @@ impl ReplayOptions {
             diff_against: None,
             health: Default::default(),
             diff_thresholds: Default::default(),
+            history: Default::default(),
         }
     }
 }

@@ -36,6 +36,18 @@ pub struct ServeOptions {
     pub capture_filter: CaptureFilter,
 }
 
+/// Opens the served map's history, saying where it is kept.
+pub fn open_history(config: &trawl_service::history::HistoryConfig) -> anyhow::Result<trawl_service::history::History> {
+    let history = trawl_service::history::History::open(config).context("cannot keep the map's history")?;
+    match &config.dir {
+        Some(_) => eprintln!("trawl: history in {} (at most {} bytes)", history.path().display(), config.budget),
+        None => {
+            tracing::info!(path = %history.path().display(), "history in a temporary file; --history-dir keeps it across restarts")
+        }
+    }
+    Ok(history)
+}
+
 /// Runs the replay into a fresh service and serves it until Ctrl-C.
 pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let identity = Arc::new(load_identity(&opts.replay.inventories)?);
@@ -44,7 +56,8 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let state: SharedState = Graph::new(
         GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
             .with_record_log_bytes(opts.replay.record_log_bytes)
-            .with_health(opts.replay.health),
+            .with_health(opts.replay.health)
+            .with_history(crate::serve::open_history(&opts.replay.history)?),
     );
     let feeder = {
         let state = state.clone();
@@ -80,6 +93,18 @@ pub fn serve_state(
     let how = if api.has_tokens() { "tokens needed" } else { "open: no token configured" };
     eprintln!("trawl: serving the map on http://{addr}/ ({how}; Ctrl-C stops)");
     let feeder = std::thread::Builder::new().name(feeder_name.into()).spawn(feeder)?;
+    // History's intervals close as time passes, data or not.
+    runtime.spawn({
+        let state = state.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                every.tick().await;
+                let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                state.update(move |st| st.tick_history(wall.as_secs()));
+            }
+        }
+    });
     runtime.block_on(async move {
         warp::serve(api::routes(state, api))
             .incoming(listener)
@@ -107,6 +132,9 @@ pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
     let mut sink = Publisher { state: state.clone(), with_l4: true };
     let source = FileSource { speed: opts.speed, repeat: opts.repeat, ..FileSource::new(&opts.replay.capture) };
     let ran = source.run(&mut pipeline, &mut sink, || lock(state).counters_mut().replay_loops += 1)?;
+    // Nothing more comes: the last intervals close now, not in 30 s of
+    // capture time that will never pass.
+    state.update(GraphState::flush_history);
     if let Some(e) = ran.partial {
         tracing::warn!(error = %e, "capture ends early; the records before the cut are kept");
     }

@@ -73,6 +73,9 @@ pub fn map_reply(
     s: &SharedState,
     deadline: Duration,
 ) -> warp::reply::WithStatus<warp::reply::Json> {
+    if spec.from.is_some() || spec.to.is_some() {
+        return window_reply(spec, s);
+    }
     let mut sub = match Subscription::checked(spec, &vocabulary(s)) {
         Ok(sub) => sub,
         Err(e) => return warp::reply::with_status(warp::reply::json(&spec_error(&e)), StatusCode::BAD_REQUEST),
@@ -96,6 +99,56 @@ pub fn map_reply(
     }
     let v = sub.snapshot(&lock(s));
     warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
+}
+
+/// A window's error as a status (400 for the request, 500 for the store)
+/// and a message.
+fn window_error(e: crate::window::WindowError) -> (StatusCode, ServerMessage) {
+    use crate::window::WindowError;
+    let status = match e {
+        WindowError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let msg = match &e {
+        WindowError::Spec(spec) => spec_error(spec),
+        other => ServerMessage::Error(ErrorMessage::new(other.to_string())),
+    };
+    (status, msg)
+}
+
+/// A window's map, or why not (400 for the request, 500 for the store).
+fn window_answer(spec: SubscriptionSpec, s: &SharedState) -> Result<Value, (StatusCode, ServerMessage)> {
+    use crate::window::{spec_window, window_map};
+    let fail = window_error;
+    let now = lock(s).now().as_nanos().div_ceil(1_000_000_000);
+    let (from, to) = spec_window(&spec, now).map_err(fail)?.unwrap_or((0, now.max(1)));
+    window_map(s, spec, from, to).map_err(fail)
+}
+
+fn window_reply(spec: SubscriptionSpec, s: &SharedState) -> warp::reply::WithStatus<warp::reply::Json> {
+    match window_answer(spec, s) {
+        Ok(v) => warp::reply::with_status(warp::reply::json(&v), StatusCode::OK),
+        Err((status, msg)) => warp::reply::with_status(warp::reply::json(&msg), status),
+    }
+}
+
+/// `GET /api/diff`.
+fn diff_reply(
+    spec: SubscriptionSpec,
+    q: &crate::window::DiffQuery,
+    s: &SharedState,
+) -> warp::reply::WithStatus<warp::reply::Json> {
+    let (Some(before), Some(after)) = (&q.before, &q.after) else {
+        let msg = ServerMessage::Error(ErrorMessage::new("a diff needs before=FROM,TO and after=FROM,TO"));
+        return warp::reply::with_status(warp::reply::json(&msg), StatusCode::BAD_REQUEST);
+    };
+    match crate::window::diff_windows(s, spec, before, after, &q.thresholds()) {
+        Ok(v) => warp::reply::with_status(warp::reply::json(&v), StatusCode::OK),
+        Err(e) => {
+            let (status, msg) = window_error(e);
+            warp::reply::with_status(warp::reply::json(&msg), status)
+        }
+    }
 }
 
 fn spec_error(e: &SpecError) -> ServerMessage {
@@ -215,6 +268,34 @@ pub fn metrics_text(state: &SharedState) -> String {
     );
     counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);
     counter("ring_drops_total", "Packets the live payload rings dropped because they were full.", ring_drops);
+    if let Some(h) = st.history().map(|h| h.stats()) {
+        counter(
+            "history_late_samples_total",
+            "Samples too late for history (older than an hour, or than the process).",
+            h.late_samples,
+        );
+        counter(
+            "history_late_merged_samples_total",
+            "Samples added to history intervals already closed.",
+            h.late_merged_samples,
+        );
+        counter(
+            "history_refused_samples_total",
+            "Samples of new edges past an interval's edge limit.",
+            h.refused_samples,
+        );
+        counter(
+            "history_dropped_intervals_total",
+            "Closed history intervals lost before the disk took them.",
+            h.pending_dropped,
+        );
+        counter("history_write_errors_total", "Failed history commits (retried).", h.write_errors);
+        counter(
+            "history_evicted_intervals_total",
+            "History intervals let go for retention or the byte budget.",
+            h.intervals_evicted,
+        );
+    }
     counter(
         "records_log_evicted_total",
         "Records that left the record log for its count or byte budget (counted in the maps; a filter set later sees fewer).",
@@ -228,6 +309,12 @@ pub fn metrics_text(state: &SharedState) -> String {
     }
     for (name, help, f) in super::workers::Losses::FIELDS {
         counter(&format!("{name}_total"), help, f(&losses));
+    }
+    if let Some(h) = st.history().map(|h| h.stats()) {
+        out.push_str(&format!(
+            "# HELP trawl_history_file_bytes Size of the history file.\n# TYPE trawl_history_file_bytes gauge\ntrawl_history_file_bytes {}\n",
+            h.file_bytes
+        ));
     }
     out.push_str(&format!(
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
@@ -354,6 +441,18 @@ fn answer(text: &str, state: &SharedState, sub: &mut Option<Subscription>, seq: 
         }
         // Every subscribe gets exactly one answer, right away: its
         // snapshot, or an error (and the previous subscription stays).
+        // A past window: its map, once (the past does not change); the
+        // live subscription before it stops, as a new one replaces it.
+        ClientMessage::Subscribe(spec) if spec.from.is_some() || spec.to.is_some() => {
+            match tokio::task::block_in_place(|| window_answer(spec, state)) {
+                Ok(map) => {
+                    *seq += 1;
+                    *sub = None;
+                    ServerMessage::Snapshot { seq: *seq, map }
+                }
+                Err((_, msg)) => msg,
+            }
+        }
         ClientMessage::Subscribe(spec) => match Subscription::checked(spec, &vocabulary(state)) {
             Ok(mut s) => {
                 let map = { s.stream_snapshot(&lock(state)) };
@@ -494,6 +593,7 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
                 "live": &st.live,
                 "workers": &st.workers,
                 "capture_filters": st.capture_filter.to_json(),
+                "history": st.history().map(|h| h.stats()),
             }))
         });
     let filters_get = warp::path!("api" / "capture-filters")
@@ -509,11 +609,23 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
         .and(warp::query::<SubscriptionSpec>())
         .and(with_state(state.clone()))
         .and_then(|spec: SubscriptionSpec, s: SharedState| async move {
-            // Folding a filtered map is CPU work: keep it off the threads
-            // that answer every other request.
+            // Folding a filtered map, or reading history, is CPU and disk
+            // work: keep it off the threads that answer every other request.
             let reply = tokio::task::spawn_blocking(move || map_reply(spec, &s, MAP_DEADLINE)).await;
             Ok::<_, Rejection>(reply.unwrap_or_else(|e| {
                 let error = json!({"error": format!("the map could not be built: {e}")});
+                warp::reply::with_status(warp::reply::json(&error), StatusCode::INTERNAL_SERVER_ERROR)
+            }))
+        });
+    let diff = warp::path!("api" / "diff")
+        .and(read.clone())
+        .and(warp::query::<SubscriptionSpec>())
+        .and(warp::query::<crate::window::DiffQuery>())
+        .and(with_state(state.clone()))
+        .and_then(|spec: SubscriptionSpec, q: crate::window::DiffQuery, s: SharedState| async move {
+            let reply = tokio::task::spawn_blocking(move || diff_reply(spec, &q, &s)).await;
+            Ok::<_, Rejection>(reply.unwrap_or_else(|e| {
+                let error = json!({"error": format!("the diff could not be built: {e}")});
                 warp::reply::with_status(warp::reply::json(&error), StatusCode::INTERNAL_SERVER_ERROR)
             }))
         });
@@ -607,7 +719,17 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
         .or(warp::head())
         .unify()
         .and(
-            healthz.or(readyz).or(whoami).or(health).or(plugins).or(filters_get).or(map).or(metrics).or(ws).or(statics),
+            healthz
+                .or(readyz)
+                .or(whoami)
+                .or(health)
+                .or(plugins)
+                .or(filters_get)
+                .or(map)
+                .or(diff)
+                .or(metrics)
+                .or(ws)
+                .or(statics),
         )
         .or(filters_put)
         .or(plugin_reset)

@@ -13,10 +13,12 @@ pub mod api;
 pub mod auth;
 pub mod externals;
 pub mod filter;
+pub mod history;
 pub mod protocol;
 pub mod subscription;
 pub mod view;
 pub mod vocabulary;
+pub mod window;
 pub mod workers;
 
 use regex::Regex;
@@ -234,6 +236,8 @@ pub struct GraphState {
     /// process's pipeline, and numbered for a hub's workers.
     resets: PluginResets,
     externals: externals::Externals,
+    /// Each edge's metrics per interval, on disk (`None`: not kept).
+    history: Option<history::History>,
 }
 
 /// Requests to take a plugin out of quarantine (`POST
@@ -422,6 +426,36 @@ impl GraphState {
             live: LiveInterfaces::default(),
             workers: std::collections::BTreeMap::new(),
             workers_gone: workers::WorkerCounters::default(),
+            history: None,
+        }
+    }
+
+    /// Keeps each edge's metrics per interval in `history`.
+    pub fn with_history(mut self, history: history::History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    pub fn history(&self) -> Option<&history::History> {
+        self.history.as_ref()
+    }
+
+    /// Closes every open interval of history: the end of a replay.
+    pub fn flush_history(&mut self) {
+        if let Some(h) = &mut self.history {
+            h.flush();
+        }
+    }
+
+    /// Time has passed with or without data: closes history's intervals
+    /// that ended. `wall` (unix seconds) counts when the data's time is
+    /// wall time (live capture, live workers: within an hour of it);
+    /// otherwise (a replay of an old capture) the data's own time does.
+    pub fn tick_history(&mut self, wall: u64) {
+        let data = self.now.as_nanos() / 1_000_000_000;
+        if let Some(h) = &mut self.history {
+            h.advance(if data + 3_600 >= wall && data > 0 { wall.max(data) } else { data });
+            h.merge_late();
         }
     }
 
@@ -470,6 +504,9 @@ impl GraphState {
         for m in &mut self.l4 {
             m.apply_closing(d, &client, &server, closed_flows);
         }
+        if let Some(h) = &mut self.history {
+            h.add_delta(d, &client, &server, closed_flows);
+        }
         self.counters.flows += closed_flows;
         self.now = self.now.max(d.last_ts);
     }
@@ -489,6 +526,9 @@ impl GraphState {
         let (src, dst) = (self.externals.fold(src, folded), self.externals.fold(dst, folded));
         for m in &mut self.l7 {
             m.apply(&r, &src, &dst);
+        }
+        if let Some(h) = &mut self.history {
+            h.add_record(&r, &src, &dst);
         }
         self.now = self.now.max(r.ts());
         let bytes = r.approx_size();
@@ -523,6 +563,9 @@ impl GraphState {
         let (src, dst) = (self.externals.fold(src, folded), self.externals.fold(dst, folded));
         for m in &mut self.l7 {
             m.apply_counts(protocol, counts, ts, &src, &dst);
+        }
+        if let Some(h) = &mut self.history {
+            h.add_counts(protocol, counts, ts, &src, &dst);
         }
         self.now = self.now.max(ts);
     }

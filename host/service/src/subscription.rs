@@ -62,6 +62,12 @@ pub struct SubscriptionSpec {
     /// bound. `GET /api/map` always returns every edge.
     #[serde(default = "default_max_edges")]
     pub max_edges: usize,
+    /// A past window instead of the live map (see [`crate::window`]):
+    /// unix seconds, RFC 3339, `now` or `now-15m`; `to` defaults to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 fn default_group() -> String {
@@ -83,6 +89,8 @@ impl Default for SubscriptionSpec {
             include_request: true,
             include_response: true,
             max_edges: DEFAULT_MAX_EDGES,
+            from: None,
+            to: None,
         }
     }
 }
@@ -297,6 +305,24 @@ impl Subscription {
 
     fn included(&self, request: f64, response: f64) -> f64 {
         self.weighing().both(request, response)
+    }
+
+    /// The display filter.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Adds `id`, `weight` and the weights' parts to every edge of a map in
+    /// `/api/map`'s shape.
+    pub fn decorate(&self, map: &mut Value) {
+        if let Some(edges) = map.get_mut("edges").and_then(Value::as_array_mut) {
+            for e in edges {
+                match self.spec.map {
+                    MapType::L4 => self.decorate_l4(e),
+                    MapType::L7 => self.decorate_l7(e),
+                }
+            }
+        }
     }
 
     fn decorate_l4(&self, e: &mut Value) {
