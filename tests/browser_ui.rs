@@ -199,7 +199,7 @@ fn the_ui_warns_when_losses_grow() {
 /// the after window back to the before one and forward again (the map
 /// follows, nodes keep their places), compares the two (added green,
 /// removed grey and dashed, worse red with the reason on hover, the rest
-/// faded) and goes live again.
+/// faded) and goes live again, where health follows errors and latency.
 #[test]
 fn time_travel_and_compare_in_chromium() {
     if !support::root_or_skip() || !tools_or_skip(&["chromium", "node", "curl", "tcpdump", "python3", "mergecap"]) {
@@ -212,7 +212,9 @@ fn time_travel_and_compare_in_chromium() {
     let port = support::free_port();
     let _server = support::Terminated(
         support::trawl()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--speed", "max", "--replay"])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--speed", "max"])
+            // `slow` answers in 50 ms: degraded by latency.
+            .args(["--health-latency", "20,1000", "--replay"])
             .arg(&both)
             .arg("--inventory")
             .arg(&phases.inventory)
@@ -222,16 +224,18 @@ fn time_travel_and_compare_in_chromium() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let b = phases.boundary;
-    // The replay has ended and history holds both windows.
+    // The replay has ended and history holds both windows, closed (the
+    // end of a replay closes its last intervals: both are whole 10 s).
     wait_for("history of both phases", || {
-        let n = |from: u64| {
+        let window = |from: u64| {
             let out = Command::new("curl")
                 .args(["-sf", &format!("{base}/api/map?map=l7&from={from}&to={}", from + 10)])
                 .output()
                 .unwrap();
-            serde_json::from_slice::<Value>(&out.stdout).map_or(0, |v| count(&v, "edges"))
+            serde_json::from_slice::<Value>(&out.stdout)
+                .map_or((0, 0), |v| (count(&v, "edges"), v["window"]["secs"].as_u64().unwrap_or(0)))
         };
-        n(b - 10) == 4 && n(b) == 4
+        window(b - 10) == (4, 10) && window(b) == (4, 10)
     });
     let target: std::path::PathBuf =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), Into::into);

@@ -13,5 +13,6 @@ mod e2e_kafka;
 mod e2e_pipelined;
 mod e2e_redaction;
 mod e2e_redis;
+mod e2e_vhosts;
 mod map_diff;
 mod tcp_health;

@@ -112,7 +112,9 @@ function l7Html(e) {
   const lat = e.latency_us || {};
   let h = section(
     'Requests',
-    row('requests', 'Requests', e.requests, fmtCount(e.requests)) +
+    // An edge of one virtual host (its server serves several).
+    (e.host ? row('host', 'Host', e.host, `<span class="mono">${escapeHtml(e.host)}</span>`) : '') +
+      row('requests', 'Requests', e.requests, fmtCount(e.requests)) +
       row('errors', 'Errors', e.errors, fmtCount(e.errors), e.requests ? ` <span class="muted small">(${fmtPercent(e.errors || 0, e.requests)})</span>` : '') +
       row('requests_per_sec', 'Rate', e.requests_per_sec, fmtRate(e.requests_per_sec, 'req')),
   );

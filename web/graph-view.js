@@ -18,16 +18,19 @@ export const L4_COLORS = { tcp: '#7b8794', udp: '#a0907c' };
 // Kiali's defaults: an L7 edge is degraded from 0.1 % errors and failing
 // from 20 %. Health is drawn as a halo under the edge (and a ring around
 // the server it points at), so the edge keeps its protocol's colour.
-export const HEALTH_THRESHOLDS = { degraded: 0.001, failing: 0.2 };
+export const HEALTH_THRESHOLDS = { degraded: 0.001, failing: 0.2, latency_degraded_ms: 1000, latency_failing_ms: 5000 };
 export const HEALTH_COLORS = { degraded: '#f59e0b', failing: '#e02424' };
 const HEALTH_RANK = { ok: 0, degraded: 1, failing: 2 };
 
-// 'ok', 'degraded' or 'failing', by the edge's error rate (L7 edges only).
+// 'ok', 'degraded' or 'failing', by the edge's error rate or its p99
+// latency, whichever is worse (L7 edges only). The feed's summaries carry
+// `latency_p99_us`; full edges `latency_us.p99`.
 export function edgeHealth(e, t = HEALTH_THRESHOLDS) {
   if (!e || !e.protocol || !e.requests) return 'ok';
   const ratio = (e.errors || 0) / e.requests;
-  if (ratio >= t.failing) return 'failing';
-  if (ratio >= t.degraded) return 'degraded';
+  const p99 = Number(e.latency_p99_us ?? e.latency_us?.p99 ?? 0) / 1000;
+  if (ratio >= t.failing || (t.latency_failing_ms > 0 && p99 >= t.latency_failing_ms)) return 'failing';
+  if (ratio >= t.degraded || (t.latency_degraded_ms > 0 && p99 >= t.latency_degraded_ms)) return 'degraded';
   return 'ok';
 }
 const EXTERNAL_GROUP = '~external';
@@ -299,6 +302,8 @@ export class GraphView {
     let label;
     if (w.unit === 'B') label = w.rate ? fmtRate(w.value, 'B') : fmtBytes(w.value);
     else label = w.rate ? fmtRate(w.value, w.unit) : `${fmtCount(w.value)} ${w.unit}`;
+    // An edge of one virtual host says which.
+    if (e.host) label = `${e.host} · ${label}`;
     return { size, color, label, health: edgeHealth(e, this.healthThresholds), type: e.source === e.target ? 'line' : 'arrow' };
   }
 
@@ -377,8 +382,9 @@ export class GraphView {
   // The server's thresholds (`--health`), sent with each snapshot.
   setHealthThresholds(t) {
     if (!t || !(t.degraded > 0) || !(t.failing > t.degraded)) return;
-    if (t.degraded === this.healthThresholds.degraded && t.failing === this.healthThresholds.failing) return;
-    this.healthThresholds = { degraded: t.degraded, failing: t.failing };
+    const next = { ...HEALTH_THRESHOLDS, ...t };
+    if (JSON.stringify(next) === JSON.stringify(this.healthThresholds)) return;
+    this.healthThresholds = next;
     this.graph.forEachEdge((e, a) => this.graph.setEdgeAttribute(e, 'health', edgeHealth(a.raw, this.healthThresholds)));
     this.sigma.refresh();
   }

@@ -90,8 +90,10 @@ export class Legend {
   // The thresholds in words: "Degraded: ≥ 0.1 % errors".
   setHealthThresholds(t) {
     const pct = (x) => `${+(x * 100).toPrecision(3)} %`;
-    this.healthLabels.degraded.textContent = `Degraded: ≥ ${pct(t.degraded)} errors`;
-    this.healthLabels.failing.textContent = `Failing: ≥ ${pct(t.failing)} errors`;
+    const ms = (x) => (x >= 1000 ? `${+(x / 1000).toPrecision(3)} s` : `${+x.toPrecision(3)} ms`);
+    const slow = (x) => (x > 0 ? ` or p99 ≥ ${ms(x)}` : '');
+    this.healthLabels.degraded.textContent = `Degraded: ≥ ${pct(t.degraded)} errors${slow(t.latency_degraded_ms)}`;
+    this.healthLabels.failing.textContent = `Failing: ≥ ${pct(t.failing)} errors${slow(t.latency_failing_ms)}`;
   }
 
   // protocols: [{ protocol, abbreviation, long_name, color, count }]

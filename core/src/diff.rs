@@ -91,7 +91,8 @@ fn num(v: &Value) -> f64 {
 /// and its measures.
 fn measures(e: &Value) -> (String, Measures) {
     let kind = e["protocol"].as_str().or(e["l4"].as_str()).unwrap_or("");
-    let id = format!("{}|{}|{kind}", e["source"].as_str().unwrap_or(""), e["target"].as_str().unwrap_or(""));
+    let (source, target) = (e["source"].as_str().unwrap_or(""), e["target"].as_str().unwrap_or(""));
+    let id = crate::vhost::l7_edge_id(source, target, kind, e["host"].as_str());
     let m = if e.get("protocol").is_some() {
         Measures {
             requests: num(&e["requests"]),

@@ -161,12 +161,15 @@ pub enum Layer {
     L7(String),
 }
 
-/// A stored edge: its map, client and server.
+/// A stored edge: its map, client and server, and for L7 the virtual
+/// host asked for (a window's map splits a server's edges by host where
+/// it served several, as the live map does).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EdgeKey {
     pub layer: Layer,
     pub src: End,
     pub dst: End,
+    pub host: Option<String>,
 }
 
 /// One direction of an L4 edge.
@@ -302,7 +305,7 @@ impl IntervalSamples {
 
     /// A flow delta between two resolved workloads.
     pub fn add_delta(&mut self, d: &FlowDelta, client: &Workload, server: &Workload, closed_flows: u64) {
-        let key = EdgeKey { layer: Layer::L4(d.l4), src: End::of(client), dst: End::of(server) };
+        let key = EdgeKey { layer: Layer::L4(d.l4), src: End::of(client), dst: End::of(server), host: None };
         if let Some(Sample::L4(s)) = self.entry(key, || Sample::L4(L4Sample::default())) {
             s.to_server.add(&d.to_server);
             s.to_client.add(&d.to_client);
@@ -313,7 +316,8 @@ impl IntervalSamples {
 
     /// An L7 record between two resolved workloads.
     pub fn add_record(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
-        let key = EdgeKey { layer: Layer::L7(r.protocol.clone()), src: End::of(src), dst: End::of(dst) };
+        let host = crate::vhost::record_host(r);
+        let key = EdgeKey { layer: Layer::L7(r.protocol.clone()), src: End::of(src), dst: End::of(dst), host };
         if let Some(Sample::L7(s)) = self.entry(key, || Sample::L7(L7Sample::default())) {
             s.requests += 1;
             s.errors += u64::from(r.error);
@@ -327,7 +331,7 @@ impl IntervalSamples {
 
     /// Requests known by their counts only.
     pub fn add_counts(&mut self, protocol: &str, c: &L7Counts, src: &Workload, dst: &Workload) {
-        let key = EdgeKey { layer: Layer::L7(protocol.to_string()), src: End::of(src), dst: End::of(dst) };
+        let key = EdgeKey { layer: Layer::L7(protocol.to_string()), src: End::of(src), dst: End::of(dst), host: None };
         if let Some(Sample::L7(s)) = self.entry(key, || Sample::L7(L7Sample::default())) {
             s.requests += c.requests;
             s.errors += c.errors;
@@ -368,12 +372,23 @@ pub struct WindowMap {
     kind: MapKind,
     group: GroupBy,
     nodes: BTreeMap<String, MapNode>,
-    edges: BTreeMap<(String, String, Layer), Sample>,
+    edges: BTreeMap<WindowEdge, Sample>,
+    split_hosts: bool,
 }
+
+/// Client and server node ids, layer, virtual host.
+type WindowEdge = (String, String, Layer, Option<String>);
 
 impl WindowMap {
     pub fn new(kind: MapKind, group: GroupBy) -> Self {
-        WindowMap { kind, group, nodes: BTreeMap::new(), edges: BTreeMap::new() }
+        WindowMap { kind, group, nodes: BTreeMap::new(), edges: BTreeMap::new(), split_hosts: true }
+    }
+
+    /// Whether a server that served several hosts in the window gets an
+    /// edge per host (as the live map's `--split-hosts`).
+    pub fn with_split_hosts(mut self, on: bool) -> Self {
+        self.split_hosts = on;
+        self
     }
 
     fn node(&mut self, end: &End) -> String {
@@ -391,12 +406,35 @@ impl WindowMap {
         if !wanted {
             return;
         }
-        match self.edges.get_mut(&(a.clone(), b.clone(), key.layer.clone())) {
+        let k = (a, b, key.layer.clone(), key.host.clone().filter(|_| self.split_hosts));
+        match self.edges.get_mut(&k) {
             Some(mine) => mine.merge(s),
             None => {
-                self.edges.insert((a, b, key.layer.clone()), s.clone());
+                self.edges.insert(k, s.clone());
             }
         }
+    }
+
+    /// The edges, a server's hosts merged where it served only one.
+    fn by_host(&self) -> BTreeMap<WindowEdge, Sample> {
+        let mut hosts: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
+        for (_, b, _, h) in self.edges.keys() {
+            if let Some(h) = h {
+                hosts.entry(b.as_str()).or_default().insert(h.as_str());
+            }
+        }
+        let mut out: BTreeMap<WindowEdge, Sample> = BTreeMap::new();
+        for ((a, b, layer, host), s) in &self.edges {
+            let split = hosts.get(b.as_str()).is_some_and(|h| h.len() > 1);
+            let k = (a.clone(), b.clone(), layer.clone(), host.clone().filter(|_| split));
+            match out.get_mut(&k) {
+                Some(mine) => mine.merge(s),
+                None => {
+                    out.insert(k, s.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Adds the nodes of an edge, not the edge.
@@ -418,10 +456,10 @@ impl WindowMap {
         let window_secs = secs.round().max(1.0) as u64;
         let per_sec = |n: u64| n as f64 / secs_f;
         let mut used = std::collections::BTreeSet::new();
-        let edges: Vec<Value> = self
-            .edges
+        let grouped = self.by_host();
+        let edges: Vec<Value> = grouped
             .iter()
-            .map(|((a, b, layer), s)| match (layer, s) {
+            .map(|((a, b, layer, host), s)| match (layer, s) {
                 (Layer::L4(l4), Sample::L4(s)) => json!({
                     "source": a, "target": b, "l4": l4, "flows": s.flows,
                     "to_server": s.to_server.counters(), "to_client": s.to_client.counters(),
@@ -446,6 +484,7 @@ impl WindowMap {
                             "response_bytes_per_sec": per_sec(s.response_bytes),
                         },
                         "top": [],
+                        "host": host,
                     })
                 }
                 _ => Value::Null,
@@ -568,5 +607,51 @@ mod tests {
         }
         let v = l7.to_json(10.0, &[]);
         assert_eq!((v["nodes"].as_array().unwrap().len(), v["edges"].as_array().unwrap().len()), (3, 0));
+    }
+
+    #[test]
+    fn a_window_splits_a_server_by_host_only_where_it_served_several() {
+        let (client, ingress, api) =
+            (pod("shop", "web-1", "n1"), pod("ing", "nginx-0", "n1"), pod("shop", "api-0", "n2"));
+        let key = |dst: &Workload, host: &str| EdgeKey {
+            layer: Layer::L7("http".into()),
+            src: End::of(&client),
+            dst: End::of(dst),
+            host: Some(host.into()),
+        };
+        let one = Sample::L7(L7Sample { requests: 2, ..Default::default() });
+        let edges = |split: bool| {
+            let mut m = WindowMap::new(MapKind::L7, GroupBy::Pod).with_split_hosts(split);
+            for k in
+                [key(&ingress, "a.example"), key(&ingress, "b.example"), key(&api, "api"), key(&ingress, "a.example")]
+            {
+                m.add(&k, &one);
+            }
+            let v = m.to_json(10.0, &[]);
+            let mut e: Vec<(String, Option<String>, u64)> = v["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["target"].as_str().unwrap().into(),
+                        e["host"].as_str().map(Into::into),
+                        e["requests"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            e.sort();
+            e
+        };
+        let (ing, api_id) = ("pod/ing/nginx-0".to_string(), "pod/shop/api-0".to_string());
+        assert_eq!(
+            edges(true),
+            [
+                (ing.clone(), Some("a.example".into()), 4),
+                (ing.clone(), Some("b.example".into()), 2),
+                (api_id.clone(), None, 2)
+            ]
+        );
+        assert_eq!(edges(false), [(ing, None, 6), (api_id, None, 2)]);
     }
 }

@@ -73,6 +73,13 @@ pub struct L7Edge {
     pub window: RateWindow,
     /// Requests per method and summary (path, command, topic).
     pub top: HashMap<String, u64>,
+    /// The virtual host of an edge split by host (see [`crate::vhost`]).
+    pub host: Option<String>,
+    /// Requests that named no host: such an edge cannot be given to one
+    /// host when its server turns out to serve several.
+    hostless: u64,
+    /// p99 latency, worked out once per change (views read it each tick).
+    p99: std::cell::OnceCell<Option<u64>>,
 }
 
 impl L7Edge {
@@ -86,7 +93,15 @@ impl L7Edge {
             latency: Latency::default(),
             window: RateWindow::new(window_secs),
             top: HashMap::new(),
+            host: None,
+            hostless: 0,
+            p99: std::cell::OnceCell::new(),
         }
+    }
+
+    /// p99 latency in µs, if any request was timed.
+    pub fn p99(&self) -> Option<u64> {
+        *self.p99.get_or_init(|| self.latency.percentile(99.0))
     }
 }
 
@@ -135,6 +150,9 @@ pub struct L7EdgeView {
     /// Requests per second and bytes per second each way, over the window.
     pub rate: L7RateView,
     pub top: Vec<TopEntry>,
+    /// The virtual host, when the server serves several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -160,9 +178,15 @@ pub struct L7Map {
     latest: crate::time::Timestamp,
     graph: StableDiGraph<MapNode, L7Edge>,
     nodes: HashMap<String, NodeIndex>,
-    edges: HashMap<(NodeIndex, NodeIndex, String), EdgeIndex>,
+    edges: HashMap<EdgeKey, EdgeIndex>,
     legend: BTreeMap<String, LegendEntry>,
+    /// Whether a server serving several hosts gets an edge per host.
+    split_hosts: bool,
+    hosts: crate::vhost::Hosts<NodeIndex>,
 }
+
+/// Client, server, protocol and (split edges only) virtual host.
+type EdgeKey = (NodeIndex, NodeIndex, String, Option<String>);
 
 impl L7Map {
     pub fn new(group: GroupBy) -> Self {
@@ -179,7 +203,15 @@ impl L7Map {
             nodes: HashMap::new(),
             edges: HashMap::new(),
             legend: BTreeMap::new(),
+            split_hosts: true,
+            hosts: crate::vhost::Hosts::default(),
         }
+    }
+
+    /// Whether a server serving several virtual hosts gets an edge per
+    /// host (on by default; `--split-hosts false`).
+    pub fn set_split_hosts(&mut self, on: bool) {
+        self.split_hosts = on;
     }
 
     /// Registers how a protocol looks in the legend.
@@ -191,19 +223,53 @@ impl L7Map {
         intern_node(&mut self.graph, &mut self.nodes, MapNode::for_workload(w, self.group))
     }
 
-    /// The edge from `src` to `dst` over `protocol`, made if new.
-    fn edge_mut(&mut self, src: &Workload, dst: &Workload, protocol: &str) -> Option<&mut L7Edge> {
+    /// The edge from `src` to `dst` over `protocol` (for `host`, if the
+    /// server serves several), made if new.
+    fn edge_mut(&mut self, src: &Workload, dst: &Workload, protocol: &str, host: Option<&str>) -> Option<&mut L7Edge> {
         let (a, b) = (self.node(src), self.node(dst));
-        let key = (a, b, protocol.to_string());
+        let vhost = match host.filter(|_| self.split_hosts) {
+            None => None,
+            Some(h) => match self.hosts.note(&b, h) {
+                crate::vhost::Note::Single => None,
+                crate::vhost::Note::BecameMany { first } => {
+                    self.split_server(b, &first);
+                    Some(h.to_string())
+                }
+                crate::vhost::Note::Many => Some(h.to_string()),
+            },
+        };
+        let key = (a, b, protocol.to_string(), vhost);
         let ix = match self.edges.get(&key) {
             Some(&ix) => ix,
             None => {
-                let ix = self.graph.add_edge(a, b, L7Edge::new(protocol, self.window_secs));
+                let mut edge = L7Edge::new(protocol, self.window_secs);
+                edge.host = key.3.clone();
+                let ix = self.graph.add_edge(a, b, edge);
                 self.edges.insert(key, ix);
                 ix
             }
         };
         self.graph.edge_weight_mut(ix)
+    }
+
+    /// Server `b` just served a second host: its edges so far, whose every
+    /// request asked for `first`, become `first`'s edges.
+    fn split_server(&mut self, b: NodeIndex, first: &str) {
+        let whole: Vec<EdgeKey> = self
+            .edges
+            .iter()
+            .filter(|(k, ix)| {
+                k.1 == b && k.3.is_none() && self.graph.edge_weight(**ix).is_some_and(|e| e.hostless == 0)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in whole {
+            let Some(ix) = self.edges.remove(&key) else { continue };
+            if let Some(e) = self.graph.edge_weight_mut(ix) {
+                e.host = Some(first.to_string());
+            }
+            self.edges.insert((key.0, key.1, key.2, Some(first.to_string())), ix);
+        }
     }
 
     /// Adds requests known only by their counts (a worker's requests that
@@ -217,7 +283,8 @@ impl L7Map {
         src: &Workload,
         dst: &Workload,
     ) {
-        if let Some(e) = self.edge_mut(src, dst, protocol) {
+        if let Some(e) = self.edge_mut(src, dst, protocol, None) {
+            e.hostless += c.requests;
             e.requests += c.requests;
             e.errors += c.errors;
             e.request_bytes += c.request_bytes;
@@ -233,13 +300,16 @@ impl L7Map {
 
     /// Adds a record between two resolved workloads.
     pub fn apply(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
-        if let Some(e) = self.edge_mut(src, dst, &r.protocol) {
+        let host = crate::vhost::record_host(r);
+        if let Some(e) = self.edge_mut(src, dst, &r.protocol, host.as_deref()) {
+            e.hostless += u64::from(host.is_none());
             e.requests += 1;
             e.errors += u64::from(r.error);
             e.request_bytes += r.request_size;
             e.response_bytes += r.response_size;
             if let Some(us) = r.elapsed_us {
                 e.latency.add(us);
+                e.p99.take();
             }
             let ts = r.ts();
             e.window.add(
@@ -287,7 +357,9 @@ impl L7Map {
         let mut nodes: Vec<MapNode> = self.graph.node_weights().cloned().collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let mut edges: Vec<L7EdgeView> = self.graph.edge_indices().filter_map(|ix| self.edge_view(ix, now)).collect();
-        edges.sort_by(|a, b| (&a.source, &a.target, &a.protocol).cmp(&(&b.source, &b.target, &b.protocol)));
+        edges.sort_by(|a, b| {
+            (&a.source, &a.target, &a.protocol, &a.host).cmp(&(&b.source, &b.target, &b.protocol, &b.host))
+        });
         let used: std::collections::BTreeSet<&str> = edges.iter().map(|e| e.protocol.as_str()).collect();
         let legend = self.legend.values().filter(|l| used.contains(l.protocol.as_str())).cloned().collect();
         L7MapView { nodes, edges, legend }
@@ -321,13 +393,15 @@ impl L7Map {
                 response_bytes_per_sec: resp.bytes_per_sec,
             },
             top,
+            host: e.host.clone(),
         })
     }
 
-    /// The edge from node id `source` to node id `target` for `protocol`.
-    pub fn find_edge(&self, source: &str, target: &str, protocol: &str) -> Option<EdgeIndex> {
+    /// The edge from node id `source` to node id `target` for `protocol`
+    /// (and `host`, for an edge of one virtual host).
+    pub fn find_edge(&self, source: &str, target: &str, protocol: &str, host: Option<&str>) -> Option<EdgeIndex> {
         let (a, b) = (self.nodes.get(source)?, self.nodes.get(target)?);
-        self.edges.get(&(*a, *b, protocol.to_string())).copied()
+        self.edges.get(&(*a, *b, protocol.to_string(), host.map(str::to_string))).copied()
     }
 
     pub fn graph(&self) -> &StableDiGraph<MapNode, L7Edge> {
@@ -344,6 +418,66 @@ impl L7Map {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(host: Option<&str>) -> L7Record {
+        let end = |port| crate::record::RecordEndpoint {
+            ip: [10, 0, 0, 1].into(),
+            port,
+            workload: None,
+            resolution_status: crate::identity::ResolutionStatus::Unresolved,
+        };
+        let mut fields = serde_json::Map::new();
+        if let Some(h) = host {
+            fields.insert("host".into(), h.into());
+        }
+        L7Record {
+            protocol: "http".into(),
+            transport: crate::decode::L4Proto::Tcp,
+            method: "GET".into(),
+            summary: "/".into(),
+            status_code: Some(200),
+            error: false,
+            request_size: 100,
+            response_size: 200,
+            elapsed_us: Some(500),
+            request_ts: Some(crate::time::Timestamp(1_000_000_000)),
+            response_ts: None,
+            src: end(40000),
+            dst: end(80),
+            plugin: crate::record::PluginRef { name: "http".into(), version: "1".into(), generation: 1 },
+            fields,
+        }
+    }
+
+    #[test]
+    fn a_server_of_two_hosts_gets_an_edge_per_host() {
+        let (client, ingress) = (Workload::external([10, 0, 0, 1].into()), Workload::external([10, 0, 0, 2].into()));
+        let mut map = L7Map::new(GroupBy::Pod);
+        for _ in 0..3 {
+            map.apply(&record(Some("A.example")), &client, &ingress);
+        }
+        let v = map.view();
+        assert_eq!(
+            (v.edges.len(), v.edges[0].host.as_deref(), v.edges[0].requests),
+            (1, None, 3),
+            "one host: no split"
+        );
+        for _ in 0..2 {
+            map.apply(&record(Some("b.example")), &client, &ingress);
+        }
+        let v = map.view();
+        let edges: Vec<(Option<&str>, u64)> = v.edges.iter().map(|e| (e.host.as_deref(), e.requests)).collect();
+        assert_eq!(edges, [(Some("a.example"), 3), (Some("b.example"), 2)], "the first host's edge keeps its counts");
+        let (s, t) = (&v.edges[0].source, &v.edges[0].target);
+        assert!(map.find_edge(s, t, "http", Some("b.example")).is_some());
+
+        let mut whole = L7Map::new(GroupBy::Pod);
+        whole.set_split_hosts(false);
+        for h in ["a.example", "b.example"] {
+            whole.apply(&record(Some(h)), &client, &ingress);
+        }
+        assert_eq!(whole.view().edges.len(), 1, "split off: one edge");
+    }
 
     #[test]
     fn percentiles() {

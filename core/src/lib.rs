@@ -19,6 +19,7 @@ pub mod reassembly;
 pub mod record;
 pub mod tcp_health;
 pub mod time;
+pub mod vhost;
 
 pub use decode::{L4Proto, LinkType};
 pub use engine::{Engine, EngineConfig, EngineStats};

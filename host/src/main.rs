@@ -316,6 +316,10 @@ struct ServiceArgs {
     /// requests that failed (Kiali's defaults).
     #[arg(long, value_name = "DEGRADED,FAILING", default_value = "0.1,20")]
     health: trawl_host::service::HealthThresholds,
+    /// When the map calls an L7 edge degraded and failing by its p99
+    /// latency, in milliseconds (the worse of this and `--health` counts).
+    #[arg(long, value_name = "DEGRADED_MS,FAILING_MS", default_value = "1000,5000")]
+    health_latency: String,
     /// Keep the map's history (each edge per 10 s, 1 min and 10 min) in
     /// DIR, so a restart keeps it. Without it, history lives in a temporary
     /// file removed at exit.
@@ -329,6 +333,10 @@ struct ServiceArgs {
     /// worker's lag, a slow response); later data is counted, not added.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     history_grace: u64,
+    /// A server that serves several virtual hosts (an ingress) gets an L7
+    /// edge per host (`Host`, `:authority`); `false` keeps one edge.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    split_hosts: bool,
     #[command(flatten)]
     redact: RedactArgs,
 }
@@ -439,6 +447,10 @@ struct ReplayArgs {
     diff: Option<PathBuf>,
     #[command(flatten)]
     thresholds: DiffArgs,
+    /// A server that serves several virtual hosts (an ingress) gets an L7
+    /// edge per host (`Host`, `:authority`); `false` keeps one edge.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    split_hosts: bool,
 }
 
 /// When `--emit diff` calls a difference a change (defaults ignore noise).
@@ -525,6 +537,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.dispatch.redact = args.redact.policy();
             opts.diff_against = args.diff;
             opts.diff_thresholds = args.thresholds.thresholds();
+            opts.split_hosts = args.split_hosts;
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let outcome = replay::run(&opts, &mut out).context("replay failed")?;
@@ -716,7 +729,8 @@ fn service_options(
     replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
     replay.dispatch.redact = a.redact.policy();
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
-    replay.health = a.health;
+    replay.health = a.health.with_latency(&a.health_latency).map_err(anyhow::Error::msg)?;
+    replay.split_hosts = a.split_hosts;
     replay.history = trawl_host::service::history::HistoryConfig {
         dir: a.history_dir,
         budget: a.history_bytes,

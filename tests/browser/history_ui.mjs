@@ -101,10 +101,30 @@ await page.getByTestId('theme-toggle').click();
 const theme = await page.evaluate(() => document.documentElement.dataset.theme);
 await page.screenshot({ path: join(shots, `history-compare-${theme}.png`) });
 
+// Play: from two windows back at 10×, the map steps forward on its own
+// and goes live when it reaches the newest data (compare mode stays
+// switched on, and has nothing to compare live).
+await page.getByTestId('time-back').click();
+await waitEdges(BEFORE, B - 10, 'back again');
+await page.getByTestId('time-speed').selectOption('10');
+await page.getByTestId('time-play').click();
+try {
+  await page.waitForFunction(() => window.__trawl.window === null && window.__trawl.ready, null, { timeout: 20000 });
+} catch {
+  await fail(`play did not reach live: ${JSON.stringify(await page.evaluate(() => window.__trawl.window))}`);
+}
+
 // Back to live: every edge of both phases, compare mode off.
 await page.getByTestId('time-live').click();
 await waitEdges(ALL, null, 'live');
 const off = await page.evaluate(() => window.__trawl.compareStatus('pod/shop/client|pod/shop/new|http'));
 if (off !== null) await fail(`compare mode stayed on live: ${off}`);
+// Health by error rate and by latency (`--health-latency 20,1000`).
+const health = await page.evaluate(() => Object.fromEntries(['new', 'gone', 'flaky', 'slow', 'steady'].map((s) => [s, window.__trawl.edgeHealth(`pod/shop/client|pod/shop/${s}|http`)])));
+const wantHealth = { new: 'ok', gone: 'ok', flaky: 'failing', slow: 'degraded', steady: 'ok' };
+if (JSON.stringify(health) !== JSON.stringify(wantHealth)) await fail(`health: ${JSON.stringify(health)}`);
+const legendHealth = await page.getByTestId('legend-health').textContent();
+if (!/p99 ≥ 20 ms/.test(legendHealth)) await fail(`the legend does not give the latency threshold: ${legendHealth}`);
+await page.screenshot({ path: join(shots, 'history-live-health.png') });
 console.log('history ui: window from the URL, one step back and forward, compare mode, live again: ok');
 await browser.close();

@@ -288,6 +288,7 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs)
             .with_record_log_bytes(opts.replay.record_log_bytes)
             .with_health(opts.replay.health)
+            .with_split_hosts(opts.replay.split_hosts)
             .with_history(trawl_pipeline::serve::open_history(&opts.replay.history)?),
     );
     if opts.kube {

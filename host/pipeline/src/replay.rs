@@ -71,6 +71,8 @@ pub struct ReplayOptions {
     /// Where the served map keeps its history, and how much
     /// (`--history-dir`, `--history-bytes`).
     pub history: trawl_service::history::HistoryConfig,
+    /// An L7 edge per virtual host of a server that serves several.
+    pub split_hosts: bool,
 }
 
 impl ReplayOptions {
@@ -95,6 +97,7 @@ impl ReplayOptions {
             health: Default::default(),
             diff_thresholds: Default::default(),
             history: Default::default(),
+            split_hosts: true,
         }
     }
 }

@@ -107,6 +107,7 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
     let identity = load_identity(&opts.inventories)?;
     let (plugins, reloader, rejected) = plugins_for(opts)?;
     let mut map = L7Map::new(opts.group_by);
+    map.set_split_hosts(opts.split_hosts);
     for p in &plugins {
         map.set_legend(legend(p));
     }

@@ -57,6 +57,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
             .with_record_log_bytes(opts.replay.record_log_bytes)
             .with_health(opts.replay.health)
+            .with_split_hosts(opts.replay.split_hosts)
             .with_history(crate::serve::open_history(&opts.replay.history)?),
     );
     let feeder = {

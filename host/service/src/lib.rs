@@ -40,18 +40,36 @@ pub const DEFAULT_RECORD_LOG: usize = 200_000;
 /// ones this (200k records of 5.7 KB each held 1.1 GiB).
 pub const DEFAULT_RECORD_LOG_BYTES: usize = 128 << 20;
 
-/// When the map calls an L7 edge degraded or failing, by its share of
-/// errors (`--health`; Kiali's defaults: 0.1 % and 20 %). Sent with every
-/// snapshot so the UI draws what the operator set.
+/// When the map calls an L7 edge degraded or failing: by its share of
+/// errors (`--health`; Kiali's defaults: 0.1 % and 20 %), or by its p99
+/// latency (`--health-latency`; 1 s and 5 s), whichever is worse. Sent
+/// with every snapshot so the UI draws what the operator set.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct HealthThresholds {
     pub degraded: f64,
     pub failing: f64,
+    pub latency_degraded_ms: f64,
+    pub latency_failing_ms: f64,
 }
 
 impl Default for HealthThresholds {
     fn default() -> Self {
-        HealthThresholds { degraded: 0.001, failing: 0.2 }
+        HealthThresholds { degraded: 0.001, failing: 0.2, latency_degraded_ms: 1_000.0, latency_failing_ms: 5_000.0 }
+    }
+}
+
+impl HealthThresholds {
+    /// The latency thresholds from `DEGRADED_MS,FAILING_MS` (`--health-latency`).
+    pub fn with_latency(mut self, s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid latency thresholds {s:?}: DEGRADED_MS,FAILING_MS (p99), as 1000,5000");
+        let (d, f) = s.split_once(',').ok_or_else(bad)?;
+        let (d, f): (f64, f64) = (d.trim().parse().map_err(|_| bad())?, f.trim().parse().map_err(|_| bad())?);
+        if !(d > 0.0 && d < f && f.is_finite()) {
+            return Err(format!("invalid latency thresholds {s:?}: need 0 < degraded < failing"));
+        }
+        self.latency_degraded_ms = d;
+        self.latency_failing_ms = f;
+        Ok(self)
     }
 }
 
@@ -66,7 +84,7 @@ impl std::str::FromStr for HealthThresholds {
         if !(d > 0.0 && d < f && f <= 100.0) {
             return Err(format!("invalid health thresholds {s:?}: need 0 < degraded < failing <= 100"));
         }
-        Ok(HealthThresholds { degraded: d / 100.0, failing: f / 100.0 })
+        Ok(HealthThresholds { degraded: d / 100.0, failing: f / 100.0, ..HealthThresholds::default() })
     }
 }
 
@@ -220,6 +238,9 @@ pub struct GraphState {
     record_log_bytes: usize,
     /// What the UI calls degraded and failing.
     pub health: HealthThresholds,
+    /// Whether a server serving several virtual hosts gets an L7 edge per
+    /// host (`--split-hosts`).
+    pub split_hosts: bool,
     /// Bytes the record log holds now.
     records_held: usize,
     legend: Vec<LegendEntry>,
@@ -416,6 +437,7 @@ impl GraphState {
             record_log: DEFAULT_RECORD_LOG,
             record_log_bytes: DEFAULT_RECORD_LOG_BYTES,
             health: HealthThresholds::default(),
+            split_hosts: true,
             records_held: 0,
             legend: Vec::new(),
             plugins: Vec::new(),
@@ -468,6 +490,15 @@ impl GraphState {
 
     pub fn with_health(mut self, health: HealthThresholds) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Splits (or not) a server's L7 edges by virtual host.
+    pub fn with_split_hosts(mut self, on: bool) -> Self {
+        self.split_hosts = on;
+        for m in &mut self.l7 {
+            m.set_split_hosts(on);
+        }
         self
     }
 
@@ -731,7 +762,13 @@ mod tests {
     #[test]
     fn health_thresholds_are_percent_pairs() {
         assert_eq!("0.1,20".parse(), Ok(HealthThresholds::default()));
-        assert_eq!("1, 50".parse(), Ok(HealthThresholds { degraded: 0.01, failing: 0.5 }));
+        let t: HealthThresholds = "1, 50".parse().unwrap();
+        assert_eq!((t.degraded, t.failing), (0.01, 0.5));
+        let t = t.with_latency("20, 1000").unwrap();
+        assert_eq!((t.latency_degraded_ms, t.latency_failing_ms, t.failing), (20.0, 1000.0, 0.5));
+        for bad in ["1000,20", "0,5", "x,1", "5"] {
+            assert!(HealthThresholds::default().with_latency(bad).is_err(), "{bad}");
+        }
         for bad in ["20,0.1", "0,20", "1,101", "1", "a,b"] {
             assert!(bad.parse::<HealthThresholds>().is_err(), "{bad}");
         }

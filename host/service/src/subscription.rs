@@ -190,8 +190,9 @@ impl Subscription {
 
     /// One edge in full (as `GET /api/map` shows it), by its id.
     pub fn edge_detail(&mut self, state: &GraphState, id: &str) -> Option<Value> {
-        let (rest, proto) = id.rsplit_once('|')?;
-        let (source, target) = rest.split_once('|')?;
+        // `source|target|kind`, and `|host` for an edge of one virtual host.
+        let mut parts = id.splitn(4, '|');
+        let (source, target, proto, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next());
         let now = state.now;
         let mut v = match self.source(state).0 {
             Source::L4(m) => {
@@ -202,7 +203,7 @@ impl Subscription {
                 };
                 serde_json::to_value(m.edge_view(m.find_edge(source, target, l4)?, now)?).ok()?
             }
-            Source::L7(m) => serde_json::to_value(m.edge_view(m.find_edge(source, target, proto)?, now)?).ok()?,
+            Source::L7(m) => serde_json::to_value(m.edge_view(m.find_edge(source, target, proto, host)?, now)?).ok()?,
         };
         match self.spec.map {
             MapType::L4 => self.decorate_l4(&mut v),
@@ -258,7 +259,11 @@ impl Subscription {
 
     /// [`Subscription::fold`] with a given time budget.
     pub fn fold_within(&mut self, state: &GraphState, budget: Duration) -> &L7Map {
-        let (map, next) = self.filtered.get_or_insert_with(|| (L7Map::with_window(self.group, state.window_secs), 0));
+        let (map, next) = self.filtered.get_or_insert_with(|| {
+            let mut map = L7Map::with_window(self.group, state.window_secs);
+            map.set_split_hosts(state.split_hosts);
+            (map, 0)
+        });
         // Plugins loaded later bring their legend entries along.
         for e in &state.legend {
             map.set_legend(e.clone());
@@ -356,11 +361,11 @@ impl Subscription {
     }
 
     fn decorate_l7(&self, e: &mut Value) {
-        let id = format!(
-            "{}|{}|{}",
+        let id = trawl_core::vhost::l7_edge_id(
             e["source"].as_str().unwrap_or(""),
             e["target"].as_str().unwrap_or(""),
-            e["protocol"].as_str().unwrap_or("")
+            e["protocol"].as_str().unwrap_or(""),
+            e["host"].as_str(),
         );
         let num = |v: &Value| v.as_f64().unwrap_or(0.0);
         let (bytes, requests) = match self.spec.mode {

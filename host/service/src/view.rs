@@ -66,6 +66,8 @@ pub struct Summary {
     pub count: f64,
     /// L7 only: errors, cumulative (with `count`, the error ratio).
     pub errors: u64,
+    /// L7 only: p99 latency (µs), for the health colours.
+    pub p99_us: Option<u64>,
 }
 
 impl Summary {
@@ -76,7 +78,8 @@ impl Summary {
             if m == 0.0 { 0.0 } else { (a - b).abs() / m }
         };
         let errors = if self.errors != old.errors { 1.0 } else { 0.0 };
-        rel(self.weight, old.weight).max(rel(self.count, old.count)).max(errors)
+        let p99 = rel(self.p99_us.unwrap_or(0) as f64, old.p99_us.unwrap_or(0) as f64);
+        rel(self.weight, old.weight).max(rel(self.count, old.count)).max(errors).max(p99)
     }
 }
 
@@ -122,7 +125,13 @@ impl Source<'_> {
                         ix,
                         a,
                         b,
-                        Summary { weight: if w.bandwidth { bytes } else { count }, bytes, count, errors: 0 },
+                        Summary {
+                            weight: if w.bandwidth { bytes } else { count },
+                            bytes,
+                            count,
+                            errors: 0,
+                            p99_us: None,
+                        },
                     );
                 }
             }
@@ -138,7 +147,8 @@ impl Source<'_> {
                     };
                     let (bytes, per_sec) = (w.shown(bytes), w.shown(per_sec));
                     let weight = if w.bandwidth { bytes } else { per_sec };
-                    push(ix, a, b, Summary { weight, bytes, count: e.requests as f64, errors: e.errors });
+                    let (count, errors, p99_us) = (e.requests as f64, e.errors, e.p99());
+                    push(ix, a, b, Summary { weight, bytes, count, errors, p99_us });
                 }
             }
         }
@@ -175,6 +185,14 @@ impl Source<'_> {
 
     fn is_l7(&self) -> bool {
         matches!(self, Source::L7(_))
+    }
+
+    /// The virtual host of an L7 edge split by host.
+    fn host(&self, ix: EdgeIndex) -> Option<&str> {
+        match self {
+            Source::L4(_) => None,
+            Source::L7(m) => m.graph().edge_weight(ix).and_then(|e| e.host.as_deref()),
+        }
     }
 }
 
@@ -263,7 +281,7 @@ impl ClientView {
 
     fn edge_id(src: Source<'_>, c: &Candidate) -> String {
         let name = |ix| src.node(ix).map_or("", |n| n.id.as_str());
-        format!("{}|{}|{}", name(c.a), name(c.b), src.protocol(c.ix).1)
+        trawl_core::vhost::l7_edge_id(name(c.a), name(c.b), src.protocol(c.ix).1, src.host(c.ix))
     }
 
     fn edge_json(src: Source<'_>, id: &str, c: &Candidate, full: bool) -> Value {
@@ -275,12 +293,16 @@ impl ClientView {
             o.insert("target".into(), name(c.b).into());
             let (key, proto) = src.protocol(c.ix);
             o.insert(key.into(), proto.into());
+            if let Some(h) = src.host(c.ix) {
+                o.insert("host".into(), h.into());
+            }
         }
         o.insert("weight".into(), json!(c.s.weight));
         o.insert("bytes".into(), json!(c.s.bytes));
         if src.is_l7() {
             o.insert("requests".into(), json!(c.s.count));
             o.insert("errors".into(), json!(c.s.errors));
+            o.insert("latency_p99_us".into(), json!(c.s.p99_us));
         } else {
             o.insert("packets".into(), json!(c.s.count));
         }

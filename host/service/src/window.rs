@@ -96,7 +96,7 @@ fn data_now(st: &GraphState) -> u64 {
 /// The map of `[from, to)` for `spec` (grouping, map, filter, weights),
 /// in `/api/map`'s shape, with the `window` history covered.
 pub fn window_map(state: &SharedState, spec: SubscriptionSpec, from: u64, to: u64) -> Result<Value, WindowError> {
-    let (sub, snapshot, legend, health, now, records) = {
+    let (sub, snapshot, legend, health, now, records, split) = {
         let st = lock(state);
         let sub = Subscription::checked(spec, &st.vocabulary())?;
         let snapshot = st.history().ok_or(WindowError::NoHistory)?.snapshot();
@@ -121,13 +121,13 @@ pub fn window_map(state: &SharedState, spec: SubscriptionSpec, from: u64, to: u6
             }
             (samples, oldest)
         });
-        (sub, snapshot, st.legend().to_vec(), st.health, data_now(&st), records)
+        (sub, snapshot, st.legend().to_vec(), st.health, data_now(&st), records, st.split_hosts)
     };
     let kind = match sub.spec.map {
         MapType::L4 => MapKind::L4,
         MapType::L7 => MapKind::L7,
     };
-    let mut map = WindowMap::new(kind, sub.grouping());
+    let mut map = WindowMap::new(kind, sub.grouping()).with_split_hosts(split);
     let covered = snapshot
         .window(from, to, now, |k, s| {
             // A filtered L7 map takes its edges from the records, and
