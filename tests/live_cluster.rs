@@ -2,7 +2,8 @@
 //! node of the netns lab sends to `trawl hub`, while `trawl serve --live`
 //! watches the same lab as the one-process reference. After the same
 //! traffic (same-node and cross-node) the hub's L4 and L7 maps equal the
-//! reference's: each packet and each request counted once.
+//! reference's: each packet and each request counted once, and the L4
+//! edges' TCP health (the kernel's, from eBPF) carried through the hub.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +18,22 @@ use trawl_host::demo::workloads::{DEMO_TOOLS, client_round, demo_pods, start_ser
 use trawl_host::lab::Lab;
 
 fn totals(port: u16, query: &str) -> BTreeMap<String, Value> {
-    support::map_totals(&support::get_json(port, &format!("/api/map?{query}")))
+    let map = support::get_json(port, &format!("/api/map?{query}"));
+    let mut totals = support::map_totals(&map);
+    // TCP health: the counts (round trips' means may differ by rounding).
+    for e in map["edges"].as_array().into_iter().flatten() {
+        let (Some(id), Some(h)) = (e["id"].as_str(), e.get("tcp_health")) else { continue };
+        let keep = ["retransmits_to_server", "retransmits_to_client", "resets_by_client", "resets_by_server"];
+        let counts: serde_json::Map<String, Value> = keep
+            .iter()
+            .chain(&["failed_connects", "handshakes"])
+            .filter_map(|k| Some((k.to_string(), h.get(*k)?.clone())))
+            .collect();
+        if let Some(Value::Object(t)) = totals.get_mut(id) {
+            t.insert("tcp_health".into(), Value::Object(counts));
+        }
+    }
+    totals
 }
 
 fn spawn(args: &[&str]) -> Terminated {
@@ -83,7 +99,8 @@ fn live_workers_on_two_nodes_through_the_hub_equal_one_process() {
         std::thread::sleep(Duration::from_secs(2));
         let (want_l4, got_l4) = (totals(reference_port, "map=l4&group_by=pod"), totals(hub_ui, "map=l4&group_by=pod"));
         let (want_l7, got_l7) = (totals(reference_port, "map=l7&group_by=pod"), totals(hub_ui, "map=l7&group_by=pod"));
-        if !want_l7.is_empty() && want_l4 == got_l4 && want_l7 == got_l7 {
+        let handshakes: u64 = want_l4.values().filter_map(|e| e["tcp_health"]["handshakes"].as_u64()).sum();
+        if !want_l7.is_empty() && handshakes > 0 && want_l4 == got_l4 && want_l7 == got_l7 {
             break;
         }
         assert!(

@@ -16,6 +16,14 @@
 //! - the refused connect on the clean edge;
 //! - handshake RTTs equal to tshark's `tcp.analysis.initial_rtt`, and on
 //!   the slow edge within 10 % of the delay.
+//!
+//! The same traffic is watched live by `trawl serve --live`, whose L4
+//! numbers come from eBPF: TCP health there is the kernel's own view of
+//! each socket (the `tcp_retransmit_skb` and `inet_sock_set_state`
+//! tracepoints) and the resets on the wire. Its live map must show the
+//! same story: retransmissions on the lossy edge, none on the clean one,
+//! the refused connect and its reset, and the slow edge's handshake within
+//! 10 % of the delay.
 
 use crate::support::{self, Capture, scratch, tools_or_skip};
 use serde_json::Value;
@@ -128,6 +136,11 @@ fn tcp_health_follows_loss_delay_and_refusals_as_tshark_sees_them() {
         lab.command("slow", "ip").args(["link", "set", "dly0", "up"]).status().is_ok_and(|s| s.success())
     });
     run("slow", "ip", &["route", "add", &format!("{client}/32"), "dev", "dly0"]);
+    let inventory = dir.join("inventory.json");
+    std::fs::write(&inventory, serde_json::to_vec(&lab.inventory()).unwrap()).unwrap();
+    let (live, live_port) = support::serve_live(&lab.netns_prefix(), &inventory, &[]);
+    // The counters attach and read once a second; give them a moment.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let capture = dir.join("client.pcap");
     let dump = Capture::on(&lab.pod("client").host_iface, &[], &capture, "tcp");
     for _ in 0..3 {
@@ -141,8 +154,6 @@ fn tcp_health_follows_loss_delay_and_refusals_as_tshark_sees_them() {
     assert!(!refused.unwrap().success(), "nothing listens on port 9");
     dump.stop();
 
-    let inventory = dir.join("inventory.json");
-    std::fs::write(&inventory, serde_json::to_vec(&lab.inventory()).unwrap()).unwrap();
     let (cap, inv) = (capture.to_str().unwrap(), inventory.to_str().unwrap());
     let out = support::run_trawl(&["replay", cap, "--inventory", inv, "--emit", "map"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -189,6 +200,36 @@ fn tcp_health_follows_loss_delay_and_refusals_as_tshark_sees_them() {
     assert_eq!(n(&health("clean")["failed_connects"]), 1, "the refused connect");
     assert_eq!(n(&health("clean")["resets_by_server"]), 1, "refused with a reset");
     assert_eq!(n(&health("lossy")["failed_connects"]) + n(&health("slow")["failed_connects"]), 0);
+
+    // Live, from eBPF: the kernel's view of the same sockets.
+    let live_health = |server: &str| -> Option<Value> {
+        let map = support::get_json(live_port, "/api/map?map=l4&group_by=pod");
+        let edges = map["edges"].as_array()?;
+        let edge = edges.iter().find(|e| {
+            e["source"] == "pod/shop/client" && e["target"] == format!("pod/shop/{server}") && e["l4"] == "tcp"
+        })?;
+        Some(edge["tcp_health"].clone())
+    };
+    support::wait_for("the live map's TCP health", || {
+        live_health("clean").is_some_and(|h| h["failed_connects"].as_u64() >= Some(1))
+            && live_health("lossy").is_some_and(|h| h["retransmits_to_client"].as_u64() > Some(0))
+            && live_health("slow").is_some_and(|h| h["handshakes"].as_u64() >= Some(5))
+    });
+    let (lossy_live, clean_live, slow_live) =
+        (live_health("lossy").unwrap(), live_health("clean").unwrap(), live_health("slow").unwrap());
+    eprintln!("live: lossy {lossy_live}; clean {clean_live}; slow {slow_live}");
+    let ours = n(&lossy_live["retransmits_to_client"]);
+    let (retransmitted, out_of_order, _) = &tshark[lossy.as_str()];
+    assert!(
+        ours >= *retransmitted / 2 && ours <= 2 * (retransmitted + out_of_order),
+        "live retransmissions {ours}, tshark {retransmitted} (+{out_of_order} out of order)"
+    );
+    assert_eq!(n(&clean_live["retransmits_to_server"]) + n(&clean_live["retransmits_to_client"]), 0, "{clean_live}");
+    assert_eq!(n(&clean_live["failed_connects"]), 1, "the refused connect, live: {clean_live}");
+    assert_eq!(n(&clean_live["resets_by_server"]), 1, "refused with a reset, live: {clean_live}");
+    let live_rtt = slow_live["handshake_rtt_ms_mean"].as_f64().unwrap();
+    assert!((live_rtt - DELAY_MS).abs() <= DELAY_MS * 0.1, "live slow handshake {live_rtt} ms");
+    drop(live);
     drop(lab);
     assert!(Lab::leftovers(&prefix).is_empty(), "the lab is gone");
 }

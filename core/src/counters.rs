@@ -7,6 +7,7 @@
 use crate::decode::L4Proto;
 use crate::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
 use crate::ports::ServicePorts;
+use crate::tcp_health::TcpHealthDelta;
 use crate::time::Timestamp;
 use std::collections::HashMap;
 
@@ -25,6 +26,23 @@ pub struct DirectionalReading {
     pub syn_ack: bool,
     /// A FIN or RST went this way.
     pub fin: bool,
+    /// An RST went this way: its sender reset the connection.
+    pub rst: bool,
+    /// TCP health of the socket that sends this way, totals so far (the
+    /// kernel's view: eBPF tracepoints).
+    pub health: SocketHealth,
+}
+
+/// What the kernel says of one TCP socket, totals so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketHealth {
+    /// Segments it sent again.
+    pub retransmits: u64,
+    /// Its connects that never got established (refused, or unanswered).
+    pub failed_connects: u64,
+    /// Its connects timed (SYN sent to established), and their sum (µs).
+    pub handshakes: u64,
+    pub rtt_sum_us: u64,
 }
 
 /// The two directions of a flow, `a` < `b`.
@@ -44,6 +62,9 @@ struct Pair {
     /// `Some(true)` when `a` is the client, once the handshake says so.
     a_is_client: Option<bool>,
     fin: [bool; 2],
+    /// Resets already counted, and each direction's health so far.
+    rst: [bool; 2],
+    health: [SocketHealth; 2],
     /// When this pair last grew, by the readings' own clock.
     changed: Timestamp,
     /// The last round of readings that had it.
@@ -93,7 +114,7 @@ impl CounterTable {
     /// flow that did.
     pub fn update(&mut self, readings: impl IntoIterator<Item = DirectionalReading>) -> Vec<FlowDelta> {
         self.round += 1;
-        let mut grown: HashMap<PairKey, [DirCounters; 2]> = HashMap::new();
+        let mut grown: HashMap<PairKey, Grown> = HashMap::new();
         for r in readings {
             let forward = (r.src.ip, r.src.port) <= (r.dst.ip, r.dst.port);
             let (a, b) = if forward { (r.src, r.dst) } else { (r.dst, r.src) };
@@ -117,19 +138,32 @@ impl CounterTable {
             pair.first_ts = Some(pair.first_ts.map_or(r.first_ts, |t| t.min(r.first_ts)));
             pair.last_ts = pair.last_ts.max(r.last_ts);
             pair.fin[dir] |= r.fin;
+            let sick = health_growth(&pair.health[dir], &r.health, r.rst && !pair.rst[dir]);
+            pair.health[dir] = r.health;
+            pair.rst[dir] |= r.rst;
             if r.syn {
                 pair.a_is_client = Some(forward);
             } else if r.syn_ack && pair.a_is_client.is_none() {
                 pair.a_is_client = Some(!forward);
             }
-            if growth.packets > 0 {
+            if growth.packets > 0 || sick.is_some() {
                 pair.changed = pair.changed.max(r.last_ts);
                 let g = grown.entry(key).or_default();
-                g[dir].add(&growth);
+                g.counters[dir].add(&growth);
+                if let Some(h) = sick {
+                    g.health[dir] = h;
+                }
             }
         }
-        let mut out: Vec<FlowDelta> =
-            grown.into_iter().filter_map(|(key, g)| Some(self.delta(&key, self.pairs.get(&key)?, g, false))).collect();
+        let mut out: Vec<FlowDelta> = grown
+            .into_iter()
+            .filter_map(|(key, g)| {
+                let pair = self.pairs.get(&key)?;
+                let mut d = self.delta(&key, pair, g.counters, false);
+                d.health = self.health_delta(&key, pair, &g.health);
+                Some(d)
+            })
+            .collect();
         out.sort_by_key(|d| (d.first_ts, d.client.ip, d.client.port, d.server.ip, d.server.port));
         out
     }
@@ -165,6 +199,25 @@ impl CounterTable {
         out
     }
 
+    /// Whether `a` is the client, as the delta will say.
+    fn a_is_client(&self, key: &PairKey, pair: &Pair) -> bool {
+        pair.a_is_client.unwrap_or_else(|| self.ports.sender_is_client(key.a.port, key.b.port))
+    }
+
+    /// What the sockets' health grew by, as the flow's client and server.
+    fn health_delta(&self, key: &PairKey, pair: &Pair, grown: &[HealthGrowth; 2]) -> TcpHealthDelta {
+        let (c, s) = if self.a_is_client(key, pair) { (&grown[0], &grown[1]) } else { (&grown[1], &grown[0]) };
+        let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        TcpHealthDelta {
+            retransmits_to_server: sat(c.retransmits),
+            retransmits_to_client: sat(s.retransmits),
+            reset_by_client: c.reset,
+            reset_by_server: s.reset,
+            failed_connect: c.failed_connects > 0,
+            handshake_rtt_us: (c.handshakes > 0).then(|| sat(c.rtt_sum_us / c.handshakes)),
+        }
+    }
+
     fn delta(&self, key: &PairKey, pair: &Pair, grown: [DirCounters; 2], closed: bool) -> FlowDelta {
         let (a_is_client, orientation) = match pair.a_is_client {
             Some(c) => (c, Orientation::Syn),
@@ -182,10 +235,43 @@ impl CounterTable {
             last_ts: pair.last_ts,
             orientation,
             closed,
-            // The kernel's flow counters carry no TCP health yet.
             health: Default::default(),
         }
     }
+}
+
+/// One direction's growth in one round: bytes, and its socket's health.
+#[derive(Clone, Copy, Debug, Default)]
+struct Grown {
+    counters: [DirCounters; 2],
+    health: [HealthGrowth; 2],
+}
+
+/// What one socket's health grew by since the last reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct HealthGrowth {
+    retransmits: u64,
+    failed_connects: u64,
+    handshakes: u64,
+    rtt_sum_us: u64,
+    reset: bool,
+}
+
+/// The growth from `before` to `now` (all of `now` when it went back: the
+/// kernel's entry started over), or `None` when nothing grew.
+fn health_growth(before: &SocketHealth, now: &SocketHealth, reset: bool) -> Option<HealthGrowth> {
+    let restarted = now.retransmits < before.retransmits
+        || now.failed_connects < before.failed_connects
+        || now.handshakes < before.handshakes;
+    let base = if restarted { SocketHealth::default() } else { *before };
+    let g = HealthGrowth {
+        retransmits: now.retransmits - base.retransmits,
+        failed_connects: now.failed_connects - base.failed_connects,
+        handshakes: now.handshakes - base.handshakes,
+        rtt_sum_us: now.rtt_sum_us.saturating_sub(base.rtt_sum_us),
+        reset,
+    };
+    (g != HealthGrowth::default()).then_some(g)
 }
 
 #[cfg(test)]
@@ -208,7 +294,40 @@ mod tests {
             syn,
             syn_ack: false,
             fin: false,
+            rst: false,
+            health: SocketHealth::default(),
         }
+    }
+
+    /// The kernel's socket health reaches the flow as its client's and
+    /// server's: each round's growth once, resets once.
+    #[test]
+    fn socket_health_becomes_the_flows_tcp_health() {
+        let (c, s) = (ep("10.0.0.1", 40000), ep("10.0.0.2", 80));
+        let mut t = CounterTable::new(ServicePorts::default());
+        let mut to_server = reading(c, s, 3, true);
+        to_server.health = SocketHealth { retransmits: 2, failed_connects: 0, handshakes: 1, rtt_sum_us: 40_000 };
+        let mut to_client = reading(s, c, 2, false);
+        to_client.health.retransmits = 1;
+        let d = t.update([to_server, to_client]);
+        assert_eq!(d.len(), 1);
+        let h = d[0].health;
+        assert_eq!((h.retransmits_to_server, h.retransmits_to_client, h.handshake_rtt_us), (2, 1, Some(40_000)));
+        assert!(!h.reset_by_client && !h.reset_by_server && !h.failed_connect);
+        // Only health grew (no packets): still a delta; the same reading
+        // again adds nothing.
+        to_server.health.retransmits = 5;
+        to_client.rst = true;
+        let d = t.update([to_server, to_client]);
+        assert_eq!((d[0].health.retransmits_to_server, d[0].health.reset_by_server), (3, true), "{d:?}");
+        assert_eq!(d[0].to_server.packets, 0);
+        assert!(t.update([to_server, to_client]).is_empty(), "nothing new");
+        // A connect refused: the client's socket says so.
+        let other = ep("10.0.0.1", 40001);
+        let mut refused = reading(other, s, 1, true);
+        refused.health.failed_connects = 1;
+        let d = t.update([refused]);
+        assert!(d[0].health.failed_connect && d[0].client == other, "{d:?}");
     }
 
     #[test]

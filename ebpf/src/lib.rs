@@ -4,7 +4,9 @@
 //! The programs count packets and bytes per directional 5-tuple on each
 //! workload's host-side interface, before any targeting: that is what
 //! makes the L4 map cluster-wide. See the C file for the rule that makes
-//! every packet count once. [`FlowCounters::read`] returns cumulative
+//! every packet count once. Tracepoint programs add each socket's TCP
+//! health (segments sent again, failed connects, handshake round trips),
+//! keyed like the flows. [`FlowCounters::read`] returns cumulative
 //! totals, which `trawl_core::counters::CounterTable` turns into deltas.
 //!
 //! Attachments are TCX links held by this process: they go away when it

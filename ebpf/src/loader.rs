@@ -2,11 +2,11 @@
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::tc::SchedClassifierLinkId;
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::{SchedClassifier, TcAttachType, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use trawl_core::counters::DirectionalReading;
+use trawl_core::counters::{DirectionalReading, SocketHealth};
 use trawl_core::flow::{DirCounters, Endpoint};
 use trawl_core::{L4Proto, Timestamp};
 
@@ -15,6 +15,10 @@ const RECEIVED: &str = "trawl_received";
 const FLAG_SYN: u64 = 1;
 const FLAG_FIN: u64 = 2;
 const FLAG_SYNACK: u64 = 4;
+const FLAG_RST: u64 = 8;
+/// The TCP health programs and the tracepoints they attach to.
+const TRACEPOINTS: [(&str, &str, &str); 2] =
+    [("trawl_retransmit", "tcp", "tcp_retransmit_skb"), ("trawl_sock_state", "sock", "inet_sock_set_state")];
 
 /// `struct flow_key` in flows.bpf.c.
 #[repr(C)]
@@ -40,7 +44,18 @@ struct RawCounters {
     flags: u64,
 }
 
-// SAFETY: both are repr(C) structs of integers and byte arrays whose
+/// `struct tcp_health` in flows.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawHealth {
+    retransmits: u64,
+    failed_connects: u64,
+    handshakes: u64,
+    rtt_sum_ns: u64,
+    rtt_max_ns: u64,
+}
+
+// SAFETY: all three are repr(C) structs of integers and byte arrays whose
 // padding is spelled out as fields, so every byte pattern is a valid value
 // and no byte is uninitialised; their layouts match the C structs.
 #[allow(unsafe_code)]
@@ -48,6 +63,9 @@ unsafe impl aya::Pod for RawKey {}
 // SAFETY: as above.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for RawCounters {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for RawHealth {}
 
 /// Why the counters cannot run. Live mode reports it and carries on
 /// without L4 counting, or refuses to start when it was insisted on.
@@ -106,6 +124,8 @@ pub struct FlowCounters {
     /// Wall-clock nanoseconds minus monotonic ones: the programs stamp
     /// packets with the monotonic clock.
     clock_offset_ns: i128,
+    /// Why TCP health is not counted, if it is not (no tracefs, say).
+    health_unavailable: Option<String>,
 }
 
 impl std::fmt::Debug for FlowCounters {
@@ -146,12 +166,51 @@ impl FlowCounters {
     /// Loads the programs with room for `max_flows` directional flows.
     pub fn load(max_flows: u32) -> Result<Self, LoadError> {
         let object = crate::object().filter(|o| !o.is_empty()).ok_or(LoadError::NotBuilt)?;
-        let mut ebpf = EbpfLoader::new().map_max_entries("flows", max_flows.max(1024)).load(object)?;
+        let room = max_flows.max(1024);
+        let mut ebpf =
+            EbpfLoader::new().map_max_entries("flows", room).map_max_entries("tcp_health", room).load(object)?;
         for name in [SENT, RECEIVED] {
             Self::program(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
         }
         let clock_offset_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
-        Ok(FlowCounters { ebpf, attached: HashMap::new(), senders: HashSet::new(), clock_offset_ns })
+        let health_unavailable = Self::attach_tracepoints(&mut ebpf).err();
+        if let Some(why) = &health_unavailable {
+            tracing::warn!(reason = %why, "TCP health (retransmissions, failed connects, handshake RTT) is not counted live");
+        }
+        Ok(FlowCounters {
+            ebpf,
+            attached: HashMap::new(),
+            senders: HashSet::new(),
+            clock_offset_ns,
+            health_unavailable,
+        })
+    }
+
+    /// The TCP health programs, on their tracepoints (for the life of
+    /// this process). They need tracefs: it is mounted if it is not.
+    fn attach_tracepoints(ebpf: &mut Ebpf) -> Result<(), String> {
+        let tracefs = std::path::Path::new("/sys/kernel/tracing");
+        if !tracefs.join("events").exists() && !std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
+            let status = std::process::Command::new("mount").args(["-t", "tracefs", "nodev"]).arg(tracefs).status();
+            if !status.is_ok_and(|s| s.success()) {
+                return Err("tracefs is not mounted at /sys/kernel/tracing and could not be (CAP_SYS_ADMIN)".into());
+            }
+        }
+        for (name, category, event) in TRACEPOINTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("the eBPF object has no {name}"))?
+                .try_into()
+                .map_err(|e| format!("{name}: {e}"))?;
+            program.load().map_err(|e| format!("{name}: {e}"))?;
+            program.attach(category, event).map_err(|e| format!("{category}:{event}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Why TCP health is not counted live, if it is not.
+    pub fn health_unavailable(&self) -> Option<&str> {
+        self.health_unavailable.as_deref()
     }
 
     fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, LoadError> {
@@ -226,6 +285,7 @@ impl FlowCounters {
         let map: BpfHashMap<&MapData, RawKey, RawCounters> =
             BpfHashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
         let wall = |ns: u64| Timestamp((i128::from(ns) + self.clock_offset_ns).max(0) as u64);
+        let health = self.read_health();
         let mut out = Vec::new();
         // An entry evicted or removed while iterating ends this pass early;
         // the next read picks up what is left.
@@ -245,9 +305,30 @@ impl FlowCounters {
                 syn: v.flags & FLAG_SYN != 0,
                 syn_ack: v.flags & FLAG_SYNACK != 0,
                 fin: v.flags & FLAG_FIN != 0,
+                rst: v.flags & FLAG_RST != 0,
+                health: health.get(&k).copied().unwrap_or_default(),
             });
         }
         Ok(out)
+    }
+
+    /// The sockets' TCP health, by the flow key of what each sends (the
+    /// same keys as the flows').
+    fn read_health(&self) -> HashMap<RawKey, SocketHealth> {
+        let Some(map) = self.ebpf.map("tcp_health") else { return HashMap::new() };
+        let Ok(map) = BpfHashMap::<&MapData, RawKey, RawHealth>::try_from(map) else { return HashMap::new() };
+        map.iter()
+            .flatten()
+            .map(|(k, v)| {
+                let h = SocketHealth {
+                    retransmits: v.retransmits,
+                    failed_connects: v.failed_connects,
+                    handshakes: v.handshakes,
+                    rtt_sum_us: v.rtt_sum_ns / 1_000,
+                };
+                (k, h)
+            })
+            .collect()
     }
 
     /// Drops both directions of a flow from the map (it went idle).
@@ -259,9 +340,23 @@ impl FlowCounters {
             L4Proto::Tcp => libc::IPPROTO_TCP,
             L4Proto::Udp => libc::IPPROTO_UDP,
         } as u8;
-        for (s, d) in [(a, b), (b, a)] {
-            let key = RawKey { src: mapped(s.ip), dst: mapped(d.ip), sport: s.port, dport: d.port, proto, pad: [0; 3] };
-            let _ = map.remove(&key);
+        let keys = [(a, b), (b, a)].map(|(s, d)| RawKey {
+            src: mapped(s.ip),
+            dst: mapped(d.ip),
+            sport: s.port,
+            dport: d.port,
+            proto,
+            pad: [0; 3],
+        });
+        for key in &keys {
+            let _ = map.remove(key);
+        }
+        if let Some(Ok(mut health)) =
+            self.ebpf.map_mut("tcp_health").map(BpfHashMap::<&mut MapData, RawKey, RawHealth>::try_from)
+        {
+            for key in &keys {
+                let _ = health.remove(key);
+            }
         }
     }
 
@@ -301,5 +396,6 @@ mod tests {
     fn the_key_layout_matches_the_c_struct() {
         assert_eq!(std::mem::size_of::<RawKey>(), 40);
         assert_eq!(std::mem::size_of::<RawCounters>(), 48);
+        assert_eq!(std::mem::size_of::<RawHealth>(), 40);
     }
 }

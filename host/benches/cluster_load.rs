@@ -265,6 +265,8 @@ fn worker_memory() {
             last_ts: d.last_ts,
             syn: false,
             syn_ack: false,
+            rst: false,
+            health: Default::default(),
             fin: false,
         };
         [r(d.client, d.server, d.to_server), r(d.server, d.client, d.to_client)]

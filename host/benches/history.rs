@@ -142,6 +142,16 @@ fn main() {
         rss_kib("VmHWM") as f64 / 1024.0,
         rss_kib("VmRSS") as f64 / 1024.0
     );
+    // The budgets hold: the file within --history-bytes, and the whole
+    // process (history's open intervals, the queue to the writer, redb's
+    // cache, and this bench's own workload names) within half the hub's
+    // 1 GiB memory limit.
+    assert!(s.file_bytes <= s.budget_bytes, "the file outgrew its budget: {s:?}");
+    assert!(rss_kib("VmHWM") <= 512 << 10, "peak RSS {} KiB", rss_kib("VmHWM"));
+    assert_eq!((s.pending_dropped, s.refused_samples, s.write_errors), (0, 0, 0), "{s:?}");
+    if bench {
+        assert!(s.file_bytes as f64 / edge_minutes <= 64.0, "history costs more than 64 B per edge per minute");
+    }
     for (name, from, kind) in [
         ("last hour, L4, by pod", end - 3_600, MapKind::L4),
         ("last hour, L7, by pod", end - 3_600, MapKind::L7),

@@ -36,6 +36,7 @@ struct flow_key {
 #define FLAG_SYN 1 // a SYN without ACK: this direction is the client's
 #define FLAG_FIN 2 // FIN or RST seen
 #define FLAG_SYNACK 4
+#define FLAG_RST 8 // RST seen: this direction's sender reset the connection
 
 struct flow_counters {
 	__u64 packets;
@@ -134,6 +135,8 @@ static __always_inline __u32 parse(struct __sk_buff *skb, struct flow_key *key, 
 			*flags |= FLAG_SYNACK;
 		if (tcp->fin || tcp->rst)
 			*flags |= FLAG_FIN;
+		if (tcp->rst)
+			*flags |= FLAG_RST;
 	} else if (key->proto == IPPROTO_UDP) {
 		struct udphdr *udp = l4;
 		if ((void *)(udp + 1) > end)
@@ -205,6 +208,160 @@ SEC("classifier")
 int trawl_received(struct __sk_buff *skb)
 {
 	return count(skb, 1);
+}
+
+// ---- TCP health, from the kernel's own view of each socket ------------
+//
+// As Coroot does: `tcp:tcp_retransmit_skb` counts the segments a socket
+// sends again, and `sock:inet_sock_set_state` times each connect (from
+// SYN_SENT to ESTABLISHED: the handshake's round trip as the client sees
+// it) and counts those that never got there (SYN_SENT to CLOSE: refused,
+// or never answered). Both fire for every socket on the node, pods' too,
+// and are keyed like `flows`: the socket's own address as `src`, so
+// userspace joins them to the same flows. Resets come from the packets
+// (FLAG_RST above).
+
+struct tcp_health {
+	__u64 retransmits;     // segments this socket sent again
+	__u64 failed_connects; // connects that ended before ESTABLISHED
+	__u64 handshakes;      // connects timed, and their round trips
+	__u64 rtt_sum_ns;
+	__u64 rtt_max_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct tcp_health);
+} tcp_health SEC(".maps");
+
+// Sockets in SYN_SENT, by address: when they entered it. (At SYN_SENT the
+// source port may not be bound yet, so the tuple is read at the next
+// transition.)
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} connecting SEC(".maps");
+
+// The tracepoints' records, as /sys/kernel/tracing/events/*/format gives
+// them (stable since Linux 4.16; later kernels only append fields).
+struct tp_retransmit_skb {
+	__u64 common;
+	const void *skbaddr;
+	const void *skaddr;
+	int state;
+	__u16 sport; // host byte order
+	__u16 dport;
+	__u16 family;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
+
+struct tp_inet_sock_set_state {
+	__u64 common;
+	const void *skaddr;
+	int oldstate;
+	int newstate;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 protocol;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+
+static __always_inline int socket_key(struct flow_key *key, __u16 family, const __u8 *s4, const __u8 *d4,
+				      const __u8 *s6, const __u8 *d6, __u16 sport, __u16 dport)
+{
+	if (family == AF_INET) {
+		__builtin_memset(key->src, 0, 10);
+		__builtin_memset(key->dst, 0, 10);
+		key->src[10] = key->src[11] = 0xff;
+		key->dst[10] = key->dst[11] = 0xff;
+		__builtin_memcpy(key->src + 12, s4, 4);
+		__builtin_memcpy(key->dst + 12, d4, 4);
+	} else if (family == AF_INET6) {
+		__builtin_memcpy(key->src, s6, 16);
+		__builtin_memcpy(key->dst, d6, 16);
+	} else {
+		return 0;
+	}
+	key->sport = sport;
+	key->dport = dport;
+	key->proto = IPPROTO_TCP;
+	return 1;
+}
+
+static __always_inline struct tcp_health *health_of(struct flow_key *key)
+{
+	struct tcp_health *h = bpf_map_lookup_elem(&tcp_health, key);
+	if (h)
+		return h;
+	struct tcp_health zero = {};
+	bpf_map_update_elem(&tcp_health, key, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tcp_health, key);
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int trawl_retransmit(struct tp_retransmit_skb *ctx)
+{
+	struct flow_key key = {};
+	if (!socket_key(&key, ctx->family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6, ctx->sport,
+			ctx->dport))
+		return 0;
+	struct tcp_health *h = health_of(&key);
+	if (h)
+		__sync_fetch_and_add(&h->retransmits, 1);
+	return 0;
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int trawl_sock_state(struct tp_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	__u64 sk = (__u64)(long)ctx->skaddr;
+	if (ctx->newstate == TCP_SYN_SENT) {
+		__u64 now = bpf_ktime_get_ns();
+		bpf_map_update_elem(&connecting, &sk, &now, BPF_ANY);
+		return 0;
+	}
+	if (ctx->oldstate != TCP_SYN_SENT)
+		return 0;
+	__u64 *start = bpf_map_lookup_elem(&connecting, &sk);
+	if (!start)
+		return 0;
+	__u64 took = bpf_ktime_get_ns() - *start;
+	bpf_map_delete_elem(&connecting, &sk);
+	struct flow_key key = {};
+	if (!socket_key(&key, ctx->family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6, ctx->sport,
+			ctx->dport))
+		return 0;
+	struct tcp_health *h = health_of(&key);
+	if (!h)
+		return 0;
+	if (ctx->newstate == TCP_ESTABLISHED) {
+		__sync_fetch_and_add(&h->handshakes, 1);
+		__sync_fetch_and_add(&h->rtt_sum_ns, took);
+		if (took > h->rtt_max_ns)
+			h->rtt_max_ns = took;
+	} else if (ctx->newstate == TCP_CLOSE) {
+		__sync_fetch_and_add(&h->failed_connects, 1);
+	}
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -117,6 +117,20 @@ fn grown(new: [u64; 3], old: [u64; 3]) -> [u64; 3] {
     [new[0].saturating_sub(old[0]), new[1].saturating_sub(old[1]), new[2].saturating_sub(old[2])]
 }
 
+/// What a flow's TCP health grew by, as one delta.
+fn health_growth(new: super::proto::HealthTotals, old: super::proto::HealthTotals) -> trawl_core::TcpHealthDelta {
+    let g: Vec<u64> = new.iter().zip(old).map(|(n, o)| n.saturating_sub(o)).collect();
+    let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    trawl_core::TcpHealthDelta {
+        retransmits_to_server: sat(g[0]),
+        retransmits_to_client: sat(g[1]),
+        reset_by_client: g[2] > 0,
+        reset_by_server: g[3] > 0,
+        failed_connect: g[4] > 0,
+        handshake_rtt_us: (g[5] > 0).then(|| sat(g[6] / g[5])),
+    }
+}
+
 fn raise(acc: &mut [u64; 3], to: [u64; 3]) {
     for i in 0..3 {
         acc[i] = acc[i].max(to[i]);
@@ -216,11 +230,16 @@ impl Merger {
                 to_server: [0; 3],
                 to_client: [0; 3],
                 closed: false,
+                health: [0; 7],
                 ..t.clone()
             });
             let (s, c) = (grown(t.to_server, last.to_server), grown(t.to_client, last.to_client));
+            let health = health_growth(t.health, last.health);
             raise(&mut last.to_server, t.to_server);
             raise(&mut last.to_client, t.to_client);
+            for (acc, n) in last.health.iter_mut().zip(t.health) {
+                *acc = (*acc).max(n);
+            }
             last.last_ts = last.last_ts.max(t.last_ts);
             if t.closed {
                 let Some(last) = self.open.remove(&key) else { continue };
@@ -230,7 +249,7 @@ impl Merger {
                     Some(entry) => fold(entry, &last),
                     None => self.conversations_unkept += 1,
                 }
-            } else if s[0] == 0 && c[0] == 0 {
+            } else if s[0] == 0 && c[0] == 0 && health.is_empty() {
                 continue;
             }
             state.add_delta(&FlowDelta {
@@ -243,7 +262,7 @@ impl Merger {
                 last_ts: Timestamp(t.last_ts),
                 orientation: if t.syn { Orientation::Syn } else { Orientation::Inferred },
                 closed: t.closed,
-                health: Default::default(),
+                health,
             });
         }
     }
@@ -537,6 +556,7 @@ mod tests {
                     to_client: [0; 3],
                     syn: true,
                     closed: true,
+                    health: [0; 7],
                 }
             })
             .collect();

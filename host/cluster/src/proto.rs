@@ -20,8 +20,9 @@ pub use trawl_service::workers::WorkerCounters;
 /// status is typed (counters, plugin status); 5: plugin status carries
 /// probe, stream and skipped bytes (amplification); 6: worker counters
 /// carry losses by cause, and the hub can reset a quarantined plugin; 7:
-/// plugin status carries the fields a plugin declares.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// plugin status carries the fields a plugin declares; 8: flow totals carry
+/// TCP health.
+pub const PROTOCOL_VERSION: u16 = 8;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -41,7 +42,14 @@ pub struct FlowTotals {
     /// The TCP handshake decided who is the client.
     pub syn: bool,
     pub closed: bool,
+    /// TCP health so far, see [`HealthTotals`].
+    pub health: HealthTotals,
 }
+
+/// A flow's TCP health so far: segments sent again to the server and to
+/// the client, resets by client and by server, failed connects, and
+/// handshakes timed with their round trips' sum (µs).
+pub type HealthTotals = [u64; 7];
 
 /// The closed flows of one conversation (client IP, server IP and port),
 /// cumulative over a worker's counting epoch: what lets a restarted hub
