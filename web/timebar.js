@@ -45,7 +45,16 @@ export class TimeBar {
       play: $t('time-play'),
       speed: $t('time-speed'),
       compare: $t('time-compare'),
+      at: $t('time-at'),
     };
+    // Pick a window: the one that ends at the time typed (UTC).
+    this.el.at.addEventListener('change', () => {
+      const t = Date.parse(`${this.el.at.value}Z`) / 1000;
+      if (!Number.isFinite(t)) return;
+      const to = Math.ceil(t / 10) * 10;
+      this.play(false);
+      this.show({ from: to - this.span, to });
+    });
     this.el.live.addEventListener('click', () => this.goLive());
     this.el.back.addEventListener('click', () => this.step(-1));
     this.el.forward.addEventListener('click', () => this.step(1));
@@ -156,6 +165,7 @@ export class TimeBar {
     this.el.play.setAttribute('aria-pressed', String(!!this.timer));
     this.el.play.title = this.timer ? 'Pause' : 'Play the past';
     this.el.compare.checked = this.compare;
+    if (w && document.activeElement !== this.el.at) this.el.at.value = new Date(w.to * 1000).toISOString().slice(0, 19);
     this.el.compare.disabled = !w;
   }
 }

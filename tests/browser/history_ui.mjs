@@ -60,9 +60,15 @@ const moved = await page.evaluate((was) => Object.entries(was).filter(([n, p]) =
 if (moved.length) await fail(`stepping moved nodes: ${moved}`);
 await page.screenshot({ path: join(shots, 'history-before.png') });
 
-// Forward again, then compare with the window before.
+// Forward again, then pick the before window by its end time, then the
+// after one again; then compare with the window before.
 await page.getByTestId('time-forward').click();
 await waitEdges(AFTER, B, 'one window forward');
+const iso = (secs) => new Date(secs * 1000).toISOString().slice(0, 19);
+await page.getByTestId('time-at').fill(iso(B));
+await waitEdges(BEFORE, B - 10, 'the window picked by its end');
+await page.getByTestId('time-at').fill(iso(B + 10));
+await waitEdges(AFTER, B, 'the after window picked by its end');
 await page.getByTestId('time-compare').check();
 const want = { new: 'added', gone: 'removed', flaky: 'worse', slow: 'worse', steady: 'same' };
 try {
