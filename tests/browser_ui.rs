@@ -45,12 +45,22 @@ fn run_script(script: &std::path::Path, args: &[&str], shots: &std::path::Path) 
     assert!(out.status.success(), "browser test failed (screenshots in {}):\n{log}", shots.display());
 }
 
+/// One browser test at a time: the time-travel test builds a netns lab,
+/// and Chromium aborts page loads (`ERR_NETWORK_CHANGED`) when interfaces
+/// come and go while it loads.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn count(v: &Value, key: &str) -> usize {
     v[key].as_array().map_or(0, Vec::len)
 }
 
 #[test]
 fn map_ui_in_headless_chromium() {
+    let _serial = one_at_a_time();
     if !tools_or_skip(&["chromium", "node", "curl"]) {
         return;
     }
@@ -105,6 +115,7 @@ fn map_ui_in_headless_chromium() {
 /// carries no token (it rides in a subprotocol).
 #[test]
 fn the_ui_asks_for_a_token_then_draws_the_map() {
+    let _serial = one_at_a_time();
     if !tools_or_skip(&["chromium", "node", "curl"]) {
         return;
     }
@@ -141,6 +152,7 @@ fn the_ui_asks_for_a_token_then_draws_the_map() {
 /// buffer let go, growing once the page is open.
 #[test]
 fn the_ui_warns_when_losses_grow() {
+    let _serial = one_at_a_time();
     use std::sync::atomic::{AtomicBool, Ordering};
     use trawl_host::cluster::proto::{PROTOCOL_VERSION, ToHub, WorkerCounters, WorkerStatus, write_frame};
     if !tools_or_skip(&["chromium", "node", "curl"]) {
@@ -202,6 +214,7 @@ fn the_ui_warns_when_losses_grow() {
 /// faded) and goes live again, where health follows errors and latency.
 #[test]
 fn time_travel_and_compare_in_chromium() {
+    let _serial = one_at_a_time();
     if !support::root_or_skip() || !tools_or_skip(&["chromium", "node", "curl", "tcpdump", "python3", "mergecap"]) {
         return;
     }

@@ -3,7 +3,7 @@
 //! retires `gone`, brings up `new`, breaks `flaky` (every answer a 500)
 //! and slows `slow` (50 ms per answer), while `steady` stays as it was.
 //! The phases land in 10 s intervals of their own (history's finest), on
-//! either side of `boundary`.
+//! either side of `boundary`, each whole in its interval.
 
 use super::{Capture, wait_for};
 use std::path::{Path, PathBuf};
@@ -87,11 +87,17 @@ pub(crate) fn record(dir: &Path, prefix: &str) -> Phases {
         dump.stop();
         file
     };
+    // History keeps 10 s intervals: each phase starts a second into one
+    // of its own (and takes about three), so [boundary - 10, boundary)
+    // holds all of "before" and [boundary, boundary + 10) all of "after".
+    let next_interval = || {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        std::thread::sleep(std::time::Duration::from_secs_f64(11.0 - wall % 10.0));
+        (wall as u64 / 10 + 1) * 10
+    };
+    next_interval();
     let before = record("before.pcap", &[("gone", "ok"), ("flaky", "ok"), ("slow", "ok"), ("steady", "ok")]);
-    // History keeps 10 s intervals: start "after" in one of its own.
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    std::thread::sleep(std::time::Duration::from_secs_f64(11.0 - wall % 10.0));
-    let boundary = (wall as u64 / 10 + 1) * 10;
+    let boundary = next_interval();
     let after = record("after.pcap", &[("new", "ok"), ("flaky", "fail"), ("slow", "slow"), ("steady", "ok")]);
     let inventory = dir.join("inventory.json");
     std::fs::write(&inventory, serde_json::to_vec(&lab.inventory()).unwrap()).unwrap();
