@@ -7,7 +7,7 @@
 use crate::decode::L4Proto;
 use crate::flow::{DirCounters, Endpoint, FlowDelta, Orientation};
 use crate::ports::ServicePorts;
-use crate::tcp_health::TcpHealthDelta;
+use crate::tcp_health::{EdgeHealth, TcpHealthDelta};
 use crate::time::Timestamp;
 use std::collections::HashMap;
 
@@ -207,15 +207,17 @@ impl CounterTable {
     /// What the sockets' health grew by, as the flow's client and server.
     fn health_delta(&self, key: &PairKey, pair: &Pair, grown: &[HealthGrowth; 2]) -> TcpHealthDelta {
         let (c, s) = if self.a_is_client(key, pair) { (&grown[0], &grown[1]) } else { (&grown[1], &grown[0]) };
-        let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        TcpHealthDelta {
-            retransmits_to_server: sat(c.retransmits),
-            retransmits_to_client: sat(s.retransmits),
-            reset_by_client: c.reset,
-            reset_by_server: s.reset,
-            failed_connect: c.failed_connects > 0,
-            handshake_rtt_us: (c.handshakes > 0).then(|| sat(c.rtt_sum_us / c.handshakes)),
-        }
+        let grown = EdgeHealth {
+            retransmits_to_server: c.retransmits,
+            retransmits_to_client: s.retransmits,
+            resets_by_client: u64::from(c.reset),
+            resets_by_server: u64::from(s.reset),
+            failed_connects: c.failed_connects,
+            handshakes: c.handshakes,
+            handshake_rtt_sum_us: c.rtt_sum_us,
+            handshake_rtt_max_us: 0,
+        };
+        grown.since(&EdgeHealth::default())
     }
 
     fn delta(&self, key: &PairKey, pair: &Pair, grown: [DirCounters; 2], closed: bool) -> FlowDelta {

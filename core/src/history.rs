@@ -251,16 +251,7 @@ impl Sample {
                 a.to_server.merge(&b.to_server);
                 a.to_client.merge(&b.to_client);
                 a.flows += b.flows;
-                let h = &mut a.health;
-                let o = &b.health;
-                h.retransmits_to_server += o.retransmits_to_server;
-                h.retransmits_to_client += o.retransmits_to_client;
-                h.resets_by_client += o.resets_by_client;
-                h.resets_by_server += o.resets_by_server;
-                h.failed_connects += o.failed_connects;
-                h.handshakes += o.handshakes;
-                h.handshake_rtt_sum_us += o.handshake_rtt_sum_us;
-                h.handshake_rtt_max_us = h.handshake_rtt_max_us.max(o.handshake_rtt_max_us);
+                a.health.merge(&b.health);
             }
             (Sample::L7(a), Sample::L7(b)) => {
                 a.requests += b.requests;
@@ -316,7 +307,12 @@ impl IntervalSamples {
 
     /// An L7 record between two resolved workloads.
     pub fn add_record(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
-        let host = crate::vhost::record_host(r);
+        self.add_record_for_host(r, src, dst, crate::vhost::record_host(r));
+    }
+
+    /// [`IntervalSamples::add_record`] with the record's virtual host
+    /// already named.
+    pub fn add_record_for_host(&mut self, r: &L7Record, src: &Workload, dst: &Workload, host: Option<String>) {
         let key = EdgeKey { layer: Layer::L7(r.protocol.clone()), src: End::of(src), dst: End::of(dst), host };
         if let Some(Sample::L7(s)) = self.entry(key, || Sample::L7(L7Sample::default())) {
             s.requests += 1;

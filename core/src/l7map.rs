@@ -300,8 +300,13 @@ impl L7Map {
 
     /// Adds a record between two resolved workloads.
     pub fn apply(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
-        let host = crate::vhost::record_host(r);
-        if let Some(e) = self.edge_mut(src, dst, &r.protocol, host.as_deref()) {
+        self.apply_for_host(r, src, dst, crate::vhost::record_host(r).as_deref());
+    }
+
+    /// [`L7Map::apply`] with the record's virtual host already named
+    /// ([`crate::vhost::record_host`]), for callers that feed several maps.
+    pub fn apply_for_host(&mut self, r: &L7Record, src: &Workload, dst: &Workload, host: Option<&str>) {
+        if let Some(e) = self.edge_mut(src, dst, &r.protocol, host) {
             e.hostless += u64::from(host.is_none());
             e.requests += 1;
             e.errors += u64::from(r.error);

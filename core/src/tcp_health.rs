@@ -75,6 +75,36 @@ impl EdgeHealth {
         }
     }
 
+    /// Adds another edge's (or interval's) totals.
+    pub fn merge(&mut self, o: &EdgeHealth) {
+        self.retransmits_to_server += o.retransmits_to_server;
+        self.retransmits_to_client += o.retransmits_to_client;
+        self.resets_by_client += o.resets_by_client;
+        self.resets_by_server += o.resets_by_server;
+        self.failed_connects += o.failed_connects;
+        self.handshakes += o.handshakes;
+        self.handshake_rtt_sum_us += o.handshake_rtt_sum_us;
+        self.handshake_rtt_max_us = self.handshake_rtt_max_us.max(o.handshake_rtt_max_us);
+    }
+
+    /// What these totals grew by since `before`, as one delta: the
+    /// handshakes since then as their mean round trip. (The inverse of
+    /// [`EdgeHealth::add`], for totals kept elsewhere: the kernel's, a
+    /// worker's.)
+    pub fn since(&self, before: &EdgeHealth) -> TcpHealthDelta {
+        let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let handshakes = self.handshakes.saturating_sub(before.handshakes);
+        let rtt_sum = self.handshake_rtt_sum_us.saturating_sub(before.handshake_rtt_sum_us);
+        TcpHealthDelta {
+            retransmits_to_server: sat(self.retransmits_to_server.saturating_sub(before.retransmits_to_server)),
+            retransmits_to_client: sat(self.retransmits_to_client.saturating_sub(before.retransmits_to_client)),
+            reset_by_client: self.resets_by_client > before.resets_by_client,
+            reset_by_server: self.resets_by_server > before.resets_by_server,
+            failed_connect: self.failed_connects > before.failed_connects,
+            handshake_rtt_us: (handshakes > 0).then(|| sat(rtt_sum / handshakes)),
+        }
+    }
+
     /// As the map shows it.
     pub fn view(&self) -> HealthView {
         let ms = |us: f64| us.round() / 1_000.0;

@@ -106,7 +106,8 @@ fn main() {
         for i in l4_edges..l4_edges + l7_edges {
             // Five requests per edge per interval.
             for n in 0..5 {
-                h.add_record(&record(t, i, n), &clients[i], &servers[i]);
+                let r = record(t, i, n);
+                h.add_record(&r, &clients[i], &servers[i], trawl_core::vhost::record_host(&r));
             }
         }
         t += 10;

@@ -287,12 +287,12 @@ static __always_inline int socket_key(struct flow_key *key, __u16 family, const 
 				      const __u8 *s6, const __u8 *d6, __u16 sport, __u16 dport)
 {
 	if (family == AF_INET) {
-		__builtin_memset(key->src, 0, 10);
-		__builtin_memset(key->dst, 0, 10);
-		key->src[10] = key->src[11] = 0xff;
-		key->dst[10] = key->dst[11] = 0xff;
-		__builtin_memcpy(key->src + 12, s4, 4);
-		__builtin_memcpy(key->dst + 12, d4, 4);
+		// Copied out first: the record's addresses are not 4-byte aligned.
+		__u32 src, dst;
+		__builtin_memcpy(&src, s4, 4);
+		__builtin_memcpy(&dst, d4, 4);
+		v4_mapped(key->src, src);
+		v4_mapped(key->dst, dst);
 	} else if (family == AF_INET6) {
 		__builtin_memcpy(key->src, s6, 16);
 		__builtin_memcpy(key->dst, d6, 16);

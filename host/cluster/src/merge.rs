@@ -117,18 +117,17 @@ fn grown(new: [u64; 3], old: [u64; 3]) -> [u64; 3] {
     [new[0].saturating_sub(old[0]), new[1].saturating_sub(old[1]), new[2].saturating_sub(old[2])]
 }
 
-/// What a flow's TCP health grew by, as one delta.
-fn health_growth(new: super::proto::HealthTotals, old: super::proto::HealthTotals) -> trawl_core::TcpHealthDelta {
-    let g: Vec<u64> = new.iter().zip(old).map(|(n, o)| n.saturating_sub(o)).collect();
-    let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-    trawl_core::TcpHealthDelta {
-        retransmits_to_server: sat(g[0]),
-        retransmits_to_client: sat(g[1]),
-        reset_by_client: g[2] > 0,
-        reset_by_server: g[3] > 0,
-        failed_connect: g[4] > 0,
-        handshake_rtt_us: (g[5] > 0).then(|| sat(g[6] / g[5])),
+/// Totals only grow: a frame older than one seen lowers nothing.
+fn raise_health(acc: &mut trawl_core::tcp_health::EdgeHealth, to: &trawl_core::tcp_health::EdgeHealth) {
+    acc.retransmits_to_server = acc.retransmits_to_server.max(to.retransmits_to_server);
+    acc.retransmits_to_client = acc.retransmits_to_client.max(to.retransmits_to_client);
+    acc.resets_by_client = acc.resets_by_client.max(to.resets_by_client);
+    acc.resets_by_server = acc.resets_by_server.max(to.resets_by_server);
+    acc.failed_connects = acc.failed_connects.max(to.failed_connects);
+    if to.handshakes > acc.handshakes {
+        (acc.handshakes, acc.handshake_rtt_sum_us) = (to.handshakes, to.handshake_rtt_sum_us);
     }
+    acc.handshake_rtt_max_us = acc.handshake_rtt_max_us.max(to.handshake_rtt_max_us);
 }
 
 fn raise(acc: &mut [u64; 3], to: [u64; 3]) {
@@ -230,16 +229,14 @@ impl Merger {
                 to_server: [0; 3],
                 to_client: [0; 3],
                 closed: false,
-                health: [0; 7],
+                health: Default::default(),
                 ..t.clone()
             });
             let (s, c) = (grown(t.to_server, last.to_server), grown(t.to_client, last.to_client));
-            let health = health_growth(t.health, last.health);
+            let health = t.health.since(&last.health);
             raise(&mut last.to_server, t.to_server);
             raise(&mut last.to_client, t.to_client);
-            for (acc, n) in last.health.iter_mut().zip(t.health) {
-                *acc = (*acc).max(n);
-            }
+            raise_health(&mut last.health, &t.health);
             last.last_ts = last.last_ts.max(t.last_ts);
             if t.closed {
                 let Some(last) = self.open.remove(&key) else { continue };
@@ -556,7 +553,7 @@ mod tests {
                     to_client: [0; 3],
                     syn: true,
                     closed: true,
-                    health: [0; 7],
+                    health: Default::default(),
                 }
             })
             .collect();

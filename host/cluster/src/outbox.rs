@@ -156,21 +156,9 @@ impl Outbox {
             to_client: [0; 3],
             syn: d.orientation == Orientation::Syn,
             closed: false,
-            health: [0; 7],
+            health: Default::default(),
         });
-        let h = &d.health;
-        let rtt = h.handshake_rtt_us.map_or(0, u64::from);
-        for (acc, n) in t.health.iter_mut().zip([
-            u64::from(h.retransmits_to_server),
-            u64::from(h.retransmits_to_client),
-            u64::from(h.reset_by_client),
-            u64::from(h.reset_by_server),
-            u64::from(h.failed_connect),
-            u64::from(h.handshake_rtt_us.is_some()),
-            rtt,
-        ]) {
-            *acc += n;
-        }
+        t.health.add(&d.health);
         for (acc, c) in [(&mut t.to_server, &d.to_server), (&mut t.to_client, &d.to_client)] {
             acc[0] += c.packets;
             acc[1] += c.bytes;

@@ -42,14 +42,9 @@ pub struct FlowTotals {
     /// The TCP handshake decided who is the client.
     pub syn: bool,
     pub closed: bool,
-    /// TCP health so far, see [`HealthTotals`].
-    pub health: HealthTotals,
+    /// TCP health so far.
+    pub health: trawl_core::tcp_health::EdgeHealth,
 }
-
-/// A flow's TCP health so far: segments sent again to the server and to
-/// the client, resets by client and by server, failed connects, and
-/// handshakes timed with their round trips' sum (µs).
-pub type HealthTotals = [u64; 7];
 
 /// The closed flows of one conversation (client IP, server IP and port),
 /// cumulative over a worker's counting epoch: what lets a restarted hub

@@ -555,11 +555,13 @@ impl GraphState {
         }
         let folded = &mut self.counters.external_addresses_folded;
         let (src, dst) = (self.externals.fold(src, folded), self.externals.fold(dst, folded));
+        // Named once, for every grouping's map and history.
+        let host = trawl_core::vhost::record_host(&r);
         for m in &mut self.l7 {
-            m.apply(&r, &src, &dst);
+            m.apply_for_host(&r, &src, &dst, host.as_deref());
         }
         if let Some(h) = &mut self.history {
-            h.add_record(&r, &src, &dst);
+            h.add_record(&r, &src, &dst, host);
         }
         self.now = self.now.max(r.ts());
         let bytes = r.approx_size();

@@ -96,33 +96,39 @@ fn data_now(st: &GraphState) -> u64 {
 /// The map of `[from, to)` for `spec` (grouping, map, filter, weights),
 /// in `/api/map`'s shape, with the `window` history covered.
 pub fn window_map(state: &SharedState, spec: SubscriptionSpec, from: u64, to: u64) -> Result<Value, WindowError> {
-    let (sub, snapshot, legend, health, now, records, split) = {
+    let (sub, snapshot, legend, health, now, in_window, identity, split) = {
         let st = lock(state);
         let sub = Subscription::checked(spec, &st.vocabulary())?;
         let snapshot = st.history().ok_or(WindowError::NoHistory)?.snapshot();
         let filtered = sub.spec.map == MapType::L7 && !sub.filter().is_all();
-        // A filtered L7 window reads the records in it (bounded by the log).
-        let records = filtered.then(|| {
+        // A filtered L7 window reads the records in it (bounded by the
+        // log). Only they are taken here; the filter runs after the state
+        // is let go, so a costly filter never holds up ingest or readers.
+        let in_window = filtered.then(|| {
+            let secs = |r: &trawl_core::record::L7Record| r.ts().as_nanos() / 1_000_000_000;
             let (_, log) = st.records_since(0);
-            let in_window = |r: &&std::sync::Arc<trawl_core::record::L7Record>| {
-                let t = r.ts().as_nanos() / 1_000_000_000;
-                t >= from && t < to
-            };
-            let mut samples = IntervalSamples::default();
             let mut oldest = None;
-            for r in log {
-                oldest.get_or_insert(r.ts().as_nanos() / 1_000_000_000);
-                if in_window(&r) && sub.filter().matches(r, st.legend()) {
-                    let at = r.ts();
-                    let src = st.identity().resolve(r.src.ip, at);
-                    let dst = st.identity().resolve(r.dst.ip, at);
-                    samples.add_record(r, &src, &dst);
-                }
-            }
-            (samples, oldest)
+            let records: Vec<std::sync::Arc<trawl_core::record::L7Record>> = log
+                .inspect(|r| {
+                    oldest.get_or_insert(secs(r));
+                })
+                .filter(|r| (from..to).contains(&secs(r)))
+                .cloned()
+                .collect();
+            (records, oldest)
         });
-        (sub, snapshot, st.legend().to_vec(), st.health, data_now(&st), records, st.split_hosts)
+        let identity = std::sync::Arc::clone(st.identity());
+        (sub, snapshot, st.legend().to_vec(), st.health, data_now(&st), in_window, identity, st.split_hosts)
     };
+    let records = in_window.map(|(records, oldest)| {
+        let mut samples = IntervalSamples::default();
+        for r in records.iter().filter(|r| sub.filter().matches(r, &legend)) {
+            let at = r.ts();
+            let (src, dst) = (identity.resolve(r.src.ip, at), identity.resolve(r.dst.ip, at));
+            samples.add_record(r, &src, &dst);
+        }
+        (samples, oldest)
+    });
     let kind = match sub.spec.map {
         MapType::L4 => MapKind::L4,
         MapType::L7 => MapKind::L7,
@@ -246,5 +252,26 @@ mod tests {
         assert_eq!(parse_range("now-10m,now", now), Ok((now - 600, now)));
         assert!(parse_range("now,now-10m", now).is_err(), "an empty window is an error");
         assert!(parse_range("now", now).is_err());
+    }
+
+    /// A filtered L7 window reads the record log: the filter picks its
+    /// requests, and the map says where the log starts.
+    #[test]
+    fn a_filtered_window_reads_the_record_log() {
+        use crate::{CaptureFilter, Graph, GraphState, history};
+        let history = history::History::open(&history::HistoryConfig::default()).unwrap();
+        let st = GraphState::new(std::sync::Arc::new(trawl_core::Identity::new()), CaptureFilter::default(), 10)
+            .with_history(history);
+        let state = Graph::new(st);
+        crate::add_http_records(&mut lock(&state), 5, |i| format!("/p{i}"));
+        let spec = |filter: &str| SubscriptionSpec { map: MapType::L7, filter: filter.into(), ..Default::default() };
+        let requests =
+            |v: &Value| v["edges"].as_array().unwrap().iter().filter_map(|e| e["requests"].as_u64()).sum::<u64>();
+        let all = window_map(&state, spec("http"), 0, 10).unwrap();
+        assert_eq!(requests(&all), 5, "{all}");
+        assert!(all.get("partial").is_none(), "the log holds the whole window: {all}");
+        let one = window_map(&state, spec("path == \"/p3\""), 0, 10).unwrap();
+        assert_eq!(requests(&one), 1, "{one}");
+        assert_eq!(requests(&window_map(&state, spec("dns"), 0, 10).unwrap()), 0);
     }
 }

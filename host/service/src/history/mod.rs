@@ -272,9 +272,16 @@ impl History {
         self.advance(secs(d.last_ts));
     }
 
-    pub fn add_record(&mut self, r: &trawl_core::record::L7Record, src: &Workload, dst: &Workload) {
+    /// A record, with its virtual host ([`trawl_core::vhost::record_host`]).
+    pub fn add_record(
+        &mut self,
+        r: &trawl_core::record::L7Record,
+        src: &Workload,
+        dst: &Workload,
+        host: Option<String>,
+    ) {
         if let Some(iv) = self.interval(r.ts()) {
-            iv.add_record(r, src, dst);
+            iv.add_record_for_host(r, src, dst, host);
         }
         self.advance(secs(r.ts()));
     }
@@ -439,12 +446,15 @@ impl History {
     /// Waits until everything closed so far is on disk (tests, shutdown).
     pub fn sync(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        while !lock(&self.shared.pending).is_empty() {
-            if std::time::Instant::now() >= deadline {
+        let mut pending = lock(&self.shared.pending);
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 return false;
             }
             self.shared.wake.notify_one();
-            std::thread::sleep(Duration::from_millis(5));
+            // The writer signals `room` after each commit.
+            pending = self.shared.room.wait_timeout(pending, left).unwrap_or_else(PoisonError::into_inner).0;
         }
         true
     }
