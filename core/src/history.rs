@@ -421,8 +421,15 @@ impl WindowMap {
         }
         let mut out: BTreeMap<WindowEdge, Sample> = BTreeMap::new();
         for ((a, b, layer, host), s) in &self.edges {
-            let split = hosts.get(b.as_str()).is_some_and(|h| h.len() > 1);
-            let k = (a.clone(), b.clone(), layer.clone(), host.clone().filter(|_| split));
+            let served = hosts.get(b.as_str());
+            let split = served.is_some_and(|h| h.len() > 1);
+            // As on the live map, a server's hosts past the first
+            // MAX_HOSTS_PER_SERVER (by name) share one edge.
+            let host = host.as_deref().filter(|_| split).map(|h| {
+                let kept = served.is_some_and(|hs| hs.iter().take(crate::vhost::MAX_HOSTS_PER_SERVER).any(|k| *k == h));
+                if kept { h.to_string() } else { crate::vhost::OTHER_HOSTS.to_string() }
+            });
+            let k = (a.clone(), b.clone(), layer.clone(), host);
             match out.get_mut(&k) {
                 Some(mine) => mine.merge(s),
                 None => {

@@ -236,6 +236,7 @@ impl L7Map {
                     Some(h.to_string())
                 }
                 crate::vhost::Note::Many => Some(h.to_string()),
+                crate::vhost::Note::Other => Some(crate::vhost::OTHER_HOSTS.to_string()),
             },
         };
         let key = (a, b, protocol.to_string(), vhost);
@@ -482,6 +483,23 @@ mod tests {
             whole.apply(&record(Some(h)), &client, &ingress);
         }
         assert_eq!(whole.view().edges.len(), 1, "split off: one edge");
+    }
+
+    /// Made-up `Host` headers cannot grow the map: past
+    /// MAX_HOSTS_PER_SERVER a server's hosts share one edge, and every
+    /// request is still counted.
+    #[test]
+    fn a_server_of_endless_hosts_has_bounded_edges() {
+        let (client, server) = (Workload::external([10, 0, 0, 1].into()), Workload::external([10, 0, 0, 2].into()));
+        let mut map = L7Map::new(GroupBy::Pod);
+        for i in 0..1_000 {
+            map.apply(&record(Some(&format!("h{i}.example"))), &client, &server);
+        }
+        let v = map.view();
+        assert_eq!(v.edges.len(), crate::vhost::MAX_HOSTS_PER_SERVER + 1);
+        assert_eq!(v.edges.iter().map(|e| e.requests).sum::<u64>(), 1_000);
+        let other = v.edges.iter().find(|e| e.host.as_deref() == Some(crate::vhost::OTHER_HOSTS));
+        assert_eq!(other.map(|e| e.requests), Some(1_000 - crate::vhost::MAX_HOSTS_PER_SERVER as u64));
     }
 
     #[test]

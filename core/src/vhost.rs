@@ -10,6 +10,12 @@ use std::hash::Hash;
 
 /// Longest host name kept (DNS's limit); longer ones count as no host.
 const MAX_HOST: usize = 253;
+/// Hosts one server gets an edge each for at most; the rest share
+/// [`OTHER_HOSTS`]' edge, so clients sending made-up `Host` headers
+/// cannot grow the map without bound.
+pub const MAX_HOSTS_PER_SERVER: usize = 64;
+/// The edge of a server's hosts beyond [`MAX_HOSTS_PER_SERVER`].
+pub const OTHER_HOSTS: &str = "(other hosts)";
 
 /// The virtual host a record asked for, if any: its `host` field
 /// normalised (see [`normalise`]).
@@ -62,7 +68,9 @@ pub fn l7_edge_id(source: &str, target: &str, protocol: &str, host: Option<&str>
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
     One(String),
-    Many,
+    /// The hosts with an edge of their own (at most
+    /// [`MAX_HOSTS_PER_SERVER`]).
+    Many(std::collections::HashSet<String>),
 }
 
 /// What [`Hosts::note`] learnt.
@@ -75,6 +83,9 @@ pub enum Note {
     BecameMany { first: String },
     /// The server serves several hosts: split.
     Many,
+    /// The server serves more hosts than it gets edges for: this one
+    /// goes to [`OTHER_HOSTS`]' edge.
+    Other,
 }
 
 /// The hosts each server (map node) has been asked for: one, or several.
@@ -100,16 +111,25 @@ impl<K: Hash + Eq + Clone> Hosts<K> {
             }
             Some(Seen::One(h)) if h == host => Note::Single,
             Some(seen @ Seen::One(_)) => {
-                let Seen::One(first) = std::mem::replace(seen, Seen::Many) else { return Note::Many };
+                let hosts = [host.to_string()].into_iter().collect();
+                let Seen::One(first) = std::mem::replace(seen, Seen::Many(hosts)) else { return Note::Many };
+                if let Seen::Many(hosts) = seen {
+                    hosts.insert(first.clone());
+                }
                 Note::BecameMany { first }
             }
-            Some(Seen::Many) => Note::Many,
+            Some(Seen::Many(hosts)) if hosts.contains(host) => Note::Many,
+            Some(Seen::Many(hosts)) if hosts.len() < MAX_HOSTS_PER_SERVER => {
+                hosts.insert(host.to_string());
+                Note::Many
+            }
+            Some(Seen::Many(_)) => Note::Other,
         }
     }
 
     /// Whether `server` has served several hosts.
     pub fn is_many(&self, server: &K) -> bool {
-        matches!(self.seen.get(server), Some(Seen::Many))
+        matches!(self.seen.get(server), Some(Seen::Many(_)))
     }
 }
 
@@ -126,6 +146,11 @@ mod tests {
         assert_eq!(h.note(&1, "b.example"), Note::BecameMany { first: "a.example".into() });
         assert_eq!(h.note(&1, "a.example"), Note::Many);
         assert!(h.is_many(&1) && !h.is_many(&2));
+        for i in 2..MAX_HOSTS_PER_SERVER {
+            assert_eq!(h.note(&1, &format!("h{i}.example")), Note::Many);
+        }
+        assert_eq!(h.note(&1, "one-too-many.example"), Note::Other, "bounded");
+        assert_eq!(h.note(&1, "b.example"), Note::Many, "the hosts kept keep their edges");
         assert_eq!(l7_edge_id("a", "b", "http", Some("x")), "a|b|http|x");
     }
 
