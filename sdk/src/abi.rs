@@ -87,6 +87,14 @@ impl Dir {
     pub fn from_code(code: u32) -> Self {
         if code == 1 { Dir::ToClient } else { Dir::ToServer }
     }
+
+    /// The other direction: where the answer to these bytes goes.
+    pub fn opposite(self) -> Self {
+        match self {
+            Dir::ToServer => Dir::ToClient,
+            Dir::ToClient => Dir::ToServer,
+        }
+    }
 }
 
 /// What a plugin tells the host about itself and its protocol. The map and
@@ -115,6 +123,36 @@ pub struct PluginInfo {
 }
 
 /// Answer of a stateless probe.
+impl PluginInfo {
+    /// A plugin named `name` with the defaults: version 0.1.0, `name` in
+    /// capitals as its abbreviation and as its long name, a grey colour,
+    /// no port hints, priority 0, probes of up to 64 bytes, gaps not
+    /// accepted and up to 64 KiB held per direction. State only what
+    /// differs: `PluginInfo { tcp_ports: vec![11211], ..PluginInfo::new("memcached") }`.
+    pub fn new(name: &str) -> Self {
+        PluginInfo {
+            name: name.to_string(),
+            version: "0.1.0".into(),
+            abbreviation: name.to_ascii_uppercase(),
+            long_name: name.to_string(),
+            color: "#888888".into(),
+            tcp_ports: Vec::new(),
+            udp_ports: Vec::new(),
+            priority: 0,
+            probe_depth: 64,
+            accepts_gaps: false,
+            max_buffer: 64 * 1024,
+        }
+    }
+}
+
+impl Default for PluginInfo {
+    /// [`PluginInfo::new`] with an empty name.
+    fn default() -> Self {
+        PluginInfo::new("")
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Probe {
     NoMatch,
@@ -162,8 +200,10 @@ pub enum Status {
     /// Keep going.
     Ok,
     /// These bytes are not this protocol (or the parser lost sync for good):
-    /// detach the connection, and let the host re-probe it.
-    Violation,
+    /// detach the connection, and let the host re-probe it. The plugin's
+    /// [`crate::Progress::Desync`]; one name on both sides of the ABI (it
+    /// was `Violation` before; the wire code is unchanged).
+    Desync,
     /// The protocol switched to something this plugin does not parse
     /// (for example an HTTP upgrade); detach without counting a fault.
     Handover,
@@ -307,6 +347,48 @@ impl Value {
 }
 
 impl Record {
+    /// A request numbered `transaction_id` (per connection), of `size`
+    /// bytes, seen at `ts`. Add the answer with [`Record::response`].
+    pub fn request(transaction_id: u64, method: impl Into<String>, ts: u64, size: u64) -> Self {
+        Record { transaction_id, method: method.into(), request_ts: Some(ts), request_size: size, ..Record::default() }
+    }
+
+    /// The answer: `size` bytes seen at `ts`.
+    pub fn response(mut self, ts: u64, size: u64) -> Self {
+        self.response_ts = Some(ts);
+        self.response_size = size;
+        self
+    }
+
+    /// The one-line summary the UI shows.
+    pub fn summary(mut self, summary: impl Into<String>) -> Self {
+        self.summary = summary.into();
+        self
+    }
+
+    /// The protocol's status code.
+    pub fn status(mut self, code: i64) -> Self {
+        self.status_code = Some(code);
+        self
+    }
+
+    /// Marks the exchange failed (counted in the edge's error rate).
+    pub fn error(mut self, error: bool) -> Self {
+        self.error = error;
+        self
+    }
+
+    /// Adds a field: `record.field("memcached_key", key).field("hit", true)`.
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.set(name, value);
+        self
+    }
+
+    /// Sets a field in place.
+    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
+        self.fields.insert(name.to_string(), value.into());
+    }
+
     /// About how many bytes this record holds (see [`Value::approx_size`]).
     pub fn approx_size(&self) -> usize {
         std::mem::size_of::<Record>()
@@ -335,6 +417,41 @@ impl From<i64> for Value {
 impl From<u64> for Value {
     fn from(v: u64) -> Self {
         Value::Int(v.min(i64::MAX as u64) as i64)
+    }
+}
+impl From<&String> for Value {
+    fn from(s: &String) -> Self {
+        Value::Str(s.clone())
+    }
+}
+impl From<std::borrow::Cow<'_, str>> for Value {
+    fn from(s: std::borrow::Cow<'_, str>) -> Self {
+        Value::Str(s.into_owned())
+    }
+}
+impl From<i32> for Value {
+    fn from(v: i32) -> Self {
+        Value::Int(v.into())
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(v.into())
+    }
+}
+impl From<usize> for Value {
+    fn from(v: usize) -> Self {
+        Value::from(v as u64)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
     }
 }
 impl From<bool> for Value {

@@ -5,7 +5,7 @@
 //! plugin tests drive a dissector through it without any wasm.
 
 use crate::abi::{self, ConnMeta, DataResult, Dir, L4, PluginInfo, Probe, Status};
-use crate::{Dissector, Output, Progress};
+use crate::{Ctx, Dissector, Output, Progress};
 use std::collections::BTreeMap;
 
 /// A dissector plus the state of every connection it serves.
@@ -29,8 +29,8 @@ impl<D: Dissector> std::fmt::Debug for Guest<D> {
     }
 }
 
-fn violation(consumed: u32, events: Vec<abi::Event>) -> DataResult {
-    DataResult { status: Status::Violation, consumed, needed: 0, skip: 0, events }
+fn desync(consumed: u32, events: Vec<abi::Event>) -> DataResult {
+    DataResult { status: Status::Desync, consumed, needed: 0, skip: 0, events }
 }
 
 impl<D: Dissector> Guest<D> {
@@ -62,11 +62,12 @@ impl<D: Dissector> Guest<D> {
     /// Feeds in-order bytes; see [`abi::FLAG_FIN`] and [`abi::FLAG_GAP`].
     pub fn data(&mut self, conn: u64, dir: Dir, flags: u32, ts: u64, bytes: &[u8], gap: u64) -> DataResult {
         let Some((meta, state)) = self.conns.get_mut(&conn) else {
-            return violation(0, Vec::new());
+            return desync(0, Vec::new());
         };
         let mut out = Output::default();
-        if flags & abi::FLAG_GAP != 0 && !self.dissector.gap(state, dir, gap, &mut out) {
-            return violation(0, out.take());
+        let mut cx = Ctx { meta, dir, ts, out: &mut out };
+        if flags & abi::FLAG_GAP != 0 && !self.dissector.gap(state, &mut cx, gap) {
+            return desync(0, cx.out.take());
         }
         let len = bytes.len() as u32;
         let mut consumed = 0u32;
@@ -75,7 +76,7 @@ impl<D: Dissector> Guest<D> {
         // Right after a skip the dissector hears of it even with no bytes.
         let mut skip_ended = flags & abi::FLAG_SKIPPED != 0;
         while consumed < len || std::mem::take(&mut skip_ended) {
-            match self.dissector.data(state, meta, dir, ts, &bytes[consumed as usize..], &mut out) {
+            match self.dissector.data(state, &mut cx, &bytes[consumed as usize..]) {
                 Progress::Done { consumed: 0 } => {
                     needed = len - consumed + 1;
                     break;
@@ -99,42 +100,43 @@ impl<D: Dissector> Guest<D> {
                     consumed += s as u32;
                     skip_ended = true;
                 }
-                Progress::Desync => return violation(consumed, out.take()),
+                Progress::Desync => return desync(consumed, cx.out.take()),
                 Progress::Handover { consumed: c } => {
                     return DataResult {
                         status: Status::Handover,
                         consumed: consumed + c.min(len - consumed),
                         needed: 0,
                         skip: 0,
-                        events: out.take(),
+                        events: cx.out.take(),
                     };
                 }
             }
         }
         if flags & abi::FLAG_FIN != 0 {
-            self.dissector.fin(state, meta, dir, ts, &bytes[consumed as usize..], &mut out);
+            self.dissector.fin(state, &mut cx, &bytes[consumed as usize..]);
             consumed = len;
             needed = 0;
             skip = 0;
         }
-        DataResult { status: Status::Ok, consumed, needed, skip, events: out.take() }
+        DataResult { status: Status::Ok, consumed, needed, skip, events: cx.out.take() }
     }
 
     pub fn datagram(&mut self, flow: u64, dir: Dir, ts: u64, bytes: &[u8]) -> DataResult {
         let Some((meta, state)) = self.conns.get_mut(&flow) else {
-            return violation(0, Vec::new());
+            return desync(0, Vec::new());
         };
         let mut out = Output::default();
-        match self.dissector.datagram(state, meta, dir, ts, bytes, &mut out) {
-            Progress::Desync => violation(0, out.take()),
-            _ => DataResult::ok(bytes.len() as u32, out.take()),
+        let mut cx = Ctx { meta, dir, ts, out: &mut out };
+        match self.dissector.datagram(state, &mut cx, bytes) {
+            Progress::Desync => desync(0, cx.out.take()),
+            _ => DataResult::ok(bytes.len() as u32, cx.out.take()),
         }
     }
 
     pub fn close(&mut self, conn: u64, ts: u64) -> DataResult {
         let mut out = Output::default();
-        if let Some((_, state)) = self.conns.remove(&conn) {
-            self.dissector.close(state, ts, &mut out);
+        if let Some((meta, state)) = self.conns.remove(&conn) {
+            self.dissector.close(state, &mut Ctx { meta: &meta, dir: Dir::ToServer, ts, out: &mut out });
         }
         DataResult::ok(0, out.take())
     }
@@ -228,7 +230,7 @@ mod wasm {
         pub fn export_open(&mut self, conn: u64, ptr: u32, len: u32) -> u64 {
             let result = match postcard::from_bytes::<ConnMeta>(input(ptr, len)) {
                 Ok(meta) => self.open(conn, meta),
-                Err(_) => violation(0, Vec::new()),
+                Err(_) => desync(0, Vec::new()),
             };
             self.emit(&result)
         }

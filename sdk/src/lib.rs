@@ -13,7 +13,7 @@
 //! connection of a worker thread.
 //!
 //! ```
-//! use trawl_sdk::{ConnMeta, Dir, Dissector, Output, PluginInfo, Probe, Progress, Record, L4};
+//! use trawl_sdk::{Ctx, Dir, Dissector, PluginInfo, Probe, Progress, Record, L4};
 //!
 //! #[derive(Default)]
 //! pub struct Echo;
@@ -27,40 +27,22 @@
 //!     type Conn = EchoConn;
 //!
 //!     fn info() -> PluginInfo {
-//!         PluginInfo {
-//!             name: "echo".into(),
-//!             version: "1.0.0".into(),
-//!             abbreviation: "ECHO".into(),
-//!             long_name: "Line echo".into(),
-//!             color: "#888888".into(),
-//!             tcp_ports: vec![7],
-//!             udp_ports: vec![],
-//!             priority: 0,
-//!             probe_depth: 64,
-//!             accepts_gaps: true,
-//!             max_buffer: 64 * 1024,
-//!         }
+//!         PluginInfo { tcp_ports: vec![7], ..PluginInfo::new("echo") }
 //!     }
 //!
 //!     fn probe(_l4: L4, _dir: Dir, bytes: &[u8]) -> Probe {
 //!         if bytes.contains(&b'\n') { Probe::MatchWeak } else { Probe::NeedMore }
 //!     }
 //!
-//!     fn data(&mut self, conn: &mut EchoConn, _meta: &ConnMeta, dir: Dir, ts: u64, bytes: &[u8], out: &mut Output) -> Progress {
+//!     fn data(&mut self, conn: &mut EchoConn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress {
 //!         // One record per complete line the client sends.
 //!         let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
 //!             return Progress::NeedMore { consumed: 0, needed: bytes.len() as u32 + 1 };
 //!         };
-//!         if dir == Dir::ToServer {
+//!         if cx.dir == Dir::ToServer {
 //!             conn.next_id += 1;
-//!             out.record(Record {
-//!                 transaction_id: conn.next_id,
-//!                 method: "LINE".into(),
-//!                 summary: String::from_utf8_lossy(&bytes[..end]).into_owned(),
-//!                 request_size: end as u64 + 1,
-//!                 request_ts: Some(ts),
-//!                 ..Record::default()
-//!             });
+//!             let line = String::from_utf8_lossy(&bytes[..end]);
+//!             cx.record(Record::request(conn.next_id, "LINE", cx.ts, end as u64 + 1).summary(line).field("echo_len", end));
 //!         }
 //!         Progress::Done { consumed: end as u32 + 1 }
 //!     }
@@ -73,12 +55,15 @@
 pub mod abi;
 #[doc(hidden)]
 pub mod glue;
+pub mod pending;
 pub mod redact;
+pub mod stream;
 pub mod testing;
 pub mod value;
 
 pub use abi::{ConnMeta, DataResult, Dir, Event, L4, PluginInfo, Probe, Record, Status, Value};
 pub use glue::Guest;
+pub use pending::Pending;
 
 /// Result of one parse step: the three-way answer every trawl parser gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,12 +112,39 @@ impl Output {
     }
 }
 
+/// What a call is about: the connection, the direction and capture time
+/// of the bytes, and where records go. One argument in place of many.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The connection (client, server, ports, transport).
+    pub meta: &'a ConnMeta,
+    /// Which way the bytes go. In `close` it is [`Dir::ToServer`].
+    pub dir: Dir,
+    /// Capture time of the bytes, in nanoseconds since the epoch.
+    pub ts: u64,
+    /// Where the call's records go.
+    pub out: &'a mut Output,
+}
+
+impl Ctx<'_> {
+    /// Reports a record.
+    pub fn record(&mut self, record: Record) {
+        self.out.record(record);
+    }
+
+    /// The connection switched to `protocol`.
+    pub fn upgrade(&mut self, protocol: &str) {
+        self.out.upgrade(protocol);
+    }
+}
+
 /// A protocol dissector. Only `info`, `probe` and `data` are required.
 pub trait Dissector: Default + 'static {
     /// Per-connection (or per-UDP-flow) state.
     type Conn: Default;
 
-    /// Who the plugin is; called once when the host loads it.
+    /// Who the plugin is; called once when the host loads it. Start from
+    /// [`PluginInfo::new`] and state only what differs.
     fn info() -> PluginInfo;
 
     /// The names of the fields its records carry (the keys of
@@ -152,45 +164,28 @@ pub trait Dissector: Default + 'static {
         Self::Conn::default()
     }
 
-    /// In-order bytes of one direction, starting with what the previous
-    /// call left unconsumed. Parse as much as is complete. `bytes` is empty
+    /// In-order bytes of `cx.dir`, starting with what the previous call
+    /// left unconsumed. Parse as much as is complete. `bytes` is empty
     /// only right after a [`Progress::Skip`] ended.
-    fn data(
-        &mut self,
-        conn: &mut Self::Conn,
-        meta: &ConnMeta,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Progress;
+    fn data(&mut self, conn: &mut Self::Conn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress;
 
-    /// `len` bytes of `dir` were lost. Return `false` to give up the
+    /// `len` bytes of `cx.dir` were lost. Return `false` to give up the
     /// connection. The default resyncs nothing and gives up.
-    fn gap(&mut self, _conn: &mut Self::Conn, _dir: Dir, _len: u64, _out: &mut Output) -> bool {
+    fn gap(&mut self, _conn: &mut Self::Conn, _cx: &mut Ctx<'_>, _len: u64) -> bool {
         false
     }
 
-    /// The sender of `dir` finished; `bytes` is whatever is still
+    /// The sender of `cx.dir` finished; `bytes` is whatever is still
     /// unconsumed (for example a body delimited by the connection close).
-    fn fin(&mut self, _conn: &mut Self::Conn, _meta: &ConnMeta, _dir: Dir, _ts: u64, _bytes: &[u8], _out: &mut Output) {
-    }
+    fn fin(&mut self, _conn: &mut Self::Conn, _cx: &mut Ctx<'_>, _bytes: &[u8]) {}
 
     /// One UDP datagram of a flow.
-    fn datagram(
-        &mut self,
-        _conn: &mut Self::Conn,
-        _meta: &ConnMeta,
-        _dir: Dir,
-        _ts: u64,
-        _bytes: &[u8],
-        _out: &mut Output,
-    ) -> Progress {
+    fn datagram(&mut self, _conn: &mut Self::Conn, _cx: &mut Ctx<'_>, _bytes: &[u8]) -> Progress {
         Progress::Desync
     }
 
     /// The connection ended; report anything still pending.
-    fn close(&mut self, _conn: Self::Conn, _ts: u64, _out: &mut Output) {}
+    fn close(&mut self, _conn: Self::Conn, _cx: &mut Ctx<'_>) {}
 
     /// Called periodically with the capture time.
     fn tick(&mut self, _ts: u64, _out: &mut Output) {}

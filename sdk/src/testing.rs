@@ -10,7 +10,7 @@
 //! #   type Conn = ();
 //! #   fn info() -> trawl_sdk::PluginInfo { unimplemented!() }
 //! #   fn probe(_: L4, _: Dir, _: &[u8]) -> trawl_sdk::Probe { trawl_sdk::Probe::NoMatch }
-//! #   fn data(&mut self, _: &mut (), _: &trawl_sdk::ConnMeta, _: Dir, _: u64, b: &[u8], _: &mut trawl_sdk::Output) -> trawl_sdk::Progress {
+//! #   fn data(&mut self, _: &mut (), _: &mut trawl_sdk::Ctx<'_>, b: &[u8]) -> trawl_sdk::Progress {
 //! #       trawl_sdk::Progress::Done { consumed: b.len() as u32 } }
 //! # }
 //! let mut s = Session::<Nop>::tcp(80);
@@ -19,15 +19,14 @@
 //! assert!(s.records.is_empty());
 //! ```
 
-use crate::abi::{ConnMeta, Dir, Event, FLAG_FIN, FLAG_GAP, FLAG_SKIPPED, L4, Record, Status};
+use crate::abi::{ConnMeta, Dir, Event, FLAG_GAP, L4, Record, Status};
+use crate::stream::{Feed, Offer};
 use crate::{Dissector, Guest};
 
 /// One connection through a dissector.
 pub struct Session<D: Dissector> {
     guest: Guest<D>,
-    tail: [Vec<u8>; 2],
-    needed: [usize; 2],
-    skip: [u64; 2],
+    feeds: [Feed; 2],
     ts: u64,
     /// Bytes handed to the dissector, and bytes it skipped.
     pub copied: u64,
@@ -70,9 +69,7 @@ impl<D: Dissector> Session<D> {
         let r = guest.open(1, meta);
         let mut s = Session {
             guest,
-            tail: [Vec::new(), Vec::new()],
-            needed: [0, 0],
-            skip: [0, 0],
+            feeds: [Feed::default(), Feed::default()],
             ts: 0,
             copied: 0,
             skipped: 0,
@@ -95,7 +92,10 @@ impl<D: Dissector> Session<D> {
 
     /// Bytes of one direction, as one segment.
     pub fn send(&mut self, dir: Dir, bytes: &[u8]) {
-        self.send_flags(dir, bytes, 0, 0);
+        self.ts += 1;
+        let (passed, offer) = self.feeds[dir.code() as usize].offer(bytes, false);
+        self.skipped += passed;
+        self.call(dir, offer);
     }
 
     /// The same bytes one at a time: every split point is exercised.
@@ -107,52 +107,33 @@ impl<D: Dissector> Session<D> {
 
     /// `len` bytes of `dir` were lost.
     pub fn gap(&mut self, dir: Dir, len: u64) {
-        self.send_flags(dir, &[], FLAG_GAP, len);
+        self.ts += 1;
+        let (passed, lost) = self.feeds[dir.code() as usize].gap(len);
+        self.skipped += passed;
+        if lost > 0 {
+            let r = self.guest.data(1, dir, FLAG_GAP, self.ts, &[], lost);
+            self.settle(dir, &[], r);
+        }
     }
 
     /// The sender of `dir` finished.
     pub fn fin(&mut self, dir: Dir) {
-        self.send_flags(dir, &[], FLAG_FIN, 0);
+        self.ts += 1;
+        let (_, offer) = self.feeds[dir.code() as usize].offer(&[], true);
+        self.call(dir, offer);
     }
 
-    fn send_flags(&mut self, dir: Dir, mut bytes: &[u8], mut flags: u32, mut gap: u64) {
-        self.ts += 1;
-        let i = dir.code() as usize;
-        if self.skip[i] > 0 {
-            // Lost or not, skipped bytes are the dissector's wish.
-            let n = if flags & FLAG_GAP != 0 { gap } else { bytes.len() as u64 }.min(self.skip[i]);
-            self.skip[i] -= n;
-            self.skipped += n;
-            if flags & FLAG_GAP != 0 {
-                gap -= n;
-                if gap == 0 {
-                    flags &= !FLAG_GAP;
-                }
-            } else {
-                bytes = &bytes[n as usize..];
-            }
-            if self.skip[i] > 0 && flags & FLAG_FIN == 0 {
-                return;
-            }
-            if self.skip[i] == 0 {
-                flags |= FLAG_SKIPPED;
-            }
-        }
-        if flags & FLAG_GAP != 0 {
-            self.tail[i].clear();
-        }
-        self.tail[i].extend_from_slice(bytes);
-        if flags == 0 && self.tail[i].len() < self.needed[i] {
-            return;
-        }
-        let input = std::mem::take(&mut self.tail[i]);
-        self.copied += input.len() as u64;
-        let r = self.guest.data(1, dir, flags, self.ts, &input, gap);
+    fn call(&mut self, dir: Dir, offer: Offer<'_>) {
+        let Offer::Call { window, flags } = offer else { return };
+        self.copied += window.len() as u64;
+        let r = self.guest.data(1, dir, flags, self.ts, &window, 0);
+        self.settle(dir, &window, r);
+    }
+
+    fn settle(&mut self, dir: Dir, window: &[u8], r: crate::DataResult) {
         self.status = r.status;
+        self.skipped += self.feeds[dir.code() as usize].settle(window, &r);
         self.take(r.events);
-        self.tail[i] = input[(r.consumed as usize).min(input.len())..].to_vec();
-        self.needed[i] = r.needed as usize;
-        self.skip[i] = r.skip;
     }
 
     /// One UDP datagram.

@@ -139,8 +139,8 @@ impl ReplayOutcome {
             .dispatch
             .map(|d| {
                 format!(
-                    "; {} records from {} connections ({} attached, {} unknown, {} violations, {} detached by faults)",
-                    d.records, d.connections, d.attached, d.unknown, d.violations, d.detached_by_fault
+                    "; {} records from {} connections ({} attached, {} unknown, {} desyncs, {} detached by faults)",
+                    d.records, d.connections, d.attached, d.unknown, d.desyncs, d.detached_by_fault
                 )
             })
             .unwrap_or_default()

@@ -571,7 +571,7 @@ impl PluginInstance for WasmInstance {
 
     fn datagram(&mut self, conn: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Result<DataResult, PluginFault> {
         let Some(f) = self.funcs.datagram.clone() else {
-            return Ok(DataResult { status: abi::Status::Violation, ..DataResult::ok(0, Vec::new()) });
+            return Ok(DataResult { status: abi::Status::Desync, ..DataResult::ok(0, Vec::new()) });
         };
         let (ptr, len) = self.write_input(bytes)?;
         self.arm();

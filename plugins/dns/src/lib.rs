@@ -8,7 +8,7 @@ pub mod message;
 
 use message::{Message, opcode_name, rcode_name, type_name};
 use std::collections::{BTreeMap, VecDeque};
-use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+use trawl_sdk::{ConnMeta, Ctx, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
 
 /// Queries waiting for an answer per flow; beyond this the oldest is
 /// reported unanswered.
@@ -251,15 +251,9 @@ impl Dissector for Dns {
         }
     }
 
-    fn data(
-        &mut self,
-        conn: &mut DnsConn,
-        _meta: &ConnMeta,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Progress {
+    fn data(&mut self, conn: &mut DnsConn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress {
+        let (dir, ts) = (cx.dir, cx.ts);
+        let out = &mut *cx.out;
         if conn.declined {
             return Progress::Desync;
         }
@@ -282,20 +276,14 @@ impl Dissector for Dns {
         }
     }
 
-    fn gap(&mut self, _conn: &mut DnsConn, _dir: Dir, _len: u64, _out: &mut Output) -> bool {
+    fn gap(&mut self, _conn: &mut DnsConn, _cx: &mut Ctx<'_>, _len: u64) -> bool {
         // Length-prefixed framing cannot be found again inside a stream.
         false
     }
 
-    fn datagram(
-        &mut self,
-        conn: &mut DnsConn,
-        _meta: &ConnMeta,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Progress {
+    fn datagram(&mut self, conn: &mut DnsConn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress {
+        let (dir, ts) = (cx.dir, cx.ts);
+        let out = &mut *cx.out;
         if conn.declined {
             return Progress::Desync;
         }
@@ -319,7 +307,8 @@ impl Dissector for Dns {
         DnsConn { declined, ..DnsConn::default() }
     }
 
-    fn close(&mut self, conn: DnsConn, _ts: u64, out: &mut Output) {
+    fn close(&mut self, conn: DnsConn, cx: &mut Ctx<'_>) {
+        let out = &mut *cx.out;
         for q in &conn.pending {
             out.record(record(Some(q), None, false));
         }

@@ -2,7 +2,8 @@
 //! stream across both directions, unconsumed tails kept, `needed` honoured,
 //! skips let go by, gaps and FINs thrown in. Checks the host's invariants on every result.
 
-use trawl_sdk::abi::{FLAG_FIN, FLAG_GAP, FLAG_SKIPPED};
+use trawl_sdk::abi::FLAG_GAP;
+use trawl_sdk::stream::{Feed, Offer};
 use trawl_sdk::{ConnMeta, Dir, Dissector, Guest, L4, Status};
 
 pub fn drive<D: Dissector>(data: &[u8], l4: L4) {
@@ -17,8 +18,8 @@ pub fn drive<D: Dissector>(data: &[u8], l4: L4) {
         midstream: data.first().is_some_and(|b| b & 1 == 1),
     };
     guest.open(1, meta);
-    let mut tails: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut skips = [0u64; 2];
+    // The host's own bookkeeping of leftovers, `needed` and skips.
+    let mut feeds = [Feed::default(), Feed::default()];
     let mut rest = data;
     while rest.len() >= 2 {
         let (op, len) = (rest[0], usize::from(rest[1]) * 4);
@@ -26,43 +27,33 @@ pub fn drive<D: Dissector>(data: &[u8], l4: L4) {
         let chunk = &rest[2..2 + len];
         rest = &rest[2 + len..];
         let dir = if op & 1 == 0 { Dir::ToServer } else { Dir::ToClient };
-        let i = dir.code() as usize;
+        let feed = &mut feeds[dir.code() as usize];
         if l4 == L4::Udp {
             let r = guest.datagram(1, dir, 0, chunk);
             assert!(r.consumed as usize <= chunk.len());
             continue;
         }
-        let mut flags = match op >> 5 {
-            1 => FLAG_GAP,
-            2 => FLAG_FIN,
-            _ => 0,
+        let (window, flags, gap) = match op >> 5 {
+            1 => {
+                let (_, lost) = feed.gap(u64::from(op));
+                if lost == 0 {
+                    continue;
+                }
+                (std::borrow::Cow::Borrowed(&[][..]), FLAG_GAP, lost)
+            }
+            fin => match feed.offer(chunk, fin == 2).1 {
+                Offer::Hold => continue,
+                Offer::Call { window, flags } => (window, flags, 0),
+            },
         };
-        let mut chunk = chunk;
-        if skips[i] > 0 && flags & FLAG_GAP == 0 {
-            let n = skips[i].min(chunk.len() as u64);
-            skips[i] -= n;
-            chunk = &chunk[n as usize..];
-            if skips[i] > 0 && flags & FLAG_FIN == 0 {
-                continue;
-            }
-            if skips[i] == 0 {
-                flags |= FLAG_SKIPPED;
-            }
-        }
-        if flags & FLAG_GAP != 0 {
-            tails[i].clear();
-        }
-        tails[i].extend_from_slice(chunk);
-        let input = std::mem::take(&mut tails[i]);
-        let r = guest.data(1, dir, flags, 0, &input, u64::from(op));
-        assert!(r.consumed as usize <= input.len(), "consumed more than given");
+        let r = guest.data(1, dir, flags, 0, &window, gap);
+        assert!(r.consumed as usize <= window.len(), "consumed more than given");
         if r.status != Status::Ok {
             return;
         }
-        tails[i] = input[r.consumed as usize..].to_vec();
-        skips[i] = r.skip;
-        assert!(r.skip == 0 || tails[i].is_empty(), "a skip starts after everything given");
-        if tails[i].len() > max_buffer {
+        feed.settle(&window, &r);
+        assert!(r.skip == 0 || feed.held() == 0, "a skip starts after everything given");
+        if feed.held() > max_buffer {
             return;
         }
     }

@@ -12,7 +12,7 @@ mod record;
 
 use messages::Messages;
 use trawl_h2::{Connection, FirstHeaders, frame};
-use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress};
+use trawl_sdk::{Ctx, Dir, Dissector, L4, PluginInfo, Probe, Progress};
 
 /// Largest frame a connection may buffer: the default maximum frame size
 /// (16 KiB) with room for servers that raise it.
@@ -128,24 +128,20 @@ impl Dissector for Grpc {
         }
     }
 
-    fn data(
-        &mut self,
-        conn: &mut GrpcConn,
-        _meta: &ConnMeta,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Progress {
+    fn data(&mut self, conn: &mut GrpcConn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress {
+        let (dir, ts) = (cx.dir, cx.ts);
+        let out = &mut *cx.out;
         conn.h2.feed(dir, ts, bytes, out, record::record)
     }
 
-    fn gap(&mut self, conn: &mut GrpcConn, dir: Dir, _len: u64, _out: &mut Output) -> bool {
+    fn gap(&mut self, conn: &mut GrpcConn, cx: &mut Ctx<'_>, _len: u64) -> bool {
+        let dir = cx.dir;
         conn.h2.gap(dir);
         true
     }
 
-    fn close(&mut self, mut conn: GrpcConn, _ts: u64, out: &mut Output) {
+    fn close(&mut self, mut conn: GrpcConn, cx: &mut Ctx<'_>) {
+        let out = &mut *cx.out;
         conn.h2.close_into(out, record::record);
     }
 }

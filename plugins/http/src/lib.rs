@@ -13,7 +13,7 @@ mod probe;
 
 use message::{BodyState, Head, Step};
 use std::collections::{BTreeMap, VecDeque};
-use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value, redact};
+use trawl_sdk::{Ctx, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value, redact};
 
 /// Heads larger than this are not HTTP (or not worth keeping).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -136,43 +136,37 @@ impl Dissector for Http {
         probe::probe(dir, bytes)
     }
 
-    fn data(
-        &mut self,
-        conn: &mut HttpConn,
-        _meta: &ConnMeta,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Progress {
+    fn data(&mut self, conn: &mut HttpConn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress {
+        let (dir, ts) = (cx.dir, cx.ts);
         if let Some(h2) = conn.h2.as_mut() {
-            return h2.feed(dir, ts, bytes, out, h2::record);
+            return h2.feed(dir, ts, bytes, cx.out, h2::record);
         }
         // HTTP/2 frames before any HTTP/1 message: joined mid-connection
         // (frames are binary; an HTTP/1 head never parses as two of them).
         let fresh = conn.next_id == 0 && conn.response.is_none();
         if fresh && trawl_h2::looks_like_frames(bytes) {
             conn.h2 = Some(h2::H2Conn::new());
-            return self.data(conn, _meta, dir, ts, bytes, out);
+            return self.data(conn, cx, bytes);
         }
         let progress = match dir {
             Dir::ToServer if trawl_h2::starts_preface(bytes) => {
                 conn.h2 = Some(h2::H2Conn::new());
-                return self.data(conn, _meta, dir, ts, bytes, out);
+                return self.data(conn, cx, bytes);
             }
-            Dir::ToServer => conn.request_data(ts, bytes, out),
-            Dir::ToClient => conn.response_data(ts, bytes, out),
+            Dir::ToServer => conn.request_data(ts, bytes, cx.out),
+            Dir::ToClient => conn.response_data(ts, bytes, cx.out),
         };
         // Not HTTP/1 at the start of a message, but HTTP/2 frames: a
         // connection joined mid-stream.
         if progress == Progress::Desync && trawl_h2::looks_like_frames(bytes) {
             conn.h2 = Some(h2::H2Conn::new());
-            return self.data(conn, _meta, dir, ts, bytes, out);
+            return self.data(conn, cx, bytes);
         }
         progress
     }
 
-    fn gap(&mut self, conn: &mut HttpConn, dir: Dir, len: u64, _out: &mut Output) -> bool {
+    fn gap(&mut self, conn: &mut HttpConn, cx: &mut Ctx<'_>, len: u64) -> bool {
+        let dir = cx.dir;
         if let Some(h2) = conn.h2.as_mut() {
             h2.gap(dir);
             return true;
@@ -206,7 +200,9 @@ impl Dissector for Http {
         true
     }
 
-    fn fin(&mut self, conn: &mut HttpConn, _meta: &ConnMeta, dir: Dir, _ts: u64, bytes: &[u8], out: &mut Output) {
+    fn fin(&mut self, conn: &mut HttpConn, cx: &mut Ctx<'_>, bytes: &[u8]) {
+        let dir = cx.dir;
+        let out = &mut *cx.out;
         if dir == Dir::ToClient
             && let Phase::Body(BodyState::UntilClose) = conn.resp_phase
         {
@@ -219,7 +215,8 @@ impl Dissector for Http {
         }
     }
 
-    fn close(&mut self, mut conn: HttpConn, _ts: u64, out: &mut Output) {
+    fn close(&mut self, mut conn: HttpConn, cx: &mut Ctx<'_>) {
+        let out = &mut *cx.out;
         if let Some(h2) = conn.h2.as_mut() {
             h2.close_into(out, h2::record);
         }

@@ -169,7 +169,7 @@ fn gap_in_head_resyncs_on_next_message() {
 fn not_http_is_a_violation() {
     let mut d = new_driver();
     d.send(Dir::ToServer, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 binary junk that is not http\r\n\r\n");
-    assert_eq!(d.status, Status::Violation);
+    assert_eq!(d.status, Status::Desync);
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod errors;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
-use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+use trawl_sdk::{Ctx, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
 use wire::Reader;
 
 /// Largest message accepted (Kafka's own `socket.request.max.bytes` default).
@@ -205,15 +205,9 @@ impl Dissector for Kafka {
         }
     }
 
-    fn data(
-        &mut self,
-        conn: &mut KafkaConn,
-        _meta: &ConnMeta,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Progress {
+    fn data(&mut self, conn: &mut KafkaConn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress {
+        let (dir, ts) = (cx.dir, cx.ts);
+        let out = &mut *cx.out;
         if bytes.len() < 4 {
             return Progress::NeedMore { consumed: 0, needed: 4 };
         }
@@ -239,7 +233,8 @@ impl Dissector for Kafka {
         }
     }
 
-    fn close(&mut self, conn: KafkaConn, _ts: u64, out: &mut Output) {
+    fn close(&mut self, conn: KafkaConn, cx: &mut Ctx<'_>) {
+        let out = &mut *cx.out;
         for corr in &conn.order {
             if let Some(q) = conn.pending.get(corr) {
                 out.record(record(Some(q), *corr, None));

@@ -10,7 +10,7 @@ pub mod resp;
 use resp::{Kind, Msg, Parsed};
 use std::collections::{BTreeMap, VecDeque};
 use trawl_sdk::redact::{self, Level};
-use trawl_sdk::{ConnMeta, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+use trawl_sdk::{Ctx, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
 
 /// Commands waiting for replies; beyond this the oldest is reported unanswered.
 const MAX_PENDING: usize = 4096;
@@ -453,15 +453,9 @@ impl Dissector for Redis {
         }
     }
 
-    fn data(
-        &mut self,
-        conn: &mut RedisConn,
-        _meta: &ConnMeta,
-        dir: Dir,
-        ts: u64,
-        bytes: &[u8],
-        out: &mut Output,
-    ) -> Progress {
+    fn data(&mut self, conn: &mut RedisConn, cx: &mut Ctx<'_>, bytes: &[u8]) -> Progress {
+        let (dir, ts) = (cx.dir, cx.ts);
+        let out = &mut *cx.out;
         let clamp = |n: usize| n.min(u32::MAX as usize) as u32;
         match conn.decoders[dir.code() as usize].feed(bytes) {
             resp::Step::Done(m, consumed) => {
@@ -480,7 +474,8 @@ impl Dissector for Redis {
         }
     }
 
-    fn close(&mut self, conn: RedisConn, _ts: u64, out: &mut Output) {
+    fn close(&mut self, conn: RedisConn, cx: &mut Ctx<'_>) {
+        let out = &mut *cx.out;
         for c in conn.pending {
             let answered = c.response_size > 0;
             out.record(record(c, answered));

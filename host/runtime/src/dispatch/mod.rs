@@ -25,6 +25,7 @@ use trawl_core::engine::{ConnInfo, StreamSink};
 use trawl_core::reassembly::StreamEvent;
 use trawl_core::{Direction, Endpoint, L4Proto, Timestamp};
 use trawl_sdk::abi::{self, ConnMeta, DataResult, Dir, Event, L4, Record, Status};
+use trawl_sdk::stream::{Feed, Offer};
 
 /// Dispatcher settings.
 #[derive(Clone, Debug)]
@@ -110,7 +111,7 @@ pub struct DispatchStats {
     pub attached: u64,
     /// No plugin recognised the bytes.
     pub unknown: u64,
-    pub violations: u64,
+    pub desyncs: u64,
     pub handovers: u64,
     pub detached_by_fault: u64,
     pub detached_by_gap: u64,
@@ -140,28 +141,14 @@ struct Probing {
 
 struct Attached {
     slot: usize,
-    tails: [Vec<u8>; 2],
-    needed: [usize; 2],
-    /// Bytes still to go by uncopied, per direction (ABI v2 skip), and
-    /// whether a skip ended since the last call (its next call says so).
-    skip: [u64; 2],
-    skip_ended: [bool; 2],
+    /// Leftover bytes, `needed` and skips per direction: the SDK's one
+    /// implementation, which plugin tests and the fuzz driver use too.
+    feeds: [Feed; 2],
 }
 
 impl Attached {
     fn new(slot: usize) -> Self {
-        Attached { slot, tails: [Vec::new(), Vec::new()], needed: [0, 0], skip: [0, 0], skip_ended: [false, false] }
-    }
-
-    /// Lets up to `len` bytes of direction `d` go by if the plugin asked to
-    /// skip them; returns how many did.
-    fn pass(&mut self, d: usize, len: u64) -> u64 {
-        let n = self.skip[d].min(len);
-        self.skip[d] -= n;
-        if n > 0 && self.skip[d] == 0 {
-            self.skip_ended[d] = true;
-        }
-        n
+        Attached { slot, feeds: [Feed::default(), Feed::default()] }
     }
 }
 
@@ -190,7 +177,7 @@ impl Conn {
     fn buffered(&self) -> usize {
         match &self.state {
             State::Probing(p) => p.queued_bytes + p.seen[0].len() + p.seen[1].len(),
-            State::Attached(a) => a.tails[0].len() + a.tails[1].len(),
+            State::Attached(a) => a.feeds[0].held() + a.feeds[1].held(),
             State::Done => 0,
         }
     }
@@ -260,13 +247,6 @@ fn dir_of(d: Direction) -> Dir {
     match d {
         Direction::ToServer => Dir::ToServer,
         Direction::ToClient => Dir::ToClient,
-    }
-}
-
-fn opposite(d: Dir) -> Dir {
-    match d {
-        Dir::ToServer => Dir::ToClient,
-        Dir::ToClient => Dir::ToServer,
     }
 }
 

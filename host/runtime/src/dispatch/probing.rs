@@ -1,14 +1,14 @@
 //! Probing: which plugin a new connection belongs to, and whether the
 //! flow table guessed its client and server the wrong way round.
 
-use super::{Conn, Dispatcher, Queued, State, opposite};
+use super::{Conn, Dispatcher, Queued, State};
 use crate::registry::PluginState;
 use trawl_sdk::abi::{Dir, L4, Probe};
 
 impl Conn {
     /// A direction as the connection sees it (after any flip).
     pub(super) fn orient(&self, dir: Dir) -> Dir {
-        if self.flipped { opposite(dir) } else { dir }
+        if self.flipped { dir.opposite() } else { dir }
     }
 }
 
@@ -25,7 +25,7 @@ impl Dispatcher {
             p.seen.swap(0, 1);
             for q in &mut p.queue {
                 match q {
-                    Queued::Data { dir, .. } | Queued::Datagram { dir, .. } => *dir = opposite(*dir),
+                    Queued::Data { dir, .. } | Queued::Datagram { dir, .. } => *dir = dir.opposite(),
                 }
             }
         }
@@ -103,7 +103,7 @@ impl Dispatcher {
             if midstream
                 && matches!(answer, Ok(Probe::NoMatch | Probe::MatchWeak))
                 && let Some(inst) = self.probe_instance(slot, window.len())
-                && let Ok(Probe::Match) = inst.probe(l4, opposite(dir), window)
+                && let Ok(Probe::Match) = inst.probe(l4, dir.opposite(), window)
             {
                 flip = true;
                 matched = Some(slot);

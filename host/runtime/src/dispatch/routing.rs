@@ -141,37 +141,31 @@ impl Dispatcher {
             Some(c) => c.info,
             None => return Step::Stop,
         };
-        let r = match result {
+        let mut r = match result {
             Ok(r) => r,
             Err(fault) => {
                 self.fault(slot, fault, Some(id));
                 return Step::Stop;
             }
         };
-        self.emit(slot, &info, r.events);
+        self.emit(slot, &info, std::mem::take(&mut r.events));
         let rest = &window[(r.consumed as usize).min(window.len())..];
         match r.status {
             Status::Ok => {
                 let max_buffer = self.slots[slot].plugin.info.max_buffer as usize;
                 if let Some(Conn { state: State::Attached(a), .. }) = self.conns.get_mut(&id) {
-                    let d = dir.code() as usize;
+                    let feed = &mut a.feeds[dir.code() as usize];
                     // A skip starts right after the consumed bytes; what of
                     // it the window already holds goes by here.
-                    a.skip[d] = r.skip;
-                    let passed = a.pass(d, rest.len() as u64);
-                    self.slots[slot].skipped_bytes += passed;
-                    let rest = &rest[passed as usize..];
-                    a.tails[d] = rest.to_vec();
-                    a.needed[d] =
-                        (r.needed as usize).max(if r.consumed == 0 && !rest.is_empty() { rest.len() + 1 } else { 0 });
-                    if a.tails[d].len() > max_buffer {
+                    self.slots[slot].skipped_bytes += feed.settle(window, &r);
+                    if feed.held() > max_buffer {
                         return self.detach_overflow(id, slot, ts);
                     }
                 }
                 Step::Continue
             }
-            Status::Violation => {
-                self.stats.violations += 1;
+            Status::Desync => {
+                self.stats.desyncs += 1;
                 self.slots[slot].detached += 1;
                 self.reprobe(id, slot, ts, dir, Vec::new(), true);
                 Step::Stop
@@ -190,37 +184,21 @@ impl Dispatcher {
             return Step::Stop;
         };
         let slot = a.slot;
-        let d = dir.code() as usize;
         let midstream = meta.midstream;
         self.slots[slot].stream_bytes += bytes.len() as u64;
-        // Bytes the plugin asked to skip are counted and never copied in.
-        let passed = a.pass(d, bytes.len() as u64);
+        // Bytes the plugin asked to skip are counted and never copied in;
+        // most segments arrive with nothing left over and are handed over
+        // as they are.
+        let feed = &mut a.feeds[dir.code() as usize];
+        let (passed, offer) = feed.offer(bytes, fin);
         self.slots[slot].skipped_bytes += passed;
-        let bytes = &bytes[passed as usize..];
-        if a.skip[d] > 0 && !fin {
-            return Step::Continue;
-        }
-        let skip_ended = std::mem::take(&mut a.skip_ended[d]);
-        // Most segments arrive with nothing left over from the last call:
-        // hand them over as they are instead of copying them first.
-        let tail = std::mem::take(&mut a.tails[d]);
-        let window: std::borrow::Cow<'_, [u8]> = if tail.is_empty() {
-            std::borrow::Cow::Borrowed(bytes)
-        } else {
-            let mut tail = tail;
-            tail.extend_from_slice(bytes);
-            std::borrow::Cow::Owned(tail)
-        };
-        if !fin && !skip_ended && window.len() < a.needed[d] {
-            a.tails[d] = window.into_owned();
-            if a.tails[d].len() > self.slots[slot].plugin.info.max_buffer as usize {
+        let Offer::Call { window, flags } = offer else {
+            if feed.held() > self.slots[slot].plugin.info.max_buffer as usize {
                 return self.detach_overflow(id, slot, ts);
             }
             return Step::Continue;
-        }
-        let flags = if fin { abi::FLAG_FIN } else { 0 }
-            | if midstream { abi::FLAG_MIDSTREAM } else { 0 }
-            | if skip_ended { abi::FLAG_SKIPPED } else { 0 };
+        };
+        let flags = flags | if midstream { abi::FLAG_MIDSTREAM } else { 0 };
         let result = match self.instance(slot, window.len()) {
             Some(inst) => inst.data(id, dir, flags, ts, &window, 0),
             None => return Step::Stop,
@@ -343,13 +321,11 @@ impl StreamSink for Dispatcher {
                     State::Attached(a) => {
                         let slot = a.slot;
                         // Lost bytes the plugin meant to skip anyway lose
-                        // it nothing.
-                        let len = len - a.pass(dir.code() as usize, len);
+                        // it nothing (nor are they stream bytes it was given).
+                        let (_, len) = a.feeds[dir.code() as usize].gap(len);
                         if len == 0 {
                             return;
                         }
-                        a.tails[dir.code() as usize].clear();
-                        a.needed[dir.code() as usize] = 0;
                         if !self.slots[slot].plugin.info.accepts_gaps {
                             self.stats.detached_by_gap += 1;
                             self.slots[slot].detached += 1;
