@@ -76,7 +76,11 @@ impl<D: Dissector> Guest<D> {
         // Right after a skip the dissector hears of it even with no bytes.
         let mut skip_ended = flags & abi::FLAG_SKIPPED != 0;
         while consumed < len || std::mem::take(&mut skip_ended) {
-            match self.dissector.data(state, &mut cx, &bytes[consumed as usize..]) {
+            let progress = match self.dissector.data(state, &mut cx, &bytes[consumed as usize..]) {
+                Progress::Skip { consumed, skip: 0 } => Progress::Done { consumed },
+                p => p,
+            };
+            match progress {
                 Progress::Done { consumed: 0 } => {
                     needed = len - consumed + 1;
                     break;

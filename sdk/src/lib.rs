@@ -80,8 +80,17 @@ pub enum Progress {
     /// `consumed` bytes are done with, and the `skip` bytes after them (in
     /// this input or still to come) are only to be counted: the host never
     /// copies them in. Once they have passed, `data` is called again, with
-    /// [`abi::FLAG_SKIPPED`] and the bytes that follow (perhaps none).
+    /// [`abi::FLAG_SKIPPED`] and the bytes that follow (perhaps none). A
+    /// skip of 0 is [`Progress::Done`].
     Skip { consumed: u32, skip: u64 },
+}
+
+impl Progress {
+    /// Needs at least one byte more than the `have` it was given (a message
+    /// not yet complete, its length unknown).
+    pub fn more(have: usize) -> Self {
+        Progress::NeedMore { consumed: 0, needed: u32::try_from(have).unwrap_or(u32::MAX).saturating_add(1) }
+    }
 }
 
 /// Collects the events of one call.

@@ -79,3 +79,13 @@ impl<T> Pending<T> {
         self.queue.drain(..)
     }
 }
+
+impl<T> IntoIterator for Pending<T> {
+    type Item = T;
+    type IntoIter = std::collections::vec_deque::IntoIter<T>;
+
+    /// Every transaction still waiting, oldest first.
+    fn into_iter(self) -> Self::IntoIter {
+        self.queue.into_iter()
+    }
+}
