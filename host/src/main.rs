@@ -13,6 +13,7 @@ use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
 use trawl_host::service::auth::Access;
 use trawl_sdk::redact::{Level, Policy};
 
+mod plugin_cmd;
 mod transport;
 
 /// trawl draws live L4/L7 workload maps from captured traffic.
@@ -40,6 +41,9 @@ enum Command {
     Worker(WorkerArgs),
     /// Merge the workers of a cluster and serve the map.
     Hub(HubArgs),
+    /// Write, build, test and sign dissector plugins.
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -646,6 +650,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             count(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin(command) => plugin_cmd::run(command),
         Command::Plugins(args) => {
             let statuses = trawl_host::plugins::registry::list(args.dir.as_deref())?;
             if args.json {

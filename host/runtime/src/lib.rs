@@ -11,6 +11,7 @@ mod module_cache;
 pub mod native;
 pub mod records;
 pub mod registry;
+pub mod signature;
 pub mod wasm;
 
 use std::sync::Arc;
@@ -75,6 +76,11 @@ pub trait PluginInstance: Send {
     fn datagram(&mut self, conn: u64, dir: Dir, ts: u64, bytes: &[u8]) -> Result<DataResult, PluginFault>;
     fn close(&mut self, conn: u64, ts: u64) -> Result<DataResult, PluginFault>;
     fn tick(&mut self, ts: u64) -> Result<DataResult, PluginFault>;
+    /// Bytes of linear memory the instance holds (it never shrinks, so
+    /// this is also its peak); `None` for native plugins.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Where a plugin came from.
@@ -86,6 +92,8 @@ pub enum PluginSource {
     File(std::path::PathBuf),
     /// The dissector crate linked natively (benchmarks, comparisons).
     Native,
+    /// Sent by the hub (`PUT /api/plugins/NAME`), with its sha256.
+    Pushed(String),
 }
 
 impl std::fmt::Display for PluginSource {
@@ -94,6 +102,7 @@ impl std::fmt::Display for PluginSource {
             PluginSource::Embedded => f.write_str("embedded"),
             PluginSource::File(p) => write!(f, "{}", p.display()),
             PluginSource::Native => f.write_str("native"),
+            PluginSource::Pushed(hash) => write!(f, "hub:{}", &hash[..hash.len().min(12)]),
         }
     }
 }
@@ -106,6 +115,8 @@ pub trait InstanceFactory: Send + Sync {
 /// A plugin ready to instantiate: its info, identity and factory.
 pub struct LoadedPlugin {
     pub info: PluginInfo,
+    /// The plugin ABI version it speaks.
+    pub abi: u32,
     /// The fields its records carry, if it declares them (`trawl_fields`).
     pub fields: Option<Vec<String>>,
     /// sha256 of the module bytes (or a fixed tag for native plugins).

@@ -64,6 +64,7 @@ where
 {
     let info = Guest::<D>::info();
     LoadedPlugin {
+        abi: trawl_sdk::abi::ABI_VERSION,
         hash: format!("native:{}:{}", info.name, info.version),
         info,
         fields: D::fields().map(|names| names.iter().map(|n| n.to_string()).collect()),

@@ -159,7 +159,7 @@ impl WasmRuntime {
         }
         clamp_info(&mut info, &self.limits);
         let fields = probe.call_fields().map_err(|e| LoadError::Init(format!("fields: {e}")))?;
-        Ok(LoadedPlugin { info, fields, hash, source, factory: Box::new(factory) })
+        Ok(LoadedPlugin { info, abi: version, fields, hash, source, factory: Box::new(factory) })
     }
 }
 
@@ -522,6 +522,10 @@ impl WasmInstance {
 }
 
 impl PluginInstance for WasmInstance {
+    fn memory_bytes(&self) -> Option<u64> {
+        Some(self.memory.data_size(&self.store) as u64)
+    }
+
     fn configure(&mut self, config: &trawl_sdk::redact::PluginConfig) -> Result<(), PluginFault> {
         let Some(f) = self.funcs.configure.clone() else {
             return Ok(());

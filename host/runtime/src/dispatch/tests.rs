@@ -59,6 +59,7 @@ fn plugin(instances: Arc<AtomicU32>) -> SharedPlugin {
 
 fn plugin_needing(instances: Arc<AtomicU32>, needs: u32) -> SharedPlugin {
     Arc::new(LoadedPlugin {
+        abi: trawl_sdk::abi::ABI_VERSION,
         fields: None,
         info: PluginInfo {
             name: "scripted".into(),
