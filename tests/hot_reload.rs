@@ -11,6 +11,10 @@
 
 mod support;
 
+/// The plugin toolkit's end-to-end test: a nested cargo build, like hot
+/// reload's, so it lives in this binary.
+mod plugin_toolkit;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -133,6 +133,17 @@ struct HubArgs {
     /// entry) is kept; a worker back within this long adds nothing twice.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     worker_grace: u64,
+    /// Keep plugins pushed with `PUT /api/plugins/NAME` here, so they
+    /// survive a restart (default: in memory only).
+    #[arg(long, value_name = "DIR", env = "TRAWL_PLUGIN_STORE")]
+    plugin_store: Option<PathBuf>,
+    /// Require an Ed25519 signature (`X-Trawl-Signature`) from this public
+    /// key (SPKI PEM, or 32 bytes in base64) on every pushed plugin.
+    #[arg(long, value_name = "FILE", env = "TRAWL_PLUGIN_KEY")]
+    plugin_key: Option<PathBuf>,
+    /// The largest plugin module a push may carry.
+    #[arg(long, value_name = "BYTES", default_value_t = trawl_host::service::pushed::DEFAULT_MAX_BYTES)]
+    plugin_max_bytes: usize,
     #[command(flatten)]
     common: ServiceArgs,
 }
@@ -643,6 +654,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 capture_filter,
                 kube: a.kube,
                 worker_grace: std::time::Duration::from_secs(a.worker_grace),
+                push: trawl_host::service::pushed::PushConfig {
+                    store: a.plugin_store,
+                    key: match &a.plugin_key {
+                        Some(path) => Some(
+                            trawl_host::plugins::signature::PublicKey::parse(
+                                &std::fs::read_to_string(path)
+                                    .with_context(|| format!("cannot read --plugin-key {}", path.display()))?,
+                            )
+                            .with_context(|| format!("--plugin-key {}", path.display()))?,
+                        ),
+                        None => None,
+                    },
+                    max_bytes: a.plugin_max_bytes,
+                },
             })?;
             Ok(ExitCode::SUCCESS)
         }

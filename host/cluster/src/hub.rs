@@ -149,10 +149,14 @@ fn worker_conn(
     let mut filters_sent = String::new();
     // Plugin resets asked for before this worker connected are not its.
     let mut resets_from = lock(state).plugin_resets_since(u64::MAX).1;
+    // Pushed plugins this worker has (name → sha256), and the list's
+    // version they came from.
+    let mut plugins_sent: (u64, std::collections::BTreeMap<String, String>) = (0, Default::default());
     let mut send_filters = |state: &SharedState| -> std::io::Result<()> {
-        let (now, (resets, next)) = {
+        let (now, (resets, next), pushed) = {
             let st = lock(state);
-            (st.capture_filter().to_json().to_string(), st.plugin_resets_since(resets_from))
+            let pushed = st.pushed_plugins().filter(|h| h.version() != plugins_sent.0).map(|h| h.snapshot());
+            (st.capture_filter().to_json().to_string(), st.plugin_resets_since(resets_from), pushed)
         };
         if now != filters_sent {
             write_frame(&mut writer, &ToWorker::CaptureFilters { json: now.clone() })?;
@@ -162,6 +166,18 @@ fn worker_conn(
             write_frame(&mut writer, &ToWorker::ResetPlugin { name })?;
         }
         resets_from = next;
+        if let Some((version, list)) = pushed {
+            for (name, sha256, module) in &list {
+                if plugins_sent.1.get(name) != Some(sha256) {
+                    let msg =
+                        ToWorker::InstallPlugin { name: name.clone(), sha256: sha256.clone(), module: module.to_vec() };
+                    write_frame(&mut writer, &msg)?;
+                }
+            }
+            let names: Vec<(String, String)> = list.into_iter().map(|(n, h, _)| (n, h)).collect();
+            write_frame(&mut writer, &ToWorker::PushedPlugins { plugins: names.clone() })?;
+            plugins_sent = (version, names.into_iter().collect());
+        }
         Ok(())
     };
     send_filters(state)?;
@@ -278,6 +294,8 @@ pub struct HubOptions {
     /// How long a silent worker's state (its epoch's open flows and
     /// conversations, its entry in the health) is kept.
     pub worker_grace: std::time::Duration,
+    /// How plugins are pushed to it (`PUT /api/plugins/NAME`).
+    pub push: trawl_service::pushed::PushConfig,
 }
 
 /// Runs the hub until Ctrl-C or SIGTERM.
@@ -305,6 +323,11 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
         st.set_legend(pipeline.legend());
         st.set_plugins(pipeline.report().plugins());
     }
+    // Pushed plugins: the store's first, validated again (a key may have
+    // been set since).
+    let sandbox = trawl_runtime::wasm::WasmRuntime::new(trawl_runtime::wasm::SandboxLimits::default())?;
+    let hub_plugins = trawl_service::pushed::HubPlugins::new(opts.push.clone(), sandbox);
+    lock(&state).set_pushed_plugins(hub_plugins);
     let listener =
         TcpListener::bind(opts.workers).with_context(|| format!("cannot listen for workers on {}", opts.workers))?;
     let how = if opts.access.tls.is_some() { "TLS" } else { "plain TCP" };

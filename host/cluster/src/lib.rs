@@ -8,6 +8,7 @@ pub mod hub;
 pub mod merge;
 pub mod outbox;
 pub mod proto;
+pub mod pushed;
 pub mod tls;
 pub mod worker;
 pub mod worker_live;

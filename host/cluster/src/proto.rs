@@ -21,8 +21,9 @@ pub use trawl_service::workers::WorkerCounters;
 /// probe, stream and skipped bytes (amplification); 6: worker counters
 /// carry losses by cause, and the hub can reset a quarantined plugin; 7:
 /// plugin status carries the fields a plugin declares; 8: flow totals carry
-/// TCP health.
-pub const PROTOCOL_VERSION: u16 = 8;
+/// TCP health; 9: the hub pushes plugins (`InstallPlugin`,
+/// `PushedPlugins`) and plugin state says when one was rolled back.
+pub const PROTOCOL_VERSION: u16 = 9;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -192,6 +193,7 @@ pub enum WirePluginState {
     Retired,
     Quarantined(String),
     Rejected(String),
+    RolledBack(String),
 }
 
 fn wire_state(state: PluginState) -> WirePluginState {
@@ -201,6 +203,7 @@ fn wire_state(state: PluginState) -> WirePluginState {
         PluginState::Retired => WirePluginState::Retired,
         PluginState::Quarantined { reason } => WirePluginState::Quarantined(reason),
         PluginState::Rejected { reason } => WirePluginState::Rejected(reason),
+        PluginState::RolledBack { reason } => WirePluginState::RolledBack(reason),
     }
 }
 
@@ -211,6 +214,7 @@ fn host_state(state: WirePluginState) -> PluginState {
         WirePluginState::Retired => PluginState::Retired,
         WirePluginState::Quarantined(reason) => PluginState::Quarantined { reason },
         WirePluginState::Rejected(reason) => PluginState::Rejected { reason },
+        WirePluginState::RolledBack(reason) => PluginState::RolledBack { reason },
     }
 }
 
@@ -263,6 +267,18 @@ pub enum ToWorker {
     /// An operator asked to take this plugin out of quarantine.
     ResetPlugin {
         name: String,
+    },
+    /// A plugin an operator pushed to the hub (`PUT /api/plugins/NAME`),
+    /// validated there; the worker checks the hash and hot-loads it.
+    InstallPlugin {
+        name: String,
+        sha256: String,
+        module: Vec<u8>,
+    },
+    /// Every plugin the hub has pushed, by name and hash: sent after each
+    /// change and on connecting. A pushed plugin not in it was deleted.
+    PushedPlugins {
+        plugins: Vec<(String, String)>,
     },
 }
 

@@ -77,6 +77,8 @@ pub struct WorkerHealth {
     pub hub_filters: Mutex<Option<CaptureFilter>>,
     /// Plugins the hub asked to take out of quarantine, not yet taken.
     pub hub_resets: Mutex<Vec<String>>,
+    /// Plugins the hub pushed.
+    pub pushed: super::pushed::WorkerPushed,
 }
 
 impl WorkerHealth {
@@ -205,9 +207,7 @@ impl Link {
         match read_frame::<ToWorker>(&mut reader)? {
             ToWorker::Welcome { .. } => {}
             ToWorker::Refused { reason } => bail!("the hub refused this worker: {reason}"),
-            ToWorker::CaptureFilters { .. } | ToWorker::ResetPlugin { .. } => {
-                bail!("the hub sent something other than Welcome first")
-            }
+            _ => bail!("the hub sent something other than Welcome first"),
         }
         // What the hub says after Welcome (capture filters) is read on a
         // thread of its own until the connection goes.
@@ -231,6 +231,9 @@ impl Link {
                             resets.push(name);
                         }
                     }
+                    // Compiled here, off the capture's thread.
+                    ToWorker::InstallPlugin { name, sha256, module } => health.pushed.install(&name, &sha256, &module),
+                    ToWorker::PushedPlugins { plugins } => health.pushed.keep_only(&plugins),
                     ToWorker::Welcome { .. } | ToWorker::Refused { .. } => {}
                 }
             }
@@ -384,11 +387,17 @@ impl Sink for ToHubSink {
     }
 
     fn idle(&mut self, report: &Report<'_>) -> anyhow::Result<()> {
-        self.link.flush(&self.out, replay_status(report, false)).map(drop)
+        let mut status = replay_status(report, false);
+        status.plugins.extend(self.link.health.pushed.rejected().into_iter().map(Into::into));
+        self.link.flush(&self.out, status).map(drop)
     }
 
     fn plugin_resets(&mut self) -> Vec<String> {
         self.link.health.take_resets()
+    }
+
+    fn plugin_changes(&mut self) -> Vec<pipeline::PluginChange> {
+        self.link.health.pushed.take_changes()
     }
 }
 
@@ -426,14 +435,18 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     if let Some(e) = ran.partial {
         eprintln!("trawl worker: warning: {e}; everything before it was sent");
     }
-    let ToHubSink { out, mut link } = sink;
-    let status = |done: bool| replay_status(&pipeline.report(), done);
-    let drained = || out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).records.is_empty();
+    let status = |pipeline: &Pipeline, sink: &ToHubSink, done: bool| {
+        let mut status = replay_status(&pipeline.report(), done);
+        status.plugins.extend(sink.link.health.pushed.rejected().into_iter().map(Into::into));
+        status
+    };
+    let drained =
+        |sink: &ToHubSink| sink.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).records.is_empty();
     // Keep trying until the hub has everything.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let last = drained();
-        if link.flush(&out, status(last))? && drained() {
+        let last = drained(&sink);
+        if sink.link.flush(&sink.out, status(&pipeline, &sink, last))? && drained(&sink) {
             break;
         }
         if Instant::now() > deadline {
@@ -442,18 +455,17 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     // One more Status with done set, now that the queue is empty.
-    link.flush(&out, status(true)).context("final status")?;
-    if !opts.stay {
-        link.close();
-    }
+    sink.link.flush(&sink.out, status(&pipeline, &sink, true)).context("final status")?;
     if opts.stay {
-        // Until stopped (Ctrl-C or SIGTERM), like a live worker.
+        // Until stopped (Ctrl-C or SIGTERM), like a live worker: plugins
+        // the hub pushes are still taken, and show in the status.
         let stop = stop_on_signals()?;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
-            link.flush(&out, status(true))?;
+            pipeline.collect(&mut sink);
+            sink.link.flush(&sink.out, status(&pipeline, &sink, true))?;
         }
-        link.close();
     }
+    sink.link.close();
     Ok(())
 }

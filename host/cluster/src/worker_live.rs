@@ -141,7 +141,7 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
     fn batch(&self, batch: trawl_pipeline::pipeline::Batch, report: &trawl_pipeline::pipeline::Report<'_>) {
         let records = batch.records;
         *self.plugins.lock().unwrap_or_else(PoisonError::into_inner) =
-            report.plugins().into_iter().map(Into::into).collect();
+            report.plugins().into_iter().chain(self.health.pushed.rejected()).map(Into::into).collect();
         self.losses.lock().unwrap_or_else(PoisonError::into_inner).set_engine(&report.losses());
         let split = self.split.read().unwrap_or_else(PoisonError::into_inner);
         let remote = |ip: &IpAddr| split.as_ref().is_some_and(|s| s.remote_targeted.contains(ip));
@@ -153,6 +153,10 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
 
     fn plugin_resets(&self) -> Vec<String> {
         self.health.take_resets()
+    }
+
+    fn plugin_changes(&self) -> Vec<trawl_pipeline::pipeline::PluginChange> {
+        self.health.pushed.take_changes()
     }
 
     fn interfaces(&self, counted: Vec<String>, payload: Vec<String>, ring_drops: u64, reorder_overflow: u64) {

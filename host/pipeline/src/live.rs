@@ -48,6 +48,10 @@ pub trait LiveSink: Send + Sync {
     fn plugin_resets(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Plugins a hub pushed or took back since the last call.
+    fn plugin_changes(&self) -> Vec<crate::pipeline::PluginChange> {
+        Vec::new()
+    }
     /// A new view of the cluster for counting once across nodes (this
     /// node's workload addresses, other nodes'), when it changed.
     fn cluster(&self) -> Option<(Vec<IpAddr>, Vec<IpAddr>)> {
@@ -128,6 +132,10 @@ impl Sink for LiveOut<'_> {
 
     fn plugin_resets(&mut self) -> Vec<String> {
         self.0.plugin_resets()
+    }
+
+    fn plugin_changes(&mut self) -> Vec<crate::pipeline::PluginChange> {
+        self.0.plugin_changes()
     }
 }
 

@@ -79,6 +79,17 @@ impl Report<'_> {
     }
 }
 
+/// A plugin change that comes from outside the pipeline: a plugin a hub
+/// pushed, or took back.
+#[derive(Debug)]
+pub enum PluginChange {
+    /// New connections go to it; open ones finish on the version before.
+    Install(SharedPlugin),
+    /// Unloaded after its connections drain; a plugin of that name the
+    /// pipeline started with takes over again.
+    Remove(String),
+}
+
 /// Where a pipeline's results go.
 pub trait Sink {
     /// A plugin was loaded (at start, or hot-reloaded): its legend entry.
@@ -88,6 +99,11 @@ pub trait Sink {
     /// Plugins an operator asked to take out of quarantine since the last
     /// call (`POST /api/plugins/NAME/reset`, here or through a hub).
     fn plugin_resets(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Plugins pushed or taken back since the last call (a worker hears
+    /// of them from its hub).
+    fn plugin_changes(&mut self) -> Vec<PluginChange> {
         Vec::new()
     }
     /// Wall-clock housekeeping between frames (a worker sends to its hub);
@@ -130,6 +146,9 @@ const CLOCK_EVERY: u32 = 64;
 pub struct Pipeline {
     engine: Engine<Dispatcher>,
     reloader: Option<Reloader>,
+    /// The plugins it started with, by name: what a removed push falls
+    /// back to.
+    base: std::collections::BTreeMap<String, SharedPlugin>,
     cadence: Cadence,
     clock: TickClock,
     since_collect: u32,
@@ -149,6 +168,7 @@ impl Pipeline {
             }
         }
         let l4_only = plugins.is_empty() && reloader.is_none();
+        let base = plugins.iter().map(|p| (p.info.name.clone(), p.clone())).collect();
         let mut dispatcher = Dispatcher::new(opts.dispatch.clone(), plugins);
         if l4_only {
             // Nothing could dissect a stream: reassemble none.
@@ -158,6 +178,7 @@ impl Pipeline {
         Pipeline {
             engine: Engine::new(config, ports, dispatcher),
             reloader,
+            base,
             cadence,
             clock: TickClock::Capture,
             since_collect: 0,
@@ -228,6 +249,13 @@ impl Pipeline {
     pub fn idle(&mut self, sink: &mut dyn Sink) -> anyhow::Result<()> {
         if self.wall_due() {
             self.collect(sink);
+        } else {
+            // A plugin pushed while no frame comes (a quiet node, a paced
+            // replay between frames) is installed now, not at the next
+            // frame: new connections find it there.
+            for change in sink.plugin_changes() {
+                self.apply_change(change, sink);
+            }
         }
         if self.last_idle.elapsed() >= IDLE_EVERY {
             self.last_idle = Instant::now();
@@ -242,6 +270,9 @@ impl Pipeline {
         self.since_collect = 0;
         self.last_collect = Instant::now();
         self.apply_reloads(sink);
+        for change in sink.plugin_changes() {
+            self.apply_change(change, sink);
+        }
         for name in sink.plugin_resets() {
             let n = self.engine.sink_mut().reset(&name);
             tracing::info!(plugin = %name, generations = n, "plugin reset");
@@ -260,6 +291,27 @@ impl Pipeline {
     pub fn finish(&mut self, sink: &mut dyn Sink) {
         self.engine.finish();
         self.collect(sink);
+    }
+
+    fn apply_change(&mut self, change: PluginChange, sink: &mut dyn Sink) {
+        match change {
+            PluginChange::Install(plugin) => {
+                tracing::info!(plugin = %plugin.info.name, version = %plugin.info.version, hash = %plugin.hash, "pushed plugin installed");
+                sink.legend(legend(&plugin));
+                self.engine.sink_mut().install(plugin);
+            }
+            PluginChange::Remove(name) => match self.base.get(&name).cloned() {
+                Some(base) => {
+                    tracing::info!(plugin = %name, "pushed plugin removed; the one started with takes over");
+                    sink.legend(legend(&base));
+                    self.engine.sink_mut().install(base);
+                }
+                None => {
+                    tracing::info!(plugin = %name, "pushed plugin removed");
+                    self.engine.sink_mut().remove(&name);
+                }
+            },
+        }
     }
 
     fn apply_reloads(&mut self, sink: &mut dyn Sink) {
@@ -334,11 +386,14 @@ impl FileSource {
             let mut failure: Option<anyhow::Error> = None;
             let mut frames = 0u32;
             let read = capture.for_each_frame(|frame| {
+                // Time runs from the capture's first frame, whichever part
+                // it is in: the workers of a split replay keep the
+                // capture's own clock together.
+                let first_ts = *first.get_or_insert(frame.ts.0);
+                last = last.max(frame.ts.0);
                 if failure.is_some() || !in_part(frame.link, frame.data, self.part) {
                     return;
                 }
-                let first_ts = *first.get_or_insert(frame.ts.0);
-                last = last.max(frame.ts.0);
                 if let Some(speed) = self.speed {
                     let since_first = Duration::from_nanos(frame.ts.0.saturating_sub(first_ts));
                     wait_until_due(pass_started, since_first, speed, || {

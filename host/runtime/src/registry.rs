@@ -26,6 +26,9 @@ pub enum PluginState {
     Quarantined { reason: String },
     /// Could not be loaded at all.
     Rejected { reason: String },
+    /// Faulted too often right after replacing another version, which
+    /// took its place again (proxy-wasm's fail-reload); never tried again.
+    RolledBack { reason: String },
 }
 
 /// What `trawl plugins` and the status API report per plugin generation.

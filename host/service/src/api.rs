@@ -178,6 +178,9 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
         .iter()
         .map(|p| {
             let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+            if let Some(pushed) = st.pushed_plugins().and_then(|h| h.get(&p.name)) {
+                v["pushed"] = pushed.json();
+            }
             if let Some(l) = st.legend.iter().find(|l| l.protocol == p.name) {
                 v["abbreviation"] = json!(l.abbreviation);
                 v["long_name"] = json!(l.long_name);
@@ -202,7 +205,9 @@ fn plugin_entries(st: &GraphState) -> Vec<Value> {
                 ] {
                     v[field] = json!(on_workers.iter().map(|(_, x)| x[field].as_u64().unwrap_or(0)).sum::<u64>());
                 }
-                if let Some((id, bad)) = on_workers.iter().find(|(_, x)| x["state"] != "active") {
+                // A generation draining after a replacement is not trouble.
+                let troubled = |x: &Value| !matches!(x["state"].as_str(), Some("active" | "draining" | "retired"));
+                if let Some((id, bad)) = on_workers.iter().find(|(_, x)| troubled(x)) {
                     v["state"] = bad["state"].clone();
                     v["reason"] = json!(format!("on {id}: {}", bad["reason"].as_str().unwrap_or("")));
                 }
@@ -536,19 +541,21 @@ async fn send_within(tx: &mut futures_util::stream::SplitSink<WebSocket, Message
 }
 
 /// An `Origin` (if any) naming the host the request was sent to.
-fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
+pub(crate) fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
     let Some(origin) = origin else { return true };
     let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
     host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
 }
 
-fn with_state(state: SharedState) -> impl Filter<Extract = (SharedState,), Error = std::convert::Infallible> + Clone {
+pub(crate) fn with_state(
+    state: SharedState,
+) -> impl Filter<Extract = (SharedState,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
 /// Passes a request that may do what it `need`s; otherwise rejects it
 /// with [`Denied`], which [`refusal`] turns into 401 or 403.
-fn guard(access: Arc<Access>, need: Need) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+pub(crate) fn guard(access: Arc<Access>, need: Need) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(warp::header::optional::<String>("host"))
@@ -574,6 +581,7 @@ async fn refusal(err: Rejection) -> Result<warp::reply::Response, Rejection> {
 /// Every route of the service, under `access`'s rules.
 pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let access = Arc::new(access);
+    let (state_for_push, access_for_push) = (state.clone(), access.clone());
     let read = guard(access.clone(), Need::Read);
     // Probes: open, and they say nothing about traffic.
     let healthz = warp::path!("healthz").map(|| "ok");
@@ -733,6 +741,7 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
         )
         .or(filters_put)
         .or(plugin_reset)
+        .or(super::plugin_api::routes(state_for_push, access_for_push))
         .recover(refusal)
 }
 

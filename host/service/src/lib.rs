@@ -14,7 +14,9 @@ pub mod auth;
 pub mod externals;
 pub mod filter;
 pub mod history;
+mod plugin_api;
 pub mod protocol;
+pub mod pushed;
 pub mod subscription;
 pub mod view;
 pub mod vocabulary;
@@ -259,6 +261,10 @@ pub struct GraphState {
     externals: externals::Externals,
     /// Each edge's metrics per interval, on disk (`None`: not kept).
     history: Option<history::History>,
+    /// A hub's pushed plugins (`None`: not a hub), and the statuses of
+    /// the plugins they replaced, to show again when they are deleted.
+    pushed: Option<pushed::HubPlugins>,
+    replaced: std::collections::BTreeMap<String, PluginStatus>,
 }
 
 /// Requests to take a plugin out of quarantine (`POST
@@ -449,6 +455,8 @@ impl GraphState {
             workers: std::collections::BTreeMap::new(),
             workers_gone: workers::WorkerCounters::default(),
             history: None,
+            pushed: None,
+            replaced: std::collections::BTreeMap::new(),
         }
     }
 

@@ -289,6 +289,37 @@ impl Dispatcher {
             self.slots[slot].detached += 1;
             self.stats.detached_by_fault += 1;
         }
+        if quarantined {
+            self.roll_back(slot);
+        }
+    }
+
+    /// A quarantined generation that replaced another gives way to it
+    /// again: the version before takes new connections, this one none,
+    /// for good (an operator pushes a fixed version).
+    fn roll_back(&mut self, slot: usize) {
+        let (name, generation, hash) = {
+            let s = &self.slots[slot];
+            (s.plugin.info.name.clone(), s.generation, s.plugin.hash.clone())
+        };
+        let previous = self
+            .slots
+            .iter()
+            .filter(|p| p.plugin.info.name == name && p.generation < generation && p.plugin.hash != hash)
+            .filter(|p| matches!(p.state, PluginState::Draining | PluginState::Retired))
+            .max_by_key(|p| p.generation)
+            .map(|p| (p.plugin.clone(), p.generation));
+        let Some((plugin, was)) = previous else { return };
+        let s = &mut self.slots[slot];
+        let reason = match &s.state {
+            PluginState::Quarantined { reason } => reason.split("; trying again").next().unwrap_or(reason).to_string(),
+            _ => String::new(),
+        };
+        let back_to = format!("rolled back to {} {} (generation {was})", plugin.info.name, plugin.info.version);
+        tracing::warn!(plugin = %name, generation, %back_to, "plugin rolled back");
+        s.state = PluginState::RolledBack { reason: format!("{reason}; {back_to}") };
+        s.retry_at = None;
+        self.install(plugin);
     }
 }
 

@@ -161,3 +161,52 @@ fn connections_that_cross_the_dispatch_budget_are_let_go_and_counted() {
     }
     assert_eq!(d.held, 0, "closed connections hold nothing");
 }
+
+/// The scripted plugin as another build: `version`, its own hash.
+fn version(version: &str) -> SharedPlugin {
+    let base = plugin(Arc::new(AtomicU32::new(0)));
+    Arc::new(LoadedPlugin {
+        abi: base.abi,
+        fields: None,
+        info: PluginInfo { version: version.into(), ..base.info.clone() },
+        hash: format!("hash-{version}"),
+        source: PluginSource::Native,
+        factory: Box::new(Factory(Arc::new(AtomicU32::new(0)), 0)),
+    })
+}
+
+#[test]
+fn a_new_version_that_faults_repeatedly_rolls_back_to_the_one_before() {
+    let config = DispatchConfig { backoff: Duration::ZERO, ..DispatchConfig::default() };
+    let mut d = Dispatcher::new(config, [version("1.0")]);
+    send(&mut d, 1, b"GET");
+    d.install(version("2.0"));
+    for id in 2..=4 {
+        send(&mut d, id, b"Trap");
+    }
+    let by_version = |d: &Dispatcher, v: &str| d.status().into_iter().filter(|s| s.version == v).collect::<Vec<_>>();
+    let v2 = by_version(&d, "2.0");
+    assert!(
+        matches!(&v2[0].state, PluginState::RolledBack { reason } if reason.contains("rolled back to scripted 1.0")),
+        "{v2:?}"
+    );
+    // The old generation still finishes connection 1; a new generation of
+    // 1.0 takes new connections, and 2.0 never comes back.
+    send(&mut d, 5, b"GET");
+    let v1 = by_version(&d, "1.0");
+    let states: Vec<(&PluginState, u64)> = v1.iter().map(|s| (&s.state, s.live_connections)).collect();
+    assert_eq!(states, [(&PluginState::Draining, 1), (&PluginState::Active, 1)]);
+    d.tick(Timestamp(10));
+    assert!(matches!(by_version(&d, "2.0")[0].state, PluginState::RolledBack { .. }));
+}
+
+#[test]
+fn a_plugin_with_nothing_before_it_is_quarantined_not_rolled_back() {
+    let config = DispatchConfig { backoff: Duration::ZERO, ..DispatchConfig::default() };
+    let mut d = Dispatcher::new(config, [version("1.0")]);
+    for id in 1..=3 {
+        send(&mut d, id, b"Trap");
+    }
+    assert!(matches!(status(&d).state, PluginState::Quarantined { .. }), "{:?}", status(&d));
+    assert_eq!(d.status().len(), 1);
+}

@@ -1,0 +1,129 @@
+//! A worker's side of plugins pushed by its hub: each module's hash is
+//! checked, the module compiled and loaded in the worker's own sandbox
+//! (never trusting the hub's word that it is sound), and handed to the
+//! pipeline, which installs it for new connections. What fails is kept as
+//! a rejected plugin in the status the hub shows.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use trawl_pipeline::pipeline::PluginChange;
+use trawl_runtime::PluginSource;
+use trawl_runtime::registry::{PluginState, PluginStatus};
+use trawl_runtime::wasm::{SandboxLimits, WasmRuntime, content_hash};
+
+/// Pushed plugins: what is installed (name → sha256), what the pipeline
+/// has still to take, and what was refused.
+#[derive(Debug, Default)]
+pub struct WorkerPushed {
+    runtime: OnceLock<Option<Arc<WasmRuntime>>>,
+    installed: Mutex<BTreeMap<String, String>>,
+    changes: Mutex<Vec<PluginChange>>,
+    rejected: Mutex<BTreeMap<String, PluginStatus>>,
+}
+
+/// Changes waiting for the pipeline beyond this are a hub flooding us:
+/// the oldest go (the list of pushed plugins that follows puts things
+/// right).
+const MAX_WAITING: usize = 64;
+
+impl WorkerPushed {
+    fn runtime(&self) -> Option<&Arc<WasmRuntime>> {
+        self.runtime
+            .get_or_init(|| {
+                WasmRuntime::new(SandboxLimits::default())
+                    .map_err(|e| tracing::warn!(error = %e, "cannot start a sandbox for pushed plugins"))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    fn push(&self, change: PluginChange) {
+        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        if changes.len() >= MAX_WAITING {
+            changes.remove(0);
+        }
+        changes.push(change);
+    }
+
+    /// A module from the hub: checked, loaded, queued for the pipeline.
+    pub fn install(&self, name: &str, sha256: &str, module: &[u8]) {
+        let same = self.installed.lock().unwrap_or_else(PoisonError::into_inner).get(name).is_some_and(|h| h == sha256);
+        if same {
+            return;
+        }
+        let result = if content_hash(module) != sha256 {
+            Err(format!("the module's sha256 is not the {sha256} the hub announced"))
+        } else {
+            match self.runtime() {
+                None => Err("no sandbox to load it in".to_string()),
+                Some(rt) => match rt.load(module, PluginSource::Pushed(sha256.to_string())) {
+                    Ok(p) if p.info.name != name => Err(format!("the module calls itself {:?}", p.info.name)),
+                    Ok(p) => Ok(p),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
+        };
+        let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(plugin) => {
+                tracing::info!(plugin = name, version = %plugin.info.version, sha256, "plugin pushed by the hub loaded");
+                rejected.remove(name);
+                self.installed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.to_string(), sha256.to_string());
+                self.push(PluginChange::Install(Arc::new(plugin)));
+            }
+            Err(reason) => {
+                tracing::warn!(plugin = name, sha256, %reason, "plugin pushed by the hub refused");
+                rejected.insert(name.to_string(), refused(name, sha256, reason));
+            }
+        }
+    }
+
+    /// The hub's list of pushed plugins: any installed one not on it was
+    /// deleted there.
+    pub fn keep_only(&self, plugins: &[(String, String)]) {
+        let mut installed = self.installed.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<String> = installed.keys().filter(|n| !plugins.iter().any(|(p, _)| p == *n)).cloned().collect();
+        for name in gone {
+            installed.remove(&name);
+            tracing::info!(plugin = %name, "plugin deleted on the hub");
+            self.push(PluginChange::Remove(name));
+        }
+        self.rejected.lock().unwrap_or_else(PoisonError::into_inner).retain(|n, _| plugins.iter().any(|(p, _)| p == n));
+    }
+
+    /// What the pipeline has to apply, in order.
+    pub fn take_changes(&self) -> Vec<PluginChange> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Pushes this worker refused, for its status.
+    pub fn rejected(&self) -> Vec<PluginStatus> {
+        self.rejected.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+}
+
+fn refused(name: &str, sha256: &str, reason: String) -> PluginStatus {
+    PluginStatus {
+        name: name.to_string(),
+        version: String::new(),
+        hash: sha256.to_string(),
+        generation: 0,
+        source: PluginSource::Pushed(sha256.to_string()).to_string(),
+        state: PluginState::Rejected { reason: reason.clone() },
+        live_connections: 0,
+        records: 0,
+        faults: 0,
+        detached_connections: 0,
+        calls: 0,
+        bytes_in: 0,
+        probe_bytes: 0,
+        stream_bytes: 0,
+        skipped_bytes: 0,
+        last_error: Some(reason),
+        ports: String::new(),
+        fields: None,
+    }
+}

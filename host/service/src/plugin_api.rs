@@ -1,0 +1,111 @@
+//! `PUT /api/plugins/NAME` (the module as the body, a detached signature
+//! in `X-Trawl-Signature`) and `DELETE /api/plugins/NAME` on a hub: the
+//! admin token, and never from another site's page. A refused push says
+//! why and changes nothing.
+
+use super::api::{guard, same_origin, with_state};
+use super::auth::{Access, Need};
+use super::pushed::{HubPlugins, PushError};
+use super::{SharedState, lock};
+use serde_json::json;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+fn answer(body: serde_json::Value, status: u16) -> warp::reply::Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+fn refused(e: &PushError) -> warp::reply::Response {
+    answer(json!({"error": e.to_string()}), e.status())
+}
+
+fn cross_origin() -> warp::reply::Response {
+    answer(json!({"error": "cross-origin request refused"}), 403)
+}
+
+async fn put(
+    name: String,
+    origin: Option<String>,
+    host: Option<String>,
+    signature: Option<String>,
+    body: warp::hyper::body::Bytes,
+    state: SharedState,
+) -> Result<warp::reply::Response, Rejection> {
+    if !same_origin(origin.as_deref(), host.as_deref()) {
+        return Ok(cross_origin());
+    }
+    let (config, runtime) = match lock(&state).pushed_plugins() {
+        Some(hub) => (hub.config().clone(), Arc::clone(hub.runtime())),
+        None => return Ok(refused(&PushError::NotAHub)),
+    };
+    // Compiling takes a while: on a blocking thread, without the lock.
+    let checked = tokio::task::spawn_blocking(move || {
+        HubPlugins::validate(&config, &runtime, &name, &body, signature.as_deref().map(str::as_bytes))
+    })
+    .await;
+    let pushed = match checked {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "plugin push refused");
+            return Ok(refused(&e));
+        }
+        Err(e) => return Ok(answer(json!({"error": format!("validation failed: {e}")}), 500)),
+    };
+    let summary = json!({
+        "name": pushed.status.name,
+        "version": pushed.status.version,
+        "sha256": pushed.sha256,
+        "abi": pushed.abi,
+        "bytes": pushed.module.len(),
+        "signed": pushed.signature.is_some(),
+    });
+    let mut st = lock(&state);
+    match st.accept_pushed(pushed) {
+        Ok(()) => {
+            let workers = st.workers().values().filter(|w| w.connected).count();
+            tracing::info!(plugin = %summary["name"], version = %summary["version"], workers, "plugin pushed");
+            let mut reply = summary;
+            reply["workers"] = json!(workers);
+            Ok(answer(reply, 201))
+        }
+        Err(e) => Ok(refused(&e)),
+    }
+}
+
+/// The push and delete routes.
+pub(crate) fn routes(
+    state: SharedState,
+    access: Arc<Access>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let put = warp::put()
+        .and(warp::path!("api" / "plugins" / String))
+        .and(guard(access.clone(), Need::Admin))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::header::optional::<String>("x-trawl-signature"))
+        .and(warp::body::content_length_limit(trawl_runtime::wasm::MAX_MODULE_BYTES as u64))
+        .and(warp::body::bytes())
+        .and(with_state(state.clone()))
+        .and_then(put);
+    let delete = warp::delete()
+        .and(warp::path!("api" / "plugins" / String))
+        .and(guard(access, Need::Admin))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and(with_state(state))
+        .map(|name: String, origin: Option<String>, host: Option<String>, s: SharedState| {
+            if !same_origin(origin.as_deref(), host.as_deref()) {
+                return cross_origin();
+            }
+            match lock(&s).delete_pushed(&name) {
+                Ok(gone) => {
+                    tracing::info!(plugin = %name, "pushed plugin deleted");
+                    answer(json!({"deleted": name, "sha256": gone.sha256}), 200)
+                }
+                Err(e) => refused(&e),
+            }
+        });
+    put.or(delete).unify()
+}

@@ -1,0 +1,316 @@
+//! Plugins pushed to a hub (`PUT /api/plugins/NAME`): validated before
+//! anything changes (size, signature, compile and init in the sandbox,
+//! ABI), kept on disk when the hub has a store (so they survive its
+//! restart), and handed to every worker, now and when it connects.
+
+use super::GraphState;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use trawl_core::l7map::LegendEntry;
+use trawl_runtime::registry::{PluginState, PluginStatus, port_list};
+use trawl_runtime::signature::{PublicKey, SignatureError};
+use trawl_runtime::wasm::{MAX_MODULE_BYTES, WasmRuntime, content_hash};
+use trawl_runtime::{LoadError, PluginSource};
+
+/// The default `--plugin-max-bytes`: several times a first-party plugin.
+pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
+
+/// How a hub takes plugins.
+#[derive(Clone, Debug)]
+pub struct PushConfig {
+    /// Where pushed modules are kept (`--plugin-store`); `None`: memory
+    /// only, gone when the hub restarts.
+    pub store: Option<PathBuf>,
+    /// When set, every pushed module needs a valid Ed25519 signature.
+    pub key: Option<PublicKey>,
+    pub max_bytes: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig { store: None, key: None, max_bytes: DEFAULT_MAX_BYTES }
+    }
+}
+
+/// Why a push (or a delete) was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("the module is {size} bytes, over this hub's {max}-byte limit (--plugin-max-bytes)")]
+    TooLarge { size: usize, max: usize },
+    #[error("signature: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("the module calls itself {module:?}, not {url:?}: PUT it to /api/plugins/{module}")]
+    NameMismatch { url: String, module: String },
+    #[error("{0:?} is not a plugin pushed to this hub (embedded plugins stay)")]
+    NotPushed(String),
+    #[error("this process takes no pushed plugins: only `trawl hub` does (here, use --plugins DIR --watch)")]
+    NotAHub,
+    #[error("cannot keep the module: {0}")]
+    Store(String),
+}
+
+impl PushError {
+    /// The HTTP status that answers it.
+    pub fn status(&self) -> u16 {
+        match self {
+            PushError::TooLarge { .. } => 413,
+            PushError::Signature(SignatureError::Missing | SignatureError::Mismatch) => 403,
+            PushError::NotPushed(_) | PushError::NotAHub => 404,
+            PushError::Store(_) => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// One pushed plugin.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub sha256: String,
+    pub module: Arc<Vec<u8>>,
+    pub signature: Option<Vec<u8>>,
+    pub status: PluginStatus,
+    pub legend: LegendEntry,
+    pub abi: u32,
+    /// Unix seconds.
+    pub pushed_at: u64,
+}
+
+impl Pushed {
+    /// What `GET /api/plugins` adds under `pushed`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sha256": self.sha256,
+            "bytes": self.module.len(),
+            "abi": self.abi,
+            "signed": self.signature.is_some(),
+            "pushed_at": self.pushed_at,
+        })
+    }
+}
+
+/// A hub's pushed plugins, and what they replaced.
+#[derive(Debug)]
+pub struct HubPlugins {
+    config: PushConfig,
+    runtime: Arc<WasmRuntime>,
+    plugins: BTreeMap<String, Pushed>,
+    /// Bumped on every change; workers' connections compare it.
+    version: u64,
+}
+
+/// What a connection sends a worker: the list's version, and each pushed
+/// plugin's name, hash and module.
+pub type PushedSnapshot = (u64, Vec<(String, String, Arc<Vec<u8>>)>);
+
+impl HubPlugins {
+    pub fn new(config: PushConfig, runtime: Arc<WasmRuntime>) -> Self {
+        HubPlugins { config, runtime, plugins: BTreeMap::new(), version: 1 }
+    }
+
+    pub fn config(&self) -> &PushConfig {
+        &self.config
+    }
+
+    pub fn runtime(&self) -> &Arc<WasmRuntime> {
+        &self.runtime
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Pushed> {
+        self.plugins.get(name)
+    }
+
+    pub fn snapshot(&self) -> PushedSnapshot {
+        let list = self.plugins.iter().map(|(n, p)| (n.clone(), p.sha256.clone(), Arc::clone(&p.module))).collect();
+        (self.version, list)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Validates a module for `name`, touching nothing: run it off the
+    /// lock (compiling takes a while).
+    pub fn validate(
+        config: &PushConfig,
+        runtime: &Arc<WasmRuntime>,
+        name: &str,
+        module: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<Pushed, PushError> {
+        let max = config.max_bytes.min(MAX_MODULE_BYTES);
+        if module.len() > max {
+            return Err(PushError::TooLarge { size: module.len(), max });
+        }
+        if let Some(key) = &config.key {
+            key.verify(module, signature.ok_or(SignatureError::Missing)?)?;
+        }
+        let sha256 = content_hash(module);
+        let plugin = runtime.load(module, PluginSource::Pushed(sha256.clone()))?;
+        if plugin.info.name != name {
+            return Err(PushError::NameMismatch { url: name.to_string(), module: plugin.info.name.clone() });
+        }
+        let info = &plugin.info;
+        let status = PluginStatus {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            hash: sha256.clone(),
+            generation: 0,
+            source: plugin.source.to_string(),
+            state: PluginState::Active,
+            live_connections: 0,
+            records: 0,
+            faults: 0,
+            detached_connections: 0,
+            calls: 0,
+            bytes_in: 0,
+            probe_bytes: 0,
+            stream_bytes: 0,
+            skipped_bytes: 0,
+            last_error: None,
+            ports: port_list(info),
+            fields: plugin.fields.clone(),
+        };
+        let legend = LegendEntry {
+            protocol: info.name.clone(),
+            abbreviation: info.abbreviation.clone(),
+            long_name: info.long_name.clone(),
+            color: info.color.clone(),
+        };
+        let pushed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(Pushed {
+            sha256,
+            module: Arc::new(module.to_vec()),
+            signature: signature.map(<[u8]>::to_vec),
+            status,
+            legend,
+            abi: plugin.abi,
+            pushed_at,
+        })
+    }
+
+    /// Keeps a validated plugin: on disk first (when there is a store),
+    /// then in the list the workers follow.
+    fn commit(&mut self, pushed: Pushed) -> Result<(), PushError> {
+        if let Some(store) = &self.config.store {
+            let name = &pushed.status.name;
+            write_atomically(&store.join(format!("{name}.wasm")), &pushed.module)?;
+            let sig = store.join(format!("{name}.wasm.sig"));
+            match &pushed.signature {
+                Some(s) => write_atomically(&sig, s)?,
+                None => drop(std::fs::remove_file(&sig)),
+            }
+        }
+        self.plugins.insert(pushed.status.name.clone(), pushed);
+        self.version += 1;
+        Ok(())
+    }
+
+    fn delete(&mut self, name: &str) -> Result<Pushed, PushError> {
+        if !self.plugins.contains_key(name) {
+            return Err(PushError::NotPushed(name.to_string()));
+        }
+        if let Some(store) = &self.config.store {
+            for file in [format!("{name}.wasm"), format!("{name}.wasm.sig")] {
+                match std::fs::remove_file(store.join(&file)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(PushError::Store(e.to_string())),
+                    _ => {}
+                }
+            }
+        }
+        self.version += 1;
+        self.plugins.remove(name).ok_or_else(|| PushError::NotPushed(name.to_string()))
+    }
+
+    /// The modules a store holds (a restarted hub), each validated again.
+    /// Returns those that no longer pass, with the reason.
+    fn load_store(&mut self) -> Vec<(PathBuf, PushError)> {
+        let Some(store) = self.config.store.clone() else { return Vec::new() };
+        let mut refused = Vec::new();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let loaded = std::fs::read(&path).map_err(|e| PushError::Store(e.to_string())).and_then(|module| {
+                let sig = std::fs::read(path.with_extension("wasm.sig")).ok();
+                Self::validate(&self.config, &self.runtime, &name, &module, sig.as_deref())
+            });
+            match loaded {
+                Ok(p) => {
+                    self.plugins.insert(name, p);
+                }
+                Err(e) => refused.push((path, e)),
+            }
+        }
+        self.version += 1;
+        refused
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PushError> {
+    let store_error = |e: std::io::Error| PushError::Store(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(store_error)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(store_error)?;
+    std::fs::rename(&tmp, path).map_err(store_error)
+}
+
+impl GraphState {
+    /// Takes pushed plugins (a hub), starting with those in its store.
+    pub fn set_pushed_plugins(&mut self, mut hub: HubPlugins) {
+        for (path, error) in hub.load_store() {
+            tracing::warn!(path = %path.display(), %error, "a stored plugin is refused");
+        }
+        let kept: Vec<Pushed> = hub.plugins.values().cloned().collect();
+        self.pushed = Some(hub);
+        for p in kept {
+            self.show_pushed(&p);
+        }
+    }
+
+    pub fn pushed_plugins(&self) -> Option<&HubPlugins> {
+        self.pushed.as_ref()
+    }
+
+    /// Shows a pushed plugin in the legend and the plugin list at once,
+    /// before any worker has loaded it.
+    fn show_pushed(&mut self, p: &Pushed) {
+        self.upsert_legend(p.legend.clone());
+        let name = &p.status.name;
+        if let Some(base) = self.plugins.iter().find(|s| &s.name == name && !s.source.starts_with("hub:")) {
+            self.replaced.entry(name.clone()).or_insert_with(|| base.clone());
+        }
+        self.plugins.retain(|s| &s.name != name);
+        self.plugins.push(p.status.clone());
+    }
+
+    /// Keeps a plugin that [`HubPlugins::validate`] passed.
+    pub fn accept_pushed(&mut self, pushed: Pushed) -> Result<(), PushError> {
+        let hub = self.pushed.as_mut().ok_or(PushError::NotAHub)?;
+        let shown = pushed.clone();
+        hub.commit(pushed)?;
+        self.show_pushed(&shown);
+        Ok(())
+    }
+
+    /// Takes a pushed plugin back; an embedded one of that name shows again.
+    pub fn delete_pushed(&mut self, name: &str) -> Result<Pushed, PushError> {
+        let hub = self.pushed.as_mut().ok_or(PushError::NotAHub)?;
+        let gone = hub.delete(name)?;
+        self.plugins.retain(|s| s.name != name);
+        if let Some(base) = self.replaced.remove(name) {
+            self.plugins.push(base);
+        }
+        Ok(gone)
+    }
+}
