@@ -83,7 +83,7 @@ fn readme(name: &str, port: u16) -> String {
 trawl plugin build                          # → {name}.wasm, checked like the agent checks it
 trawl plugin test {name}.wasm capture.pcap  # records and a conformance report
 curl -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @{name}.wasm \
-     http://HUB:8080/api/plugins/{name}       # every worker of a cluster, in a second
+     http://HUB:8899/api/plugins/{name}       # every worker of a cluster, in a second
 ```
 
 `trawl plugin test … --bless --expect golden.jsonl` writes golden records;
