@@ -380,3 +380,27 @@ fn a_new_author_goes_from_an_empty_directory_to_a_cluster_map() {
 fn answer_sha(path: &Path) -> String {
     trawl_host::plugins::wasm::content_hash(&std::fs::read(path).unwrap())
 }
+
+/// The host holds no protocol code: nothing under core/ or host/ names the
+/// protocol that was added above.
+#[test]
+fn no_host_code_knows_the_pushed_protocol() {
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.ends_with("target") {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["core", "host"] {
+        rust_files(&support::project_root().join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let knowing: Vec<&PathBuf> =
+        files.iter().filter(|f| std::fs::read_to_string(f).unwrap().to_lowercase().contains("memcached")).collect();
+    assert!(knowing.is_empty(), "host code that knows memcached: {knowing:?}");
+}

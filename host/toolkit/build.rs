@@ -157,6 +157,8 @@ fn main() {
     }
     let mut bundle = Vec::new();
     add_tree(&mut bundle, &sdk.join("src"), &sdk.join("src"), "sdk/src/");
+    // Its manifest names the examples, and an author learns from them.
+    add_tree(&mut bundle, &sdk.join("examples"), &sdk.join("examples"), "sdk/examples/");
     for doc in ["README.md", "ABI.md"] {
         if let Ok(bytes) = std::fs::read(sdk.join(doc)) {
             add(&mut bundle, &format!("sdk/{doc}"), &bytes);

@@ -283,13 +283,34 @@ impl Reloader {
     }
 }
 
+/// A Kubernetes ConfigMap volume changes by swapping its `..data` symlink
+/// (the files are links through it), so no event names a changed file:
+/// a change to a `..`-entry stands for every `*.wasm` of its directory, as
+/// it is now and as it was (a key may be gone). Unchanged files cost a
+/// hash each.
+fn with_configmap_swaps(paths: Vec<PathBuf>, known: &HashMap<PathBuf, (String, String)>) -> Vec<PathBuf> {
+    let swapped: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("..")))
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    let mut out = paths;
+    for dir in swapped {
+        let now = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| is_wasm(p));
+        out.extend(now.collect::<Vec<_>>());
+        out.extend(known.keys().filter(|k| k.parent() == Some(dir.as_path())).cloned());
+    }
+    out
+}
+
 fn compile_loop(
     runtime: &Arc<WasmRuntime>,
     paths_rx: &Receiver<Vec<PathBuf>>,
     tx: &Sender<ReloadEvent>,
     mut names: HashMap<PathBuf, (String, String)>,
 ) {
-    while let Ok(mut paths) = paths_rx.recv() {
+    while let Ok(paths) = paths_rx.recv() {
+        let mut paths = with_configmap_swaps(paths, &names);
         paths.sort();
         paths.dedup();
         for path in paths.into_iter().filter(|p| is_wasm(p)) {
@@ -325,5 +346,59 @@ fn compile_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Lays out `dir` as the kubelet writes a ConfigMap volume: the data in
+    /// a timestamped directory, `..data` linking to it, each key a link
+    /// through `..data`; a new version is swapped in by renaming a fresh
+    /// `..data_tmp` link over `..data`.
+    fn configmap_version(dir: &Path, version: &str, module: &[u8]) {
+        let data = dir.join(format!("..{version}"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("proto.wasm"), module).unwrap();
+        let tmp = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        if !dir.join("proto.wasm").exists() {
+            std::os::unix::fs::symlink("..data/proto.wasm", dir.join("proto.wasm")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_configmap_update_is_reloaded_though_no_event_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("trawl-configmap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let module = |name: &str| embedded::EMBEDDED.iter().find(|(n, _)| *n == name).unwrap().1;
+        configmap_version(&dir, "2026_12_07_a", module("dns"));
+        let runtime = WasmRuntime::new(super::super::wasm::SandboxLimits::default()).unwrap();
+        let mut set = PluginSet::empty(runtime);
+        set.add_dir(&dir).unwrap();
+        assert_eq!(set.plugins().iter().map(|p| p.info.name.as_str()).collect::<Vec<_>>(), ["dns"]);
+        let reloader = set.watch().unwrap();
+        configmap_version(&dir, "2026_12_07_b", module("redis"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let loaded = loop {
+            let names: Vec<String> = reloader
+                .poll()
+                .into_iter()
+                .filter_map(|e| match e {
+                    ReloadEvent::Loaded { plugin, .. } => Some(plugin.info.name.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !names.is_empty() || std::time::Instant::now() > deadline {
+                break names;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(loaded, ["redis"], "the swapped-in version is loaded");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -76,6 +76,7 @@ mod tests {
     fn the_bundle_holds_the_sdk_with_a_standalone_manifest_and_its_dependencies() {
         let names: Vec<&str> = files().map(|(p, _)| p).collect();
         assert!(names.contains(&"sdk/src/lib.rs") && names.contains(&"sdk/src/stream.rs"));
+        assert!(names.contains(&"sdk/examples/line_protocol.rs"), "the manifest names the examples");
         let manifest = files().find(|(p, _)| *p == "sdk/Cargo.toml").unwrap().1;
         let manifest = std::str::from_utf8(manifest).unwrap();
         assert!(!manifest.contains("workspace"), "{manifest}");

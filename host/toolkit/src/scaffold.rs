@@ -19,7 +19,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `memcached-text` → `MemcachedText`.
+/// `line-proto` → `LineProto`.
 fn type_name(name: &str) -> String {
     name.split(['-', '_'])
         .map(|w| {
@@ -137,9 +137,9 @@ mod tests {
 
     #[test]
     fn names_are_checked_and_typed() {
-        assert!(check_name("memcached").is_ok());
-        assert!(check_name("Memcached").is_err() && check_name("1x").is_err() && check_name("a b").is_err());
-        assert_eq!(type_name("memcached-text_v2"), "MemcachedTextV2");
+        assert!(check_name("line-proto").is_ok());
+        assert!(check_name("LineProto").is_err() && check_name("1x").is_err() && check_name("a b").is_err());
+        assert_eq!(type_name("line-proto_v2"), "LineProtoV2");
     }
 
     #[test]
