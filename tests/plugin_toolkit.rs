@@ -318,6 +318,16 @@ fn a_new_author_goes_from_an_empty_directory_to_a_cluster_map() {
     let (code, answer) = put(ui, "other", &wasm, &[]);
     assert_eq!(code, 400, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("calls itself \"memcached\""), "{answer}");
+    let evil = dir.join("evil-module.wasm");
+    std::fs::write(&evil, abi_v1_module("../evil")).unwrap();
+    let (code, answer) = put(ui, "..%2Fevil", &evil, &[]);
+    assert_eq!(code, 400, "a name that would leave the store: {answer}");
+    assert!(!dir.join("evil.wasm.sig").exists() && !store.join("../evil.wasm").exists());
+    let hidden = dir.join("hidden-module.wasm");
+    std::fs::write(&hidden, abi_v1_module(".x")).unwrap();
+    let (code, answer) = put(ui, ".x", &hidden, &[]);
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("bad plugin name"), "{answer}");
     let hashes =
         |v: &Value| v.as_array().unwrap().iter().map(|p| (p["name"].clone(), p["hash"].clone())).collect::<Vec<_>>();
     assert_eq!(hashes(&get_json(ui, "/api/plugins")), hashes(&before), "refusals change nothing");

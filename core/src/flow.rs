@@ -345,6 +345,11 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// The service-port hints (a plugin loaded later adds its ports).
+    pub fn service_ports_mut(&mut self) -> &mut ServicePorts {
+        &mut self.ports
+    }
+
     pub fn new(config: FlowTableConfig, ports: ServicePorts) -> Self {
         FlowTable {
             config,

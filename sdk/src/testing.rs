@@ -8,7 +8,7 @@
 //! # #[derive(Default)] struct Nop;
 //! # impl trawl_sdk::Dissector for Nop {
 //! #   type Conn = ();
-//! #   fn info() -> trawl_sdk::PluginInfo { unimplemented!() }
+//! #   fn info() -> trawl_sdk::PluginInfo { trawl_sdk::PluginInfo::new("nop") }
 //! #   fn probe(_: L4, _: Dir, _: &[u8]) -> trawl_sdk::Probe { trawl_sdk::Probe::NoMatch }
 //! #   fn data(&mut self, _: &mut (), _: &mut trawl_sdk::Ctx<'_>, b: &[u8]) -> trawl_sdk::Progress {
 //! #       trawl_sdk::Progress::Done { consumed: b.len() as u32 } }
@@ -37,6 +37,9 @@ pub struct Session<D: Dissector> {
     pub upgrades: Vec<String>,
     /// Status of the last call.
     pub status: Status,
+    /// Why the host would have let the connection go (a gap the plugin does
+    /// not accept, a tail over its `max_buffer`); nothing more is fed then.
+    pub detached: Option<String>,
 }
 
 impl<D: Dissector> std::fmt::Debug for Session<D> {
@@ -76,6 +79,7 @@ impl<D: Dissector> Session<D> {
             records: Vec::new(),
             upgrades: Vec::new(),
             status: r.status,
+            detached: None,
         };
         s.take(r.events);
         s
@@ -92,6 +96,9 @@ impl<D: Dissector> Session<D> {
 
     /// Bytes of one direction, as one segment.
     pub fn send(&mut self, dir: Dir, bytes: &[u8]) {
+        if self.detached.is_some() {
+            return;
+        }
         self.ts += 1;
         let (passed, offer) = self.feeds[dir.code() as usize].offer(bytes, false);
         self.skipped += passed;
@@ -107,10 +114,16 @@ impl<D: Dissector> Session<D> {
 
     /// `len` bytes of `dir` were lost.
     pub fn gap(&mut self, dir: Dir, len: u64) {
+        if self.detached.is_some() {
+            return;
+        }
         self.ts += 1;
         let (passed, lost) = self.feeds[dir.code() as usize].gap(len);
         self.skipped += passed;
-        if lost > 0 {
+        if lost > 0 && !D::info().accepts_gaps {
+            self.detached = Some(format!("{lost} bytes lost, and the plugin does not accept gaps"));
+            self.close();
+        } else if lost > 0 {
             let r = self.guest.data(1, dir, FLAG_GAP, self.ts, &[], lost);
             self.settle(dir, &[], r);
         }
@@ -118,6 +131,9 @@ impl<D: Dissector> Session<D> {
 
     /// The sender of `dir` finished.
     pub fn fin(&mut self, dir: Dir) {
+        if self.detached.is_some() {
+            return;
+        }
         self.ts += 1;
         let (_, offer) = self.feeds[dir.code() as usize].offer(&[], true);
         self.call(dir, offer);
@@ -132,8 +148,14 @@ impl<D: Dissector> Session<D> {
 
     fn settle(&mut self, dir: Dir, window: &[u8], r: crate::DataResult) {
         self.status = r.status;
-        self.skipped += self.feeds[dir.code() as usize].settle(window, &r);
+        let feed = &mut self.feeds[dir.code() as usize];
+        self.skipped += feed.settle(window, &r);
+        let held = feed.held();
         self.take(r.events);
+        if held > D::info().max_buffer as usize {
+            self.detached = Some(format!("{held} bytes held, over the plugin's max_buffer"));
+            self.close();
+        }
     }
 
     /// One UDP datagram.

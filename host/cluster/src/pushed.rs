@@ -21,10 +21,10 @@ pub struct WorkerPushed {
     rejected: Mutex<BTreeMap<String, PluginStatus>>,
 }
 
-/// Changes waiting for the pipeline beyond this are a hub flooding us:
-/// the oldest go (the list of pushed plugins that follows puts things
-/// right).
-const MAX_WAITING: usize = 64;
+/// Changes waiting for the pipeline are one per plugin name (a newer one
+/// replaces an older); beyond this many names the hub is flooding us, and
+/// the oldest go, forgotten as installed so that a later push brings them.
+const MAX_WAITING: usize = 256;
 
 impl WorkerPushed {
     fn runtime(&self) -> Option<&Arc<WasmRuntime>> {
@@ -38,9 +38,16 @@ impl WorkerPushed {
     }
 
     fn push(&self, change: PluginChange) {
+        let name = |c: &PluginChange| match c {
+            PluginChange::Install(p) => p.info.name.clone(),
+            PluginChange::Remove(n) => n.clone(),
+        };
         let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let this = name(&change);
+        changes.retain(|c| name(c) != this);
         if changes.len() >= MAX_WAITING {
-            changes.remove(0);
+            let dropped = name(&changes.remove(0));
+            self.installed.lock().unwrap_or_else(PoisonError::into_inner).remove(&dropped);
         }
         changes.push(change);
     }
@@ -51,7 +58,10 @@ impl WorkerPushed {
         if same {
             return;
         }
-        let result = if content_hash(module) != sha256 {
+        let announced_ok = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        let result = if !announced_ok {
+            Err("the hub announced a malformed sha256".to_string())
+        } else if content_hash(module) != sha256 {
             Err(format!("the module's sha256 is not the {sha256} the hub announced"))
         } else {
             match self.runtime() {
@@ -76,7 +86,8 @@ impl WorkerPushed {
             }
             Err(reason) => {
                 tracing::warn!(plugin = name, sha256, %reason, "plugin pushed by the hub refused");
-                rejected.insert(name.to_string(), refused(name, sha256, reason));
+                let hash = if announced_ok { sha256 } else { "" };
+                rejected.insert(name.chars().take(64).collect(), refused(name, hash, reason));
             }
         }
     }

@@ -149,6 +149,9 @@ pub struct Pipeline {
     /// The plugins it started with, by name: what a removed push falls
     /// back to.
     base: std::collections::BTreeMap<String, SharedPlugin>,
+    /// Started with no plugin at all, so it reassembles nothing (until a
+    /// plugin is pushed).
+    l4_only: bool,
     cadence: Cadence,
     clock: TickClock,
     since_collect: u32,
@@ -179,6 +182,7 @@ impl Pipeline {
             engine: Engine::new(config, ports, dispatcher),
             reloader,
             base,
+            l4_only,
             cadence,
             clock: TickClock::Capture,
             since_collect: 0,
@@ -298,13 +302,18 @@ impl Pipeline {
             PluginChange::Install(plugin) => {
                 tracing::info!(plugin = %plugin.info.name, version = %plugin.info.version, hash = %plugin.hash, "pushed plugin installed");
                 sink.legend(legend(&plugin));
+                let ports = plugin.info.tcp_ports.iter().chain(&plugin.info.udp_ports);
+                ports.for_each(|&p| self.engine.flows_mut().service_ports_mut().insert(p));
+                if std::mem::take(&mut self.l4_only) {
+                    self.engine.sink_mut().clear_targeting();
+                }
                 self.engine.sink_mut().install(plugin);
             }
             PluginChange::Remove(name) => match self.base.get(&name).cloned() {
                 Some(base) => {
                     tracing::info!(plugin = %name, "pushed plugin removed; the one started with takes over");
                     sink.legend(legend(&base));
-                    self.engine.sink_mut().install(base);
+                    self.engine.sink_mut().install_fresh(base);
                 }
                 None => {
                     tracing::info!(plugin = %name, "pushed plugin removed");

@@ -102,7 +102,7 @@ impl std::fmt::Display for PluginSource {
             PluginSource::Embedded => f.write_str("embedded"),
             PluginSource::File(p) => write!(f, "{}", p.display()),
             PluginSource::Native => f.write_str("native"),
-            PluginSource::Pushed(hash) => write!(f, "hub:{}", &hash[..hash.len().min(12)]),
+            PluginSource::Pushed(hash) => write!(f, "hub:{}", hash.get(..12).unwrap_or(hash)),
         }
     }
 }

@@ -41,11 +41,14 @@ async fn put(
         None => return Ok(refused(&PushError::NotAHub)),
     };
     // Compiling takes a while: on a blocking thread, without the lock.
+    // Its files are written (and synced) there too; the lock only renames.
     let checked = tokio::task::spawn_blocking(move || {
-        HubPlugins::validate(&config, &runtime, &name, &body, signature.as_deref().map(str::as_bytes))
+        let pushed = HubPlugins::validate(&config, &runtime, &name, &body, signature.as_deref().map(str::as_bytes))?;
+        let staged = HubPlugins::stage(&config, &pushed)?;
+        Ok::<_, PushError>((pushed, staged))
     })
     .await;
-    let pushed = match checked {
+    let (pushed, staged) = match checked {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "plugin push refused");
@@ -62,7 +65,7 @@ async fn put(
         "signed": pushed.signature.is_some(),
     });
     let mut st = lock(&state);
-    match st.accept_pushed(pushed) {
+    match st.accept_pushed(pushed, staged) {
         Ok(()) => {
             let workers = st.workers().values().filter(|w| w.connected).count();
             tracing::info!(plugin = %summary["name"], version = %summary["version"], workers, "plugin pushed");

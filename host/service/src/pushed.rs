@@ -16,6 +16,13 @@ use trawl_runtime::{LoadError, PluginSource};
 /// The default `--plugin-max-bytes`: several times a first-party plugin.
 pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
 
+/// The most a push may carry whatever the flag says: the module must fit
+/// one frame of the worker protocol (16 MiB) with room to spare.
+pub const MAX_PUSH_BYTES: usize = 15 << 20;
+
+/// Pushed plugins a hub keeps at most (each goes to every worker).
+pub const MAX_PUSHED: usize = 64;
+
 /// How a hub takes plugins.
 #[derive(Clone, Debug)]
 pub struct PushConfig {
@@ -44,8 +51,12 @@ pub enum PushError {
     Load(#[from] LoadError),
     #[error("the module calls itself {module:?}, not {url:?}: PUT it to /api/plugins/{module}")]
     NameMismatch { url: String, module: String },
+    #[error("bad plugin name {0:?}: 1–64 letters, digits, '-', '_' or '.', not starting with '.'")]
+    BadName(String),
     #[error("{0:?} is not a plugin pushed to this hub (embedded plugins stay)")]
     NotPushed(String),
+    #[error("this hub keeps at most {MAX_PUSHED} pushed plugins: DELETE one first")]
+    TooMany,
     #[error("this process takes no pushed plugins: only `trawl hub` does (here, use --plugins DIR --watch)")]
     NotAHub,
     #[error("cannot keep the module: {0}")]
@@ -57,6 +68,7 @@ impl PushError {
     pub fn status(&self) -> u16 {
         match self {
             PushError::TooLarge { .. } => 413,
+            PushError::TooMany => 409,
             PushError::Signature(SignatureError::Missing | SignatureError::Mismatch) => 403,
             PushError::NotPushed(_) | PushError::NotAHub => 404,
             PushError::Store(_) => 500,
@@ -140,7 +152,12 @@ impl HubPlugins {
         module: &[u8],
         signature: Option<&[u8]>,
     ) -> Result<Pushed, PushError> {
-        let max = config.max_bytes.min(MAX_MODULE_BYTES);
+        // The name becomes a file name in the store: nothing that could
+        // climb out of it.
+        if !valid_name(name) {
+            return Err(PushError::BadName(name.to_string()));
+        }
+        let max = config.max_bytes.min(MAX_MODULE_BYTES).min(MAX_PUSH_BYTES);
         if module.len() > max {
             return Err(PushError::TooLarge { size: module.len(), max });
         }
@@ -191,17 +208,35 @@ impl HubPlugins {
         })
     }
 
-    /// Keeps a validated plugin: on disk first (when there is a store),
-    /// then in the list the workers follow.
-    fn commit(&mut self, pushed: Pushed) -> Result<(), PushError> {
-        if let Some(store) = &self.config.store {
-            let name = &pushed.status.name;
-            write_atomically(&store.join(format!("{name}.wasm")), &pushed.module)?;
-            let sig = store.join(format!("{name}.wasm.sig"));
-            match &pushed.signature {
-                Some(s) => write_atomically(&sig, s)?,
-                None => drop(std::fs::remove_file(&sig)),
-            }
+    /// Writes a validated plugin's files next to their places in the store,
+    /// synced, without touching the store: the slow part of keeping it,
+    /// done off the service's lock. [`GraphState::accept_pushed`] renames
+    /// them into place.
+    pub fn stage(config: &PushConfig, pushed: &Pushed) -> Result<Staged, PushError> {
+        let Some(store) = &config.store else { return Ok(Staged::default()) };
+        let name = &pushed.status.name;
+        let tag = &pushed.sha256[..16];
+        let mut files = vec![(store.join(format!("{name}.wasm.{tag}.tmp")), store.join(format!("{name}.wasm")))];
+        write_synced(&files[0].0, &pushed.module)?;
+        if let Some(sig) = &pushed.signature {
+            files.push((store.join(format!("{name}.wasm.sig.{tag}.tmp")), store.join(format!("{name}.wasm.sig"))));
+            write_synced(&files[1].0, sig)?;
+        }
+        Ok(Staged { files, unsigned: store.join(format!("{name}.wasm.sig")) })
+    }
+
+    /// Keeps a validated plugin: its staged files into place, then into
+    /// the list the workers follow.
+    fn commit(&mut self, pushed: Pushed, staged: Staged) -> Result<(), PushError> {
+        if !self.plugins.contains_key(&pushed.status.name) && self.plugins.len() >= MAX_PUSHED {
+            return Err(PushError::TooMany);
+        }
+        let store_error = |e: std::io::Error| PushError::Store(e.to_string());
+        for (from, to) in &staged.files {
+            std::fs::rename(from, to).map_err(store_error)?;
+        }
+        if self.config.store.is_some() && pushed.signature.is_none() {
+            drop(std::fs::remove_file(&staged.unsigned));
         }
         self.plugins.insert(pushed.status.name.clone(), pushed);
         self.version += 1;
@@ -209,7 +244,7 @@ impl HubPlugins {
     }
 
     fn delete(&mut self, name: &str) -> Result<Pushed, PushError> {
-        if !self.plugins.contains_key(name) {
+        if !valid_name(name) || !self.plugins.contains_key(name) {
             return Err(PushError::NotPushed(name.to_string()));
         }
         if let Some(store) = &self.config.store {
@@ -255,14 +290,40 @@ impl HubPlugins {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PushError> {
+/// A plugin name that is safe as a file name.
+pub fn valid_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    (1..=64).contains(&name.len()) && !name.starts_with('.') && name.chars().all(ok)
+}
+
+/// Files of a push written beside the store, to be renamed into it.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// (written, its place).
+    files: Vec<(PathBuf, PathBuf)>,
+    /// The signature file an unsigned push replaces.
+    unsigned: PathBuf,
+}
+
+impl Drop for Staged {
+    /// Whatever was not renamed into place (a push refused at the last
+    /// step) goes.
+    fn drop(&mut self) {
+        for (from, _) in &self.files {
+            drop(std::fs::remove_file(from));
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PushError> {
+    use std::io::Write;
     let store_error = |e: std::io::Error| PushError::Store(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(store_error)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(store_error)?;
-    std::fs::rename(&tmp, path).map_err(store_error)
+    let mut file = std::fs::File::create(path).map_err(store_error)?;
+    file.write_all(bytes).map_err(store_error)?;
+    file.sync_all().map_err(store_error)
 }
 
 impl GraphState {
@@ -294,11 +355,12 @@ impl GraphState {
         self.plugins.push(p.status.clone());
     }
 
-    /// Keeps a plugin that [`HubPlugins::validate`] passed.
-    pub fn accept_pushed(&mut self, pushed: Pushed) -> Result<(), PushError> {
+    /// Keeps a plugin that [`HubPlugins::validate`] passed and
+    /// [`HubPlugins::stage`] wrote.
+    pub fn accept_pushed(&mut self, pushed: Pushed, staged: Staged) -> Result<(), PushError> {
         let hub = self.pushed.as_mut().ok_or(PushError::NotAHub)?;
         let shown = pushed.clone();
-        hub.commit(pushed)?;
+        hub.commit(pushed, staged)?;
         self.show_pushed(&shown);
         Ok(())
     }
@@ -312,5 +374,20 @@ impl GraphState {
             self.plugins.push(base);
         }
         Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_cannot_leave_the_store() {
+        for good in ["line-proto", "my-proto_2", "v1.2"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", "..", "../x", "a/b", ".hidden", "a\\b", "x\0", &"a".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
     }
 }

@@ -24,9 +24,9 @@ pub struct Conn {
 }
 
 /// The first line of `bytes` without its CRLF, and its length with it.
-fn line(bytes: &[u8]) -> Option<(&str, usize)> {
+fn line(bytes: &[u8]) -> Option<(String, usize)> {
     let end = bytes.iter().take(2048).position(|&b| b == b'\n')?;
-    Some((std::str::from_utf8(&bytes[..end]).ok()?.trim_end_matches('\r'), end + 1))
+    Some((String::from_utf8_lossy(&bytes[..end]).trim_end_matches('\r').to_string(), end + 1))
 }
 
 impl Dissector for Memcached {
@@ -53,21 +53,21 @@ impl Dissector for Memcached {
         let to_server = cx.dir == Dir::ToServer;
         // The data block of a storage command or a VALUE: its length, then CRLF.
         let (block, at) = if to_server { (is(STORAGE, verb), 4) } else { (verb == "VALUE", 3) };
-        let skip = if block { arg(at).parse::<u64>().map_or(0, |n| n + 2) } else { 0 };
-        let size = used as u64 + skip;
+        let skip = if block { arg(at).parse::<u64>().map_or(0, |n| n.saturating_add(2)) } else { 0 };
+        let size = (used as u64).saturating_add(skip);
         if to_server && !is(VERBS, verb) {
             return Progress::Desync;
         } else if to_server {
             c.next_id += 1;
-            let request = Record::request(c.next_id, verb.to_ascii_uppercase(), cx.ts, size).summary(text);
+            let request = Record::request(c.next_id, verb.to_ascii_uppercase(), cx.ts, size).summary(&text);
             let request = (request.field("memcached_key", arg(1)), false);
             let done = if words.last() == Some(&"noreply") { Some(request) } else { c.pending.push(request) };
             done.into_iter().for_each(|(r, _)| cx.record(r));
         } else if let Some((r, hit)) = c.pending.front_mut().filter(|_| matches!(verb, "VALUE" | "STAT")) {
             // A line of a reply that goes on.
-            (r.response_size, *hit) = (r.response_size + size, true);
+            (r.response_size, *hit) = (r.response_size.saturating_add(size), true);
         } else if let Some((r, hit)) = c.pending.pop() {
-            let (error, size) = (verb.ends_with("ERROR"), r.response_size + size);
+            let (error, size) = (verb.ends_with("ERROR"), r.response_size.saturating_add(size));
             let hit = !error && (hit || !matches!(verb, "END" | "NOT_FOUND" | "NOT_STORED"));
             cx.record(r.response(cx.ts, size).error(error).field("memcached_hit", hit));
         }
@@ -161,6 +161,9 @@ mod tests {
         assert!(matches!(Memcached::probe(L4::Tcp, Dir::ToServer, b"get k\r\n"), Probe::Match));
         assert!(matches!(Memcached::probe(L4::Tcp, Dir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::NoMatch));
         assert!(matches!(Memcached::probe(L4::Tcp, Dir::ToServer, b"ge"), Probe::NeedMore));
+        s = Session::<Memcached>::tcp(11211);
+        s.send(Dir::ToServer, b"set k 0 0 18446744073709551615\r\nget \xff\xfe\r\n");
+        assert_eq!(s.records.len(), 0, "the huge value is still going by");
         s = Session::<Memcached>::tcp(11211);
         s.send(Dir::ToServer, b"bogus\r\n");
         assert_eq!(s.status, trawl_sdk::Status::Desync, "`bogus` is not memcached");

@@ -41,6 +41,10 @@ pub struct DispatchConfig {
     pub quarantine_retry: Duration,
     /// Connections still on a replaced plugin are closed after this long.
     pub drain_deadline: Duration,
+    /// A new version quarantined within this long of replacing another is
+    /// rolled back to it (proxy-wasm's fail-reload); later, a quarantine
+    /// is only a quarantine.
+    pub rollback_window: Duration,
     /// Bytes a connection may queue while it is being probed.
     pub max_probe_bytes: usize,
     /// Bytes all connections together may hold (probe queues, unconsumed
@@ -59,6 +63,7 @@ impl Default for DispatchConfig {
             backoff: Duration::from_millis(50),
             quarantine_retry: Duration::from_secs(30),
             drain_deadline: Duration::from_secs(30),
+            rollback_window: Duration::from_secs(600),
             max_probe_bytes: 16 * 1024,
             max_held_bytes: 64 << 20,
             redact: trawl_sdk::redact::Policy::default(),
@@ -186,6 +191,9 @@ impl Conn {
 struct Slot {
     plugin: SharedPlugin,
     generation: u64,
+    /// The version this one replaced, and when: what a rollback returns to.
+    replaced: Option<(SharedPlugin, u64)>,
+    installed_at: Instant,
     instance: Option<Box<dyn PluginInstance>>,
     state: PluginState,
     draining_since: Option<Instant>,
@@ -289,6 +297,12 @@ impl Dispatcher {
     /// Dissects only the connections `targeting` admits (all, by default).
     pub fn set_targeting(&mut self, targeting: Targeting) {
         self.targeting = Some(targeting);
+    }
+
+    /// Dissects every connection again (a pipeline that started with no
+    /// plugin, and so reassembled nothing, got one).
+    pub fn clear_targeting(&mut self) {
+        self.targeting = None;
     }
 
     /// Records produced since the last call.

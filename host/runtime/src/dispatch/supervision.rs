@@ -9,6 +9,24 @@ impl Dispatcher {
     /// generation: it keeps its open connections until they close or the
     /// drain deadline passes; new connections go to the new one.
     pub fn install(&mut self, plugin: SharedPlugin) -> u64 {
+        let replaced = self
+            .slots
+            .iter()
+            .filter(|s| s.plugin.info.name == plugin.info.name && s.state == PluginState::Active)
+            .max_by_key(|s| s.generation)
+            .filter(|s| s.plugin.hash != plugin.hash)
+            .map(|s| (s.plugin.clone(), s.generation));
+        self.install_replacing(plugin, replaced)
+    }
+
+    /// Installs a plugin that has nothing to roll back to (a deleted push
+    /// giving way to the plugin started with: a fault of that one must not
+    /// bring the deleted one back).
+    pub fn install_fresh(&mut self, plugin: SharedPlugin) -> u64 {
+        self.install_replacing(plugin, None)
+    }
+
+    fn install_replacing(&mut self, plugin: SharedPlugin, replaced: Option<(SharedPlugin, u64)>) -> u64 {
         self.retire_name(&plugin.info.name);
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -16,6 +34,8 @@ impl Dispatcher {
         self.slots.push(Slot {
             plugin,
             generation,
+            replaced,
+            installed_at: Instant::now(),
             instance: None,
             state: PluginState::Active,
             draining_since: None,
@@ -238,6 +258,7 @@ impl Dispatcher {
         let now = Instant::now();
         let config = self.config.clone();
         let s = &mut self.slots[slot];
+        let was_active = s.state == PluginState::Active;
         tracing::warn!(plugin = %s.plugin.info.name, generation = s.generation, %fault, "plugin fault");
         s.faults += 1;
         s.last_error = Some(fault.to_string());
@@ -262,9 +283,13 @@ impl Dispatcher {
             } else {
                 format!("{} faults within {:?}", s.crashes.len(), config.quarantine_window)
             };
-            s.state = PluginState::Quarantined {
-                reason: format!("{why}; last: {fault}; trying again in {}s", wait.as_secs()),
-            };
+            // A draining generation stays draining: it must never come
+            // back from quarantine next to the one that replaced it.
+            if s.state != PluginState::Draining {
+                s.state = PluginState::Quarantined {
+                    reason: format!("{why}; last: {fault}; trying again in {}s", wait.as_secs()),
+                };
+            }
             s.instance = None;
         } else if !instance_intact {
             s.instance = None;
@@ -290,26 +315,21 @@ impl Dispatcher {
             self.stats.detached_by_fault += 1;
         }
         if quarantined {
-            self.roll_back(slot);
+            self.roll_back(slot, was_active);
         }
     }
 
     /// A quarantined generation that replaced another gives way to it
     /// again: the version before takes new connections, this one none,
-    /// for good (an operator pushes a fixed version).
-    fn roll_back(&mut self, slot: usize) {
-        let (name, generation, hash) = {
-            let s = &self.slots[slot];
-            (s.plugin.info.name.clone(), s.generation, s.plugin.hash.clone())
-        };
-        let previous = self
-            .slots
-            .iter()
-            .filter(|p| p.plugin.info.name == name && p.generation < generation && p.plugin.hash != hash)
-            .filter(|p| matches!(p.state, PluginState::Draining | PluginState::Retired))
-            .max_by_key(|p| p.generation)
-            .map(|p| (p.plugin.clone(), p.generation));
-        let Some((plugin, was)) = previous else { return };
+    /// for good (an operator pushes a fixed version). Only the newest
+    /// generation of its name, taking connections until now, and only
+    /// within the rollback window of its install.
+    fn roll_back(&mut self, slot: usize, was_active: bool) {
+        let s = &self.slots[slot];
+        let (name, generation) = (s.plugin.info.name.clone(), s.generation);
+        let newest = !self.slots.iter().any(|o| o.plugin.info.name == name && o.generation > generation);
+        let recent = s.installed_at.elapsed() <= self.config.rollback_window;
+        let Some((plugin, was)) = s.replaced.clone().filter(|_| was_active && newest && recent) else { return };
         let s = &mut self.slots[slot];
         let reason = match &s.state {
             PluginState::Quarantined { reason } => reason.split("; trying again").next().unwrap_or(reason).to_string(),

@@ -210,3 +210,33 @@ fn a_plugin_with_nothing_before_it_is_quarantined_not_rolled_back() {
     assert!(matches!(status(&d).state, PluginState::Quarantined { .. }), "{:?}", status(&d));
     assert_eq!(d.status().len(), 1);
 }
+
+#[test]
+fn only_the_newest_version_rolls_back_and_never_to_a_deleted_one() {
+    let config = DispatchConfig { backoff: Duration::ZERO, ..DispatchConfig::default() };
+    let mut d = Dispatcher::new(config, [version("1.0")]);
+    // 2.0 holds a connection, then 3.0 replaces it; 2.0 faulting while it
+    // drains must not take 3.0's place.
+    d.install(version("2.0"));
+    send(&mut d, 1, b"GET");
+    d.install(version("3.0"));
+    for id in 2..=3 {
+        send(&mut d, id, b"GET");
+    }
+    let states = |d: &Dispatcher| d.status().into_iter().map(|s| (s.version, s.state)).collect::<Vec<_>>();
+    let slot_of = |d: &Dispatcher, v: &str| d.slots.iter().position(|s| s.plugin.info.version == v).unwrap();
+    let two = slot_of(&d, "2.0");
+    for _ in 0..3 {
+        d.fault(two, PluginFault::Trap("boom".into()), None);
+    }
+    assert!(states(&d).contains(&("3.0".into(), PluginState::Active)), "{:?}", states(&d));
+    assert!(!states(&d).iter().any(|(_, s)| matches!(s, PluginState::RolledBack { .. })), "{:?}", states(&d));
+    // A plugin installed fresh (a deleted push giving way) rolls back to nothing.
+    d.install_fresh(version("1.0"));
+    let one = d.slots.len() - 1;
+    for _ in 0..3 {
+        d.fault(one, PluginFault::Trap("boom".into()), None);
+    }
+    assert!(matches!(d.slots[one].state, PluginState::Quarantined { .. }));
+    assert!(!d.slots.iter().any(|s| s.state == PluginState::Active), "{:?}", states(&d));
+}
