@@ -160,6 +160,12 @@ fn connected_workers(ui: u16) -> usize {
 /// An ABI v1 plugin (what plugins were built against before ABI v2) that
 /// claims nothing.
 fn abi_v1_module(name: &str) -> Vec<u8> {
+    abi_v1_module_with(name, "(i32.const 0)", "{ok}")
+}
+
+/// As [`abi_v1_module`], with the bodies of `trawl_probe` and `trawl_data`
+/// given (`{ok}` in a body stands for a packed empty result).
+fn abi_v1_module_with(name: &str, probe: &str, data: &str) -> Vec<u8> {
     let info =
         postcard::to_allocvec(&trawl_sdk::PluginInfo { tcp_ports: vec![4242], ..trawl_sdk::PluginInfo::new(name) })
             .unwrap();
@@ -181,11 +187,12 @@ fn abi_v1_module(name: &str) -> Vec<u8> {
   (func (export "trawl_alloc") (param i32) (result i32) (i32.const 65536))
   (func (export "trawl_dealloc") (param i32 i32))
   (func (export "trawl_init") (result i64) {init})
-  (func (export "trawl_probe") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "trawl_probe") (param i32 i32 i32 i32) (result i32) {probe})
   (func (export "trawl_open") (param i64 i32 i32) (result i64) {ok})
-  (func (export "trawl_data") (param i64 i32 i32 i64 i32 i32 i64) (result i64) {ok})
+  (func (export "trawl_data") (param i64 i32 i32 i64 i32 i32 i64) (result i64) {data})
   (func (export "trawl_close") (param i64 i64) (result i64) {ok}))"#,
         init = packed(1024, info.len()),
+        data = data.replace("{ok}", &packed(4096, ok.len())),
         ok = packed(4096, ok.len()),
     ))
     .unwrap()
@@ -237,6 +244,12 @@ fn a_new_author_goes_from_an_empty_directory_to_a_cluster_map() {
     let out = plugin_cmd(&dir, &["test", wasm_s, pcap_s, "--expect", golden_s]);
     assert!(!out.status.success(), "a difference from the golden records must fail");
     assert!(String::from_utf8_lossy(&out.stderr).contains("differs"));
+    // A plugin that faults fails its test too.
+    let trapper = dir.join("trapper.wasm");
+    std::fs::write(&trapper, abi_v1_module_with("trapper", "(i32.const 2)", "(unreachable)")).unwrap();
+    let out = plugin_cmd(&dir, &["test", trapper.to_str().unwrap(), pcap_s]);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && report.contains("FAIL:") && report.contains("fault(s)"), "{report}");
 
     // 5: a hub, two workers replaying the capture; the PUT while its
     // traffic has not started yet (the capture opens with a 6 s pause).
