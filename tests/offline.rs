@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_tls;
 mod deploy;
 mod dissect_corpus;
+mod graph_exports;
 mod grpc_corpus;
 mod hostile_clients;
 mod hostile_plugins;

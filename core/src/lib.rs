@@ -9,6 +9,7 @@ pub mod counters;
 pub mod decode;
 pub mod diff;
 pub mod engine;
+pub mod export;
 pub mod flow;
 pub mod history;
 pub mod identity;

@@ -221,6 +221,18 @@ pub(crate) fn python_with(modules: &str) -> Option<PathBuf> {
     ok.then_some(py)
 }
 
+/// The tests' Python with `module`, or `None` and the test skips (under
+/// `CI=true` a missing module fails it instead).
+pub(crate) fn python_or_skip(module: &str) -> Option<PathBuf> {
+    let py = python_with(module);
+    if py.is_none() {
+        let why = format!("{module} missing (scripts/test.sh installs it)");
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
+        eprintln!("SKIP: {why}");
+    }
+    py
+}
+
 /// A fresh scratch directory for one end-to-end test.
 pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("trawl-e2e-{name}-{}", std::process::id()));

@@ -23,6 +23,28 @@ pub enum Emit {
     /// One JSON document: what changed from this capture's map to that of
     /// the `--diff` capture.
     Diff,
+    /// The map (`--map`, `--group-by`) as Graphviz DOT.
+    Dot,
+    /// The map as GraphML (networkx, yEd, Gephi).
+    Graphml,
+    /// The map as GEXF (Gephi).
+    Gexf,
+    /// The map as Cytoscape JSON, in Kiali's shape.
+    Cytoscape,
+}
+
+impl Emit {
+    /// The graph format, when this is a map export.
+    pub fn export_format(self) -> Option<trawl_core::export::Format> {
+        use trawl_core::export::Format;
+        match self {
+            Emit::Dot => Some(Format::Dot),
+            Emit::Graphml => Some(Format::GraphMl),
+            Emit::Gexf => Some(Format::Gexf),
+            Emit::Cytoscape => Some(Format::Cytoscape),
+            _ => None,
+        }
+    }
 }
 
 /// Which map `--emit map` draws.
@@ -201,6 +223,17 @@ pub fn load_identity(paths: &[PathBuf]) -> anyhow::Result<Identity> {
 /// part-way is not: everything before the break is written, and the break
 /// comes back in [`ReplayOutcome::partial`].
 pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
+    if let Some(format) = opts.emit.export_format() {
+        // The map as `--emit map` gives it, then in the format asked for.
+        let as_map = ReplayOptions { emit: Emit::Map, ..opts.clone() };
+        let mut json = Vec::new();
+        let outcome = run(&as_map, &mut json)?;
+        let map: serde_json::Value = serde_json::from_slice(&json).context("the map did not parse")?;
+        let graph = trawl_core::export::ExportGraph::from_map_json(&map);
+        out.write_all(graph.render(format).as_bytes()).context("cannot write output")?;
+        out.flush().context("cannot write output")?;
+        return Ok(outcome);
+    }
     if opts.emit == Emit::Diff {
         let after = opts.diff_against.as_deref().context("--emit diff needs --diff AFTER.pcap")?;
         return crate::diff::run(opts, after, out);
@@ -228,7 +261,8 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
                 write_json_line(out, r)?;
             }
         }
-        Emit::Map | Emit::Records | Emit::Diff => {
+        // (Exports were turned into Map above.)
+        _ => {
             serde_json::to_writer_pretty(&mut *out, &map.view()).context("cannot write map")?;
             writeln!(out).context("cannot write map")?;
         }

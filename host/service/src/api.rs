@@ -73,12 +73,21 @@ pub fn map_reply(
     s: &SharedState,
     deadline: Duration,
 ) -> warp::reply::WithStatus<warp::reply::Json> {
+    match map_value(spec, s, deadline) {
+        Ok(v) => warp::reply::with_status(warp::reply::json(&v), StatusCode::OK),
+        Err((status, body)) => warp::reply::with_status(warp::reply::json(&body), status),
+    }
+}
+
+/// The map `GET /api/map` answers with (live, filtered or a window), or the
+/// status and body of why not.
+pub fn map_value(spec: SubscriptionSpec, s: &SharedState, deadline: Duration) -> Result<Value, (StatusCode, Value)> {
     if spec.from.is_some() || spec.to.is_some() {
-        return window_reply(spec, s);
+        return window_answer(spec, s).map_err(|(status, msg)| (status, serde_json::to_value(msg).unwrap_or_default()));
     }
     let mut sub = match Subscription::checked(spec, &vocabulary(s)) {
         Ok(sub) => sub,
-        Err(e) => return warp::reply::with_status(warp::reply::json(&spec_error(&e)), StatusCode::BAD_REQUEST),
+        Err(e) => return Err((StatusCode::BAD_REQUEST, serde_json::to_value(spec_error(&e)).unwrap_or_default())),
     };
     let began = std::time::Instant::now();
     loop {
@@ -93,12 +102,12 @@ pub fn map_reply(
                 deadline.as_secs_f64()
             );
             let body = json!({"error": error, "records_read": read, "records_in_log": log});
-            return warp::reply::with_status(warp::reply::json(&body), StatusCode::SERVICE_UNAVAILABLE);
+            return Err((StatusCode::SERVICE_UNAVAILABLE, body));
         }
         sub.fold(&st);
     }
     let v = sub.snapshot(&lock(s));
-    warp::reply::with_status(warp::reply::json(&v), StatusCode::OK)
+    Ok(serde_json::to_value(v).unwrap_or_default())
 }
 
 /// A window's error as a status (400 for the request, 500 for the store)
@@ -123,13 +132,6 @@ fn window_answer(spec: SubscriptionSpec, s: &SharedState) -> Result<Value, (Stat
     let now = lock(s).now().as_nanos().div_ceil(1_000_000_000);
     let (from, to) = spec_window(&spec, now).map_err(fail)?.unwrap_or((0, now.max(1)));
     window_map(s, spec, from, to).map_err(fail)
-}
-
-fn window_reply(spec: SubscriptionSpec, s: &SharedState) -> warp::reply::WithStatus<warp::reply::Json> {
-    match window_answer(spec, s) {
-        Ok(v) => warp::reply::with_status(warp::reply::json(&v), StatusCode::OK),
-        Err((status, msg)) => warp::reply::with_status(warp::reply::json(&msg), status),
-    }
 }
 
 /// `GET /api/diff`.
@@ -741,7 +743,8 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
         )
         .or(filters_put)
         .or(plugin_reset)
-        .or(super::plugin_api::routes(state_for_push, access_for_push))
+        .or(super::plugin_api::routes(state_for_push.clone(), access_for_push.clone()))
+        .or(super::plugin_api::export_route(state_for_push, access_for_push))
         .recover(refusal)
 }
 

@@ -1,7 +1,8 @@
 //! `PUT /api/plugins/NAME` (the module as the body, a detached signature
 //! in `X-Trawl-Signature`) and `DELETE /api/plugins/NAME` on a hub: the
 //! admin token, and never from another site's page. A refused push says
-//! why and changes nothing.
+//! why and changes nothing. And `GET /api/export`: any map in another
+//! tool's format.
 
 use super::api::{guard, same_origin, with_state};
 use super::auth::{Access, Need};
@@ -111,4 +112,41 @@ pub(crate) fn routes(
             }
         });
     put.or(delete).unify()
+}
+
+/// `GET /api/export?format=dot|graphml|gexf|cytoscape&…`: the map that
+/// `/api/map` answers with the same query (type, grouping, filter,
+/// window), in another tool's format, as a download.
+pub(crate) fn export_route(
+    state: SharedState,
+    access: Arc<Access>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: Option<String>,
+    }
+    warp::get()
+        .and(warp::path!("api" / "export"))
+        .and(guard(access, Need::Read))
+        .and(warp::query::<Format>())
+        .and(warp::query::<super::SubscriptionSpec>())
+        .and(with_state(state))
+        .and_then(|f: Format, spec: super::SubscriptionSpec, s: SharedState| async move {
+            let format = match f.format.as_deref().unwrap_or("").parse::<trawl_core::export::Format>() {
+                Ok(format) => format,
+                Err(e) => return Ok::<_, Rejection>(answer(json!({"error": e}), 400)),
+            };
+            let map =
+                tokio::task::spawn_blocking(move || super::api::map_value(spec, &s, super::api::MAP_DEADLINE)).await;
+            Ok(match map {
+                Ok(Ok(map)) => {
+                    let body = trawl_core::export::ExportGraph::from_map_json(&map).render(format);
+                    let disposition = format!("attachment; filename=\"trawl-map.{}\"", format.extension());
+                    let reply = warp::reply::with_header(body, "content-type", format.content_type());
+                    warp::reply::with_header(reply, "content-disposition", disposition).into_response()
+                }
+                Ok(Err((status, body))) => answer(body, status.as_u16()),
+                Err(e) => answer(json!({"error": format!("the map could not be built: {e}")}), 500),
+            })
+        })
 }
