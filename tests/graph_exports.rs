@@ -1,7 +1,8 @@
 //! Graph exports read by the tools they are for: DOT rendered by Graphviz
 //! `dot`, GraphML and GEXF read by networkx, from `trawl replay --emit …`
 //! and from a serving trawl's `GET /api/export`, each with the map's own
-//! nodes, edges and numbers.
+//! nodes, edges and numbers; and `/api/graph/*`, what Grafana's Node Graph
+//! API data source reads, field by field.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::{self, tools_or_skip};

@@ -744,7 +744,8 @@ pub fn routes(state: SharedState, access: Access) -> impl Filter<Extract = (impl
         .or(filters_put)
         .or(plugin_reset)
         .or(super::plugin_api::routes(state_for_push.clone(), access_for_push.clone()))
-        .or(super::plugin_api::export_route(state_for_push, access_for_push))
+        .or(super::plugin_api::export_route(state_for_push.clone(), access_for_push.clone()))
+        .or(super::plugin_api::nodegraph_routes(state_for_push, access_for_push))
         .recover(refusal)
 }
 

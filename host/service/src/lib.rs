@@ -14,6 +14,7 @@ pub mod auth;
 pub mod externals;
 pub mod filter;
 pub mod history;
+pub mod nodegraph;
 mod plugin_api;
 pub mod protocol;
 pub mod pushed;

@@ -2,7 +2,7 @@
 //! in `X-Trawl-Signature`) and `DELETE /api/plugins/NAME` on a hub: the
 //! admin token, and never from another site's page. A refused push says
 //! why and changes nothing. And `GET /api/export`: any map in another
-//! tool's format.
+//! tool's format; `GET /api/graph/*`: the map for Grafana's Node Graph.
 
 use super::api::{guard, same_origin, with_state};
 use super::auth::{Access, Need};
@@ -149,4 +149,32 @@ pub(crate) fn export_route(
                 Err(e) => answer(json!({"error": format!("the map could not be built: {e}")}), 500),
             })
         })
+}
+
+/// Grafana's Node Graph API data source: `GET /api/graph/fields` and
+/// `GET /api/graph/data?…` (the same query as `/api/map`); its health
+/// check is `/api/health`.
+pub(crate) fn nodegraph_routes(
+    state: SharedState,
+    access: Arc<Access>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let fields = warp::get()
+        .and(warp::path!("api" / "graph" / "fields"))
+        .and(guard(access.clone(), Need::Read))
+        .map(|| warp::reply::json(&super::nodegraph::fields()).into_response());
+    let data = warp::get()
+        .and(warp::path!("api" / "graph" / "data"))
+        .and(guard(access, Need::Read))
+        .and(warp::query::<super::SubscriptionSpec>())
+        .and(with_state(state))
+        .and_then(|spec: super::SubscriptionSpec, s: SharedState| async move {
+            let map =
+                tokio::task::spawn_blocking(move || super::api::map_value(spec, &s, super::api::MAP_DEADLINE)).await;
+            Ok::<_, Rejection>(match map {
+                Ok(Ok(map)) => answer(super::nodegraph::data(&map), 200),
+                Ok(Err((status, body))) => answer(body, status.as_u16()),
+                Err(e) => answer(json!({"error": format!("the map could not be built: {e}")}), 500),
+            })
+        });
+    fields.or(data).unify()
 }
