@@ -11,6 +11,25 @@ use trawl_runtime::registry::PluginStatus;
 use trawl_service::workers::WorkerHealth;
 use trawl_service::{Graph, GraphState, SharedState, lock};
 
+/// `InstallPlugin` frames by module hash, encoded once for every worker:
+/// when a restarted hub's workers all reconnect, they share one copy of
+/// each module rather than holding one (and its encoding) each.
+fn install_frame(name: &str, sha256: &str, module: &[u8]) -> std::io::Result<Arc<Vec<u8>>> {
+    static FRAMES: Mutex<Vec<(String, Arc<Vec<u8>>)>> = Mutex::new(Vec::new());
+    let mut frames = FRAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, f)) = frames.iter().find(|(h, _)| h == sha256) {
+        return Ok(Arc::clone(f));
+    }
+    let msg = ToWorker::InstallPlugin { name: name.to_string(), sha256: sha256.to_string(), module: module.to_vec() };
+    let frame = Arc::new(super::proto::encode_frame(&msg)?);
+    // Only the newest few modules are kept (pushes replace one another).
+    if frames.len() >= 4 {
+        frames.remove(0);
+    }
+    frames.push((sha256.to_string(), Arc::clone(&frame)));
+    Ok(frame)
+}
+
 /// A worker's entry in the service's health.
 fn worker_health<'a>(st: &'a mut GraphState, id: &str, node: &str, worker_id: &str) -> &'a mut WorkerHealth {
     st.workers_mut().entry(id.to_string()).or_insert_with(|| WorkerHealth {
@@ -169,9 +188,7 @@ fn worker_conn(
         if let Some((version, list)) = pushed {
             for (name, sha256, module) in &list {
                 if plugins_sent.1.get(name) != Some(sha256) {
-                    let msg =
-                        ToWorker::InstallPlugin { name: name.clone(), sha256: sha256.clone(), module: module.to_vec() };
-                    write_frame(&mut writer, &msg)?;
+                    super::proto::write_encoded(&mut writer, &install_frame(name, sha256, module)?)?;
                 }
             }
             let names: Vec<(String, String)> = list.into_iter().map(|(n, h, _)| (n, h)).collect();

@@ -284,12 +284,25 @@ pub enum ToWorker {
 
 /// Writes one frame: a 4-byte big-endian length, then postcard.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
-    let bytes = postcard::to_allocvec(msg).map_err(io::Error::other)?;
-    if bytes.len() > MAX_FRAME {
-        return Err(io::Error::other(format!("frame of {} bytes is over the {MAX_FRAME}-byte limit", bytes.len())));
+    write_encoded(w, &encode_frame(msg)?)
+}
+
+/// One frame, ready to write (to many peers: a pushed plugin is encoded
+/// once, not once per worker).
+pub fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0u8; 4];
+    frame = postcard::to_extend(msg, frame).map_err(io::Error::other)?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        return Err(io::Error::other(format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit")));
     }
-    w.write_all(&(bytes.len() as u32).to_be_bytes())?;
-    w.write_all(&bytes)?;
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(frame)
+}
+
+/// Writes a frame from [`encode_frame`].
+pub fn write_encoded(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
+    w.write_all(frame)?;
     w.flush()
 }
 
