@@ -72,13 +72,13 @@ enum Attr {
 }
 
 impl Attr {
-    fn type_name(&self) -> (&'static str, &'static str) {
-        // (GraphML, GEXF)
+    /// Its type, by the name GraphML and GEXF both give it.
+    fn type_name(&self) -> &'static str {
         match self {
-            Attr::Int(_) => ("long", "long"),
-            Attr::Float(_) => ("double", "double"),
-            Attr::Bool(_) => ("boolean", "boolean"),
-            Attr::Str(_) => ("string", "string"),
+            Attr::Int(_) => "long",
+            Attr::Float(_) => "double",
+            Attr::Bool(_) => "boolean",
+            Attr::Str(_) => "string",
         }
     }
 
@@ -261,7 +261,7 @@ impl ExportGraph {
         let (node_keys, edge_keys) = (Self::keys(&self.nodes), Self::keys(&self.edges));
         for (class, keys, prefix) in [("node", &node_keys, "n"), ("edge", &edge_keys, "e")] {
             for (name, sample) in keys {
-                let ty = sample.type_name().0;
+                let ty = sample.type_name();
                 let _ = writeln!(
                     out,
                     "  <key id=\"{prefix}_{}\" for=\"{class}\" attr.name=\"{}\" attr.type=\"{ty}\"/>",
@@ -302,7 +302,7 @@ impl ExportGraph {
                     out,
                     "      <attribute id=\"{i}\" title=\"{}\" type=\"{}\"/>",
                     xml(name),
-                    sample.type_name().1
+                    sample.type_name()
                 );
             }
             out.push_str("    </attributes>\n");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use trawl_pipeline::pipeline::PluginChange;
 use trawl_runtime::PluginSource;
-use trawl_runtime::registry::{PluginState, PluginStatus};
+use trawl_runtime::registry::PluginStatus;
 use trawl_runtime::wasm::{SandboxLimits, WasmRuntime, content_hash};
 
 /// Pushed plugins: what is installed (name → sha256), what the pipeline
@@ -25,6 +25,9 @@ pub struct WorkerPushed {
 /// replaces an older); beyond this many names the hub is flooding us, and
 /// the oldest go, forgotten as installed so that a later push brings them.
 const MAX_WAITING: usize = 256;
+
+/// Refused pushes kept for the status, at most.
+const MAX_REJECTED_SHOWN: usize = 64;
 
 impl WorkerPushed {
     fn runtime(&self) -> Option<&Arc<WasmRuntime>> {
@@ -87,7 +90,12 @@ impl WorkerPushed {
             Err(reason) => {
                 tracing::warn!(plugin = name, sha256, %reason, "plugin pushed by the hub refused");
                 let hash = if announced_ok { sha256 } else { "" };
-                rejected.insert(name.chars().take(64).collect(), refused(name, hash, reason));
+                let name: String = name.chars().take(64).collect();
+                // A hub that pushes endless broken modules gets the first few shown.
+                if rejected.len() < MAX_REJECTED_SHOWN || rejected.contains_key(&name) {
+                    let status = refused(&name, hash, reason);
+                    rejected.insert(name, status);
+                }
             }
         }
     }
@@ -117,24 +125,6 @@ impl WorkerPushed {
 }
 
 fn refused(name: &str, sha256: &str, reason: String) -> PluginStatus {
-    PluginStatus {
-        name: name.to_string(),
-        version: String::new(),
-        hash: sha256.to_string(),
-        generation: 0,
-        source: PluginSource::Pushed(sha256.to_string()).to_string(),
-        state: PluginState::Rejected { reason: reason.clone() },
-        live_connections: 0,
-        records: 0,
-        faults: 0,
-        detached_connections: 0,
-        calls: 0,
-        bytes_in: 0,
-        probe_bytes: 0,
-        stream_bytes: 0,
-        skipped_bytes: 0,
-        last_error: Some(reason),
-        ports: String::new(),
-        fields: None,
-    }
+    let source = PluginSource::Pushed(sha256.to_string()).to_string();
+    PluginStatus::rejected(name.to_string(), sha256.to_string(), source, reason)
 }

@@ -23,12 +23,7 @@ use trawl_runtime::{DispatchStats, Dispatcher, HostRecord, SharedPlugin, Targeti
 
 /// How a plugin's protocol appears in map legends.
 pub fn legend(p: &SharedPlugin) -> LegendEntry {
-    LegendEntry {
-        protocol: p.info.name.clone(),
-        abbreviation: p.info.abbreviation.clone(),
-        long_name: p.info.long_name.clone(),
-        color: p.info.color.clone(),
-    }
+    trawl_runtime::registry::legend_entry(&p.info)
 }
 
 /// What the engine handed out since the last collection, in the order it

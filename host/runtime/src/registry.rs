@@ -73,6 +73,65 @@ impl PluginStatus {
     }
 }
 
+impl PluginStatus {
+    /// A plugin that could not be loaded (or was refused): every counter 0.
+    pub fn rejected(name: String, hash: String, source: String, reason: String) -> Self {
+        PluginStatus {
+            last_error: Some(reason.clone()),
+            ..PluginStatus::unrun(name, String::new(), hash, source, PluginState::Rejected { reason })
+        }
+    }
+
+    /// A loaded plugin before any connection, as `plugin` describes itself.
+    pub fn loaded(plugin: &super::LoadedPlugin) -> Self {
+        let info = &plugin.info;
+        PluginStatus {
+            ports: port_list(info),
+            fields: plugin.fields.clone(),
+            ..PluginStatus::unrun(
+                info.name.clone(),
+                info.version.clone(),
+                plugin.hash.clone(),
+                plugin.source.to_string(),
+                PluginState::Active,
+            )
+        }
+    }
+
+    fn unrun(name: String, version: String, hash: String, source: String, state: PluginState) -> Self {
+        PluginStatus {
+            name,
+            version,
+            hash,
+            generation: 0,
+            source,
+            state,
+            live_connections: 0,
+            records: 0,
+            faults: 0,
+            detached_connections: 0,
+            calls: 0,
+            bytes_in: 0,
+            probe_bytes: 0,
+            stream_bytes: 0,
+            skipped_bytes: 0,
+            last_error: None,
+            ports: String::new(),
+            fields: None,
+        }
+    }
+}
+
+/// How a plugin's protocol appears in map legends.
+pub fn legend_entry(info: &trawl_sdk::PluginInfo) -> trawl_core::l7map::LegendEntry {
+    trawl_core::l7map::LegendEntry {
+        protocol: info.name.clone(),
+        abbreviation: info.abbreviation.clone(),
+        long_name: info.long_name.clone(),
+        color: info.color.clone(),
+    }
+}
+
 /// Port hints of a plugin, for listings.
 pub fn port_list(info: &trawl_sdk::PluginInfo) -> String {
     let tcp = info.tcp_ports.iter().map(|p| format!("tcp/{p}"));
@@ -103,26 +162,12 @@ pub struct Rejected {
 
 impl Rejected {
     pub fn status(&self) -> PluginStatus {
-        PluginStatus {
-            name: self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-            version: String::new(),
-            hash: read_module(&self.path).map(|b| super::wasm::content_hash(&b)).unwrap_or_default(),
-            generation: 0,
-            source: self.path.display().to_string(),
-            state: PluginState::Rejected { reason: self.error.to_string() },
-            live_connections: 0,
-            records: 0,
-            faults: 0,
-            detached_connections: 0,
-            calls: 0,
-            bytes_in: 0,
-            probe_bytes: 0,
-            stream_bytes: 0,
-            skipped_bytes: 0,
-            last_error: Some(self.error.to_string()),
-            ports: String::new(),
-            fields: None,
-        }
+        PluginStatus::rejected(
+            self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            read_module(&self.path).map(|b| super::wasm::content_hash(&b)).unwrap_or_default(),
+            self.path.display().to_string(),
+            self.error.to_string(),
+        )
     }
 }
 

@@ -114,6 +114,16 @@ pub(crate) fn routes(
     put.or(delete).unify()
 }
 
+/// The map `/api/map` answers `spec` with, built off the async threads;
+/// or the answer saying why not.
+async fn served_map(spec: super::SubscriptionSpec, s: SharedState) -> Result<serde_json::Value, warp::reply::Response> {
+    match tokio::task::spawn_blocking(move || super::api::map_value(spec, &s, super::api::MAP_DEADLINE)).await {
+        Ok(Ok(map)) => Ok(map),
+        Ok(Err((status, body))) => Err(answer(body, status.as_u16())),
+        Err(e) => Err(answer(json!({"error": format!("the map could not be built: {e}")}), 500)),
+    }
+}
+
 /// `GET /api/export?format=dot|graphml|gexf|cytoscape&…`: the map that
 /// `/api/map` answers with the same query (type, grouping, filter,
 /// window), in another tool's format, as a download.
@@ -136,17 +146,14 @@ pub(crate) fn export_route(
                 Ok(format) => format,
                 Err(e) => return Ok::<_, Rejection>(answer(json!({"error": e}), 400)),
             };
-            let map =
-                tokio::task::spawn_blocking(move || super::api::map_value(spec, &s, super::api::MAP_DEADLINE)).await;
-            Ok(match map {
-                Ok(Ok(map)) => {
+            Ok(match served_map(spec, s).await {
+                Ok(map) => {
                     let body = trawl_core::export::ExportGraph::from_map_json(&map).render(format);
                     let disposition = format!("attachment; filename=\"trawl-map.{}\"", format.extension());
                     let reply = warp::reply::with_header(body, "content-type", format.content_type());
                     warp::reply::with_header(reply, "content-disposition", disposition).into_response()
                 }
-                Ok(Err((status, body))) => answer(body, status.as_u16()),
-                Err(e) => answer(json!({"error": format!("the map could not be built: {e}")}), 500),
+                Err(refused) => refused,
             })
         })
 }
@@ -168,12 +175,9 @@ pub(crate) fn nodegraph_routes(
         .and(warp::query::<super::SubscriptionSpec>())
         .and(with_state(state))
         .and_then(|spec: super::SubscriptionSpec, s: SharedState| async move {
-            let map =
-                tokio::task::spawn_blocking(move || super::api::map_value(spec, &s, super::api::MAP_DEADLINE)).await;
-            Ok::<_, Rejection>(match map {
-                Ok(Ok(map)) => answer(super::nodegraph::data(&map), 200),
-                Ok(Err((status, body))) => answer(body, status.as_u16()),
-                Err(e) => answer(json!({"error": format!("the map could not be built: {e}")}), 500),
+            Ok::<_, Rejection>(match served_map(spec, s).await {
+                Ok(map) => answer(super::nodegraph::data(&map), 200),
+                Err(refused) => refused,
             })
         });
     fields.or(data).unify()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use trawl_core::l7map::LegendEntry;
-use trawl_runtime::registry::{PluginState, PluginStatus, port_list};
+use trawl_runtime::registry::{PluginStatus, legend_entry};
 use trawl_runtime::signature::{PublicKey, SignatureError};
 use trawl_runtime::wasm::{MAX_MODULE_BYTES, WasmRuntime, content_hash};
 use trawl_runtime::{LoadError, PluginSource};
@@ -169,33 +169,7 @@ impl HubPlugins {
         if plugin.info.name != name {
             return Err(PushError::NameMismatch { url: name.to_string(), module: plugin.info.name.clone() });
         }
-        let info = &plugin.info;
-        let status = PluginStatus {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            hash: sha256.clone(),
-            generation: 0,
-            source: plugin.source.to_string(),
-            state: PluginState::Active,
-            live_connections: 0,
-            records: 0,
-            faults: 0,
-            detached_connections: 0,
-            calls: 0,
-            bytes_in: 0,
-            probe_bytes: 0,
-            stream_bytes: 0,
-            skipped_bytes: 0,
-            last_error: None,
-            ports: port_list(info),
-            fields: plugin.fields.clone(),
-        };
-        let legend = LegendEntry {
-            protocol: info.name.clone(),
-            abbreviation: info.abbreviation.clone(),
-            long_name: info.long_name.clone(),
-            color: info.color.clone(),
-        };
+        let (status, legend) = (PluginStatus::loaded(&plugin), legend_entry(&plugin.info));
         let pushed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(Pushed {
             sha256,

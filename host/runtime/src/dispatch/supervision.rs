@@ -259,6 +259,7 @@ impl Dispatcher {
         let config = self.config.clone();
         let s = &mut self.slots[slot];
         let was_active = s.state == PluginState::Active;
+        let mut cause = None;
         tracing::warn!(plugin = %s.plugin.info.name, generation = s.generation, %fault, "plugin fault");
         s.faults += 1;
         s.last_error = Some(fault.to_string());
@@ -283,6 +284,7 @@ impl Dispatcher {
             } else {
                 format!("{} faults within {:?}", s.crashes.len(), config.quarantine_window)
             };
+            cause = Some(format!("{why}; last: {fault}"));
             // A draining generation stays draining: it must never come
             // back from quarantine next to the one that replaced it.
             if s.state != PluginState::Draining {
@@ -314,30 +316,24 @@ impl Dispatcher {
             self.slots[slot].detached += 1;
             self.stats.detached_by_fault += 1;
         }
-        if quarantined {
-            self.roll_back(slot, was_active);
+        // Only the generation taking connections until now (always the
+        // newest of its name) rolls back.
+        if let Some(cause) = cause.filter(|_| was_active) {
+            self.roll_back(slot, &cause);
         }
     }
 
     /// A quarantined generation that replaced another gives way to it
     /// again: the version before takes new connections, this one none,
-    /// for good (an operator pushes a fixed version). Only the newest
-    /// generation of its name, taking connections until now, and only
-    /// within the rollback window of its install.
-    fn roll_back(&mut self, slot: usize, was_active: bool) {
-        let s = &self.slots[slot];
-        let (name, generation) = (s.plugin.info.name.clone(), s.generation);
-        let newest = !self.slots.iter().any(|o| o.plugin.info.name == name && o.generation > generation);
-        let recent = s.installed_at.elapsed() <= self.config.rollback_window;
-        let Some((plugin, was)) = s.replaced.clone().filter(|_| was_active && newest && recent) else { return };
+    /// for good (an operator pushes a fixed version); only within the
+    /// rollback window of its install.
+    fn roll_back(&mut self, slot: usize, cause: &str) {
         let s = &mut self.slots[slot];
-        let reason = match &s.state {
-            PluginState::Quarantined { reason } => reason.split("; trying again").next().unwrap_or(reason).to_string(),
-            _ => String::new(),
-        };
+        let recent = s.installed_at.elapsed() <= self.config.rollback_window;
+        let Some((plugin, was)) = s.replaced.clone().filter(|_| recent) else { return };
         let back_to = format!("rolled back to {} {} (generation {was})", plugin.info.name, plugin.info.version);
-        tracing::warn!(plugin = %name, generation, %back_to, "plugin rolled back");
-        s.state = PluginState::RolledBack { reason: format!("{reason}; {back_to}") };
+        tracing::warn!(plugin = %plugin.info.name, generation = s.generation, %back_to, "plugin rolled back");
+        s.state = PluginState::RolledBack { reason: format!("{cause}; {back_to}") };
         s.retry_at = None;
         self.install(plugin);
     }
