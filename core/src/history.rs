@@ -104,11 +104,8 @@ impl LatencyHistogram {
 
     /// Percentile `p` (0–100), within [`LATENCY_ACCURACY`], rounded to µs.
     pub fn percentile(&self, p: f64) -> Option<u64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((p / 100.0).clamp(0.0, 1.0) * (total - 1) as f64).floor() as u64;
+        // Nearest rank, as the live map's sketch reads it.
+        let rank = crate::l7map::nearest_rank(p, self.count())?;
         let mut seen = 0;
         for &(b, n) in &self.buckets {
             seen += n;

@@ -53,11 +53,25 @@ impl Latency {
         self.sketch.count()
     }
 
-    /// Percentile `p` (0–100), within 1 %.
+    /// Percentile `p` (0–100), within 1 %, by nearest rank: the p99 of
+    /// five requests is the slowest, as a Prometheus histogram reads it too
+    /// (the sketch's own rank, `q·(n−1)` rounded down, would say the
+    /// fourth).
     pub fn percentile(&self, p: f64) -> Option<u64> {
-        let q = self.sketch.quantile((p / 100.0).clamp(0.0, 1.0)).ok().flatten()?;
+        let n = self.sketch.count();
+        let rank = nearest_rank(p, n as u64)?;
+        // The sketch's quantile at a fraction that floors to `rank`.
+        let q = if n <= 1 { 0.0 } else { ((rank as f64 + 0.5) / (n - 1) as f64).min(1.0) };
+        let q = self.sketch.quantile(q).ok().flatten()?;
         Some(q.round().max(0.0) as u64)
     }
+}
+
+/// The 0-based rank of percentile `p` (0–100) of `n` values by nearest
+/// rank (`⌈p/100·n⌉`-th smallest), if there are any.
+pub fn nearest_rank(p: f64, n: u64) -> Option<u64> {
+    let k = ((p / 100.0).clamp(0.0, 1.0) * n as f64).ceil() as u64;
+    (n > 0).then(|| k.clamp(1, n) - 1)
 }
 
 /// An edge of the L7 map.
@@ -500,6 +514,22 @@ mod tests {
         assert_eq!(v.edges.iter().map(|e| e.requests).sum::<u64>(), 1_000);
         let other = v.edges.iter().find(|e| e.host.as_deref() == Some(crate::vhost::OTHER_HOSTS));
         assert_eq!(other.map(|e| e.requests), Some(1_000 - crate::vhost::MAX_HOSTS_PER_SERVER as u64));
+    }
+
+    #[test]
+    fn a_percentile_is_read_by_nearest_rank() {
+        let mut l = Latency::default();
+        for us in [174, 223, 270, 288, 1042] {
+            l.add(us);
+        }
+        // The p99 of five requests is the slowest; their median the third.
+        assert_eq!(l.percentile(99.0), Some(1042));
+        assert!(l.percentile(50.0).is_some_and(|p| p.abs_diff(270) <= 3), "{:?}", l.percentile(50.0));
+        assert_eq!(nearest_rank(99.0, 0), None);
+        assert_eq!(
+            (nearest_rank(0.0, 5), nearest_rank(100.0, 5), nearest_rank(95.0, 100)),
+            (Some(0), Some(4), Some(94))
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod map;
 pub mod ports;
 pub mod reassembly;
 pub mod record;
+pub mod servicegraph;
 pub mod tcp_health;
 pub mod time;
 pub mod vhost;

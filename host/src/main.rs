@@ -13,6 +13,7 @@ use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
 use trawl_host::service::auth::Access;
 use trawl_sdk::redact::{Level, Policy};
 
+mod mcp_cmd;
 mod plugin_cmd;
 mod transport;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Write, build, test and sign dissector plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// Serve trawl's map to an AI assistant: an MCP server over stdio,
+    /// reading a hub's API.
+    Mcp(mcp_cmd::McpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -327,6 +331,11 @@ struct ServiceArgs {
     /// leaves).
     #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     record_log_mib: u64,
+    /// Most service-graph series on `/metrics` (per client and server
+    /// workload and protocol); pairs past it are counted under
+    /// client="other", server="other".
+    #[arg(long, value_name = "N", default_value_t = trawl_core::servicegraph::DEFAULT_MAX_SERIES)]
+    metrics_max_series: usize,
     /// When the map calls an L7 edge degraded and failing, in percent of
     /// requests that failed (Kiali's defaults).
     #[arg(long, value_name = "DEGRADED,FAILING", default_value = "0.1,20")]
@@ -676,6 +685,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(command) => plugin_cmd::run(command),
+        Command::Mcp(args) => {
+            mcp_cmd::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugins(args) => {
             let statuses = trawl_host::plugins::registry::list(args.dir.as_deref())?;
             if args.json {
@@ -759,6 +772,7 @@ fn service_options(
     replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
     replay.dispatch.redact = a.redact.policy();
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
+    replay.metrics_max_series = a.metrics_max_series;
     replay.health = a.health.with_latency(&a.health_latency).map_err(anyhow::Error::msg)?;
     replay.split_hosts = a.split_hosts;
     replay.history = trawl_host::service::history::HistoryConfig {

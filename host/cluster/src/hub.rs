@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use trawl_runtime::registry::PluginStatus;
 use trawl_service::workers::WorkerHealth;
-use trawl_service::{Graph, GraphState, SharedState, lock};
+use trawl_service::{GraphState, SharedState, lock};
 
 /// `InstallPlugin` frames by module hash, encoded once for every worker:
 /// when a restarted hub's workers all reconnect, they share one copy of
@@ -319,13 +319,7 @@ pub struct HubOptions {
 pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     let identity = trawl_pipeline::replay::load_identity(&opts.replay.inventories)?;
-    let state: SharedState = Graph::new(
-        GraphState::new(Arc::new(identity), opts.capture_filter.clone(), opts.replay.rate_window_secs)
-            .with_record_log_bytes(opts.replay.record_log_bytes)
-            .with_health(opts.replay.health)
-            .with_split_hosts(opts.replay.split_hosts)
-            .with_history(trawl_pipeline::serve::open_history(&opts.replay.history)?),
-    );
+    let state = trawl_pipeline::serve::new_state(&opts.replay, Arc::new(identity), opts.capture_filter.clone())?;
     if opts.kube {
         trawl_pipeline::live::watch_kubernetes_into(
             state.clone(),

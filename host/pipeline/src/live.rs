@@ -25,7 +25,7 @@ use trawl_capture::live::LiveCounters;
 use trawl_capture::live::discover::PodInterface;
 use trawl_capture::live::packet::{PacketRing, wait_any};
 use trawl_core::{LinkType, Timestamp};
-use trawl_service::{CaptureFilter, Graph, GraphState, LiveInterfaces, SharedState, lock};
+use trawl_service::{CaptureFilter, LiveInterfaces, SharedState, lock};
 
 /// Where live capture delivers: the graph service (`trawl serve --live`)
 /// or a worker's outbox for the hub (`trawl worker --live`).
@@ -187,13 +187,7 @@ pub fn wall_now() -> Timestamp {
 /// Starts the counters (failing at once if eBPF cannot run), then serves.
 pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
     let identity = Arc::new(load_identity(&opts.replay.inventories)?);
-    let state: SharedState = Graph::new(
-        GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
-            .with_record_log_bytes(opts.replay.record_log_bytes)
-            .with_health(opts.replay.health)
-            .with_split_hosts(opts.replay.split_hosts)
-            .with_history(crate::serve::open_history(&opts.replay.history)?),
-    );
+    let state = crate::serve::new_state(&opts.replay, identity, opts.capture_filter.clone())?;
     if opts.kube {
         let base = load_identity(&opts.replay.inventories)?;
         watch_kubernetes_into(state.clone(), base)?;

@@ -84,6 +84,8 @@ pub struct ReplayOptions {
     /// Bytes of recent records the graph service keeps for filters set
     /// later (its maps keep every count regardless).
     pub record_log_bytes: usize,
+    /// Most service-graph series on `/metrics` (`--metrics-max-series`).
+    pub metrics_max_series: usize,
     /// `--emit diff`: the capture after the change, and when a difference
     /// counts as one.
     pub diff_against: Option<PathBuf>,
@@ -115,6 +117,7 @@ impl ReplayOptions {
             plugin_status: None,
             dispatch: Default::default(),
             record_log_bytes: trawl_service::DEFAULT_RECORD_LOG_BYTES,
+            metrics_max_series: trawl_core::servicegraph::DEFAULT_MAX_SERIES,
             diff_against: None,
             health: Default::default(),
             diff_thresholds: Default::default(),

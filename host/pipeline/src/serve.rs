@@ -48,18 +48,29 @@ pub fn open_history(config: &trawl_service::history::HistoryConfig) -> anyhow::R
     Ok(history)
 }
 
+/// A served map's state as the options ask: record log, health,
+/// virtual hosts, history and the metrics' series cap.
+pub fn new_state(
+    opts: &ReplayOptions,
+    identity: Arc<trawl_core::Identity>,
+    capture_filter: trawl_service::CaptureFilter,
+) -> anyhow::Result<SharedState> {
+    Ok(Graph::new(
+        GraphState::new(identity, capture_filter, opts.rate_window_secs)
+            .with_record_log_bytes(opts.record_log_bytes)
+            .with_health(opts.health)
+            .with_split_hosts(opts.split_hosts)
+            .with_metrics_max_series(opts.metrics_max_series)
+            .with_history(open_history(&opts.history)?),
+    ))
+}
+
 /// Runs the replay into a fresh service and serves it until Ctrl-C.
 pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let identity = Arc::new(load_identity(&opts.replay.inventories)?);
     // Fail on a bad capture before anything is served.
     CaptureFile::open(&opts.replay.capture)?;
-    let state: SharedState = Graph::new(
-        GraphState::new(identity, opts.capture_filter.clone(), opts.replay.rate_window_secs)
-            .with_record_log_bytes(opts.replay.record_log_bytes)
-            .with_health(opts.replay.health)
-            .with_split_hosts(opts.replay.split_hosts)
-            .with_history(crate::serve::open_history(&opts.replay.history)?),
-    );
+    let state = new_state(&opts.replay, identity, opts.capture_filter.clone())?;
     let feeder = {
         let state = state.clone();
         let opts = opts.clone();
@@ -107,14 +118,17 @@ pub fn serve_state(
         }
     });
     runtime.block_on(async move {
-        warp::serve(api::routes(state, api))
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        warp::serve(api::routes(state, api, shutdown.clone()))
             .incoming(listener)
-            .graceful(async {
+            .graceful(async move {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
                 }
+                // Open MCP event streams end, so shutting down waits on none.
+                shutdown.cancel();
             })
             .run()
             .await;

@@ -14,10 +14,13 @@ pub mod auth;
 pub mod externals;
 pub mod filter;
 pub mod history;
+pub mod metrics;
 pub mod nodegraph;
 mod plugin_api;
 pub mod protocol;
 pub mod pushed;
+pub mod records_api;
+mod service_graph;
 pub mod subscription;
 pub mod view;
 pub mod vocabulary;
@@ -266,6 +269,8 @@ pub struct GraphState {
     /// the plugins they replaced, to show again when they are deleted.
     pushed: Option<pushed::HubPlugins>,
     replaced: std::collections::BTreeMap<String, PluginStatus>,
+    /// Per-workload series for `/metrics` (Tempo's service-graph names).
+    service_graph: trawl_core::servicegraph::ServiceGraph,
 }
 
 /// Requests to take a plugin out of quarantine (`POST
@@ -458,7 +463,19 @@ impl GraphState {
             history: None,
             pushed: None,
             replaced: std::collections::BTreeMap::new(),
+            service_graph: trawl_core::servicegraph::ServiceGraph::default(),
         }
+    }
+
+    /// Keeps at most `max` service-graph series (`--metrics-max-series`);
+    /// the rest fold into `other`.
+    pub fn with_metrics_max_series(mut self, max: usize) -> Self {
+        self.service_graph = trawl_core::servicegraph::ServiceGraph::new(max);
+        self
+    }
+
+    pub fn service_graph(&self) -> &trawl_core::servicegraph::ServiceGraph {
+        &self.service_graph
     }
 
     /// Keeps each edge's metrics per interval in `history`.
@@ -547,6 +564,7 @@ impl GraphState {
         if let Some(h) = &mut self.history {
             h.add_delta(d, &client, &server, closed_flows);
         }
+        self.service_graph.add_delta(d, &client, &server, closed_flows);
         self.counters.flows += closed_flows;
         self.now = self.now.max(d.last_ts);
     }
@@ -572,6 +590,7 @@ impl GraphState {
         if let Some(h) = &mut self.history {
             h.add_record(&r, &src, &dst, host);
         }
+        self.service_graph.add_record(&r, &src, &dst);
         self.now = self.now.max(r.ts());
         let bytes = r.approx_size();
         self.records_held += bytes;
@@ -609,6 +628,7 @@ impl GraphState {
         if let Some(h) = &mut self.history {
             h.add_counts(protocol, counts, ts, &src, &dst);
         }
+        self.service_graph.add_counts(protocol, counts.requests, counts.errors, &src, &dst);
         self.now = self.now.max(ts);
     }
 
@@ -627,7 +647,7 @@ impl GraphState {
 
     /// Records from `seq` on (or from the oldest kept, if `seq` is older),
     /// with the sequence number of the first one returned.
-    pub fn records_since(&self, seq: u64) -> (u64, impl Iterator<Item = &Arc<L7Record>>) {
+    pub fn records_since(&self, seq: u64) -> (u64, impl DoubleEndedIterator<Item = &Arc<L7Record>>) {
         let start = seq.max(self.first_seq);
         let skip = (start - self.first_seq) as usize;
         (start, self.records.iter().skip(skip).map(|(r, _)| r))
@@ -797,7 +817,7 @@ mod tests {
         }
         assert_eq!(st.prune_workers(50), 1, "only the silent, disconnected one goes");
         assert_eq!((st.workers_gone().packets, st.workers_gone().losses.ebpf_evicted), (7, 2));
-        let text = api::metrics_text(&Graph::new(st));
+        let text = metrics::metrics_text(&Graph::new(st));
         assert!(text.contains("trawl_packets_received_total 21"), "{text}");
         assert!(text.contains("trawl_ebpf_evicted_total 6"), "{text}");
     }
