@@ -44,12 +44,7 @@ fn the_python_mcp_client_calls_every_tool_over_stdio_and_http_with_auth() {
             .spawn()
             .unwrap(),
     );
-    let mut last = -1;
-    support::wait_for("the replay's end", || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        let now = get(port, "/api/health")["counters"]["records"].as_i64().unwrap_or(0);
-        std::mem::replace(&mut last, now) == now && now > 0
-    });
+    support::wait_for_replay_end(|path| get(port, path));
     let map = get(port, "/api/map?map=l7");
     let edges = map["edges"].as_array().unwrap();
     let heaviest = edges.iter().max_by_key(|e| e["requests"].as_u64()).unwrap();

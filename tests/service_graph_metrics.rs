@@ -65,12 +65,7 @@ fn prometheus_reads_the_maps_requests_failures_and_latency_per_workload() {
     let dir = support::scratch("prometheus");
     let (_server, port) = support::serve_demo(&["--speed", "max"]);
     // The replay is over when its records stop changing.
-    let mut last = -1;
-    support::wait_for("the replay's end", || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        let now = support::get_json(port, "/api/health")["counters"]["records"].as_i64().unwrap_or(0);
-        std::mem::replace(&mut last, now) == now && now > 0
-    });
+    support::wait_for_replay_end(|path| support::get_json(port, path));
 
     // The exposition is valid as Prometheus' own linter reads it.
     let text = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/metrics")]).output().unwrap();

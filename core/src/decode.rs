@@ -43,6 +43,21 @@ impl LinkType {
             other => LinkType::Unsupported(other),
         }
     }
+
+    /// The `LINKTYPE_*` value a capture file names this link type by.
+    pub fn to_linktype(self) -> u32 {
+        match self {
+            LinkType::Null => 0,
+            LinkType::Ethernet => 1,
+            LinkType::Raw => 101,
+            LinkType::Loop => 108,
+            LinkType::LinuxSll => 113,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
+            LinkType::LinuxSll2 => 276,
+            LinkType::Unsupported(other) => other,
+        }
+    }
 }
 
 /// Transport protocol of a flow.

@@ -336,6 +336,11 @@ struct ServiceArgs {
     /// client="other", server="other".
     #[arg(long, value_name = "N", default_value_t = trawl_core::servicegraph::DEFAULT_MAX_SERIES)]
     metrics_max_series: usize,
+    /// MiB of recent whole packets kept for `GET /api/pcap` (an edge's or a
+    /// filter's packets as pcapng); 0 keeps none. Live, only targeted
+    /// workloads' packets are captured whole.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pcap_ring_mib: usize,
     /// When the map calls an L7 edge degraded and failing, in percent of
     /// requests that failed (Kiali's defaults).
     #[arg(long, value_name = "DEGRADED,FAILING", default_value = "0.1,20")]
@@ -475,6 +480,16 @@ struct ReplayArgs {
     /// edge per host (`Host`, `:authority`); `false` keeps one edge.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     split_hosts: bool,
+    /// Write the packets of the flows behind the records `--filter`
+    /// matches (all records' without it) to OUT as pcapng, with names for
+    /// Wireshark: a Name Resolution Block, and a comment per flow naming
+    /// its workloads. Prints what it wrote instead of `--emit`'s output.
+    #[arg(long, value_name = "OUT.pcapng")]
+    write_pcap: Option<PathBuf>,
+    /// With --write-pcap: a KFL2 display filter choosing the records, e.g.
+    /// `http && status_code >= 500`.
+    #[arg(long, value_name = "KFL2", requires = "write_pcap")]
+    filter: Option<String>,
 }
 
 /// When `--emit diff` calls a difference a change (defaults ignore noise).
@@ -562,6 +577,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.diff_against = args.diff;
             opts.diff_thresholds = args.thresholds.thresholds();
             opts.split_hosts = args.split_hosts;
+            if let Some(path) = &args.write_pcap {
+                let summary = trawl_host::pcap_export::write(&opts, args.filter.as_deref(), path)
+                    .context("cannot write the pcapng")?;
+                println!("{}", serde_json::to_string(&summary)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let outcome = replay::run(&opts, &mut out).context("replay failed")?;
@@ -773,6 +794,7 @@ fn service_options(
     replay.dispatch.redact = a.redact.policy();
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
     replay.metrics_max_series = a.metrics_max_series;
+    replay.pcap_ring_bytes = a.pcap_ring_mib << 20;
     replay.health = a.health.with_latency(&a.health_latency).map_err(anyhow::Error::msg)?;
     replay.split_hosts = a.split_hosts;
     replay.history = trawl_host::service::history::HistoryConfig {

@@ -312,6 +312,17 @@ pub(crate) fn serve_demo(args: &[&str]) -> (Terminated, u16) {
     (server, port)
 }
 
+/// Waits until a serving trawl's replay is over: its records stop
+/// changing. `get` reads its API (with whatever token it needs).
+pub(crate) fn wait_for_replay_end(get: impl Fn(&str) -> serde_json::Value) {
+    let mut last = -1;
+    wait_for("the replay's end", || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let now = get("/api/health")["counters"]["records"].as_i64().unwrap_or(0);
+        std::mem::replace(&mut last, now) == now && now > 0
+    });
+}
+
 /// `GET http://127.0.0.1:PORT/PATH` as JSON (`null` when it fails).
 pub(crate) fn get_json(port: u16, path: &str) -> serde_json::Value {
     let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();

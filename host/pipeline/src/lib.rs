@@ -8,6 +8,7 @@
 pub mod config;
 pub mod diff;
 pub mod live;
+pub mod pcap_export;
 pub mod pipeline;
 pub mod replay;
 pub mod replay_l7;

@@ -57,6 +57,10 @@ pub trait LiveSink: Send + Sync {
     fn cluster(&self) -> Option<(Vec<IpAddr>, Vec<IpAddr>)> {
         None
     }
+    /// Where whole packets are kept for `/api/pcap`, if anywhere.
+    fn packet_ring(&self) -> Option<trawl_service::packets::SharedRing> {
+        None
+    }
 }
 
 /// The graph service as a live sink.
@@ -71,6 +75,10 @@ impl LiveSink for ServiceSink {
 
     fn legend(&self, entries: Vec<trawl_core::l7map::LegendEntry>) {
         lock(&self.0).set_legend(entries);
+    }
+
+    fn packet_ring(&self) -> Option<trawl_service::packets::SharedRing> {
+        lock(&self.0).packet_ring().cloned()
     }
 
     fn flows(&self, deltas: Vec<trawl_core::FlowDelta>, stats: trawl_ebpf::EbpfStats, now: Timestamp) {
@@ -341,8 +349,10 @@ pub fn dissect(
     let cadence = Cadence { wall: Some(PUBLISH_EVERY), ..Cadence::default() };
     let mut replay = opts.replay.clone();
     replay.flows = live_flow_config(opts.max_flows);
-    let mut pipeline =
-        Pipeline::new(&replay, plugins, reloader, cadence).with_tick_clock(TickClock::Wall).without_flow_deltas();
+    let mut pipeline = Pipeline::new(&replay, plugins, reloader, cadence)
+        .with_tick_clock(TickClock::Wall)
+        .without_flow_deltas()
+        .with_packet_ring(sink.packet_ring());
     sink.legend(pipeline.legend());
     let mut out = LiveOut(sink);
     // The dispatcher asks the filters as of the last retarget: the rings

@@ -153,6 +153,8 @@ pub struct Pipeline {
     next_capture: u64,
     last_collect: Instant,
     last_idle: Instant,
+    /// Whole frames for `/api/pcap`, when a ring keeps them.
+    ring: Option<trawl_service::packets::RingFeeder>,
 }
 
 impl Pipeline {
@@ -184,7 +186,15 @@ impl Pipeline {
             next_capture: 0,
             last_collect: Instant::now(),
             last_idle: Instant::now(),
+            ring: None,
         }
+    }
+
+    /// Keeps a copy of every frame in `ring` (handed over at each
+    /// collection): the packets `/api/pcap` serves.
+    pub fn with_packet_ring(mut self, ring: Option<trawl_service::packets::SharedRing>) -> Self {
+        self.ring = ring.map(trawl_service::packets::RingFeeder::new);
+        self
     }
 
     pub fn with_tick_clock(mut self, clock: TickClock) -> Self {
@@ -225,6 +235,9 @@ impl Pipeline {
     /// One frame through the engine; collects when the cadence says so.
     pub fn frame(&mut self, link: LinkType, ts: Timestamp, data: &[u8], wire_len: u32, sink: &mut dyn Sink) {
         self.engine.process(link, ts, data, wire_len);
+        if let Some(ring) = &mut self.ring {
+            ring.frame(link, ts, wire_len, data);
+        }
         self.since_collect += 1;
         let by_frames = self.cadence.frames.is_some_and(|n| self.since_collect >= n);
         let by_capture = self.cadence.capture.is_some() && ts.0 >= self.next_capture;
@@ -268,6 +281,9 @@ impl Pipeline {
     pub fn collect(&mut self, sink: &mut dyn Sink) {
         self.since_collect = 0;
         self.last_collect = Instant::now();
+        if let Some(ring) = &mut self.ring {
+            ring.flush();
+        }
         self.apply_reloads(sink);
         for change in sink.plugin_changes() {
             self.apply_change(change, sink);

@@ -86,6 +86,8 @@ pub struct ReplayOptions {
     pub record_log_bytes: usize,
     /// Most service-graph series on `/metrics` (`--metrics-max-series`).
     pub metrics_max_series: usize,
+    /// Bytes of recent packets kept for `/api/pcap` (`--pcap-ring-mib`).
+    pub pcap_ring_bytes: usize,
     /// `--emit diff`: the capture after the change, and when a difference
     /// counts as one.
     pub diff_against: Option<PathBuf>,
@@ -118,6 +120,7 @@ impl ReplayOptions {
             dispatch: Default::default(),
             record_log_bytes: trawl_service::DEFAULT_RECORD_LOG_BYTES,
             metrics_max_series: trawl_core::servicegraph::DEFAULT_MAX_SERIES,
+            pcap_ring_bytes: trawl_service::packets::DEFAULT_RING_BYTES,
             diff_against: None,
             health: Default::default(),
             diff_thresholds: Default::default(),

@@ -67,6 +67,8 @@ struct Output<'a> {
     flush_each: bool,
     /// The L4 map alongside, so the L7 map can show the same nodes.
     l4: L4Map,
+    /// Records kept rather than printed (`--write-pcap`).
+    collected: Option<Vec<trawl_core::record::L7Record>>,
 }
 
 impl Sink for Output<'_> {
@@ -77,6 +79,10 @@ impl Sink for Output<'_> {
     fn batch(&mut self, batch: Batch, _report: &Report<'_>) {
         for h in batch.records {
             let (record, src, dst) = to_l7(h, self.identity);
+            if let Some(kept) = &mut self.collected {
+                kept.push(record);
+                continue;
+            }
             match self.emit {
                 Emit::Records => {
                     if self.error.is_none()
@@ -104,12 +110,30 @@ impl Sink for Output<'_> {
 }
 
 pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
+    Ok(replay(opts, out, false)?.0)
+}
+
+/// Every record of the capture, with the plugins' legend entries.
+pub fn records(
+    opts: &ReplayOptions,
+) -> anyhow::Result<(Vec<trawl_core::record::L7Record>, Vec<LegendEntry>, ReplayOutcome)> {
+    let only_records = ReplayOptions { emit: Emit::Records, ..opts.clone() };
+    let (outcome, records, legend) = replay(&only_records, &mut std::io::sink(), true)?;
+    Ok((records, legend, outcome))
+}
+
+fn replay(
+    opts: &ReplayOptions,
+    out: &mut dyn Write,
+    collect: bool,
+) -> anyhow::Result<(ReplayOutcome, Vec<trawl_core::record::L7Record>, Vec<LegendEntry>)> {
     let identity = load_identity(&opts.inventories)?;
     let (plugins, reloader, rejected) = plugins_for(opts)?;
     let mut map = L7Map::new(opts.group_by);
     map.set_split_hosts(opts.split_hosts);
-    for p in &plugins {
-        map.set_legend(legend(p));
+    let legends: Vec<LegendEntry> = plugins.iter().map(legend).collect();
+    for entry in &legends {
+        map.set_legend(entry.clone());
     }
     // Paced, records show as they happen and reloads are picked up while
     // waiting for a frame's time.
@@ -126,12 +150,14 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         error: None,
         flush_each: opts.pace.is_some(),
         l4: L4Map::new(opts.group_by, opts.rate_window_secs),
+        collected: collect.then(Vec::new),
     };
     let source = FileSource { speed: opts.pace, ..FileSource::new(&opts.capture) };
     let ran = source.run(&mut pipeline, &mut output, || {})?;
     if let Some(e) = output.error.take() {
         return Err(e);
     }
+    let collected = output.collected.take().unwrap_or_default();
     if opts.emit != Emit::Records {
         // The L7 map shows the same nodes as the L4 map.
         for node in output.l4.view().nodes {
@@ -149,12 +175,13 @@ pub fn run(opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayOu
         let json = serde_json::to_string_pretty(&status)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(ReplayOutcome {
+    let outcome = ReplayOutcome {
         stats: report.stats(),
         elapsed: ran.elapsed,
         flows_reported: pipeline.flows_created() as usize,
         dispatch: Some(report.dispatch()),
         plugins,
         partial: ran.partial,
-    })
+    };
+    Ok((outcome, collected, legends))
 }

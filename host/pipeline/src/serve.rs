@@ -61,6 +61,7 @@ pub fn new_state(
             .with_health(opts.health)
             .with_split_hosts(opts.split_hosts)
             .with_metrics_max_series(opts.metrics_max_series)
+            .with_packet_ring(opts.pcap_ring_bytes)
             .with_history(open_history(&opts.history)?),
     ))
 }
@@ -141,7 +142,8 @@ pub fn serve_state(
 pub fn feed(opts: &ServeOptions, state: &SharedState) -> anyhow::Result<()> {
     let (plugins, reloader, _rejected) = plugins_for(&opts.replay)?;
     let cadence = Cadence { wall: Some(PUBLISH_EVERY), ..Cadence::default() };
-    let mut pipeline = Pipeline::new(&opts.replay, plugins, reloader, cadence);
+    let ring = lock(state).packet_ring().cloned();
+    let mut pipeline = Pipeline::new(&opts.replay, plugins, reloader, cadence).with_packet_ring(ring);
     lock(state).set_legend(pipeline.legend());
     pipeline.set_targeting(trawl_service::targeting(state));
     let mut sink = Publisher { state: state.clone(), with_l4: true };

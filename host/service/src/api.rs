@@ -613,6 +613,7 @@ fn api_routes(
         .or(super::plugin_api::routes(state_for_push.clone(), access_for_push.clone()))
         .or(super::plugin_api::export_route(state_for_push.clone(), access_for_push.clone()))
         .or(super::plugin_api::nodegraph_routes(state_for_push.clone(), access_for_push.clone()))
-        .or(super::records_api::route(state_for_push, access_for_push))
+        .or(super::records_api::route(state_for_push.clone(), access_for_push.clone()))
+        .or(super::pcap_api::route(state_for_push, access_for_push))
         .map(Reply::into_response)
 }

@@ -16,6 +16,9 @@ pub mod filter;
 pub mod history;
 pub mod metrics;
 pub mod nodegraph;
+pub mod packets;
+mod pcap_api;
+pub mod pcapng;
 mod plugin_api;
 pub mod protocol;
 pub mod pushed;
@@ -271,6 +274,8 @@ pub struct GraphState {
     replaced: std::collections::BTreeMap<String, PluginStatus>,
     /// Per-workload series for `/metrics` (Tempo's service-graph names).
     service_graph: trawl_core::servicegraph::ServiceGraph,
+    /// Recent whole packets for `/api/pcap` (`None`: not kept).
+    packets: Option<packets::SharedRing>,
 }
 
 /// Requests to take a plugin out of quarantine (`POST
@@ -464,7 +469,18 @@ impl GraphState {
             pushed: None,
             replaced: std::collections::BTreeMap::new(),
             service_graph: trawl_core::servicegraph::ServiceGraph::default(),
+            packets: None,
         }
+    }
+
+    /// Keeps recent packets, up to `bytes`, for `/api/pcap` (0: none).
+    pub fn with_packet_ring(mut self, bytes: usize) -> Self {
+        self.packets = (bytes > 0).then(|| packets::PacketRing::shared(bytes));
+        self
+    }
+
+    pub fn packet_ring(&self) -> Option<&packets::SharedRing> {
+        self.packets.as_ref()
     }
 
     /// Keeps at most `max` service-graph series (`--metrics-max-series`);

@@ -99,6 +99,17 @@ pub fn metrics_text(state: &SharedState) -> String {
             h.file_bytes
         ));
     }
+    if let Some(ring) = st.packet_ring() {
+        let ring = ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.push_str(&format!(
+            "# HELP trawl_pcap_ring_bytes Bytes of recent packets kept for /api/pcap.\n# TYPE trawl_pcap_ring_bytes gauge\ntrawl_pcap_ring_bytes {}\n",
+            ring.held_bytes()
+        ));
+        out.push_str(&format!(
+            "# HELP trawl_pcap_ring_evicted_total Packets that left the /api/pcap ring for its budget.\n# TYPE trawl_pcap_ring_evicted_total counter\ntrawl_pcap_ring_evicted_total {}\n",
+            ring.evicted
+        ));
+    }
     out.push_str(&format!(
         "# HELP trawl_subscribers Connected map subscribers.\n# TYPE trawl_subscribers gauge\ntrawl_subscribers {}\n",
         c.subscribers
