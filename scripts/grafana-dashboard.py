@@ -1,3 +1,7 @@
+"""Generates deploy/grafana/trawl-service-graph.json (trawl's Grafana dashboard):
+
+    python3 scripts/grafana-dashboard.py > deploy/grafana/trawl-service-graph.json
+"""
 import json
 
 PROM = {"type": "prometheus", "uid": "${datasource}"}

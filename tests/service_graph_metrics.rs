@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 /// Each demo pod's workload, worked out here from the inventory's owner
 /// references (a ReplicaSet's Deployment is its name less the
 /// `pod-template-hash`), independently of trawl.
-fn workloads_of_pods() -> BTreeMap<String, String> {
+pub(crate) fn workloads_of_pods() -> BTreeMap<String, String> {
     let inventory = support::project_root().join("examples/demo/inventory.json");
     let doc: Value = serde_json::from_slice(&std::fs::read(inventory).unwrap()).unwrap();
     let mut out = BTreeMap::new();

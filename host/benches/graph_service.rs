@@ -175,5 +175,127 @@ fn ingest_under_a_reader(c: &mut Criterion) {
     println!("graph_service_ingest_under_a_reader: the reader ticked {reads} times meanwhile");
 }
 
-criterion_group!(benches, tick_cost, ingest_under_a_reader);
+/// A pod of Deployment `d` (three replicas each).
+fn replica(d: u32, r: u32) -> trawl_core::Workload {
+    trawl_core::Workload {
+        kind: trawl_core::WorkloadKind::Pod,
+        namespace: format!("ns{}", d % 50),
+        name: format!("app{d}-5f6b7c8d9-{r:05}"),
+        node: None,
+        labels: [("pod-template-hash".to_string(), "5f6b7c8d9".to_string())].into(),
+        owner: Some(format!("ReplicaSet/app{d}-5f6b7c8d9")),
+    }
+}
+
+/// `/metrics` and an OTLP push at 10,000 workloads: 30,000 pods in 10,000
+/// Deployments, each calling a database: 10,000 L7 series.
+fn metrics_scrape(c: &mut Criterion) {
+    use trawl_core::record::{L7Record, PluginRef, RecordEndpoint};
+    let mut state = GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10)
+        .with_metrics_max_series(20_000)
+        .with_record_log_bytes(1 << 20);
+    let end = RecordEndpoint {
+        ip: ip(1),
+        port: 6379,
+        workload: None,
+        resolution_status: trawl_core::identity::ResolutionStatus::Resolved,
+    };
+    let record = L7Record {
+        protocol: "redis".into(),
+        transport: L4Proto::Tcp,
+        method: "GET".into(),
+        summary: "key".into(),
+        status_code: None,
+        error: false,
+        request_size: 30,
+        response_size: 10,
+        elapsed_us: Some(250),
+        request_ts: Some(Timestamp(1_000_000_000)),
+        response_ts: Some(Timestamp(1_000_250_000)),
+        src: end.clone(),
+        dst: end,
+        plugin: PluginRef { name: "redis".into(), version: "1".into(), generation: 1 },
+        fields: Default::default(),
+    };
+    let mut db = replica(0, 0);
+    (db.name, db.owner) = ("db-0".into(), Some("StatefulSet/db".into()));
+    for d in 0..WORKLOADS {
+        for r in 0..3 {
+            state.add_record(record.clone(), &replica(d, r), &db);
+        }
+    }
+    let graph = Graph::new(state);
+    let text = trawl_host::service::metrics::metrics_text(&graph);
+    let series = lock(&graph).service_graph().series();
+    let otlp = {
+        use prost::Message;
+        trawl_host::service::otlp::request(lock(&graph).service_graph(), Some("lab"), 0, 1).encode_to_vec()
+    };
+    println!(
+        "metrics at {WORKLOADS} workloads: {series} series, /metrics {} bytes ({} lines), OTLP push {} bytes",
+        text.len(),
+        text.lines().count(),
+        otlp.len()
+    );
+    let mut g = c.benchmark_group("metrics");
+    g.sample_size(10);
+    g.bench_function("scrape_10k_workloads", |b| {
+        b.iter(|| black_box(trawl_host::service::metrics::metrics_text(&graph)))
+    });
+    g.bench_function("otlp_push_10k_workloads", |b| {
+        b.iter(|| {
+            use prost::Message;
+            black_box(
+                trawl_host::service::otlp::request(lock(&graph).service_graph(), Some("lab"), 0, 1).encode_to_vec(),
+            )
+        })
+    });
+    g.finish();
+}
+
+/// Discards what the pipeline collects.
+struct Discard;
+
+impl trawl_host::pipeline::Sink for Discard {
+    fn batch(&mut self, _batch: trawl_host::pipeline::Batch, _report: &trawl_host::pipeline::Report<'_>) {}
+}
+
+/// What keeping whole packets for `/api/pcap` costs the pipeline: 20,000
+/// MTU 1500 TCP segments (1,448-byte payloads, 100 flows) through an L4
+/// pipeline, without a ring and with the default 16 MiB one.
+fn packet_ring_cost(c: &mut Criterion) {
+    use trawl_host::pipeline::{Cadence, Pipeline};
+    let frames: Vec<Vec<u8>> = (0..20_000u32)
+        .map(|i| {
+            let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 0, 0, 1], [10, 0, 1, (i % 100) as u8], 64)
+                .tcp(40_000, 8080, (i / 100) * 1448, 65_535);
+            let payload = [0u8; 1448];
+            let mut out = Vec::with_capacity(b.size(payload.len()));
+            b.write(&mut out, &payload).unwrap();
+            out
+        })
+        .collect();
+    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let opts = trawl_host::replay::ReplayOptions::new("bench");
+    let mut g = c.benchmark_group("packet_ring");
+    g.throughput(criterion::Throughput::Bytes(bytes));
+    for (name, ring) in
+        [("without_ring", None), ("with_16mib_ring", Some(trawl_host::service::packets::PacketRing::shared(16 << 20)))]
+    {
+        let cadence = Cadence { frames: Some(1024), ..Cadence::default() };
+        let mut pipeline = Pipeline::new(&opts, Vec::new(), None, cadence).with_packet_ring(ring);
+        let mut ts = 1_000_000_000u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for f in &frames {
+                    ts += 1_000;
+                    pipeline.frame(trawl_core::LinkType::Ethernet, Timestamp(ts), f, f.len() as u32, &mut Discard);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+criterion_group!(benches, tick_cost, ingest_under_a_reader, metrics_scrape, packet_ring_cost);
 criterion_main!(benches);

@@ -341,6 +341,16 @@ struct ServiceArgs {
     /// workloads' packets are captured whole.
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pcap_ring_mib: usize,
+    /// Push the service-graph metrics to this OpenTelemetry collector over
+    /// OTLP/HTTP (protobuf): `http://HOST:4318`, or the full metrics URL.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Seconds between OTLP pushes.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    otlp_interval: u64,
+    /// `k8s.cluster.name` on the pushed resources.
+    #[arg(long, value_name = "NAME")]
+    cluster_name: Option<String>,
     /// When the map calls an L7 edge degraded and failing, in percent of
     /// requests that failed (Kiali's defaults).
     #[arg(long, value_name = "DEGRADED,FAILING", default_value = "0.1,20")]
@@ -795,6 +805,16 @@ fn service_options(
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
     replay.metrics_max_series = a.metrics_max_series;
     replay.pcap_ring_bytes = a.pcap_ring_mib << 20;
+    if let Some(endpoint) = a.otlp_endpoint.filter(|e| !e.is_empty()) {
+        let config = trawl_host::service::otlp::OtlpConfig {
+            endpoint,
+            interval: std::time::Duration::from_secs(a.otlp_interval),
+            cluster: a.cluster_name,
+        };
+        // A bad endpoint stops the start, not the first push.
+        config.url().map_err(anyhow::Error::msg)?;
+        replay.otlp = Some(config);
+    }
     replay.health = a.health.with_latency(&a.health_latency).map_err(anyhow::Error::msg)?;
     replay.split_hosts = a.split_hosts;
     replay.history = trawl_host::service::history::HistoryConfig {

@@ -69,6 +69,9 @@ pub fn merge(msg: ToHub, st: &mut GraphState, merger: &Mutex<Merger>, id: &str, 
             let faults = st.counters().plugin_faults.saturating_sub(before) + after;
             st.counters_mut().plugin_faults = faults;
         }
+        ToHub::Packets { id: asked, frames } => {
+            st.pcap_fanout_mut().answer(asked, id, frames.into_iter().map(Into::into).collect());
+        }
         ToHub::Hello { .. } => {}
     }
     m.seen(node, epoch, std::time::Instant::now());
@@ -168,15 +171,21 @@ fn worker_conn(
     let mut filters_sent = String::new();
     // Plugin resets asked for before this worker connected are not its.
     let mut resets_from = lock(state).plugin_resets_since(u64::MAX).1;
+    let mut pcap_from = lock(state).pcap_fanout().asked_since(u64::MAX).1;
     // Pushed plugins this worker has (name → sha256), and the list's
     // version they came from.
     let mut plugins_sent: (u64, std::collections::BTreeMap<String, String>) = (0, Default::default());
     let mut send_filters = |state: &SharedState| -> std::io::Result<()> {
-        let (now, (resets, next), pushed) = {
+        let (now, (resets, next), pushed, (pcaps, pcap_next)) = {
             let st = lock(state);
             let pushed = st.pushed_plugins().filter(|h| h.version() != plugins_sent.0).map(|h| h.snapshot());
-            (st.capture_filter().to_json().to_string(), st.plugin_resets_since(resets_from), pushed)
+            let pcaps = st.pcap_fanout().asked_since(pcap_from);
+            (st.capture_filter().to_json().to_string(), st.plugin_resets_since(resets_from), pushed, pcaps)
         };
+        for (id, selection) in pcaps {
+            write_frame(&mut writer, &ToWorker::PcapRequest { id, selection })?;
+        }
+        pcap_from = pcap_next;
         if now != filters_sent {
             write_frame(&mut writer, &ToWorker::CaptureFilters { json: now.clone() })?;
             filters_sent = now;
@@ -319,7 +328,9 @@ pub struct HubOptions {
 pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     let identity = trawl_pipeline::replay::load_identity(&opts.replay.inventories)?;
-    let state = trawl_pipeline::serve::new_state(&opts.replay, Arc::new(identity), opts.capture_filter.clone())?;
+    // The packets are the workers': `/api/pcap` asks them.
+    let replay = trawl_pipeline::replay::ReplayOptions { pcap_ring_bytes: 0, ..opts.replay.clone() };
+    let state = trawl_pipeline::serve::new_state(&replay, Arc::new(identity), opts.capture_filter.clone())?;
     if opts.kube {
         trawl_pipeline::live::watch_kubernetes_into(
             state.clone(),
@@ -344,7 +355,7 @@ pub fn run(opts: HubOptions) -> anyhow::Result<()> {
     let how = if opts.access.tls.is_some() { "TLS" } else { "plain TCP" };
     eprintln!("trawl hub: workers connect to {} ({how})", listener.local_addr()?);
     let (access, accept_state, grace) = (opts.access.clone(), state.clone(), opts.worker_grace);
-    trawl_pipeline::serve::serve_state(state, opts.api.clone(), "hub-accept", move || {
+    trawl_pipeline::serve::serve_state(state, opts.api.clone(), opts.replay.otlp.clone(), "hub-accept", move || {
         accept(listener, access, accept_state, grace)
     })
 }

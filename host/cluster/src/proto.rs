@@ -23,7 +23,7 @@ pub use trawl_service::workers::WorkerCounters;
 /// plugin status carries the fields a plugin declares; 8: flow totals carry
 /// TCP health; 9: the hub pushes plugins (`InstallPlugin`,
 /// `PushedPlugins`) and plugin state says when one was rolled back.
-pub const PROTOCOL_VERSION: u16 = 9;
+pub const PROTOCOL_VERSION: u16 = 10;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -152,6 +152,37 @@ pub enum ToHub {
     Unsampled(Vec<UnsampledTotals>),
     /// Counters of the worker itself: drops are data.
     Status(WorkerStatus),
+    /// The recent packets a `PcapRequest` asked for (maybe none).
+    Packets {
+        id: u64,
+        frames: Vec<WireFrame>,
+    },
+}
+
+/// One captured frame, as the worker's ring holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireFrame {
+    pub link: u32,
+    pub ts: u64,
+    pub wire_len: u32,
+    pub data: Vec<u8>,
+}
+
+impl From<&trawl_service::packets::RingFrame> for WireFrame {
+    fn from(f: &trawl_service::packets::RingFrame) -> Self {
+        WireFrame { link: f.link.to_linktype(), ts: f.ts.0, wire_len: f.wire_len, data: f.data.to_vec() }
+    }
+}
+
+impl From<WireFrame> for trawl_service::packets::RingFrame {
+    fn from(f: WireFrame) -> Self {
+        trawl_service::packets::RingFrame {
+            link: trawl_core::LinkType::from_linktype(f.link),
+            ts: trawl_core::Timestamp(f.ts),
+            wire_len: f.wire_len,
+            data: f.data.into(),
+        }
+    }
 }
 
 /// A worker's own counters and plugins, shown in the hub's health.
@@ -274,6 +305,11 @@ pub enum ToWorker {
         name: String,
         sha256: String,
         module: Vec<u8>,
+    },
+    /// `GET /api/pcap` on the hub: send the recent packets this selects.
+    PcapRequest {
+        id: u64,
+        selection: trawl_service::pcap_api::WireSelection,
     },
     /// Every plugin the hub has pushed, by name and hash: sent after each
     /// change and on connecting. A pushed plugin not in it was deleted.

@@ -79,6 +79,53 @@ pub struct WorkerHealth {
     pub hub_resets: Mutex<Vec<String>>,
     /// Plugins the hub pushed.
     pub pushed: super::pushed::WorkerPushed,
+    /// Recent whole packets for the hub's `/api/pcap` (`None`: not kept),
+    /// and who addresses were (live: the cluster's identity), to pick an
+    /// L4 edge's packets by its map nodes.
+    pub packets: Option<trawl_service::packets::SharedRing>,
+    pub identity: Mutex<Option<Arc<trawl_core::Identity>>>,
+    /// Answers to the hub's packet requests, sent with the next flush.
+    pub replies: Mutex<Vec<ToHub>>,
+}
+
+/// Most bytes of packets one answer to the hub carries (a frame holds 16 MiB).
+const MAX_PACKETS_ANSWER: usize = 12 << 20;
+
+impl WorkerHealth {
+    /// Health for a worker keeping `ring_bytes` of recent packets.
+    pub fn with_packet_ring(ring_bytes: usize) -> Self {
+        let packets = (ring_bytes > 0).then(|| trawl_service::packets::PacketRing::shared(ring_bytes));
+        WorkerHealth { packets, ..WorkerHealth::default() }
+    }
+
+    /// Answers the hub's request `id` from the ring: the newest frames it
+    /// selects, up to [`MAX_PACKETS_ANSWER`] bytes.
+    fn answer_packets(&self, id: u64, selection: trawl_service::pcap_api::WireSelection) {
+        let mut frames = Vec::new();
+        if let Some(ring) = &self.packets {
+            let identity = self.identity.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let selection = trawl_service::pcap_api::Selection::from_wire(selection, identity.is_some());
+            let identity = identity.unwrap_or_default();
+            let ring = ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (picked, _) = selection.pick(&identity, ring.frames());
+            drop(ring);
+            let mut bytes = 0;
+            for (_, _, f) in picked.iter().rev() {
+                bytes += f.data.len() + 32;
+                if bytes > MAX_PACKETS_ANSWER {
+                    break;
+                }
+                frames.push(super::proto::WireFrame::from(f));
+            }
+            frames.reverse();
+        }
+        let mut replies = self.replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A hub that floods requests gets answers to the newest few.
+        if replies.len() >= 4 {
+            replies.remove(0);
+        }
+        replies.push(ToHub::Packets { id, frames });
+    }
 }
 
 impl WorkerHealth {
@@ -234,6 +281,7 @@ impl Link {
                     // Compiled here, off the capture's thread.
                     ToWorker::InstallPlugin { name, sha256, module } => health.pushed.install(&name, &sha256, &module),
                     ToWorker::PushedPlugins { plugins } => health.pushed.keep_only(&plugins),
+                    ToWorker::PcapRequest { id, selection } => health.answer_packets(id, selection),
                     ToWorker::Welcome { .. } | ToWorker::Refused { .. } => {}
                 }
             }
@@ -308,6 +356,11 @@ impl Link {
             }
             for chunk in batch.unsampled.chunks(20_000) {
                 write_frame(stream, &ToHub::Unsampled(chunk.to_vec()))?;
+            }
+            let replies =
+                std::mem::take(&mut *self.health.replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            for reply in &replies {
+                write_frame(stream, reply)?;
             }
             write_frame(stream, &ToHub::Status(status))
         })();
@@ -422,8 +475,8 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     // wall clock: a restarted replay then numbers every record as before,
     // and the hub drops exactly the ones it has.
     let cadence = Cadence { capture: Some(COLLECT_EVERY), ..Cadence::default() };
-    let mut pipeline = Pipeline::new(&opts.replay, plugins, None, cadence);
-    let health = Arc::new(WorkerHealth::default());
+    let health = Arc::new(WorkerHealth::with_packet_ring(opts.replay.pcap_ring_bytes));
+    let mut pipeline = Pipeline::new(&opts.replay, plugins, None, cadence).with_packet_ring(health.packets.clone());
     if let Some(addr) = opts.health_listen {
         serve_health(addr, health.clone())?;
     }

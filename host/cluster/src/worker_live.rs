@@ -96,6 +96,7 @@ impl WorkerSink {
     }
 
     fn set_identity(&self, identity: Arc<Identity>) {
+        *self.health.identity.lock().unwrap_or_else(PoisonError::into_inner) = Some(identity.clone());
         *self.identity.write().unwrap_or_else(PoisonError::into_inner) = identity;
         self.refresh();
     }
@@ -115,6 +116,10 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
     fn targeting(&self) -> (Arc<Identity>, CaptureFilter) {
         let identity = self.identity.read().unwrap_or_else(PoisonError::into_inner).clone();
         (identity, self.filter.read().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    fn packet_ring(&self) -> Option<trawl_service::packets::SharedRing> {
+        self.health.packets.clone()
     }
 
     fn cluster(&self) -> Option<(Vec<IpAddr>, Vec<IpAddr>)> {
@@ -168,7 +173,8 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
 
 pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
     let identity = Arc::new(trawl_pipeline::replay::load_identity(&live.replay.inventories)?);
-    let health = Arc::new(WorkerHealth::default());
+    let health = Arc::new(WorkerHealth::with_packet_ring(opts.replay.pcap_ring_bytes));
+    *health.identity.lock().unwrap_or_else(PoisonError::into_inner) = Some(identity.clone());
     if let Some(addr) = opts.health_listen {
         serve_health(addr, health.clone())?;
     }

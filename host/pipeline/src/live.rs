@@ -220,7 +220,7 @@ pub fn run(opts: LiveOptions) -> anyhow::Result<()> {
         let (sink, stop) = (ServiceSink(state.clone()), stop.clone());
         move || count(counters, &sink, &pods, &stop)
     };
-    let served = serve_state(state, opts.api.clone(), "live-l4", feeder);
+    let served = serve_state(state, opts.api.clone(), opts.replay.otlp.clone(), "live-l4", feeder);
     stop.store(true, Ordering::Relaxed);
     let _ = l7.join();
     served

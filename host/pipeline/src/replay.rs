@@ -88,6 +88,8 @@ pub struct ReplayOptions {
     pub metrics_max_series: usize,
     /// Bytes of recent packets kept for `/api/pcap` (`--pcap-ring-mib`).
     pub pcap_ring_bytes: usize,
+    /// Push the service-graph series over OTLP (`--otlp-endpoint`).
+    pub otlp: Option<trawl_service::otlp::OtlpConfig>,
     /// `--emit diff`: the capture after the change, and when a difference
     /// counts as one.
     pub diff_against: Option<PathBuf>,
@@ -121,6 +123,7 @@ impl ReplayOptions {
             record_log_bytes: trawl_service::DEFAULT_RECORD_LOG_BYTES,
             metrics_max_series: trawl_core::servicegraph::DEFAULT_MAX_SERIES,
             pcap_ring_bytes: trawl_service::packets::DEFAULT_RING_BYTES,
+            otlp: None,
             diff_against: None,
             health: Default::default(),
             diff_thresholds: Default::default(),

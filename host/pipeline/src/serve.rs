@@ -81,7 +81,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
             }
         }
     };
-    serve_state(state, opts.api.clone(), "replay", feeder)
+    serve_state(state, opts.api.clone(), opts.replay.otlp.clone(), "replay", feeder)
 }
 
 /// Serves `state` on the API's address, under its access rules, until
@@ -89,6 +89,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
 pub fn serve_state(
     state: SharedState,
     mut api: Access,
+    otlp: Option<trawl_service::otlp::OtlpConfig>,
     feeder_name: &str,
     feeder: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -106,6 +107,15 @@ pub fn serve_state(
     let how = if api.has_tokens() { "tokens needed" } else { "open: no token configured" };
     eprintln!("trawl: serving the map on http://{addr}/ ({how}; Ctrl-C stops)");
     let feeder = std::thread::Builder::new().name(feeder_name.into()).spawn(feeder)?;
+    if let Some(config) = otlp {
+        let state = state.clone();
+        eprintln!("trawl: pushing metrics over OTLP to {} every {:?}", config.endpoint, config.interval);
+        runtime.spawn(async move {
+            if let Err(e) = trawl_service::otlp::run(state, config).await {
+                eprintln!("trawl: no OTLP export: {e}");
+            }
+        });
+    }
     // History's intervals close as time passes, data or not.
     runtime.spawn({
         let state = state.clone();

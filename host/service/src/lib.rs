@@ -16,8 +16,9 @@ pub mod filter;
 pub mod history;
 pub mod metrics;
 pub mod nodegraph;
+pub mod otlp;
 pub mod packets;
-mod pcap_api;
+pub mod pcap_api;
 pub mod pcapng;
 mod plugin_api;
 pub mod protocol;
@@ -227,6 +228,9 @@ pub struct Counters {
     /// Flows and records drawn on an `other addresses` node because the
     /// maps already name as many outside addresses as they keep apart.
     pub external_addresses_folded: u64,
+    /// OTLP pushes the collector took, and those that failed.
+    pub otlp_exports: u64,
+    pub otlp_failures: u64,
     /// What capture and dissection lost, by cause (on a hub, the
     /// workers' sum is in `/metrics` and each worker's in its health).
     pub losses: workers::Losses,
@@ -276,6 +280,8 @@ pub struct GraphState {
     service_graph: trawl_core::servicegraph::ServiceGraph,
     /// Recent whole packets for `/api/pcap` (`None`: not kept).
     packets: Option<packets::SharedRing>,
+    /// A hub's requests for its workers' packets, and their answers.
+    pcap_fanout: pcap_api::PcapFanout,
 }
 
 /// Requests to take a plugin out of quarantine (`POST
@@ -470,7 +476,16 @@ impl GraphState {
             replaced: std::collections::BTreeMap::new(),
             service_graph: trawl_core::servicegraph::ServiceGraph::default(),
             packets: None,
+            pcap_fanout: pcap_api::PcapFanout::default(),
         }
+    }
+
+    pub fn pcap_fanout(&self) -> &pcap_api::PcapFanout {
+        &self.pcap_fanout
+    }
+
+    pub fn pcap_fanout_mut(&mut self) -> &mut pcap_api::PcapFanout {
+        &mut self.pcap_fanout
     }
 
     /// Keeps recent packets, up to `bytes`, for `/api/pcap` (0: none).

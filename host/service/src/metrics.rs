@@ -50,6 +50,8 @@ pub fn metrics_text(state: &SharedState) -> String {
         c.external_addresses_folded,
     );
     counter("replay_loops_total", "Times the replayed capture started over.", c.replay_loops);
+    counter("otlp_exports_total", "OTLP metric pushes the collector took.", c.otlp_exports);
+    counter("otlp_export_failures_total", "OTLP metric pushes that failed (unreachable, refused).", c.otlp_failures);
     counter("ring_drops_total", "Packets the live payload rings dropped because they were full.", ring_drops);
     if let Some(h) = st.history().map(|h| h.stats()) {
         counter(
@@ -115,7 +117,9 @@ pub fn metrics_text(state: &SharedState) -> String {
         c.subscribers
     ));
     worker_metrics(&st, &mut out);
-    super::service_graph::render(st.service_graph(), &mut out);
+    // Rendered from a copy, without the state: at 10,000 series that
+    // takes a while, and readers of the map should not wait for it.
+    let service_graph = st.service_graph().clone();
     let plugins = super::api::plugin_entries(&st);
     for (field, help) in [
         ("records", "Records the plugin produced."),
@@ -149,6 +153,8 @@ pub fn metrics_text(state: &SharedState) -> String {
             ));
         }
     }
+    drop(st);
+    super::service_graph::render(&service_graph, &mut out);
     out
 }
 

@@ -3,20 +3,29 @@
 //! the records a display filter matches, as a pcapng file with names.
 //!
 //! An L7 edge's flows are those of its records in the record log; an L4
-//! edge's are every connection between its two ends.
+//! edge's are every connection between its two ends. On a hub the packets
+//! are on the workers: the hub asks each connected one (over the cluster
+//! protocol) and writes what they answer within a few seconds.
 
 use super::api::{guard, with_state};
 use super::auth::{Access, Need};
 use super::filter::Filter as Kfl2;
+use super::packets::RingFrame;
 use super::pcapng::{ChosenFlow, FlowKey, PcapngOut, chosen, flow_key, flows_of, names, node_id};
-use super::{SharedState, lock};
+use super::{GraphState, SharedState, lock};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 use trawl_core::decode::{Decoded, decode};
-use trawl_core::{GroupBy, L4Proto};
+use trawl_core::{GroupBy, Identity, L4Proto};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
+
+/// How long a hub waits for its workers' packets.
+const FANOUT_WAIT: Duration = Duration::from_secs(5);
+/// Requests to workers kept for connections to pick up.
+const FANOUT_KEPT: usize = 16;
 
 #[derive(Debug, serde::Deserialize)]
 struct Query {
@@ -25,36 +34,56 @@ struct Query {
     group_by: Option<String>,
 }
 
+/// Which packets, as a hub asks its workers for them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WireSelection {
+    Flows(Vec<FlowKey>),
+    /// Every connection between two map nodes (of `group`: pod, namespace
+    /// or node), resolved by the one who holds the packets.
+    Between {
+        source: String,
+        target: String,
+        l4: L4Proto,
+        group: String,
+    },
+}
+
 /// Which packets: those of known flows, or every one between two nodes.
-enum Selection {
+#[derive(Debug)]
+pub enum Selection {
     Flows(HashMap<FlowKey, ChosenFlow>),
-    /// Every connection between two nodes, found as the ring is read.
     Between {
         source: String,
         target: String,
         l4: L4Proto,
         group: GroupBy,
-        found: HashMap<FlowKey, ChosenFlow>,
     },
+    /// Every packet of a transport: what a worker that knows no workloads
+    /// (a replay) sends for `Between`, for the hub to pick from.
+    Transport(L4Proto),
 }
 
 type Refusal = (StatusCode, String);
+
+/// Frames picked from a ring, each with its flow and transport.
+pub type Picked = Vec<(FlowKey, L4Proto, RingFrame)>;
+
+/// A built file: its bytes, its packets, and (on a hub) how many workers
+/// answered of those asked.
+type Built = (Vec<u8>, u64, Option<(usize, usize)>);
 
 fn bad(message: impl Into<String>) -> Refusal {
     (StatusCode::BAD_REQUEST, message.into())
 }
 
-/// The file for `q`, and how many packets it holds.
-fn build(state: &SharedState, q: &Query) -> Result<(Vec<u8>, u64), Refusal> {
-    let (identity, ring, selection) = {
-        let st = lock(state);
-        let ring = st.packet_ring().cloned().ok_or_else(|| {
-            (StatusCode::NOT_FOUND, "no packets are kept here (--pcap-ring-mib 0, or a hub: ask a worker)".to_string())
-        })?;
+impl Selection {
+    /// What `q` asks for, as of `st`'s record log.
+    fn for_query(st: &GraphState, q: &Query) -> Result<Selection, Refusal> {
         let group: GroupBy = q.group_by.as_deref().unwrap_or("pod").parse().map_err(bad)?;
-        let identity = st.identity().clone();
+        let identity = st.identity();
         let (_, log) = st.records_since(0);
-        let selection = match (&q.edge, &q.filter) {
+        let log = log.map(|r| &**r);
+        Ok(match (&q.edge, &q.filter) {
             (Some(edge), _) => {
                 let parts: Vec<&str> = edge.split('|').collect();
                 let [source, target, kind, ..] = parts[..] else {
@@ -66,41 +95,81 @@ fn build(state: &SharedState, q: &Query) -> Result<(Vec<u8>, u64), Refusal> {
                         target: target.into(),
                         l4: if kind == "tcp" { L4Proto::Tcp } else { L4Proto::Udp },
                         group,
-                        found: HashMap::new(),
                     },
-                    protocol => Selection::Flows(flows_of(log.map(|r| &**r), |r| {
+                    protocol => Selection::Flows(flows_of(log, |r| {
                         let at = r.ts();
                         r.protocol == protocol
-                            && node_id(&identity, r.src.ip, r.src.port, at, group) == source
-                            && node_id(&identity, r.dst.ip, r.dst.port, at, group) == target
+                            && node_id(identity, r.src.ip, r.src.port, at, group) == source
+                            && node_id(identity, r.dst.ip, r.dst.port, at, group) == target
                     })),
                 }
             }
             (None, Some(filter)) => {
                 let filter = Kfl2::compile_in(filter, &st.vocabulary()).map_err(|e| bad(e.to_string()))?;
-                Selection::Flows(flows_of(log.map(|r| &**r), |r| filter.matches(r, st.legend())))
+                Selection::Flows(flows_of(log, |r| filter.matches(r, st.legend())))
             }
             (None, None) => return Err(bad("give edge=ID (as the map names it) or filter=KFL2")),
-        };
-        (identity, ring, selection)
-    };
+        })
+    }
 
-    // The matching frames, copied out so the pipeline is not kept waiting
-    // on the ring while the file is written.
-    let mut selection = selection;
-    let mut frames = Vec::new();
-    {
-        let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-        for f in ring.frames() {
+    pub fn to_wire(&self) -> WireSelection {
+        match self {
+            Selection::Flows(flows) => WireSelection::Flows(flows.keys().copied().collect()),
+            Selection::Transport(l4) => {
+                WireSelection::Between { source: String::new(), target: String::new(), l4: *l4, group: String::new() }
+            }
+            Selection::Between { source, target, l4, group } => WireSelection::Between {
+                source: source.clone(),
+                target: target.clone(),
+                l4: *l4,
+                group: match group {
+                    GroupBy::Pod => "pod",
+                    GroupBy::Namespace => "namespace",
+                    GroupBy::Node => "node",
+                }
+                .into(),
+            },
+        }
+    }
+
+    /// A worker's reading of a hub's request; one that knows no workloads
+    /// sends all of a transport for the hub to pick from.
+    pub fn from_wire(w: WireSelection, knows_workloads: bool) -> Selection {
+        match w {
+            WireSelection::Between { l4, .. } if !knows_workloads => Selection::Transport(l4),
+            WireSelection::Flows(keys) => {
+                Selection::Flows(keys.into_iter().map(|k| (k, chosen(k.1, k.2, trawl_core::Timestamp::ZERO))).collect())
+            }
+            WireSelection::Between { source, target, l4, group } => {
+                Selection::Between { source, target, l4, group: group.parse().unwrap_or_default() }
+            }
+        }
+    }
+
+    /// The frames it selects among `frames` (copied), and their flows.
+    pub fn pick<'a>(
+        self,
+        identity: &Identity,
+        frames: impl Iterator<Item = &'a RingFrame>,
+    ) -> (Picked, HashMap<FlowKey, ChosenFlow>) {
+        let mut picked = Vec::new();
+        let mut between_found = HashMap::new();
+        for f in frames {
             let Decoded::Packet(p) = decode(f.link, &f.data) else { continue };
             let key = flow_key(p.l4, (p.src, p.src_port), (p.dst, p.dst_port));
-            let wanted = match &mut selection {
+            let wanted = match &self {
                 Selection::Flows(known) => known.contains_key(&key),
-                Selection::Between { source, target, l4, group, found } => {
+                Selection::Transport(l4) => {
+                    let (src, dst) = ((p.src, p.src_port), (p.dst, p.dst_port));
                     p.l4 == *l4 && {
-                        let at = f.ts;
-                        let a = node_id(&identity, p.src, p.src_port, at, *group);
-                        let b = node_id(&identity, p.dst, p.dst_port, at, *group);
+                        between_found.entry(key).or_insert_with(|| chosen(src, dst, f.ts));
+                        true
+                    }
+                }
+                Selection::Between { source, target, l4, group } => {
+                    p.l4 == *l4 && {
+                        let a = node_id(identity, p.src, p.src_port, f.ts, *group);
+                        let b = node_id(identity, p.dst, p.dst_port, f.ts, *group);
                         let (src, dst) = ((p.src, p.src_port), (p.dst, p.dst_port));
                         let ends = if (&a, &b) == (source, target) {
                             Some((src, dst))
@@ -109,32 +178,127 @@ fn build(state: &SharedState, q: &Query) -> Result<(Vec<u8>, u64), Refusal> {
                         } else {
                             None
                         };
-                        ends.map(|(client, server)| found.entry(key).or_insert_with(|| chosen(client, server, at)))
-                            .is_some()
+                        ends.map(|(client, server)| {
+                            between_found.entry(key).or_insert_with(|| chosen(client, server, f.ts))
+                        })
+                        .is_some()
                     }
                 }
             };
             if wanted {
-                frames.push((key, p.l4, f.clone()));
+                picked.push((key, p.l4, f.clone()));
             }
         }
+        let flows = match self {
+            Selection::Flows(flows) => flows,
+            Selection::Between { .. } | Selection::Transport(_) => between_found,
+        };
+        (picked, flows)
     }
-    let mut flows = match selection {
-        Selection::Flows(flows) | Selection::Between { found: flows, .. } => flows,
-    };
-    let names = names(&identity, &flows);
-    let what = q.edge.as_ref().map_or_else(|| format!("filter {:?}", q.filter), |e| format!("edge {e}"));
-    let comment = format!("trawl: recent packets of {what}");
-    let mut out =
-        PcapngOut::new(Vec::new(), &comment, &names).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    for (key, l4, f) in &frames {
+}
+
+/// The packets a hub asked its workers for, and their answers.
+#[derive(Debug, Default)]
+pub struct PcapFanout {
+    next: u64,
+    asked: VecDeque<(u64, WireSelection)>,
+    answers: HashMap<u64, (BTreeSet<String>, Vec<RingFrame>)>,
+}
+
+impl PcapFanout {
+    fn ask(&mut self, selection: WireSelection) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.asked.push_back((id, selection));
+        self.answers.insert(id, Default::default());
+        while self.asked.len() > FANOUT_KEPT {
+            if let Some((old, _)) = self.asked.pop_front() {
+                self.answers.remove(&old);
+            }
+        }
+        id
+    }
+
+    /// Requests numbered `from` and later, and the number to ask from next
+    /// (each worker connection keeps its own).
+    pub fn asked_since(&self, from: u64) -> (Vec<(u64, WireSelection)>, u64) {
+        (self.asked.iter().filter(|(id, _)| *id >= from).cloned().collect(), self.next)
+    }
+
+    /// A worker's answer; one to a request no longer waited for is dropped.
+    pub fn answer(&mut self, id: u64, worker: &str, frames: Vec<RingFrame>) {
+        if let Some((who, got)) = self.answers.get_mut(&id) {
+            who.insert(worker.to_string());
+            got.extend(frames);
+        }
+    }
+
+    fn take(&mut self, id: u64) -> (BTreeSet<String>, Vec<RingFrame>) {
+        self.asked.retain(|(a, _)| *a != id);
+        self.answers.remove(&id).unwrap_or_default()
+    }
+}
+
+/// The file: `frames` of `flows`, with names and a comment saying `what`.
+fn file(
+    identity: &Identity,
+    what: &str,
+    frames: &Picked,
+    mut flows: HashMap<FlowKey, ChosenFlow>,
+) -> Result<(Vec<u8>, u64), Refusal> {
+    let failed = |e: pcap_file::PcapError| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let names = names(identity, &flows);
+    let mut out = PcapngOut::new(Vec::new(), &format!("trawl: recent packets of {what}"), &names).map_err(failed)?;
+    for (key, l4, f) in frames {
         if let Some(flow) = flows.get_mut(key) {
-            out.packet(&identity, flow, *l4, (f.link, f.ts, f.wire_len, &f.data))
-                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            out.packet(identity, flow, *l4, (f.link, f.ts, f.wire_len, &f.data)).map_err(failed)?;
         }
     }
     let packets = out.packets;
     Ok((out.finish(), packets))
+}
+
+/// The file for `q`, how many packets it holds, and (on a hub) how many
+/// workers answered of those asked.
+fn build(state: &SharedState, q: &Query) -> Result<Built, Refusal> {
+    let what = q.edge.as_ref().map_or_else(|| format!("filter {:?}", q.filter), |e| format!("edge {e}"));
+    let (identity, selection, ring, fanout) = {
+        let mut st = lock(state);
+        let selection = Selection::for_query(&st, q)?;
+        let identity = st.identity().clone();
+        let ring = st.packet_ring().cloned();
+        let connected: BTreeSet<String> =
+            st.workers().iter().filter(|(_, w)| w.connected).map(|(id, _)| id.clone()).collect();
+        let fanout = match (&ring, connected.is_empty()) {
+            (None, false) => Some((st.pcap_fanout_mut().ask(selection.to_wire()), connected)),
+            (None, true) => {
+                return Err((StatusCode::NOT_FOUND, "no packets are kept here (--pcap-ring-mib 0)".to_string()));
+            }
+            (Some(_), _) => None,
+        };
+        (identity, selection, ring, fanout)
+    };
+    if let Some(ring) = ring {
+        let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let (frames, flows) = selection.pick(&identity, ring.frames());
+        drop(ring);
+        let (file, packets) = file(&identity, &what, &frames, flows)?;
+        return Ok((file, packets, None));
+    }
+    // A hub: the workers answer on their next status (about every 100 ms).
+    let Some((id, asked)) = fanout else { unreachable!("a ring, or workers were asked") };
+    let began = Instant::now();
+    let (answered, frames) = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut st = lock(state);
+        let done = st.pcap_fanout_mut().answers.get(&id).is_none_or(|(who, _)| who.is_superset(&asked));
+        if done || began.elapsed() >= FANOUT_WAIT {
+            break st.pcap_fanout_mut().take(id);
+        }
+    };
+    let (frames, flows) = selection.pick(&identity, frames.iter());
+    let (file, packets) = file(&identity, &what, &frames, flows)?;
+    Ok((file, packets, Some((answered.len(), asked.len()))))
 }
 
 pub(crate) fn route(
@@ -149,7 +313,7 @@ pub(crate) fn route(
         .and_then(|q: Query, s: SharedState| async move {
             let built = tokio::task::spawn_blocking(move || build(&s, &q)).await;
             let reply = match built {
-                Ok(Ok((file, packets))) => {
+                Ok(Ok((file, packets, workers))) => {
                     let mut reply = warp::reply::Response::new(file.into());
                     let h = reply.headers_mut();
                     h.insert("content-type", warp::http::HeaderValue::from_static("application/x-pcapng"));
@@ -158,6 +322,12 @@ pub(crate) fn route(
                         warp::http::HeaderValue::from_static("attachment; filename=\"trawl.pcapng\""),
                     );
                     h.insert("x-trawl-packets", warp::http::HeaderValue::from(packets));
+                    if let Some((answered, asked)) = workers
+                        && let Ok(v) = warp::http::HeaderValue::from_str(&format!("{answered}/{asked}"))
+                    {
+                        // Workers that answered in time, of those asked.
+                        h.insert("x-trawl-workers", v);
+                    }
                     reply
                 }
                 Ok(Err((status, message))) => {
