@@ -122,4 +122,23 @@ fn the_python_mcp_client_calls_every_tool_over_stdio_and_http_with_auth() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&status.stdout), "401");
+    // A body of more than a megabyte is refused before it is read whole.
+    let big = support::scratch("mcp-big").join("big.json");
+    std::fs::write(&big, vec![b' '; 2 << 20]).unwrap();
+    let status = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "content-type: application/json"])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}"), "--data-binary"])
+        .arg(format!("@{}", big.display()))
+        .arg(format!("http://127.0.0.1:{port}/api/mcp"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "413");
+    // Whole packets hold what redaction keeps from records: a read token
+    // lists records but does not get packets.
+    let status = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("http://127.0.0.1:{port}/api/pcap?filter=redis"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "403");
 }

@@ -77,6 +77,7 @@ struct Measures {
     errors: f64,
     bytes: f64,
     latency_p99_ms: Option<f64>,
+    latency_p95_ms: Option<f64>,
     packets: f64,
     retransmits: f64,
     failed_connects: f64,
@@ -99,6 +100,7 @@ fn measures(e: &Value) -> (String, Measures) {
             errors: num(&e["errors"]),
             bytes: num(&e["request_bytes"]) + num(&e["response_bytes"]),
             latency_p99_ms: e["latency_us"]["p99"].as_f64().map(|us| us / 1e3),
+            latency_p95_ms: e["latency_us"]["p95"].as_f64().map(|us| us / 1e3),
             ..Measures::default()
         }
     } else {
@@ -135,7 +137,15 @@ fn reasons(b: &Measures, bs: f64, a: &Measures, as_: f64, t: &Thresholds) -> Vec
     let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
     check("error_rate", share(b.errors, b.requests), share(a.errors, a.requests), requests, t.min_error_points);
     if let (Some(lb), Some(la)) = (b.latency_p99_ms, a.latency_p99_ms) {
-        check("latency_p99", lb, la, requests, t.min_latency_ms);
+        // Of fewer than 100 requests the p99 is the slowest one or two (by
+        // nearest rank): one slow answer is no change unless the p95
+        // moved as well.
+        let few = b.requests.min(a.requests) < 100.0;
+        let p95_moved = match (b.latency_p95_ms, a.latency_p95_ms) {
+            (Some(pb), Some(pa)) => (pa - pb).abs() >= t.min_latency_ms && moved(pb, pa, t.min_change),
+            _ => false,
+        };
+        check("latency_p99", lb, la, requests && (!few || p95_moved), t.min_latency_ms);
     }
     let bytes = b.bytes.max(a.bytes) >= t.min_bytes as f64;
     check("bytes_rate", b.bytes / bs, a.bytes / as_, bytes, 0.0);
@@ -253,6 +263,22 @@ mod tests {
         let reasons = |i: usize| d["changed"][i]["reasons"].as_array().unwrap().clone();
         assert_eq!(reasons(0), vec![json!({"reason": "error_rate", "before": 0.0, "after": 0.4})]);
         assert_eq!(reasons(1), vec![json!({"reason": "latency_p99", "before": 2.0, "after": 60.0})]);
+    }
+
+    #[test]
+    fn one_slow_answer_among_few_is_no_latency_change() {
+        let with = |p95_us: u64, p99_us: u64| {
+            let mut e = l7("steady", 20, 0, p99_us);
+            e["latency_us"]["p95"] = json!(p95_us);
+            map(vec![e])
+        };
+        let t = Thresholds::default();
+        // Of twenty requests, only the slowest got slow: the p95 held.
+        let d = diff(Window { map: &with(600, 700), secs: 2.0 }, Window { map: &with(650, 8_000), secs: 2.0 }, &t);
+        assert!(d["changed"].as_array().unwrap().is_empty(), "{d}");
+        // Every request got slow: the p95 moved too.
+        let d = diff(Window { map: &with(600, 700), secs: 2.0 }, Window { map: &with(50_000, 57_000), secs: 2.0 }, &t);
+        assert_eq!(d["changed"][0]["reasons"][0]["reason"], "latency_p99");
     }
 
     #[test]

@@ -89,6 +89,10 @@ struct WorkerArgs {
     /// Bytes the queued records may hold, in MiB; beyond, only their counts go.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     max_record_mib: usize,
+    /// MiB of recent whole packets kept for the hub's `GET /api/pcap`; 0
+    /// keeps none (live, only targeted workloads' packets are kept).
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pcap_ring_mib: u64,
     /// Bytes the journal may hold, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     journal_mib: usize,
@@ -339,11 +343,11 @@ struct ServiceArgs {
     /// MiB of recent whole packets kept for `GET /api/pcap` (an edge's or a
     /// filter's packets as pcapng); 0 keeps none. Live, only targeted
     /// workloads' packets are captured whole.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
-    pcap_ring_mib: usize,
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pcap_ring_mib: u64,
     /// Push the service-graph metrics to this OpenTelemetry collector over
     /// OTLP/HTTP (protobuf): `http://HOST:4318`, or the full metrics URL.
-    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
     otlp_endpoint: Option<String>,
     /// Seconds between OTLP pushes.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -642,6 +646,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replay.inventories = a.inventory;
             replay.enabled_plugins = config.as_ref().and_then(|c| c.plugins.clone());
             replay.dispatch.redact = a.redact.policy();
+            replay.pcap_ring_bytes = (a.pcap_ring_mib as usize) << 20;
             let (token, token_file, tls) = a.transport.settings(&a.hub)?;
             let opts = trawl_host::cluster::worker::WorkerOptions {
                 hub: a.hub,
@@ -804,7 +809,7 @@ fn service_options(
     replay.dispatch.redact = a.redact.policy();
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
     replay.metrics_max_series = a.metrics_max_series;
-    replay.pcap_ring_bytes = a.pcap_ring_mib << 20;
+    replay.pcap_ring_bytes = (a.pcap_ring_mib as usize) << 20;
     if let Some(endpoint) = a.otlp_endpoint.filter(|e| !e.is_empty()) {
         let config = trawl_host::service::otlp::OtlpConfig {
             endpoint,

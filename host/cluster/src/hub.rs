@@ -175,7 +175,7 @@ fn worker_conn(
     // Pushed plugins this worker has (name → sha256), and the list's
     // version they came from.
     let mut plugins_sent: (u64, std::collections::BTreeMap<String, String>) = (0, Default::default());
-    let mut send_filters = |state: &SharedState| -> std::io::Result<()> {
+    let mut send_hub_updates = |state: &SharedState| -> std::io::Result<()> {
         let (now, (resets, next), pushed, (pcaps, pcap_next)) = {
             let st = lock(state);
             let pushed = st.pushed_plugins().filter(|h| h.version() != plugins_sent.0).map(|h| h.snapshot());
@@ -206,7 +206,7 @@ fn worker_conn(
         }
         Ok(())
     };
-    send_filters(state)?;
+    send_hub_updates(state)?;
     tracing::info!(peer, node, worker_id, boot_id, "worker connected");
     let id = format!("{node}/{worker_id}");
     {
@@ -232,7 +232,7 @@ fn worker_conn(
         // Merged without waiting for the service's readers.
         let (merger, id, node, epoch) = (merger.clone(), id.clone(), node.clone(), epoch.clone());
         state.update(move |st| merge(msg, st, &merger, &id, &node, &epoch));
-        if status && let Err(e) = send_filters(state) {
+        if status && let Err(e) = send_hub_updates(state) {
             break Err(e);
         }
     };

@@ -22,7 +22,9 @@ pub use trawl_service::workers::WorkerCounters;
 /// carry losses by cause, and the hub can reset a quarantined plugin; 7:
 /// plugin status carries the fields a plugin declares; 8: flow totals carry
 /// TCP health; 9: the hub pushes plugins (`InstallPlugin`,
-/// `PushedPlugins`) and plugin state says when one was rolled back.
+/// `PushedPlugins`) and plugin state says when one was rolled back; 10:
+/// the hub asks for packets (`PcapRequest`, answered by `Packets`), new
+/// variants appended so the older ones keep their tags.
 pub const PROTOCOL_VERSION: u16 = 10;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -306,15 +308,16 @@ pub enum ToWorker {
         sha256: String,
         module: Vec<u8>,
     },
-    /// `GET /api/pcap` on the hub: send the recent packets this selects.
-    PcapRequest {
-        id: u64,
-        selection: trawl_service::pcap_api::WireSelection,
-    },
     /// Every plugin the hub has pushed, by name and hash: sent after each
     /// change and on connecting. A pushed plugin not in it was deleted.
     PushedPlugins {
         plugins: Vec<(String, String)>,
+    },
+    /// `GET /api/pcap` on the hub: send the recent packets this selects
+    /// (its shape is `trawl_service::pcap_api::WireSelection`'s).
+    PcapRequest {
+        id: u64,
+        selection: trawl_service::pcap_api::WireSelection,
     },
 }
 

@@ -106,11 +106,12 @@ impl WorkerHealth {
             let identity = self.identity.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             let selection = trawl_service::pcap_api::Selection::from_wire(selection, identity.is_some());
             let identity = identity.unwrap_or_default();
-            let ring = ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (picked, _) = selection.pick(&identity, ring.frames());
-            drop(ring);
+            // Decoded outside the ring's lock: capture keeps adding to it.
+            let frames_now = trawl_service::packets::PacketRing::snapshot(ring);
+            let (picked, _) = selection.pick(&identity, frames_now.iter());
             let mut bytes = 0;
             for (_, _, f) in picked.iter().rev() {
+                // A frame's fields cost a few bytes of postcard beside its data.
                 bytes += f.data.len() + 32;
                 if bytes > MAX_PACKETS_ANSWER {
                     break;
@@ -256,6 +257,9 @@ impl Link {
             ToWorker::Refused { reason } => bail!("the hub refused this worker: {reason}"),
             _ => bail!("the hub sent something other than Welcome first"),
         }
+        // Answers meant for a hub before this one (whose request numbers
+        // start again) must not answer this one's.
+        self.health.replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         // What the hub says after Welcome (capture filters) is read on a
         // thread of its own until the connection goes.
         let health = self.health.clone();

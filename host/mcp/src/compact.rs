@@ -3,6 +3,7 @@
 //! strings cut. Everything here is pure: JSON in, JSON out.
 
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 
 /// Most characters of one string value in a tool's answer.
 pub const MAX_STRING: usize = 200;
@@ -185,44 +186,49 @@ pub fn edge(id: &str, l7: &Value, l4: &Value) -> Option<Value> {
 /// traffic in and out.
 pub fn workloads(l4: &Value, query: &str, limit: usize) -> Value {
     let q = query.to_lowercase();
-    let edges: Vec<&Value> = l4["edges"].as_array().into_iter().flatten().collect();
-    let mut found: Vec<Value> = l4["nodes"]
+    // Each node's edges, indexed once: a short query may match thousands.
+    let mut by_node: HashMap<&str, (Vec<&Value>, Vec<&Value>)> = HashMap::new();
+    for e in l4["edges"].as_array().into_iter().flatten() {
+        if let (Some(s), Some(t)) = (e["source"].as_str(), e["target"].as_str()) {
+            by_node.entry(s).or_default().0.push(e);
+            by_node.entry(t).or_default().1.push(e);
+        }
+    }
+    let matching: Vec<&Value> = l4["nodes"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|n| {
             ["id", "name", "namespace"].iter().any(|k| n[*k].as_str().is_some_and(|s| s.to_lowercase().contains(&q)))
         })
+        .collect();
+    let peers = |edges: &[&Value], end: &str| -> (Vec<Value>, f64) {
+        let mut names: Vec<&str> = edges.iter().filter_map(|e| e[end].as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let bytes = edges.iter().map(|e| num(&e["bytes"])).sum();
+        (names.into_iter().take(20).map(|n| json!(n)).collect(), bytes)
+    };
+    let found: Vec<Value> = matching
+        .iter()
+        .take(limit)
         .map(|n| {
-            let (mut out_to, mut in_from, mut bytes_out, mut bytes_in) = (Vec::new(), Vec::new(), 0.0, 0.0);
-            for e in &edges {
-                if e["source"] == n["id"] {
-                    out_to.push(e["target"].clone());
-                    bytes_out += num(&e["bytes"]);
-                }
-                if e["target"] == n["id"] {
-                    in_from.push(e["source"].clone());
-                    bytes_in += num(&e["bytes"]);
-                }
-            }
-            out_to.dedup();
-            in_from.dedup();
+            let (out, inn) = by_node.get(n["id"].as_str().unwrap_or("")).cloned().unwrap_or_default();
+            let ((calls, bytes_out), (called_by, bytes_in)) = (peers(&out, "target"), peers(&inn, "source"));
             json!({
                 "id": n["id"],
                 "kind": n["kind"],
                 "name": n["name"],
                 "namespace": n["namespace"],
                 "node": n.get("node"),
-                "calls": out_to.into_iter().take(20).collect::<Vec<_>>(),
-                "called_by": in_from.into_iter().take(20).collect::<Vec<_>>(),
+                "calls": calls,
+                "called_by": called_by,
                 "bytes_as_client": bytes_out,
                 "bytes_as_server": bytes_in,
             })
         })
         .collect();
-    let total = found.len();
-    found.truncate(limit);
-    json!({"query": query, "matches": total, "workloads": found})
+    json!({"query": query, "matches": matching.len(), "workloads": found})
 }
 
 /// A record's end as the map's node id (`pod/NS/NAME`, `node/NAME`,

@@ -30,10 +30,17 @@ pub fn route(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    warp::method().and(warp::header::headers_cloned()).and(warp::body::bytes()).then(
-        move |method: http::Method, headers: http::HeaderMap, body: Bytes| {
+    warp::method().and(warp::header::headers_cloned()).and(warp::body::stream()).then(
+        move |method: http::Method, headers: http::HeaderMap, body| {
             let service = service.clone();
             async move {
+                // Read at most MAX_BODY: rmcp's own limit applies only to a
+                // body already held, and a GET or DELETE has none to declare.
+                let Some(body) = read_capped(body).await else {
+                    let mut refused = warp::reply::Response::new(String::from("request body too large").into());
+                    *refused.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+                    return refused;
+                };
                 let mut req = http::Request::new(Full::new(body));
                 *req.method_mut() = method;
                 *req.uri_mut() = http::Uri::from_static("/api/mcp");
@@ -46,4 +53,31 @@ pub fn route(
             }
         },
     )
+}
+
+/// Most bytes of one MCP request (a JSON-RPC call is a few kilobytes).
+const MAX_BODY: usize = 1 << 20;
+
+/// A request body, if it ends within [`MAX_BODY`].
+async fn read_capped<S, B>(body: S) -> Option<Bytes>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.ok()?;
+        if out.len() + chunk.remaining() > MAX_BODY {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Some(Bytes::from(out))
 }

@@ -40,7 +40,8 @@ const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.42.0";
 /// Where and how often to push.
 #[derive(Clone, Debug)]
 pub struct OtlpConfig {
-    /// `http://HOST:PORT` (then `/v1/metrics`), or the full metrics URL.
+    /// `http://HOST:PORT` (then `/v1/metrics`), or the full metrics URL
+    /// (as `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` is given, with a path).
     pub endpoint: String,
     pub interval: Duration,
     /// `k8s.cluster.name` on every resource, if known.
@@ -49,7 +50,7 @@ pub struct OtlpConfig {
 
 impl OtlpConfig {
     /// The metrics URL: the endpoint as given when it names a path, else
-    /// with `/v1/metrics` (as `OTEL_EXPORTER_OTLP_ENDPOINT` is read).
+    /// with `/v1/metrics` (a collector's base address).
     pub fn url(&self) -> Result<String, String> {
         let e = self.endpoint.trim_end_matches('/');
         let Some(rest) = e.strip_prefix("http://") else {
@@ -277,10 +278,14 @@ pub async fn run(state: SharedState, config: OtlpConfig) -> Result<(), String> {
     every.tick().await;
     loop {
         every.tick().await;
-        let body = {
-            let st = lock(&state);
-            request(st.service_graph(), config.cluster.as_deref(), start, unix_nanos()).encode_to_vec()
-        };
+        // A copy under the lock (a millisecond at 10,000 series); the
+        // request is built and encoded off the runtime's threads, without it.
+        let graph = lock(&state).service_graph().clone();
+        let cluster = config.cluster.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            request(&graph, cluster.as_deref(), start, unix_nanos()).encode_to_vec()
+        });
+        let Ok(body) = built.await else { continue };
         let pushed = push(&client, &url, body).await;
         let mut st = lock(&state);
         match pushed {

@@ -10,13 +10,14 @@ use trawl_core::{LinkType, Timestamp};
 /// Bytes the ring holds by default (`--pcap-ring-mib`).
 pub const DEFAULT_RING_BYTES: usize = 16 << 20;
 
-/// One captured frame, as it was captured.
+/// One captured frame, as it was captured. Its bytes are shared, so a
+/// reader copies the ring's list under its lock and decodes outside it.
 #[derive(Clone, Debug)]
 pub struct RingFrame {
     pub link: LinkType,
     pub ts: Timestamp,
     pub wire_len: u32,
-    pub data: Box<[u8]>,
+    pub data: Arc<[u8]>,
 }
 
 impl RingFrame {
@@ -62,6 +63,16 @@ impl PacketRing {
         self.frames.iter()
     }
 
+    /// The frames as of now (their bytes shared, not copied): to read
+    /// without keeping capture waiting on the lock.
+    pub fn snapshot(ring: &SharedRing) -> Vec<RingFrame> {
+        ring.lock().unwrap_or_else(PoisonError::into_inner).frames.iter().cloned().collect()
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     pub fn held_bytes(&self) -> usize {
         self.held
     }
@@ -81,21 +92,33 @@ impl PacketRing {
 pub struct RingFeeder {
     ring: SharedRing,
     batch: Vec<RingFrame>,
+    batched: usize,
+    /// A batch this big goes to the ring at once: a replay at full speed
+    /// brings gigabytes between two collections, which a batch must not
+    /// hold beyond the ring's own budget.
+    most: usize,
 }
 
 impl RingFeeder {
     pub fn new(ring: SharedRing) -> Self {
-        RingFeeder { ring, batch: Vec::new() }
+        let most = (ring.lock().unwrap_or_else(PoisonError::into_inner).budget / 4).max(1 << 16);
+        RingFeeder { ring, batch: Vec::new(), batched: 0, most }
     }
 
     pub fn frame(&mut self, link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) {
-        self.batch.push(RingFrame { link, ts, wire_len, data: data.into() });
+        let frame = RingFrame { link, ts, wire_len, data: data.into() };
+        self.batched += frame.cost();
+        self.batch.push(frame);
+        if self.batched >= self.most {
+            self.flush();
+        }
     }
 
     pub fn flush(&mut self) {
         if !self.batch.is_empty() {
             let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
             ring.extend(self.batch.drain(..));
+            self.batched = 0;
         }
     }
 }
@@ -115,5 +138,16 @@ mod tests {
         let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
         assert_eq!((ring.len(), ring.evicted, ring.taken), (10, 15, 25));
         assert_eq!(ring.frames().next().map(|f| f.ts), Some(Timestamp(15)), "the newest stay");
+    }
+
+    #[test]
+    fn a_batch_never_holds_more_than_a_quarter_of_the_budget() {
+        let ring = PacketRing::shared(1 << 20);
+        let mut feeder = RingFeeder::new(ring.clone());
+        for i in 0..10_000u64 {
+            feeder.frame(LinkType::Ethernet, Timestamp(i), 1500, &[0u8; 1500]);
+            assert!(feeder.batched < (1 << 18) + 2000, "{} bytes batched", feeder.batched);
+        }
+        assert!(ring.lock().unwrap_or_else(PoisonError::into_inner).held_bytes() <= 1 << 20);
     }
 }

@@ -15,7 +15,7 @@ use super::pcapng::{ChosenFlow, FlowKey, PcapngOut, chosen, flow_key, flows_of, 
 use super::{GraphState, SharedState, lock};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trawl_core::decode::{Decoded, decode};
 use trawl_core::{GroupBy, Identity, L4Proto};
@@ -26,6 +26,9 @@ use warp::{Filter, Rejection, Reply};
 const FANOUT_WAIT: Duration = Duration::from_secs(5);
 /// Requests to workers kept for connections to pick up.
 const FANOUT_KEPT: usize = 16;
+/// Most bytes of packets a hub keeps of one request's answers, all
+/// workers together (each sends at most 12 MiB).
+const FANOUT_BYTES: usize = 64 << 20;
 
 #[derive(Debug, serde::Deserialize)]
 struct Query {
@@ -76,19 +79,42 @@ fn bad(message: impl Into<String>) -> Refusal {
     (StatusCode::BAD_REQUEST, message.into())
 }
 
-impl Selection {
-    /// What `q` asks for, as of `st`'s record log.
-    fn for_query(st: &GraphState, q: &Query) -> Result<Selection, Refusal> {
+/// What a query needs from the state, taken under its lock; the record
+/// log's newest records (at most [`crate::records_api::MAX_SCANNED`]) are
+/// shared, not copied, and read after the lock is let go.
+struct Plan {
+    identity: Arc<Identity>,
+    legend: Vec<trawl_core::l7map::LegendEntry>,
+    log: Vec<Arc<trawl_core::record::L7Record>>,
+    group: GroupBy,
+    filter: Option<Kfl2>,
+}
+
+impl Plan {
+    fn take(st: &GraphState, q: &Query) -> Result<Plan, Refusal> {
         let group: GroupBy = q.group_by.as_deref().unwrap_or("pod").parse().map_err(bad)?;
-        let identity = st.identity();
-        let (_, log) = st.records_since(0);
-        let log = log.map(|r| &**r);
-        Ok(match (&q.edge, &q.filter) {
+        let filter = match (&q.edge, &q.filter) {
+            (None, Some(f)) => Some(Kfl2::compile_in(f, &st.vocabulary()).map_err(|e| bad(e.to_string()))?),
+            (None, None) => return Err(bad("give edge=ID (as the map names it) or filter=KFL2")),
+            (Some(_), _) => None,
+        };
+        let mut log: Vec<_> = st.records_since(0).1.rev().take(crate::records_api::MAX_SCANNED).cloned().collect();
+        log.reverse();
+        Ok(Plan { identity: st.identity().clone(), legend: st.legend().to_vec(), log, group, filter })
+    }
+
+    /// What `q` asks for, as of the log taken.
+    fn selection(&self, q: &Query) -> Result<Selection, Refusal> {
+        let (identity, group) = (&*self.identity, self.group);
+        let log = self.log.iter().map(|r| &**r);
+        Ok(match (&q.edge, &self.filter) {
             (Some(edge), _) => {
                 let parts: Vec<&str> = edge.split('|').collect();
                 let [source, target, kind, ..] = parts[..] else {
                     return Err(bad(format!("edge {edge:?}: expected SOURCE|TARGET|PROTOCOL, as the map names edges")));
                 };
+                // An edge split by virtual host ends in `|HOST`.
+                let host = parts.get(3).copied();
                 match kind {
                     "tcp" | "udp" => Selection::Between {
                         source: source.into(),
@@ -99,19 +125,19 @@ impl Selection {
                     protocol => Selection::Flows(flows_of(log, |r| {
                         let at = r.ts();
                         r.protocol == protocol
+                            && host.is_none_or(|h| trawl_core::vhost::record_host(r).as_deref() == Some(h))
                             && node_id(identity, r.src.ip, r.src.port, at, group) == source
                             && node_id(identity, r.dst.ip, r.dst.port, at, group) == target
                     })),
                 }
             }
-            (None, Some(filter)) => {
-                let filter = Kfl2::compile_in(filter, &st.vocabulary()).map_err(|e| bad(e.to_string()))?;
-                Selection::Flows(flows_of(log, |r| filter.matches(r, st.legend())))
-            }
+            (None, Some(filter)) => Selection::Flows(flows_of(log, |r| filter.matches(r, &self.legend))),
             (None, None) => return Err(bad("give edge=ID (as the map names it) or filter=KFL2")),
         })
     }
+}
 
+impl Selection {
     pub fn to_wire(&self) -> WireSelection {
         match self {
             Selection::Flows(flows) => WireSelection::Flows(flows.keys().copied().collect()),
@@ -225,11 +251,21 @@ impl PcapFanout {
         (self.asked.iter().filter(|(id, _)| *id >= from).cloned().collect(), self.next)
     }
 
-    /// A worker's answer; one to a request no longer waited for is dropped.
+    /// A worker's answer; one to a request no longer waited for, or a
+    /// second from the same worker, is dropped, and frames past
+    /// [`FANOUT_BYTES`] of one request's answers are let go.
     pub fn answer(&mut self, id: u64, worker: &str, frames: Vec<RingFrame>) {
-        if let Some((who, got)) = self.answers.get_mut(&id) {
-            who.insert(worker.to_string());
-            got.extend(frames);
+        if let Some((who, got)) = self.answers.get_mut(&id)
+            && who.insert(worker.to_string())
+        {
+            let mut held: usize = got.iter().map(|f| f.data.len()).sum();
+            for f in frames {
+                held += f.data.len();
+                if held > FANOUT_BYTES {
+                    break;
+                }
+                got.push(f);
+            }
         }
     }
 
@@ -262,31 +298,27 @@ fn file(
 /// workers answered of those asked.
 fn build(state: &SharedState, q: &Query) -> Result<Built, Refusal> {
     let what = q.edge.as_ref().map_or_else(|| format!("filter {:?}", q.filter), |e| format!("edge {e}"));
-    let (identity, selection, ring, fanout) = {
-        let mut st = lock(state);
-        let selection = Selection::for_query(&st, q)?;
-        let identity = st.identity().clone();
-        let ring = st.packet_ring().cloned();
+    let (plan, ring, connected) = {
+        let st = lock(state);
+        let plan = Plan::take(&st, q)?;
         let connected: BTreeSet<String> =
             st.workers().iter().filter(|(_, w)| w.connected).map(|(id, _)| id.clone()).collect();
-        let fanout = match (&ring, connected.is_empty()) {
-            (None, false) => Some((st.pcap_fanout_mut().ask(selection.to_wire()), connected)),
-            (None, true) => {
-                return Err((StatusCode::NOT_FOUND, "no packets are kept here (--pcap-ring-mib 0)".to_string()));
-            }
-            (Some(_), _) => None,
-        };
-        (identity, selection, ring, fanout)
+        (plan, st.packet_ring().cloned(), connected)
     };
+    // The log is read, and the ring decoded, without any lock held.
+    let selection = plan.selection(q)?;
+    let identity = plan.identity.clone();
     if let Some(ring) = ring {
-        let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let (frames, flows) = selection.pick(&identity, ring.frames());
-        drop(ring);
+        let frames = super::packets::PacketRing::snapshot(&ring);
+        let (frames, flows) = selection.pick(&identity, frames.iter());
         let (file, packets) = file(&identity, &what, &frames, flows)?;
         return Ok((file, packets, None));
     }
+    if connected.is_empty() {
+        return Err((StatusCode::NOT_FOUND, "no packets are kept here (--pcap-ring-mib 0)".to_string()));
+    }
     // A hub: the workers answer on their next status (about every 100 ms).
-    let Some((id, asked)) = fanout else { unreachable!("a ring, or workers were asked") };
+    let (id, asked) = (lock(state).pcap_fanout_mut().ask(selection.to_wire()), connected);
     let began = Instant::now();
     let (answered, frames) = loop {
         std::thread::sleep(Duration::from_millis(100));
@@ -307,7 +339,9 @@ pub(crate) fn route(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::get()
         .and(warp::path!("api" / "pcap"))
-        .and(guard(access, Need::Read))
+        // Whole packets carry what redaction hides from records (tokens,
+        // passwords): the admin token, not the read one.
+        .and(guard(access, Need::Admin))
         .and(warp::query::<Query>())
         .and(with_state(state))
         .and_then(|q: Query, s: SharedState| async move {

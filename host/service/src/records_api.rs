@@ -28,23 +28,28 @@ struct Query {
 
 /// The answer to one query: the records, and how much of the log was read.
 pub fn query(state: &SharedState, filter: Option<&str>, limit: usize) -> Result<serde_json::Value, String> {
-    let st = lock(state);
-    let filter = match filter.map(str::trim).filter(|f| !f.is_empty()) {
-        Some(source) => Kfl2::compile_in(source, &st.vocabulary()).map_err(|e| e.to_string())?,
-        None => Kfl2::all(),
+    // Under the lock: the filter compiled against the vocabulary, and the
+    // newest records shared (not copied); they are read after it.
+    let (filter, legend, newest, held, evicted) = {
+        let st = lock(state);
+        let filter = match filter.map(str::trim).filter(|f| !f.is_empty()) {
+            Some(source) => Kfl2::compile_in(source, &st.vocabulary()).map_err(|e| e.to_string())?,
+            None => Kfl2::all(),
+        };
+        let (first, log) = st.records_since(0);
+        let newest: Vec<_> = log.rev().take(MAX_SCANNED).cloned().collect();
+        let held = st.next_seq() - first;
+        (filter, st.legend().to_vec(), newest, held, st.counters().records_log_evicted)
     };
     let limit = limit.min(MAX_LIMIT);
-    let (first, log) = st.records_since(0);
-    let held = st.next_seq() - first;
     let mut records = Vec::new();
     let mut scanned = 0usize;
-    // The log is oldest first; newest first is what a reader wants.
-    for r in log.rev() {
-        if records.len() >= limit || scanned >= MAX_SCANNED {
+    for r in &newest {
+        if records.len() >= limit {
             break;
         }
         scanned += 1;
-        if filter.matches(r, st.legend()) {
+        if filter.matches(r, &legend) {
             records.push(serde_json::to_value(&**r).unwrap_or_default());
         }
     }
@@ -54,7 +59,7 @@ pub fn query(state: &SharedState, filter: Option<&str>, limit: usize) -> Result<
         "scanned": scanned,
         "held": held,
         // Older records left the log (its budget): a reader sees fewer.
-        "evicted": st.counters().records_log_evicted,
+        "evicted": evicted,
     }))
 }
 

@@ -17,8 +17,8 @@ fn ends(out: &mut String, client: &WorkloadName, server: &WorkloadName) {
         v(&server.name),
         v(&client.namespace),
         v(&server.namespace),
-        client.kind,
-        server.kind,
+        v(&client.kind),
+        v(&server.kind),
     );
 }
 
