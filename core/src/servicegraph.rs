@@ -12,6 +12,7 @@ use crate::decode::L4Proto;
 use crate::flow::FlowDelta;
 use crate::identity::{Workload, WorkloadKind};
 use crate::record::L7Record;
+use crate::time::Timestamp;
 use std::collections::HashMap;
 
 /// Upper bounds (seconds) of the latency histograms' buckets. Finer than
@@ -152,6 +153,8 @@ pub struct L7Series {
     /// The same, of the failed requests only (OTLP tells them apart by
     /// `error.type`).
     pub failed_latency: Histogram,
+    /// When it last counted something (capture time).
+    pub last: Timestamp,
 }
 
 /// An L4 series' key.
@@ -173,6 +176,8 @@ pub struct L4Series {
     pub retransmits: u64,
     pub resets: u64,
     pub failed_connects: u64,
+    /// When it last counted something (capture time).
+    pub last: Timestamp,
 }
 
 /// What the cap folded into the `other` series.
@@ -189,6 +194,8 @@ pub struct ServiceGraph {
     l4: HashMap<L4Key, L4Series>,
     max_series: usize,
     folded: Folded,
+    /// Series let go for being idle.
+    expired: u64,
 }
 
 impl Default for ServiceGraph {
@@ -201,7 +208,7 @@ impl ServiceGraph {
     /// At most `max_series` L7 and L4 series together, plus the folded
     /// `other` ones.
     pub fn new(max_series: usize) -> Self {
-        ServiceGraph { l7: HashMap::new(), l4: HashMap::new(), max_series, folded: Folded::default() }
+        ServiceGraph { l7: HashMap::new(), l4: HashMap::new(), max_series, folded: Folded::default(), expired: 0 }
     }
 
     fn full(&self) -> bool {
@@ -211,6 +218,7 @@ impl ServiceGraph {
     /// A record between two resolved workloads.
     pub fn add_record(&mut self, r: &L7Record, client: &Workload, server: &Workload) {
         let s = self.l7_series(client, server, &r.protocol, 1);
+        s.last = s.last.max(r.ts());
         s.requests += 1;
         s.failed += u64::from(r.error);
         if let Some(us) = r.elapsed_us {
@@ -221,9 +229,17 @@ impl ServiceGraph {
         }
     }
 
-    /// Requests known by their counts only (no latency).
-    pub fn add_counts(&mut self, protocol: &str, requests: u64, errors: u64, client: &Workload, server: &Workload) {
+    /// Requests known by their counts only (no latency), as of `ts`.
+    pub fn add_counts(
+        &mut self,
+        protocol: &str,
+        (requests, errors): (u64, u64),
+        ts: Timestamp,
+        client: &Workload,
+        server: &Workload,
+    ) {
         let s = self.l7_series(client, server, protocol, requests);
+        s.last = s.last.max(ts);
         s.requests += requests;
         s.failed += errors;
     }
@@ -248,6 +264,7 @@ impl ServiceGraph {
             key.server = WorkloadName::other();
         }
         let s = self.l4.entry(key).or_default();
+        s.last = s.last.max(d.last_ts);
         s.bytes_to_server += d.to_server.bytes;
         s.bytes_to_client += d.to_client.bytes;
         s.packets_to_server += d.to_server.packets;
@@ -257,6 +274,25 @@ impl ServiceGraph {
         s.retransmits += u64::from(h.retransmits_to_server) + u64::from(h.retransmits_to_client);
         s.resets += u64::from(h.reset_by_client) + u64::from(h.reset_by_server);
         s.failed_connects += u64::from(h.failed_connect);
+    }
+
+    /// Lets go of the series that counted nothing since `before`, as Tempo
+    /// lets idle edges go: a workload long gone (a finished Job, a pod
+    /// without a controller, an outside address) then holds no slot under
+    /// the cap. A pair that comes back starts again from zero, which
+    /// Prometheus reads as a counter reset.
+    pub fn expire_idle(&mut self, before: Timestamp) -> usize {
+        let n = self.l7.len() + self.l4.len();
+        self.l7.retain(|_, s| s.last >= before);
+        self.l4.retain(|_, s| s.last >= before);
+        let gone = n - self.l7.len() - self.l4.len();
+        self.expired += gone as u64;
+        gone
+    }
+
+    /// Series let go for being idle, ever.
+    pub fn expired(&self) -> u64 {
+        self.expired
     }
 
     /// L7 series in a stable order (an exposition that does not reshuffle
@@ -374,6 +410,24 @@ mod tests {
         assert_eq!(s.latency.buckets[0], 10);
         assert_eq!(s.latency.cumulative().last(), Some(10));
         assert_eq!(connection_type("redis"), Some("database"));
+    }
+
+    #[test]
+    fn idle_series_go_and_free_their_slot_under_the_cap() {
+        let mut g = ServiceGraph::new(2);
+        let server = pod("shop", "db-0", Some("StatefulSet/db"), None);
+        let at = |secs: u64| {
+            let mut r = record("http", false, None);
+            r.request_ts = Some(Timestamp(secs * 1_000_000_000));
+            r
+        };
+        g.add_record(&at(10), &pod("shop", "old", None, None), &server);
+        g.add_record(&at(500), &pod("shop", "busy", None, None), &server);
+        assert_eq!(g.expire_idle(Timestamp(100 * 1_000_000_000)), 1, "the one idle since 10 s goes");
+        assert_eq!((g.series(), g.expired()), (1, 1));
+        // Its slot is free: a new pair gets a series of its own, not `other`.
+        g.add_record(&at(600), &pod("shop", "new", None, None), &server);
+        assert!(g.l7().iter().all(|(k, _)| k.client.name != OTHER), "{:?}", g.l7());
     }
 
     #[test]

@@ -340,6 +340,10 @@ struct ServiceArgs {
     /// client="other", server="other".
     #[arg(long, value_name = "N", default_value_t = trawl_core::servicegraph::DEFAULT_MAX_SERIES)]
     metrics_max_series: usize,
+    /// Seconds a service-graph series may count nothing before it goes from
+    /// `/metrics` (as Tempo lets idle edges go); 0 keeps every series.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    metrics_series_idle: u64,
     /// MiB of recent whole packets kept for `GET /api/pcap` (an edge's or a
     /// filter's packets as pcapng); 0 keeps none. Live, only targeted
     /// workloads' packets are captured whole.
@@ -809,6 +813,7 @@ fn service_options(
     replay.dispatch.redact = a.redact.policy();
     replay.record_log_bytes = (a.record_log_mib as usize) << 20;
     replay.metrics_max_series = a.metrics_max_series;
+    replay.metrics_series_idle_secs = a.metrics_series_idle;
     replay.pcap_ring_bytes = (a.pcap_ring_mib as usize) << 20;
     if let Some(endpoint) = a.otlp_endpoint.filter(|e| !e.is_empty()) {
         let config = trawl_host::service::otlp::OtlpConfig {

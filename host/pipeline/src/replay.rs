@@ -86,6 +86,8 @@ pub struct ReplayOptions {
     pub record_log_bytes: usize,
     /// Most service-graph series on `/metrics` (`--metrics-max-series`).
     pub metrics_max_series: usize,
+    /// Seconds a service-graph series may count nothing before it goes.
+    pub metrics_series_idle_secs: u64,
     /// Bytes of recent packets kept for `/api/pcap` (`--pcap-ring-mib`).
     pub pcap_ring_bytes: usize,
     /// Push the service-graph series over OTLP (`--otlp-endpoint`).
@@ -122,6 +124,7 @@ impl ReplayOptions {
             dispatch: Default::default(),
             record_log_bytes: trawl_service::DEFAULT_RECORD_LOG_BYTES,
             metrics_max_series: trawl_core::servicegraph::DEFAULT_MAX_SERIES,
+            metrics_series_idle_secs: 900,
             pcap_ring_bytes: trawl_service::packets::DEFAULT_RING_BYTES,
             otlp: None,
             diff_against: None,

@@ -61,6 +61,7 @@ pub fn new_state(
             .with_health(opts.health)
             .with_split_hosts(opts.split_hosts)
             .with_metrics_max_series(opts.metrics_max_series)
+            .with_metrics_series_idle(opts.metrics_series_idle_secs)
             .with_packet_ring(opts.pcap_ring_bytes)
             .with_history(open_history(&opts.history)?),
     ))
@@ -124,7 +125,10 @@ pub fn serve_state(
             loop {
                 every.tick().await;
                 let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                state.update(move |st| st.tick_history(wall.as_secs()));
+                state.update(move |st| {
+                    st.tick_history(wall.as_secs());
+                    st.expire_series();
+                });
             }
         }
     });

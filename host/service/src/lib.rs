@@ -282,6 +282,7 @@ pub struct GraphState {
     packets: Option<packets::SharedRing>,
     /// A hub's requests for its workers' packets, and their answers.
     pcap_fanout: pcap_api::PcapFanout,
+    series_idle_secs: u64,
 }
 
 /// Requests to take a plugin out of quarantine (`POST
@@ -477,6 +478,7 @@ impl GraphState {
             service_graph: trawl_core::servicegraph::ServiceGraph::default(),
             packets: None,
             pcap_fanout: pcap_api::PcapFanout::default(),
+            series_idle_secs: 0,
         }
     }
 
@@ -503,6 +505,23 @@ impl GraphState {
     pub fn with_metrics_max_series(mut self, max: usize) -> Self {
         self.service_graph = trawl_core::servicegraph::ServiceGraph::new(max);
         self
+    }
+
+    /// Lets service-graph series idle for `secs` of data time go
+    /// (`--metrics-series-idle`; 0 keeps them).
+    pub fn with_metrics_series_idle(mut self, secs: u64) -> Self {
+        self.series_idle_secs = secs;
+        self
+    }
+
+    /// Lets go of the service-graph series idle for longer than
+    /// `--metrics-series-idle` of data time; how many went.
+    pub fn expire_series(&mut self) -> usize {
+        let idle = self.series_idle_secs;
+        match self.now.as_nanos().checked_sub(idle.saturating_mul(1_000_000_000)) {
+            Some(before) if idle > 0 => self.service_graph.expire_idle(Timestamp(before)),
+            _ => 0,
+        }
     }
 
     pub fn service_graph(&self) -> &trawl_core::servicegraph::ServiceGraph {
@@ -659,7 +678,7 @@ impl GraphState {
         if let Some(h) = &mut self.history {
             h.add_counts(protocol, counts, ts, &src, &dst);
         }
-        self.service_graph.add_counts(protocol, counts.requests, counts.errors, &src, &dst);
+        self.service_graph.add_counts(protocol, (counts.requests, counts.errors), ts, &src, &dst);
         self.now = self.now.max(ts);
     }
 

@@ -138,6 +138,13 @@ pub(crate) fn render(g: &ServiceGraph, out: &mut String) {
         "Flow updates counted under the 'other' pair: their pair came after the series cap.",
     );
     let _ = writeln!(out, "trawl_service_graph_folded_flow_updates_total {}", folded.flow_deltas);
+    header(
+        out,
+        "trawl_service_graph_expired_series_total",
+        "counter",
+        "Series let go after counting nothing for --metrics-series-idle (a pair that returns starts from zero).",
+    );
+    let _ = writeln!(out, "trawl_service_graph_expired_series_total {}", g.expired());
 }
 
 #[cfg(test)]
@@ -213,5 +220,18 @@ mod tests {
         assert!(text.contains("trawl_service_graph_folded_requests_total 27000\n"), "what was folded is counted");
         let sum: u64 = totals.iter().filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum();
         assert_eq!(sum, 30_000, "every request counted once");
+    }
+
+    #[test]
+    fn series_idle_past_the_limit_leave_metrics_and_are_counted() {
+        let mut st = ten_thousand_workloads(trawl_core::servicegraph::DEFAULT_MAX_SERIES).with_metrics_series_idle(900);
+        assert_eq!(st.expire_series(), 0, "all counted just now");
+        // Data time moves on an hour with nothing new between them.
+        st.advance_to(trawl_core::Timestamp(st.now().as_nanos() + 3_600 * 1_000_000_000));
+        assert_eq!(st.expire_series(), 10_000);
+        let mut text = String::new();
+        super::render(st.service_graph(), &mut text);
+        assert!(lines(&text, "traces_service_graph_request_total").is_empty());
+        assert!(text.contains("trawl_service_graph_expired_series_total 10000\n"), "what went is counted");
     }
 }
