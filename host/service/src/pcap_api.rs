@@ -68,6 +68,8 @@ pub enum Selection {
 
 type Refusal = (StatusCode, String);
 
+const NEEDS_SELECTION: &str = "give edge=ID (as the map names it) or filter=KFL2";
+
 /// Frames picked from a ring, each with its flow and transport.
 pub type Picked = Vec<(FlowKey, L4Proto, RingFrame)>;
 
@@ -95,7 +97,7 @@ impl Plan {
         let group: GroupBy = q.group_by.as_deref().unwrap_or("pod").parse().map_err(bad)?;
         let filter = match (&q.edge, &q.filter) {
             (None, Some(f)) => Some(Kfl2::compile_in(f, &st.vocabulary()).map_err(|e| bad(e.to_string()))?),
-            (None, None) => return Err(bad("give edge=ID (as the map names it) or filter=KFL2")),
+            (None, None) => return Err(bad(NEEDS_SELECTION)),
             (Some(_), _) => None,
         };
         let mut log: Vec<_> = st.records_since(0).1.rev().take(crate::records_api::MAX_SCANNED).cloned().collect();
@@ -132,7 +134,8 @@ impl Plan {
                 }
             }
             (None, Some(filter)) => Selection::Flows(flows_of(log, |r| filter.matches(r, &self.legend))),
-            (None, None) => return Err(bad("give edge=ID (as the map names it) or filter=KFL2")),
+            // Refused by `take` already.
+            (None, None) => return Err(bad(NEEDS_SELECTION)),
         })
     }
 }
