@@ -13,7 +13,7 @@ for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redi
     nginx:nginx-light curl:curl nghttp:nghttp2-client chromium:chromium clang:clang ip:iproute2 \
     dnsmasq:dnsmasq-base dig:bind9-dnsutils tshark:tshark nft:nftables \
     ethtool:ethtool memcached:memcached openssl:openssl dot:graphviz \
-    prometheus:prometheus promtool:prometheus; do
+    prometheus:prometheus promtool:prometheus bpftool:bpftool; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 # The eBPF programs are C, built by ebpf/build.rs with clang and libbpf's headers.

@@ -40,7 +40,7 @@ fn live_demo_shows_every_protocol_and_cleans_up() {
             .unwrap(),
     );
     let start = Instant::now();
-    let (mut protocols, mut l4_edges) = (BTreeSet::new(), 0);
+    let (mut protocols, mut l4_edges, mut tls_edges) = (BTreeSet::new(), 0, Vec::new());
     while start.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_secs(1));
         let l7 = map(port, "l7");
@@ -51,13 +51,22 @@ fn live_demo_shows_every_protocol_and_cleans_up() {
             .filter_map(|e| e["protocol"].as_str())
             .map(str::to_string)
             .collect();
+        // The demo's TLS pair: checkout → web over HTTPS, read at OpenSSL.
+        tls_edges = l7["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["tls_requests"].as_u64().is_some_and(|n| n > 0))
+            .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+            .collect();
         l4_edges = map(port, "l4")["edges"].as_array().map_or(0, Vec::len);
-        if want.iter().all(|p| protocols.contains(*p)) && l4_edges > 0 {
+        if want.iter().all(|p| protocols.contains(*p)) && l4_edges > 0 && !tls_edges.is_empty() {
             break;
         }
     }
     assert!(want.iter().all(|p| protocols.contains(*p)), "L7 protocols after 30 s: {protocols:?}, want {want:?}");
     assert!(l4_edges > 0, "no L4 edges after 30 s");
+    assert!(tls_edges.iter().any(|id| id.ends_with("|http")), "no TLS edge after 30 s: {tls_edges:?}");
 
     let _ = Command::new("kill").args(["-INT", &demo.0.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(20);

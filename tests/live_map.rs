@@ -104,13 +104,7 @@ fn live_maps_match_server_logs_and_count_once() {
         .output()
         .unwrap();
     let stats = String::from_utf8_lossy(&stats.stdout);
-    let calls = |cmd: &str| -> u64 {
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-            .and_then(|rest| rest.split(',').next()?.parse().ok())
-            .unwrap_or(0)
-    };
+    let calls = |cmd: &str| support::redis_calls(&stats, cmd);
     assert_eq!(calls("set") + calls("get"), asked.redis_worker, "{stats}");
     assert_eq!(requests("pod/data/worker|pod/data/cache|redis"), asked.redis_worker, "{l7:#?}");
 

@@ -115,6 +115,7 @@ function l7Html(e) {
     // An edge of one virtual host (its server serves several).
     (e.host ? row('host', 'Host', e.host, `<span class="mono">${escapeHtml(e.host)}</span>`) : '') +
       row('requests', 'Requests', e.requests, fmtCount(e.requests)) +
+      (e.tls_requests ? row('tls_requests', 'Over TLS', e.tls_requests, `${fmtCount(e.tls_requests)} <span class="muted small">(read at the TLS library)</span>`) : '') +
       row('errors', 'Errors', e.errors, fmtCount(e.errors), e.requests ? ` <span class="muted small">(${fmtPercent(e.errors || 0, e.requests)})</span>` : '') +
       row('requests_per_sec', 'Rate', e.requests_per_sec, fmtRate(e.requests_per_sec, 'req')),
   );

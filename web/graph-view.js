@@ -304,6 +304,8 @@ export class GraphView {
     else label = w.rate ? fmtRate(w.value, w.unit) : `${fmtCount(w.value)} ${w.unit}`;
     // An edge of one virtual host says which.
     if (e.host) label = `${e.host} · ${label}`;
+    // Read as TLS plaintext: encrypted on the wire.
+    if (e.tls_requests) label = `🔒 ${label}`;
     return { size, color, label, health: edgeHealth(e, this.healthThresholds), type: e.source === e.target ? 'line' : 'arrow' };
   }
 

@@ -22,6 +22,8 @@ const CAUSES = {
   conversations_dropped: 'closed-flow conversations a worker could not keep',
   flows_dropped: 'flows a worker lost (its outbox was full)',
   journal_evicted: 'sent records a worker could no longer resend',
+  tls_ring_full: 'TLS plaintext chunks the kernel ring had no room for',
+  tls_lost_bytes: 'TLS plaintext bytes not captured',
 };
 
 /** Loss totals by cause, over this server and every worker. */

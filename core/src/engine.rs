@@ -40,6 +40,9 @@ pub struct ConnInfo {
     pub l4: L4Proto,
     pub client: Endpoint,
     pub server: Endpoint,
+    /// The bytes are TLS plaintext, read at the TLS library (the wire
+    /// carried them encrypted).
+    pub tls: bool,
 }
 
 /// Receives reassembled TCP streams and UDP datagrams (the dissector side).
@@ -266,7 +269,13 @@ impl<S: StreamSink> Engine<S> {
             && let Some(flow) = self.table.flow(hit.slot)
         {
             {
-                let info = ConnInfo { id: self.next_conn_id, l4: p.l4, client: flow.client(), server: flow.server() };
+                let info = ConnInfo {
+                    id: self.next_conn_id,
+                    l4: p.l4,
+                    client: flow.client(),
+                    server: flow.server(),
+                    tls: false,
+                };
                 self.next_conn_id += 1;
                 if self.sink.wants(&info, ts) {
                     let tcp = (p.l4 == L4Proto::Tcp).then(|| {

@@ -92,6 +92,8 @@ pub struct L7Edge {
     /// Requests that named no host: such an edge cannot be given to one
     /// host when its server turns out to serve several.
     hostless: u64,
+    /// Requests read as TLS plaintext: the edge is encrypted on the wire.
+    pub tls_requests: u64,
     /// p99 latency, worked out once per change (views read it each tick).
     p99: std::cell::OnceCell<Option<u64>>,
 }
@@ -109,6 +111,7 @@ impl L7Edge {
             top: HashMap::new(),
             host: None,
             hostless: 0,
+            tls_requests: 0,
             p99: std::cell::OnceCell::new(),
         }
     }
@@ -167,6 +170,13 @@ pub struct L7EdgeView {
     /// The virtual host, when the server serves several.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Requests read as TLS plaintext (the UI marks the edge encrypted).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tls_requests: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -324,6 +334,7 @@ impl L7Map {
         if let Some(e) = self.edge_mut(src, dst, &r.protocol, host) {
             e.hostless += u64::from(host.is_none());
             e.requests += 1;
+            e.tls_requests += u64::from(r.tls);
             e.errors += u64::from(r.error);
             e.request_bytes += r.request_size;
             e.response_bytes += r.response_size;
@@ -414,6 +425,7 @@ impl L7Map {
             },
             top,
             host: e.host.clone(),
+            tls_requests: e.tls_requests,
         })
     }
 
@@ -466,6 +478,7 @@ mod tests {
             dst: end(80),
             plugin: crate::record::PluginRef { name: "http".into(), version: "1".into(), generation: 1 },
             fields,
+            tls: false,
         }
     }
 

@@ -50,7 +50,7 @@ impl ServicePorts {
 
     /// How strongly a port looks like a server port: known service, then
     /// privileged, then registered, then ephemeral.
-    fn server_score(&self, port: u16) -> u8 {
+    pub fn server_score(&self, port: u16) -> u8 {
         if self.contains(port) {
             3
         } else if port != 0 && port < 1024 {

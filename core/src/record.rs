@@ -47,6 +47,10 @@ pub struct L7Record {
     /// Plugin that produced it: name, version and generation.
     pub plugin: PluginRef,
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The exchange was TLS on the wire, read as plaintext at the TLS
+    /// library (shown only when true).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// Which plugin build made a record.

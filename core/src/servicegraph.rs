@@ -391,6 +391,7 @@ mod tests {
             dst: end,
             plugin: crate::record::PluginRef { name: protocol.into(), version: "1".into(), generation: 1 },
             fields: Default::default(),
+            tls: false,
         }
     }
 

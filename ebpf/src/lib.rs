@@ -9,12 +9,18 @@
 //! keyed like the flows. [`FlowCounters::read`] returns cumulative
 //! totals, which `trawl_core::counters::CounterTable` turns into deltas.
 //!
+//! [`TlsCapture`] (`src/bpf/tls.bpf.c`, a separate object so that a
+//! failure there never costs the counters) copies the plaintext targeted
+//! processes hand to OpenSSL, tied to each connection's TCP 4-tuple.
+//!
 //! Attachments are TCX links held by this process: they go away when it
 //! exits, even on `kill -9`, so no stale program outlives trawl.
 
 mod loader;
+pub mod tls;
 
 pub use loader::{CounterReadings, EbpfStats, FlowCounters, LoadError, tcx_programs};
+pub use tls::{TlsCapture, TlsStats};
 
 /// The compiled object, or `None` when clang was missing at build time.
 pub fn object() -> Option<&'static [u8]> {

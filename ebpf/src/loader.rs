@@ -97,6 +97,12 @@ pub enum LoadError {
     },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    #[error(
+        "the kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): TLS capture would read sockets at the wrong offsets"
+    )]
+    NoBtf,
+    #[error("no way to see the socket under an SSL call on this kernel: {0}")]
+    NoLearner(String),
 }
 
 /// What the programs saw besides flows: drops are data.
@@ -141,7 +147,7 @@ fn mapped(ip: IpAddr) -> [u8; 16] {
     }
 }
 
-fn unmapped(b: [u8; 16]) -> IpAddr {
+pub(crate) fn unmapped(b: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(b);
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),
@@ -150,7 +156,7 @@ fn unmapped(b: [u8; 16]) -> IpAddr {
     }
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec through a valid pointer to
     // a local; both clocks used here always exist on Linux.
@@ -189,13 +195,7 @@ impl FlowCounters {
     /// The TCP health programs, on their tracepoints (for the life of
     /// this process). They need tracefs: it is mounted if it is not.
     fn attach_tracepoints(ebpf: &mut Ebpf) -> Result<(), String> {
-        let tracefs = std::path::Path::new("/sys/kernel/tracing");
-        if !tracefs.join("events").exists() && !std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
-            let status = std::process::Command::new("mount").args(["-t", "tracefs", "nodev"]).arg(tracefs).status();
-            if !status.is_ok_and(|s| s.success()) {
-                return Err("tracefs is not mounted at /sys/kernel/tracing and could not be (CAP_SYS_ADMIN)".into());
-            }
-        }
+        ensure_tracefs()?;
         for (name, category, event) in TRACEPOINTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -366,6 +366,19 @@ impl FlowCounters {
         let sum = |i: u32| map.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
         EbpfStats { packets: sum(0), skipped: sum(1), map_full: sum(2), evicted: 0 }
     }
+}
+
+/// Mounts tracefs if it is not: tracepoint programs need it to find
+/// their events' ids.
+pub(crate) fn ensure_tracefs() -> Result<(), String> {
+    let tracefs = std::path::Path::new("/sys/kernel/tracing");
+    if !tracefs.join("events").exists() && !std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
+        let status = std::process::Command::new("mount").args(["-t", "tracefs", "nodev"]).arg(tracefs).status();
+        if !status.is_ok_and(|s| s.success()) {
+            return Err("tracefs is not mounted at /sys/kernel/tracing and could not be (CAP_SYS_ADMIN)".into());
+        }
+    }
+    Ok(())
 }
 
 /// How many programs are attached through TCX to `iface`, both ways: for

@@ -11,7 +11,7 @@ pub use trawl_capture as capture;
 pub use trawl_cluster as cluster;
 pub use trawl_k8s as k8s;
 pub use trawl_lab as lab;
-pub use trawl_pipeline::{config, live, pcap_export, pipeline, replay, replay_l7, serve};
+pub use trawl_pipeline::{config, live, pcap_export, pipeline, replay, replay_l7, serve, tls};
 pub use trawl_runtime as plugins;
 pub use trawl_runtime::records;
 pub use trawl_service as service;

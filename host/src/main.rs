@@ -232,11 +232,33 @@ struct SourceArgs {
     /// entering their namespaces.
     #[arg(long, requires = "live")]
     routes: bool,
+    /// With --live: read TLS plaintext of the targeted pods at OpenSSL
+    /// (uprobes on SSL_read/SSL_write), so HTTPS, Redis and Kafka over TLS
+    /// are dissected too. `auto` captures where the kernel and capabilities
+    /// allow and says why not in /api/health otherwise; `on` refuses to
+    /// start without it.
+    #[arg(long, value_enum, default_value_t = TlsArg::Auto)]
+    tls: TlsArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TlsArg {
+    Auto,
+    On,
+    Off,
 }
 
 impl SourceArgs {
     fn discovery(&self) -> Discovery {
         discovery(self.routes, &self.netns_prefix)
+    }
+
+    fn tls(&self) -> trawl_host::tls::TlsMode {
+        match self.tls {
+            TlsArg::Auto => trawl_host::tls::TlsMode::Auto,
+            TlsArg::On => trawl_host::tls::TlsMode::On,
+            TlsArg::Off => trawl_host::tls::TlsMode::Off,
+        }
     }
 }
 
@@ -616,7 +638,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             match args.source.replay {
                 Some(capture) => serve(capture, args.inventory, args.speed, args.repeat, args.common)?,
-                None => serve_live(args.source.discovery(), args.kube, args.max_flows, args.inventory, args.common)?,
+                None => serve_live(
+                    args.source.discovery(),
+                    args.source.tls(),
+                    args.kube,
+                    args.max_flows,
+                    args.inventory,
+                    args.common,
+                )?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -685,6 +714,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     capture_filter: merge_capture_filter(flags, config.as_ref())?,
                     max_flows: a.max_flows,
                     kube: a.kube,
+                    tls: a.source.tls(),
                 };
                 trawl_host::cluster::worker_live::run_live(opts, live)?;
             } else {
@@ -852,11 +882,20 @@ fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, 
 
 fn serve_live(
     discovery: Discovery,
+    tls: trawl_host::tls::TlsMode,
     kube: bool,
     max_flows: u32,
     inventory: Vec<PathBuf>,
     a: ServiceArgs,
 ) -> anyhow::Result<()> {
     let (replay, capture_filter, api) = service_options(PathBuf::new(), inventory, a)?;
-    trawl_host::live::run(trawl_host::live::LiveOptions { discovery, replay, api, capture_filter, max_flows, kube })
+    trawl_host::live::run(trawl_host::live::LiveOptions {
+        discovery,
+        replay,
+        api,
+        capture_filter,
+        max_flows,
+        kube,
+        tls,
+    })
 }

@@ -52,7 +52,7 @@ chart = helm.Chart.load(str(root / "deploy/helm/trawl"))
 variants = {
     "defaults": {},
     "netns": {
-        "worker": {"discovery": "netns"},
+        "worker": {"discovery": "netns", "tls": {"enabled": False}},
         "existingSecret": "my-token",
         "hubTls": {"existingSecret": "my-hub-tls"},
         "captureFilters": {"podRegex": "^front", "namespaces": ["shop"], "excludeNamespaces": []},
@@ -100,10 +100,19 @@ for where, docs in [("manifests", manifests)] + [(f"chart ({v})", d) for v, d in
     worker = container(docs, "DaemonSet", "trawl-worker")
     sc = worker["securityContext"]
     caps = set(sc["capabilities"]["add"])
-    expected = {"BPF", "PERFMON", "NET_ADMIN", "NET_RAW"} | ({"SYS_ADMIN"} if "--netns-prefix=cni-" in worker["args"] else set())
+    tls = "--tls=off" not in worker["args"]
+    expected = (
+        {"BPF", "PERFMON", "NET_ADMIN", "NET_RAW"}
+        | ({"SYS_ADMIN"} if "--netns-prefix=cni-" in worker["args"] else set())
+        | ({"SYS_PTRACE"} if tls else set())
+    )
     if sc.get("privileged") or caps != expected:
         problems.append(f"{where}: worker capabilities {sorted(caps)}, want {sorted(expected)} and not privileged")
     pod = objects(docs)[("DaemonSet", "trawl-worker")]["spec"]["template"]["spec"]
+    # TLS capture sees the pods' processes only with the host's PIDs, and
+    # only TLS capture may ask for them.
+    if bool(pod.get("hostPID")) != tls:
+        problems.append(f"{where}: hostPID is {pod.get('hostPID')} with TLS capture {'on' if tls else 'off'}")
     if not pod.get("hostNetwork") or not worker.get("readinessProbe"):
         problems.append(f"{where}: the worker needs hostNetwork and a readiness probe")
     mounts = {m["mountPath"] for m in worker["volumeMounts"]}

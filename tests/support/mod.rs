@@ -417,3 +417,12 @@ http {{
 "#
     )
 }
+
+/// A command's calls in redis's `INFO commandstats`.
+pub(crate) fn redis_calls(stats: &str, cmd: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}

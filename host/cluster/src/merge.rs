@@ -406,6 +406,7 @@ mod tests {
                 l4: L4Proto::Tcp,
                 client: Endpoint { ip: ip("10.0.0.1"), port: 40_000 + i as u16 },
                 server: Endpoint { ip: ip("10.0.0.2"), port: 80 },
+                tls: false,
             },
             plugin: "http".into(),
             plugin_version: "0.1.0".into(),

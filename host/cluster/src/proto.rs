@@ -24,8 +24,9 @@ pub use trawl_service::workers::WorkerCounters;
 /// TCP health; 9: the hub pushes plugins (`InstallPlugin`,
 /// `PushedPlugins`) and plugin state says when one was rolled back; 10:
 /// the hub asks for packets (`PcapRequest`, answered by `Packets`), new
-/// variants appended so the older ones keep their tags.
-pub const PROTOCOL_VERSION: u16 = 10;
+/// variants appended so the older ones keep their tags; 11: records say
+/// whether they were read as TLS plaintext.
+pub const PROTOCOL_VERSION: u16 = 11;
 /// Frames larger than this are refused (a broken or hostile peer).
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -99,6 +100,8 @@ pub struct WireRecord {
     pub plugin_version: String,
     pub generation: u64,
     pub record: Record,
+    /// Read as TLS plaintext (see `ConnInfo::tls`).
+    pub tls: bool,
 }
 
 impl WireRecord {
@@ -113,6 +116,7 @@ impl WireRecord {
             plugin_version: h.plugin_version,
             generation: h.generation,
             record: h.record,
+            tls: h.conn.tls,
         }
     }
 
@@ -125,6 +129,7 @@ impl WireRecord {
                 l4: if self.tcp { L4Proto::Tcp } else { L4Proto::Udp },
                 client: end(self.client),
                 server: end(self.server),
+                tls: self.tls,
             },
             plugin: self.plugin,
             plugin_version: self.plugin_version,

@@ -169,6 +169,13 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
         self.ring_drops.store(ring_drops, Ordering::Relaxed);
         self.losses.lock().unwrap_or_else(PoisonError::into_inner).reorder_overflow = reorder_overflow;
     }
+
+    fn tls(&self, status: trawl_service::TlsStatus, ring_full: u64, lost_bytes: u64) {
+        tracing::debug!(streams = status.streams, calls = status.calls, "TLS capture");
+        let mut losses = self.losses.lock().unwrap_or_else(PoisonError::into_inner);
+        losses.tls_ring_full = ring_full;
+        losses.tls_lost_bytes = lost_bytes;
+    }
 }
 
 pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ pub fn install_deps() -> Result<()> {
         "redis-server",
         "redis-tools",
         "curl",
+        "openssl",
         "bind9-dnsutils",
         "iproute2",
         "clang",

@@ -1,7 +1,8 @@
 //! The workloads of the live demo (and of the live-capture tests): real
 //! servers in lab pods and rounds of real client requests between them.
 //!
-//! - `shop/web`: nginx, HTTP/1.1 on port 80 and h2c on 8080;
+//! - `shop/web`: nginx, HTTP/1.1 on port 80, h2c on 8080, and HTTPS (HTTP/2
+//!   over TLS, a self-signed certificate made at start) on 8443;
 //! - `kube-system/coredns`: dnsmasq answering `*.svc.cluster.local`;
 //! - `data/cache`: redis-server;
 //! - `shop/orders`: a gRPC service (grpcio) and `data/queue`: the Tansu
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 /// Programs the demo's servers and clients need.
-pub const DEMO_TOOLS: &[&str] = &["nginx", "dnsmasq", "redis-server", "redis-cli", "curl", "dig"];
+pub const DEMO_TOOLS: &[&str] = &["nginx", "dnsmasq", "redis-server", "redis-cli", "curl", "dig", "openssl"];
 
 /// Which of [`DEMO_TOOLS`] are missing from PATH.
 pub fn missing_tools() -> Vec<&'static str> {
@@ -127,6 +128,9 @@ http {{
     server {{
         listen {ip}:80;
         listen {ip}:8080 http2;
+        listen {ip}:8443 ssl http2;
+        ssl_certificate {d}/web-cert.pem;
+        ssl_certificate_key {d}/web-key.pem;
         location / {{ return 200 "hello from web\n"; }}
         location /api/ {{ default_type application/json; return 200 '{{"items":[1,2,3]}}'; }}
         location /missing {{ return 404; }}
@@ -141,6 +145,21 @@ pub fn start_servers(lab: &mut Lab, dir: &Path) -> Result<()> {
     let web = lab.pod("web").ip.to_string();
     let dns = lab.pod("coredns").ip.to_string();
     let cache = lab.pod("cache").ip.to_string();
+    // A self-signed certificate for web's HTTPS listener: the demo's one
+    // TLS pair, which the live map dissects through OpenSSL.
+    let cert = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=web.shop", "-days", "7", "-keyout"])
+        .arg(dir.join("web-key.pem"))
+        .arg("-out")
+        .arg(dir.join("web-cert.pem"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run openssl")?;
+    if !cert.success() {
+        bail!("openssl could not make the demo's certificate ({cert})");
+    }
     std::fs::write(dir.join("nginx.conf"), nginx_conf(dir, &web)).context("cannot write nginx.conf")?;
     let conf = dir.join("nginx.conf");
     lab.spawn("web", "nginx", &["-c", &conf.to_string_lossy(), "-e", &dir.join("nginx-error.log").to_string_lossy()])?;
@@ -202,14 +221,16 @@ pub fn start_servers(lab: &mut Lab, dir: &Path) -> Result<()> {
 pub struct Round {
     pub http_frontend: u64,
     pub http_checkout: u64,
+    /// HTTP/2 over TLS from checkout.
+    pub https_checkout: u64,
     pub dns_frontend: u64,
     pub dns_worker: u64,
     pub redis_worker: u64,
 }
 
 /// One round of real requests: HTTP/1.1 and h2c from frontend (same
-/// node), HTTP from checkout (across nodes), DNS from frontend and worker,
-/// Redis commands from worker.
+/// node), HTTP and HTTPS from checkout (across nodes), DNS from frontend
+/// and worker, Redis commands from worker.
 pub fn client_round(lab: &Lab, n: u64) -> Result<Round> {
     let web = lab.pod("web").ip.to_string();
     let dns = lab.pod("coredns").ip.to_string();
@@ -236,6 +257,8 @@ pub fn client_round(lab: &Lab, n: u64) -> Result<Round> {
     r.http_frontend += 1;
     run("checkout", "curl", &["-sfo/dev/null", "--max-time", "5", &format!("http://{web}/api/cart/{n}")])?;
     r.http_checkout += 1;
+    run("checkout", "curl", &["-skfo/dev/null", "--max-time", "5", &format!("https://{web}:8443/api/pay/{n}")])?;
+    r.https_checkout += 1;
     run("frontend", "dig", &["+short", "+time=2", "+tries=1", &format!("@{dns}"), "web.shop.svc.cluster.local"])?;
     r.dns_frontend += 1;
     run("worker", "dig", &["+short", "+time=2", "+tries=1", &format!("@{dns}"), "cache.data.svc.cluster.local"])?;
@@ -251,6 +274,7 @@ impl std::ops::AddAssign for Round {
     fn add_assign(&mut self, o: Round) {
         self.http_frontend += o.http_frontend;
         self.http_checkout += o.http_checkout;
+        self.https_checkout += o.https_checkout;
         self.dns_frontend += o.dns_frontend;
         self.dns_worker += o.dns_worker;
         self.redis_worker += o.redis_worker;

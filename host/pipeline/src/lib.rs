@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod replay;
 pub mod replay_l7;
 pub mod serve;
+pub mod tls;

@@ -25,7 +25,7 @@ use trawl_capture::live::LiveCounters;
 use trawl_capture::live::discover::PodInterface;
 use trawl_capture::live::packet::{PacketRing, wait_any};
 use trawl_core::{LinkType, Timestamp};
-use trawl_service::{CaptureFilter, LiveInterfaces, SharedState, lock};
+use trawl_service::{CaptureFilter, LiveInterfaces, SharedState, TlsStatus, lock};
 
 /// Where live capture delivers: the graph service (`trawl serve --live`)
 /// or a worker's outbox for the hub (`trawl worker --live`).
@@ -57,6 +57,9 @@ pub trait LiveSink: Send + Sync {
     fn cluster(&self) -> Option<(Vec<IpAddr>, Vec<IpAddr>)> {
         None
     }
+    /// TLS capture's state, and what its kernel side lost (chunks the ring
+    /// had no room for, plaintext bytes lost for any reason).
+    fn tls(&self, _status: TlsStatus, _ring_full: u64, _lost_bytes: u64) {}
     /// Where whole packets are kept for `/api/pcap`, if anywhere.
     fn packet_ring(&self) -> Option<trawl_service::packets::SharedRing> {
         None
@@ -110,9 +113,19 @@ impl LiveSink for ServiceSink {
     fn interfaces(&self, counted: Vec<String>, mut payload: Vec<String>, ring_drops: u64, reorder_overflow: u64) {
         payload.sort();
         let mut st = lock(&self.0);
-        st.set_live(LiveInterfaces { counted, payload });
+        let tls = st.live().tls.clone();
+        st.set_live(LiveInterfaces { counted, payload, tls });
         st.counters_mut().ring_drops = ring_drops;
         st.counters_mut().losses.reorder_overflow = reorder_overflow;
+    }
+
+    fn tls(&self, status: TlsStatus, ring_full: u64, lost_bytes: u64) {
+        let mut st = lock(&self.0);
+        let mut live = st.live().clone();
+        live.tls = Some(status);
+        st.set_live(live);
+        st.counters_mut().losses.tls_ring_full = ring_full;
+        st.counters_mut().losses.tls_lost_bytes = lost_bytes;
     }
 }
 
@@ -122,6 +135,10 @@ const RESCAN_EVERY: u32 = 3;
 /// Ring size per targeted interface: 8 blocks of 1 MiB.
 const RING_BLOCK: usize = 1 << 20;
 const RING_BLOCKS: usize = 8;
+
+/// The kernel's TLS plaintext ring: room for about 500 full TLS records
+/// between two drains.
+const TLS_RING_BYTES: u32 = 8 << 20;
 
 /// How often live records reach the sink.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
@@ -160,6 +177,8 @@ pub struct LiveOptions {
     /// Also take identity from the Kubernetes API (in-cluster config or
     /// kubeconfig), on top of the inventories.
     pub kube: bool,
+    /// TLS plaintext capture through OpenSSL uprobes.
+    pub tls: crate::tls::TlsMode,
 }
 
 /// Keeps an identity in step with the Kubernetes API, on a thread of its
@@ -366,6 +385,16 @@ pub fn dissect(
             t.1.admits_conn(&t.0, conn, ts)
         }));
     }
+    let mut tls = match crate::tls::TlsLive::start(opts.tls, TLS_RING_BYTES) {
+        Ok(tls) => tls,
+        Err(e) if opts.tls == crate::tls::TlsMode::On => return Err(e.context("--tls on")),
+        Err(e) => {
+            let why = format!("{e:#}");
+            eprintln!("trawl: TLS plaintext capture is off: {why}");
+            sink.tls(crate::tls::unavailable(why), 0, 0);
+            None
+        }
+    };
     let mut rings: Vec<PacketRing> = Vec::new();
     let mut captured: HashSet<IpAddr> = HashSet::new();
     let mut drops_before: HashMap<String, u64> = HashMap::new();
@@ -395,6 +424,9 @@ pub fn dissect(
                 }
             }
             captured = targeted.iter().flat_map(|p| p.ips.iter().copied()).collect();
+            if let Some(tls) = &mut tls {
+                tls.retarget(&targeted);
+            }
             counted = pods.iter().map(|p| p.host_iface.clone()).collect();
             tracing::debug!(rings = rings.len(), "L7 capture retargeted");
         }
@@ -418,6 +450,11 @@ pub fn dissect(
         while let Some((ts, frame, wire_len)) = reorder.pop_due(quiet) {
             pipeline.frame(LinkType::Ethernet, Timestamp(ts), &frame, wire_len, &mut out);
         }
+        // TLS plaintext goes straight to the dispatcher: it needs no
+        // reordering (a process's calls come in order).
+        if let Some(tls) = &mut tls {
+            got += tls.pump(&mut pipeline);
+        }
         if got == 0 {
             wait_any(&rings, 100);
         }
@@ -433,7 +470,14 @@ pub fn dissect(
             let dropped = drops_before.values().sum();
             let payload = rings.iter().map(|r| r.iface.clone()).collect();
             sink.interfaces(counted.clone(), payload, dropped, reorder.overflow);
+            if let Some(tls) = &tls {
+                let (status, ring_full, lost) = tls.status();
+                sink.tls(status, ring_full, lost);
+            }
         }
+    }
+    if let Some(tls) = &mut tls {
+        tls.finish(&mut pipeline);
     }
     Ok(())
 }

@@ -232,6 +232,12 @@ impl Pipeline {
         self.engine.flows().stats().flows_created
     }
 
+    /// Streams from outside the engine (TLS plaintext) go straight to the
+    /// dispatcher, as reassembled ones do.
+    fn dispatcher(&mut self) -> &mut Dispatcher {
+        self.engine.sink_mut()
+    }
+
     /// One frame through the engine; collects when the cadence says so.
     pub fn frame(&mut self, link: LinkType, ts: Timestamp, data: &[u8], wire_len: u32, sink: &mut dyn Sink) {
         self.engine.process(link, ts, data, wire_len);
@@ -474,5 +480,25 @@ pub fn wait_until_due(started: Instant, since_first: Duration, speed: f64, mut i
     while started.elapsed() < due {
         idle();
         std::thread::sleep(due.saturating_sub(started.elapsed()).min(Duration::from_millis(20)));
+    }
+}
+
+impl crate::tls::StreamTarget for Pipeline {
+    fn wants(&mut self, conn: &trawl_core::engine::ConnInfo, ts: Timestamp) -> bool {
+        trawl_core::engine::StreamSink::wants(self.dispatcher(), conn, ts)
+    }
+
+    fn event(
+        &mut self,
+        conn: &trawl_core::engine::ConnInfo,
+        dir: trawl_core::flow::Direction,
+        ts: Timestamp,
+        event: trawl_core::reassembly::StreamEvent<'_>,
+    ) {
+        trawl_core::engine::StreamSink::on_stream(self.dispatcher(), conn, dir, ts, event);
+    }
+
+    fn close(&mut self, conn: &trawl_core::engine::ConnInfo) {
+        trawl_core::engine::StreamSink::on_close(self.dispatcher(), conn);
     }
 }

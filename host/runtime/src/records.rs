@@ -56,6 +56,7 @@ pub fn unresolved_l7(h: HostRecord) -> L7Record {
     L7Record {
         protocol,
         transport: h.conn.l4,
+        tls: h.conn.tls,
         method: r.method,
         summary: r.summary,
         status_code: r.status_code,

@@ -295,6 +295,7 @@ fn variables(r: &L7Record, protocols: &[LegendEntry]) -> Vec<(String, Value)> {
     v.push(("pods".into(), collect("pod")));
     v.push(("services".into(), collect("service")));
     v.push(("node_name".into(), Value::from(node)));
+    v.push(("tls".into(), Value::Bool(r.tls)));
     v.push(("protocol".into(), Value::from(r.protocol.as_str())));
     // Protocol flags come from the plugins, so a new plugin's name is a
     // flag with no change here; the record's own protocol is one even when

@@ -302,6 +302,39 @@ const PLUGIN_RESETS_KEPT: usize = 64;
 pub struct LiveInterfaces {
     pub counted: Vec<String>,
     pub payload: Vec<String>,
+    /// TLS plaintext capture, when live capture asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// TLS plaintext capture (OpenSSL uprobes), for `/api/health`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TlsStatus {
+    /// Capturing now.
+    pub active: bool,
+    /// Why not, when it was asked for and cannot run here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// How the socket under an SSL call is seen on this kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learner: Option<String>,
+    /// Targeted network namespaces and the processes in them.
+    pub namespaces: usize,
+    pub processes: usize,
+    /// Files with OpenSSL probed (`dev:inode`).
+    pub files: Vec<String>,
+    /// Files that could not be probed, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// SSL calls seen in targeted processes, and plaintext bytes dissected.
+    pub calls: u64,
+    pub bytes: u64,
+    /// TLS streams dissected, and connections the capture filters left out.
+    pub streams: u64,
+    pub untargeted: u64,
+    /// Chunks left out because the connection's other end, on this node,
+    /// already gave them.
+    pub duplicate_chunks: u64,
 }
 
 impl GraphState {

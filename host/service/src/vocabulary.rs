@@ -17,6 +17,7 @@ pub const BUILTIN: &[&str] = &[
     "pods",
     "services",
     "node_name",
+    "tls",
     "protocol",
     "tcp",
     "udp",

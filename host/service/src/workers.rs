@@ -66,6 +66,11 @@ pub struct Losses {
     pub plugin_detaches: u64,
     /// Packets the live reorder buffer let go early, over its budget.
     pub reorder_overflow: u64,
+    /// TLS plaintext chunks the kernel's ring had no room for.
+    pub tls_ring_full: u64,
+    /// TLS plaintext bytes not captured: ring full, unreadable memory,
+    /// calls over 64 KiB, or bytes moved before the socket was known.
+    pub tls_lost_bytes: u64,
 }
 
 /// A loss cause: its metric name, what it means, and its count.
@@ -73,7 +78,7 @@ pub type LossField = (&'static str, &'static str, fn(&Losses) -> u64);
 
 impl Losses {
     /// Each cause with its name and what it means, for `/metrics`.
-    pub const FIELDS: [LossField; 7] = [
+    pub const FIELDS: [LossField; 9] = [
         ("ebpf_map_full", "Flows the kernel's eBPF flow map had no room for (uncounted in L4).", |l| l.ebpf_map_full),
         ("ebpf_evicted", "Flows the kernel's full eBPF flow map evicted (their latest packets uncounted).", |l| {
             l.ebpf_evicted
@@ -91,6 +96,12 @@ impl Losses {
         ("reorder_overflow", "Packets the live reorder buffer released early because it was over its budget.", |l| {
             l.reorder_overflow
         }),
+        ("tls_ring_full", "TLS plaintext chunks dropped because the kernel's TLS ring was full.", |l| l.tls_ring_full),
+        (
+            "tls_lost_bytes",
+            "TLS plaintext bytes not captured (ring full, unreadable memory, calls over 64 KiB, socket not yet known).",
+            |l| l.tls_lost_bytes,
+        ),
     ];
 
     /// The engine's share (from a pipeline's report), keeping the
@@ -111,6 +122,8 @@ impl Losses {
         self.reassembly_budget_releases += o.reassembly_budget_releases;
         self.plugin_detaches += o.plugin_detaches;
         self.reorder_overflow += o.reorder_overflow;
+        self.tls_ring_full += o.tls_ring_full;
+        self.tls_lost_bytes += o.tls_lost_bytes;
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod discover;
 pub mod packet;
+pub mod tls;
 
 use anyhow::{Context, Result};
 use discover::{Discovery, PodInterface};

@@ -86,7 +86,7 @@ impl HostRecord {
     /// `plugin` (version `version`, first generation) reported it.
     pub fn tcp(client: Endpoint, server: Endpoint, plugin: &str, version: &str, record: Record) -> Self {
         HostRecord {
-            conn: ConnInfo { id: 0, l4: L4Proto::Tcp, client, server },
+            conn: ConnInfo { id: 0, l4: L4Proto::Tcp, client, server, tls: false },
             plugin: plugin.into(),
             plugin_version: version.into(),
             generation: 0,

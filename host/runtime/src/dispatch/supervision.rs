@@ -119,6 +119,7 @@ impl Dispatcher {
                         l4: L4Proto::Tcp,
                         client: trawl_core::Endpoint { ip: std::net::Ipv4Addr::UNSPECIFIED.into(), port: 0 },
                         server: trawl_core::Endpoint { ip: std::net::Ipv4Addr::UNSPECIFIED.into(), port: 0 },
+                        tls: false,
                     };
                     // Records from a tick belong to no connection we can name;
                     // plugins report connection records from data and close.

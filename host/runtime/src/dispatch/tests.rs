@@ -82,7 +82,7 @@ fn plugin_needing(instances: Arc<AtomicU32>, needs: u32) -> SharedPlugin {
 
 fn conn(id: u64) -> ConnInfo {
     let ep = |port| Endpoint { ip: std::net::Ipv4Addr::LOCALHOST.into(), port };
-    ConnInfo { id, l4: L4Proto::Tcp, client: ep(40000 + id as u16), server: ep(80) }
+    ConnInfo { id, l4: L4Proto::Tcp, client: ep(40000 + id as u16), server: ep(80), tls: false }
 }
 
 fn send(d: &mut Dispatcher, id: u64, bytes: &[u8]) {

@@ -1,7 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
-// Prototype for trawl issue 20: OpenSSL plaintext via uprobes, tied to the
-// TCP 4-tuple learned in tcp_sendmsg/tcp_recvmsg (fentry, or kprobe where
-// the kernel has kprobes) while an SSL_* call is on the thread.
+//
+// trawl's TLS plaintext: uprobes on OpenSSL's SSL_write/SSL_read (and the
+// _ex forms Python uses) copy what a targeted process hands to, or gets
+// from, the TLS library, and tie it to the TCP 4-tuple of its socket.
+//
+// The tuple is learnt in-kernel, not from OpenSSL's structs (their layout
+// moves between versions): while an SSL_* call is on the thread, the
+// socket operation under it names its `struct sock`. Where that is seen
+// depends on the kernel, so three programs share one `learn()`: the
+// sock:sock_{send,recv}_length tracepoints (Linux >= 6.3), fentry on
+// tcp_sendmsg/tcp_recvmsg, or kprobes on them. Userspace loads the first
+// that works. The tuple is kept per {tgid, SSL*}, so later calls served
+// from OpenSSL's buffer (no syscall) still find it.
+//
+// Every chunk carries its offset in its direction's stream: whatever is
+// lost (ring full, a fault reading user memory, a call over 64 KiB, bytes
+// before the tuple was known) becomes a hole that userspace turns into a
+// gap, and is summed in tls_stats too.
+//
+// Only processes whose network namespace is in tls_netns (the targeted
+// pods') are looked at: the probes sit on a library's inode, which every
+// process using it shares.
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
 #include <linux/in6.h>
@@ -11,6 +30,9 @@
 
 #define CHUNK 16384 // bytes per ring record (a TLS record's plaintext at most)
 #define MAX_CHUNKS 4 // a call moving more than 64 KiB: the rest is a gap
+#define DIR_WRITE 0 // local to peer
+#define DIR_READ 1 // peer to local
+#define DIR_CLOSE 2 // SSL_free: no bytes follow
 
 // Only what is read, relocated against the running kernel's BTF (CO-RE).
 struct sock_common {
@@ -114,7 +136,8 @@ struct {
 	__uint(max_entries, 8 << 20);
 } tls_events SEC(".maps");
 
-// 0 calls seen, 1 no tuple, 2 read faults, 3 ring full, 4 bytes lost, 5 truncated
+// Shared with userspace (ebpf/src/tls.rs): 0 calls seen, 1 calls before the
+// tuple was known, 2 read faults, 3 ring full, 4 bytes lost, 5 truncated calls
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 6);
@@ -266,7 +289,7 @@ static __always_inline int leave(struct pt_regs *ctx)
 			add(4, n);
 			continue; // a hole at this offset
 		}
-		if (bpf_ringbuf_output(&tls_events, out, sizeof(out->h) + n, 0)) {
+		if (bpf_ringbuf_output(&tls_events, out, sizeof(out->h) + n, BPF_RB_NO_WAKEUP)) {
 			add(3, 1);
 			add(4, n);
 		}
@@ -281,32 +304,44 @@ static __always_inline int leave(struct pt_regs *ctx)
 SEC("uprobe")
 int BPF_KPROBE(trawl_ssl_write, void *ssl, void *buf, int num)
 {
-	return enter(ssl, buf, 0, 0);
+	return enter(ssl, buf, 0, DIR_WRITE);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(trawl_ssl_read, void *ssl, void *buf, int num)
 {
-	return enter(ssl, buf, 0, 1);
+	return enter(ssl, buf, 0, DIR_READ);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(trawl_ssl_write_ex, void *ssl, void *buf, __u64 num, void *written)
 {
-	return enter(ssl, buf, written, 0);
+	return enter(ssl, buf, written, DIR_WRITE);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(trawl_ssl_read_ex, void *ssl, void *buf, __u64 num, void *readbytes)
 {
-	return enter(ssl, buf, readbytes, 1);
+	return enter(ssl, buf, readbytes, DIR_READ);
 }
 
 // The object is gone: its address may come back for another connection.
 SEC("uprobe")
 int BPF_KPROBE(trawl_ssl_free, void *ssl)
 {
-	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .ssl = (__u64)ssl };
+	__u64 id = bpf_get_current_pid_tgid();
+	struct conn_key k = { .tgid = id >> 32, .ssl = (__u64)ssl };
+	struct conn *conn = bpf_map_lookup_elem(&tls_conns, &k);
+	if (!conn)
+		return 0;
+	// Tell userspace the stream ended (a header with no bytes), so its
+	// records finish now rather than at the idle timeout.
+	if (conn->t.known) {
+		struct chunk_hdr h = { .ts_ns = bpf_ktime_get_ns(), .ssl = (__u64)ssl, .tgid = id >> 32, .t = conn->t, .dir = DIR_CLOSE };
+		h.netns = current_netns();
+		h.offset = conn->seq[0];
+		bpf_ringbuf_output(&tls_events, &h, sizeof(h), BPF_RB_NO_WAKEUP);
+	}
 	bpf_map_delete_elem(&tls_conns, &k);
 	return 0;
 }
