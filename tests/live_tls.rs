@@ -3,7 +3,8 @@
 //! `trawl serve --live --tls on` reading their plaintext at OpenSSL.
 //! - nginx over HTTPS with curl (HTTP/1.1 and HTTP/2 over TLS) and Python's
 //!   `ssl` (the `SSL_read_ex`/`SSL_write_ex` path): the L7 edge is `http`,
-//!   marked TLS, and its requests equal nginx's access log;
+//!   marked TLS, and its requests equal nginx's access log; a request by
+//!   name carries its server name (SNI);
 //! - redis-server `--tls-port` with `redis-cli --tls`: the `redis` edge
 //!   equals redis's own command counts;
 //! - `tls && http` selects the HTTPS edge and nothing else;
@@ -196,6 +197,10 @@ fn tls_plaintext_is_dissected_like_cleartext_and_nothing_is_left_attached() {
         &["--http1.1", "-H", "Authorization: Bearer s3cret", &format!("https://{web_ip}:8443/h1/secret")],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 ");
+    // By name, so the client sends SNI (never for an address).
+    let resolve = format!("web.shop:8443:{web_ip}");
+    let out = curl(&lab, "client", &["--http1.1", "--resolve", &resolve, "https://web.shop:8443/h1/sni"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 ");
     // HTTP/2 over TLS (ALPN): three requests on one connection.
     let h2: Vec<String> = (0..3).map(|i| format!("https://{web_ip}:8443/h2/{i}")).collect();
     let mut args = vec!["--http2", h2[0].as_str()];
@@ -224,7 +229,7 @@ fn tls_plaintext_is_dissected_like_cleartext_and_nothing_is_left_attached() {
     // Records finish when the SSL objects are freed, and are published.
     let web_log: Vec<String> = access("web").lines().skip(web_before).map(str::to_string).collect();
     let from_client = web_log.iter().filter(|l| l.starts_with(&format!("{} ", lab.pod("client").ip))).count() as u64;
-    assert_eq!(from_client, 4 + 1 + 3 + 3, "{web_log:#?}");
+    assert_eq!(from_client, 4 + 1 + 1 + 3 + 3, "{web_log:#?}");
     assert_eq!(web_log.iter().filter(|l| l.contains(" HTTP/2.0 ")).count(), 3, "{web_log:#?}");
     let http_id = "pod/shop/client|pod/shop/web|http";
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -264,6 +269,13 @@ fn tls_plaintext_is_dissected_like_cleartext_and_nothing_is_left_attached() {
     assert_eq!(selected.keys().collect::<Vec<_>>(), [http_id], "{selected:#?}");
     assert_eq!(selected[http_id]["requests"], from_client);
     assert!(map(port, "&filter=!tls").is_empty());
+
+    // The server name, where the client sent one.
+    let named = support::get_json(port, "/api/records?filter=tls_sni%20%3D%3D%20%22web.shop%22&limit=100");
+    let named: Vec<&Value> = named["records"].as_array().unwrap().iter().collect();
+    assert_eq!(named.len(), 1, "{named:#?}");
+    assert_eq!(named[0]["summary"], "/h1/sni");
+    assert_eq!(named[0]["tls_sni"], "web.shop");
 
     // Redaction applies to the TLS stream as to cleartext.
     let records = support::get_json(port, "/api/records?filter=tls%20%26%26%20http&limit=100");

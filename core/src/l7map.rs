@@ -479,6 +479,7 @@ mod tests {
             plugin: crate::record::PluginRef { name: "http".into(), version: "1".into(), generation: 1 },
             fields,
             tls: false,
+            tls_sni: None,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct L7Record {
     /// library (shown only when true).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tls: bool,
+    /// The server name (SNI) its TLS client asked for, where seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sni: Option<String>,
 }
 
 /// Which plugin build made a record.

@@ -392,6 +392,7 @@ mod tests {
             plugin: crate::record::PluginRef { name: protocol.into(), version: "1".into(), generation: 1 },
             fields: Default::default(),
             tls: false,
+            tls_sni: None,
         }
     }
 

@@ -27,6 +27,13 @@ const ENTRY_PROBES: [(&str, &str, bool); 4] = [
 /// One return probe serves all four: the entry left what it needs.
 const RETURN_PROBE: &str = "trawl_ssl_ret";
 const FREE_PROBE: (&str, &str) = ("SSL_free", "trawl_ssl_free");
+/// The server name: set by a client (`SSL_ctrl`), asked for by a server
+/// (`SSL_get_servername`, whose return probe reads it). Optional.
+const NAME_PROBES: [(&str, &str, bool); 3] = [
+    ("SSL_ctrl", "trawl_ssl_ctrl", false),
+    ("SSL_get_servername", "trawl_ssl_get_servername", false),
+    ("SSL_get_servername", "trawl_ssl_get_servername_ret", true),
+];
 /// Where the socket under an SSL call is learnt, best first (see the C file).
 const LEARNERS: [Learner; 3] = [Learner::Tracepoint, Learner::FEntry, Learner::KProbe];
 const TRACEPOINTS: [(&str, &str); 2] =
@@ -41,6 +48,7 @@ pub const MARKER_SYMBOL: &str = "SSL_write";
 const DIR_WRITE: u32 = 0;
 const DIR_READ: u32 = 1;
 const DIR_CLOSE: u32 = 2;
+const DIR_SNI: u32 = 3;
 
 /// How the socket under an SSL call is found on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +141,8 @@ pub enum TlsEvent<'a> {
     Chunk(TlsChunk<'a>),
     /// `SSL_free`: the connection's SSL object is gone.
     Closed(TlsConnKey, TlsTuple, Timestamp),
+    /// The server name (SNI) of an SSL object, before its first chunk.
+    ServerName(TlsConnKey, &'a str),
 }
 
 /// One SSL object of one process: the plaintext stream's identity.
@@ -254,7 +264,8 @@ impl TlsCapture {
         }
         let ring = ring_bytes.max(4096).next_power_of_two();
         let mut ebpf = EbpfLoader::new().map_max_entries("tls_events", ring).load(object)?;
-        for name in ENTRY_PROBES.map(|p| p.1).into_iter().chain([RETURN_PROBE, FREE_PROBE.1]) {
+        let names = NAME_PROBES.map(|p| p.1);
+        for name in ENTRY_PROBES.map(|p| p.1).into_iter().chain([RETURN_PROBE, FREE_PROBE.1]).chain(names) {
             uprobe(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
         }
         let mut why = Vec::new();
@@ -368,6 +379,16 @@ impl TlsCapture {
         let (symbol, name) = FREE_PROBE;
         let p = uprobe(&mut self.ebpf, name).map_err(|_| AttachError::Missing(name))?;
         file.links.push((name, p.attach(symbol, path, UProbeScope::AllProcesses).map_err(err(symbol))?));
+        // Names are a bonus: a build without them still gives plaintext.
+        for (symbol, name, needs_entry) in NAME_PROBES {
+            if needs_entry && !file.links.iter().any(|(n, _)| *n == "trawl_ssl_get_servername") {
+                continue;
+            }
+            let p = uprobe(&mut self.ebpf, name).map_err(|_| AttachError::Missing(name))?;
+            if let Ok(id) = p.attach(symbol, path, UProbeScope::AllProcesses) {
+                file.links.push((name, id));
+            }
+        }
         Ok(())
     }
 
@@ -433,6 +454,14 @@ impl TlsCapture {
                 DIR_READ => TlsDirection::Read,
                 DIR_CLOSE => {
                     f(TlsEvent::Closed(key, tuple, ts));
+                    continue;
+                }
+                DIR_SNI => {
+                    let name = item.get(HEADER_LEN..HEADER_LEN + h.len as usize).map(std::str::from_utf8);
+                    match name {
+                        Some(Ok(name)) => f(TlsEvent::ServerName(key, name)),
+                        _ => self.malformed += 1,
+                    }
                     continue;
                 }
                 _ => {

@@ -217,6 +217,7 @@ fn metrics_scrape(c: &mut Criterion) {
         plugin: PluginRef { name: "redis".into(), version: "1".into(), generation: 1 },
         fields: Default::default(),
         tls: false,
+        tls_sni: None,
     };
     let mut db = replica(0, 0);
     (db.name, db.owner) = ("db-0".into(), Some("StatefulSet/db".into()));

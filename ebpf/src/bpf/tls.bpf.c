@@ -33,6 +33,9 @@
 #define DIR_WRITE 0 // local to peer
 #define DIR_READ 1 // peer to local
 #define DIR_CLOSE 2 // SSL_free: no bytes follow
+#define DIR_SNI 3 // the server name the connection asked for follows
+#define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
+#define MAX_SNI 256
 
 // Only what is read, relocated against the running kernel's BTF (CO-RE).
 struct sock_common {
@@ -343,6 +346,78 @@ int BPF_KPROBE(trawl_ssl_free, void *ssl)
 		bpf_ringbuf_output(&tls_events, &h, sizeof(h), BPF_RB_NO_WAKEUP);
 	}
 	bpf_map_delete_elem(&tls_conns, &k);
+	return 0;
+}
+
+// The server name (SNI), as a header with the name after it. It needs no
+// tuple: it comes before the connection's first chunk from this process
+// (the ring is causal within a process), and userspace keeps it by SSL*.
+static __always_inline void send_sni(__u64 id, __u64 ssl, const void *name)
+{
+	__u32 zero = 0;
+	struct chunk *out = bpf_map_lookup_elem(&tls_scratch, &zero);
+	if (!out)
+		return;
+	long n = bpf_probe_read_user_str(out->data, MAX_SNI, name);
+	if (n <= 1)
+		return;
+	n -= 1; // without the NUL
+	if (n > MAX_SNI - 1)
+		n = MAX_SNI - 1;
+	__builtin_memset(&out->h, 0, sizeof(out->h));
+	out->h.ts_ns = bpf_ktime_get_ns();
+	out->h.ssl = ssl;
+	out->h.tgid = id >> 32;
+	out->h.netns = current_netns();
+	out->h.len = n;
+	out->h.dir = DIR_SNI;
+	bpf_ringbuf_output(&tls_events, out, sizeof(out->h) + (n & (MAX_SNI - 1)), BPF_RB_NO_WAKEUP);
+}
+
+// A client names the server: SSL_set_tlsext_host_name is SSL_ctrl(s, 55, 0, name).
+SEC("uprobe")
+int BPF_KPROBE(trawl_ssl_ctrl, void *ssl, int cmd, long larg, void *parg)
+{
+	if (cmd != SSL_CTRL_SET_TLSEXT_HOSTNAME || !parg)
+		return 0;
+	__u32 netns = current_netns();
+	if (!bpf_map_lookup_elem(&tls_netns, &netns))
+		return 0;
+	send_sni(bpf_get_current_pid_tgid(), (__u64)ssl, parg);
+	return 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} tls_servername_calls SEC(".maps");
+
+// A server asks which name the client sent (nginx does in its SNI callback).
+SEC("uprobe")
+int BPF_KPROBE(trawl_ssl_get_servername, void *ssl)
+{
+	__u32 netns = current_netns();
+	if (!bpf_map_lookup_elem(&tls_netns, &netns))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid(), s = (__u64)ssl;
+	bpf_map_update_elem(&tls_servername_calls, &id, &s, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int trawl_ssl_get_servername_ret(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *ssl = bpf_map_lookup_elem(&tls_servername_calls, &id);
+	if (!ssl)
+		return 0;
+	__u64 s = *ssl;
+	bpf_map_delete_elem(&tls_servername_calls, &id);
+	void *name = (void *)PT_REGS_RC(ctx);
+	if (name)
+		send_sni(id, s, name);
 	return 0;
 }
 

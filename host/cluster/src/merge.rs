@@ -422,6 +422,7 @@ mod tests {
                 response_ts: Some(2_000 + i),
                 ..Default::default()
             },
+            tls_sni: None,
         }
     }
 

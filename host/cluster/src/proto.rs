@@ -100,8 +100,9 @@ pub struct WireRecord {
     pub plugin_version: String,
     pub generation: u64,
     pub record: Record,
-    /// Read as TLS plaintext (see `ConnInfo::tls`).
+    /// Read as TLS plaintext (see `ConnInfo::tls`), and its server name.
     pub tls: bool,
+    pub tls_sni: Option<String>,
 }
 
 impl WireRecord {
@@ -117,6 +118,7 @@ impl WireRecord {
             generation: h.generation,
             record: h.record,
             tls: h.conn.tls,
+            tls_sni: h.tls_sni,
         }
     }
 
@@ -135,6 +137,7 @@ impl WireRecord {
             plugin_version: self.plugin_version,
             generation: self.generation,
             record: self.record,
+            tls_sni: self.tls_sni,
         }
     }
 }

@@ -155,6 +155,10 @@ pub struct Pipeline {
     last_idle: Instant,
     /// Whole frames for `/api/pcap`, when a ring keeps them.
     ring: Option<trawl_service::packets::RingFeeder>,
+    /// Server names of TLS connections by connection id, for their
+    /// records; those of closed connections go after the next collect.
+    tls_names: std::collections::HashMap<u64, String>,
+    tls_closed: Vec<u64>,
 }
 
 impl Pipeline {
@@ -187,6 +191,8 @@ impl Pipeline {
             last_collect: Instant::now(),
             last_idle: Instant::now(),
             ring: None,
+            tls_names: std::collections::HashMap::new(),
+            tls_closed: Vec::new(),
         }
     }
 
@@ -303,7 +309,17 @@ impl Pipeline {
             TickClock::Wall => crate::live::wall_now(),
         };
         self.engine.sink_mut().tick(now);
-        let batch = Batch { records: self.engine.sink_mut().take_records(), deltas: self.engine.take_deltas() };
+        let mut records = self.engine.sink_mut().take_records();
+        if !self.tls_names.is_empty() {
+            for r in records.iter_mut().filter(|r| r.conn.tls) {
+                r.tls_sni = self.tls_names.get(&r.conn.id).cloned();
+            }
+            for id in self.tls_closed.drain(..) {
+                self.tls_names.remove(&id);
+            }
+        }
+        self.tls_closed.clear();
+        let batch = Batch { records, deltas: self.engine.take_deltas() };
         sink.batch(batch, &Report { engine: &self.engine });
     }
 
@@ -500,5 +516,15 @@ impl crate::tls::StreamTarget for Pipeline {
 
     fn close(&mut self, conn: &trawl_core::engine::ConnInfo) {
         trawl_core::engine::StreamSink::on_close(self.dispatcher(), conn);
+        if self.tls_names.contains_key(&conn.id) {
+            self.tls_closed.push(conn.id);
+        }
+    }
+
+    fn server_name(&mut self, conn: &trawl_core::engine::ConnInfo, name: &str) {
+        // Bounded by the open TLS streams (at most tls::MAX_STREAMS).
+        if self.tls_names.len() < 2 * crate::tls::MAX_STREAMS {
+            self.tls_names.insert(conn.id, name.to_string());
+        }
     }
 }

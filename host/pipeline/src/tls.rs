@@ -39,6 +39,8 @@ pub trait StreamTarget {
     fn wants(&mut self, conn: &ConnInfo, ts: Timestamp) -> bool;
     fn event(&mut self, conn: &ConnInfo, dir: Direction, ts: Timestamp, event: StreamEvent<'_>);
     fn close(&mut self, conn: &ConnInfo);
+    /// The server name (SNI) the connection's client asked for.
+    fn server_name(&mut self, _conn: &ConnInfo, _name: &str) {}
 }
 
 /// What became of the chunks, for the status.
@@ -83,6 +85,8 @@ pub struct TlsStreams {
     /// Connections whose owner went, with when: another process's view of
     /// them is still a duplicate.
     retired: HashMap<(Endpoint, Endpoint), (u32, u64)>,
+    /// Server names seen for SSL objects whose stream has not begun.
+    names: HashMap<TlsConnKey, String>,
     ports: ServicePorts,
     next_id: u64,
     stats: TlsStreamStats,
@@ -94,6 +98,7 @@ impl Default for TlsStreams {
             tracked: HashMap::new(),
             owners: HashMap::new(),
             retired: HashMap::new(),
+            names: HashMap::new(),
             ports: ServicePorts::default(),
             next_id: ID_BASE,
             stats: TlsStreamStats::default(),
@@ -119,7 +124,20 @@ impl TlsStreams {
     pub fn event(&mut self, event: TlsEvent<'_>, target: &mut dyn StreamTarget) {
         match event {
             TlsEvent::Chunk(chunk) => self.chunk(chunk, target),
-            TlsEvent::Closed(key, _, _) => self.end(key, target),
+            TlsEvent::Closed(key, _, _) => {
+                self.names.remove(&key);
+                self.end(key, target);
+            }
+            TlsEvent::ServerName(key, name) => {
+                if let Some(Tracked { role: Role::Stream { conn, .. }, .. }) = self.tracked.get(&key) {
+                    target.server_name(conn, name);
+                } else {
+                    if self.names.len() >= MAX_STREAMS {
+                        self.names.clear();
+                    }
+                    self.names.insert(key, name.to_string());
+                }
+            }
         }
     }
 
@@ -189,6 +207,9 @@ impl TlsStreams {
             if target.wants(&conn, chunk.ts) {
                 self.stats.streams += 1;
                 self.owners.insert(owner, chunk.key);
+                if let Some(name) = self.names.remove(&chunk.key) {
+                    target.server_name(&conn, &name);
+                }
                 let midstream = chunk.offset != 0;
                 target.event(&conn, Direction::ToServer, chunk.ts, StreamEvent::Start { midstream });
                 target.event(&conn, Direction::ToClient, chunk.ts, StreamEvent::Start { midstream });

@@ -57,6 +57,7 @@ pub fn unresolved_l7(h: HostRecord) -> L7Record {
         protocol,
         transport: h.conn.l4,
         tls: h.conn.tls,
+        tls_sni: h.tls_sni,
         method: r.method,
         summary: r.summary,
         status_code: r.status_code,

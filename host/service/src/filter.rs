@@ -296,6 +296,7 @@ fn variables(r: &L7Record, protocols: &[LegendEntry]) -> Vec<(String, Value)> {
     v.push(("services".into(), collect("service")));
     v.push(("node_name".into(), Value::from(node)));
     v.push(("tls".into(), Value::Bool(r.tls)));
+    v.push(("tls_sni".into(), Value::from(r.tls_sni.clone().unwrap_or_default())));
     v.push(("protocol".into(), Value::from(r.protocol.as_str())));
     // Protocol flags come from the plugins, so a new plugin's name is a
     // flag with no change here; the record's own protocol is one even when

@@ -18,6 +18,7 @@ pub const BUILTIN: &[&str] = &[
     "services",
     "node_name",
     "tls",
+    "tls_sni",
     "protocol",
     "tcp",
     "udp",

@@ -79,6 +79,8 @@ pub struct HostRecord {
     pub plugin_version: String,
     pub generation: u64,
     pub record: Record,
+    /// The server name (SNI) of a connection read as TLS plaintext.
+    pub tls_sni: Option<String>,
 }
 
 impl HostRecord {
@@ -91,6 +93,7 @@ impl HostRecord {
             plugin_version: version.into(),
             generation: 0,
             record,
+            tls_sni: None,
         }
     }
 

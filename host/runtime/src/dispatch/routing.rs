@@ -46,6 +46,7 @@ impl Dispatcher {
                         plugin_version: s.plugin.info.version.clone(),
                         generation: s.generation,
                         record,
+                        tls_sni: None,
                     });
                 }
                 Event::Upgrade { protocol } => {
