@@ -108,6 +108,12 @@ fn live_workers_on_two_nodes_through_the_hub_equal_one_process() {
             "hub and one-process maps differ:\nL4 want {want_l4:#?}\nL4 got {got_l4:#?}\nL7 want {want_l7:#?}\nL7 got {got_l7:#?}"
         );
     }
+    // Each worker reports its TLS capture (the demo's HTTPS pair is in the
+    // maps compared above, counted once across the two workers).
+    let health = support::get_json(hub_ui, "/api/health");
+    let workers: Vec<&Value> = health["workers"].as_object().map(|w| w.values().collect()).unwrap_or_default();
+    assert_eq!(workers.len(), 2, "{health:#}");
+    assert!(workers.iter().all(|w| w["tls"]["active"] == true), "{health:#}");
     drop(lab);
     assert_eq!(Lab::leftovers(&prefix), Vec::<String>::new());
 }

@@ -11,7 +11,10 @@
 //! - the L4 edge is what the client's veth carried (tcpdump), ciphertext
 //!   and all;
 //! - a TLS connection between two untargeted pods yields no records;
-//! - after `kill -9`, bpftool shows none of its uprobe links left.
+//! - after `kill -9`, bpftool shows none of its uprobe links left, and no
+//!   process keeps a breakpoint;
+//! - with `--tls-scope process`, only the targeted pods' processes get
+//!   breakpoints, and the server is still captured.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -85,6 +88,45 @@ fn openssl_probe_links() -> Vec<u64> {
         .flatten()
         .filter(|l| l["type"] == "perf_event" && l["prog_id"].as_u64().is_some_and(|id| programs.contains(&id)))
         .filter_map(|l| l["id"].as_u64())
+        .collect()
+}
+
+/// Whether `SSL_write` in process `pid`'s libssl starts with a breakpoint
+/// (int3, 0xcc): whether the kernel placed a uprobe in that process.
+fn breakpoint_in(pid: u32) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let lib = maps.lines().find(|l| l.contains("libssl.so")).and_then(|l| l.split_whitespace().nth(5)).unwrap();
+    let nm = Command::new("nm").args(["-D", "--defined-only", lib]).output().unwrap();
+    let offset = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .find(|l| l.ends_with(" SSL_write") || l.contains(" SSL_write@@"))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().next()?, 16).ok())
+        .unwrap();
+    // The text segment's addresses are its file offsets in Debian's libssl.
+    for line in maps.lines().filter(|l| l.contains("libssl.so")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (start, end) = f[0].split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let file_off = u64::from_str_radix(f[2], 16).unwrap();
+        if f[1].contains('x') && (file_off..file_off + (end - start)).contains(&offset) {
+            let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+            mem.seek(SeekFrom::Start(start + offset - file_off)).unwrap();
+            let mut byte = [0u8];
+            mem.read_exact(&mut byte).unwrap();
+            return byte[0] == 0xcc;
+        }
+    }
+    panic!("no executable libssl mapping holds SSL_write in {pid}");
+}
+
+/// The nginx processes of a pod.
+fn nginx_pids(lab: &Lab, pod: &str) -> Vec<u32> {
+    let out = Command::new("ip").args(["netns", "pids", &lab.pod(pod).netns]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|pid: &u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "nginx"))
         .collect()
 }
 
@@ -319,4 +361,32 @@ fn tls_plaintext_is_dissected_like_cleartext_and_nothing_is_left_attached() {
     let _ = trawl.0.wait();
     let left: Vec<u64> = openssl_probe_links().into_iter().filter(|id| probes.contains(id)).collect();
     assert!(left.is_empty(), "uprobe links left after kill -9: {left:?}");
+    let (web, vault) = (nginx_pids(&lab, "web"), nginx_pids(&lab, "vault"));
+    assert!(!web.is_empty() && !vault.is_empty());
+    assert!(web.iter().chain(&vault).all(|&pid| !breakpoint_in(pid)), "a breakpoint outlived trawl");
+
+    // Per process: only the targeted pods' processes get breakpoints (the
+    // untargeted nginx shares the same libssl and pays nothing), and the
+    // long-lived server is still captured.
+    let (trawl, port) = support::serve_live(
+        &lab.netns_prefix(),
+        &inventory,
+        &["--tls", "on", "--tls-scope", "process", "--exclude-namespace", "other"],
+    );
+    support::wait_for("OpenSSL probed per process", || {
+        let health = support::get_json(port, "/api/health");
+        health["live"]["tls"]["files"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|k| k.as_str().is_some_and(|k| k.contains('@'))))
+    });
+    assert!(web.iter().all(|&pid| breakpoint_in(pid)), "the targeted nginx has no breakpoint");
+    assert!(vault.iter().all(|&pid| !breakpoint_in(pid)), "the untargeted nginx has a breakpoint");
+    let out = curl(&lab, "client", &["--http1.1", &format!("https://{web_ip}:8443/h1/per-process")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1 ");
+    support::wait_for("the per-process record", || {
+        let records = support::get_json(port, "/api/records?filter=tls%20%26%26%20http&limit=10");
+        records.to_string().contains("/h1/per-process")
+    });
+    drop(trawl);
+    assert!(web.iter().all(|&pid| !breakpoint_in(pid)), "a breakpoint outlived trawl");
 }

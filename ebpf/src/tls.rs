@@ -343,15 +343,20 @@ impl TlsCapture {
     }
 
     /// Probes OpenSSL in the file at `path` (a `libssl.so` or an executable
-    /// with OpenSSL linked in), for every process that maps it, under the
-    /// name `key`. Probing a key twice does nothing. Returns the number of
-    /// probes placed.
-    pub fn attach_file(&mut self, key: &str, path: &Path) -> Result<usize, AttachError> {
+    /// with OpenSSL linked in) under the name `key`: for every process that
+    /// maps it, or only for process `pid` (the kernel then breaks into no
+    /// other process). Probing a key twice does nothing. Returns the number
+    /// of probes placed.
+    pub fn attach_file(&mut self, key: &str, path: &Path, pid: Option<u32>) -> Result<usize, AttachError> {
         if self.files.contains_key(key) {
             return Ok(0);
         }
+        let scope = match pid.and_then(std::num::NonZeroU32::new) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
         let mut file = FileLinks::default();
-        let result = self.attach_all(path, &mut file);
+        let result = self.attach_all(path, scope, &mut file);
         if let Err(e) = result {
             self.detach_links(file);
             return Err(e);
@@ -362,30 +367,30 @@ impl TlsCapture {
         Ok(n)
     }
 
-    fn attach_all(&mut self, path: &Path, file: &mut FileLinks) -> Result<(), AttachError> {
+    fn attach_all(&mut self, path: &Path, scope: UProbeScope, file: &mut FileLinks) -> Result<(), AttachError> {
         let err = |symbol| move |source| AttachError::Probe { path: path.display().to_string(), symbol, source };
         for (symbol, entry, optional) in ENTRY_PROBES {
             let p = uprobe(&mut self.ebpf, entry).map_err(|_| AttachError::Missing(entry))?;
-            let id = match p.attach(symbol, path, UProbeScope::AllProcesses) {
+            let id = match p.attach(symbol, path, scope) {
                 Ok(id) => id,
                 Err(_) if optional => continue,
                 Err(e) => return Err(err(symbol)(e)),
             };
             file.links.push((entry, id));
             let r = uprobe(&mut self.ebpf, RETURN_PROBE).map_err(|_| AttachError::Missing(RETURN_PROBE))?;
-            let id = r.attach(symbol, path, UProbeScope::AllProcesses).map_err(err(symbol))?;
+            let id = r.attach(symbol, path, scope).map_err(err(symbol))?;
             file.links.push((RETURN_PROBE, id));
         }
         let (symbol, name) = FREE_PROBE;
         let p = uprobe(&mut self.ebpf, name).map_err(|_| AttachError::Missing(name))?;
-        file.links.push((name, p.attach(symbol, path, UProbeScope::AllProcesses).map_err(err(symbol))?));
+        file.links.push((name, p.attach(symbol, path, scope).map_err(err(symbol))?));
         // Names are a bonus: a build without them still gives plaintext.
         for (symbol, name, needs_entry) in NAME_PROBES {
             if needs_entry && !file.links.iter().any(|(n, _)| *n == "trawl_ssl_get_servername") {
                 continue;
             }
             let p = uprobe(&mut self.ebpf, name).map_err(|_| AttachError::Missing(name))?;
-            if let Ok(id) = p.attach(symbol, path, UProbeScope::AllProcesses) {
+            if let Ok(id) = p.attach(symbol, path, scope) {
                 file.links.push((name, id));
             }
         }

@@ -239,6 +239,19 @@ struct SourceArgs {
     /// start without it.
     #[arg(long, value_enum, default_value_t = TlsArg::Auto)]
     tls: TlsArg,
+    /// With --tls: `file` probes OpenSSL for every process mapping a
+    /// targeted pod's libssl (short-lived clients are captured, but
+    /// untargeted processes sharing that file pay the breakpoints);
+    /// `process` probes only the targeted processes each scan finds
+    /// (nothing for the others; a process is captured from the next scan).
+    #[arg(long, value_enum, default_value_t = TlsScopeArg::File)]
+    tls_scope: TlsScopeArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TlsScopeArg {
+    File,
+    Process,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -253,12 +266,18 @@ impl SourceArgs {
         discovery(self.routes, &self.netns_prefix)
     }
 
-    fn tls(&self) -> trawl_host::tls::TlsMode {
-        match self.tls {
-            TlsArg::Auto => trawl_host::tls::TlsMode::Auto,
-            TlsArg::On => trawl_host::tls::TlsMode::On,
-            TlsArg::Off => trawl_host::tls::TlsMode::Off,
-        }
+    fn tls(&self) -> trawl_host::tls::TlsOptions {
+        use trawl_host::tls::{ProbeScope, TlsMode};
+        let mode = match self.tls {
+            TlsArg::Auto => TlsMode::Auto,
+            TlsArg::On => TlsMode::On,
+            TlsArg::Off => TlsMode::Off,
+        };
+        let scope = match self.tls_scope {
+            TlsScopeArg::File => ProbeScope::File,
+            TlsScopeArg::Process => ProbeScope::Process,
+        };
+        trawl_host::tls::TlsOptions { mode, scope }
     }
 }
 
@@ -882,7 +901,7 @@ fn serve(capture: PathBuf, inventory: Vec<PathBuf>, speed: Speed, repeat: bool, 
 
 fn serve_live(
     discovery: Discovery,
-    tls: trawl_host::tls::TlsMode,
+    tls: trawl_host::tls::TlsOptions,
     kube: bool,
     max_flows: u32,
     inventory: Vec<PathBuf>,

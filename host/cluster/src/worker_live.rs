@@ -71,6 +71,7 @@ struct WorkerSink {
     /// The plugins' status, as of the last records taken.
     plugins: Mutex<Vec<WirePluginStatus>>,
     losses: Mutex<trawl_service::workers::Losses>,
+    tls: Mutex<Option<trawl_service::TlsStatus>>,
 }
 
 impl WorkerSink {
@@ -172,6 +173,7 @@ impl trawl_pipeline::live::LiveSink for WorkerSink {
 
     fn tls(&self, status: trawl_service::TlsStatus, ring_full: u64, lost_bytes: u64) {
         tracing::debug!(streams = status.streams, calls = status.calls, "TLS capture");
+        *self.tls.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
         let mut losses = self.losses.lock().unwrap_or_else(PoisonError::into_inner);
         losses.tls_ring_full = ring_full;
         losses.tls_lost_bytes = lost_bytes;
@@ -198,6 +200,7 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
         health: health.clone(),
         plugins: Mutex::new(Vec::new()),
         losses: Mutex::new(Default::default()),
+        tls: Mutex::new(None),
     });
     sink.refresh();
     if live.kube {
@@ -238,6 +241,7 @@ pub fn run_live(opts: WorkerOptions, live: LiveOptions) -> anyhow::Result<()> {
                 bytes: sink.bytes.load(Ordering::Relaxed),
                 ring_drops: sink.ring_drops.load(Ordering::Relaxed),
                 losses: *sink.losses.lock().unwrap_or_else(PoisonError::into_inner),
+                tls: sink.tls.lock().unwrap_or_else(PoisonError::into_inner).clone().map(Box::new),
                 ..Default::default()
             },
             plugins: sink.plugins.lock().unwrap_or_else(PoisonError::into_inner).clone(),

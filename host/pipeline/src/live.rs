@@ -178,7 +178,7 @@ pub struct LiveOptions {
     /// kubeconfig), on top of the inventories.
     pub kube: bool,
     /// TLS plaintext capture through OpenSSL uprobes.
-    pub tls: crate::tls::TlsMode,
+    pub tls: crate::tls::TlsOptions,
 }
 
 /// Keeps an identity in step with the Kubernetes API, on a thread of its
@@ -387,7 +387,7 @@ pub fn dissect(
     }
     let mut tls = match crate::tls::TlsLive::start(opts.tls, TLS_RING_BYTES) {
         Ok(tls) => tls,
-        Err(e) if opts.tls == crate::tls::TlsMode::On => return Err(e.context("--tls on")),
+        Err(e) if opts.tls.mode == crate::tls::TlsMode::On => return Err(e.context("--tls on")),
         Err(e) => {
             let why = format!("{e:#}");
             eprintln!("trawl: TLS plaintext capture is off: {why}");

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use trawl_capture::live::discover::PodInterface;
+pub use trawl_capture::live::tls::ProbeScope;
 use trawl_capture::live::tls::TlsTargets;
 use trawl_core::engine::ConnInfo;
 use trawl_core::flow::{Direction, Endpoint};
@@ -271,6 +272,13 @@ pub enum TlsMode {
     Off,
 }
 
+/// How live capture reads TLS plaintext.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub mode: TlsMode,
+    pub scope: ProbeScope,
+}
+
 /// TLS capture on a live node: the probes and the streams they feed.
 #[derive(Debug)]
 pub struct TlsLive {
@@ -282,11 +290,11 @@ pub struct TlsLive {
 impl TlsLive {
     /// Loads the probes as `mode` says: `Ok(None)` when off, `Err` with the
     /// reason when they cannot run (fatal only for [`TlsMode::On`]).
-    pub fn start(mode: TlsMode, ring_bytes: u32) -> anyhow::Result<Option<TlsLive>> {
-        if mode == TlsMode::Off {
+    pub fn start(opts: TlsOptions, ring_bytes: u32) -> anyhow::Result<Option<TlsLive>> {
+        if opts.mode == TlsMode::Off {
             return Ok(None);
         }
-        let targets = TlsTargets::start(ring_bytes)?;
+        let targets = TlsTargets::start(ring_bytes, opts.scope)?;
         tracing::info!(learner = targets.learner(), "TLS plaintext capture loaded");
         Ok(Some(TlsLive { targets, streams: TlsStreams::default(), last_expire: std::time::Instant::now() }))
     }

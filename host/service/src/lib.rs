@@ -307,16 +307,15 @@ pub struct LiveInterfaces {
     pub tls: Option<TlsStatus>,
 }
 
-/// TLS plaintext capture (OpenSSL uprobes), for `/api/health`.
+/// TLS plaintext capture (OpenSSL uprobes), for `/api/health`; a worker
+/// sends it to the hub in postcard, so no field is ever skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TlsStatus {
     /// Capturing now.
     pub active: bool,
     /// Why not, when it was asked for and cannot run here.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
     /// How the socket under an SSL call is seen on this kernel.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub learner: Option<String>,
     /// Targeted network namespaces and the processes in them.
     pub namespaces: usize,
@@ -324,7 +323,6 @@ pub struct TlsStatus {
     /// Files with OpenSSL probed (`dev:inode`).
     pub files: Vec<String>,
     /// Files that could not be probed, and why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<String>,
     /// SSL calls seen in targeted processes, and plaintext bytes dissected.
     pub calls: u64,

@@ -25,6 +25,8 @@ pub struct WorkerCounters {
     /// A replay that has sent everything.
     pub done: bool,
     pub losses: Losses,
+    /// Its TLS plaintext capture, when live (what runs, or why not).
+    pub tls: Option<Box<crate::TlsStatus>>,
 }
 
 impl WorkerCounters {

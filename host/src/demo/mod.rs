@@ -92,7 +92,7 @@ pub fn run(api: Access, mut replay: ReplayOptions, capture_filter: CaptureFilter
         capture_filter,
         max_flows: 65_536,
         kube: false,
-        tls: crate::tls::TlsMode::Auto,
+        tls: crate::tls::TlsOptions::default(),
     });
     stop.store(true, Ordering::Relaxed);
     let _ = clients.join();

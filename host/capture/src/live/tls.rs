@@ -21,6 +21,21 @@ use trawl_ebpf::tls::{TlsEvent, TlsStats, defines_openssl};
 /// probes come off.
 pub const UNUSED_SCANS: u32 = 6;
 
+/// Whom the probes of a file break into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProbeScope {
+    /// Every process that maps the file; the programs then look only at
+    /// targeted ones. A process is captured from its first call, however
+    /// short-lived, but every process sharing the file (the same image
+    /// layer) pays the breakpoints, targeted or not.
+    #[default]
+    File,
+    /// Only the targeted processes found by a scan: the others pay
+    /// nothing, and a process is captured from the scan after it started
+    /// (every 3 s), so short-lived clients may be missed.
+    Process,
+}
+
 /// One process's view of `/proc`.
 #[derive(Clone, Debug)]
 pub struct ProcessNetns {
@@ -147,6 +162,7 @@ struct Probed {
 #[derive(Debug)]
 pub struct TlsTargets {
     capture: TlsCapture,
+    scope: ProbeScope,
     probed: HashMap<String, Probed>,
     /// Files known not to define OpenSSL (executables that import it, or
     /// none at all), and files that failed: not looked at again.
@@ -158,10 +174,11 @@ pub struct TlsTargets {
 
 impl TlsTargets {
     /// Loads the TLS programs with a ring of `ring_bytes`.
-    pub fn start(ring_bytes: u32) -> Result<Self> {
+    pub fn start(ring_bytes: u32, scope: ProbeScope) -> Result<Self> {
         let capture = TlsCapture::load(ring_bytes).context("TLS capture")?;
         Ok(TlsTargets {
             capture,
+            scope,
             probed: HashMap::new(),
             skipped: HashSet::new(),
             host_netns: netns_of(1),
@@ -221,18 +238,24 @@ impl TlsTargets {
                 if self.skipped.contains(&file.key) {
                     continue;
                 }
-                seen.insert(file.key.clone());
-                if self.probed.contains_key(&file.key) {
+                // Per process, a file's probes are that process's own.
+                let (key, pid) = match self.scope {
+                    ProbeScope::File => (file.key.clone(), None),
+                    ProbeScope::Process => (format!("{}@{}", p.pid, file.key), Some(p.pid)),
+                };
+                seen.insert(key.clone());
+                if self.probed.contains_key(&key) {
                     continue;
                 }
                 if !file.library && !defines_openssl(&file.path).unwrap_or(false) {
+                    seen.remove(&key);
                     self.skipped.insert(file.key);
                     continue;
                 }
-                match self.capture.attach_file(&file.key, &file.path) {
+                match self.capture.attach_file(&key, &file.path, pid) {
                     Ok(probes) => {
-                        tracing::info!(file = %file.path.display(), key = file.key, probes, "TLS capture on OpenSSL");
-                        self.probed.insert(file.key.clone(), Probed { unused_scans: 0 });
+                        tracing::info!(file = %file.path.display(), key, probes, "TLS capture on OpenSSL");
+                        self.probed.insert(key, Probed { unused_scans: 0 });
                     }
                     Err(e) => {
                         tracing::warn!(file = %file.path.display(), error = %e, "cannot probe OpenSSL");
@@ -242,13 +265,16 @@ impl TlsTargets {
                 }
             }
         }
+        // A process's own probes go with it at once; a file's wait a while
+        // (its next process may be starting).
+        let unused_scans = if self.scope == ProbeScope::Process { 1 } else { UNUSED_SCANS };
         let mut gone = Vec::new();
         for (key, probed) in &mut self.probed {
             if seen.contains(key) {
                 probed.unused_scans = 0;
             } else {
                 probed.unused_scans += 1;
-                if probed.unused_scans >= UNUSED_SCANS {
+                if probed.unused_scans >= unused_scans {
                     gone.push(key.clone());
                 }
             }
