@@ -18,6 +18,8 @@ for pair in redis-server:redis-server redis-cli:redis-tools redis-benchmark:redi
 done
 # The eBPF programs are C, built by ebpf/build.rs with clang and libbpf's headers.
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+# A TLS client with OpenSSL linked in statically (tests/live_tls.rs).
+[ -f /usr/lib/x86_64-linux-gnu/libssl.a ] || need+=(libssl-dev)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
     echo "== installing ${need[*]}"
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

@@ -11,6 +11,7 @@
 //! - the L4 edge is what the client's veth carried (tcpdump), ciphertext
 //!   and all;
 //! - a TLS connection between two untargeted pods yields no records;
+//! - a client with OpenSSL linked in statically is found by its symbols;
 //! - after `kill -9`, bpftool shows none of its uprobe links left, and no
 //!   process keeps a breakpoint;
 //! - with `--tls-scope process`, only the targeted pods' processes get
@@ -135,7 +136,17 @@ fn tls_plaintext_is_dissected_like_cleartext_and_nothing_is_left_attached() {
     if !support::root_or_skip() {
         return;
     }
-    if !tools_or_skip(&["nginx", "curl", "openssl", "redis-server", "redis-cli", "python3", "tcpdump", "bpftool"]) {
+    if !tools_or_skip(&[
+        "nginx",
+        "curl",
+        "openssl",
+        "redis-server",
+        "redis-cli",
+        "python3",
+        "tcpdump",
+        "bpftool",
+        "gcc",
+    ]) {
         return;
     }
     let dir = scratch("live-tls");
@@ -329,6 +340,27 @@ fn tls_plaintext_is_dissected_like_cleartext_and_nothing_is_left_attached() {
     let vault_log = access("vault").lines().count() - vault_before;
     assert_eq!(vault_log, 3);
     assert!(l7.keys().all(|id| !id.contains("pod/other/")), "{l7:#?}");
+
+    // OpenSSL linked into the executable (no libssl.so mapped), calling the
+    // untargeted vault: only the client's side can give the plaintext.
+    let client = dir.join("static_tls_client");
+    let built = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&client)
+        .arg(support::project_root().join("tests/e2e/static_tls_client.c"))
+        .args(["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-lpthread", "-ldl"])
+        .status()
+        .unwrap();
+    assert!(built.success(), "gcc (libssl-dev's static libraries) failed: {built}");
+    // It waits for a rescan to find it before it connects.
+    let out =
+        run(lab.command("client", client.to_str().unwrap()).args([&vault_ip.to_string(), "8443", "/static", "3", "5"]));
+    assert_eq!(out.lines().filter(|l| l.starts_with("HTTP/1.1 200")).count(), 3, "{out}");
+    let static_id = "pod/shop/client|pod/other/vault|http";
+    support::wait_for("the static client's edge", || {
+        map(port, "").get(static_id).is_some_and(|e| e["tls_requests"].as_u64() == Some(3))
+    });
+    assert_eq!(access("vault").lines().filter(|l| l.contains(" /static/")).count(), 3);
 
     // L4 stays what the wire carried (ciphertext): client → web on 8443.
     std::thread::sleep(Duration::from_secs(2));
