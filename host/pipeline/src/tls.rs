@@ -58,6 +58,8 @@ pub struct TlsStreamStats {
     pub gap_bytes: u64,
     /// Plaintext bytes handed to the dispatcher.
     pub bytes: u64,
+    /// Streams ended early to stay within [`MAX_STREAMS`].
+    pub evicted: u64,
 }
 
 #[derive(Debug)]
@@ -182,10 +184,8 @@ impl TlsStreams {
     }
 
     fn begin(&mut self, chunk: &TlsChunk<'_>, target: &mut dyn StreamTarget) {
-        if self.tracked.len() >= MAX_STREAMS
-            && let Some(oldest) = self.tracked.iter().min_by_key(|(_, t)| t.last_ns).map(|(k, _)| *k)
-        {
-            self.end(oldest, target);
+        if self.tracked.len() >= MAX_STREAMS {
+            self.evict_oldest(target);
         }
         let owner = conn_key(&chunk.tuple);
         let retired_by_other = self
@@ -221,6 +221,18 @@ impl TlsStreams {
             }
         };
         self.tracked.insert(chunk.key, Tracked { tuple: chunk.tuple, role, last_ns: chunk.ts.0 });
+    }
+
+    /// Full: the least recently active eighth ends at once, so a flood of
+    /// new connections costs one pass per eighth, not one per connection.
+    fn evict_oldest(&mut self, target: &mut dyn StreamTarget) {
+        let mut by_age: Vec<(u64, TlsConnKey)> = self.tracked.iter().map(|(k, t)| (t.last_ns, *k)).collect();
+        let n = (by_age.len() / 8).max(1);
+        by_age.select_nth_unstable(n - 1);
+        self.stats.evicted += n as u64;
+        for (_, key) in by_age.into_iter().take(n) {
+            self.end(key, target);
+        }
     }
 
     /// The SSL object is gone: both directions finish.
@@ -342,6 +354,7 @@ impl TlsLive {
             streams: streams.streams,
             untargeted: streams.untargeted,
             duplicate_chunks: streams.duplicate_chunks,
+            evicted: streams.evicted,
         };
         (status, kernel.ring_full, kernel.lost_bytes)
     }
@@ -479,6 +492,32 @@ mod tests {
         streams.event(chunk(7, "10.0.0.1:40000", "10.0.0.2:8443", TlsDirection::Read, 0, b"200"), &mut seen);
         assert_eq!(seen.conns.len(), 1);
         assert_eq!(streams.stats().duplicate_chunks, 2);
+    }
+
+    #[test]
+    fn a_full_table_lets_the_least_recently_active_eighth_go() {
+        let mut streams = TlsStreams::default();
+        let mut seen = Seen { wanted: true, ..Seen::default() };
+        for i in 0..MAX_STREAMS as u64 + 1 {
+            let chunk = TlsChunk {
+                key: TlsConnKey { tgid: 7, ssl: i },
+                tuple: TlsTuple {
+                    local: ep(&format!("10.0.0.1:{}", 1024 + i % 60_000)),
+                    peer: ep(&format!("10.0.{}.2:443", i / 60_000)),
+                },
+                netns: 1,
+                ts: Timestamp(i + 1),
+                direction: TlsDirection::Write,
+                offset: 0,
+                data: b"x",
+            };
+            streams.event(TlsEvent::Chunk(chunk), &mut seen);
+        }
+        assert_eq!(streams.stats().evicted, MAX_STREAMS as u64 / 8);
+        assert_eq!(streams.tracked.len(), MAX_STREAMS + 1 - MAX_STREAMS / 8);
+        // The oldest went: the first stream closed, the last is open.
+        assert!(seen.closed.contains(&seen.conns[0].id));
+        assert!(streams.tracked.contains_key(&TlsConnKey { tgid: 7, ssl: MAX_STREAMS as u64 }));
     }
 
     #[test]

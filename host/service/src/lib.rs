@@ -333,6 +333,9 @@ pub struct TlsStatus {
     /// Chunks left out because the connection's other end, on this node,
     /// already gave them.
     pub duplicate_chunks: u64,
+    /// Streams ended early because the most were open (their records may
+    /// be cut short).
+    pub evicted: u64,
 }
 
 impl GraphState {
