@@ -197,13 +197,7 @@ impl FlowCounters {
     fn attach_tracepoints(ebpf: &mut Ebpf) -> Result<(), String> {
         ensure_tracefs()?;
         for (name, category, event) in TRACEPOINTS {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("the eBPF object has no {name}"))?
-                .try_into()
-                .map_err(|e| format!("{name}: {e}"))?;
-            program.load().map_err(|e| format!("{name}: {e}"))?;
-            program.attach(category, event).map_err(|e| format!("{category}:{event}: {e}"))?;
+            attach_tracepoint(ebpf, name, category, event)?;
         }
         Ok(())
     }
@@ -366,6 +360,27 @@ impl FlowCounters {
         let sum = |i: u32| map.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
         EbpfStats { packets: sum(0), skipped: sum(1), map_full: sum(2), evicted: 0 }
     }
+}
+
+/// Program `name` of `ebpf` as its type (`TracePoint`, `FEntry`, …), or
+/// why not, for status messages.
+pub(crate) fn program_as<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("the eBPF object has no {name}"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// Loads tracepoint program `name` and attaches it to `category:event`
+/// for the life of this process.
+pub(crate) fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, category: &str, event: &str) -> Result<(), String> {
+    let program: &mut TracePoint = program_as(ebpf, name)?;
+    program.load().map_err(|e| format!("{name}: {e}"))?;
+    program.attach(category, event).map_err(|e| format!("{category}:{event}: {e}"))?;
+    Ok(())
 }
 
 /// Mounts tracefs if it is not: tracepoint programs need it to find

@@ -6,10 +6,10 @@
 //! [`TlsCapture::set_netns`]. Like the TCX links, every probe lives in an
 //! fd of this process, so it goes when trawl exits, even on `kill -9`.
 
-use crate::loader::{LoadError, unmapped};
+use crate::loader::{LoadError, program_as, unmapped};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
-use aya::programs::{FEntry, KProbe, TracePoint, UProbe};
+use aya::programs::{FEntry, KProbe, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -29,11 +29,9 @@ const RETURN_PROBE: &str = "trawl_ssl_ret";
 const FREE_PROBE: (&str, &str) = ("SSL_free", "trawl_ssl_free");
 /// The server name: set by a client (`SSL_ctrl`), asked for by a server
 /// (`SSL_get_servername`, whose return probe reads it). Optional.
-const NAME_PROBES: [(&str, &str, bool); 3] = [
-    ("SSL_ctrl", "trawl_ssl_ctrl", false),
-    ("SSL_get_servername", "trawl_ssl_get_servername", false),
-    ("SSL_get_servername", "trawl_ssl_get_servername_ret", true),
-];
+const CLIENT_NAME_PROBE: (&str, &str) = ("SSL_ctrl", "trawl_ssl_ctrl");
+const SERVER_NAME_PROBES: (&str, &str, &str) =
+    ("SSL_get_servername", "trawl_ssl_get_servername", "trawl_ssl_get_servername_ret");
 /// Where the socket under an SSL call is learnt, best first (see the C file).
 const LEARNERS: [Learner; 3] = [Learner::Tracepoint, Learner::FEntry, Learner::KProbe];
 const TRACEPOINTS: [(&str, &str); 2] =
@@ -264,7 +262,7 @@ impl TlsCapture {
         }
         let ring = ring_bytes.max(4096).next_power_of_two();
         let mut ebpf = EbpfLoader::new().map_max_entries("tls_events", ring).load(object)?;
-        let names = NAME_PROBES.map(|p| p.1);
+        let names = [CLIENT_NAME_PROBE.1, SERVER_NAME_PROBES.1, SERVER_NAME_PROBES.2];
         for name in ENTRY_PROBES.map(|p| p.1).into_iter().chain([RETURN_PROBE, FREE_PROBE.1]).chain(names) {
             uprobe(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
         }
@@ -301,34 +299,20 @@ impl TlsCapture {
             Learner::Tracepoint => {
                 crate::loader::ensure_tracefs()?;
                 for (name, event) in TRACEPOINTS {
-                    let p: &mut TracePoint = ebpf
-                        .program_mut(name)
-                        .ok_or_else(|| format!("no {name}"))?
-                        .try_into()
-                        .map_err(|e| format!("{name}: {e}"))?;
-                    p.load().map_err(|e| format!("{name}: {e}"))?;
-                    p.attach("sock", event).map_err(|e| format!("sock:{event}: {e}"))?;
+                    crate::loader::attach_tracepoint(ebpf, name, "sock", event)?;
                 }
             }
             Learner::FEntry => {
                 let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
                 for (name, _, function) in KERNEL_FUNCTIONS {
-                    let p: &mut FEntry = ebpf
-                        .program_mut(name)
-                        .ok_or_else(|| format!("no {name}"))?
-                        .try_into()
-                        .map_err(|e| format!("{name}: {e}"))?;
+                    let p: &mut FEntry = program_as(ebpf, name)?;
                     p.load(function, &btf).map_err(|e| format!("{name}: {e}"))?;
                     p.attach().map_err(|e| format!("{function}: {e}"))?;
                 }
             }
             Learner::KProbe => {
                 for (_, name, function) in KERNEL_FUNCTIONS {
-                    let p: &mut KProbe = ebpf
-                        .program_mut(name)
-                        .ok_or_else(|| format!("no {name}"))?
-                        .try_into()
-                        .map_err(|e| format!("{name}: {e}"))?;
+                    let p: &mut KProbe = program_as(ebpf, name)?;
                     p.load().map_err(|e| format!("{name}: {e}"))?;
                     p.attach(function, 0).map_err(|e| format!("{function}: {e}"))?;
                 }
@@ -385,16 +369,32 @@ impl TlsCapture {
         let p = uprobe(&mut self.ebpf, name).map_err(|_| AttachError::Missing(name))?;
         file.links.push((name, p.attach(symbol, path, scope).map_err(err(symbol))?));
         // Names are a bonus: a build without them still gives plaintext.
-        for (symbol, name, needs_entry) in NAME_PROBES {
-            if needs_entry && !file.links.iter().any(|(n, _)| *n == "trawl_ssl_get_servername") {
-                continue;
-            }
-            let p = uprobe(&mut self.ebpf, name).map_err(|_| AttachError::Missing(name))?;
-            if let Ok(id) = p.attach(symbol, path, scope) {
-                file.links.push((name, id));
-            }
+        let (symbol, name) = CLIENT_NAME_PROBE;
+        self.attach_optional(path, scope, symbol, name, file);
+        let (symbol, entry, ret) = SERVER_NAME_PROBES;
+        if self.attach_optional(path, scope, symbol, entry, file) {
+            self.attach_optional(path, scope, symbol, ret, file);
         }
         Ok(())
+    }
+
+    /// Program `name` on `symbol`, if the file has it; whether it went on.
+    fn attach_optional(
+        &mut self,
+        path: &Path,
+        scope: UProbeScope,
+        symbol: &str,
+        name: &'static str,
+        file: &mut FileLinks,
+    ) -> bool {
+        let Ok(p) = uprobe(&mut self.ebpf, name) else { return false };
+        match p.attach(symbol, path, scope) {
+            Ok(id) => {
+                file.links.push((name, id));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn detach_links(&mut self, file: FileLinks) {

@@ -161,10 +161,17 @@ static __always_inline __u32 current_netns(void)
 	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 }
 
-static __always_inline int enter(void *ssl, void *buf, void *len_ptr, __u32 dir)
+// The caller's network namespace if it is a targeted pod's, else 0.
+static __always_inline __u32 targeted_netns(void)
 {
 	__u32 netns = current_netns();
-	if (!bpf_map_lookup_elem(&tls_netns, &netns))
+	return bpf_map_lookup_elem(&tls_netns, &netns) ? netns : 0;
+}
+
+static __always_inline int enter(void *ssl, void *buf, void *len_ptr, __u32 dir)
+{
+	__u32 netns = targeted_netns();
+	if (!netns)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct call c = { .ssl = (__u64)ssl, .buf = (__u64)buf, .len_ptr = (__u64)len_ptr, .dir = dir, .netns = netns };
@@ -352,7 +359,7 @@ int BPF_KPROBE(trawl_ssl_free, void *ssl)
 // The server name (SNI), as a header with the name after it. It needs no
 // tuple: it comes before the connection's first chunk from this process
 // (the ring is causal within a process), and userspace keeps it by SSL*.
-static __always_inline void send_sni(__u64 id, __u64 ssl, const void *name)
+static __always_inline void send_sni(__u64 id, __u64 ssl, const void *name, __u32 netns)
 {
 	__u32 zero = 0;
 	struct chunk *out = bpf_map_lookup_elem(&tls_scratch, &zero);
@@ -368,7 +375,7 @@ static __always_inline void send_sni(__u64 id, __u64 ssl, const void *name)
 	out->h.ts_ns = bpf_ktime_get_ns();
 	out->h.ssl = ssl;
 	out->h.tgid = id >> 32;
-	out->h.netns = current_netns();
+	out->h.netns = netns;
 	out->h.len = n;
 	out->h.dir = DIR_SNI;
 	bpf_ringbuf_output(&tls_events, out, sizeof(out->h) + (n & (MAX_SNI - 1)), BPF_RB_NO_WAKEUP);
@@ -380,10 +387,9 @@ int BPF_KPROBE(trawl_ssl_ctrl, void *ssl, int cmd, long larg, void *parg)
 {
 	if (cmd != SSL_CTRL_SET_TLSEXT_HOSTNAME || !parg)
 		return 0;
-	__u32 netns = current_netns();
-	if (!bpf_map_lookup_elem(&tls_netns, &netns))
-		return 0;
-	send_sni(bpf_get_current_pid_tgid(), (__u64)ssl, parg);
+	__u32 netns = targeted_netns();
+	if (netns)
+		send_sni(bpf_get_current_pid_tgid(), (__u64)ssl, parg, netns);
 	return 0;
 }
 
@@ -398,8 +404,7 @@ struct {
 SEC("uprobe")
 int BPF_KPROBE(trawl_ssl_get_servername, void *ssl)
 {
-	__u32 netns = current_netns();
-	if (!bpf_map_lookup_elem(&tls_netns, &netns))
+	if (!targeted_netns())
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid(), s = (__u64)ssl;
 	bpf_map_update_elem(&tls_servername_calls, &id, &s, BPF_ANY);
@@ -417,7 +422,7 @@ int trawl_ssl_get_servername_ret(struct pt_regs *ctx)
 	bpf_map_delete_elem(&tls_servername_calls, &id);
 	void *name = (void *)PT_REGS_RC(ctx);
 	if (name)
-		send_sni(id, s, name);
+		send_sni(id, s, name, current_netns());
 	return 0;
 }
 

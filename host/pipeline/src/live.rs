@@ -25,7 +25,7 @@ use trawl_capture::live::LiveCounters;
 use trawl_capture::live::discover::PodInterface;
 use trawl_capture::live::packet::{PacketRing, wait_any};
 use trawl_core::{LinkType, Timestamp};
-use trawl_service::{CaptureFilter, LiveInterfaces, SharedState, TlsStatus, lock};
+use trawl_service::{CaptureFilter, SharedState, TlsStatus, lock};
 
 /// Where live capture delivers: the graph service (`trawl serve --live`)
 /// or a worker's outbox for the hub (`trawl worker --live`).
@@ -113,17 +113,15 @@ impl LiveSink for ServiceSink {
     fn interfaces(&self, counted: Vec<String>, mut payload: Vec<String>, ring_drops: u64, reorder_overflow: u64) {
         payload.sort();
         let mut st = lock(&self.0);
-        let tls = st.live().tls.clone();
-        st.set_live(LiveInterfaces { counted, payload, tls });
+        let live = st.live_mut();
+        (live.counted, live.payload) = (counted, payload);
         st.counters_mut().ring_drops = ring_drops;
         st.counters_mut().losses.reorder_overflow = reorder_overflow;
     }
 
     fn tls(&self, status: TlsStatus, ring_full: u64, lost_bytes: u64) {
         let mut st = lock(&self.0);
-        let mut live = st.live().clone();
-        live.tls = Some(status);
-        st.set_live(live);
+        st.live_mut().tls = Some(status);
         st.counters_mut().losses.tls_ring_full = ring_full;
         st.counters_mut().losses.tls_lost_bytes = lost_bytes;
     }

@@ -314,11 +314,10 @@ impl Pipeline {
             for r in records.iter_mut().filter(|r| r.conn.tls) {
                 r.tls_sni = self.tls_names.get(&r.conn.id).cloned();
             }
-            for id in self.tls_closed.drain(..) {
-                self.tls_names.remove(&id);
-            }
         }
-        self.tls_closed.clear();
+        for id in self.tls_closed.drain(..) {
+            self.tls_names.remove(&id);
+        }
         let batch = Batch { records, deltas: self.engine.take_deltas() };
         sink.batch(batch, &Report { engine: &self.engine });
     }

@@ -320,7 +320,9 @@ pub struct TlsStatus {
     /// Targeted network namespaces and the processes in them.
     pub namespaces: usize,
     pub processes: usize,
-    /// Files with OpenSSL probed (`dev:inode`).
+    /// Files with OpenSSL probed: how many, and the first of them
+    /// (`dev:inode`, or `pid@dev:inode` per process).
+    pub probed_files: usize,
     pub files: Vec<String>,
     /// Files that could not be probed, and why.
     pub failed: Vec<String>,
@@ -448,8 +450,8 @@ impl GraphState {
         &self.live
     }
 
-    pub fn set_live(&mut self, live: LiveInterfaces) {
-        self.live = live;
+    pub fn live_mut(&mut self) -> &mut LiveInterfaces {
+        &mut self.live
     }
 
     pub fn workers(&self) -> &std::collections::BTreeMap<String, workers::WorkerHealth> {

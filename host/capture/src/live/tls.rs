@@ -21,6 +21,10 @@ use trawl_ebpf::tls::{TlsEvent, TlsStats, defines_openssl};
 /// probes come off.
 pub const UNUSED_SCANS: u32 = 6;
 
+/// Files (or, per process, process-file pairs) probed at most.
+pub const MAX_PROBED: usize = 1024;
+const FULL: &str = "too many files with OpenSSL";
+
 /// Whom the probes of a file break into.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ProbeScope {
@@ -232,6 +236,7 @@ impl TlsTargets {
         let mut seen: HashSet<String> = HashSet::new();
         let mut failed = Vec::new();
         let mut processes = 0;
+        let mut full = false;
         for p in procs.iter().filter(|p| netns.contains(&p.netns)) {
             processes += 1;
             for file in mapped_files(p.pid) {
@@ -243,18 +248,24 @@ impl TlsTargets {
                     ProbeScope::File => (file.key.clone(), None),
                     ProbeScope::Process => (format!("{}@{}", p.pid, file.key), Some(p.pid)),
                 };
-                seen.insert(key.clone());
                 if self.probed.contains_key(&key) {
+                    seen.insert(key);
                     continue;
                 }
                 if !file.library && !defines_openssl(&file.path).unwrap_or(false) {
-                    seen.remove(&key);
                     self.skipped.insert(file.key);
+                    continue;
+                }
+                // Each file costs a dozen perf events (and fds): a node
+                // with ever more distinct ones is told, not followed.
+                if self.probed.len() >= MAX_PROBED {
+                    full = true;
                     continue;
                 }
                 match self.capture.attach_file(&key, &file.path, pid) {
                     Ok(probes) => {
                         tracing::info!(file = %file.path.display(), key, probes, "TLS capture on OpenSSL");
+                        seen.insert(key.clone());
                         self.probed.insert(key, Probed { unused_scans: 0 });
                     }
                     Err(e) => {
@@ -284,7 +295,11 @@ impl TlsTargets {
             self.capture.detach_file(&key);
         }
         // Failed files are not tried again, so their reasons are kept.
-        failed.splice(0..0, self.last.failed.iter().cloned());
+        let kept = self.last.failed.iter().filter(|f| !f.starts_with(FULL)).cloned();
+        failed.splice(0..0, kept);
+        if full {
+            failed.insert(0, format!("{FULL} ({MAX_PROBED} files): OpenSSL in more files goes unprobed"));
+        }
         failed.truncate(16);
         self.last = TlsScan { netns: netns.len(), processes, files: self.capture.files(), failed };
         Ok(&self.last)
