@@ -101,7 +101,7 @@ async fn hostile_clients_leave_the_server_answering() {
     while let Some(m) = next(&mut flood).await {
         errors += usize::from(m["type"] == "error");
     }
-    assert!(errors > 0, "a flood of subscriptions is refused past the limit");
+    assert!(errors > 0, "a flood of messages is refused past the limit (the refusals arrive before the close)");
 
     // Subscribers beyond the cap get 503; those within keep working.
     let mut held = Vec::new();

@@ -318,6 +318,8 @@ async fn subscriber(ws: WebSocket, state: SharedState, _place: Subscriber) {
                 }
                 this_second += 1;
                 if this_second > 5 * MAX_CLIENT_MESSAGES_PER_SECOND {
+                    let why = format!("more than {} messages a second", 5 * MAX_CLIENT_MESSAGES_PER_SECOND);
+                    close_gracefully(&mut tx, &mut rx, why).await;
                     break;
                 }
                 let reply = if this_second > MAX_CLIENT_MESSAGES_PER_SECOND {
@@ -361,6 +363,33 @@ async fn send_within(tx: &mut futures_util::stream::SplitSink<WebSocket, Message
             false
         }
     }
+}
+
+/// How long a client told to go may take to answer the close.
+const CLOSE_DRAIN: Duration = Duration::from_secs(5);
+
+/// Ends a connection the WebSocket way: a close frame (1008, policy
+/// violation) with the reason, then what the client still sends is read and
+/// dropped until its close comes back. Dropping the socket with its
+/// messages unread would make the kernel answer with a reset, and a reset
+/// throws away the replies the client has not read yet, the refusals among
+/// them.
+async fn close_gracefully(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+    why: String,
+) {
+    if !send_within(tx, Message::close_with(1008u16, why)).await {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        while let Some(Ok(msg)) = rx.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// An `Origin` (if any) naming the host the request was sent to.
