@@ -12,6 +12,8 @@
 #
 # Usage: scripts/bench-live.sh [REQUESTS]   (default 100000 per HTTP run)
 #        IPERF_ROUNDS=5 scripts/bench-live.sh  (only the counters' iperf3 cost)
+#        L7_ONLY=1 TRAWL=/path/to/trawl scripts/bench-live.sh  (another build's L7 rows)
+#        WARMUP=1 ...  (the L7 rows after one untimed HTTP/1.1 batch: steady state)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/wire/nginx.sh
@@ -107,6 +109,7 @@ if [ -n "${IPERF_ROUNDS:-}" ]; then
 fi
 echo "| run | rate | trawl CPU per request | ring drops | records | trawl peak RSS |"
 echo "|---|---|---|---|---|---|"
+if [ -z "${L7_ONLY:-}" ]; then  # L7_ONLY=1: only the L4 + L7 rows (an A/B of builds)
 run "HTTP/1.1 (h2load --h1), no trawl" "$N" h1
 run "h2c (h2load), no trawl" "$N" h2c
 run "Redis (redis-benchmark -P 16), no trawl" $((N * 2)) redis
@@ -115,7 +118,14 @@ start_trawl "--capture-filter ^$"
 run "HTTP/1.1, trawl L4 only" "$N" h1
 run "iperf3, trawl L4 only" 1 bulk
 stop_trawl
+fi
 start_trawl ""
+if [ -n "${WARMUP:-}" ]; then
+    # WARMUP=1: one HTTP/1.1 batch first, so the rows show a running
+    # agent's steady state (its record log full, its heap grown) rather
+    # than a fresh one's growth into memory.
+    run "(warm-up) HTTP/1.1, trawl L4 + L7" "$N" h1
+fi
 if [ -n "${PROFILE:-}" ]; then
     # PROFILE=FILE: a perf profile of trawl during the HTTP/1.1 L7 run.
     perf record -F 999 -g -o "$PROFILE" -p "$TRAWL_PID" >/dev/null 2>&1 & PERF=$!

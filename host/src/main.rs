@@ -13,6 +13,10 @@ use trawl_host::replay::{self, Emit, MapKind, ReplayOptions};
 use trawl_host::service::auth::Access;
 use trawl_sdk::redact::{Level, Policy};
 
+/// Every allocation the agent makes (see the workspace's Cargo.toml for why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod mcp_cmd;
 mod plugin_cmd;
 mod source;

@@ -132,17 +132,25 @@ fn standalone_manifest(sdk: &str, workspace: &str) -> String {
         if skip_table {
             continue;
         }
-        let inherited = line.split_once(".workspace = true").map(|(k, _)| k.trim().to_string());
-        match inherited {
-            Some(key) => {
-                let from = if table == "[package]" { "[workspace.package]" } else { "[workspace.dependencies]" };
-                let value = tables.get(from).and_then(|t| t.get(&key)).cloned().unwrap_or_else(|| "\"*\"".into());
-                out.push_str(&format!("{key} = {value}\n"));
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
+        let from = if table == "[package]" { "[workspace.package]" } else { "[workspace.dependencies]" };
+        let inherited =
+            |key: &str| tables.get(from).and_then(|t| t.get(key)).cloned().unwrap_or_else(|| "\"*\"".into());
+        if let Some((key, _)) = line.split_once(".workspace = true") {
+            let key = key.trim();
+            out.push_str(&format!("{key} = {}\n", inherited(key)));
+        } else if let Some((key, rest)) = line.split_once("= { workspace = true") {
+            // `name = { workspace = true, optional = true }`: the workspace's
+            // entry with these keys added.
+            let key = key.trim();
+            let value = inherited(key);
+            let base = match value.trim().strip_prefix('{').and_then(|v| v.trim_end().strip_suffix('}')) {
+                Some(table) => table.trim().to_string(),
+                None => format!("version = {value}"),
+            };
+            out.push_str(&format!("{key} = {{ {base}{}\n", rest.trim_end()));
+        } else {
+            out.push_str(line);
+            out.push('\n');
         }
     }
     out

@@ -50,6 +50,9 @@ lab_prepare() {
     for pair in "$@"; do
         command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair##*:}" >/dev/null; }
     done
-    cargo build --release -q -p trawl-host
-    TRAWL="$CARGO_TARGET_DIR/release/trawl"
+    # TRAWL=PATH runs that binary instead (an A/B against another build).
+    if [ -z "${TRAWL:-}" ]; then
+        cargo build --release -q -p trawl-host
+        TRAWL="$CARGO_TARGET_DIR/release/trawl"
+    fi
 }

@@ -157,7 +157,7 @@ impl Policy {
             return false;
         }
         SECRET_HEADERS.contains(&lower)
-            || SECRET_WORDS.iter().any(|w| lower.contains(w))
+            || has_secret_word(lower)
             || self.headers.iter().any(|h| h == lower)
             || (self.level == Level::Strict && !STRICT_KEEP.contains(&lower) && !URL_HEADERS.contains(&lower))
     }
@@ -360,6 +360,16 @@ impl Policy {
     }
 }
 
+/// Whether a lower-case header name contains one of [`SECRET_WORDS`]. It
+/// runs on every header of every record, in the plugin and again in the
+/// host: one pass over the name's bytes, where `str::contains` would set up
+/// a substring searcher per word (that setup was an eighth of the HTTP
+/// plugin's time).
+fn has_secret_word(lower: &str) -> bool {
+    let b = lower.as_bytes();
+    (0..b.len()).any(|i| SECRET_WORDS.iter().any(|w| w.as_bytes()[0] == b[i] && b[i..].starts_with(w.as_bytes())))
+}
+
 /// `name` in ASCII lower case: in `buf` when it fits (header names
 /// nearly always do, so checking a header allocates nothing).
 fn lowered<'a>(name: &'a str, buf: &'a mut [u8; 64]) -> Cow<'a, str> {
@@ -403,6 +413,18 @@ mod tests {
 
     fn default() -> Policy {
         Policy::default()
+    }
+
+    #[test]
+    fn secret_words_are_found_anywhere_in_a_name() {
+        for name in ["x-api-key", "x-auth-token", "passwd", "keyring", "x-session", "secret", "tokens", "a", "", "x-k"]
+        {
+            let by_search = SECRET_WORDS.iter().any(|w| name.contains(w));
+            assert_eq!(has_secret_word(name), by_search, "{name}");
+        }
+        for name in ["accept", "content-type", "user-agent", "host", "x-request-id", "x-pas", "sessio"] {
+            assert!(!has_secret_word(name), "{name}");
+        }
     }
 
     #[test]

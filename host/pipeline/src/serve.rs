@@ -194,32 +194,38 @@ impl Sink for Publisher {
 
     /// Never waits for the service's readers (see `Graph::update`).
     fn batch(&mut self, batch: Batch, report: &Report<'_>) {
-        let (stats, dispatch, status, now) = (report.stats(), report.dispatch(), report.plugins(), report.now());
-        let losses = report.losses();
-        let with_l4 = self.with_l4;
-        self.state.update(move |st| {
-            for h in batch.records {
-                let (record, src, dst) = to_l7(h, st.identity());
-                st.add_record(record, &src, &dst);
+        self.state.update(batch_change(batch, report, self.with_l4));
+    }
+}
+
+/// What a pipeline's batch changes in the graph service, ready to apply on
+/// any thread: its records (their ends resolved then), and with `with_l4`
+/// its flow deltas and packet counters; plugin status and counters.
+pub fn batch_change(batch: Batch, report: &Report<'_>, with_l4: bool) -> impl FnOnce(&mut GraphState) + Send + 'static {
+    let (stats, dispatch, status, now) = (report.stats(), report.dispatch(), report.plugins(), report.now());
+    let losses = report.losses();
+    move |st: &mut GraphState| {
+        for h in batch.records {
+            let (record, src, dst) = to_l7(h, st.identity());
+            st.add_record(record, &src, &dst);
+        }
+        if with_l4 {
+            for d in &batch.deltas {
+                st.add_delta(d);
             }
-            if with_l4 {
-                for d in &batch.deltas {
-                    st.add_delta(d);
-                }
-                st.counters_mut().packets = stats.frames;
-                st.counters_mut().bytes = stats.frame_bytes;
-                st.counters_mut().packets_dropped = stats.skipped_malformed
-                    + stats.skipped_non_ip
-                    + stats.skipped_other_ip_protocol
-                    + stats.skipped_unsupported_link
-                    + stats.skipped_unattributed_fragments;
-            }
-            st.counters_mut().plugin_faults = status.iter().map(|p| p.faults).sum();
-            st.counters_mut().streams_not_targeted = dispatch.not_targeted;
-            st.counters_mut().losses.set_engine(&losses);
-            st.set_plugins(status);
-            st.advance_to(now);
-        });
+            st.counters_mut().packets = stats.frames;
+            st.counters_mut().bytes = stats.frame_bytes;
+            st.counters_mut().packets_dropped = stats.skipped_malformed
+                + stats.skipped_non_ip
+                + stats.skipped_other_ip_protocol
+                + stats.skipped_unsupported_link
+                + stats.skipped_unattributed_fragments;
+        }
+        st.counters_mut().plugin_faults = status.iter().map(|p| p.faults).sum();
+        st.counters_mut().streams_not_targeted = dispatch.not_targeted;
+        st.counters_mut().losses.set_engine(&losses);
+        st.set_plugins(status);
+        st.advance_to(now);
     }
 }
 

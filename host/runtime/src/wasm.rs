@@ -92,6 +92,11 @@ impl WasmRuntime {
     pub fn new(limits: SandboxLimits) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // For profiling plugins: `TRAWL_WASM_PROFILE=perfmap` names the
+        // compiled guest functions in /tmp/perf-PID.map for `perf report`.
+        if std::env::var("TRAWL_WASM_PROFILE").is_ok_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e:#}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker, stop_flag) = (engine.clone(), Arc::clone(&stop));
