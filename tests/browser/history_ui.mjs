@@ -125,12 +125,12 @@ await page.getByTestId('time-live').click();
 await waitEdges(ALL, null, 'live');
 const off = await page.evaluate(() => window.__trawl.compareStatus('pod/shop/client|pod/shop/new|http'));
 if (off !== null) await fail(`compare mode stayed on live: ${off}`);
-// Health by error rate and by latency (`--health-latency 20,1000`).
+// Health by error rate and by latency (`--health-latency 40,1000`).
 const health = await page.evaluate(() => Object.fromEntries(['new', 'gone', 'flaky', 'slow', 'steady'].map((s) => [s, window.__trawl.edgeHealth(`pod/shop/client|pod/shop/${s}|http`)])));
 const wantHealth = { new: 'ok', gone: 'ok', flaky: 'failing', slow: 'degraded', steady: 'ok' };
 if (JSON.stringify(health) !== JSON.stringify(wantHealth)) await fail(`health: ${JSON.stringify(health)}`);
 const legendHealth = await page.getByTestId('legend-health').textContent();
-if (!/p99 ≥ 20 ms/.test(legendHealth)) await fail(`the legend does not give the latency threshold: ${legendHealth}`);
+if (!/p99 ≥ 40 ms/.test(legendHealth)) await fail(`the legend does not give the latency threshold: ${legendHealth}`);
 await page.screenshot({ path: join(shots, 'history-live-health.png') });
 console.log('history ui: window from the URL, one step back and forward, compare mode, live again: ok');
 await browser.close();

@@ -224,7 +224,7 @@ impl Dissector for Http {
             conn.finish_response(out);
         }
         while let Some(p) = conn.pending.pop_front() {
-            out.record(record(Some(&p), None));
+            out.record(record(Some(p), None));
         }
     }
 }
@@ -288,7 +288,7 @@ impl HttpConn {
                 if self.pending.len() >= MAX_PENDING
                     && let Some(old) = self.pending.pop_front()
                 {
-                    out.record(record(Some(&old), None));
+                    out.record(record(Some(old), None));
                 }
                 self.pending.push_back(pending);
                 match body {
@@ -393,8 +393,8 @@ impl HttpConn {
     }
 
     fn finish_response(&mut self, out: &mut Output) {
-        if let Some(r) = self.response.take() {
-            out.record(record(r.request.as_ref(), Some(&r)));
+        if let Some(mut r) = self.response.take() {
+            out.record(record(r.request.take(), Some(r)));
         }
     }
 }
@@ -442,18 +442,24 @@ fn apply_body_step(step: Step, target: Option<(&mut u64, &mut u64)>, phase: &mut
     Progress::Done { consumed: consumed as u32 }
 }
 
-/// The header fields as a map, secrets redacted (`trawl_sdk::redact`).
-fn headers_value(head: &Head) -> Value {
+/// The header fields as a map, secrets redacted (`trawl_sdk::redact`). It
+/// takes the parsed headers: their strings move into the record, where
+/// copying them was a quarter of the plugin's allocations.
+fn headers_value(headers: Vec<(String, String)>) -> Value {
     let mut map: BTreeMap<String, Value> = BTreeMap::new();
-    for (name, value) in &head.headers {
-        let value = redact::header_value(name, value);
-        match map.get_mut(name) {
+    for (name, value) in headers {
+        let redacted = match redact::header_value(&name, &value) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(r) => Some(r),
+        };
+        let value = redacted.unwrap_or(value);
+        match map.get_mut(&name) {
             Some(Value::Str(existing)) => {
                 existing.push_str(", ");
                 existing.push_str(&value);
             }
             _ => {
-                map.insert(name.clone(), Value::Str(value.into_owned()));
+                map.insert(name, Value::Str(value));
             }
         }
     }
@@ -461,9 +467,10 @@ fn headers_value(head: &Head) -> Value {
 }
 
 /// Builds the record of a request and its response (either may be missing).
-fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
+fn record(req: Option<Pending>, resp: Option<Response>) -> Record {
     let mut fields: BTreeMap<String, Value> = BTreeMap::new();
     let mut r = Record::default();
+    let (answers_a_request, interim_bytes) = (req.is_some(), req.as_ref().map_or(0, |p| p.interim_bytes));
     if let Some(p) = req {
         let target = redact::target(p.head.target.as_str());
         let target = target.as_ref();
@@ -483,7 +490,7 @@ fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
         fields.insert("http_version".into(), p.head.version.as_str().into());
         fields.insert("request_header_size".into(), (p.head.size as u64).into());
         fields.insert("request_body_size".into(), p.body_len.into());
-        fields.insert("request_headers".into(), headers_value(&p.head));
+        fields.insert("request_headers".into(), headers_value(p.head.headers));
         if p.head.malformed {
             fields.insert("malformed_request".into(), Value::Bool(true));
         }
@@ -496,19 +503,19 @@ fn record(req: Option<&Pending>, resp: Option<&Response>) -> Record {
         r.status_code = Some(status);
         r.error = status >= 400;
         // Interim 1xx responses were sent for this request too.
-        r.response_size = req.map_or(0, |p| p.interim_bytes) + resp.head.size as u64 + resp.body_wire;
+        r.response_size = interim_bytes + resp.head.size as u64 + resp.body_wire;
         r.response_ts = Some(resp.ts);
         fields.insert("status_code".into(), Value::Int(status));
         fields.insert("status_phrase".into(), resp.head.reason.as_str().into());
-        if req.is_none() {
+        if !answers_a_request {
             fields.insert("http_version".into(), resp.head.version.as_str().into());
         }
         fields.insert("response_header_size".into(), (resp.head.size as u64).into());
         fields.insert("response_body_size".into(), resp.body_len.into());
-        fields.insert("response_headers".into(), headers_value(&resp.head));
         if status == 101 {
             fields.insert("upgrade".into(), resp.head.header("upgrade").unwrap_or("").into());
         }
+        fields.insert("response_headers".into(), headers_value(resp.head.headers));
     }
     r.fields = fields;
     r
