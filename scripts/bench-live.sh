@@ -14,6 +14,7 @@
 #        IPERF_ROUNDS=5 scripts/bench-live.sh  (only the counters' iperf3 cost)
 #        L7_ONLY=1 TRAWL=/path/to/trawl scripts/bench-live.sh  (another build's L7 rows)
 #        WARMUP=1 ...  (the L7 rows after one untimed HTTP/1.1 batch: steady state)
+#        RECORD=DIR scripts/bench-live.sh  (no trawl: the HTTP/1.1 and Redis loads as pcaps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/wire/nginx.sh
@@ -105,6 +106,22 @@ if [ -n "${IPERF_ROUNDS:-}" ]; then
         stop_trawl
         echo "| $round | $without | $with |"
     done
+    exit 0
+fi
+if [ -n "${RECORD:-}" ]; then
+    # RECORD=DIR: no trawl; the HTTP/1.1 and Redis loads recorded with
+    # tcpdump on the server pod's host-side veth, as DIR/h1.pcap and
+    # DIR/redis.pcap with DIR/inventory.json, for replay A/B runs.
+    mkdir -p "$RECORD"
+    cp "$WORK/inventory.json" "$RECORD/inventory.json"
+    for what in h1 redis; do
+        tcpdump -i "${P}v0" -s 0 -B 65536 -w "$RECORD/$what.pcap" >/dev/null 2>&1 & TCPDUMP=$!
+        sleep 1
+        "$what" >/dev/null 2>&1
+        sleep 1
+        kill -INT "$TCPDUMP"; wait "$TCPDUMP" || true
+    done
+    ls -l "$RECORD"
     exit 0
 fi
 echo "| run | rate | trawl CPU per request | ring drops | records | trawl peak RSS |"
