@@ -14,7 +14,7 @@
 use crate::pipeline::{Batch, Cadence, Pipeline, Report, Sink, TickClock};
 use crate::replay::{ReplayOptions, load_identity};
 use crate::replay_l7::plugins_for;
-use crate::serve::{Publisher, serve_state};
+use crate::serve::serve_state;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -138,16 +138,15 @@ impl LiveSink for ServiceSink {
     }
 
     fn batch(&self, batch: Batch, report: &Report<'_>) {
+        let change = crate::serve::batch_change(batch, report, false);
         match &self.1 {
+            // The ingest thread is gone only if it panicked: apply here.
             Some(ingest) => {
-                // The ingest thread is gone only if it panicked: apply here.
-                if let Err(std::sync::mpsc::SendError(change)) =
-                    ingest.send(Box::new(crate::serve::batch_change(batch, report, false)))
-                {
+                if let Err(std::sync::mpsc::SendError(change)) = ingest.send(Box::new(change)) {
                     self.0.update(change);
                 }
             }
-            None => Publisher { state: self.0.clone(), with_l4: false }.batch(batch, report),
+            None => self.0.update(change),
         }
     }
 
