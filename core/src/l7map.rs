@@ -458,9 +458,9 @@ mod tests {
             workload: None,
             resolution_status: crate::identity::ResolutionStatus::Unresolved,
         };
-        let mut fields = serde_json::Map::new();
+        let mut fields = trawl_sdk::Fields::new();
         if let Some(h) = host {
-            fields.insert("host".into(), h.into());
+            fields.insert("host", h);
         }
         L7Record {
             protocol: "http".into(),

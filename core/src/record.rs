@@ -46,7 +46,9 @@ pub struct L7Record {
     pub dst: RecordEndpoint,
     /// Plugin that produced it: name, version and generation.
     pub plugin: PluginRef,
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The plugin's fields as it built them; JSON shows the values plainly.
+    #[serde(serialize_with = "trawl_sdk::fields::serialize_plain")]
+    pub fields: trawl_sdk::Fields,
     /// The exchange was TLS on the wire, read as plaintext at the TLS
     /// library (shown only when true).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -64,16 +66,6 @@ pub struct PluginRef {
     pub generation: u64,
 }
 
-/// About how many bytes a JSON value holds in memory.
-fn json_size(v: &serde_json::Value) -> usize {
-    match v {
-        serde_json::Value::String(s) => 32 + s.len(),
-        serde_json::Value::Array(a) => 32 + a.iter().map(json_size).sum::<usize>(),
-        serde_json::Value::Object(o) => 32 + o.iter().map(|(k, v)| 64 + k.len() + json_size(v)).sum::<usize>(),
-        _ => 32,
-    }
-}
-
 impl L7Record {
     /// About how many bytes this record holds in memory: what the record
     /// log's byte budget counts.
@@ -89,7 +81,7 @@ impl L7Record {
             + self.plugin.version.len()
             + end(&self.src)
             + end(&self.dst)
-            + self.fields.iter().map(|(k, v)| 64 + k.len() + json_size(v)).sum::<usize>()
+            + self.fields.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum::<usize>()
     }
 
     /// The time the exchange is filed under: its request, else its response.

@@ -30,8 +30,8 @@
 //! | `log` | `(level: i32, ptr: i32, len: i32)` |
 //! | `abi_version` | `() -> i32` |
 
+use crate::fields::{Fields, Key};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// The ABI version this SDK speaks.
@@ -317,7 +317,7 @@ pub struct Record {
     /// its response): the host swaps source and destination.
     pub request_dir: Dir,
     /// Filterable variables, named as in Kubeshark's KFL2.
-    pub fields: BTreeMap<String, Value>,
+    pub fields: Fields,
 }
 
 /// A field value. Decoding is bounded (see [`crate::value`]): nesting at
@@ -330,7 +330,7 @@ pub enum Value {
     Float(f64),
     Str(String),
     List(Vec<Value>),
-    Map(BTreeMap<String, Value>),
+    Map(Fields),
 }
 
 impl Value {
@@ -343,6 +343,28 @@ impl Value {
             Value::List(l) => 24 + l.iter().map(Value::approx_size).sum::<usize>(),
             Value::Map(m) => 24 + m.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum::<usize>(),
         }
+    }
+
+    /// The string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, if it is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// A view that serializes plainly (`"x"`, `3`, `[..]`, `{..}`), for
+    /// JSON, where this type's own `Serialize` names each variant.
+    pub fn plain(&self) -> crate::fields::Plain<'_> {
+        crate::fields::Plain::Value(self)
     }
 }
 
@@ -379,14 +401,15 @@ impl Record {
     }
 
     /// Adds a field: `record.field("memcached_key", key).field("hit", true)`.
-    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+    /// A literal name is borrowed, not copied.
+    pub fn field(mut self, name: impl Into<Key>, value: impl Into<Value>) -> Self {
         self.set(name, value);
         self
     }
 
     /// Sets a field in place.
-    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
-        self.fields.insert(name.to_string(), value.into());
+    pub fn set(&mut self, name: impl Into<Key>, value: impl Into<Value>) {
+        self.fields.insert(name, value);
     }
 
     /// About how many bytes this record holds (see [`Value::approx_size`]).
@@ -457,6 +480,11 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 impl From<bool> for Value {
     fn from(v: bool) -> Self {
         Value::Bool(v)
+    }
+}
+impl From<Fields> for Value {
+    fn from(f: Fields) -> Self {
+        Value::Map(f)
     }
 }
 impl<T: Into<Value>> From<Vec<T>> for Value {

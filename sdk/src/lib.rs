@@ -60,6 +60,7 @@
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 pub mod abi;
+pub mod fields;
 #[doc(hidden)]
 pub mod glue;
 pub mod pending;
@@ -69,6 +70,7 @@ pub mod testing;
 pub mod value;
 
 pub use abi::{ConnMeta, DataResult, Dir, Event, L4, PluginInfo, Probe, Record, Status, Value};
+pub use fields::Fields;
 pub use glue::Guest;
 pub use pending::Pending;
 

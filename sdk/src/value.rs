@@ -5,9 +5,9 @@
 //! per value cannot become gigabytes of them.
 
 use crate::abi::Value;
+use crate::fields::{Fields, Key};
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// Deepest nesting of lists and maps a value may have.
@@ -160,24 +160,32 @@ impl<'de> Visitor<'de> for ListOf {
 }
 
 impl<'de> DeserializeSeed<'de> for MapOf {
-    type Value = BTreeMap<String, Value>;
+    type Value = Fields;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for MapOf {
-    type Value = BTreeMap<String, Value>;
+    type Value = Fields;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of values")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = BTreeMap::new();
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(CAUTIOUS));
         while let Some(k) = map.next_key::<String>()? {
             let v = map.next_value_seed(At(self.0.0))?;
-            out.insert(k, v);
+            out.push((Key::Owned(k), v));
         }
-        Ok(out)
+        // Sorted already when a trawl SDK wrote it; sorted once otherwise.
+        Ok(Fields::from_entries(out))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    /// A record's fields: its values are at the top, depth 0.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        MapOf(Nested(0)).deserialize(d)
     }
 }
 
@@ -201,9 +209,9 @@ mod tests {
 
     #[test]
     fn values_round_trip_in_postcard_and_json() {
-        let mut m = BTreeMap::new();
-        m.insert("k".to_string(), Value::List(vec![Value::Int(-3), Value::Float(1.5), Value::Bool(true)]));
-        m.insert("s".to_string(), Value::from("x"));
+        let mut m = Fields::new();
+        m.insert("k", Value::List(vec![Value::Int(-3), Value::Float(1.5), Value::Bool(true)]));
+        m.insert("s", "x");
         let v = Value::Map(m);
         let bytes = postcard::to_allocvec(&v).unwrap();
         assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), v);

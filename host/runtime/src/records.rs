@@ -1,25 +1,11 @@
 //! Turning what plugins report into L7 records: endpoints, workloads,
-//! latency and plain JSON fields.
+//! latency; the plugin's fields move over as they are.
 
 use crate::HostRecord;
 use std::sync::Arc;
 use trawl_core::identity::{Identity, ResolutionStatus};
 use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
 use trawl_core::{Endpoint, Timestamp, Workload};
-use trawl_sdk::abi::Value;
-
-/// A plugin's field value as JSON, taken by value: strings move, nothing is copied.
-fn json(v: Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Bool(b) => serde_json::Value::Bool(b),
-        Value::Int(i) => serde_json::Value::from(i),
-        Value::Float(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number),
-        Value::Str(s) => serde_json::Value::String(s),
-        Value::List(l) => serde_json::Value::Array(l.into_iter().map(json).collect()),
-        Value::Map(m) => serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, json(v))).collect()),
-    }
-}
 
 /// An endpoint of a record with its resolved workload.
 fn record_endpoint(e: &RecordEndpoint, w: &Workload, resolution_status: ResolutionStatus) -> RecordEndpoint {
@@ -70,7 +56,7 @@ pub fn unresolved_l7(h: HostRecord) -> L7Record {
         src: unresolved_end(src),
         dst: unresolved_end(dst),
         plugin: PluginRef { name: h.plugin, version: h.plugin_version, generation: h.generation },
-        fields: r.fields.into_iter().map(|(k, v)| (k, json(v))).collect(),
+        fields: r.fields,
     }
 }
 

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use trawl_core::l7map::LegendEntry;
 use trawl_core::record::{L7Record, RecordEndpoint};
+use trawl_sdk::Value as FieldValue;
 
 /// Longest filter accepted.
 pub const MAX_FILTER_LEN: usize = 4096;
@@ -226,18 +227,18 @@ impl Filter {
     }
 }
 
-fn json(v: &serde_json::Value) -> Value {
+/// A plugin's field value as a CEL value. Floats JSON cannot show (NaN,
+/// infinities) are null, as the record's JSON shows them.
+fn field_value(v: &FieldValue) -> Value {
     match v {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => {
-            n.as_i64().map_or_else(|| n.as_f64().map_or(Value::Null, Value::Float), Value::Int)
-        }
-        serde_json::Value::String(s) => Value::from(s.as_str()),
-        serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(json).collect())),
-        serde_json::Value::Object(o) => {
-            Value::from(o.iter().map(|(k, v)| (k.as_str(), json(v))).collect::<HashMap<&str, Value>>())
-        }
+        FieldValue::Null => Value::Null,
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::Int(i) => Value::Int(*i),
+        FieldValue::Float(f) if f.is_finite() => Value::Float(*f),
+        FieldValue::Float(_) => Value::Null,
+        FieldValue::Str(s) => Value::from(s.as_str()),
+        FieldValue::List(a) => Value::List(Arc::new(a.iter().map(field_value).collect())),
+        FieldValue::Map(o) => Value::from(o.iter().map(|(k, v)| (k, field_value(v))).collect::<HashMap<&str, Value>>()),
     }
 }
 
@@ -268,7 +269,7 @@ fn variables(r: &L7Record, protocols: &[LegendEntry]) -> Vec<(String, Value)> {
     // Plugin fields first: the KFL2 variables bound after them win, since
     // a later binding of a name replaces an earlier one.
     for (k, val) in &r.fields {
-        v.push((k.clone(), json(val)));
+        v.push((k.to_string(), field_value(val)));
     }
     let workloads = [&r.src, &r.dst].map(|e| e.workload.clone());
     let collect = |kind: &str| -> Value {

@@ -7,8 +7,8 @@
 pub mod message;
 
 use message::{Message, opcode_name, rcode_name, type_name};
-use std::collections::{BTreeMap, VecDeque};
-use trawl_sdk::{ConnMeta, Ctx, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+use std::collections::VecDeque;
+use trawl_sdk::{ConnMeta, Ctx, Dir, Dissector, Fields, L4, Output, PluginInfo, Probe, Progress, Record, Value};
 
 /// Queries waiting for an answer per flow; beyond this the oldest is
 /// reported unanswered.
@@ -95,11 +95,11 @@ fn section(list: &[message::Answer]) -> Value {
     Value::List(
         list.iter()
             .map(|a| {
-                let mut r = BTreeMap::new();
-                r.insert("name".to_string(), Value::from(a.name.clone()));
-                r.insert("type".to_string(), Value::from(type_name(a.rtype)));
-                r.insert("ttl".to_string(), Value::Int(i64::from(a.ttl)));
-                r.insert("data".to_string(), Value::from(a.data.clone()));
+                let mut r = Fields::with_capacity(4);
+                r.insert("name", Value::from(a.name.clone()));
+                r.insert("type", Value::from(type_name(a.rtype)));
+                r.insert("ttl", Value::Int(i64::from(a.ttl)));
+                r.insert("data", Value::from(a.data.clone()));
                 Value::Map(r)
             })
             .collect(),
@@ -113,19 +113,16 @@ fn answers(m: &Message) -> (Value, Value) {
 
 fn record(query: Option<&Query>, response: Option<&(Message, u64, u64)>, duplicate: bool) -> Record {
     let mut r = Record::default();
-    let mut f: BTreeMap<String, Value> = BTreeMap::new();
+    let mut f = Fields::with_capacity(24);
     let head = query.map(|q| &q.msg).or(response.map(|(m, _, _)| m));
     if let Some(m) = head {
         r.method = opcode_name(m.opcode).to_string();
         r.summary = m.questions.first().map(|q| q.name.clone()).unwrap_or_default();
-        f.insert("dns_id".into(), Value::Int(i64::from(m.id)));
-        f.insert("dns_opcode".into(), Value::from(opcode_name(m.opcode)));
+        f.insert("dns_id", Value::Int(i64::from(m.id)));
+        f.insert("dns_opcode", Value::from(opcode_name(m.opcode)));
+        f.insert("dns_questions", Value::List(m.questions.iter().map(|q| Value::from(q.name.clone())).collect()));
         f.insert(
-            "dns_questions".into(),
-            Value::List(m.questions.iter().map(|q| Value::from(q.name.clone())).collect()),
-        );
-        f.insert(
-            "dns_question_types".into(),
+            "dns_question_types",
             Value::List(m.questions.iter().map(|q| Value::from(type_name(q.qtype))).collect()),
         );
     }
@@ -134,28 +131,28 @@ fn record(query: Option<&Query>, response: Option<&(Message, u64, u64)>, duplica
         r.request_size = q.size;
         r.request_ts = Some(q.ts);
         r.request_dir = q.dir;
-        f.insert("dns_recursion_desired".into(), Value::Bool(q.msg.recursion_desired));
+        f.insert("dns_recursion_desired", Value::Bool(q.msg.recursion_desired));
     }
-    f.insert("dns_request".into(), Value::Bool(query.is_some()));
-    f.insert("dns_response".into(), Value::Bool(response.is_some()));
+    f.insert("dns_request", Value::Bool(query.is_some()));
+    f.insert("dns_response", Value::Bool(response.is_some()));
     if let Some((m, ts, size)) = response {
         r.status_code = Some(i64::from(m.rcode));
         r.error = m.rcode != 0;
         r.response_size = *size;
         r.response_ts = Some(*ts);
         let (data, records) = answers(m);
-        f.insert("dns_answers".into(), data);
-        f.insert("dns_answer_records".into(), records);
-        f.insert("dns_authority_records".into(), section(&m.authority));
-        f.insert("dns_additional_records".into(), section(&m.additional));
-        f.insert("status_code".into(), Value::Int(i64::from(m.rcode)));
-        f.insert("dns_rcode_name".into(), Value::from(rcode_name(m.rcode)));
-        f.insert("dns_truncated".into(), Value::Bool(m.truncated));
-        f.insert("dns_authoritative".into(), Value::Bool(m.authoritative));
-        f.insert("dns_authority_count".into(), Value::Int(i64::from(m.authority_count)));
-        f.insert("dns_additional_count".into(), Value::Int(i64::from(m.additional_count)));
+        f.insert("dns_answers", data);
+        f.insert("dns_answer_records", records);
+        f.insert("dns_authority_records", section(&m.authority));
+        f.insert("dns_additional_records", section(&m.additional));
+        f.insert("status_code", Value::Int(i64::from(m.rcode)));
+        f.insert("dns_rcode_name", Value::from(rcode_name(m.rcode)));
+        f.insert("dns_truncated", Value::Bool(m.truncated));
+        f.insert("dns_authoritative", Value::Bool(m.authoritative));
+        f.insert("dns_authority_count", Value::Int(i64::from(m.authority_count)));
+        f.insert("dns_additional_count", Value::Int(i64::from(m.additional_count)));
         if duplicate {
-            f.insert("dns_duplicate".into(), Value::Bool(true));
+            f.insert("dns_duplicate", Value::Bool(true));
         }
     }
     r.fields = f;

@@ -1,9 +1,8 @@
 //! A finished gRPC stream as a trawl record.
 
 use crate::messages::{Framing, Messages};
-use std::collections::BTreeMap;
 use trawl_h2::Stream;
-use trawl_sdk::{Record, Value};
+use trawl_sdk::{Fields, Record, Value};
 
 /// Status names of the gRPC status codes (grpc/doc/statuscodes.md).
 const STATUS_NAMES: [&str; 17] = [
@@ -41,7 +40,7 @@ fn streaming_kind(m: &Messages) -> &'static str {
     }
 }
 
-fn counts(f: &mut BTreeMap<String, Value>, side: &str, framing: &Framing) {
+fn counts(f: &mut Fields, side: &str, framing: &Framing) {
     if !framing.lost {
         f.insert(format!("grpc_{side}_messages"), Value::Int(framing.messages as i64));
         f.insert(format!("grpc_{side}_message_bytes"), Value::Int(framing.message_bytes as i64));
@@ -62,30 +61,30 @@ pub(crate) fn record(s: &Stream<Messages>) -> Record {
         grpc_status.is_some_and(|c| c != 0) || http_status.is_some_and(|c| c != 200) || s.rst.is_some_and(|c| c != 0);
     let f = &mut r.fields;
     if !method.is_empty() {
-        f.insert("grpc_method".into(), Value::from(method));
-        f.insert("grpc_service".into(), Value::from(service));
+        f.insert("grpc_method", Value::from(method));
+        f.insert("grpc_service", Value::from(service));
     }
     if let Some(c) = grpc_status {
-        f.insert("grpc_status".into(), Value::Int(c));
+        f.insert("grpc_status", Value::Int(c));
         let name = usize::try_from(c).ok().and_then(|i| STATUS_NAMES.get(i)).copied().unwrap_or("UNKNOWN_CODE");
-        f.insert("grpc_status_name".into(), Value::from(name));
+        f.insert("grpc_status_name", Value::from(name));
     }
     if let Some(m) = s.trailer_or_response("grpc-message") {
         let m: String = m.chars().take(MAX_MESSAGE).collect();
-        f.insert("grpc_message".into(), Value::from(m));
+        f.insert("grpc_message", Value::from(m));
     }
     if let Some(ct) = s.request_header("content-type").or(s.response_header("content-type")) {
-        f.insert("content_type".into(), Value::from(ct));
+        f.insert("content_type", Value::from(ct));
     }
     if let Some(e) = s.request_header("grpc-encoding") {
-        f.insert("grpc_encoding".into(), Value::from(e));
+        f.insert("grpc_encoding", Value::from(e));
     }
     counts(f, "request", &s.extra.request);
     counts(f, "response", &s.extra.response);
-    f.insert("grpc_compressed".into(), Value::Bool(s.extra.request.compressed || s.extra.response.compressed));
+    f.insert("grpc_compressed", Value::Bool(s.extra.request.compressed || s.extra.response.compressed));
     if !s.extra.request.lost && !s.extra.response.lost {
-        f.insert("grpc_streaming".into(), Value::from(streaming_kind(&s.extra)));
+        f.insert("grpc_streaming", Value::from(streaming_kind(&s.extra)));
     }
-    f.insert("response_trailers".into(), trawl_h2::record::header_map(&s.trailers));
+    f.insert("response_trailers", trawl_h2::record::header_map(&s.trailers));
     r
 }

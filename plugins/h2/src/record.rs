@@ -2,8 +2,7 @@
 //! sizes, timing, the pseudo-headers, reset codes and the header lists.
 
 use crate::conn::Stream;
-use std::collections::BTreeMap;
-use trawl_sdk::{Record, Value, redact};
+use trawl_sdk::{Fields, Record, Value, redact};
 
 /// Regular (non-pseudo) header fields as a map, secrets redacted
 /// (`trawl_sdk::redact`: gRPC's `authorization` metadata too).
@@ -24,42 +23,42 @@ pub fn request_target<X>(s: &Stream<X>) -> String {
 /// A record with the stream's sizes, times and HTTP/2 fields filled in;
 /// `method`, `summary`, `status_code` and `error` are the plugin's to set.
 pub fn stream_record<X>(s: &Stream<X>) -> Record {
-    let mut f: BTreeMap<String, Value> = BTreeMap::new();
-    f.insert("http_version".into(), Value::from("HTTP/2"));
-    f.insert("stream_id".into(), Value::Int(i64::from(s.id)));
+    let mut f = Fields::with_capacity(24);
+    f.insert("http_version", Value::from("HTTP/2"));
+    f.insert("stream_id", Value::Int(i64::from(s.id)));
     if let Some(m) = s.request_header(":method") {
-        f.insert("method".into(), Value::from(m));
+        f.insert("method", Value::from(m));
     }
     if let Some(path) = s.request_header(":path").filter(|p| !p.is_empty()) {
         let path = redact::target(path);
         let path = path.as_ref();
         let (p, q) = path.split_once('?').unwrap_or((path, ""));
-        f.insert("path".into(), Value::from(p));
-        f.insert("query_string".into(), Value::from(q));
-        f.insert("url".into(), Value::from(path));
+        f.insert("path", Value::from(p));
+        f.insert("query_string", Value::from(q));
+        f.insert("url", Value::from(path));
     }
     if let Some(a) = s.request_header(":authority").or(s.request_header("host")) {
-        f.insert("host".into(), Value::from(a));
+        f.insert("host", Value::from(a));
     }
     if let Some(c) = s.status() {
-        f.insert("status_code".into(), Value::Int(c));
+        f.insert("status_code", Value::Int(c));
     }
     // DATA payload, padding excluded: what HTTP/1 would call the body.
-    f.insert("request_body_size".into(), Value::Int(s.request_body as i64));
-    f.insert("response_body_size".into(), Value::Int(s.response_body as i64));
+    f.insert("request_body_size", Value::Int(s.request_body as i64));
+    f.insert("response_body_size", Value::Int(s.response_body as i64));
     if let Some(c) = s.rst {
-        f.insert("rst_stream_code".into(), Value::Int(i64::from(c)));
+        f.insert("rst_stream_code", Value::Int(i64::from(c)));
     }
     if let Some(c) = s.goaway {
-        f.insert("goaway_code".into(), Value::Int(i64::from(c)));
+        f.insert("goaway_code", Value::Int(i64::from(c)));
     }
     if s.undecodable {
         // Joined mid-connection (or after lost bytes): the HPACK dynamic
         // table was not fully seen.
-        f.insert("headers_undecodable".into(), Value::Bool(true));
+        f.insert("headers_undecodable", Value::Bool(true));
     }
-    f.insert("request_headers".into(), header_map(&s.request));
-    f.insert("response_headers".into(), header_map(&s.response));
+    f.insert("request_headers", header_map(&s.request));
+    f.insert("response_headers", header_map(&s.response));
     Record {
         transaction_id: u64::from(s.id),
         request_size: s.request_bytes,

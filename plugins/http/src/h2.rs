@@ -15,7 +15,7 @@ pub(crate) fn record(s: &Stream<()>) -> Record {
     r.status_code = status;
     r.error = status.is_some_and(|c| c >= 400) || s.rst.is_some_and(|c| c != 0);
     if let Some(g) = s.trailer_or_response("grpc-status") {
-        r.fields.insert("grpc_status".into(), Value::from(g));
+        r.fields.insert("grpc_status", Value::from(g));
     }
     r
 }

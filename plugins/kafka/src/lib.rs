@@ -8,8 +8,8 @@ pub mod apis;
 mod errors;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap};
-use trawl_sdk::{Ctx, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+use std::collections::HashMap;
+use trawl_sdk::{Ctx, Dir, Dissector, Fields, L4, Output, PluginInfo, Probe, Progress, Record, Value};
 use wire::Reader;
 
 /// Largest message accepted (Kafka's own `socket.request.max.bytes` default).
@@ -62,8 +62,8 @@ fn plausible_request(msg: &[u8]) -> bool {
 
 fn record(req: Option<&Request>, corr: i32, response: Option<(u64, u64, Option<i16>)>) -> Record {
     let mut r = Record { transaction_id: corr as u32 as u64, ..Record::default() };
-    let mut f: BTreeMap<String, Value> = BTreeMap::new();
-    f.insert("kafka_correlation_id".into(), Value::Int(i64::from(corr)));
+    let mut f = Fields::with_capacity(24);
+    f.insert("kafka_correlation_id", Value::Int(i64::from(corr)));
     if let Some(q) = req {
         let name = apis::name(q.key);
         r.method = name.clone();
@@ -75,21 +75,18 @@ fn record(req: Option<&Request>, corr: i32, response: Option<(u64, u64, Option<i
         };
         r.request_size = q.size;
         r.request_ts = Some(q.ts);
-        f.insert("kafka_api_key".into(), Value::Int(i64::from(q.key)));
-        f.insert("kafka_api_key_name".into(), Value::from(name));
-        f.insert("kafka_api_version".into(), Value::Int(i64::from(q.version)));
+        f.insert("kafka_api_key", Value::Int(i64::from(q.key)));
+        f.insert("kafka_api_key_name", Value::from(name));
+        f.insert("kafka_api_version", Value::Int(i64::from(q.version)));
         if let Some(c) = &q.client_id {
-            f.insert("kafka_client_id".into(), Value::from(c.clone()));
+            f.insert("kafka_client_id", Value::from(c.clone()));
         }
         if !q.summary.topics.is_empty() {
-            f.insert("kafka_request_summary".into(), Value::from(topics));
-            f.insert(
-                "kafka_topics".into(),
-                Value::List(q.summary.topics.iter().map(|t| Value::from(t.clone())).collect()),
-            );
+            f.insert("kafka_request_summary", Value::from(topics));
+            f.insert("kafka_topics", Value::List(q.summary.topics.iter().map(|t| Value::from(t.clone())).collect()));
         }
         if let Some(g) = &q.summary.group {
-            f.insert("kafka_group".into(), Value::from(g.clone()));
+            f.insert("kafka_group", Value::from(g.clone()));
         }
     }
     if let Some((size, ts, error)) = response {
@@ -98,7 +95,7 @@ fn record(req: Option<&Request>, corr: i32, response: Option<(u64, u64, Option<i
         if let Some(code) = error {
             r.status_code = Some(i64::from(code));
             r.error = code != 0;
-            f.insert("kafka_error_code".into(), Value::Int(i64::from(code)));
+            f.insert("kafka_error_code", Value::Int(i64::from(code)));
         }
     }
     r.fields = f;

@@ -8,9 +8,9 @@
 pub mod resp;
 
 use resp::{Kind, Msg, Parsed};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use trawl_sdk::redact::{self, Level};
-use trawl_sdk::{Ctx, Dir, Dissector, L4, Output, PluginInfo, Probe, Progress, Record, Value};
+use trawl_sdk::{Ctx, Dir, Dissector, Fields, L4, Output, PluginInfo, Probe, Progress, Record, Value};
 
 /// Commands waiting for replies; beyond this the oldest is reported unanswered.
 const MAX_PENDING: usize = 4096;
@@ -334,24 +334,24 @@ fn error_text(m: &Msg) -> Option<String> {
 
 /// The record of a command that is done, taking its strings.
 fn record(c: Command, answered: bool) -> Record {
-    let mut f: BTreeMap<String, Value> = BTreeMap::new();
+    let mut f = Fields::with_capacity(24);
     if let Some(e) = &c.error {
         let prefix = e.split_whitespace().next().unwrap_or_default();
-        f.insert("redis_error_prefix".into(), Value::from(prefix));
+        f.insert("redis_error_prefix", Value::from(prefix));
     }
-    f.insert("redis_request".into(), Value::Bool(c.size > 0));
-    f.insert("redis_response".into(), Value::Bool(answered));
+    f.insert("redis_request", Value::Bool(c.size > 0));
+    f.insert("redis_response", Value::Bool(answered));
     let error = c.error.is_some();
     if let Some(e) = c.error {
-        f.insert("redis_error".into(), Value::from(e));
+        f.insert("redis_error", Value::from(e));
     }
     let summary = c.key.clone().unwrap_or_else(|| c.verb.clone());
     if let Some(k) = c.key {
-        f.insert("redis_key".into(), Value::from(k));
+        f.insert("redis_key", Value::from(k));
     }
     if !c.verb.is_empty() {
-        f.insert("redis_type".into(), Value::from(c.verb.clone()));
-        f.insert("redis_command".into(), Value::from(c.text));
+        f.insert("redis_type", Value::from(c.verb.clone()));
+        f.insert("redis_command", Value::from(c.text));
     }
     Record {
         transaction_id: c.id,
