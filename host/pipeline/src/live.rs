@@ -15,8 +15,7 @@ use crate::pipeline::{Batch, Cadence, Pipeline, Report, Sink, TickClock};
 use crate::replay::{ReplayOptions, load_identity};
 use crate::replay_l7::plugins_for;
 use crate::serve::serve_state;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -350,12 +349,17 @@ pub fn live_flow_config(max_flows: u32) -> trawl_core::flow::FlowTableConfig {
 /// order, but one pod's SYN can sit in its ring's block while the other
 /// pod's SYN-ACK is read first; reassembly and the dissectors want the
 /// conversation as it happened.
-/// A held packet: timestamp, arrival order, frame, wire length.
-type Held = (u64, u64, Vec<u8>, u32);
-
+///
+/// Packets held are kept sorted, by time then arrival. Those read in one
+/// round are sorted together (a few runs already in order, one per ring:
+/// the sort merges them) and merged into the held ones from the first
+/// they precede, which for a round newer than all held is an append. A
+/// binary heap over every held packet took 5 % of a busy agent's time.
 #[derive(Debug)]
 struct Reorder {
-    heap: BinaryHeap<Reverse<Held>>,
+    held: VecDeque<Held>,
+    /// Read since the last [`Reorder::settle`], in arrival order.
+    incoming: Vec<Held>,
     newest: u64,
     seq: u64,
     bytes: usize,
@@ -364,9 +368,20 @@ struct Reorder {
     overflow: u64,
 }
 
+/// A held packet: timestamp, arrival order, frame, wire length.
+type Held = (u64, u64, Vec<u8>, u32);
+
 impl Default for Reorder {
     fn default() -> Self {
-        Reorder { heap: BinaryHeap::new(), newest: 0, seq: 0, bytes: 0, max_bytes: REORDER_MAX_BYTES, overflow: 0 }
+        Reorder {
+            held: VecDeque::new(),
+            incoming: Vec::new(),
+            newest: 0,
+            seq: 0,
+            bytes: 0,
+            max_bytes: REORDER_MAX_BYTES,
+            overflow: 0,
+        }
     }
 }
 
@@ -375,20 +390,50 @@ impl Reorder {
         self.seq += 1;
         self.newest = self.newest.max(ts);
         self.bytes += frame.len();
-        self.heap.push(Reverse((ts, self.seq, frame.to_vec(), wire_len)));
+        self.incoming.push((ts, self.seq, frame.to_vec(), wire_len));
+    }
+
+    /// Files the packets read since the last call among the held ones.
+    fn settle(&mut self) {
+        if self.incoming.is_empty() {
+            return;
+        }
+        // Stable: equal times keep their arrival order.
+        self.incoming.sort_by_key(|h| h.0);
+        let first = self.incoming[0].0;
+        // Held packets up to the first new one's time stay as they are
+        // (at equal times they arrived first).
+        let from = self.held.partition_point(|h| h.0 <= first);
+        if from == self.held.len() {
+            self.held.extend(self.incoming.drain(..));
+            return;
+        }
+        let mut older = self.held.drain(from..).collect::<Vec<_>>().into_iter().peekable();
+        let mut newer = self.incoming.drain(..).peekable();
+        loop {
+            let take_older = match (older.peek(), newer.peek()) {
+                (Some(o), Some(n)) => (o.0, o.1) <= (n.0, n.1),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_older { older.next() } else { newer.next() };
+            self.held.extend(next);
+        }
     }
 
     /// The oldest packet if it has waited long enough (or `all`), or if
     /// the buffer is over its packet or byte budget (counted).
     fn pop_due(&mut self, all: bool) -> Option<(u64, Vec<u8>, u32)> {
-        let Reverse((ts, ..)) = self.heap.peek()?;
+        self.settle();
+        let &(ts, ..) = self.held.front()?;
         let due = all || ts.saturating_add(REORDER_NS) <= self.newest;
-        let over = self.heap.len() > REORDER_MAX || self.bytes > self.max_bytes;
+        let over = self.held.len() > REORDER_MAX || self.bytes > self.max_bytes;
         if due || over {
             if !due {
                 self.overflow += 1;
             }
-            let Reverse((ts, _, frame, wire_len)) = self.heap.pop()?;
+            let (ts, _, frame, wire_len) = self.held.pop_front()?;
             self.bytes -= frame.len();
             return Some((ts, frame, wire_len));
         }
@@ -487,7 +532,7 @@ pub fn dissect(
         }
         let quiet = last_packet.elapsed() > Duration::from_nanos(REORDER_NS);
         while let Some((ts, frame, wire_len)) = reorder.pop_due(quiet) {
-            pipeline.frame(LinkType::Ethernet, Timestamp(ts), &frame, wire_len, &mut out);
+            pipeline.frame_owned(LinkType::Ethernet, Timestamp(ts), frame, wire_len, &mut out);
         }
         // TLS plaintext goes straight to the dispatcher: it needs no
         // reordering (a process's calls come in order).
@@ -536,6 +581,39 @@ mod tests {
         assert_eq!(r.pop_due(false), None);
         assert_eq!(r.pop_due(true).map(|p| p.1), Some(b"c".to_vec()));
         assert_eq!(r.pop_due(true).map(|p| p.1), Some(b"d".to_vec()));
+    }
+
+    #[test]
+    fn rounds_of_interleaved_rings_come_out_by_time_then_arrival() {
+        // Three rings, each in time order, read in rounds that overlap in
+        // time; some times repeat. Nothing is due until the end.
+        let mut r = Reorder::default();
+        let mut all = Vec::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let mut clock = [0u64; 3];
+        for _round in 0..50 {
+            for (ring, t) in clock.iter_mut().enumerate() {
+                for _ in 0..next() % 5 {
+                    *t += next() % 3;
+                    let id = all.len() as u32;
+                    r.push(*t, &id.to_le_bytes(), ring as u32);
+                    all.push((*t, id));
+                }
+            }
+            // A round's packets are filed when anything is asked for.
+            assert_eq!(r.pop_due(false), None);
+        }
+        let mut want = all.clone();
+        want.sort_by_key(|&(t, id)| (t, id));
+        let got: Vec<(u64, u32)> = std::iter::from_fn(|| r.pop_due(true))
+            .map(|(t, f, _)| (t, u32::from_le_bytes(f.try_into().unwrap())))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(r.bytes, 0);
     }
 
     #[test]

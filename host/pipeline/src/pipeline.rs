@@ -250,6 +250,20 @@ impl Pipeline {
         if let Some(ring) = &mut self.ring {
             ring.frame(link, ts, wire_len, data);
         }
+        self.after_frame(ts, sink);
+    }
+
+    /// [`Self::frame`] of a frame the caller gives up (live capture's own
+    /// copy): the packet ring keeps it without copying it again.
+    pub fn frame_owned(&mut self, link: LinkType, ts: Timestamp, data: Vec<u8>, wire_len: u32, sink: &mut dyn Sink) {
+        self.engine.process(link, ts, &data, wire_len);
+        if let Some(ring) = &mut self.ring {
+            ring.frame_owned(link, ts, wire_len, data);
+        }
+        self.after_frame(ts, sink);
+    }
+
+    fn after_frame(&mut self, ts: Timestamp, sink: &mut dyn Sink) {
         self.since_collect += 1;
         let by_frames = self.cadence.frames.is_some_and(|n| self.since_collect >= n);
         let by_capture = self.cadence.capture.is_some() && ts.0 >= self.next_capture;

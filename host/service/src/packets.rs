@@ -12,12 +12,14 @@ pub const DEFAULT_RING_BYTES: usize = 16 << 20;
 
 /// One captured frame, as it was captured. Its bytes are shared, so a
 /// reader copies the ring's list under its lock and decodes outside it.
+/// `Bytes` takes a frame's `Vec` without copying it (live capture hands
+/// its frames over whole).
 #[derive(Clone, Debug)]
 pub struct RingFrame {
     pub link: LinkType,
     pub ts: Timestamp,
     pub wire_len: u32,
-    pub data: Arc<[u8]>,
+    pub data: bytes::Bytes,
 }
 
 impl RingFrame {
@@ -106,6 +108,11 @@ impl RingFeeder {
     }
 
     pub fn frame(&mut self, link: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) {
+        self.frame_owned(link, ts, wire_len, data.to_vec());
+    }
+
+    /// [`Self::frame`] of a frame the caller gives up: kept without a copy.
+    pub fn frame_owned(&mut self, link: LinkType, ts: Timestamp, wire_len: u32, data: Vec<u8>) {
         let frame = RingFrame { link, ts, wire_len, data: data.into() };
         self.batched += frame.cost();
         self.batch.push(frame);
