@@ -3,13 +3,14 @@
 
 use crate::flow::DirCounters;
 use crate::identity::Workload;
-use crate::map::{GroupBy, MapNode, intern_node};
+use crate::map::{GroupBy, MapNode, intern_node, intern_workload};
 use crate::map::{Rate, RateWindow};
 use crate::record::L7Record;
+use hashbrown::HashMap;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use serde::Serialize;
 use sketches_ddsketch::{Config, DDSketch};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Relative accuracy of latency quantiles (1 %).
 const LATENCY_ALPHA: f64 = 0.01;
@@ -207,10 +208,24 @@ pub struct L7Map {
     /// Whether a server serving several hosts gets an edge per host.
     split_hosts: bool,
     hosts: crate::vhost::Hosts<NodeIndex>,
+    /// Room to write a node's id or a call's key in, to look it up.
+    scratch: String,
 }
 
 /// Client, server, protocol and (split edges only) virtual host.
 type EdgeKey = (NodeIndex, NodeIndex, String, Option<String>);
+
+/// An [`EdgeKey`] borrowed, to look one up without building it. Its hash
+/// is the key's: the same fields hashed in the same order, and a `&str`
+/// hashes as the `String` it equals.
+#[derive(Hash)]
+struct EdgeRef<'a>(NodeIndex, NodeIndex, &'a str, Option<&'a str>);
+
+impl hashbrown::Equivalent<EdgeKey> for EdgeRef<'_> {
+    fn equivalent(&self, k: &EdgeKey) -> bool {
+        self.0 == k.0 && self.1 == k.1 && self.2 == k.2 && self.3 == k.3.as_deref()
+    }
+}
 
 impl L7Map {
     pub fn new(group: GroupBy) -> Self {
@@ -229,6 +244,7 @@ impl L7Map {
             legend: BTreeMap::new(),
             split_hosts: true,
             hosts: crate::vhost::Hosts::default(),
+            scratch: String::new(),
         }
     }
 
@@ -244,7 +260,7 @@ impl L7Map {
     }
 
     fn node(&mut self, w: &Workload) -> NodeIndex {
-        intern_node(&mut self.graph, &mut self.nodes, MapNode::for_workload(w, self.group))
+        intern_workload(&mut self.graph, &mut self.nodes, w, self.group, &mut self.scratch)
     }
 
     /// The edge from `src` to `dst` over `protocol` (for `host`, if the
@@ -263,14 +279,13 @@ impl L7Map {
                 crate::vhost::Note::Other => Some(crate::vhost::OTHER_HOSTS.to_string()),
             },
         };
-        let key = (a, b, protocol.to_string(), vhost);
-        let ix = match self.edges.get(&key) {
+        let ix = match self.edges.get(&EdgeRef(a, b, protocol, vhost.as_deref())) {
             Some(&ix) => ix,
             None => {
                 let mut edge = L7Edge::new(protocol, self.window_secs);
-                edge.host = key.3.clone();
+                edge.host = vhost.clone();
                 let ix = self.graph.add_edge(a, b, edge);
-                self.edges.insert(key, ix);
+                self.edges.insert((a, b, protocol.to_string(), vhost), ix);
                 ix
             }
         };
@@ -331,6 +346,9 @@ impl L7Map {
     /// [`L7Map::apply`] with the record's virtual host already named
     /// ([`crate::vhost::record_host`]), for callers that feed several maps.
     pub fn apply_for_host(&mut self, r: &L7Record, src: &Workload, dst: &Workload, host: Option<&str>) {
+        // The call's key is written here, so counting a call already known
+        // allocates nothing.
+        let mut key = std::mem::take(&mut self.scratch);
         if let Some(e) = self.edge_mut(src, dst, &r.protocol, host) {
             e.hostless += u64::from(host.is_none());
             e.requests += 1;
@@ -348,24 +366,25 @@ impl L7Map {
                 &DirCounters { packets: 1, bytes: r.request_size, ip_bytes: 0 },
                 &DirCounters { packets: 0, bytes: r.response_size, ip_bytes: 0 },
             );
-            let key = if r.method.is_empty() || r.method == r.summary {
-                r.summary.clone()
-            } else {
-                format!("{} {}", r.method, r.summary)
-            };
-            let mut key = key;
+            key.clear();
+            if !(r.method.is_empty() || r.method == r.summary) {
+                key.push_str(&r.method);
+                key.push(' ');
+            }
+            key.push_str(&r.summary);
             if let Some((cut, _)) = key.char_indices().nth(120) {
                 key.truncate(cut);
             }
-            if let Some(n) = e.top.get_mut(&key) {
+            if let Some(n) = e.top.get_mut(key.as_str()) {
                 *n += 1;
             } else if e.top.len() < MAX_TOP_KEYS {
-                e.top.insert(key, 1);
+                e.top.insert(key.clone(), 1);
             } else {
                 *e.top.entry("(other)".into()).or_default() += 1;
             }
             self.latest = self.latest.max(ts);
         }
+        self.scratch = key;
     }
 
     /// The newest record time seen: where rates end.
@@ -433,7 +452,7 @@ impl L7Map {
     /// (and `host`, for an edge of one virtual host).
     pub fn find_edge(&self, source: &str, target: &str, protocol: &str, host: Option<&str>) -> Option<EdgeIndex> {
         let (a, b) = (self.nodes.get(source)?, self.nodes.get(target)?);
-        self.edges.get(&(*a, *b, protocol.to_string(), host.map(str::to_string))).copied()
+        self.edges.get(&EdgeRef(*a, *b, protocol, host)).copied()
     }
 
     pub fn graph(&self) -> &StableDiGraph<MapNode, L7Edge> {

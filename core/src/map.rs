@@ -9,7 +9,9 @@ use crate::time::{NANOS_PER_SEC, Timestamp};
 use petgraph::stable_graph::StableDiGraph;
 pub use petgraph::stable_graph::{EdgeIndex, NodeIndex};
 use serde::Serialize;
-use std::collections::HashMap;
+// hashbrown's default hasher (foldhash): the maps look nodes and edges up
+// per record, where std's SipHash showed in profiles.
+use hashbrown::HashMap;
 use std::str::FromStr;
 
 /// How workloads are folded into map nodes.
@@ -54,11 +56,8 @@ impl MapNode {
     pub fn for_workload(w: &Workload, group: GroupBy) -> MapNode {
         match group {
             GroupBy::Pod => {
-                let id = match w.kind {
-                    WorkloadKind::Node => format!("node/{}", w.name),
-                    WorkloadKind::External => format!("{}/{}", w.namespace, w.name),
-                    kind => format!("{}/{}/{}", kind.as_str(), w.namespace, w.name),
-                };
+                let mut id = String::new();
+                Self::id_of(w, group, &mut id);
                 MapNode {
                     id,
                     name: w.name.clone(),
@@ -88,10 +87,52 @@ impl MapNode {
             }
         }
     }
+
+    /// The `id` of [`MapNode::for_workload`], without building the node:
+    /// borrowed from `w` where it can be, else written into `scratch`. The
+    /// maps look up a node per record end, and building one to look it up
+    /// took five allocations.
+    pub fn id_of<'a>(w: &'a Workload, group: GroupBy, scratch: &'a mut String) -> &'a str {
+        use std::fmt::Write;
+        match group {
+            GroupBy::Pod => {
+                scratch.clear();
+                // Writing to a String cannot fail.
+                let _ = match w.kind {
+                    WorkloadKind::Node => write!(scratch, "node/{}", w.name),
+                    WorkloadKind::External => write!(scratch, "{}/{}", w.namespace, w.name),
+                    kind => write!(scratch, "{}/{}/{}", kind.as_str(), w.namespace, w.name),
+                };
+                scratch
+            }
+            GroupBy::Namespace if w.kind == WorkloadKind::Node => "(nodes)",
+            GroupBy::Namespace => &w.namespace,
+            GroupBy::Node => match (&w.node, w.kind) {
+                (Some(n), _) => n,
+                (None, WorkloadKind::Service) => SERVICE_NETWORK_NODE,
+                (None, _) => &w.namespace,
+            },
+        }
+    }
 }
 
 /// The graph node with `node`'s id, added if new. Shared by the L4 and L7
 /// maps, which key nodes the same way.
+/// The graph node of workload `w` under `group`, added if new; a node
+/// already there is found without building one.
+pub(crate) fn intern_workload<E>(
+    graph: &mut StableDiGraph<MapNode, E>,
+    nodes: &mut HashMap<String, NodeIndex>,
+    w: &Workload,
+    group: GroupBy,
+    scratch: &mut String,
+) -> NodeIndex {
+    if let Some(&ix) = nodes.get(MapNode::id_of(w, group, scratch)) {
+        return ix;
+    }
+    intern_node(graph, nodes, MapNode::for_workload(w, group))
+}
+
 pub(crate) fn intern_node<E>(
     graph: &mut StableDiGraph<MapNode, E>,
     nodes: &mut HashMap<String, NodeIndex>,
@@ -209,6 +250,8 @@ pub struct L4Map {
     nodes: HashMap<String, NodeIndex>,
     edges: HashMap<(NodeIndex, NodeIndex, L4Proto), EdgeIndex>,
     latest: Timestamp,
+    /// Room to write a node's id in, to look it up.
+    scratch: String,
 }
 
 impl L4Map {
@@ -219,6 +262,7 @@ impl L4Map {
             graph: StableDiGraph::new(),
             nodes: HashMap::new(),
             edges: HashMap::new(),
+            scratch: String::new(),
             latest: Timestamp::ZERO,
         }
     }
@@ -232,7 +276,7 @@ impl L4Map {
     }
 
     fn node(&mut self, w: &Workload) -> NodeIndex {
-        intern_node(&mut self.graph, &mut self.nodes, MapNode::for_workload(w, self.group))
+        intern_workload(&mut self.graph, &mut self.nodes, w, self.group, &mut self.scratch)
     }
 
     /// Adds one flow delta between two already-resolved workloads.
