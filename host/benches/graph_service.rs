@@ -187,38 +187,49 @@ fn replica(d: u32, r: u32) -> trawl_core::Workload {
     }
 }
 
-/// `/metrics` and an OTLP push at 10,000 workloads: 30,000 pods in 10,000
-/// Deployments, each calling a database: 10,000 L7 series.
-fn metrics_scrape(c: &mut Criterion) {
+/// A record of `protocol`, `method` and `summary` between two resolved
+/// ends, answered in 250 µs.
+fn l7_record(
+    (protocol, method, summary): (&str, &str, &str),
+    status_code: Option<i64>,
+    (request_size, response_size): (u64, u64),
+    fields: trawl_sdk::Fields,
+) -> trawl_core::record::L7Record {
     use trawl_core::record::{L7Record, PluginRef, RecordEndpoint};
-    let mut state = GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10)
-        .with_metrics_max_series(20_000)
-        .with_record_log_bytes(1 << 20);
-    let end = RecordEndpoint {
-        ip: ip(1),
-        port: 6379,
+    let end = |i, port| RecordEndpoint {
+        ip: ip(i),
+        port,
         workload: None,
         resolution_status: trawl_core::identity::ResolutionStatus::Resolved,
     };
-    let record = L7Record {
-        protocol: "redis".into(),
+    L7Record {
+        protocol: protocol.into(),
         transport: L4Proto::Tcp,
-        method: "GET".into(),
-        summary: "key".into(),
-        status_code: None,
+        method: method.into(),
+        summary: summary.into(),
+        status_code,
         error: false,
-        request_size: 30,
-        response_size: 10,
+        request_size,
+        response_size,
         elapsed_us: Some(250),
         request_ts: Some(Timestamp(1_000_000_000)),
         response_ts: Some(Timestamp(1_000_250_000)),
-        src: end.clone(),
-        dst: end,
-        plugin: PluginRef { name: "redis".into(), version: "1".into(), generation: 1 },
-        fields: Default::default(),
+        src: end(1, 40_000),
+        dst: end(2, 6379),
+        plugin: PluginRef { name: protocol.into(), version: "0.1.0".into(), generation: 1 },
+        fields,
         tls: false,
         tls_sni: None,
-    };
+    }
+}
+
+/// `/metrics` and an OTLP push at 10,000 workloads: 30,000 pods in 10,000
+/// Deployments, each calling a database: 10,000 L7 series.
+fn metrics_scrape(c: &mut Criterion) {
+    let mut state = GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10)
+        .with_metrics_max_series(20_000)
+        .with_record_log_bytes(1 << 20);
+    let record = l7_record(("redis", "GET", "key"), None, (30, 10), Default::default());
     let mut db = replica(0, 0);
     (db.name, db.owner) = ("db-0".into(), Some("StatefulSet/db".into()));
     for d in 0..WORKLOADS {
@@ -268,15 +279,8 @@ impl trawl_host::pipeline::Sink for Discard {
 /// graph and the record log (full, so each record also evicts one). The
 /// record carries what the HTTP plugin's do: 17 fields, 11 headers.
 fn record_ingest(c: &mut Criterion) {
-    use trawl_core::record::{L7Record, PluginRef, RecordEndpoint};
     use trawl_sdk::{Fields, Value};
     let mut state = GraphState::new(Arc::new(Identity::new()), CaptureFilter::default(), 10);
-    let end = |i, port| RecordEndpoint {
-        ip: ip(i),
-        port,
-        workload: None,
-        resolution_status: trawl_core::identity::ResolutionStatus::Resolved,
-    };
     let headers = |n: usize| -> Value {
         Value::Map((0..n).map(|i| (format!("x-header-{i}"), Value::from(format!("value {i}")))).collect::<Fields>())
     };
@@ -294,25 +298,7 @@ fn record_ingest(c: &mut Criterion) {
     fields.insert("status_code", 200i64);
     fields.insert("status_phrase", "OK");
     fields.insert("url", "/small.json");
-    let record = L7Record {
-        protocol: "http".into(),
-        transport: L4Proto::Tcp,
-        method: "GET".into(),
-        summary: "/small.json".into(),
-        status_code: Some(200),
-        error: false,
-        request_size: 80,
-        response_size: 880,
-        elapsed_us: Some(250),
-        request_ts: Some(Timestamp(1_000_000_000)),
-        response_ts: Some(Timestamp(1_000_250_000)),
-        src: end(1, 40_000),
-        dst: end(2, 80),
-        plugin: PluginRef { name: "http".into(), version: "0.1.0".into(), generation: 1 },
-        fields,
-        tls: false,
-        tls_sni: None,
-    };
+    let record = l7_record(("http", "GET", "/small.json"), Some(200), (80, 880), fields);
     let (client, server) = (replica(1, 0), replica(2, 0));
     for _ in 0..20_000 {
         state.add_record(record.clone(), &client, &server);
