@@ -67,8 +67,28 @@ fn line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, ()> {
     }
 }
 
+/// A length or integer line: what `str::parse::<i64>` takes after
+/// trimming ASCII whitespace (RESP sends none), read from the bytes
+/// directly: it runs on every element, and the UTF-8 check, trim and
+/// generic parse were a twentieth of the plugin.
 fn number(l: &[u8]) -> Option<i64> {
-    std::str::from_utf8(l).ok()?.trim().parse().ok()
+    let l = l.trim_ascii();
+    let (negative, digits) = match l.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, l),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        let d = i64::from(d.checked_sub(b'0').filter(|d| *d <= 9)?);
+        // Negative numbers are built downwards so that i64::MIN fits.
+        n = n.checked_mul(10)?;
+        n = if negative { n.checked_sub(d)? } else { n.checked_add(d)? };
+    }
+    Some(n)
 }
 
 fn text(b: &[u8]) -> Vec<u8> {
@@ -219,7 +239,8 @@ impl Decoder {
                     } else if n as u64 > MAX_BULK {
                         return Step::Desync;
                     } else {
-                        self.bulk = Some(Bulk { kind, left: n as usize, text: Vec::new() });
+                        let text = Vec::with_capacity((n as usize).min(MAX_TEXT));
+                        self.bulk = Some(Bulk { kind, left: n as usize, text });
                         at = next;
                         continue;
                     }
@@ -238,13 +259,11 @@ impl Decoder {
                     } else if depth as u32 >= MAX_DEPTH {
                         return Step::Desync;
                     } else {
-                        self.stack.push(Frame {
-                            kind,
-                            left: elements,
-                            count: elements,
-                            items: Vec::new(),
-                            keep: depth == 0,
-                        });
+                        let keep = depth == 0;
+                        // Sized once: pushing the kept items one by one
+                        // grew the vector twice per message.
+                        let items = Vec::with_capacity(if keep { (elements as usize).min(KEEP_ITEMS) } else { 0 });
+                        self.stack.push(Frame { kind, left: elements, count: elements, items, keep });
                         at = next;
                         continue;
                     }
@@ -322,6 +341,33 @@ fn inline(buf: &[u8], at: usize) -> Result<Option<(Msg, usize)>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_read_as_str_parse_reads_them() {
+        for l in [
+            "0",
+            "12",
+            "-1",
+            "+7",
+            " 42 ",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "",
+            "-",
+            "+",
+            "1a",
+            "1 2",
+            "٣",
+            "--1",
+            "0x10",
+        ] {
+            let want = std::str::from_utf8(l.as_bytes()).ok().and_then(|s| s.trim().parse::<i64>().ok());
+            assert_eq!(number(l.as_bytes()), want, "{l:?}");
+        }
+        assert_eq!(number(&[0xff, b'1']), None);
+    }
 
     fn done(b: &[u8]) -> Msg {
         match parse(b) {
