@@ -208,8 +208,10 @@ pub struct L7Map {
     /// Whether a server serving several hosts gets an edge per host.
     split_hosts: bool,
     hosts: crate::vhost::Hosts<NodeIndex>,
-    /// Room to write a node's id or a call's key in, to look it up.
+    /// Room to write a node's id in, to look it up.
     scratch: String,
+    /// Room to write a call's key in, to count it.
+    call_key: String,
 }
 
 /// Client, server, protocol and (split edges only) virtual host.
@@ -245,6 +247,7 @@ impl L7Map {
             split_hosts: true,
             hosts: crate::vhost::Hosts::default(),
             scratch: String::new(),
+            call_key: String::new(),
         }
     }
 
@@ -348,7 +351,7 @@ impl L7Map {
     pub fn apply_for_host(&mut self, r: &L7Record, src: &Workload, dst: &Workload, host: Option<&str>) {
         // The call's key is written here, so counting a call already known
         // allocates nothing.
-        let mut key = std::mem::take(&mut self.scratch);
+        let mut key = std::mem::take(&mut self.call_key);
         if let Some(e) = self.edge_mut(src, dst, &r.protocol, host) {
             e.hostless += u64::from(host.is_none());
             e.requests += 1;
@@ -384,7 +387,7 @@ impl L7Map {
             }
             self.latest = self.latest.max(ts);
         }
-        self.scratch = key;
+        self.call_key = key;
     }
 
     /// The newest record time seen: where rates end.

@@ -116,8 +116,6 @@ impl MapNode {
     }
 }
 
-/// The graph node with `node`'s id, added if new. Shared by the L4 and L7
-/// maps, which key nodes the same way.
 /// The graph node of workload `w` under `group`, added if new; a node
 /// already there is found without building one.
 pub(crate) fn intern_workload<E>(
@@ -133,6 +131,8 @@ pub(crate) fn intern_workload<E>(
     intern_node(graph, nodes, MapNode::for_workload(w, group))
 }
 
+/// The graph node with `node`'s id, added if new. Shared by the L4 and L7
+/// maps, which key nodes the same way.
 pub(crate) fn intern_node<E>(
     graph: &mut StableDiGraph<MapNode, E>,
     nodes: &mut HashMap<String, NodeIndex>,

@@ -146,10 +146,12 @@ impl<K: Into<Key>, V: Into<Value>> FromIterator<(K, V)> for Fields {
 }
 
 impl<K: Into<Key>, V: Into<Value>> Extend<(K, V)> for Fields {
+    /// Appended, then sorted once (see [`Fields::from_entries`]): names in
+    /// any order cost no more than sorted ones.
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
-        }
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.extend(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
+        *self = Fields::from_entries(entries);
     }
 }
 
@@ -260,6 +262,10 @@ mod tests {
             f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>(),
             [("a".to_string(), Value::Int(2)), ("c".to_string(), Value::Int(3))]
         );
+        let mut e = f.clone();
+        e.extend([("b", Value::Int(9)), ("a", Value::Int(8))]);
+        assert_eq!(e.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(e["a"], Value::Int(8), "a later value of a name wins");
         let mut g = f.clone();
         assert_eq!(g.insert("b", 5), None);
         assert_eq!(g.insert("c", 6), Some(Value::Int(3)));

@@ -360,6 +360,9 @@ struct Reorder {
     held: VecDeque<Held>,
     /// Read since the last [`Reorder::settle`], in arrival order.
     incoming: Vec<Held>,
+    /// Room for the held packets a round merges with (kept, not
+    /// reallocated per round).
+    older: Vec<Held>,
     newest: u64,
     seq: u64,
     bytes: usize,
@@ -376,6 +379,7 @@ impl Default for Reorder {
         Reorder {
             held: VecDeque::new(),
             incoming: Vec::new(),
+            older: Vec::new(),
             newest: 0,
             seq: 0,
             bytes: 0,
@@ -408,7 +412,9 @@ impl Reorder {
             self.held.extend(self.incoming.drain(..));
             return;
         }
-        let mut older = self.held.drain(from..).collect::<Vec<_>>().into_iter().peekable();
+        let mut buf = std::mem::take(&mut self.older);
+        buf.extend(self.held.drain(from..));
+        let mut older = buf.drain(..).peekable();
         let mut newer = self.incoming.drain(..).peekable();
         loop {
             let take_older = match (older.peek(), newer.peek()) {
@@ -420,6 +426,8 @@ impl Reorder {
             let next = if take_older { older.next() } else { newer.next() };
             self.held.extend(next);
         }
+        drop(older);
+        self.older = buf;
     }
 
     /// The oldest packet if it has waited long enough (or `all`), or if

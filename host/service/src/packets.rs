@@ -112,6 +112,8 @@ impl RingFeeder {
     }
 
     /// [`Self::frame`] of a frame the caller gives up: kept without a copy.
+    /// The ring counts the frame's length, so `data` should have no spare
+    /// capacity (a `to_vec()` copy has none), which `Bytes` would keep.
     pub fn frame_owned(&mut self, link: LinkType, ts: Timestamp, wire_len: u32, data: Vec<u8>) {
         let frame = RingFrame { link, ts, wire_len, data: data.into() };
         self.batched += frame.cost();
