@@ -81,7 +81,7 @@ impl L7Record {
             + self.plugin.version.len()
             + end(&self.src)
             + end(&self.dst)
-            + self.fields.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum::<usize>()
+            + self.fields.approx_size()
     }
 
     /// The time the exchange is filed under: its request, else its response.

@@ -341,7 +341,7 @@ impl Value {
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 16,
             Value::Str(s) => 24 + s.len(),
             Value::List(l) => 24 + l.iter().map(Value::approx_size).sum::<usize>(),
-            Value::Map(m) => 24 + m.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum::<usize>(),
+            Value::Map(m) => 24 + m.approx_size(),
         }
     }
 
@@ -351,20 +351,6 @@ impl Value {
             Value::Str(s) => Some(s),
             _ => None,
         }
-    }
-
-    /// The integer, if it is one.
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            Value::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// A view that serializes plainly (`"x"`, `3`, `[..]`, `{..}`), for
-    /// JSON, where this type's own `Serialize` names each variant.
-    pub fn plain(&self) -> crate::fields::Plain<'_> {
-        crate::fields::Plain::Value(self)
     }
 }
 
@@ -418,7 +404,7 @@ impl Record {
             + self.protocol.len()
             + self.method.len()
             + self.summary.len()
-            + self.fields.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum::<usize>()
+            + self.fields.approx_size()
     }
 }
 

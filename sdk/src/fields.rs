@@ -117,6 +117,12 @@ impl Fields {
         Fields { entries }
     }
 
+    /// About how many bytes the fields hold (see [`Value::approx_size`]):
+    /// what byte budgets count, in the plugin and in the host alike.
+    pub fn approx_size(&self) -> usize {
+        self.entries.iter().map(|(k, v)| 48 + k.len() + v.approx_size()).sum()
+    }
+
     /// A view that serializes values plainly (`"x"`, `3`, `{...}`), for
     /// JSON, where [`Value`]'s own `Serialize` names each variant.
     pub fn plain(&self) -> Plain<'_> {
@@ -193,7 +199,7 @@ impl Serialize for Fields {
     }
 }
 
-/// Values as JSON shows them: see [`Fields::plain`] and [`Value::plain`].
+/// Values as JSON shows them: see [`Fields::plain`].
 #[derive(Clone, Copy, Debug)]
 pub enum Plain<'a> {
     Fields(&'a Fields),

@@ -477,7 +477,6 @@ fn record(req: Option<Pending>, resp: Option<Response>) -> Record {
     let push = |f: &mut Vec<(Key, Value)>, name: &'static str, value: Value| f.push((Key::Borrowed(name), value));
     let mut url = None;
     let answers_a_request = req.is_some();
-    let mut request_part = None;
     if let Some(p) = req {
         let target = redact::target(p.head.target.as_str()).into_owned();
         r.transaction_id = p.id;
@@ -500,12 +499,9 @@ fn record(req: Option<Pending>, resp: Option<Response>) -> Record {
         push(&mut f, "query_string", query.into());
         push(&mut f, "request_body_size", p.body_len.into());
         push(&mut f, "request_header_size", (p.head.size as u64).into());
-        request_part = Some(p.head.headers);
+        push(&mut f, "request_headers", headers_value(p.head.headers));
         r.summary = target.clone();
         url = Some(target);
-    }
-    if let Some(headers) = request_part {
-        push(&mut f, "request_headers", headers_value(headers));
     }
     if let Some(resp) = resp {
         let status = resp.head.status.unwrap_or(0);
