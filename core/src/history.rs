@@ -161,12 +161,98 @@ pub enum Layer {
 /// A stored edge: its map, client and server, and for L7 the virtual
 /// host asked for (a window's map splits a server's edges by host where
 /// it served several, as the live map does).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EdgeKey {
     pub layer: Layer,
     pub src: End,
     pub dst: End,
     pub host: Option<String>,
+}
+
+/// An [`EdgeKey`] borrowed from a record and its workloads: ingest looks
+/// an edge up by it, so a known edge costs no allocation. An `EdgeKey`
+/// hashes as this view of it, so the two hash alike by construction.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct EdgeRef<'a> {
+    layer: LayerRef<'a>,
+    src: EndRef<'a>,
+    dst: EndRef<'a>,
+    host: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum LayerRef<'a> {
+    L4(L4Proto),
+    L7(&'a str),
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct EndRef<'a> {
+    kind: WorkloadKind,
+    namespace: &'a str,
+    name: &'a str,
+    node: Option<&'a str>,
+}
+
+impl<'a> EndRef<'a> {
+    fn of(w: &'a Workload) -> Self {
+        EndRef { kind: w.kind, namespace: &w.namespace, name: &w.name, node: w.node.as_deref() }
+    }
+
+    fn of_end(e: &'a End) -> Self {
+        EndRef { kind: e.kind, namespace: &e.namespace, name: &e.name, node: e.node.as_deref() }
+    }
+
+    fn to_end(&self) -> End {
+        End {
+            kind: self.kind,
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+            node: self.node.map(str::to_string),
+        }
+    }
+}
+
+impl<'a> EdgeRef<'a> {
+    fn l4(l4: L4Proto, src: &'a Workload, dst: &'a Workload) -> Self {
+        EdgeRef { layer: LayerRef::L4(l4), src: EndRef::of(src), dst: EndRef::of(dst), host: None }
+    }
+
+    fn l7(protocol: &'a str, src: &'a Workload, dst: &'a Workload, host: Option<&'a str>) -> Self {
+        EdgeRef { layer: LayerRef::L7(protocol), src: EndRef::of(src), dst: EndRef::of(dst), host }
+    }
+}
+
+impl EdgeKey {
+    fn view(&self) -> EdgeRef<'_> {
+        let layer = match &self.layer {
+            Layer::L4(l4) => LayerRef::L4(*l4),
+            Layer::L7(p) => LayerRef::L7(p),
+        };
+        EdgeRef { layer, src: EndRef::of_end(&self.src), dst: EndRef::of_end(&self.dst), host: self.host.as_deref() }
+    }
+}
+
+impl std::hash::Hash for EdgeKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.view().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<EdgeKey> for EdgeRef<'_> {
+    fn equivalent(&self, key: &EdgeKey) -> bool {
+        *self == key.view()
+    }
+}
+
+impl From<&EdgeRef<'_>> for EdgeKey {
+    fn from(r: &EdgeRef<'_>) -> Self {
+        let layer = match r.layer {
+            LayerRef::L4(l4) => Layer::L4(l4),
+            LayerRef::L7(p) => Layer::L7(p.to_string()),
+        };
+        EdgeKey { layer, src: r.src.to_end(), dst: r.dst.to_end(), host: r.host.map(str::to_string) }
+    }
 }
 
 /// One direction of an L4 edge.
@@ -265,7 +351,7 @@ impl Sample {
 /// Samples of one interval, by edge: what ingest fills.
 #[derive(Clone, Debug)]
 pub struct IntervalSamples {
-    pub edges: HashMap<EdgeKey, Sample>,
+    pub edges: hashbrown::HashMap<EdgeKey, Sample>,
     /// Distinct edges held at most; samples of further new edges are
     /// counted in `refused` and not kept.
     pub cap: usize,
@@ -280,20 +366,26 @@ impl Default for IntervalSamples {
 
 impl IntervalSamples {
     pub fn with_cap(cap: usize) -> Self {
-        IntervalSamples { edges: HashMap::new(), cap, refused: 0 }
+        IntervalSamples { edges: hashbrown::HashMap::new(), cap, refused: 0 }
     }
 
-    fn entry(&mut self, key: EdgeKey, empty: impl FnOnce() -> Sample) -> Option<&mut Sample> {
-        if self.edges.len() >= self.cap && !self.edges.contains_key(&key) {
-            self.refused += 1;
-            return None;
+    fn entry(&mut self, key: EdgeRef<'_>, empty: impl FnOnce() -> Sample) -> Option<&mut Sample> {
+        // Looked up twice when known (a map cannot hand out an entry by a
+        // borrowed key whose owned form it cannot borrow as), but never
+        // built unless new.
+        if !self.edges.contains_key(&key) {
+            if self.edges.len() >= self.cap {
+                self.refused += 1;
+                return None;
+            }
+            self.edges.insert(EdgeKey::from(&key), empty());
         }
-        Some(self.edges.entry(key).or_insert_with(empty))
+        self.edges.get_mut(&key)
     }
 
     /// A flow delta between two resolved workloads.
     pub fn add_delta(&mut self, d: &FlowDelta, client: &Workload, server: &Workload, closed_flows: u64) {
-        let key = EdgeKey { layer: Layer::L4(d.l4), src: End::of(client), dst: End::of(server), host: None };
+        let key = EdgeRef::l4(d.l4, client, server);
         if let Some(Sample::L4(s)) = self.entry(key, || Sample::L4(L4Sample::default())) {
             s.to_server.add(&d.to_server);
             s.to_client.add(&d.to_client);
@@ -304,13 +396,13 @@ impl IntervalSamples {
 
     /// An L7 record between two resolved workloads.
     pub fn add_record(&mut self, r: &L7Record, src: &Workload, dst: &Workload) {
-        self.add_record_for_host(r, src, dst, crate::vhost::record_host(r));
+        self.add_record_for_host(r, src, dst, crate::vhost::record_host(r).as_deref());
     }
 
     /// [`IntervalSamples::add_record`] with the record's virtual host
     /// already named.
-    pub fn add_record_for_host(&mut self, r: &L7Record, src: &Workload, dst: &Workload, host: Option<String>) {
-        let key = EdgeKey { layer: Layer::L7(r.protocol.clone()), src: End::of(src), dst: End::of(dst), host };
+    pub fn add_record_for_host(&mut self, r: &L7Record, src: &Workload, dst: &Workload, host: Option<&str>) {
+        let key = EdgeRef::l7(&r.protocol, src, dst, host);
         if let Some(Sample::L7(s)) = self.entry(key, || Sample::L7(L7Sample::default())) {
             s.requests += 1;
             s.errors += u64::from(r.error);
@@ -324,7 +416,7 @@ impl IntervalSamples {
 
     /// Requests known by their counts only.
     pub fn add_counts(&mut self, protocol: &str, c: &L7Counts, src: &Workload, dst: &Workload) {
-        let key = EdgeKey { layer: Layer::L7(protocol.to_string()), src: End::of(src), dst: End::of(dst), host: None };
+        let key = EdgeRef::l7(protocol, src, dst, None);
         if let Some(Sample::L7(s)) = self.entry(key, || Sample::L7(L7Sample::default())) {
             s.requests += c.requests;
             s.errors += c.errors;

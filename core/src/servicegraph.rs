@@ -13,7 +13,9 @@ use crate::flow::FlowDelta;
 use crate::identity::{Workload, WorkloadKind};
 use crate::record::L7Record;
 use crate::time::Timestamp;
-use std::collections::HashMap;
+use hashbrown::HashMap;
+use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
 
 /// Upper bounds (seconds) of the latency histograms' buckets. Finer than
 /// Tempo's default (0.1 s to 12.8 s) at the low end, where in-cluster
@@ -48,13 +50,37 @@ impl WorkloadName {
     /// its Deployment, a Job by its CronJob), so a rollout or a scale-up
     /// adds no series.
     pub fn of(w: &Workload) -> Self {
+        NameRef::of(w).to_name()
+    }
+
+    fn view(&self) -> NameRef<'_> {
+        NameRef { namespace: &self.namespace, name: &self.name, kind: Cow::Borrowed(&self.kind) }
+    }
+}
+
+/// A [`WorkloadName`] borrowed from its workload: series are looked up by
+/// it, so counting into a known series allocates nothing. The keys hash as
+/// their borrowed views, so the two hash alike by construction.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NameRef<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    kind: Cow<'a, str>,
+}
+
+impl<'a> NameRef<'a> {
+    fn of(w: &'a Workload) -> Self {
         let (kind, name) = match w.kind {
             WorkloadKind::Pod => pod_controller(w),
-            WorkloadKind::Service => ("service".to_string(), w.name.clone()),
-            WorkloadKind::Node => ("node".to_string(), w.name.clone()),
-            WorkloadKind::External => ("external".to_string(), w.name.clone()),
+            WorkloadKind::Service => ("service".into(), w.name.as_str()),
+            WorkloadKind::Node => ("node".into(), w.name.as_str()),
+            WorkloadKind::External => ("external".into(), w.name.as_str()),
         };
-        WorkloadName { namespace: w.namespace.clone(), name, kind }
+        NameRef { namespace: &w.namespace, name, kind }
+    }
+
+    fn to_name(&self) -> WorkloadName {
+        WorkloadName { namespace: self.namespace.to_string(), name: self.name.to_string(), kind: self.kind.to_string() }
     }
 }
 
@@ -62,9 +88,9 @@ impl WorkloadName {
 /// k8sattributes processor names it: a ReplicaSet's Deployment is its name
 /// without the `pod-template-hash` suffix, a Job's CronJob its name
 /// without the schedule's minute stamp.
-fn pod_controller(w: &Workload) -> (String, String) {
+fn pod_controller(w: &Workload) -> (Cow<'static, str>, &str) {
     let Some((kind, owner)) = w.owner.as_deref().and_then(|o| o.split_once('/')) else {
-        return ("pod".into(), w.name.clone());
+        return ("pod".into(), &w.name);
     };
     let strip = |suffix_ok: &dyn Fn(&str) -> bool| {
         owner.rsplit_once('-').filter(|(base, suffix)| !base.is_empty() && suffix_ok(suffix)).map(|(b, _)| b)
@@ -75,15 +101,17 @@ fn pod_controller(w: &Workload) -> (String, String) {
             let by_label = hash.and_then(|h| owner.strip_suffix(h)?.strip_suffix('-'));
             let by_shape = || strip(&|s| (5..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()));
             match by_label.filter(|b| !b.is_empty()).or_else(by_shape) {
-                Some(deployment) => ("deployment".into(), deployment.into()),
-                None => ("replicaset".into(), owner.into()),
+                Some(deployment) => ("deployment".into(), deployment),
+                None => ("replicaset".into(), owner),
             }
         }
         "Job" => match strip(&|s| s.len() >= 8 && s.bytes().all(|b| b.is_ascii_digit())) {
-            Some(cronjob) => ("cronjob".into(), cronjob.into()),
-            None => ("job".into(), owner.into()),
+            Some(cronjob) => ("cronjob".into(), cronjob),
+            None => ("job".into(), owner),
         },
-        other => (other.to_ascii_lowercase(), owner.into()),
+        "StatefulSet" => ("statefulset".into(), owner),
+        "DaemonSet" => ("daemonset".into(), owner),
+        other => (other.to_ascii_lowercase().into(), owner),
     }
 }
 
@@ -136,11 +164,36 @@ impl Histogram {
 }
 
 /// An L7 series' key: who called whom, over which protocol.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct L7Key {
     pub client: WorkloadName,
     pub server: WorkloadName,
     pub protocol: String,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct L7Ref<'a> {
+    client: NameRef<'a>,
+    server: NameRef<'a>,
+    protocol: &'a str,
+}
+
+impl Hash for L7Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        L7Ref { client: self.client.view(), server: self.server.view(), protocol: &self.protocol }.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<L7Key> for L7Ref<'_> {
+    fn equivalent(&self, key: &L7Key) -> bool {
+        self.protocol == key.protocol && self.client == key.client.view() && self.server == key.server.view()
+    }
+}
+
+impl From<&L7Ref<'_>> for L7Key {
+    fn from(r: &L7Ref<'_>) -> Self {
+        L7Key { client: r.client.to_name(), server: r.server.to_name(), protocol: r.protocol.to_string() }
+    }
 }
 
 /// Requests between two workloads over one protocol.
@@ -158,11 +211,36 @@ pub struct L7Series {
 }
 
 /// An L4 series' key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct L4Key {
     pub client: WorkloadName,
     pub server: WorkloadName,
     pub transport: L4Proto,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct L4Ref<'a> {
+    client: NameRef<'a>,
+    server: NameRef<'a>,
+    transport: L4Proto,
+}
+
+impl Hash for L4Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        L4Ref { client: self.client.view(), server: self.server.view(), transport: self.transport }.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<L4Key> for L4Ref<'_> {
+    fn equivalent(&self, key: &L4Key) -> bool {
+        self.transport == key.transport && self.client == key.client.view() && self.server == key.server.view()
+    }
+}
+
+impl From<&L4Ref<'_>> for L4Key {
+    fn from(r: &L4Ref<'_>) -> Self {
+        L4Key { client: r.client.to_name(), server: r.server.to_name(), transport: r.transport }
+    }
 }
 
 /// Traffic between two workloads over one transport.
@@ -217,7 +295,7 @@ impl ServiceGraph {
 
     /// A record between two resolved workloads.
     pub fn add_record(&mut self, r: &L7Record, client: &Workload, server: &Workload) {
-        let s = self.l7_series(client, server, &r.protocol, 1);
+        let Some(s) = self.l7_series(client, server, &r.protocol, 1) else { return };
         s.last = s.last.max(r.ts());
         s.requests += 1;
         s.failed += u64::from(r.error);
@@ -238,32 +316,49 @@ impl ServiceGraph {
         client: &Workload,
         server: &Workload,
     ) {
-        let s = self.l7_series(client, server, protocol, requests);
+        let Some(s) = self.l7_series(client, server, protocol, requests) else { return };
         s.last = s.last.max(ts);
         s.requests += requests;
         s.failed += errors;
     }
 
-    fn l7_series(&mut self, client: &Workload, server: &Workload, protocol: &str, requests: u64) -> &mut L7Series {
-        let mut key =
-            L7Key { client: WorkloadName::of(client), server: WorkloadName::of(server), protocol: protocol.into() };
-        if !self.l7.contains_key(&key) && self.full() {
-            self.folded.requests += requests;
-            key.client = WorkloadName::other();
-            key.server = WorkloadName::other();
+    fn l7_series(
+        &mut self,
+        client: &Workload,
+        server: &Workload,
+        protocol: &str,
+        requests: u64,
+    ) -> Option<&mut L7Series> {
+        let key = L7Ref { client: NameRef::of(client), server: NameRef::of(server), protocol };
+        if !self.l7.contains_key(&key) {
+            if self.full() {
+                self.folded.requests += requests;
+                let other =
+                    L7Key { client: WorkloadName::other(), server: WorkloadName::other(), protocol: protocol.into() };
+                return Some(self.l7.entry(other).or_default());
+            }
+            self.l7.insert(L7Key::from(&key), L7Series::default());
         }
-        self.l7.entry(key).or_default()
+        // Looked up again rather than built: the owned key is made only
+        // for a new series (a map cannot hand out an entry by a borrowed
+        // key it cannot borrow its keys as).
+        self.l7.get_mut(&key)
     }
 
     /// A flow delta between two resolved workloads.
     pub fn add_delta(&mut self, d: &FlowDelta, client: &Workload, server: &Workload, closed_flows: u64) {
-        let mut key = L4Key { client: WorkloadName::of(client), server: WorkloadName::of(server), transport: d.l4 };
-        if !self.l4.contains_key(&key) && self.full() {
+        let key = L4Ref { client: NameRef::of(client), server: NameRef::of(server), transport: d.l4 };
+        let known = self.l4.contains_key(&key);
+        let s = if known {
+            self.l4.get_mut(&key)
+        } else if self.full() {
             self.folded.flow_deltas += 1;
-            key.client = WorkloadName::other();
-            key.server = WorkloadName::other();
-        }
-        let s = self.l4.entry(key).or_default();
+            let other = L4Key { client: WorkloadName::other(), server: WorkloadName::other(), transport: d.l4 };
+            Some(self.l4.entry(other).or_default())
+        } else {
+            Some(self.l4.entry(L4Key::from(&key)).or_default())
+        };
+        let Some(s) = s else { return };
         s.last = s.last.max(d.last_ts);
         s.bytes_to_server += d.to_server.bytes;
         s.bytes_to_client += d.to_client.bytes;

@@ -107,7 +107,7 @@ fn main() {
             // Five requests per edge per interval.
             for n in 0..5 {
                 let r = record(t, i, n);
-                h.add_record(&r, &clients[i], &servers[i], trawl_core::vhost::record_host(&r));
+                h.add_record(&r, &clients[i], &servers[i], trawl_core::vhost::record_host(&r).as_deref());
             }
         }
         t += 10;

@@ -171,6 +171,33 @@ pub struct Identity {
     nodes: HashMap<String, Arc<Workload>>,
     /// The Services (`namespace/name`) whose endpoints include an IP.
     services_of: HashMap<IpAddr, Vec<String>>,
+    externals: Arc<Externals>,
+}
+
+/// Most addresses outside the inventory whose workloads are kept.
+const MOST_EXTERNALS: usize = 16 * 1024;
+
+/// The workloads of addresses outside the inventory, each made once:
+/// making one formats the address and allocates thrice, and every record
+/// has two ends. An external workload depends on its address alone, so an
+/// identity's clones share them. Emptied when full.
+#[derive(Debug, Default)]
+struct Externals(std::sync::Mutex<hashbrown::HashMap<IpAddr, Arc<Workload>>>);
+
+impl Externals {
+    fn get(&self, ip: IpAddr) -> Arc<Workload> {
+        // A panic elsewhere while this was held left the map whole.
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = known.get(&ip) {
+            return Arc::clone(w);
+        }
+        if known.len() >= MOST_EXTERNALS {
+            known.clear();
+        }
+        let w = Arc::new(Workload::external(ip));
+        known.insert(ip, Arc::clone(&w));
+        w
+    }
 }
 
 impl Identity {
@@ -305,7 +332,7 @@ impl Identity {
     pub fn resolve_endpoint_status(&self, ip: IpAddr, port: u16, ts: Timestamp) -> (Arc<Workload>, ResolutionStatus) {
         let bindings = self.by_ip.get(&ip).map(Vec::as_slice).unwrap_or_default();
         let Some(best) = best_at(bindings, ts) else {
-            return (Arc::new(Workload::external(ip)), ResolutionStatus::Unresolved);
+            return (self.externals.get(ip), ResolutionStatus::Unresolved);
         };
         let status =
             if best.rank == Rank::FinishedPod { ResolutionStatus::FinishedPod } else { ResolutionStatus::Resolved };
@@ -323,7 +350,7 @@ impl Identity {
     /// The workload that held `ip` at `ts`, or its `internal`/`public`
     /// pseudo-workload.
     pub fn resolve(&self, ip: IpAddr, ts: Timestamp) -> Arc<Workload> {
-        self.lookup(ip, ts).unwrap_or_else(|| Arc::new(Workload::external(ip)))
+        self.lookup(ip, ts).unwrap_or_else(|| self.externals.get(ip))
     }
 }
 

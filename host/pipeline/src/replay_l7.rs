@@ -2,7 +2,7 @@
 //! through the pipeline with reassembly on and the plugins attached.
 
 use crate::pipeline::{Batch, Cadence, FileSource, Pipeline, Report, Sink, legend};
-use crate::replay::{Emit, ReplayOptions, ReplayOutcome, load_identity, write_json_line};
+use crate::replay::{Emit, ReplayOptions, ReplayOutcome, load_identity};
 use anyhow::Context;
 use std::io::Write;
 use std::time::Duration;
@@ -57,6 +57,9 @@ fn only_enabled(plugins: Vec<SharedPlugin>, enabled: Option<&[String]>) -> anyho
 
 /// Where `trawl replay`'s L7 output goes: records one per line, or the
 /// L7 map (with the L4 map's nodes).
+/// Bytes of JSON lines gathered before they are written.
+const LINES_FLUSH_AT: usize = 1 << 16;
+
 struct Output<'a> {
     emit: Emit,
     out: &'a mut dyn Write,
@@ -69,6 +72,22 @@ struct Output<'a> {
     l4: L4Map,
     /// Records kept rather than printed (`--write-pcap`).
     collected: Option<Vec<trawl_core::record::L7Record>>,
+    /// A batch's JSON lines, written out in one call: serde_json writing
+    /// straight to a `dyn Write` made a dynamic call per token, a fifth
+    /// of a Redis replay.
+    lines: Vec<u8>,
+}
+
+impl Output<'_> {
+    fn write_lines(&mut self) {
+        if self.error.is_none()
+            && !self.lines.is_empty()
+            && let Err(e) = self.out.write_all(&self.lines)
+        {
+            self.error = Some(anyhow::Error::new(e).context("cannot write output"));
+        }
+        self.lines.clear();
+    }
 }
 
 impl Sink for Output<'_> {
@@ -85,15 +104,22 @@ impl Sink for Output<'_> {
             }
             match self.emit {
                 Emit::Records => {
-                    if self.error.is_none()
-                        && let Err(e) = write_json_line(self.out, &record)
-                    {
-                        self.error = Some(e);
+                    if self.error.is_none() {
+                        // Writing to a vector cannot fail; a record that
+                        // cannot be serialised is a bug, reported once.
+                        if let Err(e) = serde_json::to_writer(&mut self.lines, &record) {
+                            self.error = Some(anyhow::Error::new(e).context("cannot write output"));
+                        }
+                        self.lines.push(b'\n');
+                        if self.lines.len() >= LINES_FLUSH_AT {
+                            self.write_lines();
+                        }
                     }
                 }
                 _ => self.map.apply(&record, &src, &dst),
             }
         }
+        self.write_lines();
         if self.emit != Emit::Records {
             for d in &batch.deltas {
                 self.l4.apply_resolved(d, self.identity);
@@ -151,6 +177,7 @@ fn replay(
         flush_each: opts.pace.is_some(),
         l4: L4Map::new(opts.group_by, opts.rate_window_secs),
         collected: collect.then(Vec::new),
+        lines: Vec::new(),
     };
     let source = FileSource { speed: opts.pace, ..FileSource::new(&opts.capture) };
     let ran = source.run(&mut pipeline, &mut output, || {})?;

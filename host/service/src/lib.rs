@@ -674,7 +674,7 @@ impl GraphState {
             m.apply_for_host(&r, &src, &dst, host.as_deref());
         }
         if let Some(h) = &mut self.history {
-            h.add_record(&r, &src, &dst, host);
+            h.add_record(&r, &src, &dst, host.as_deref());
         }
         self.service_graph.add_record(&r, &src, &dst);
         self.now = self.now.max(r.ts());

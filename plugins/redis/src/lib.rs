@@ -334,7 +334,7 @@ fn error_text(m: &Msg) -> Option<String> {
 
 /// The record of a command that is done, taking its strings.
 fn record(c: Command, answered: bool) -> Record {
-    let mut f = Fields::with_capacity(24);
+    let mut f = Fields::with_capacity(FIELDS.len());
     if let Some(e) = &c.error {
         let prefix = e.split_whitespace().next().unwrap_or_default();
         f.insert("redis_error_prefix", Value::from(prefix));

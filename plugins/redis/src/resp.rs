@@ -83,14 +83,37 @@ fn number(l: &[u8]) -> Option<i64> {
     if digits.is_empty() {
         return None;
     }
-    let mut n: i64 = 0;
-    for &d in digits {
-        let d = i64::from(d.checked_sub(b'0').filter(|d| *d <= 9)?);
-        // Negative numbers are built downwards so that i64::MIN fits.
-        n = n.checked_mul(10)?;
-        n = if negative { n.checked_sub(d)? } else { n.checked_add(d)? };
+    // Nineteen digits fit a u64 without overflow checks: `checked_mul`
+    // on an i64 is a 128-bit multiply in wasm32, once per digit.
+    let digits = &digits[digits.iter().position(|&d| d != b'0').unwrap_or(digits.len())..];
+    if digits.len() > 19 {
+        // At least 10^19: beyond any i64.
+        return None;
     }
-    Some(n)
+    let mut n: u64 = 0;
+    for &d in digits {
+        let d = d.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n = n * 10 + u64::from(d);
+    }
+    if negative {
+        // i64::MIN's magnitude is one more than i64::MAX.
+        (n <= 1 << 63).then(|| (n as i64).wrapping_neg())
+    } else {
+        i64::try_from(n).ok()
+    }
+}
+
+/// A bulk length written as a server writes it (`$<digits>\r\n` with at
+/// most 18 digits) at `at`, the byte after the type: its value and where
+/// its line ends. Anything else is left to the general path.
+fn plain_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let rest = buf.get(at..)?;
+    let digits = rest.iter().take(19).position(|b| !b.is_ascii_digit())?;
+    if digits == 0 || digits > 18 || rest.get(digits..digits + 2)? != b"\r\n" {
+        return None;
+    }
+    let n = rest[..digits].iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    Some((usize::try_from(n).ok()?, at + digits + 2))
 }
 
 fn text(b: &[u8]) -> Vec<u8> {
@@ -145,7 +168,11 @@ struct Bulk {
     kind: Kind,
     /// Payload bytes still to come; the CRLF after them comes next.
     left: usize,
+    /// Payload bytes read so far.
+    taken: usize,
+    /// Its first `MAX_TEXT` bytes, if the message keeps this element.
     text: Vec<u8>,
+    keep: bool,
 }
 
 /// A RESP decoder that keeps its place between calls: each element is read
@@ -183,11 +210,14 @@ impl Decoder {
         loop {
             if let Some(bulk) = &mut self.bulk {
                 let take = bulk.left.min(buf.len() - at);
-                let room = MAX_TEXT.saturating_sub(bulk.text.len());
-                bulk.text.extend_from_slice(&buf[at..at + take.min(room)]);
+                if bulk.keep {
+                    let room = MAX_TEXT.saturating_sub(bulk.text.len());
+                    bulk.text.extend_from_slice(&buf[at..at + take.min(room)]);
+                }
                 bulk.left -= take;
+                bulk.taken += take;
                 at += take;
-                if bulk.left > 0 && bulk.text.len() >= MAX_TEXT {
+                if bulk.left > 0 && bulk.taken >= MAX_TEXT {
                     // What is kept of the value is kept; the rest is only
                     // its length.
                     let skip = std::mem::take(&mut bulk.left) as u64;
@@ -211,6 +241,9 @@ impl Decoder {
                 return Step::NeedMore { consumed: at, needed: at + 1 };
             };
             let depth = self.stack.len();
+            // Only the elements a message keeps get their text copied: the
+            // rest of a 10k-element reply costs no allocation.
+            let keep = self.keeps_next();
             let Some(kind) = kind_of(t) else {
                 if depth > 0 {
                     return Step::Desync;
@@ -221,6 +254,23 @@ impl Decoder {
                     Err(_) => Step::Desync,
                 };
             };
+            // The bulk elements a message does not keep, whole in this
+            // input (most of a long reply), are stepped over in place.
+            if !keep
+                && kind == Kind::Bulk
+                && let Some((n, start)) = plain_length(buf, at + 1)
+                && (n as u64) <= MAX_BULK
+                && let Some(end) = start.checked_add(n).filter(|end| end + 2 <= buf.len())
+            {
+                if &buf[end..end + 2] != b"\r\n" {
+                    return Step::Desync;
+                }
+                at = end + 2;
+                if let Some(msg) = self.complete_unkept() {
+                    return Step::Done(Msg { size: self.size + at, ..msg }, at);
+                }
+                continue;
+            }
             let (l, next) = match line(buf, at + 1) {
                 Ok(Some(found)) => found,
                 Ok(None) => return Step::NeedMore { consumed: at, needed: buf.len() + 1 },
@@ -233,7 +283,7 @@ impl Decoder {
                 | Kind::Null
                 | Kind::Double
                 | Kind::Boolean
-                | Kind::BigNumber => element(kind, text(l)),
+                | Kind::BigNumber => element(kind, if keep { text(l) } else { Vec::new() }),
                 Kind::Bulk | Kind::Verbatim | Kind::BlobError => {
                     let Some(n) = number(l) else { return Step::Desync };
                     if n < 0 {
@@ -241,8 +291,8 @@ impl Decoder {
                     } else if n as u64 > MAX_BULK {
                         return Step::Desync;
                     } else {
-                        let text = Vec::with_capacity((n as usize).min(MAX_TEXT));
-                        self.bulk = Some(Bulk { kind, left: n as usize, text });
+                        let text = if keep { Vec::with_capacity((n as usize).min(MAX_TEXT)) } else { Vec::new() };
+                        self.bulk = Some(Bulk { kind, left: n as usize, taken: 0, text, keep });
                         at = next;
                         continue;
                     }
@@ -261,11 +311,11 @@ impl Decoder {
                     } else if depth as u32 >= MAX_DEPTH {
                         return Step::Desync;
                     } else {
-                        let keep = depth == 0;
+                        let top = depth == 0;
                         // Sized once: pushing the kept items one by one
                         // grew the vector twice per message.
-                        let items = Vec::with_capacity(if keep { (elements as usize).min(KEEP_ITEMS) } else { 0 });
-                        self.stack.push(Frame { kind, left: elements, count: elements, items, keep });
+                        let items = Vec::with_capacity(if top { (elements as usize).min(KEEP_ITEMS) } else { 0 });
+                        self.stack.push(Frame { kind, left: elements, count: elements, items, keep: top });
                         at = next;
                         continue;
                     }
@@ -276,6 +326,25 @@ impl Decoder {
                 return Step::Done(Msg { size: self.size + at, ..msg }, at);
             }
         }
+    }
+
+    /// Whether the next element is kept: the message itself, or one of
+    /// the first `KEEP_ITEMS` of its top-level aggregate.
+    fn keeps_next(&self) -> bool {
+        self.stack.last().is_none_or(|f| f.keep && f.items.len() < KEEP_ITEMS)
+    }
+
+    /// An element that is not kept ended: as [`Self::complete`], without
+    /// building its message. Only an aggregate's element is not kept, so
+    /// the stack is not empty.
+    fn complete_unkept(&mut self) -> Option<Msg> {
+        let frame = self.stack.last_mut()?;
+        frame.left -= 1;
+        if frame.left > 0 {
+            return None;
+        }
+        let done = self.stack.pop()?;
+        self.complete(Msg { kind: done.kind, text: Vec::new(), items: done.items, count: done.count, size: 0 })
     }
 
     /// An element ended: it fills its aggregate, which may end in turn.
@@ -364,6 +433,11 @@ mod tests {
             "٣",
             "--1",
             "0x10",
+            "00000000000000000000000000042",
+            "-0009223372036854775808",
+            "99999999999999999999",
+            "18446744073709551616",
+            "9223372036854775807x",
         ] {
             let want = std::str::from_utf8(l.as_bytes()).ok().and_then(|s| s.trim().parse::<i64>().ok());
             assert_eq!(number(l.as_bytes()), want, "{l:?}");
@@ -391,6 +465,12 @@ mod tests {
         assert_eq!(done(b"*-1\r\n").kind, Kind::Null);
         assert_eq!(parse(b"$5\r\nhel"), Parsed::NeedMore(11));
         assert_eq!(parse(b"*2\r\n$3\r\nGET\r\n"), Parsed::NeedMore(14));
+        // A kept element or one stepped over: a bad end is a desync.
+        let mut bad = b"*10\r\n".to_vec();
+        bad.extend_from_slice(&b"$1\r\nx\r\n".repeat(9));
+        bad.extend_from_slice(b"$1\r\nxx\r\n");
+        assert_eq!(parse(&bad), Parsed::Desync);
+        assert_eq!(parse(b"*1\r\n$1\r\nxx\r\n"), Parsed::Desync);
     }
 
     #[test]
@@ -435,7 +515,13 @@ mod tests {
         let mut nested = b"*3\r\n*2\r\n$3\r\nGET\r\n:1\r\n%1\r\n+k\r\n*1\r\n_\r\n$5\r\nhello\r\n".to_vec();
         let big = format!("${}\r\n{}\r\n", 3000, "x".repeat(3000));
         nested.extend_from_slice(big.as_bytes());
-        for message in [&nested[..nested.len() - big.len()], big.as_bytes(), b"PING\r\n", b"*0\r\n"] {
+        // Past the kept items, whole bulk elements are stepped over in place.
+        let mut long = b"*40\r\n".to_vec();
+        for i in 0..40 {
+            let value = "v".repeat(i * 13);
+            long.extend_from_slice(format!("${}\r\n{value}\r\n", value.len()).as_bytes());
+        }
+        for message in [&nested[..nested.len() - big.len()], big.as_bytes(), b"PING\r\n", b"*0\r\n", &long] {
             let whole = done(message);
             for piece in 1..=7 {
                 let mut d = Decoder::default();

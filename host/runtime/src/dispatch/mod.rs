@@ -308,9 +308,14 @@ impl Dispatcher {
         self.targeting = None;
     }
 
-    /// Records produced since the last call.
+    /// Records produced since the last call. The next batch starts with
+    /// room for as many: growing it from empty again, by doubling, copied
+    /// every record and touched fresh memory each time. A burst does not
+    /// set the room for good: it is capped.
     pub fn take_records(&mut self) -> Vec<HostRecord> {
-        std::mem::take(&mut self.records)
+        const MOST_ROOM: usize = 16 * 1024;
+        let room = self.records.len().min(MOST_ROOM);
+        std::mem::replace(&mut self.records, Vec::with_capacity(room))
     }
 
     /// The plugins in use, including those being drained.

@@ -273,13 +273,7 @@ impl History {
     }
 
     /// A record, with its virtual host ([`trawl_core::vhost::record_host`]).
-    pub fn add_record(
-        &mut self,
-        r: &trawl_core::record::L7Record,
-        src: &Workload,
-        dst: &Workload,
-        host: Option<String>,
-    ) {
+    pub fn add_record(&mut self, r: &trawl_core::record::L7Record, src: &Workload, dst: &Workload, host: Option<&str>) {
         if let Some(iv) = self.interval(r.ts()) {
             iv.add_record_for_host(r, src, dst, host);
         }
