@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-10000000}"
 shift || true
-PLUGIN_TARGETS=(hub_frames kafka grpc dns h2 capture http redis guest_output)
+PLUGIN_TARGETS=(hub_frames kafka grpc dns h2 capture http redis guest_output filter)
 CORE_TARGETS=(engine reassembly)
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-/var/tmp/trawl-fuzz-target}"
 # No sanitizer by default: what the targets reach is safe Rust (the SDK's

@@ -332,26 +332,28 @@ fn error_text(m: &Msg) -> Option<String> {
     matches!(m.kind, Kind::Error | Kind::BlobError).then(|| lossy(&m.text))
 }
 
-/// The record of a command that is done, taking its strings.
+/// The record of a command that is done, taking its strings. Fields go
+/// in in name order (as `FIELDS` lists them), so each is appended, not
+/// searched for.
 fn record(c: Command, answered: bool) -> Record {
     let mut f = Fields::with_capacity(FIELDS.len());
-    if let Some(e) = &c.error {
-        let prefix = e.split_whitespace().next().unwrap_or_default();
+    let error = c.error.is_some();
+    let summary = c.key.clone().unwrap_or_else(|| c.verb.clone());
+    if !c.verb.is_empty() {
+        f.insert("redis_command", Value::from(c.text));
+    }
+    if let Some(e) = c.error {
+        let prefix = e.split_whitespace().next().unwrap_or_default().to_string();
+        f.insert("redis_error", Value::from(e));
         f.insert("redis_error_prefix", Value::from(prefix));
     }
-    f.insert("redis_request", Value::Bool(c.size > 0));
-    f.insert("redis_response", Value::Bool(answered));
-    let error = c.error.is_some();
-    if let Some(e) = c.error {
-        f.insert("redis_error", Value::from(e));
-    }
-    let summary = c.key.clone().unwrap_or_else(|| c.verb.clone());
     if let Some(k) = c.key {
         f.insert("redis_key", Value::from(k));
     }
+    f.insert("redis_request", Value::Bool(c.size > 0));
+    f.insert("redis_response", Value::Bool(answered));
     if !c.verb.is_empty() {
         f.insert("redis_type", Value::from(c.verb.clone()));
-        f.insert("redis_command", Value::from(c.text));
     }
     Record {
         transaction_id: c.id,

@@ -255,7 +255,18 @@ impl Decoder {
                 };
             };
             // The bulk elements a message does not keep, whole in this
-            // input (most of a long reply), are stepped over in place.
+            // input (most of a long reply), are stepped over in place: a
+            // run of them in one loop, the aggregate's last on its own.
+            if !keep && kind == Kind::Bulk {
+                match self.step_over_bulks(buf, at) {
+                    Err(()) => return Step::Desync,
+                    Ok(past) if past > at => {
+                        at = past;
+                        continue;
+                    }
+                    Ok(_) => {}
+                }
+            }
             if !keep
                 && kind == Kind::Bulk
                 && let Some((n, start)) = plain_length(buf, at + 1)
@@ -332,6 +343,26 @@ impl Decoder {
     /// the first `KEEP_ITEMS` of its top-level aggregate.
     fn keeps_next(&self) -> bool {
         self.stack.last().is_none_or(|f| f.keep && f.items.len() < KEEP_ITEMS)
+    }
+
+    /// Steps over the whole plain bulk elements from `at` on, all but the
+    /// last of the top aggregate (which ends it, and goes through
+    /// [`Self::complete_unkept`]). Its elements are not kept: the caller
+    /// checked. Returns where it stopped.
+    fn step_over_bulks(&mut self, buf: &[u8], mut at: usize) -> Result<usize, ()> {
+        let Some(frame) = self.stack.last_mut() else { return Ok(at) };
+        while frame.left > 1 && buf.get(at) == Some(&b'$') {
+            let Some((n, start)) = plain_length(buf, at + 1) else { break };
+            let Some(end) = start.checked_add(n).filter(|end| n as u64 <= MAX_BULK && end + 2 <= buf.len()) else {
+                break;
+            };
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(());
+            }
+            at = end + 2;
+            frame.left -= 1;
+        }
+        Ok(at)
     }
 
     /// An element that is not kept ended: as [`Self::complete`], without
@@ -470,6 +501,11 @@ mod tests {
         bad.extend_from_slice(&b"$1\r\nx\r\n".repeat(9));
         bad.extend_from_slice(b"$1\r\nxx\r\n");
         assert_eq!(parse(&bad), Parsed::Desync);
+        let mut bad_in_run = b"*20\r\n".to_vec();
+        for i in 0..20 {
+            bad_in_run.extend_from_slice(if i == 14 { b"$1\r\nxx\r\n" } else { b"$1\r\nx\r\n" });
+        }
+        assert_eq!(parse(&bad_in_run), Parsed::Desync);
         assert_eq!(parse(b"*1\r\n$1\r\nxx\r\n"), Parsed::Desync);
     }
 
