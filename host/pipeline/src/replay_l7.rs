@@ -55,11 +55,11 @@ fn only_enabled(plugins: Vec<SharedPlugin>, enabled: Option<&[String]>) -> anyho
     Ok(plugins.into_iter().filter(|p| enabled.contains(&p.info.name)).collect())
 }
 
-/// Where `trawl replay`'s L7 output goes: records one per line, or the
-/// L7 map (with the L4 map's nodes).
 /// Bytes of JSON lines gathered before they are written.
 const LINES_FLUSH_AT: usize = 1 << 16;
 
+/// Where `trawl replay`'s L7 output goes: records one per line, or the
+/// L7 map (with the L4 map's nodes).
 struct Output<'a> {
     emit: Emit,
     out: &'a mut dyn Write,
