@@ -103,17 +103,25 @@ fn number(l: &[u8]) -> Option<i64> {
     }
 }
 
-/// A bulk length written as a server writes it (`$<digits>\r\n` with at
-/// most 18 digits) at `at`, the byte after the type: its value and where
-/// its line ends. Anything else is left to the general path.
-fn plain_length(buf: &[u8], at: usize) -> Option<(usize, usize)> {
-    let rest = buf.get(at..)?;
+/// The bulk element at `at` (its `$`), if its length is written as a
+/// server writes it (1 to 18 digits, then CRLF) and the whole element is
+/// in `buf`: where it ends, past its CRLF, or `Err` if that CRLF is not
+/// there. Anything else (`None`) is left to the general path.
+fn whole_bulk(buf: &[u8], at: usize) -> Option<Result<usize, ()>> {
+    let rest = buf.get(at + 1..)?;
     let digits = rest.iter().take(19).position(|b| !b.is_ascii_digit())?;
     if digits == 0 || digits > 18 || rest.get(digits..digits + 2)? != b"\r\n" {
         return None;
     }
     let n = rest[..digits].iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-    Some((usize::try_from(n).ok()?, at + digits + 2))
+    if n > MAX_BULK {
+        return None;
+    }
+    let end = (at + 1 + digits + 2).checked_add(usize::try_from(n).ok()?)?;
+    match buf.get(end..end + 2)? {
+        b"\r\n" => Some(Ok(end + 2)),
+        _ => Some(Err(())),
+    }
 }
 
 fn text(b: &[u8]) -> Vec<u8> {
@@ -266,21 +274,14 @@ impl Decoder {
                     }
                     Ok(_) => {}
                 }
-            }
-            if !keep
-                && kind == Kind::Bulk
-                && let Some((n, start)) = plain_length(buf, at + 1)
-                && (n as u64) <= MAX_BULK
-                && let Some(end) = start.checked_add(n).filter(|end| end + 2 <= buf.len())
-            {
-                if &buf[end..end + 2] != b"\r\n" {
-                    return Step::Desync;
+                if let Some(end) = whole_bulk(buf, at) {
+                    let Ok(end) = end else { return Step::Desync };
+                    at = end;
+                    if let Some(msg) = self.complete_unkept() {
+                        return Step::Done(Msg { size: self.size + at, ..msg }, at);
+                    }
+                    continue;
                 }
-                at = end + 2;
-                if let Some(msg) = self.complete_unkept() {
-                    return Step::Done(Msg { size: self.size + at, ..msg }, at);
-                }
-                continue;
             }
             let (l, next) = match line(buf, at + 1) {
                 Ok(Some(found)) => found,
@@ -352,14 +353,8 @@ impl Decoder {
     fn step_over_bulks(&mut self, buf: &[u8], mut at: usize) -> Result<usize, ()> {
         let Some(frame) = self.stack.last_mut() else { return Ok(at) };
         while frame.left > 1 && buf.get(at) == Some(&b'$') {
-            let Some((n, start)) = plain_length(buf, at + 1) else { break };
-            let Some(end) = start.checked_add(n).filter(|end| n as u64 <= MAX_BULK && end + 2 <= buf.len()) else {
-                break;
-            };
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(());
-            }
-            at = end + 2;
+            let Some(end) = whole_bulk(buf, at) else { break };
+            at = end?;
             frame.left -= 1;
         }
         Ok(at)
