@@ -173,12 +173,36 @@ impl<'de> Visitor<'de> for MapOf {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(CAUTIOUS));
-        while let Some(k) = map.next_key::<String>()? {
+        while let Some(k) = map.next_key_seed(KeyOf)? {
             let v = map.next_value_seed(At(self.0.0))?;
-            out.push((Key::Owned(k), v));
+            out.push((k, v));
         }
         // Sorted already when a trawl SDK wrote it; sorted once otherwise.
         Ok(Fields::from_entries(out))
+    }
+}
+
+/// A map's key: one of the names kept once ([`crate::keys`]) is borrowed,
+/// not allocated again for every record.
+struct KeyOf;
+
+impl<'de> DeserializeSeed<'de> for KeyOf {
+    type Value = Key;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyOf {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(crate::keys::key(v))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Key, E> {
+        Ok(crate::keys::key_from(v))
     }
 }
 

@@ -2,17 +2,20 @@
 //! sizes, timing, the pseudo-headers, reset codes and the header lists.
 
 use crate::conn::Stream;
-use trawl_sdk::{Fields, Record, Value, redact};
+use trawl_sdk::{Fields, Record, Value, keys, redact};
 
 /// Regular (non-pseudo) header fields as a map, secrets redacted
 /// (`trawl_sdk::redact`: gRPC's `authorization` metadata too).
 pub fn header_map(h: &[(String, String)]) -> Value {
-    Value::Map(
-        h.iter()
-            .filter(|(n, _)| !n.starts_with(':'))
-            .map(|(n, v)| (n.clone(), Value::from(redact::header_value(n, v).into_owned())))
-            .collect(),
-    )
+    // The policy is read once for the whole list, not once per header.
+    redact::with_policy(|policy| {
+        Value::Map(
+            h.iter()
+                .filter(|(n, _)| !n.starts_with(':'))
+                .map(|(n, v)| (keys::key(n), Value::from(policy.header_value(n, v).into_owned())))
+                .collect(),
+        )
+    })
 }
 
 /// The request's `:path` as records may show it (query values redacted).

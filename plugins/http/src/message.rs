@@ -1,6 +1,8 @@
 //! HTTP/1.x message heads (via httparse) and body framing.
 
 use crate::probe::is_token;
+use trawl_sdk::fields::Key;
+use trawl_sdk::keys;
 
 /// Most headers a head may carry.
 const MAX_HEADERS: usize = 128;
@@ -17,7 +19,8 @@ pub(crate) struct Head {
     pub version: String,
     pub status: Option<i64>,
     pub reason: String,
-    pub headers: Vec<(String, String)>,
+    /// Names as sent, common ones kept once ([`trawl_sdk::keys`]).
+    pub headers: Vec<(Key, String)>,
     /// Bytes of the head, blank line included.
     pub size: usize,
     /// The request line did not parse; method and target are best effort.
@@ -43,11 +46,11 @@ fn version(v: Option<u8>) -> String {
     }
 }
 
-fn collect(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+fn collect(headers: &[httparse::Header<'_>]) -> Vec<(Key, String)> {
     headers
         .iter()
         .filter(|h| !h.name.is_empty())
-        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
+        .map(|h| (keys::key(h.name), String::from_utf8_lossy(h.value).trim().to_string()))
         .collect()
 }
 
