@@ -2,8 +2,10 @@
 //! filters and the CLI see it, whatever plugin produced it.
 
 use crate::flow::Endpoint;
+use crate::identity::Workload;
 use crate::time::Timestamp;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// One side of an exchange, with the workload it resolved to.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -16,14 +18,68 @@ pub struct RecordEndpoint {
     pub resolution_status: crate::identity::ResolutionStatus,
 }
 
-/// The parts of a workload a record carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RecordWorkload {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+/// The workload a record's end resolved to, shared with the identity that
+/// resolved it: copying its kind, namespace, name and node into four
+/// strings per end was eight allocations per record, and as many again
+/// each time the record was cloned. Records show (JSON) and compare only
+/// those four parts.
+#[derive(Clone, Debug)]
+pub struct RecordWorkload(Arc<Workload>);
+
+impl RecordWorkload {
+    pub fn new(workload: Arc<Workload>) -> Self {
+        RecordWorkload(workload)
+    }
+
+    /// `pod`, `service`, `node` or `external`.
+    pub fn kind(&self) -> &'static str {
+        self.0.kind.as_str()
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.0.namespace
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.0.node.as_deref()
+    }
+
+    /// The whole workload (labels and owner too).
+    pub fn workload(&self) -> &Arc<Workload> {
+        &self.0
+    }
+}
+
+impl PartialEq for RecordWorkload {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.kind() == other.kind()
+                && self.namespace() == other.namespace()
+                && self.name() == other.name()
+                && self.node() == other.node())
+    }
+}
+
+impl Eq for RecordWorkload {}
+
+impl Serialize for RecordWorkload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let node = self.node();
+        let mut out = s.serialize_struct("RecordWorkload", 3 + usize::from(node.is_some()))?;
+        out.serialize_field("kind", self.kind())?;
+        out.serialize_field("namespace", self.namespace())?;
+        out.serialize_field("name", self.name())?;
+        match node {
+            Some(node) => out.serialize_field("node", node)?,
+            None => out.skip_field("node")?,
+        }
+        out.end()
+    }
 }
 
 /// A dissected request/response pair.
@@ -61,8 +117,8 @@ pub struct L7Record {
 /// Which plugin build made a record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PluginRef {
-    pub name: String,
-    pub version: String,
+    pub name: Arc<str>,
+    pub version: Arc<str>,
     pub generation: u64,
 }
 
@@ -71,7 +127,7 @@ impl L7Record {
     /// log's byte budget counts.
     pub fn approx_size(&self) -> usize {
         let end = |e: &RecordEndpoint| {
-            e.workload.as_ref().map_or(0, |w| 96 + w.kind.len() + w.namespace.len() + w.name.len())
+            e.workload.as_ref().map_or(0, |w| 96 + w.kind().len() + w.namespace().len() + w.name().len())
         };
         std::mem::size_of::<L7Record>()
             + self.protocol.len()

@@ -8,18 +8,8 @@ use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
 use trawl_core::{Endpoint, Timestamp, Workload};
 
 /// An endpoint of a record with its resolved workload.
-fn record_endpoint(e: &RecordEndpoint, w: &Workload, resolution_status: ResolutionStatus) -> RecordEndpoint {
-    RecordEndpoint {
-        resolution_status,
-        ip: e.ip,
-        port: e.port,
-        workload: Some(RecordWorkload {
-            kind: w.kind.as_str().to_string(),
-            namespace: w.namespace.clone(),
-            name: w.name.clone(),
-            node: w.node.clone(),
-        }),
-    }
+fn record_endpoint(e: &RecordEndpoint, w: &Arc<Workload>, resolution_status: ResolutionStatus) -> RecordEndpoint {
+    RecordEndpoint { resolution_status, ip: e.ip, port: e.port, workload: Some(RecordWorkload::new(Arc::clone(w))) }
 }
 
 /// An endpoint whose workload is not looked up yet.

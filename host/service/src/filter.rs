@@ -244,9 +244,9 @@ fn field_value(v: &FieldValue) -> Value {
 
 fn endpoint(e: &RecordEndpoint) -> Value {
     let w = e.workload.as_ref();
-    let kind = w.map_or("external", |w| w.kind.as_str());
-    let name = w.map_or_else(|| e.ip.to_string(), |w| w.name.clone());
-    let namespace = w.map_or_else(String::new, |w| w.namespace.clone());
+    let kind = w.map_or("external", |w| w.kind());
+    let name = w.map_or_else(|| e.ip.to_string(), |w| w.name().to_string());
+    let namespace = w.map_or_else(String::new, |w| w.namespace().to_string());
     let pod_name = if kind == "pod" { name.clone() } else { String::new() };
     let pod_ns = if kind == "pod" { namespace.clone() } else { String::new() };
     let service = if kind == "service" { name.clone() } else { String::new() };
@@ -256,7 +256,7 @@ fn endpoint(e: &RecordEndpoint) -> Value {
     m.insert("kind", Value::from(kind));
     m.insert("name", Value::from(name));
     m.insert("namespace", Value::from(namespace));
-    m.insert("node", Value::from(w.and_then(|w| w.node.clone()).unwrap_or_default()));
+    m.insert("node", Value::from(w.and_then(|w| w.node()).unwrap_or_default()));
     m.insert("resolution_status", Value::from(e.resolution_status.as_str()));
     m.insert("pod", Value::from(HashMap::from([("name", Value::from(pod_name)), ("namespace", Value::from(pod_ns))])));
     m.insert("service", Value::from(HashMap::from([("name", Value::from(service))])));
@@ -274,12 +274,12 @@ fn variables(r: &L7Record, protocols: &[LegendEntry]) -> Vec<(String, Value)> {
     let workloads = [&r.src, &r.dst].map(|e| e.workload.clone());
     let collect = |kind: &str| -> Value {
         let names: Vec<Value> =
-            workloads.iter().flatten().filter(|w| w.kind == kind).map(|w| Value::from(w.name.as_str())).collect();
+            workloads.iter().flatten().filter(|w| w.kind() == kind).map(|w| Value::from(w.name())).collect();
         Value::List(Arc::new(names))
     };
-    let mut namespaces: Vec<String> = workloads.iter().flatten().map(|w| w.namespace.clone()).collect();
+    let mut namespaces: Vec<String> = workloads.iter().flatten().map(|w| w.namespace().to_string()).collect();
     namespaces.dedup();
-    let node = workloads.iter().rev().flatten().find_map(|w| w.node.clone()).unwrap_or_default();
+    let node = workloads.iter().rev().flatten().find_map(|w| w.node()).unwrap_or_default().to_string();
     let field_str = |k: &str| r.fields.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let url = field_str("url").unwrap_or_else(|| r.summary.clone());
     let path = field_str("path").unwrap_or_else(|| url.split('?').next().unwrap_or_default().to_string());

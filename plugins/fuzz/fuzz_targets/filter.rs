@@ -9,7 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
 use trawl_core::decode::L4Proto;
-use trawl_core::identity::ResolutionStatus;
+use std::sync::Arc;
+use trawl_core::identity::{ResolutionStatus, Workload, WorkloadKind};
 use trawl_core::l7map::LegendEntry;
 use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
 use trawl_sdk::{Fields, Value};
@@ -20,11 +21,21 @@ fn endpoint(last: u8, port: u16, workload: Option<(&str, &str, &str)>) -> Record
     RecordEndpoint {
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
         port,
-        workload: workload.map(|(kind, namespace, name)| RecordWorkload {
-            kind: kind.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-            node: Some("node-a".into()),
+        workload: workload.map(|(kind, namespace, name)| {
+            let kind = match kind {
+                "pod" => WorkloadKind::Pod,
+                "service" => WorkloadKind::Service,
+                "node" => WorkloadKind::Node,
+                _ => WorkloadKind::External,
+            };
+            RecordWorkload::new(Arc::new(Workload {
+                kind,
+                namespace: namespace.into(),
+                name: name.into(),
+                node: Some("node-a".into()),
+                labels: Default::default(),
+                owner: None,
+            }))
         }),
         resolution_status: if workload.is_some() { ResolutionStatus::Resolved } else { ResolutionStatus::Unresolved },
     }

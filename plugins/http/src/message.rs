@@ -47,11 +47,17 @@ fn version(v: Option<u8>) -> String {
 }
 
 fn collect(headers: &[httparse::Header<'_>]) -> Vec<(Key, String)> {
-    headers
-        .iter()
-        .filter(|h| !h.name.is_empty())
-        .map(|h| (keys::key(h.name), String::from_utf8_lossy(h.value).trim().to_string()))
-        .collect()
+    headers.iter().filter(|h| !h.name.is_empty()).map(|h| (keys::key(h.name), header_text(h.value))).collect()
+}
+
+/// A header value as text, trimmed. Valid UTF-8 (nearly every value) is
+/// checked by `from_utf8`, which reads a word at a time; the lossy decoder
+/// reads a byte at a time, and ran for every header.
+fn header_text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.trim().to_string(),
+        Err(_) => String::from_utf8_lossy(value).trim().to_string(),
+    }
 }
 
 /// `Ok(None)`: the head is not complete yet. `Err`: not an HTTP request.

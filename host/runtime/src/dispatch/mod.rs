@@ -20,6 +20,7 @@ mod supervision;
 use super::{PluginFault, PluginInstance, SharedPlugin};
 use crate::registry::{PluginState, PluginStatus};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trawl_core::engine::{ConnInfo, StreamSink};
 use trawl_core::reassembly::StreamEvent;
@@ -75,8 +76,8 @@ impl Default for DispatchConfig {
 #[derive(Clone, Debug)]
 pub struct HostRecord {
     pub conn: ConnInfo,
-    pub plugin: String,
-    pub plugin_version: String,
+    pub plugin: Arc<str>,
+    pub plugin_version: Arc<str>,
     pub generation: u64,
     pub record: Record,
     /// The server name (SNI) of a connection read as TLS plaintext.
@@ -193,6 +194,10 @@ impl Conn {
 
 struct Slot {
     plugin: SharedPlugin,
+    /// The plugin's name and version, shared by every record it makes
+    /// rather than copied into each.
+    name: Arc<str>,
+    version: Arc<str>,
     generation: u64,
     /// The version this one replaced, and when: what a rollback returns to.
     replaced: Option<(SharedPlugin, u64)>,

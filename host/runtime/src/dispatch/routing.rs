@@ -42,8 +42,8 @@ impl Dispatcher {
                     self.stats.records += 1;
                     self.records.push(HostRecord {
                         conn: *conn,
-                        plugin: s.plugin.info.name.clone(),
-                        plugin_version: s.plugin.info.version.clone(),
+                        plugin: Arc::clone(&s.name),
+                        plugin_version: Arc::clone(&s.version),
                         generation: s.generation,
                         record,
                         tls_sni: None,

@@ -32,6 +32,8 @@ impl Dispatcher {
         self.next_generation += 1;
         tracing::info!(plugin = %plugin.info.name, version = %plugin.info.version, generation, "plugin installed");
         self.slots.push(Slot {
+            name: plugin.info.name.as_str().into(),
+            version: plugin.info.version.as_str().into(),
             plugin,
             generation,
             replaced,
