@@ -89,11 +89,21 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Cached<A> {
             return head;
         }
         let size = (c + 1) * GRANULE;
-        if (s.end as usize) - (s.next as usize) < size {
+        let left = (s.end as usize) - (s.next as usize);
+        if left < size {
             // SAFETY: CHUNK is non-zero and GRANULE a power of two.
             let chunk = unsafe { self.inner.alloc(Layout::from_size_align_unchecked(CHUNK, GRANULE)) };
             if chunk.is_null() {
                 return chunk;
+            }
+            if left > 0 {
+                // The old chunk's tail (a multiple of 16 bytes, under 256)
+                // becomes a free block of its size rather than lost.
+                let tail = (left / GRANULE) - 1;
+                // SAFETY: `next` starts `left` unused bytes of the old
+                // chunk, 16-aligned; they become one free block of that size.
+                unsafe { s.next.cast::<*mut u8>().write(s.free[tail]) };
+                s.free[tail] = s.next;
             }
             s.next = chunk;
             // SAFETY: within (one past the end of) the chunk just taken.
@@ -102,6 +112,21 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Cached<A> {
         let block = s.next;
         // SAFETY: `size` bytes are left in the chunk (checked above).
         s.next = unsafe { block.add(size) };
+        block
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if class(layout.size(), layout.align()).is_none() {
+            // SAFETY: the caller's contract for `alloc_zeroed`, passed on:
+            // the allocator behind may know its fresh memory is zero.
+            return unsafe { self.inner.alloc_zeroed(layout) };
+        }
+        // SAFETY: the caller's contract for `alloc`.
+        let block = unsafe { self.alloc(layout) };
+        if !block.is_null() {
+            // SAFETY: `block` holds `layout.size()` bytes.
+            unsafe { ptr::write_bytes(block, 0, layout.size()) };
+        }
         block
     }
 

@@ -62,7 +62,7 @@ static ALLOCATOR: alloc::Cached<talc::wasm::WasmDynamicTalc> =
     alloc::Cached::new(talc::wasm::new_wasm_dynamic_allocator());
 
 // Built everywhere so its tests run natively; only the sandbox uses it.
-#[cfg_attr(not(all(feature = "allocator", target_family = "wasm")), allow(dead_code))]
+#[cfg_attr(not(all(feature = "allocator", target_family = "wasm", not(target_feature = "atomics"))), allow(dead_code))]
 mod alloc;
 
 pub mod abi;

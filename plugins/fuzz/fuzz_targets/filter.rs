@@ -7,9 +7,9 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::sync::OnceLock;
 use trawl_core::decode::L4Proto;
-use std::sync::Arc;
 use trawl_core::identity::{ResolutionStatus, Workload, WorkloadKind};
 use trawl_core::l7map::LegendEntry;
 use trawl_core::record::{L7Record, PluginRef, RecordEndpoint, RecordWorkload};
