@@ -47,11 +47,6 @@ impl RecordWorkload {
     pub fn node(&self) -> Option<&str> {
         self.0.node.as_deref()
     }
-
-    /// The whole workload (labels and owner too).
-    pub fn workload(&self) -> &Arc<Workload> {
-        &self.0
-    }
 }
 
 impl PartialEq for RecordWorkload {

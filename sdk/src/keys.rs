@@ -12,6 +12,9 @@
 use crate::fields::Key;
 
 /// The names kept once, in any order (a test checks each is listed once).
+/// The first-party fields repeat the plugins' `FIELDS` lists: the SDK
+/// cannot depend on the plugins, so a host test checks that every field an
+/// embedded plugin declares is here (a missing one is only allocated).
 const NAMES: [&str; 155] = [
     // Fields of the first-party plugins, and the names of their nested maps.
     "content_type",

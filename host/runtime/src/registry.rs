@@ -415,6 +415,25 @@ mod tests {
         }
     }
 
+    /// `trawl_sdk::keys` repeats the first-party plugins' field names (the
+    /// SDK cannot depend on the plugins): every name an embedded plugin
+    /// declares is one the host's decode borrows rather than allocates.
+    #[test]
+    fn every_embedded_plugins_field_is_a_kept_name() {
+        let runtime = WasmRuntime::new(super::super::wasm::SandboxLimits::default()).unwrap();
+        let set = PluginSet::embedded(runtime).unwrap();
+        assert!(set.plugins().len() >= 5);
+        for plugin in set.plugins() {
+            for field in plugin.fields.iter().flatten() {
+                assert!(
+                    trawl_sdk::keys::intern(field).is_some(),
+                    "{}: {field} is not in trawl_sdk::keys",
+                    plugin.info.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_configmap_update_is_reloaded_though_no_event_names_the_file() {
         let dir = std::env::temp_dir().join(format!("trawl-configmap-{}", std::process::id()));
